@@ -1,0 +1,213 @@
+"""Bind a columnar book to a market snapshot: everything market-dependent, validated once.
+
+Per instrument: years to expiry T, vol sigma, scenario base price (perp/future/spot mark, else the
+index), mark in USD (options at the Black-76 price on F = index, r = 0).
+Per position: the *quantity* q that turns a USD price change into USD P&L,
+
+    linear (any kind), inverse option:  q = size x contract_size            (coins)
+    inverse perpetual / future:         q = size x contract_size / entry    (USD P&L per USD move)
+
+so unrealised P&L = q x (mark - entry_usd), with entry_usd = entry x index for inverse options
+(their premium is quoted in coin). Signed notional at mark: q x mark (linear), size x
+contract_size (inverse perps/futures, USD contracts). Gross notional at index: |size| x
+contract_size x index (linear), |size| x contract_size (inverse perps/futures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from margin_engine.book.columnar import ColumnarBook
+from margin_engine.core.errors import InputError
+from margin_engine.core.timeutil import ns_to_iso
+from margin_engine.core.types import FloatArray, IntArray
+from margin_engine.domain.instruments import InstrumentKind, parse_shorthand
+from margin_engine.market.snapshot import MarketSnapshot
+from margin_engine.pricing.black76 import greeks
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BoundBook:
+    book: ColumnarBook
+    timestamp_ns: int
+    underlyings: tuple[str, ...]  # instrument underlyings, then collateral-only underlyings
+    index: FloatArray  # per underlying
+    correlation: FloatArray  # underlyings x underlyings, 1 on the diagonal
+    # per instrument
+    years: FloatArray
+    sigma: FloatArray  # NaN for non-options
+    base_price: FloatArray  # scenario price that moves by (1 + m): mark for delta-one, index else
+    mark: FloatArray  # USD per coin
+    contingency_group: IntArray  # options sharing (underlying, expiry, strike); -1 otherwise
+    # per position
+    position_account: IntArray
+    quantity: FloatArray
+    entry_usd: FloatArray
+    signed_notional: FloatArray
+    gross_notional: FloatArray
+    # per account
+    collateral_value: FloatArray
+    collateral_exposure: FloatArray  # accounts x underlyings: USD value of collateral in u
+
+    @property
+    def account_count(self) -> int:
+        return self.book.account_count
+
+    def account_sum(self, per_position: FloatArray) -> FloatArray:
+        """Segment sum of a per-position array into accounts."""
+        return np.bincount(self.position_account, weights=per_position,
+                           minlength=self.account_count).astype(np.float64)
+
+    def equity(self) -> FloatArray:
+        """Collateral x asset price + sum of q x (mark - entry_usd)."""
+        inst = self.book.position_instrument
+        pnl = self.quantity * (self.mark[inst] - self.entry_usd)
+        return self.collateral_value + self.account_sum(pnl)
+
+    def account_gross_notional(self) -> FloatArray:
+        return self.account_sum(self.gross_notional)
+
+
+def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
+    """Validate the book against the market and compute every market-dependent array."""
+    table = book.instruments
+    _check_underlyings(book, market)
+    extra = tuple(sorted(a for a in book.assets if a in market.underlyings
+                         and a not in table.underlyings))
+    underlyings = table.underlyings + extra
+    index = np.array([market.underlyings[u].index for u in underlyings], dtype=np.float64)
+    n_inst = len(table.instruments)
+    inst_index = index[table.underlying] if n_inst else np.zeros(0)
+
+    years = np.array([(e - market.timestamp_ns) / 1e9 / (365 * 86400) if e else 0.0
+                      for e in table.expiry_ns.tolist()], dtype=np.float64)
+    is_option = table.is_option
+    _check_options(book, market, years, is_option)
+    sigma = np.full(n_inst, np.nan)
+    for u_idx, u in enumerate(table.underlyings):
+        rows = np.nonzero(is_option & (table.underlying == u_idx))[0]
+        surface = market.underlyings[u].vol
+        if rows.size and surface is not None:
+            sigma[rows] = surface.sigma(years[rows], table.strike[rows])
+
+    _check_marks(book, market)
+    base = inst_index.copy()
+    for row, instrument in enumerate(table.instruments):
+        if instrument.name in market.marks:
+            base[row] = market.marks[instrument.name]
+    mark = base.copy()
+    if is_option.any():
+        rows = np.nonzero(is_option)[0]
+        mark[rows] = greeks(inst_index[rows], table.strike[rows], years[rows], sigma[rows],
+                            table.is_call[rows])["price"]
+
+    inst = book.position_instrument
+    size_cs = book.size * table.contract_size[inst]
+    inverse_delta_one = (table.inverse & ~is_option)[inst]
+    inverse_option = (table.inverse & is_option)[inst]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quantity = np.where(inverse_delta_one, size_cs / book.entry_price, size_cs)
+    entry_usd = np.where(inverse_option, book.entry_price * inst_index[inst], book.entry_price)
+    signed_notional = np.where(inverse_delta_one, size_cs, quantity * mark[inst])
+    gross_notional = np.where(inverse_delta_one, np.abs(size_cs), np.abs(size_cs) * inst_index[inst])
+
+    prices = _asset_prices(book, market)
+    collateral_value = book.collateral @ prices if book.assets else np.zeros(book.account_count)
+    exposure = np.zeros((book.account_count, len(underlyings)))
+    for col, asset in enumerate(book.assets):
+        if asset in underlyings:
+            exposure[:, underlyings.index(asset)] = book.collateral[:, col] * prices[col]
+
+    n_u = len(underlyings)
+    rho = np.eye(n_u)
+    for i in range(n_u):
+        for j in range(n_u):
+            if i != j:
+                rho[i, j] = market.correlation_of(underlyings[i], underlyings[j])
+
+    return BoundBook(
+        book=book, timestamp_ns=market.timestamp_ns, underlyings=underlyings, index=index,
+        correlation=rho, years=years, sigma=sigma, base_price=base, mark=mark,
+        contingency_group=_contingency_groups(book),
+        position_account=book.position_account(), quantity=quantity, entry_usd=entry_usd,
+        signed_notional=signed_notional, gross_notional=gross_notional,
+        collateral_value=np.asarray(collateral_value, dtype=np.float64),
+        collateral_exposure=exposure,
+    )
+
+
+def _first_position_of(book: ColumnarBook, instrument_rows: IntArray) -> int:
+    hits = np.nonzero(np.isin(book.position_instrument, instrument_rows))[0]
+    return int(hits[0])
+
+
+def _refuse_position(book: ColumnarBook, instrument_rows: IntArray, expected: str) -> None:
+    row = _first_position_of(book, instrument_rows)
+    account, position = book.locate(row)
+    name = book.instruments.instruments[int(book.position_instrument[row])].name
+    raise InputError(expected, field="instrument", value=name, account=account, position=position)
+
+
+def _check_underlyings(book: ColumnarBook, market: MarketSnapshot) -> None:
+    table = book.instruments
+    for u_idx, u in enumerate(table.underlyings):
+        if u not in market.underlyings:
+            rows = np.nonzero(table.underlying == u_idx)[0]
+            _refuse_position(book, rows, f"an underlying priced in the market {sorted(market.underlyings)} "
+                             f"(no index for {u!r})")
+
+
+def _check_options(book: ColumnarBook, market: MarketSnapshot, years: FloatArray,
+                   is_option: np.ndarray) -> None:
+    table = book.instruments
+    expired = np.nonzero(is_option & (years <= 0.0))[0]
+    if expired.size:
+        row = int(expired[0])
+        _refuse_position(book, expired[:1], "an option not expired at the market time "
+                         f"{ns_to_iso(market.timestamp_ns)} (it expired "
+                         f"{ns_to_iso(int(table.expiry_ns[row]))})")
+    for u_idx, u in enumerate(table.underlyings):
+        rows = np.nonzero(is_option & (table.underlying == u_idx))[0]
+        if rows.size and market.underlyings[u].vol is None:
+            _refuse_position(book, rows, f"a vol for underlying {u!r} in the market "
+                             "(options need 'underlyings.<U>.vol'; missing vol)")
+
+
+def _check_marks(book: ColumnarBook, market: MarketSnapshot) -> None:
+    declared = {i.name: i for i in book.instruments.instruments}
+    for name in market.marks:
+        instrument = declared.get(name)
+        if instrument is None:
+            try:
+                instrument = parse_shorthand(name)
+            except ValueError:
+                instrument = None
+        if instrument is not None and instrument.kind is InstrumentKind.OPTION:
+            raise InputError("marks for perpetuals, futures or spot only; options are marked "
+                             "at their Black-76 price", field=f"marks.{name}", value=name)
+
+
+def _asset_prices(book: ColumnarBook, market: MarketSnapshot) -> FloatArray:
+    prices = np.empty(len(book.assets))
+    for col, asset in enumerate(book.assets):
+        if asset not in market.asset_prices:
+            holders = np.nonzero(book.collateral[:, col] != 0.0)[0]
+            account = book.account_ids[int(holders[0])] if holders.size else None
+            raise InputError(f"an asset priced in the market's 'assets' "
+                             f"{sorted(market.asset_prices)}",
+                             field=f"collateral.{asset}", value=asset, account=account)
+        prices[col] = market.asset_prices[asset]
+    return prices
+
+
+def _contingency_groups(book: ColumnarBook) -> IntArray:
+    """Options on the same underlying, expiry and strike share a group id (calls net puts)."""
+    table = book.instruments
+    groups = np.full(len(table.instruments), -1, dtype=np.int64)
+    keys: dict[tuple[int, int, float], int] = {}
+    for row in np.nonzero(table.is_option)[0].tolist():
+        key = (int(table.underlying[row]), int(table.expiry_ns[row]), float(table.strike[row]))
+        groups[row] = keys.setdefault(key, len(keys))
+    return groups

@@ -1,0 +1,161 @@
+"""Resolve a portfolio once into dense arrays.
+
+Positions of account ``a`` are rows ``offsets[a]:offsets[a+1]`` (CSR). Instruments are rows of
+an ``InstrumentTable``; ``position_instrument`` indexes it. Collateral is a dense
+``accounts x assets`` matrix (assets are few).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from margin_engine.core.types import BoolArray, FloatArray, Int32Array, IntArray
+from margin_engine.domain.accounts import Portfolio
+from margin_engine.domain.instruments import (
+    Instrument,
+    InstrumentKind,
+    MarginMode,
+    OptionRight,
+    Settlement,
+)
+
+MODE_CODES = {MarginMode.ISOLATED: 0, MarginMode.CROSS: 1, MarginMode.PORTFOLIO: 2}
+MODES_BY_CODE = {code: mode for mode, code in MODE_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentTable:
+    """One row per distinct instrument; ``expiry_ns`` is 0 and ``strike`` NaN where absent."""
+
+    instruments: tuple[Instrument, ...]
+    underlyings: tuple[str, ...]
+    underlying: Int32Array
+    kind: Int32Array
+    inverse: BoolArray
+    contract_size: FloatArray
+    expiry_ns: IntArray
+    strike: FloatArray
+    is_call: BoolArray
+
+    @property
+    def is_option(self) -> BoolArray:
+        return np.asarray(self.kind == int(InstrumentKind.OPTION))
+
+    @staticmethod
+    def build(instruments: Sequence[Instrument]) -> InstrumentTable:
+        underlyings = tuple(sorted({i.underlying for i in instruments}))
+        und_index = {u: k for k, u in enumerate(underlyings)}
+        return InstrumentTable(
+            instruments=tuple(instruments),
+            underlyings=underlyings,
+            underlying=np.array([und_index[i.underlying] for i in instruments], dtype=np.int32),
+            kind=np.array([int(i.kind) for i in instruments], dtype=np.int32),
+            inverse=np.array([i.settlement is Settlement.INVERSE for i in instruments],
+                             dtype=np.bool_),
+            contract_size=np.array([i.contract_size for i in instruments], dtype=np.float64),
+            expiry_ns=np.array([i.expiry_ns or 0 for i in instruments], dtype=np.int64),
+            strike=np.array([np.nan if i.strike is None else i.strike for i in instruments],
+                            dtype=np.float64),
+            is_call=np.array([i.right is OptionRight.CALL for i in instruments], dtype=np.bool_),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ColumnarBook:
+    account_ids: tuple[str, ...]
+    mode: Int32Array  # MODE_CODES
+    instruments: InstrumentTable
+    offsets: IntArray  # length accounts + 1
+    position_instrument: Int32Array
+    size: FloatArray
+    entry_price: FloatArray
+    assets: tuple[str, ...]
+    collateral: FloatArray  # accounts x assets, amounts in asset units
+
+    @property
+    def account_count(self) -> int:
+        return len(self.account_ids)
+
+    @property
+    def position_count(self) -> int:
+        return int(self.position_instrument.shape[0])
+
+    def position_account(self) -> IntArray:
+        """Account index of every position row."""
+        counts = np.diff(self.offsets)
+        return np.repeat(np.arange(self.account_count, dtype=np.int64), counts)
+
+    def locate(self, position_row: int) -> tuple[str, int]:
+        """Account id and index-within-account of a position row (for error messages)."""
+        account = int(np.searchsorted(self.offsets, position_row, side="right")) - 1
+        return self.account_ids[account], position_row - int(self.offsets[account])
+
+
+def book_from_portfolio(portfolio: Portfolio) -> ColumnarBook:
+    """Resolve a parsed portfolio (file-sized) into a columnar book."""
+    names = sorted(portfolio.instruments)
+    table = InstrumentTable.build([portfolio.instruments[n] for n in names])
+    row_of = {n: k for k, n in enumerate(names)}
+    assets = tuple(sorted({a for acc in portfolio.accounts for a in acc.collateral}))
+    asset_col = {a: k for k, a in enumerate(assets)}
+    accounts = portfolio.accounts
+    counts = [len(acc.positions) for acc in accounts]
+    offsets = np.zeros(len(accounts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    positions = [p for acc in accounts for p in acc.positions]
+    collateral = np.zeros((len(accounts), len(assets)), dtype=np.float64)
+    for a, acc in enumerate(accounts):
+        for asset, amount in acc.collateral.items():
+            collateral[a, asset_col[asset]] = amount
+    return ColumnarBook(
+        account_ids=tuple(acc.id for acc in accounts),
+        mode=np.array([MODE_CODES[acc.mode] for acc in accounts], dtype=np.int32),
+        instruments=table,
+        offsets=offsets,
+        position_instrument=np.array([row_of[p.instrument] for p in positions], dtype=np.int32),
+        size=np.array([p.size for p in positions], dtype=np.float64),
+        entry_price=np.array([p.entry_price for p in positions], dtype=np.float64),
+        assets=assets,
+        collateral=collateral,
+    )
+
+
+def book_from_columns(
+    *,
+    account_ids: Sequence[str],
+    mode: Int32Array,
+    instruments: Sequence[Instrument],
+    position_account: IntArray,
+    position_instrument: Int32Array,
+    size: FloatArray,
+    entry_price: FloatArray,
+    assets: Sequence[str] = (),
+    collateral: FloatArray | None = None,
+) -> ColumnarBook:
+    """Build a book from per-position columns (any row order); rows are grouped by account
+    with a stable sort, so positions keep their order within each account."""
+    n_accounts = len(account_ids)
+    account_col = np.asarray(position_account, dtype=np.int64)
+    if account_col.size and np.any(account_col[1:] < account_col[:-1]):
+        order = np.argsort(account_col, kind="stable")
+        account_col = account_col[order]
+        position_instrument = position_instrument[order]
+        size = size[order]
+        entry_price = entry_price[order]
+    offsets = np.zeros(n_accounts + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.bincount(account_col, minlength=n_accounts))
+    return ColumnarBook(
+        account_ids=tuple(account_ids),
+        mode=np.asarray(mode, dtype=np.int32),
+        instruments=InstrumentTable.build(instruments),
+        offsets=offsets,
+        position_instrument=np.asarray(position_instrument, dtype=np.int32),
+        size=np.asarray(size, dtype=np.float64),
+        entry_price=np.asarray(entry_price, dtype=np.float64),
+        assets=tuple(assets),
+        collateral=(np.zeros((n_accounts, 0)) if collateral is None
+                    else np.asarray(collateral, dtype=np.float64)),
+    )

@@ -1,0 +1,1 @@
+"""Errors, number parsing, time and array aliases shared by every layer."""

@@ -1,0 +1,66 @@
+"""Parsing of numbers given as JSON numbers or strings, refusing NaN, infinities and booleans."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from margin_engine.core.errors import InputError
+
+
+def parse_decimal(value: Any, *, field: str, expected: str = "a finite number") -> Decimal:
+    """Exact parse of a JSON number or numeric string (``"2500"``, ``2500``, ``"1e-3"``)."""
+    if isinstance(value, bool) or value is None:
+        raise InputError(expected, field=field, value=value)
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InputError(expected, field=field, value=value)
+        number = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise InputError(expected, field=field, value=value) from None
+    else:
+        raise InputError(expected, field=field, value=value)
+    if not number.is_finite():
+        raise InputError(expected, field=field, value=value)
+    return number
+
+
+def parse_float(
+    value: Any,
+    *,
+    field: str,
+    minimum: float | None = None,
+    strictly_positive: bool = False,
+    maximum: float | None = None,
+) -> float:
+    """Parse a finite float, optionally bounded; the message states the bounds that failed."""
+    expected = _describe(minimum, strictly_positive, maximum)
+    number = float(parse_decimal(value, field=field, expected=expected))
+    if not math.isfinite(number):  # e.g. "1e400" overflows float64
+        raise InputError(expected, field=field, value=value)
+    if strictly_positive and not number > 0.0:
+        raise InputError(expected, field=field, value=value)
+    if minimum is not None and number < minimum:
+        raise InputError(expected, field=field, value=value)
+    if maximum is not None and number > maximum:
+        raise InputError(expected, field=field, value=value)
+    return number
+
+
+def _describe(minimum: float | None, strictly_positive: bool, maximum: float | None) -> str:
+    parts = ["a finite number"]
+    if strictly_positive:
+        parts.append("> 0")
+    elif minimum is not None:
+        parts.append(f">= {minimum:g}")
+    if maximum is not None:
+        parts.append(f"<= {maximum:g}")
+    return " ".join(parts)

@@ -1,0 +1,100 @@
+"""Strict JSON reading: exact numbers, no NaN/Infinity literals, unknown fields refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from margin_engine.core.errors import InputError
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InputError("a finite number (NaN and Infinity are not JSON numbers)", value=name)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file with numbers as Decimal; errors name the file, line and column."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("an existing file", value=source, source=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"a readable UTF-8 file ({exc})", source=source) from None
+    return parse_json_text(text, source=source)
+
+
+def parse_json_text(text: str, *, source: str) -> Any:
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", source=source
+        ) from None
+    except InputError as exc:
+        raise exc.located(source=source) from None
+
+
+def require_object(
+    value: Any,
+    *,
+    field: str,
+    allowed: Iterable[str],
+    required: Iterable[str] = (),
+) -> Mapping[str, Any]:
+    """Check that ``value`` is an object with only ``allowed`` keys and every ``required`` one."""
+    if not isinstance(value, dict):
+        raise InputError("a JSON object", field=field, value=_kind(value))
+    allowed_set = set(allowed)
+    for key in value:
+        if key not in allowed_set:
+            raise InputError(
+                f"one of the known fields {sorted(allowed_set)}",
+                field=f"{field}.{key}" if field else key,
+                value="unknown field",
+            )
+    for key in required:
+        if key not in value:
+            raise InputError("this required field", field=f"{field}.{key}" if field else key)
+    return value
+
+
+def require_list(value: Any, *, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InputError("a JSON array", field=field, value=_kind(value))
+    return value
+
+
+def require_string(value: Any, *, field: str, expected: str = "a non-empty string") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(expected, field=field, value=value)
+    return value.strip()
+
+
+def check_schema(document: Any, *, expected: str) -> None:
+    """Refuse a document whose ``schema`` is missing, foreign or of an unknown version."""
+    if not isinstance(document, dict):
+        raise InputError("a JSON object at the top level", value=_kind(document))
+    schema = document.get("schema")
+    if schema != expected:
+        family = expected.rsplit("/", 1)[0]
+        if isinstance(schema, str) and schema.startswith(family + "/"):
+            raise InputError(
+                f"schema version {expected!r} (this engine reads that version only)",
+                field="schema",
+                value=schema,
+            )
+        raise InputError(f"{expected!r}", field="schema", value=schema)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "null"
+    return type(value).__name__

@@ -1,0 +1,147 @@
+"""Market JSON (``"schema": "margin-engine/market/v1"``) -> MarketSnapshot.
+
+Vols are decimals (0.55), never percent; a vol above 10 (1000 %) is refused as a likely percent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from margin_engine.core.errors import InputError
+from margin_engine.core.numbers import parse_float
+from margin_engine.core.timeutil import expiry_code_to_ns, parse_timestamp
+from margin_engine.io.jsonfields import check_schema, read_json, require_object, require_string
+from margin_engine.market.snapshot import (
+    AtmByExpiryVol,
+    FlatVol,
+    MarketSnapshot,
+    UnderlyingMarket,
+    VolSurface,
+)
+
+MARKET_SCHEMA = "margin-engine/market/v1"
+MAX_VOL = 10.0
+
+
+def load_market(path: str | Path) -> MarketSnapshot:
+    try:
+        return parse_market(read_json(path))
+    except InputError as exc:
+        raise exc.located(source=str(path)) from None
+
+
+def parse_market(document: Any) -> MarketSnapshot:
+    check_schema(document, expected=MARKET_SCHEMA)
+    obj = require_object(
+        document, field="",
+        allowed=("schema", "timestamp", "underlyings", "assets", "correlation", "marks"),
+        required=("timestamp", "underlyings", "assets"),
+    )
+    timestamp = parse_timestamp(obj["timestamp"], field="timestamp")
+    underlyings = _parse_underlyings(obj["underlyings"], timestamp)
+    assets = _parse_assets(obj["assets"])
+    marks = _parse_marks(obj.get("marks", {}))
+    correlation = _parse_correlation(obj.get("correlation", {}), underlyings)
+    return MarketSnapshot(timestamp_ns=timestamp, underlyings=underlyings, asset_prices=assets,
+                          marks=marks, correlation=correlation)
+
+
+def _parse_underlyings(raw: Any, timestamp: int) -> dict[str, UnderlyingMarket]:
+    if not isinstance(raw, dict) or not raw:
+        raise InputError("a non-empty object of underlying -> {index, vol}", field="underlyings",
+                         value=raw if not isinstance(raw, dict) else "{}")
+    result: dict[str, UnderlyingMarket] = {}
+    for name, spec in raw.items():
+        field = f"underlyings.{name}"
+        obj = require_object(spec, field=field, allowed=("index", "vol"), required=("index",))
+        index = parse_float(obj["index"], field=f"{field}.index", strictly_positive=True)
+        vol = _parse_vol(obj["vol"], f"{field}.vol", timestamp) if "vol" in obj else None
+        result[name] = UnderlyingMarket(index=index, vol=vol)
+    return result
+
+
+def _parse_vol(raw: Any, field: str, timestamp: int) -> VolSurface:
+    obj = require_object(raw, field=field, allowed=("type", "sigma", "points"),
+                         required=("type",))
+    kind = obj["type"]
+    if kind == "flat":
+        require_object(raw, field=field, allowed=("type", "sigma"), required=("sigma",))
+        return FlatVol(level=_vol_number(obj["sigma"], f"{field}.sigma"))
+    if kind == "atm_by_expiry":
+        require_object(raw, field=field, allowed=("type", "points"), required=("points",))
+        points_raw = obj["points"]
+        if not isinstance(points_raw, dict) or not points_raw:
+            raise InputError("a non-empty object of expiry code (e.g. '27JUN25') -> vol",
+                             field=f"{field}.points", value=points_raw)
+        points: dict[int, float] = {}
+        for code, level in points_raw.items():
+            try:
+                expiry = expiry_code_to_ns(code)
+            except ValueError:
+                raise InputError("an expiry code such as '27JUN25'", field=f"{field}.points",
+                                 value=code) from None
+            points[expiry] = _vol_number(level, f"{field}.points.{code}")
+        return AtmByExpiryVol.from_expiries(timestamp, points)
+    raise InputError("vol type 'flat' or 'atm_by_expiry'", field=f"{field}.type", value=kind)
+
+
+def _vol_number(value: Any, field: str) -> float:
+    sigma = parse_float(value, field=field, strictly_positive=True)
+    if sigma > MAX_VOL:
+        raise InputError(f"a decimal vol such as 0.55 (<= {MAX_VOL:g}); percent is not accepted",
+                         field=field, value=value)
+    return sigma
+
+
+def _parse_assets(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise InputError("an object of asset -> {price}", field="assets", value=raw)
+    prices: dict[str, float] = {}
+    for name, spec in raw.items():
+        obj = require_object(spec, field=f"assets.{name}", allowed=("price",),
+                             required=("price",))
+        prices[name] = parse_float(obj["price"], field=f"assets.{name}.price",
+                                   strictly_positive=True)
+    return prices
+
+
+def _parse_marks(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise InputError("an object of instrument -> mark price", field="marks", value=raw)
+    return {
+        require_string(name, field="marks"): parse_float(
+            value, field=f"marks.{name}", strictly_positive=True
+        )
+        for name, value in raw.items()
+    }
+
+
+def _parse_correlation(
+    raw: Any, underlyings: dict[str, UnderlyingMarket]
+) -> dict[tuple[str, str], float]:
+    if not isinstance(raw, dict):
+        raise InputError("an object such as {'BTC': {'ETH': 0.8}}", field="correlation",
+                         value=raw)
+    pairs: dict[tuple[str, str], float] = {}
+    for a, row in raw.items():
+        if not isinstance(row, dict):
+            raise InputError("an object of underlying -> correlation",
+                             field=f"correlation.{a}", value=row)
+        for b, value in row.items():
+            field = f"correlation.{a}.{b}"
+            for name in (a, b):
+                if name not in underlyings:
+                    raise InputError(f"an underlying of this market {sorted(underlyings)}",
+                                     field=field, value=name)
+            rho = parse_float(value, field=field, minimum=-1.0, maximum=1.0)
+            if a == b:
+                if rho != 1.0:
+                    raise InputError("1 on the diagonal", field=field, value=value)
+                continue
+            key = (a, b) if a < b else (b, a)
+            if key in pairs and pairs[key] != rho:
+                raise InputError(f"the same value as the symmetric entry ({pairs[key]})",
+                                 field=field, value=value)
+            pairs[key] = rho
+    return pairs

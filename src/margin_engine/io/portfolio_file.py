@@ -1,0 +1,195 @@
+"""Portfolio JSON (``"schema": "margin-engine/portfolio/v1"``) -> Portfolio.
+
+Every bad input is refused whole with the account, position index, field, value and expectation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from margin_engine.core.errors import InputError
+from margin_engine.core.numbers import parse_float
+from margin_engine.core.timeutil import parse_timestamp
+from margin_engine.domain.accounts import Account, Portfolio, Position
+from margin_engine.domain.instruments import (
+    Instrument,
+    InstrumentKind,
+    MarginMode,
+    OptionRight,
+    Settlement,
+    parse_shorthand,
+)
+from margin_engine.io.jsonfields import (
+    check_schema,
+    read_json,
+    require_list,
+    require_object,
+    require_string,
+)
+
+PORTFOLIO_SCHEMA = "margin-engine/portfolio/v1"
+_T = TypeVar("_T")
+_MODES = {mode.value: mode for mode in MarginMode}
+_KINDS = {"spot": InstrumentKind.SPOT, "perpetual": InstrumentKind.PERPETUAL,
+          "future": InstrumentKind.FUTURE, "option": InstrumentKind.OPTION}
+_SETTLEMENTS = {"linear": Settlement.LINEAR, "inverse": Settlement.INVERSE}
+_RIGHTS = {"call": OptionRight.CALL, "put": OptionRight.PUT}
+
+
+def load_portfolio(path: str | Path) -> Portfolio:
+    try:
+        return parse_portfolio(read_json(path))
+    except InputError as exc:
+        raise exc.located(source=str(path)) from None
+
+
+def parse_portfolio(document: Any) -> Portfolio:
+    check_schema(document, expected=PORTFOLIO_SCHEMA)
+    require_object(document, field="", allowed=("schema", "accounts", "instruments"),
+                   required=("accounts",))
+    declared = _parse_instruments(document.get("instruments", {}))
+    raw_accounts = require_list(document["accounts"], field="accounts")
+    accounts: list[Account] = []
+    seen: set[str] = set()
+    instruments: dict[str, Instrument] = dict(declared)
+    for index, raw in enumerate(raw_accounts):
+        account = _parse_account(raw, index, declared, instruments)
+        if account.id in seen:
+            raise InputError("a unique account id", field="id", value=account.id,
+                             account=account.id)
+        seen.add(account.id)
+        accounts.append(account)
+    return Portfolio(accounts=tuple(accounts), instruments=instruments)
+
+
+def resolve_instrument_name(name: str, declared: Mapping[str, Instrument]) -> Instrument:
+    """Declared instrument, else shorthand; ValueError naming what is accepted otherwise."""
+    if name in declared:
+        return declared[name]
+    try:
+        instrument = parse_shorthand(name)
+    except ValueError as exc:
+        raise ValueError(f"a valid instrument name ({exc})") from None
+    if instrument is None:
+        raise ValueError(
+            "a known instrument: a shorthand such as 'BTC', 'BTC-PERP', 'BTC-27JUN25', "
+            "'BTC-27JUN25-70000-C', or a name declared in 'instruments'"
+        )
+    return instrument
+
+
+def _parse_account(
+    raw: Any, index: int, declared: Mapping[str, Instrument], instruments: dict[str, Instrument]
+) -> Account:
+    field = f"accounts[{index}]"
+    obj = require_object(raw, field=field, allowed=("id", "mode", "collateral", "positions"),
+                         required=("id", "mode"))
+    account_id = require_string(obj["id"], field=f"{field}.id")
+    try:
+        mode_text = obj["mode"]
+        if mode_text not in _MODES:
+            raise InputError(f"one of {sorted(_MODES)}", field="mode", value=mode_text)
+        collateral = _parse_collateral(obj.get("collateral", {}))
+        positions = _parse_positions(obj.get("positions", []), declared, instruments)
+    except InputError as exc:
+        raise exc.located(account=account_id) from None
+    return Account(id=account_id, mode=_MODES[mode_text], collateral=collateral,
+                   positions=positions)
+
+
+def _parse_collateral(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise InputError("an object of asset -> amount", field="collateral", value=raw)
+    collateral: dict[str, float] = {}
+    for asset, amount in raw.items():
+        name = require_string(asset, field="collateral", expected="an asset symbol")
+        collateral[name] = parse_float(amount, field=f"collateral.{name}", minimum=0.0)
+    return collateral
+
+
+def _parse_positions(
+    raw: Any, declared: Mapping[str, Instrument], instruments: dict[str, Instrument]
+) -> tuple[Position, ...]:
+    items = require_list(raw, field="positions")
+    positions: list[Position] = []
+    names: set[str] = set()
+    for index, item in enumerate(items):
+        try:
+            obj = require_object(item, field="", allowed=("instrument", "size", "entry_price"),
+                                 required=("instrument", "size", "entry_price"))
+            name = require_string(obj["instrument"], field="instrument",
+                                  expected="an instrument name")
+            try:
+                instrument = resolve_instrument_name(name, declared)
+            except ValueError as exc:
+                raise InputError(str(exc), field="instrument", value=name) from None
+            if name in names:
+                raise InputError("each instrument once per account (merge the two positions)",
+                                 field="instrument", value=name)
+            names.add(name)
+            size = parse_float(obj["size"], field="size")
+            entry = parse_float(obj["entry_price"], field="entry_price", minimum=0.0)
+            if entry == 0.0 and not instrument.is_option:
+                raise InputError("an entry price > 0 for a spot, perpetual or future",
+                                 field="entry_price", value=obj["entry_price"])
+        except InputError as exc:
+            raise exc.located(position=index) from None
+        instruments[name] = instrument
+        positions.append(Position(instrument=name, size=size, entry_price=entry))
+    return tuple(positions)
+
+
+def _parse_instruments(raw: Any) -> dict[str, Instrument]:
+    if not isinstance(raw, dict):
+        raise InputError("an object of name -> instrument", field="instruments", value=raw)
+    declared: dict[str, Instrument] = {}
+    for name, spec in raw.items():
+        field = f"instruments.{name}"
+        obj = require_object(
+            spec, field=field,
+            allowed=("kind", "underlying", "settlement", "contract_size", "expiry", "strike",
+                     "right"),
+            required=("kind", "underlying"),
+        )
+        kind = _choice(obj["kind"], _KINDS, f"{field}.kind")
+        settlement = _choice(obj.get("settlement", "linear"), _SETTLEMENTS, f"{field}.settlement")
+        underlying = require_string(obj["underlying"], field=f"{field}.underlying")
+        contract_size = parse_float(obj.get("contract_size", 1), field=f"{field}.contract_size",
+                                    strictly_positive=True)
+        dated = kind in (InstrumentKind.FUTURE, InstrumentKind.OPTION)
+        expiry = None
+        if dated:
+            if "expiry" not in obj:
+                raise InputError("an expiry timestamp for a future or option",
+                                 field=f"{field}.expiry")
+            expiry = parse_timestamp(obj["expiry"], field=f"{field}.expiry")
+        elif "expiry" in obj:
+            raise InputError("no expiry for spot or perpetual", field=f"{field}.expiry",
+                             value=obj["expiry"])
+        strike = right = None
+        if kind is InstrumentKind.OPTION:
+            for key in ("strike", "right"):
+                if key not in obj:
+                    raise InputError("this field for an option", field=f"{field}.{key}")
+            strike = parse_float(obj["strike"], field=f"{field}.strike", strictly_positive=True)
+            right = _choice(obj["right"], _RIGHTS, f"{field}.right")
+        else:
+            for key in ("strike", "right"):
+                if key in obj:
+                    raise InputError("no strike or right for a non-option",
+                                     field=f"{field}.{key}", value=obj[key])
+        if kind is InstrumentKind.SPOT and settlement is Settlement.INVERSE:
+            raise InputError("'linear' for spot", field=f"{field}.settlement", value="inverse")
+        declared[name] = Instrument(
+            name=name, kind=kind, underlying=underlying, settlement=settlement,
+            contract_size=contract_size, expiry_ns=expiry, strike=strike, right=right,
+        )
+    return declared
+
+
+def _choice(value: Any, options: Mapping[str, _T], field: str) -> _T:
+    if not isinstance(value, str) or value not in options:
+        raise InputError(f"one of {sorted(options)}", field=field, value=value)
+    return options[value]

@@ -1,0 +1,247 @@
+"""Risk configuration: frozen, typed, unknown fields refused, round-trips through JSON and TOML.
+
+Defaults are those of SPEC 3.1-3.3 and the foundation conventions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from margin_engine.core.errors import ConfigError, InputError
+from margin_engine.core.numbers import parse_float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tier:
+    """A marginal notional bracket: rates apply to the part of notional below ``up_to`` USD."""
+
+    up_to: float  # math.inf for the last bracket
+    initial_rate: float
+    maintenance_rate: float
+
+
+DEFAULT_TIERS: tuple[Tier, ...] = (
+    Tier(up_to=1_000_000.0, initial_rate=0.02, maintenance_rate=0.01),
+    Tier(up_to=5_000_000.0, initial_rate=0.04, maintenance_rate=0.02),
+    Tier(up_to=20_000_000.0, initial_rate=0.10, maintenance_rate=0.05),
+    Tier(up_to=math.inf, initial_rate=0.25, maintenance_rate=0.125),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IsolatedConfig:
+    """SPEC 3.1. Short option IM = max(base - OTM/S, floor) x S + mark; MM = mm_rate x S + mark."""
+
+    tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    tiers_by_underlying: Mapping[str, tuple[Tier, ...]] = field(default_factory=dict)
+    option_initial_base: float = 0.15
+    option_initial_floor: float = 0.10
+    option_maintenance_rate: float = 0.075
+
+    def tiers_for(self, underlying: str) -> tuple[Tier, ...]:
+        return self.tiers_by_underlying.get(underlying, self.tiers)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrossConfig:
+    """SPEC 3.2: rates on the hedged (offsetting) linear notional of an underlying."""
+
+    hedge_initial_rate: float = 0.01
+    hedge_maintenance_rate: float = 0.005
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortfolioConfig:
+    """SPEC 3.3 scenario grid, contingencies and cross-underlying aggregation."""
+
+    price_moves: tuple[float, ...] = (-0.16, -0.12, -0.08, -0.04, 0.0, 0.04, 0.08, 0.12, 0.16)
+    vol_shocks: tuple[float, ...] = (-0.25, 0.0, 0.50)
+    extended_moves: tuple[float, ...] = (-0.33, 0.50)
+    extended_vol_shock: float = 0.50
+    extended_weight: float = 1.0 / 3.0
+    vol_shock_reference_days: float = 30.0
+    vol_shock_power_short: float = 0.30
+    vol_shock_power_long: float = 0.13
+    vol_floor: float = 0.01
+    option_contingency_rate: float = 0.01
+    linear_contingency_rate: float = 0.01
+    max_cross_offset: float = 0.5
+    maintenance_fraction: float = 0.8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskConfig:
+    isolated: IsolatedConfig = field(default_factory=IsolatedConfig)
+    cross: CrossConfig = field(default_factory=CrossConfig)
+    portfolio: PortfolioConfig = field(default_factory=PortfolioConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_toml(self) -> str:
+        return _toml_dump(self.to_dict())
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> RiskConfig:
+        try:
+            return _build_risk_config(data)
+        except InputError as exc:
+            raise ConfigError(exc.expected, field=exc.field, value=exc.value) from None
+
+    @staticmethod
+    def load(path: str | Path) -> RiskConfig:
+        """Read a JSON (``.json``) or TOML (any other suffix) risk configuration file."""
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"a readable risk configuration file ({exc.strerror})",
+                              source=source) from None
+        try:
+            data = json.loads(text) if source.endswith(".json") else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"valid {'JSON' if source.endswith('.json') else 'TOML'} ({exc})",
+                              source=source) from None
+        try:
+            return RiskConfig.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(exc.expected, field=exc.field, value=exc.value,
+                              source=source) from None
+
+
+def _to_plain(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return value
+
+
+def _check_keys(data: Any, cls: type, path: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InputError("a table/object", field=path or "config", value=data)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise InputError(f"one of the known fields {sorted(known)}",
+                             field=f"{path}.{key}" if path else key, value="unknown field")
+    return data
+
+
+def _tiers(data: Any, path: str) -> tuple[Tier, ...]:
+    if not isinstance(data, list) or not data:
+        raise InputError("a non-empty list of tiers", field=path, value=data)
+    tiers: list[Tier] = []
+    previous = 0.0
+    for i, raw in enumerate(data):
+        where = f"{path}[{i}]"
+        item = _check_keys(raw, Tier, where)
+        up_to_raw = item.get("up_to", "inf")
+        up_to = math.inf if up_to_raw in ("inf", None) else parse_float(
+            up_to_raw, field=f"{where}.up_to", strictly_positive=True)
+        if up_to <= previous:
+            raise InputError(f"an ascending bound > {previous:g}", field=f"{where}.up_to",
+                             value=up_to_raw)
+        initial = parse_float(item.get("initial_rate"), field=f"{where}.initial_rate",
+                              minimum=0.0)
+        maintenance = parse_float(item.get("maintenance_rate", initial / 2),
+                                  field=f"{where}.maintenance_rate", minimum=0.0, maximum=initial)
+        tiers.append(Tier(up_to=up_to, initial_rate=initial, maintenance_rate=maintenance))
+        previous = up_to
+    if not math.isinf(tiers[-1].up_to):
+        raise InputError("a last tier without bound (up_to = 'inf')", field=f"{path}[-1].up_to",
+                         value=tiers[-1].up_to)
+    return tuple(tiers)
+
+
+def _scalars(data: Mapping[str, Any], cls: type, path: str, base: Any) -> Any:
+    """Replace the float and float-tuple fields of ``base`` with values from ``data``."""
+    updates: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data or f.name in ("tiers", "tiers_by_underlying"):
+            continue
+        value = data[f.name]
+        where = f"{path}.{f.name}"
+        if isinstance(getattr(base, f.name), tuple):
+            if not isinstance(value, list) or not value:
+                raise InputError("a non-empty list of numbers", field=where, value=value)
+            updates[f.name] = tuple(parse_float(v, field=f"{where}[{i}]")
+                                    for i, v in enumerate(value))
+        else:
+            updates[f.name] = parse_float(value, field=where, minimum=0.0 if f.name not in
+                                          ("extended_vol_shock",) else -1.0)
+    return replace(base, **updates)
+
+
+def _build_risk_config(data: Mapping[str, Any]) -> RiskConfig:
+    _check_keys(data, RiskConfig, "")
+    iso_raw = _check_keys(data.get("isolated", {}), IsolatedConfig, "isolated")
+    isolated = _scalars(iso_raw, IsolatedConfig, "isolated", IsolatedConfig())
+    if "tiers" in iso_raw:
+        isolated = replace(isolated, tiers=_tiers(iso_raw["tiers"], "isolated.tiers"))
+    by_und = iso_raw.get("tiers_by_underlying", {})
+    if not isinstance(by_und, Mapping):
+        raise InputError("a table of underlying -> tiers", field="isolated.tiers_by_underlying",
+                         value=by_und)
+    isolated = replace(isolated, tiers_by_underlying={
+        u: _tiers(t, f"isolated.tiers_by_underlying.{u}") for u, t in by_und.items()})
+    cross = _scalars(_check_keys(data.get("cross", {}), CrossConfig, "cross"), CrossConfig,
+                     "cross", CrossConfig())
+    portfolio = _scalars(_check_keys(data.get("portfolio", {}), PortfolioConfig, "portfolio"),
+                         PortfolioConfig, "portfolio", PortfolioConfig())
+    if not 0.0 <= portfolio.max_cross_offset <= 1.0:
+        raise InputError("a value in [0, 1]", field="portfolio.max_cross_offset",
+                         value=portfolio.max_cross_offset)
+    if not 0.0 < portfolio.maintenance_fraction <= 1.0:
+        raise InputError("a value in (0, 1]", field="portfolio.maintenance_fraction",
+                         value=portfolio.maintenance_fraction)
+    for name in ("price_moves", "extended_moves"):
+        moves = getattr(portfolio, name)
+        if any(m <= -1.0 for m in moves):
+            raise InputError("price moves > -1 (a price cannot fall 100 %)",
+                             field=f"portfolio.{name}", value=list(moves))
+        if list(moves) != sorted(moves):
+            raise InputError("ascending price moves", field=f"portfolio.{name}",
+                             value=list(moves))
+    return RiskConfig(isolated=isolated, cross=cross, portfolio=portfolio)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list) and all(not isinstance(v, dict) for v in value):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_dump(data: Mapping[str, Any]) -> str:
+    """Minimal TOML writer for the config's shape: one table per section, inline tables inside."""
+    lines: list[str] = []
+    for section, body in data.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in body.items())
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""The MarginModel protocol and the result every model returns (arrays over accounts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from margin_engine.book.bound import BoundBook
+from margin_engine.core.types import FloatArray, IntArray
+from margin_engine.margin.config import RiskConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarginResult:
+    """Initial and maintenance margin per account, with the model's own breakdown.
+
+    ``per_underlying`` arrays have shape accounts x underlyings (e.g. ``scan_risk``);
+    ``per_position`` arrays are aligned with the book's position rows (e.g. ``initial_margin``).
+    ``active`` marks the (account, underlying) cells the account has any exposure in.
+    """
+
+    model: str
+    initial_margin: FloatArray
+    maintenance_margin: FloatArray
+    active: np.ndarray
+    per_underlying: Mapping[str, FloatArray | IntArray] = field(default_factory=dict)
+    per_position: Mapping[str, FloatArray] = field(default_factory=dict)
+    scenarios: tuple[tuple[float, float, float], ...] = ()  # (price move, vol shock, weight)
+
+
+class MarginModel(Protocol):
+    """A margin model: pure function of a bound book and a risk config."""
+
+    name: str
+
+    def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult: ...

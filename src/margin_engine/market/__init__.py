@@ -1,0 +1,11 @@
+"""Market snapshot: index prices, vol surfaces, marks, asset prices, correlations."""
+
+from margin_engine.market.snapshot import (
+    AtmByExpiryVol,
+    FlatVol,
+    MarketSnapshot,
+    UnderlyingMarket,
+    VolSurface,
+)
+
+__all__ = ["AtmByExpiryVol", "FlatVol", "MarketSnapshot", "UnderlyingMarket", "VolSurface"]

@@ -1,0 +1,76 @@
+"""Market snapshot domain objects and the vol surfaces of the foundation (flat, ATM by expiry)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from margin_engine.core.timeutil import year_fraction
+from margin_engine.core.types import FloatArray
+
+
+class VolSurface(Protocol):
+    """Implied vol (decimal, annualised) for options of given expiry year fraction and strike."""
+
+    def sigma(self, years: FloatArray, strike: FloatArray) -> FloatArray: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlatVol:
+    level: float
+
+    def sigma(self, years: FloatArray, strike: FloatArray) -> FloatArray:
+        return np.full(np.shape(years), self.level, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AtmByExpiryVol:
+    """ATM vol per expiry, linear in T between points and flat outside them."""
+
+    years: tuple[float, ...]  # ascending year fractions of the points
+    levels: tuple[float, ...]
+
+    def sigma(self, years: FloatArray, strike: FloatArray) -> FloatArray:
+        return np.interp(years, np.asarray(self.years), np.asarray(self.levels)).astype(np.float64)
+
+    @staticmethod
+    def from_expiries(
+        timestamp_ns: int, points: Mapping[int, float]
+    ) -> AtmByExpiryVol:
+        ordered = sorted(points.items())
+        return AtmByExpiryVol(
+            years=tuple(year_fraction(timestamp_ns, ns) for ns, _ in ordered),
+            levels=tuple(level for _, level in ordered),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnderlyingMarket:
+    index: float
+    vol: VolSurface | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarketSnapshot:
+    """Everything the margin models need about prices at one moment.
+
+    ``asset_prices`` are USD prices of collateral assets (stablecoins at their given price, not 1);
+    ``marks`` are optional perp/future marks (USD per coin); ``correlation`` holds each unordered
+    pair of underlyings once, as ``(a, b)`` with ``a < b``.
+    """
+
+    timestamp_ns: int
+    underlyings: Mapping[str, UnderlyingMarket]
+    asset_prices: Mapping[str, float]
+    marks: Mapping[str, float] = field(default_factory=dict)
+    correlation: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+    def correlation_of(self, a: str, b: str) -> float:
+        """rho(a, b): 1 on the diagonal, the given value, or 0 when none is given."""
+        if a == b:
+            return 1.0
+        key = (a, b) if a < b else (b, a)
+        return self.correlation.get(key, 0.0)
