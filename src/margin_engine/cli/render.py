@@ -1,0 +1,95 @@
+"""Rich tables for people; the JSON documents are built in margin.run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def money(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def ratio(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:,.2f}{suffix}"
+
+
+def compute_table(document: dict[str, Any]) -> Table:
+    title = f"Margin ({document['model']} model) at {document['timestamp']}"
+    table = Table(title=title, title_justify="left")
+    for name in ("account", "model", "equity", "initial margin", "maintenance", "excess",
+                 "MM/equity", "gross notional", "efficiency"):
+        table.add_column(name, justify="left" if name in ("account", "model") else "right")
+    for acc in document["accounts"]:
+        table.add_row(acc["id"], acc["model"], money(acc["equity"]), money(acc["initial_margin"]),
+                      money(acc["maintenance_margin"]), money(acc["excess"]),
+                      ratio(None if acc["margin_ratio"] is None else 100 * acc["margin_ratio"], " %"),
+                      money(acc["gross_notional"]), ratio(acc["efficiency"], "x"))
+    return table
+
+
+def compare_table(document: dict[str, Any]) -> Table:
+    table = Table(title=f"Initial margin and efficiency by model at {document['timestamp']}",
+                  title_justify="left")
+    table.add_column("account")
+    table.add_column("gross notional", justify="right")
+    for model in document["models"]:
+        table.add_column(f"{model} IM", justify="right")
+        table.add_column("eff.", justify="right")
+    for acc in document["accounts"]:
+        first = next(iter(acc["models"].values()))
+        row = [acc["id"], money(first["gross_notional"])]
+        for model in document["models"]:
+            summary = acc["models"][model]
+            row += [money(summary["initial_margin"]), ratio(summary["efficiency"], "x")]
+        table.add_row(*row)
+    return table
+
+
+def print_explanation(console: Console, explanation: dict[str, Any]) -> None:
+    model = explanation["model"]
+    console.print(f"[bold]{explanation['account']}[/bold] under [bold]{model}[/bold]")
+    if model == "isolated":
+        table = Table()
+        for name in ("instrument", "size", "mark", "notional", "rule", "IM", "MM"):
+            table.add_column(name, justify="left" if name in ("instrument", "rule") else "right")
+        for p in explanation["positions"]:
+            table.add_row(p["instrument"], f"{p['size']:g}", money(p["mark"]), money(p["notional"]),
+                          p["rule"], money(p["initial_margin"]), money(p["maintenance_margin"]))
+        console.print(table)
+    elif model == "cross":
+        for u, cell in explanation["underlyings"].items():
+            console.print(
+                f"  {u}: net linear notional {money(cell['net_linear_notional'])}, hedged "
+                f"{money(cell['hedged_linear_notional'])} -> tiers {money(cell['tiered_on_net'])}"
+                f" + hedge {money(cell['hedge_charge'])}, capped at isolated "
+                f"{money(cell['isolated_cap'])} = {money(cell['linear_initial_margin'])}")
+            for p in cell["options"]:
+                console.print(f"    option {p['instrument']} x {p['size']:g}: IM "
+                              f"{money(p['initial_margin'])}, MM {money(p['maintenance_margin'])}")
+            console.print(f"    underlying IM {money(cell['initial_margin'])}, MM "
+                          f"{money(cell['maintenance_margin'])}")
+    else:
+        for u, cell in explanation["underlyings"].items():
+            w = cell["worst_scenario"]
+            console.print(
+                f"  {u}: scan risk {money(cell['scan_risk'])} in scenario move "
+                f"{100 * w['price_move']:+.0f} % / vol shock {w['vol_shock']:+.2f} (weight "
+                f"{w['weight']:.3f}, P&L {money(w['pnl'])}); option contingency "
+                f"{money(cell['option_contingency'])}, linear contingency "
+                f"{money(cell['linear_contingency'])}; L = {money(cell['level'])}, direction "
+                f"{cell['direction']:+.0f}")
+            for p in cell["positions"]:
+                console.print(f"    {p['instrument']} x {p['size']:g}: P&L in worst scenario "
+                              f"{money(p['pnl_in_worst_scenario'])}")
+            if cell["collateral_pnl_in_worst_scenario"]:
+                console.print(f"    collateral in {u}: P&L in worst scenario "
+                              f"{money(cell['collateral_pnl_in_worst_scenario'])}")
+        console.print(
+            f"  sum of L {money(explanation['sum_of_levels'])}, correlated aggregate "
+            f"{money(explanation['aggregated'])}, floor {money(explanation['offset_floor'])}, "
+            f"correlation offset {money(explanation['correlation_offset'])}")
+    console.print(f"  [bold]IM {money(explanation['initial_margin'])}, MM "
+                  f"{money(explanation['maintenance_margin'])}[/bold]")

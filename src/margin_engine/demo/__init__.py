@@ -1,0 +1,1 @@
+"""The demo: a realistic strategy book margined under every model."""

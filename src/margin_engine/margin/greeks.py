@@ -1,0 +1,36 @@
+"""Greeks per (account, underlying): positions plus collateral held in the underlying's coin.
+
+delta = sum q x dV/dF (coins; a delta-one position has dV/dF = 1, collateral counts its coins),
+gamma = sum q x d2V/dF2 (coins per USD), vega = sum q x dV/dsigma / 100 (USD per vol point).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from margin_engine.book.bound import BoundBook
+from margin_engine.core.types import FloatArray
+from margin_engine.margin.common import per_underlying_sum
+from margin_engine.pricing.black76 import greeks
+
+
+def account_greeks(bound: BoundBook) -> dict[str, FloatArray]:
+    table = bound.book.instruments
+    n_inst = len(table.instruments)
+    inst_delta = np.ones(n_inst)
+    inst_gamma = np.zeros(n_inst)
+    inst_vega = np.zeros(n_inst)
+    rows = np.nonzero(table.is_option)[0]
+    if rows.size:
+        g = greeks(bound.index[table.underlying[rows]], table.strike[rows], bound.years[rows],
+                   bound.sigma[rows], table.is_call[rows])
+        inst_delta[rows], inst_gamma[rows], inst_vega[rows] = g["delta"], g["gamma"], g["vega"]
+    inst = bound.book.position_instrument
+    q = bound.quantity
+    delta = per_underlying_sum(bound, q * inst_delta[inst])
+    delta += bound.collateral_exposure / bound.index[np.newaxis, :]
+    return {
+        "delta": delta,
+        "gamma": per_underlying_sum(bound, q * inst_gamma[inst]),
+        "vega": per_underlying_sum(bound, q * inst_vega[inst] / 100.0),
+    }

@@ -1,0 +1,133 @@
+"""Run margin models over a bound book and shape the results into the JSON contract.
+
+``compute --json``: {"model", "timestamp", "accounts": [{"id", "mode", "model", "equity",
+"initial_margin", "maintenance_margin", "excess", "margin_ratio", "gross_notional", "efficiency",
+"underlyings": {U: {...}}}]}. excess = equity - IM; margin_ratio = MM / equity (null when
+equity <= 0); efficiency = gross notional / IM (null when IM = 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from margin_engine.book.bound import BoundBook
+from margin_engine.book.columnar import MODES_BY_CODE
+from margin_engine.core.timeutil import ns_to_iso
+from margin_engine.core.types import FloatArray
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.greeks import account_greeks
+from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.registry import MODEL_NAMES, get_model
+
+BY_ACCOUNT_MODE = "account"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRun:
+    """Results of several models on one bound book, plus the model-independent numbers."""
+
+    bound: BoundBook
+    results: dict[str, MarginResult]
+    equity: FloatArray
+    gross_notional: FloatArray
+    greeks: dict[str, FloatArray]
+
+    def model_of(self, account: int, requested: str) -> str:
+        if requested != BY_ACCOUNT_MODE:
+            return requested
+        return MODES_BY_CODE[int(self.bound.book.mode[account])].value
+
+
+def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str]) -> ModelRun:
+    names = list(MODEL_NAMES) if BY_ACCOUNT_MODE in models else list(dict.fromkeys(models))
+    return ModelRun(
+        bound=bound,
+        results={name: get_model(name).compute(bound, config) for name in names},
+        equity=bound.equity(),
+        gross_notional=bound.account_gross_notional(),
+        greeks=account_greeks(bound),
+    )
+
+
+def _number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def account_summary(run: ModelRun, account: int, model: str) -> dict[str, Any]:
+    """Headline numbers of one account under one model."""
+    result = run.results[model]
+    equity = float(run.equity[account])
+    initial = float(result.initial_margin[account])
+    maintenance = float(result.maintenance_margin[account])
+    gross = float(run.gross_notional[account])
+    return {
+        "equity": equity,
+        "initial_margin": initial,
+        "maintenance_margin": maintenance,
+        "excess": equity - initial,
+        "margin_ratio": maintenance / equity if equity > 0.0 else None,
+        "gross_notional": gross,
+        "efficiency": gross / initial if initial > 0.0 else None,
+        "underlyings": underlying_breakdown(run, account, model),
+    }
+
+
+def underlying_breakdown(run: ModelRun, account: int, model: str) -> dict[str, Any]:
+    result = run.results[model]
+    out: dict[str, Any] = {}
+    for u_idx, u in enumerate(run.bound.underlyings):
+        if not result.active[account, u_idx] and run.bound.collateral_exposure[account, u_idx] == 0:
+            continue
+        cell: dict[str, Any] = {}
+        for key, values in result.per_underlying.items():
+            if key == "worst_scenario":
+                s = int(values[account, u_idx])
+                move, shock, _ = result.scenarios[s] if s >= 0 else (0.0, 0.0, 0.0)
+                cell[key] = {"price_move": move, "vol_shock": shock}
+            else:
+                cell[key] = _number(float(values[account, u_idx]))
+        for key, values in run.greeks.items():
+            cell[key] = _number(float(values[account, u_idx]))
+        out[u] = cell
+    return out
+
+
+def compute_document(run: ModelRun, requested: str) -> dict[str, Any]:
+    """The ``compute --json`` document."""
+    book = run.bound.book
+    accounts = []
+    for a, account_id in enumerate(book.account_ids):
+        model = run.model_of(a, requested)
+        entry: dict[str, Any] = {"id": account_id,
+                                 "mode": MODES_BY_CODE[int(book.mode[a])].value,
+                                 "model": model}
+        entry.update(account_summary(run, a, model))
+        accounts.append(entry)
+    return {"model": requested, "timestamp": ns_to_iso(run.bound.timestamp_ns),
+            "accounts": accounts}
+
+
+def compare_document(run: ModelRun) -> dict[str, Any]:
+    """The ``compare --json`` document: every model per account."""
+    book = run.bound.book
+    accounts = []
+    for a, account_id in enumerate(book.account_ids):
+        accounts.append({
+            "id": account_id,
+            "mode": MODES_BY_CODE[int(book.mode[a])].value,
+            "models": {name: account_summary(run, a, name) for name in run.results},
+        })
+    return {"timestamp": ns_to_iso(run.bound.timestamp_ns), "models": list(run.results),
+            "accounts": accounts}
+
+
+def efficiency(run: ModelRun, model: str) -> FloatArray:
+    """Gross notional / IM per account (NaN where IM = 0)."""
+    initial = run.results[model].initial_margin
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(initial > 0.0, run.gross_notional / initial, np.nan)
