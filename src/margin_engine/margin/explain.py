@@ -98,23 +98,24 @@ def _explain_cross(bound: BoundBook, config: RiskConfig, result: MarginResult,
             "maintenance_margin": float(result.maintenance_margin[account])}
 
 
-def _scenario_change(bound: BoundBook, config: RiskConfig, inst: int, move: float,
-                     shock: float) -> float:
-    """USD value change per unit quantity of one instrument in one scenario (scalar)."""
+def _scenario_changes(bound: BoundBook, config: RiskConfig, inst: int,
+                      scenarios: tuple[tuple[float, float, float], ...]) -> list[float]:
+    """USD value change per unit quantity of one instrument in each scenario (scalar)."""
     table, cfg = bound.book.instruments, config.portfolio
     if not table.is_option[inst]:
-        return float(bound.base_price[inst]) * move
+        return [float(bound.base_price[inst]) * move for move, _, _ in scenarios]
     years = float(bound.years[inst])
     t_days = max(1.0, years * 365.0)
     power = cfg.vol_shock_power_short if t_days < cfg.vol_shock_reference_days else \
         cfg.vol_shock_power_long
+    scale = (cfg.vol_shock_reference_days / t_days) ** power
     sigma = float(bound.sigma[inst])
-    shocked = max(cfg.vol_floor,
-                  sigma * (1.0 + shock * (cfg.vol_shock_reference_days / t_days) ** power))
     spot = float(bound.index[table.underlying[inst]])
     strike, is_call = float(table.strike[inst]), bool(table.is_call[inst])
-    return (black76_price(spot * (1.0 + move), strike, years, shocked, is_call)
-            - black76_price(spot, strike, years, sigma, is_call))
+    now = black76_price(spot, strike, years, sigma, is_call)
+    return [black76_price(spot * (1.0 + move), strike, years,
+                          max(cfg.vol_floor, sigma * (1.0 + shock * scale)), is_call) - now
+            for move, shock, _ in scenarios]
 
 
 def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dict[str, Any]:
@@ -129,11 +130,13 @@ def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dic
         exposure = float(bound.collateral_exposure[account, u_idx])
         if not rows and exposure == 0.0:
             continue
-        pnl = []
-        for move, shock, _weight in scenarios:
-            total = sum(float(bound.quantity[r]) * _scenario_change(
-                bound, config, int(bound.book.position_instrument[r]), move, shock) for r in rows)
-            pnl.append(total + exposure * move)
+        changes = {r: _scenario_changes(bound, config, int(bound.book.position_instrument[r]),
+                                        scenarios) for r in rows}
+        pnl = [exposure * move for move, _, _ in scenarios]
+        for r in rows:
+            q = float(bound.quantity[r])
+            for s, change in enumerate(changes[r]):
+                pnl[s] += q * change
         weighted = [w * p for (_, _, w), p in zip(scenarios, pnl, strict=True)]
         worst = 0
         for s in range(1, len(weighted)):
@@ -161,8 +164,7 @@ def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dic
         positions = []
         for r in rows:
             line = _position_line(bound, r)
-            line["pnl_in_worst_scenario"] = float(bound.quantity[r]) * _scenario_change(
-                bound, config, int(bound.book.position_instrument[r]), move, shock)
+            line["pnl_in_worst_scenario"] = float(bound.quantity[r]) * changes[r][worst]
             positions.append(line)
         underlyings[u] = {
             "scan_risk": scan,
