@@ -1,0 +1,57 @@
+"""Shared fixtures: the worked-example folder (skipped with a reason when absent) and builders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from margin_engine.book.bound import BoundBook, bind_market
+from margin_engine.book.columnar import book_from_portfolio
+from margin_engine.io.market_file import parse_market
+from margin_engine.io.portfolio_file import parse_portfolio
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+EXAMPLES = SHARED / "examples" / "foundation"
+
+
+@pytest.fixture
+def examples_dir() -> Path:
+    if not (EXAMPLES / "expected.json").exists():
+        pytest.skip(f"worked examples not found at {EXAMPLES} (../shared is absent)")
+    return EXAMPLES
+
+
+def market_doc(**overrides: Any) -> dict[str, Any]:
+    """BTC 50,000 flat vol 0.5, ETH 2,000 flat vol 0.6; timestamp 2025-06-01T00:00:00Z."""
+    doc: dict[str, Any] = {
+        "schema": "margin-engine/market/v1",
+        "timestamp": "2025-06-01T00:00:00Z",
+        "underlyings": {
+            "BTC": {"index": 50000, "vol": {"type": "flat", "sigma": 0.5}},
+            "ETH": {"index": 2000, "vol": {"type": "flat", "sigma": 0.6}},
+        },
+        "assets": {"USDC": {"price": 1.0}, "BTC": {"price": 50000}, "ETH": {"price": 2000}},
+    }
+    doc.update(overrides)
+    return doc
+
+
+def portfolio_doc(*accounts: dict[str, Any], instruments: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    doc: dict[str, Any] = {"schema": "margin-engine/portfolio/v1", "accounts": list(accounts)}
+    if instruments is not None:
+        doc["instruments"] = instruments
+    return doc
+
+
+def account(account_id: str, positions: list[tuple[str, float, float]],
+            collateral: dict[str, Any] | None = None, mode: str = "portfolio") -> dict[str, Any]:
+    return {"id": account_id, "mode": mode, "collateral": collateral or {"USDC": 100000},
+            "positions": [{"instrument": i, "size": s, "entry_price": e} for i, s, e in positions]}
+
+
+def bind(portfolio: dict[str, Any], market: dict[str, Any] | None = None) -> BoundBook:
+    return bind_market(book_from_portfolio(parse_portfolio(portfolio)),
+                       parse_market(market or market_doc()))
