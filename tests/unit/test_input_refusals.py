@@ -22,19 +22,25 @@ def refusal(portfolio: dict[str, Any], market: dict[str, Any] | None = None) -> 
 
 def test_unknown_instrument_names_account_position_field_value() -> None:
     msg = refusal(portfolio_doc(account("a1", [("BTC-PERP", 1, 50000), ("BTC-FOO", 1, 1)])))
-    assert "account 'a1'" in msg and "position 1" in msg and "'instrument'" in msg
-    assert "'BTC-FOO'" in msg and "shorthand" in msg
+    assert "account 'a1'" in msg
+    assert "position 1" in msg
+    assert "'instrument'" in msg
+    assert "'BTC-FOO'" in msg
+    assert "shorthand" in msg
 
 
 def test_impossible_expiry_date_is_refused() -> None:
     msg = refusal(portfolio_doc(account("a1", [("BTC-31FEB25", 1, 50000)])))
-    assert "position 0" in msg and "not a calendar date" in msg
+    assert "position 0" in msg
+    assert "not a calendar date" in msg
 
 
 def test_expired_option_names_its_expiry() -> None:
     msg = refusal(portfolio_doc(account("a1", [("BTC-30MAY25-50000-C", -1, 100)])))
-    assert "account 'a1'" in msg and "position 0" in msg
-    assert "not expired" in msg and "2025-05-30T08:00:00Z" in msg
+    assert "account 'a1'" in msg
+    assert "position 0" in msg
+    assert "not expired" in msg
+    assert "2025-05-30T08:00:00Z" in msg
 
 
 def test_option_expiring_at_0800_same_day_is_refused_after_but_not_before() -> None:
@@ -51,7 +57,9 @@ def test_bad_number_is_refused(bad: Any) -> None:
     with pytest.raises(InputError) as caught:
         parse_portfolio(doc)
     msg = str(caught.value)
-    assert "account 'a1'" in msg and "position 0" in msg and "'size'" in msg
+    assert "account 'a1'" in msg
+    assert "position 0" in msg
+    assert "'size'" in msg
     assert "expected a finite number" in msg
 
 
@@ -75,13 +83,17 @@ def test_nan_literal_in_json_file_is_refused(tmp_path: Path) -> None:
 def test_negative_collateral_is_refused() -> None:
     msg = str(pytest.raises(InputError, parse_portfolio, portfolio_doc(
         account("a1", [], collateral={"USDC": "-5"}))).value)
-    assert "account 'a1'" in msg and "'collateral.USDC'" in msg and "'-5'" in msg
+    assert "account 'a1'" in msg
+    assert "'collateral.USDC'" in msg
+    assert "'-5'" in msg
     assert ">= 0" in msg
 
 
 def test_unknown_asset_price_is_refused() -> None:
     msg = refusal(portfolio_doc(account("a1", [], collateral={"SOL": 10})))
-    assert "account 'a1'" in msg and "collateral.SOL" in msg and "priced" in msg
+    assert "account 'a1'" in msg
+    assert "collateral.SOL" in msg
+    assert "priced" in msg
 
 
 def test_missing_vol_is_refused_only_when_options_need_it() -> None:
@@ -89,13 +101,16 @@ def test_missing_vol_is_refused_only_when_options_need_it() -> None:
     del market["underlyings"]["BTC"]["vol"]
     msg = refusal(portfolio_doc(account("a1", [("BTC-PERP", 1, 50000),
                                                ("BTC-27JUN25-60000-C", -1, 10)])), market)
-    assert "position 1" in msg and "missing vol" in msg
+    assert "position 1" in msg
+    assert "missing vol" in msg
     bind(portfolio_doc(account("a1", [("BTC-PERP", 1, 50000)])), market)  # no option: fine
 
 
 def test_underlying_missing_from_market_is_refused() -> None:
     msg = refusal(portfolio_doc(account("a1", [("SOL-PERP", 1, 150)])))
-    assert "account 'a1'" in msg and "'SOL-PERP'" in msg and "no index for 'SOL'" in msg
+    assert "account 'a1'" in msg
+    assert "'SOL-PERP'" in msg
+    assert "no index for 'SOL'" in msg
 
 
 @pytest.mark.parametrize(("schema", "expected"), [
@@ -166,7 +181,8 @@ def test_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
     path.write_text('{"schema": "margin-engine/market/v1",\n "timestamp": }')
     with pytest.raises(InputError) as caught:
         load_market(path)
-    assert str(path) in str(caught.value) and "line 2" in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert "line 2" in str(caught.value)
     with pytest.raises(InputError, match="existing file"):
         load_market(tmp_path / "missing.json")
 

@@ -111,7 +111,7 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
         quantity = np.where(inverse_delta_one, size_cs / book.entry_price, size_cs)
     entry_usd = np.where(inverse_option, book.entry_price * inst_index[inst], book.entry_price)
     signed_notional = np.where(inverse_delta_one, size_cs, quantity * mark[inst])
-    gross_notional = np.where(inverse_delta_one, np.abs(size_cs), np.abs(size_cs) * inst_index[inst])
+    gross_notional = np.abs(size_cs) * np.where(inverse_delta_one, 1.0, inst_index[inst])
 
     prices = _asset_prices(book, market)
     collateral_value = book.collateral @ prices if book.assets else np.zeros(book.account_count)
@@ -155,7 +155,8 @@ def _check_underlyings(book: ColumnarBook, market: MarketSnapshot) -> None:
     for u_idx, u in enumerate(table.underlyings):
         if u not in market.underlyings:
             rows = np.nonzero(table.underlying == u_idx)[0]
-            _refuse_position(book, rows, f"an underlying priced in the market {sorted(market.underlyings)} "
+            known = sorted(market.underlyings)
+            _refuse_position(book, rows, f"an underlying priced in the market {known} "
                              f"(no index for {u!r})")
 
 

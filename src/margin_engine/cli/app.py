@@ -77,7 +77,6 @@ def compute(
             _emit_json(document)
             return
         from margin_engine.cli.console import make_console
-
         from margin_engine.cli.render import compute_table, print_explanation
 
         console = make_console()
@@ -111,7 +110,6 @@ def compare(
             _emit_json(document)
             return
         from margin_engine.cli.console import make_console
-
         from margin_engine.cli.render import compare_table
 
         make_console().print(compare_table(document))
@@ -159,7 +157,6 @@ def explain(
             _emit_json({"accounts": explanations})
             return
         from margin_engine.cli.console import make_console
-
         from margin_engine.cli.render import print_explanation
 
         console = make_console()

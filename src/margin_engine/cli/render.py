@@ -25,7 +25,8 @@ def compute_table(document: dict[str, Any]) -> Table:
     for acc in document["accounts"]:
         table.add_row(acc["id"], acc["model"], money(acc["equity"]), money(acc["initial_margin"]),
                       money(acc["maintenance_margin"]), money(acc["excess"]),
-                      ratio(None if acc["margin_ratio"] is None else 100 * acc["margin_ratio"], " %"),
+                      ratio(None if acc["margin_ratio"] is None else 100 * acc["margin_ratio"],
+                            " %"),
                       money(acc["gross_notional"]), ratio(acc["efficiency"], "x"))
     return table
 

@@ -19,8 +19,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from margin_engine.book.bound import BoundBook, bind_market
-from margin_engine.cli.console import make_console
 from margin_engine.book.columnar import ColumnarBook, book_from_portfolio
+from margin_engine.cli.console import make_console
 from margin_engine.demo.market import demo_market_document
 from margin_engine.demo.strategies import STRATEGIES, Leg
 from margin_engine.io.market_file import parse_market

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
-from margin_engine.core.types import FloatArray, IntArray
+from margin_engine.core.types import BoolArray, FloatArray, IntArray
 
 
 def position_cell(bound: BoundBook) -> IntArray:
@@ -22,10 +22,10 @@ def per_underlying_sum(bound: BoundBook, per_position: FloatArray,
     cells = position_cell(bound)
     weights = per_position if mask is None else np.where(mask, per_position, 0.0)
     flat = np.bincount(cells, weights=weights, minlength=bound.account_count * n_u)
-    return flat.reshape(bound.account_count, n_u)
+    return flat.reshape(bound.account_count, n_u).astype(np.float64)
 
 
-def active_cells(bound: BoundBook) -> np.ndarray:
+def active_cells(bound: BoundBook) -> BoolArray:
     """(account, underlying) cells holding a position (any size)."""
     n_u = len(bound.underlyings)
     flat = np.zeros(bound.account_count * n_u, dtype=np.bool_)

@@ -82,7 +82,8 @@ class RiskConfig:
     portfolio: PortfolioConfig = field(default_factory=PortfolioConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        plain: dict[str, Any] = _to_plain(self)
+        return plain
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -231,7 +232,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list) and all(not isinstance(v, dict) for v in value):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        items = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + items + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

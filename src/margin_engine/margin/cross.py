@@ -40,7 +40,8 @@ class CrossModel:
             tiers = config.isolated.tiers_for(u)
             im, mm = tiered_charge(net[:, u_idx], tiers)
             linear_initial[:, u_idx] = im + config.cross.hedge_initial_rate * hedged[:, u_idx]
-            linear_maintenance[:, u_idx] = mm + config.cross.hedge_maintenance_rate * hedged[:, u_idx]
+            linear_maintenance[:, u_idx] = (mm + config.cross.hedge_maintenance_rate
+                                            * hedged[:, u_idx])
         linear_initial = np.minimum(linear_initial, cap_initial)
         linear_maintenance = np.minimum(linear_maintenance, cap_maintenance)
 
@@ -56,7 +57,8 @@ class CrossModel:
             per_underlying={
                 "initial_margin": initial_u, "maintenance_margin": maintenance_u,
                 "net_notional": net, "hedged_notional": hedged,
-                "linear_initial_margin": linear_initial, "isolated_linear_initial_margin": cap_initial,
+                "linear_initial_margin": linear_initial,
+                "isolated_linear_initial_margin": cap_initial,
                 "option_initial_margin": option_initial,
             },
             per_position={"initial_margin": np.where(linear, 0.0, iso_initial),

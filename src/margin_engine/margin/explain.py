@@ -180,10 +180,10 @@ def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dic
         }
     total = sum(level for level, _ in levels.values())
     quad = sum(level * level for level, _ in levels.values())
-    for u, (lu, du) in levels.items():
-        for v, (lv, dv) in levels.items():
-            if u != v:
-                quad += float(bound.correlation[u, v]) * du * lu * dv * lv
+    for i, (li, di) in levels.items():
+        for j, (lj, dj) in levels.items():
+            if i != j:
+                quad += float(bound.correlation[i, j]) * di * li * dj * lj
     aggregated = math.sqrt(max(0.0, quad))
     floor = (1.0 - cfg.max_cross_offset) * total
     initial = max(aggregated, floor)

@@ -34,7 +34,8 @@ class AtmByExpiryVol:
     levels: tuple[float, ...]
 
     def sigma(self, years: FloatArray, strike: FloatArray) -> FloatArray:
-        return np.interp(years, np.asarray(self.years), np.asarray(self.levels)).astype(np.float64)
+        levels: FloatArray = np.interp(years, np.asarray(self.years), np.asarray(self.levels))
+        return levels
 
     @staticmethod
     def from_expiries(

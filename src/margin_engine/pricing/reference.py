@@ -3,7 +3,8 @@
 d1 = (ln(F/K) + sigma^2 T / 2) / (sigma sqrt T),  d2 = d1 - sigma sqrt T
 call = D (F N(d1) - K N(d2)),  put = D (K N(-d2) - F N(-d1))
 delta_call = D N(d1), delta_put = D (N(d1) - 1), gamma = D phi(d1) / (F sigma sqrt T),
-vega = D F phi(d1) sqrt T (per 1.00 of vol), theta (per year, r = 0) = -F phi(d1) sigma / (2 sqrt T).
+vega = D F phi(d1) sqrt T (per 1.00 of vol),
+theta (per year, r = 0) = -F phi(d1) sigma / (2 sqrt T).
 At T <= 0 or sigma <= 0 the option is worth its intrinsic value and has no gamma, vega or theta.
 """
 
@@ -42,7 +43,8 @@ def black76_price(
     return discount * (strike * norm_cdf(-d2) - forward * norm_cdf(-d1))
 
 
-def black76_delta(forward: float, strike: float, years: float, sigma: float, is_call: bool) -> float:
+def black76_delta(forward: float, strike: float, years: float, sigma: float,
+                  is_call: bool) -> float:
     if years <= 0.0 or sigma <= 0.0:
         itm = forward > strike if is_call else forward < strike
         return (1.0 if is_call else -1.0) if itm else 0.0

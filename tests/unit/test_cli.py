@@ -1,0 +1,111 @@
+"""The command line as a user runs it: JSON contract, human tables, errors, demo and bench."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from margin_engine.cli.app import app
+from margin_engine.demo.market import demo_market_document
+from tests.conftest import account, portfolio_doc
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    portfolio = tmp_path / "portfolio.json"
+    market = tmp_path / "market.json"
+    portfolio.write_text(json.dumps(portfolio_doc(
+        account("hedged", [("BTC-PERP", 1, 64000), ("BTC-27JUN25-75000-C", -1, 900)]),
+        account("iso", [("ETH-PERP", 10, 2400)], mode="isolated"))))
+    market.write_text(json.dumps(demo_market_document()))
+    return portfolio, market
+
+
+def test_compute_json_contract(files: tuple[Path, Path]) -> None:
+    portfolio, market = files
+    out = runner.invoke(app, ["compute", str(portfolio), "--market", str(market), "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["model"] == "account"
+    assert doc["timestamp"] == "2025-06-01T00:00:00Z"
+    hedged, iso = doc["accounts"]
+    assert hedged["model"] == "portfolio"
+    assert iso["model"] == "isolated"
+    for key in ("equity", "initial_margin", "maintenance_margin", "excess", "margin_ratio",
+                "gross_notional", "efficiency", "underlyings"):
+        assert key in hedged
+    btc = hedged["underlyings"]["BTC"]
+    assert set(btc) >= {"scan_risk", "contingency", "worst_scenario", "delta", "gamma", "vega"}
+    assert hedged["excess"] == pytest.approx(hedged["equity"] - hedged["initial_margin"])
+    assert hedged["efficiency"] == pytest.approx(hedged["gross_notional"] /
+                                                 hedged["initial_margin"])
+    # ETH-PERP 10 x 2,500 = 25,000 at 2 %: 500.
+    assert iso["initial_margin"] == pytest.approx(500.0)
+
+
+def test_compute_model_override_and_explain(files: tuple[Path, Path]) -> None:
+    portfolio, market = files
+    out = runner.invoke(app, ["compute", str(portfolio), "--market", str(market), "--model",
+                              "portfolio", "--explain"])
+    assert out.exit_code == 0, out.output
+    assert "scan risk" in out.stdout
+    assert "correlation offset" in out.stdout
+    out = runner.invoke(app, ["explain", str(portfolio), "--market", str(market), "--model",
+                              "isolated", "--account", "hedged", "--json"])
+    lines = json.loads(out.stdout)["accounts"][0]["positions"]
+    assert [p["instrument"] for p in lines] == ["BTC-PERP", "BTC-27JUN25-75000-C"]
+
+
+def test_compare_gives_every_model(files: tuple[Path, Path]) -> None:
+    portfolio, market = files
+    out = runner.invoke(app, ["compare", str(portfolio), "--market", str(market), "--json"])
+    assert out.exit_code == 0, out.output
+    models = json.loads(out.stdout)["accounts"][0]["models"]
+    assert set(models) == {"isolated", "cross", "portfolio"}
+    assert models["cross"]["initial_margin"] <= models["isolated"]["initial_margin"]
+    human = runner.invoke(app, ["compare", str(portfolio), "--market", str(market)])
+    assert "portfolio IM" in human.stdout
+
+
+def test_bad_input_exits_2_with_one_line(files: tuple[Path, Path], tmp_path: Path) -> None:
+    _, market = files
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(portfolio_doc(account("x", [("BTC-PERP", "ten", 1)]))))
+    out = runner.invoke(app, ["compute", str(bad), "--market", str(market)])
+    assert out.exit_code == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "account 'x'" in lines[0]
+    assert "'size'" in lines[0]
+    out = runner.invoke(app, ["compute", str(bad), "--market", str(market), "--model", "nope"])
+    assert out.exit_code == 2
+    assert "one of" in out.stderr
+
+
+def test_demo_writes_chart_and_table(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["demo", "--accounts", "150", "--output", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "iron condor" in out.stdout
+    assert "naked future" in out.stdout
+    assert (tmp_path / "demo_efficiency.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "demo_results.json").read_text())
+    condor = summary["strategies"]["iron condor"]
+    assert condor["portfolio"]["total_initial_margin"] < condor["cross"]["total_initial_margin"]
+
+
+def test_bench_json_reports_stages_and_baseline() -> None:
+    out = runner.invoke(app, ["bench", "--accounts", "500", "--positions", "4",
+                              "--baseline-positions", "200", "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert report["instruments"] >= 2000
+    assert report["positions"] == 2000
+    assert set(report["seconds"]) == {"resolve", "price_grid", "aggregation", "total"}
+    assert report["baseline"]["max_relative_difference"] < 1e-9
+    assert report["baseline"]["speed_ratio"] > 1

@@ -1,0 +1,51 @@
+"""Risk config: defaults, JSON and TOML round trips, unknown fields refused, overrides used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from margin_engine.core.errors import ConfigError
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.registry import get_model
+from tests.conftest import account, bind, portfolio_doc
+
+
+def test_round_trips_through_json_and_toml(tmp_path: Path) -> None:
+    config = RiskConfig()
+    (tmp_path / "r.json").write_text(config.to_json())
+    (tmp_path / "r.toml").write_text(config.to_toml())
+    assert RiskConfig.load(tmp_path / "r.json") == config
+    assert RiskConfig.load(tmp_path / "r.toml") == config
+
+
+def test_unknown_field_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text("[portfolio]\nmax_cross_ofset = 0.3\n")
+    with pytest.raises(ConfigError) as caught:
+        RiskConfig.load(path)
+    assert "portfolio.max_cross_ofset" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_bad_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        RiskConfig.from_dict({"portfolio": {"max_cross_offset": 1.5}})
+    with pytest.raises(ConfigError, match="ascending"):
+        RiskConfig.from_dict({"isolated": {"tiers": [
+            {"up_to": 5e6, "initial_rate": 0.02}, {"up_to": 1e6, "initial_rate": 0.04}]}})
+
+
+def test_overrides_change_the_margin(tmp_path: Path) -> None:
+    config = RiskConfig.from_dict({
+        "isolated": {"tiers_by_underlying": {"BTC": [{"up_to": "inf", "initial_rate": 0.05}]}},
+        "portfolio": {"price_moves": [-0.1, 0.0, 0.1], "extended_moves": [-0.2, 0.3]},
+    })
+    assert json.loads(config.to_json())["isolated"]["tiers_by_underlying"]["BTC"][0][
+        "maintenance_rate"] == 0.025
+    bound = bind(portfolio_doc(account("a", [("BTC-PERP", 1, 50000)])))
+    assert get_model("isolated").compute(bound, config).initial_margin[0] == pytest.approx(2500)
+    # Worst of -10 % (5,000) and -20 % x 1/3 (3,333): 5,000.
+    assert get_model("portfolio").compute(bound, config).initial_margin[0] == pytest.approx(5000)
