@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from margin_engine.book.columnar import ColumnarBook
+from margin_engine.book.kernels import position_arrays_nb
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.core.types import FloatArray, IntArray
@@ -103,15 +104,12 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
         mark[rows] = greeks(inst_index[rows], table.strike[rows], years[rows], sigma[rows],
                             table.is_call[rows])["price"]
 
-    inst = book.position_instrument
-    size_cs = book.size * table.contract_size[inst]
-    inverse_delta_one = (table.inverse & ~is_option)[inst]
-    inverse_option = (table.inverse & is_option)[inst]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        quantity = np.where(inverse_delta_one, size_cs / book.entry_price, size_cs)
-    entry_usd = np.where(inverse_option, book.entry_price * inst_index[inst], book.entry_price)
-    signed_notional = np.where(inverse_delta_one, size_cs, quantity * mark[inst])
-    gross_notional = np.abs(size_cs) * np.where(inverse_delta_one, 1.0, inst_index[inst])
+    n_pos = book.position_count
+    quantity, entry_usd = np.empty(n_pos), np.empty(n_pos)
+    signed_notional, gross_notional = np.empty(n_pos), np.empty(n_pos)
+    position_arrays_nb(book.position_instrument, book.size, book.entry_price,
+                       table.contract_size, table.inverse, is_option, inst_index, mark,
+                       quantity, entry_usd, signed_notional, gross_notional)
 
     prices = _asset_prices(book, market)
     collateral_value = book.collateral @ prices if book.assets else np.zeros(book.account_count)

@@ -85,8 +85,10 @@ class ColumnarBook:
 
     def position_account(self) -> IntArray:
         """Account index of every position row."""
-        counts = np.diff(self.offsets)
-        return np.repeat(np.arange(self.account_count, dtype=np.int64), counts)
+        from margin_engine.book.kernels import position_account_nb
+
+        result: IntArray = position_account_nb(self.offsets)
+        return result
 
     def locate(self, position_row: int) -> tuple[str, int]:
         """Account id and index-within-account of a position row (for error messages)."""

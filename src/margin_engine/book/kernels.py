@@ -1,0 +1,39 @@
+"""Fused per-position binding kernels (one pass over the position arrays, no temporaries)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from margin_engine.core.types import BoolArray, FloatArray, IntArray
+
+
+@njit(cache=True)
+def position_arrays_nb(inst: np.ndarray, size: FloatArray, entry: FloatArray,
+                       contract_size: FloatArray, inverse: BoolArray, is_option: BoolArray,
+                       spot: FloatArray, mark: FloatArray, quantity: FloatArray,
+                       entry_usd: FloatArray, signed_notional: FloatArray,
+                       gross_notional: FloatArray) -> None:
+    """q, entry in USD, signed notional at mark and gross notional at index (see bound.py)."""
+    for p in range(inst.shape[0]):
+        i = inst[p]
+        size_cs = size[p] * contract_size[i]
+        if inverse[i] and not is_option[i]:
+            quantity[p] = size_cs / entry[p]
+            entry_usd[p] = entry[p]
+            signed_notional[p] = size_cs
+            gross_notional[p] = abs(size_cs)
+        else:
+            quantity[p] = size_cs
+            entry_usd[p] = entry[p] * spot[i] if inverse[i] else entry[p]
+            signed_notional[p] = size_cs * mark[i]
+            gross_notional[p] = abs(size_cs) * spot[i]
+
+
+@njit(cache=True)
+def position_account_nb(offsets: IntArray) -> IntArray:
+    """Account index of every position row from CSR offsets."""
+    out = np.empty(offsets[-1], dtype=np.int64)
+    for a in range(offsets.shape[0] - 1):
+        out[offsets[a]:offsets[a + 1]] = a
+    return out
