@@ -47,20 +47,35 @@ def test_protective_put_below_legs(n: float, e: str, m: float) -> None:
     assert im("portfolio", legs) < legs_alone(legs)
 
 
-@settings(max_examples=40, deadline=None)
-@given(n=sizes, e=expiries, low=st.floats(0.85, 1.1), width=st.floats(0.04, 0.3),
+@settings(max_examples=60, deadline=None)
+@given(n=sizes, e=expiries, near=st.floats(0.98, 1.1), width=st.floats(0.04, 0.3),
        right=st.sampled_from("CP"))
-def test_vertical_spread_below_legs_and_below_cross(n: float, e: str, low: float, width: float,
+def test_vertical_spread_below_legs_and_below_cross(n: float, e: str, near: float, width: float,
                                                     right: str) -> None:
-    k1, k2 = strike(low), strike(low + width)
-    if k1 == k2:
+    # Long leg at or out of the money: bull call spread (long K1 = near x S, short K1 + width)
+    # or bear put spread mirrored around S (long (2 - near) x S, short below it).
+    if right == "C":
+        long_k, short_k = strike(near), strike(near + width)
+    else:
+        long_k, short_k = strike(2 - near), strike(2 - near - width)
+    if long_k == short_k:
         return
-    # Bull call spread (long low, short high) or bear put spread (long high, short low).
-    long_k, short_k = (k1, k2) if right == "C" else (k2, k1)
     legs = [(f"BTC-{e}-{long_k}-{right}", n, 500), (f"BTC-{e}-{short_k}-{right}", -n, 500)]
     portfolio = im("portfolio", legs)
     assert portfolio < legs_alone(legs)
     assert portfolio < im("cross", legs)
+
+
+def test_deep_itm_debit_spread_is_charged_the_value_it_can_lose() -> None:
+    # Long 42,000 C / short 55,000 C, 27JUN25, S = 50,000, sigma 0.5. Cross (= isolated here)
+    # charges only the short leg: 0.10 x 50,000 + mark(55,000 C) = 5,988.61. The long leg is
+    # 8,000 in the money: the spread is worth 7,292.21 and at -16 % (vol down) 1,659.74, a loss
+    # of 5,632.46, plus 500 contingency for the net short 55,000 call = 6,132.46 portfolio IM.
+    # The portfolio model is right to charge more: the paid premium is equity at risk.
+    legs = [("BTC-27JUN25-42000-C", 1, 500), ("BTC-27JUN25-55000-C", -1, 500)]
+    assert im("cross", legs) == pytest.approx(5988.605769825834, rel=1e-9)
+    assert im("portfolio", legs) == pytest.approx(6132.464049582044, rel=1e-9)
+    assert im("portfolio", legs) < legs_alone(legs)
 
 
 @settings(max_examples=40, deadline=None)

@@ -59,20 +59,17 @@ def compute(
     """Initial and maintenance margin of every account."""
 
     def body() -> None:
-        from margin_engine.cli.loading import load_bound, load_config
+        from margin_engine.cli.loading import prepare_run
         from margin_engine.margin.explain import explain_account
-        from margin_engine.margin.registry import get_model
-        from margin_engine.margin.run import BY_ACCOUNT_MODE, compute_document, run_models
+        from margin_engine.margin.run import compute_document
 
-        if model != BY_ACCOUNT_MODE:
-            get_model(model)
-        risk = load_config(config)
-        bound = load_bound(portfolio, market, accounts)
-        run = run_models(bound, risk, [model])
+        risk, run = prepare_run(portfolio, market, model=model, config=config,
+                                accounts=accounts)
         document = compute_document(run, model)
         if explain:
             for a, entry in enumerate(document["accounts"]):
-                entry["explain"] = explain_account(bound, risk, run.results[entry["model"]], a)
+                entry["explain"] = explain_account(run.bound, risk, run.results[entry["model"]],
+                                                   a)
         if as_json:
             _emit_json(document)
             return
@@ -99,12 +96,10 @@ def compare(
     """Every model side by side, with margin efficiency (gross notional / IM)."""
 
     def body() -> None:
-        from margin_engine.cli.loading import load_bound, load_config
-        from margin_engine.margin.registry import MODEL_NAMES
-        from margin_engine.margin.run import compare_document, run_models
+        from margin_engine.cli.loading import prepare_run
+        from margin_engine.margin.run import compare_document
 
-        run = run_models(load_bound(portfolio, market, accounts), load_config(config),
-                         list(MODEL_NAMES))
+        _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts)
         document = compare_document(run)
         if as_json:
             _emit_json(document)
@@ -131,23 +126,18 @@ def explain(
     """Every contribution to an account's margin."""
 
     def body() -> None:
-        from margin_engine.cli.loading import load_bound, load_config
+        from margin_engine.cli.loading import prepare_run
         from margin_engine.core.errors import InputError
         from margin_engine.margin.explain import explain_account
-        from margin_engine.margin.registry import get_model
-        from margin_engine.margin.run import BY_ACCOUNT_MODE, run_models
 
-        if model != BY_ACCOUNT_MODE:
-            get_model(model)
-        risk = load_config(config)
-        bound = load_bound(portfolio, market)
+        risk, run = prepare_run(portfolio, market, model=model, config=config)
+        bound = run.bound
         ids = list(bound.book.account_ids)
         wanted = account or ids
         for name in wanted:
             if name not in ids:
                 raise InputError(f"an account of this portfolio ({len(ids)} accounts)",
                                  field="--account", value=name)
-        run = run_models(bound, risk, [model])
         explanations = []
         for name in wanted:
             a = ids.index(name)

@@ -11,6 +11,8 @@ from margin_engine.io.bulk import read_bulk_book
 from margin_engine.io.market_file import load_market
 from margin_engine.io.portfolio_file import load_portfolio
 from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.registry import MODEL_NAMES, get_model
+from margin_engine.margin.run import BY_ACCOUNT_MODE, ModelRun, run_models
 
 
 def load_bound(portfolio: Path, market: Path, accounts: Path | None = None) -> BoundBook:
@@ -30,3 +32,13 @@ def load_bound(portfolio: Path, market: Path, accounts: Path | None = None) -> B
 
 def load_config(path: Path | None) -> RiskConfig:
     return RiskConfig() if path is None else RiskConfig.load(path)
+
+
+def prepare_run(portfolio: Path, market: Path, *, model: str, config: Path | None,
+                accounts: Path | None = None) -> tuple[RiskConfig, ModelRun]:
+    """Check the model name, then load config, book and market, and run the model(s)."""
+    if model not in (BY_ACCOUNT_MODE, "all"):
+        get_model(model)
+    risk = load_config(config)
+    models = list(MODEL_NAMES) if model == "all" else [model]
+    return risk, run_models(load_bound(portfolio, market, accounts), risk, models)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from margin_engine.core.errors import InputError
+
+_T = TypeVar("_T")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -25,6 +27,14 @@ def read_json(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"a readable UTF-8 file ({exc})", source=source) from None
     return parse_json_text(text, source=source)
+
+
+def load_document(path: str | Path, parse: Callable[[Any], _T]) -> _T:
+    """Read a JSON file and parse it; every error is located in that file."""
+    try:
+        return parse(read_json(path))
+    except InputError as exc:
+        raise exc.located(source=str(path)) from None
 
 
 def parse_json_text(text: str, *, source: str) -> Any:

@@ -11,7 +11,12 @@ from typing import Any
 from margin_engine.core.errors import InputError
 from margin_engine.core.numbers import parse_float
 from margin_engine.core.timeutil import expiry_code_to_ns, parse_timestamp
-from margin_engine.io.jsonfields import check_schema, read_json, require_object, require_string
+from margin_engine.io.jsonfields import (
+    check_schema,
+    load_document,
+    require_object,
+    require_string,
+)
 from margin_engine.market.snapshot import (
     AtmByExpiryVol,
     FlatVol,
@@ -25,10 +30,7 @@ MAX_VOL = 10.0
 
 
 def load_market(path: str | Path) -> MarketSnapshot:
-    try:
-        return parse_market(read_json(path))
-    except InputError as exc:
-        raise exc.located(source=str(path)) from None
+    return load_document(path, parse_market)
 
 
 def parse_market(document: Any) -> MarketSnapshot:

@@ -23,7 +23,7 @@ from margin_engine.domain.instruments import (
 )
 from margin_engine.io.jsonfields import (
     check_schema,
-    read_json,
+    load_document,
     require_list,
     require_object,
     require_string,
@@ -39,10 +39,7 @@ _RIGHTS = {"call": OptionRight.CALL, "put": OptionRight.PUT}
 
 
 def load_portfolio(path: str | Path) -> Portfolio:
-    try:
-        return parse_portfolio(read_json(path))
-    except InputError as exc:
-        raise exc.located(source=str(path)) from None
+    return load_document(path, parse_portfolio)
 
 
 def parse_portfolio(document: Any) -> Portfolio:
