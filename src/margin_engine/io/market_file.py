@@ -5,12 +5,13 @@ Vols are decimals (0.55), never percent; a vol above 10 (1000 %) is refused as a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from margin_engine.core.errors import InputError
 from margin_engine.core.numbers import parse_float
-from margin_engine.core.timeutil import expiry_code_to_ns, parse_timestamp
+from margin_engine.core.timeutil import expiry_code_to_ns, parse_timestamp, year_fraction
 from margin_engine.io.jsonfields import (
     check_schema,
     load_document,
@@ -21,6 +22,7 @@ from margin_engine.market.snapshot import (
     AtmByExpiryVol,
     FlatVol,
     MarketSnapshot,
+    SviVol,
     UnderlyingMarket,
     VolSurface,
 )
@@ -49,6 +51,9 @@ def parse_market(document: Any) -> MarketSnapshot:
                           marks=marks, correlation=correlation)
 
 
+SVI_PARAMS = ("a", "b", "rho", "m", "sigma")
+
+
 def _parse_underlyings(raw: Any, timestamp: int) -> dict[str, UnderlyingMarket]:
     if not isinstance(raw, dict) or not raw:
         raise InputError("a non-empty object of underlying -> {index, vol}", field="underlyings",
@@ -58,13 +63,13 @@ def _parse_underlyings(raw: Any, timestamp: int) -> dict[str, UnderlyingMarket]:
         field = f"underlyings.{name}"
         obj = require_object(spec, field=field, allowed=("index", "vol"), required=("index",))
         index = parse_float(obj["index"], field=f"{field}.index", strictly_positive=True)
-        vol = _parse_vol(obj["vol"], f"{field}.vol", timestamp) if "vol" in obj else None
+        vol = _parse_vol(obj["vol"], f"{field}.vol", timestamp, index) if "vol" in obj else None
         result[name] = UnderlyingMarket(index=index, vol=vol)
     return result
 
 
-def _parse_vol(raw: Any, field: str, timestamp: int) -> VolSurface:
-    obj = require_object(raw, field=field, allowed=("type", "sigma", "points"),
+def _parse_vol(raw: Any, field: str, timestamp: int, index: float) -> VolSurface:
+    obj = require_object(raw, field=field, allowed=("type", "sigma", "points", "slices"),
                          required=("type",))
     kind = obj["type"]
     if kind == "flat":
@@ -85,7 +90,44 @@ def _parse_vol(raw: Any, field: str, timestamp: int) -> VolSurface:
                                  value=code) from None
             points[expiry] = _vol_number(level, f"{field}.points.{code}")
         return AtmByExpiryVol.from_expiries(timestamp, points)
-    raise InputError("vol type 'flat' or 'atm_by_expiry'", field=f"{field}.type", value=kind)
+    if kind == "svi":
+        require_object(raw, field=field, allowed=("type", "slices"), required=("slices",))
+        return _parse_svi(obj["slices"], f"{field}.slices", timestamp, index)
+    raise InputError("vol type 'flat', 'atm_by_expiry' or 'svi'", field=f"{field}.type",
+                     value=kind)
+
+
+def _parse_svi(raw: Any, field: str, timestamp: int, index: float) -> SviVol:
+    """Raw SVI slices in index log-moneyness; refused if a slice is not a valid smile."""
+    if not isinstance(raw, dict) or not raw:
+        raise InputError("a non-empty object of expiry code -> {a, b, rho, m, sigma}",
+                         field=field, value=raw)
+    slices: list[tuple[int, tuple[float, float, float, float, float]]] = []
+    for code, spec in raw.items():
+        where = f"{field}.{code}"
+        try:
+            expiry = expiry_code_to_ns(code)
+        except ValueError:
+            raise InputError("an expiry code such as '28JUN24'", field=field, value=code) from None
+        if expiry <= timestamp:
+            continue  # expired slices carry no information at this timestamp
+        obj = require_object(spec, field=where, allowed=SVI_PARAMS, required=SVI_PARAMS)
+        a = parse_float(obj["a"], field=f"{where}.a")
+        b = parse_float(obj["b"], field=f"{where}.b", minimum=0.0)
+        rho = parse_float(obj["rho"], field=f"{where}.rho", minimum=-1.0, maximum=1.0)
+        m = parse_float(obj["m"], field=f"{where}.m")
+        sigma = parse_float(obj["sigma"], field=f"{where}.sigma", strictly_positive=True)
+        if abs(rho) >= 1.0:
+            raise InputError("|rho| < 1", field=f"{where}.rho", value=obj["rho"])
+        if a + b * sigma * math.sqrt(1 - rho * rho) < 0.0:
+            raise InputError("a + b sigma sqrt(1 - rho^2) >= 0 (non-negative total variance)",
+                             field=where, value=spec)
+        slices.append((expiry, (a, b, rho, m, sigma)))
+    if not slices:
+        raise InputError("at least one slice expiring after the market timestamp", field=field)
+    slices.sort()
+    return SviVol(index=index, years=tuple(year_fraction(timestamp, e) for e, _ in slices),
+                  params=tuple(p for _, p in slices))
 
 
 def _vol_number(value: Any, field: str) -> float:

@@ -4,8 +4,11 @@ from margin_engine.market.snapshot import (
     AtmByExpiryVol,
     FlatVol,
     MarketSnapshot,
+    SviVol,
     UnderlyingMarket,
     VolSurface,
 )
 
-__all__ = ["AtmByExpiryVol", "FlatVol", "MarketSnapshot", "UnderlyingMarket", "VolSurface"]
+__all__ = [
+    "AtmByExpiryVol", "FlatVol", "MarketSnapshot", "SviVol", "UnderlyingMarket", "VolSurface",
+]

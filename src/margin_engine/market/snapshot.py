@@ -49,6 +49,46 @@ class AtmByExpiryVol:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SviVol:
+    """Raw SVI slices in *index* log-moneyness k = ln(K / index), one per expiry.
+
+    Between expiries total variance is linear in T at fixed k; before the first and after the
+    last expiry the nearest slice's vol is used (flat in T). sigma = sqrt(max(w, 0) / T).
+    """
+
+    index: float
+    years: tuple[float, ...]  # ascending
+    params: tuple[tuple[float, float, float, float, float], ...]  # (a, b, rho, m, sigma)
+
+    def _total_variance(self, j: int, k: FloatArray) -> FloatArray:
+        a, b, rho, m, s = self.params[j]
+        x = k - m
+        result: FloatArray = a + b * (rho * x + np.sqrt(x * x + s * s))
+        return result
+
+    def sigma(self, years: FloatArray, strike: FloatArray) -> FloatArray:
+        t = np.asarray(years, dtype=np.float64)
+        k = np.log(np.asarray(strike, dtype=np.float64) / self.index)
+        knots = np.asarray(self.years)
+        out = np.empty(np.broadcast(t, k).shape)
+        t_b, k_b = np.broadcast_arrays(t, k)
+        right = np.searchsorted(knots, t_b, side="left")
+        for j in np.unique(right):
+            rows = right == j
+            kk, tt = k_b[rows], t_b[rows]
+            if j == 0 or j == len(knots):  # outside: nearest slice's vol
+                near = 0 if j == 0 else len(knots) - 1
+                w = self._total_variance(near, kk) / knots[near]
+                out[rows] = np.sqrt(np.maximum(w, 0.0))
+                continue
+            t0, t1 = knots[j - 1], knots[j]
+            w0, w1 = self._total_variance(j - 1, kk), self._total_variance(j, kk)
+            w = w0 + (w1 - w0) * (tt - t0) / (t1 - t0)
+            out[rows] = np.sqrt(np.maximum(w, 0.0) / tt)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnderlyingMarket:
     index: float
     vol: VolSurface | None = None

@@ -92,47 +92,11 @@ def price(
     return greeks(forward, strike, years, sigma, is_call)["price"]
 
 
-@njit(cache=True)
-def _implied_vol_nb(target: FloatArray, forward: FloatArray, strike: FloatArray,
-                    years: FloatArray, is_call: BoolArray, out: FloatArray) -> None:
-    """Newton steps kept inside a shrinking bisection bracket [lo, hi] on sigma."""
-    for i in range(target.shape[0]):
-        p, f, k, t, c = target[i], forward[i], strike[i], years[i], is_call[i]
-        intrinsic = max(f - k, 0.0) if c else max(k - f, 0.0)
-        upper = f if c else k
-        if not (t > 0.0 and intrinsic < p < upper):
-            out[i] = np.nan
-            continue
-        lo, hi = 1e-6, 20.0
-        if price_scalar_nb(f, k, t, hi, c) < p:
-            out[i] = np.nan
-            continue
-        s = 0.5
-        for _ in range(100):
-            value = price_scalar_nb(f, k, t, s, c) - p
-            if value > 0.0:
-                hi = s
-            else:
-                lo = s
-            sq = math.sqrt(t)
-            d1 = (math.log(f / k) + 0.5 * s * s * t) / (s * sq)
-            vega = f * _INV_SQRT_2PI * math.exp(-0.5 * d1 * d1) * sq
-            step = s - value / vega if vega > 1e-300 else 0.5 * (lo + hi)
-            if not (lo < step < hi):
-                step = 0.5 * (lo + hi)
-            if abs(step - s) <= 1e-14 * max(1.0, s):
-                s = step
-                break
-            s = step
-        out[i] = s
-
-
 def implied_vol(
     option_price: FloatArray | float, forward: FloatArray | float, strike: FloatArray | float,
     years: FloatArray | float, is_call: BoolArray | bool,
 ) -> FloatArray:
-    """Implied Black-76 vol (decimal); NaN where the price is outside (intrinsic, upper bound)."""
-    shape, p, f, k, t, c = _broadcast(option_price, forward, strike, years, is_call)
-    out = np.empty(p.shape[0], dtype=np.float64)
-    _implied_vol_nb(p, f, k, t, c, out)
-    return out.reshape(shape)
+    """Implied Black-76 vol (decimal); NaN where none exists (see ``implied_vol_with_reason``)."""
+    from margin_engine.pricing.implied import implied_vol_with_reason
+
+    return implied_vol_with_reason(option_price, forward, strike, years, is_call)[0]

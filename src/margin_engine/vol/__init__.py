@@ -1,0 +1,1 @@
+"""Volatility surfaces: SVI per expiry, SSVI across expiries, arbitrage checks, Deribit chains."""
