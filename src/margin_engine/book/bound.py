@@ -25,7 +25,7 @@ from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind, parse_shorthand
-from margin_engine.market.snapshot import MarketSnapshot
+from margin_engine.market.snapshot import MarketSnapshot, VolSurface
 from margin_engine.pricing.black76 import greeks
 
 
@@ -36,6 +36,7 @@ class BoundBook:
     underlyings: tuple[str, ...]  # instrument underlyings, then collateral-only underlyings
     index: FloatArray  # per underlying
     correlation: FloatArray  # underlyings x underlyings, 1 on the diagonal
+    surfaces: tuple[VolSurface | None, ...]  # per underlying
     # per instrument
     years: FloatArray
     sigma: FloatArray  # NaN for non-options
@@ -127,7 +128,8 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
 
     return BoundBook(
         book=book, timestamp_ns=market.timestamp_ns, underlyings=underlyings, index=index,
-        correlation=rho, years=years, sigma=sigma, base_price=base, mark=mark,
+        correlation=rho, surfaces=tuple(market.underlyings[u].vol for u in underlyings),
+        years=years, sigma=sigma, base_price=base, mark=mark,
         contingency_group=_contingency_groups(book),
         position_account=book.position_account(), quantity=quantity, entry_usd=entry_usd,
         signed_notional=signed_notional, gross_notional=gross_notional,

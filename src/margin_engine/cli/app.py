@@ -202,6 +202,99 @@ def bench(
     _guarded(body)
 
 
+market_app = typer.Typer(no_args_is_help=True, help="Market snapshots.")
+vol_app = typer.Typer(no_args_is_help=True, help="Volatility surfaces from option chains.")
+app.add_typer(market_app, name="market")
+app.add_typer(vol_app, name="vol")
+ChainFiles = Annotated[list[str], typer.Argument(
+    help="Deribit chain, book-summary or mark files; UNDERLYING=FILE names the underlying.")]
+AtOpt = Annotated[str | None, typer.Option(
+    "--at", help="Snapshot time (ISO-8601 with zone); default: the files' own snapshot.")]
+
+
+@market_app.command("from-deribit")
+def market_from_deribit(
+    files: ChainFiles,
+    at: AtOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Market JSON path "
+                                                "(default: stdout).")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the fit report "
+                                                "as JSON here.")] = None,
+    weighting: Annotated[str, typer.Option("--weighting", help="vega or spread")] = "vega",
+    min_days: Annotated[float, typer.Option("--min-days", help="Skip expiries closer than "
+                                            "this.")] = 1.0,
+    vega_cut: Annotated[float, typer.Option("--vega-cut", help="Fit quotes with vega per vol "
+                                            "point >= this x forward.")] = 1e-4,
+    repair: Annotated[bool, typer.Option("--repair/--no-repair")] = True,
+) -> None:
+    """Build a market snapshot with SVI surfaces fitted to Deribit option files."""
+
+    def body() -> None:
+        from margin_engine.vol.commands import fit_files, fit_report, print_fit_report
+        from margin_engine.vol.market_builder import market_document
+
+        fits, at_ns = fit_files(files, at=at, weighting=weighting, min_days=min_days,
+                                vega_cut=vega_cut, repair=repair)
+        document = market_document(fits, at_ns)
+        print_fit_report(fits)
+        text = json.dumps(document, indent=2) + "\n"
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text)
+            typer.echo(f"wrote {output}", err=True)
+        if report is not None:
+            report.write_text(json.dumps(fit_report(fits), indent=2) + "\n")
+
+    _guarded(body)
+
+
+@vol_app.command("plot")
+def vol_plot(
+    files: ChainFiles,
+    at: AtOpt = None,
+    output: Annotated[Path, typer.Option("--output", help="Folder for the PNGs.")] = Path("out"),
+) -> None:
+    """Plot market vs fitted smiles per expiry (one PNG per file)."""
+
+    def body() -> None:
+        from margin_engine.vol.commands import fit_files
+        from margin_engine.vol.plot import plot_smiles
+
+        output.mkdir(parents=True, exist_ok=True)
+        fits, _ = fit_files(files, at=at) if at else ([], 0)
+        if not at:
+            fits = [fit_files([spec])[0][0] for spec in files]
+        for spec, fit in zip(files, fits, strict=True):
+            path = output / f"smiles_{Path(spec.split('=')[-1]).stem}.png"
+            plot_smiles(fit, path)
+            typer.echo(f"wrote {path}")
+
+    _guarded(body)
+
+
+@vol_app.command("bench")
+def vol_bench_command(
+    quotes: Annotated[int, typer.Option("--quotes", min=100)] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time a surface fit on a seeded synthetic chain."""
+
+    def body() -> None:
+        from margin_engine.vol.commands import vol_bench
+
+        result = vol_bench(quotes)
+        if as_json:
+            _emit_json(result)
+        else:
+            typer.echo(f"{result['quotes']} quotes ({result['fitted_quotes']} fitted, "
+                       f"{result['expiries']} expiries): {result['seconds_median']:.3f} s "
+                       f"(median of 3), median RMSE {result['median_rmse_vol_points']:.2f} "
+                       f"vol points, arbitrage after repair {result['arbitrage_after']}")
+
+    _guarded(body)
+
+
 def main() -> None:
     app()
 

@@ -7,6 +7,6 @@ from rich.console import Console
 PIPED_WIDTH = 130
 
 
-def make_console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=PIPED_WIDTH)
+def make_console(*, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(width=PIPED_WIDTH, stderr=stderr)

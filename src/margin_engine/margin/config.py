@@ -73,6 +73,10 @@ class PortfolioConfig:
     linear_contingency_rate: float = 0.01
     max_cross_offset: float = 0.5
     maintenance_fraction: float = 0.8
+    vol_dynamics: str = "sticky_strike"  # or "sticky_moneyness"
+
+
+VOL_DYNAMICS = ("sticky_strike", "sticky_moneyness")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,7 +180,11 @@ def _scalars(data: Mapping[str, Any], cls: type, path: str, base: Any) -> Any:
             continue
         value = data[f.name]
         where = f"{path}.{f.name}"
-        if isinstance(getattr(base, f.name), tuple):
+        if isinstance(getattr(base, f.name), str):
+            if value not in VOL_DYNAMICS:
+                raise InputError(f"one of {list(VOL_DYNAMICS)}", field=where, value=value)
+            updates[f.name] = value
+        elif isinstance(getattr(base, f.name), tuple):
             if not isinstance(value, list) or not value:
                 raise InputError("a non-empty list of numbers", field=where, value=value)
             updates[f.name] = tuple(parse_float(v, field=f"{where}[{i}]")

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
+from margin_engine.core.types import FloatArray
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.portfolio_kernel import TIE_TOLERANCE
 from margin_engine.margin.protocol import MarginResult
-from margin_engine.margin.scenarios import scenario_table
+from margin_engine.margin.scenarios import scenario_sigma, scenario_table
 from margin_engine.margin.tiers import tiered_charge
 from margin_engine.pricing.reference import black76_price
 
@@ -99,7 +100,8 @@ def _explain_cross(bound: BoundBook, config: RiskConfig, result: MarginResult,
 
 
 def _scenario_changes(bound: BoundBook, config: RiskConfig, inst: int,
-                      scenarios: tuple[tuple[float, float, float], ...]) -> list[float]:
+                      scenarios: tuple[tuple[float, float, float], ...],
+                      sigma_before: FloatArray) -> list[float]:
     """USD value change per unit quantity of one instrument in each scenario (scalar)."""
     table, cfg = bound.book.instruments, config.portfolio
     if not table.is_option[inst]:
@@ -114,14 +116,15 @@ def _scenario_changes(bound: BoundBook, config: RiskConfig, inst: int,
     strike, is_call = float(table.strike[inst]), bool(table.is_call[inst])
     now = black76_price(spot, strike, years, sigma, is_call)
     return [black76_price(spot * (1.0 + move), strike, years,
-                          max(cfg.vol_floor, sigma * (1.0 + shock * scale)), is_call) - now
-            for move, shock, _ in scenarios]
+                          max(cfg.vol_floor, float(base) * (1.0 + shock * scale)), is_call) - now
+            for (move, shock, _), base in zip(scenarios, sigma_before, strict=True)]
 
 
 def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dict[str, Any]:
     """Scalar recomputation of SPEC 3.3 for one account, with every contribution listed."""
     cfg, table = config.portfolio, bound.book.instruments
     scenarios = scenario_table(cfg)
+    sigma_before = scenario_sigma(bound, cfg)
     underlyings: dict[str, Any] = {}
     levels: dict[int, tuple[float, float]] = {}
     for u_idx, u in enumerate(bound.underlyings):
@@ -131,7 +134,8 @@ def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dic
         if not rows and exposure == 0.0:
             continue
         changes = {r: _scenario_changes(bound, config, int(bound.book.position_instrument[r]),
-                                        scenarios) for r in rows}
+                                        scenarios, sigma_before[bound.book.position_instrument[r]])
+                   for r in rows}
         pnl = [exposure * move for move, _, _ in scenarios]
         for r in rows:
             q = float(bound.quantity[r])

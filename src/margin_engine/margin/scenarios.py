@@ -2,8 +2,10 @@
 
 Scenarios in tie-break order: price moves ascending, each with vol down / same / up (weight 1),
 then the extended moves with vol up only (weight 1/3).
-Vol shock: sigma' = max(floor, sigma x (1 + k x (30 / T_days)^p)), T_days = max(1, 365 T),
-p = 0.30 when T_days < 30 else 0.13 (sticky strike: the strike keeps its own vol).
+Vol shock: sigma' = max(floor, sigma_s x (1 + k x (30 / T_days)^p)), T_days = max(1, 365 T),
+p = 0.30 when T_days < 30 else 0.13. sigma_s is the vol before the shock: sticky strike (default)
+keeps each strike's vol, sigma_s = sigma(T, K); sticky moneyness reads the smile at the moved
+index, sigma_s = sigma(T, K / (1 + m)) (the same log-moneyness ln(K / (S (1 + m)))).
 Scenario value change per unit of quantity q:
     option:     Black76(index x (1 + m), K, T, sigma') - mark
     delta-one:  base_price x m   (perp/future/spot marks move with the index)
@@ -29,6 +31,21 @@ def scenario_table(cfg: PortfolioConfig) -> tuple[tuple[float, float, float], ..
     return tuple(grid)
 
 
+def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
+    """instruments x scenarios vol before the shock (NaN rows for non-options)."""
+    table = bound.book.instruments
+    moves = np.array([s[0] for s in scenario_table(cfg)])
+    out = np.repeat(bound.sigma[:, np.newaxis], moves.size, axis=1)
+    if cfg.vol_dynamics != "sticky_moneyness":
+        return out
+    for u_idx, surface in enumerate(bound.surfaces):
+        rows = np.nonzero(table.is_option & (table.underlying == u_idx))[0]
+        if rows.size and surface is not None:
+            for s, move in enumerate(moves):
+                out[rows, s] = surface.sigma(bound.years[rows], table.strike[rows] / (1 + move))
+    return out
+
+
 @njit(cache=True)
 def _grid_nb(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray, years: FloatArray,
              sigma: FloatArray, spot: FloatArray, base: FloatArray, mark: FloatArray,
@@ -43,7 +60,7 @@ def _grid_nb(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray, yea
         power = p_short if t_days < ref_days else p_long
         scale = (ref_days / t_days) ** power
         for s in range(moves.shape[0]):
-            shocked = max(floor, sigma[i] * (1.0 + shocks[s] * scale))
+            shocked = max(floor, sigma[i, s] * (1.0 + shocks[s] * scale))
             value = price_scalar_nb(spot[i] * (1.0 + moves[s]), strike[i], years[i], shocked,
                                     is_call[i])
             out[i, s] = value - mark[i]
@@ -57,7 +74,8 @@ def value_change_grid(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
     shocks = np.array([s[1] for s in scenarios])
     out = np.empty((len(table.instruments), len(scenarios)))
     spot = bound.index[table.underlying] if len(table.instruments) else np.zeros(0)
-    _grid_nb(table.is_option, table.is_call, table.strike, bound.years, bound.sigma, spot,
+    _grid_nb(table.is_option, table.is_call, table.strike, bound.years,
+             np.ascontiguousarray(scenario_sigma(bound, cfg)), spot,
              bound.base_price, bound.mark, moves, shocks, cfg.vol_shock_reference_days,
              cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor, out)
     return out

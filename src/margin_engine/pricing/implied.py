@@ -2,7 +2,8 @@
 
 In-the-money quotes are first turned into their out-of-the-money twin by put-call parity
 (r = 0: C - P = F - K), whose price carries the same vol with far better conditioning. The
-solver then runs Newton steps on sigma kept inside a shrinking bisection bracket [1e-6, 20].
+solver runs Newton steps on ln(price) (near-linear in sigma even in the far wings, where prices
+reach 1e-100 x F) kept inside a shrinking bisection bracket [1e-6, 20].
 """
 
 from __future__ import annotations
@@ -64,23 +65,31 @@ def _solve_nb(target: FloatArray, forward: FloatArray, strike: FloatArray, years
         if not (lo < s < hi):
             s = 0.5
         done = False
-        for _ in range(100):
-            diff = price_scalar_nb(f, k, t, s, c) - p
-            if diff > 0.0:
+        log_target = math.log(p)
+        for _ in range(200):
+            value = price_scalar_nb(f, k, t, s, c)
+            if value > p:
                 hi = s
             else:
                 lo = s
+            if value <= 0.0:  # underflow far below the target: bisect upwards
+                s = 0.5 * (lo + hi)
+                continue
+            diff = math.log(value) - log_target  # Newton on ln(price): near-linear in the wings
+            if abs(diff) <= 1e-15:
+                done = True
+                break
             d1 = (math.log(f / k) + 0.5 * s * s * t) / (s * sq)
             vega = f * math.exp(-0.5 * d1 * d1) / sqrt_2pi * sq
-            step = s - diff / vega if vega > 1e-300 else 0.5 * (lo + hi)
+            step = s - diff * value / vega if vega > 0.0 else 0.5 * (lo + hi)
             if not (lo < step < hi):
                 step = 0.5 * (lo + hi)
-            if abs(step - s) <= tolerance * s or hi - lo <= tolerance * s:
+            if abs(step - s) <= tolerance * s:
                 s = step
                 done = True
                 break
             s = step
-        if done:
+        if done or hi - lo <= 1e-10 * s:
             out[i] = s
             reason[i] = 0
         else:
