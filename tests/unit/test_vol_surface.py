@@ -56,7 +56,8 @@ def test_implied_vol_reason_codes() -> None:
         np.array([0.5, 0.0, 0.5, 0.5, 0.5, 0.5]), True)
     assert reasons.tolist() == [IvReason.BAD_INPUT, IvReason.EXPIRED, IvReason.BELOW_INTRINSIC,
                                 IvReason.ABOVE_BOUND, IvReason.BELOW_INTRINSIC, IvReason.OK]
-    assert np.isnan(vols[:5]).all() and np.isfinite(vols[5])
+    assert np.isnan(vols[:5]).all()
+    assert np.isfinite(vols[5])
 
 
 def test_svi_derivatives_match_finite_differences() -> None:

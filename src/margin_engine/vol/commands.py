@@ -87,8 +87,9 @@ def print_fit_report(fits: Sequence[SurfaceFit]) -> None:
         console.print(table)
         dropped = {k: v for k, v in fit.counts.items() if v and k not in ("rows",
                                                                           "fitted_quotes")}
-        console.print(f"  rows {fit.counts.get('rows', 0)}, fitted {fit.counts.get('fitted_quotes', 0)}"
-                      f"; dropped or flagged: {dropped}")
+        fitted = fit.counts.get("fitted_quotes", 0)
+        console.print(f"  rows {fit.counts.get('rows', 0)}, fitted {fitted}; dropped or "
+                      f"flagged: {dropped}")
         console.print(f"  arbitrage before repair {fit.arbitrage_before}, after "
                       f"{fit.arbitrage_after}")
         liquid = liquid_rmse(fit)
