@@ -2,12 +2,13 @@
 
 Layouts recognised from the header (first line, or the second after a CryptoDataDownload
 banner): freqtrade/Binance (``date``), Binance.US (``open_time``), CryptoDataDownload (``unix``
-in ms, preferred over its ``date`` which has forms like ``2020-11-20 07-AM``; newest-first), Bitstamp (``timestamp``), Yahoo (``Date``), CoinGecko (``event_date``,
-``close_price_usd``: close only), Kraken (no header: unix seconds, OHLC, volume, trades).
+in ms, preferred over its ``date``, which has forms like ``2020-11-20 07-AM``; newest-first),
+Bitstamp (``timestamp``), Yahoo (``Date``), CoinGecko (``event_date``, ``close_price_usd``:
+close only), Kraken (no header: unix seconds, OHLC, volume, trades).
 
 Stated rules: rows are sorted oldest-first; a repeated timestamp keeps its first row (counted);
-a bar with a missing (``null``), non-finite or non-positive close is dropped (counted); an unreadable timestamp
-or number fails with the file, the line and the reason.
+a bar with a missing (``null``), non-finite or non-positive close is dropped (counted); an
+unreadable timestamp or number fails with the file, the line and the reason.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def load_price_file(path: str | Path) -> PriceSeries:
         except (ValueError, IndexError) as exc:
             raise InputError(f"a timestamp in column {time_col!r} ({exc})",
                              source=source, field=f"line {line}",
-                             value=row[index[time_col]] if len(row) > index[time_col] else "")
+                             value=row[index[time_col]] if len(row) > index[time_col] else ""
+                             ) from None
         for key in values:
             col = index[close_col] if key == "close" else column(key)
             if col is None:

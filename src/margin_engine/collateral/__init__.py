@@ -1,0 +1,1 @@
+"""Collateral valuation: volatility, liquidity and chain haircuts, concentration limits."""

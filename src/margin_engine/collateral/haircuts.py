@@ -1,0 +1,129 @@
+"""Haircut = volatility + liquidity + chain/bridge haircut (capped), then a concentration limit.
+
+    h_vol = z(confidence) x sigma_annual x sqrt((MPOR_days + finality_days) / 365)
+    h_liq = liquidity_coefficient x sqrt(amount_usd / average_daily_volume_usd)
+    h_chain = the chain tier's add-on (native 0, canonical bridge, third-party bridge)
+    value = amount x (price - confidence) x (1 - min(h_vol + h_liq + h_chain, max_haircut)),
+    counted = min(value, concentration_limit_usd)
+
+Stablecoins are valued at their oracle price (a depeg is a price, not an assumption of 1).
+Collateral keys are ``ASSET`` (native chain) or ``ASSET@CHAIN``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from statistics import NormalDist
+
+from margin_engine.core.errors import InputError
+
+DAY_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetHaircut:
+    annual_vol: float
+    average_daily_volume_usd: float
+    liquidity_coefficient: float = 0.1
+    concentration_limit_usd: float = math.inf
+    max_haircut: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainTier:
+    haircut: float
+    finality_seconds: float
+
+
+DEFAULT_ASSETS: Mapping[str, AssetHaircut] = {
+    "USD": AssetHaircut(annual_vol=0.0, average_daily_volume_usd=math.inf),
+    "USDC": AssetHaircut(annual_vol=0.03, average_daily_volume_usd=5e9),
+    "USDT": AssetHaircut(annual_vol=0.03, average_daily_volume_usd=3e10),
+    "BTC": AssetHaircut(annual_vol=0.60, average_daily_volume_usd=2e10),
+    "ETH": AssetHaircut(annual_vol=0.75, average_daily_volume_usd=1e10),
+}
+DEFAULT_CHAINS: Mapping[str, ChainTier] = {
+    "native": ChainTier(haircut=0.0, finality_seconds=0.0),
+    "canonical": ChainTier(haircut=0.01, finality_seconds=15 * 60.0),
+    "third_party": ChainTier(haircut=0.05, finality_seconds=60 * 60.0),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollateralConfig:
+    mpor_days: float = 2.0
+    confidence: float = 0.99
+    assets: Mapping[str, AssetHaircut] = field(default_factory=lambda: dict(DEFAULT_ASSETS))
+    chains: Mapping[str, ChainTier] = field(default_factory=lambda: dict(DEFAULT_CHAINS))
+    chain_of: Mapping[str, str] = field(default_factory=dict)  # chain name -> tier name
+
+    def tier(self, chain: str) -> ChainTier:
+        name = self.chain_of.get(chain, chain)
+        if name not in self.chains:
+            raise InputError(f"a chain tier of {sorted(self.chains)} or a mapped chain",
+                             field="collateral chain", value=chain)
+        return self.chains[name]
+
+
+def split_collateral_key(key: str) -> tuple[str, str]:
+    """``"USDC@arbitrum"`` -> ("USDC", "arbitrum"); ``"BTC"`` -> ("BTC", "native")."""
+    asset, _, chain = key.partition("@")
+    return asset, chain or "native"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HaircutBreakdown:
+    asset: str
+    chain: str
+    amount: float
+    price: float
+    gross_value: float
+    volatility: float
+    liquidity: float
+    chain_haircut: float
+    haircut: float
+    value_after_haircut: float
+    counted_value: float
+
+
+def haircut(key: str, amount: float, price: float, config: CollateralConfig,
+            confidence_interval: float = 0.0) -> HaircutBreakdown:
+    """Value one collateral balance (see the module formula)."""
+    asset, chain = split_collateral_key(key)
+    if asset not in config.assets:
+        raise InputError(f"an asset with haircut parameters {sorted(config.assets)}",
+                         field="collateral", value=key)
+    if not (math.isfinite(amount) and amount >= 0):
+        raise InputError("a finite amount >= 0", field=f"collateral.{key}", value=amount)
+    if not (math.isfinite(price) and price > 0):
+        raise InputError("a finite price > 0", field=f"price of {asset}", value=price)
+    spec, tier = config.assets[asset], config.tier(chain)
+    z = NormalDist().inv_cdf(config.confidence)
+    horizon_days = config.mpor_days + tier.finality_seconds / DAY_SECONDS
+    h_vol = z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
+    value_price = max(price - confidence_interval, 0.0)
+    gross = amount * value_price
+    h_liq = (spec.liquidity_coefficient * math.sqrt(gross / spec.average_daily_volume_usd)
+             if math.isfinite(spec.average_daily_volume_usd) else 0.0)
+    total = min(h_vol + h_liq + tier.haircut, spec.max_haircut)
+    after = gross * (1.0 - total)
+    return HaircutBreakdown(asset=asset, chain=chain, amount=amount, price=value_price,
+                            gross_value=gross, volatility=h_vol, liquidity=h_liq,
+                            chain_haircut=tier.haircut, haircut=total, value_after_haircut=after,
+                            counted_value=min(after, spec.concentration_limit_usd))
+
+
+def collateral_value(balances: Mapping[str, float], prices: Mapping[str, float],
+                     config: CollateralConfig,
+                     confidence: Mapping[str, float] | None = None) -> float:
+    """Sum of counted values of an account's balances (prices by asset symbol)."""
+    total = 0.0
+    for key, amount in balances.items():
+        asset, _ = split_collateral_key(key)
+        if asset not in prices:
+            raise InputError(f"a price for {asset}", field=f"collateral.{key}", value=asset)
+        total += haircut(key, amount, prices[asset], config,
+                         (confidence or {}).get(asset, 0.0)).counted_value
+    return total
