@@ -32,6 +32,7 @@ from margin_engine.pricing.black76 import greeks
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BoundBook:
     book: ColumnarBook
+    market: MarketSnapshot
     timestamp_ns: int
     underlyings: tuple[str, ...]  # instrument underlyings, then collateral-only underlyings
     index: FloatArray  # per underlying
@@ -127,7 +128,8 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
                 rho[i, j] = market.correlation_of(underlyings[i], underlyings[j])
 
     return BoundBook(
-        book=book, timestamp_ns=market.timestamp_ns, underlyings=underlyings, index=index,
+        book=book, market=market, timestamp_ns=market.timestamp_ns, underlyings=underlyings,
+        index=index,
         correlation=rho, surfaces=tuple(market.underlyings[u].vol for u in underlyings),
         years=years, sigma=sigma, base_price=base, mark=mark,
         contingency_group=_contingency_groups(book),

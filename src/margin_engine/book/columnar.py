@@ -96,6 +96,23 @@ class ColumnarBook:
         return self.account_ids[account], position_row - int(self.offsets[account])
 
 
+def book_subset(book: ColumnarBook, accounts: Sequence[int]) -> ColumnarBook:
+    """The same book restricted to some accounts (in the given order)."""
+    rows = [np.arange(book.offsets[a], book.offsets[a + 1]) for a in accounts]
+    take = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    counts = [len(r) for r in rows]
+    offsets = np.zeros(len(accounts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    index = np.asarray(accounts, dtype=np.int64)
+    return ColumnarBook(
+        account_ids=tuple(book.account_ids[a] for a in accounts), mode=book.mode[index],
+        instruments=book.instruments, offsets=offsets,
+        position_instrument=book.position_instrument[take], size=book.size[take],
+        entry_price=book.entry_price[take], assets=book.assets,
+        collateral=book.collateral[index],
+    )
+
+
 def book_from_portfolio(portfolio: Portfolio) -> ColumnarBook:
     """Resolve a parsed portfolio (file-sized) into a columnar book."""
     names = sorted(portfolio.instruments)

@@ -2,8 +2,10 @@
 
 ``compute --json``: {"model", "timestamp", "accounts": [{"id", "mode", "model", "equity",
 "initial_margin", "maintenance_margin", "excess", "margin_ratio", "gross_notional", "efficiency",
-"underlyings": {U: {...}}}]}. excess = equity - IM; margin_ratio = MM / equity (null when
-equity <= 0); efficiency = gross notional / IM (null when IM = 0).
+"underlyings": {U: {..., "liquidation_price"}}}]}. excess = equity - IM; margin_ratio =
+MM / equity (null when equity <= 0); efficiency = gross notional / IM (null when IM = 0);
+liquidation_price = the index level of U at which equity = MM with everything else fixed (null
+when there is none within (0, 10 x index]).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ModelRun:
     """Results of several models on one bound book, plus the model-independent numbers."""
 
     bound: BoundBook
+    config: RiskConfig
     results: dict[str, MarginResult]
     equity: FloatArray
     gross_notional: FloatArray
@@ -46,7 +49,7 @@ class ModelRun:
 def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str]) -> ModelRun:
     names = list(MODEL_NAMES) if BY_ACCOUNT_MODE in models else list(dict.fromkeys(models))
     return ModelRun(
-        bound=bound,
+        bound=bound, config=config,
         results={name: get_model(name).compute(bound, config) for name in names},
         equity=bound.equity(),
         gross_notional=bound.account_gross_notional(),
@@ -58,7 +61,15 @@ def _number(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def account_summary(run: ModelRun, account: int, model: str) -> dict[str, Any]:
+def liquidation_levels(run: ModelRun, models: Sequence[str]) -> dict[str, FloatArray]:
+    """Per model, accounts x underlyings liquidation index levels (NaN where none)."""
+    from margin_engine.liquidation.price import liquidation_prices
+
+    return {m: liquidation_prices(run.bound, m, run.config) for m in dict.fromkeys(models)}
+
+
+def account_summary(run: ModelRun, account: int, model: str,
+                    liquidation: dict[str, FloatArray] | None = None) -> dict[str, Any]:
     """Headline numbers of one account under one model."""
     result = run.results[model]
     equity = float(run.equity[account])
@@ -73,11 +84,12 @@ def account_summary(run: ModelRun, account: int, model: str) -> dict[str, Any]:
         "margin_ratio": maintenance / equity if equity > 0.0 else None,
         "gross_notional": gross,
         "efficiency": gross / initial if initial > 0.0 else None,
-        "underlyings": underlying_breakdown(run, account, model),
+        "underlyings": underlying_breakdown(run, account, model, liquidation),
     }
 
 
-def underlying_breakdown(run: ModelRun, account: int, model: str) -> dict[str, Any]:
+def underlying_breakdown(run: ModelRun, account: int, model: str,
+                         liquidation: dict[str, FloatArray] | None = None) -> dict[str, Any]:
     result = run.results[model]
     out: dict[str, Any] = {}
     for u_idx, u in enumerate(run.bound.underlyings):
@@ -93,6 +105,8 @@ def underlying_breakdown(run: ModelRun, account: int, model: str) -> dict[str, A
                 cell[key] = _number(float(values[account, u_idx]))
         for key, values in run.greeks.items():
             cell[key] = _number(float(values[account, u_idx]))
+        if liquidation is not None:
+            cell["liquidation_price"] = _number(float(liquidation[model][account, u_idx]))
         out[u] = cell
     return out
 
@@ -100,13 +114,15 @@ def underlying_breakdown(run: ModelRun, account: int, model: str) -> dict[str, A
 def compute_document(run: ModelRun, requested: str) -> dict[str, Any]:
     """The ``compute --json`` document."""
     book = run.bound.book
+    used = [run.model_of(a, requested) for a in range(book.account_count)]
+    liquidation = liquidation_levels(run, used)
     accounts = []
     for a, account_id in enumerate(book.account_ids):
         model = run.model_of(a, requested)
         entry: dict[str, Any] = {"id": account_id,
                                  "mode": MODES_BY_CODE[int(book.mode[a])].value,
                                  "model": model}
-        entry.update(account_summary(run, a, model))
+        entry.update(account_summary(run, a, model, liquidation))
         accounts.append(entry)
     return {"model": requested, "timestamp": ns_to_iso(run.bound.timestamp_ns),
             "accounts": accounts}
@@ -115,12 +131,14 @@ def compute_document(run: ModelRun, requested: str) -> dict[str, Any]:
 def compare_document(run: ModelRun) -> dict[str, Any]:
     """The ``compare --json`` document: every model per account."""
     book = run.bound.book
+    liquidation = liquidation_levels(run, list(run.results))
     accounts = []
     for a, account_id in enumerate(book.account_ids):
         accounts.append({
             "id": account_id,
             "mode": MODES_BY_CODE[int(book.mode[a])].value,
-            "models": {name: account_summary(run, a, name) for name in run.results},
+            "models": {name: account_summary(run, a, name, liquidation)
+                       for name in run.results},
         })
     return {"timestamp": ns_to_iso(run.bound.timestamp_ns), "models": list(run.results),
             "accounts": accounts}

@@ -1,0 +1,1 @@
+"""Health, liquidation prices, partial liquidation, insurance fund, ADL and circuit breaker."""
