@@ -139,7 +139,8 @@ class Ledger:
     def socialise(self, owner: str, asset: str, amount: Decimal,
                   payers: Mapping[str, Decimal]) -> JournalEntry:
         """Spread ``amount`` over ``payers`` pro rata to their weights, exactly: shares are
-        rounded down to the quantum and the remainder falls on the largest payer."""
+        rounded down to the quantum and the remainder falls on the largest payer. Payers may go
+        negative in this asset (their equity sits in other assets)."""
         self._positive(amount, "socialised_loss")
         weights = {p: w for p, w in payers.items() if w > ZERO}
         total = sum(weights.values(), ZERO)
@@ -151,7 +152,7 @@ class Ledger:
         shares[largest] += amount - sum(shares.values(), ZERO)
         postings = [(p, asset, -s) for p, s in shares.items() if s != ZERO]
         return self.post("socialised_loss", [*postings, (owner, asset, amount)],
-                         allow_negative=frozenset({EXTERNAL, MARKET, owner}))
+                         allow_negative=frozenset({EXTERNAL, MARKET, owner, *shares}))
 
     def total(self, asset: str, *, include_external: bool = True) -> Decimal:
         return sum((v for (o, a), v in self.balances.items()

@@ -1,0 +1,315 @@
+"""Apply a real price path to a book and liquidate as a venue would.
+
+At every bar: move each underlying's index by the path's return since the start (marks and coin
+collateral move with it; stablecoin collateral may follow its own price path), margin every
+account, update the circuit breaker, and flag bars where the oracle's sources disagree. An
+account with equity < MM x breaker multiplier (and not on a flagged price) is liquidated at the
+prices ``latency_seconds`` later (between two closes: log-linear interpolation): partial
+liquidation first; if its equity is still negative the shortfall is bad debt, paid by the
+insurance fund, then by auto-deleveraging of profitable opposite positions (ranked by profit x
+leverage) or as a socialised loss. Every money movement is a balanced ledger entry in the
+settlement asset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from margin_engine.book.bound import BoundBook, bind_market
+from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_subset
+from margin_engine.core.errors import InputError
+from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
+from margin_engine.core.types import FloatArray
+from margin_engine.data.prices import PriceSeries, align
+from margin_engine.ledger.journal import EXTERNAL, INSURANCE_FUND, ZERO, Ledger, to_amount
+from margin_engine.liquidation.breaker import CircuitBreaker, velocities
+from margin_engine.liquidation.config import LiquidationConfig
+from margin_engine.liquidation.partial import partially_liquidate
+from margin_engine.liquidation.shocks import marks_by_underlying, with_index
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.registry import get_model
+from margin_engine.market.snapshot import MarketSnapshot
+
+BY_ACCOUNT = "account"
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    totals: dict[str, Any]
+    events: list[dict[str, Any]]
+    ledger: Ledger
+    liquidatable_ever: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+
+
+def _with_settlement(book: ColumnarBook, market: MarketSnapshot,
+                     asset: str) -> tuple[ColumnarBook, MarketSnapshot]:
+    if asset not in book.assets:
+        book = replace(book, assets=(*book.assets, asset),
+                       collateral=np.column_stack([book.collateral,
+                                                   np.zeros(book.account_count)]))
+    if asset not in market.asset_prices:
+        market = replace(market, asset_prices={**market.asset_prices, asset: 1.0})
+    return book, market
+
+
+def _margins(bound: BoundBook, model: str, config: RiskConfig) -> tuple[FloatArray, FloatArray]:
+    """(IM, MM) per account; ``account`` uses each account's own mode."""
+    if model != BY_ACCOUNT:
+        result = get_model(model).compute(bound, config)
+        return result.initial_margin, result.maintenance_margin
+    initial = np.zeros(bound.account_count)
+    maintenance = np.zeros(bound.account_count)
+    for code in np.unique(bound.book.mode):
+        result = get_model(MODES_BY_CODE[int(code)].value).compute(bound, config)
+        rows = bound.book.mode == code
+        initial[rows] = result.initial_margin[rows]
+        maintenance[rows] = result.maintenance_margin[rows]
+    return initial, maintenance
+
+
+def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, PriceSeries], *,
+           config: RiskConfig, liquidation: LiquidationConfig, model: str = BY_ACCOUNT,
+           asset_paths: Mapping[str, PriceSeries] | None = None,
+           oracle_paths: Mapping[str, PriceSeries] | None = None,
+           oracle_max_deviation: float = 0.02, execute: bool = True,
+           progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+    """Run the path; ``execute=False`` only records who becomes liquidatable."""
+    for u in paths:
+        if u not in market.underlyings:
+            raise InputError(f"an underlying of the market {sorted(market.underlyings)}",
+                             field="--path", value=u)
+    series = list(paths.values()) + list((asset_paths or {}).values()) + \
+        list((oracle_paths or {}).values())
+    times, closes = align(series)
+    if times.size < 2:
+        raise InputError("price paths with at least two common timestamps", field="--path")
+    n_paths = len(paths)
+    path_closes = closes[:, :n_paths]
+    asset_closes = closes[:, n_paths:n_paths + len(asset_paths or {})]
+    oracle_closes = closes[:, n_paths + len(asset_paths or {}):]
+    bar_seconds = float(np.median(np.diff(times))) / NS_PER_SECOND
+    delay = liquidation.latency_seconds / bar_seconds if bar_seconds else 0.0
+    window = max(liquidation.latency_seconds, bar_seconds)
+    speed = velocities(times, path_closes, window)
+    flagged = np.zeros(times.size, dtype=np.bool_)
+    for j, u in enumerate(oracle_paths or {}):
+        k = list(paths).index(u)
+        flagged |= np.abs(oracle_closes[:, j] / path_closes[:, k] - 1) > oracle_max_deviation
+
+    book, market = _with_settlement(book, market, liquidation.settlement_asset)
+    settle = book.assets.index(liquidation.settlement_asset)
+    ledger = Ledger()
+    for a, account in enumerate(book.account_ids):
+        ledger.open(account)
+        for col, asset in enumerate(book.assets):
+            if book.collateral[a, col] > 0:
+                ledger.deposit(account, asset, to_amount(book.collateral[a, col]))
+    if liquidation.insurance_fund > 0:
+        ledger.post("fund_seed", [(EXTERNAL, liquidation.settlement_asset,
+                                   -to_amount(liquidation.insurance_fund)),
+                                  (INSURANCE_FUND, liquidation.settlement_asset,
+                                   to_amount(liquidation.insurance_fund))])
+    size = book.size.copy()
+    collateral = book.collateral.copy()
+    marked = marks_by_underlying(market, {i.name: i.underlying
+                                          for i in book.instruments.instruments})
+    base_index = {u: market.underlyings[u].index for u in paths}
+
+    def at(values: FloatArray, position: float) -> FloatArray:
+        """Closes at a fractional bar position, log-linear between neighbouring closes."""
+        low = min(int(math.floor(position)), times.size - 1)
+        high = min(low + 1, times.size - 1)
+        weight = position - low if high > low else 0.0
+        result: FloatArray = values[low] * (values[high] / values[low]) ** weight
+        return result
+
+    def market_at(position: float) -> MarketSnapshot:
+        levels = at(path_closes, position)
+        m = market
+        for k, u in enumerate(paths):
+            m = with_index(m, marked, u, base_index[u] * levels[k] / path_closes[0, k])
+        if asset_paths:
+            prices = dict(m.asset_prices)
+            stable = at(asset_closes, position)
+            for j, asset in enumerate(asset_paths):
+                prices[asset] = float(stable[j])
+            m = replace(m, asset_prices=prices)
+        return m
+
+    breaker = CircuitBreaker(config=liquidation.breaker, window_seconds=window)
+    events: list[dict[str, Any]] = []
+    totals: dict[str, Any] = {"liquidations": 0, "liquidated_notional": 0.0, "bad_debt": 0.0,
+              "insurance_fund_used": 0.0, "adl_count": 0, "socialised_loss": 0.0,
+              "flagged_bars_skipped": 0}
+    ever = np.zeros(book.account_count, dtype=np.bool_)
+    for t in range(times.size):
+        if progress is not None:
+            progress(t, times.size)
+        current = replace(book, size=size, collateral=collateral)
+        bound = bind_market(current, market_at(t))
+        _, maintenance = _margins(bound, model, config)
+        multiplier, change = breaker.update(int(times[t]), float(speed[t]))
+        if change is not None:
+            events.append({"time": ns_to_iso(int(times[t])), "type": f"breaker_{change}",
+                           "multiplier": multiplier, "velocity": float(speed[t])})
+        holding = np.bincount(bound.position_account, weights=np.abs(size),
+                              minlength=book.account_count) > 0
+        below = (bound.equity() < maintenance * multiplier) & holding
+        ever |= below
+        if not below.any() or not execute:
+            continue
+        if flagged[t]:
+            totals["flagged_bars_skipped"] += 1
+            events.append({"time": ns_to_iso(int(times[t])), "type": "oracle_flagged",
+                           "accounts_held": int(below.sum())})
+            continue
+        te = min(t + delay, float(times.size - 1))
+        exec_market = market_at(te)
+        exec_ns = int(times[t] + (te - t) * bar_seconds * NS_PER_SECOND)
+        for a in np.nonzero(below)[0].tolist():
+            _liquidate_one(a, book, size, collateral, settle, exec_market, config, liquidation,
+                           model, multiplier, ledger, events, totals, exec_ns)
+    totals.update(accounts=book.account_count, bars=int(times.size),
+                  bar_seconds=bar_seconds, latency_seconds=liquidation.latency_seconds,
+                  breaker="on" if liquidation.breaker.enabled else "off",
+                  insurance_fund_end=float(ledger.balance(INSURANCE_FUND,
+                                                          liquidation.settlement_asset)),
+                  liquidatable_accounts=int(ever.sum()),
+                  start=ns_to_iso(int(times[0])), end=ns_to_iso(int(times[-1])))
+    return ReplayResult(totals=totals, events=events, ledger=ledger, liquidatable_ever=ever)
+
+
+def _sync(collateral: FloatArray, a: int, book: ColumnarBook, ledger: Ledger) -> None:
+    for col, asset in enumerate(book.assets):
+        collateral[a, col] = float(ledger.balance(book.account_ids[a], asset))
+
+
+def _liquidate_one(a: int, book: ColumnarBook, size: FloatArray, collateral: FloatArray,
+                   settle: int, market: MarketSnapshot, config: RiskConfig,
+                   liquidation: LiquidationConfig, model: str, multiplier: float,
+                   ledger: Ledger, events: list[dict[str, Any]], totals: dict[str, Any],
+                   time_ns: int) -> None:
+    account = book.account_ids[a]
+    asset = liquidation.settlement_asset
+    rows = slice(int(book.offsets[a]), int(book.offsets[a + 1]))
+    single = book_subset(replace(book, size=size, collateral=collateral), [a])
+    account_model = model if model != BY_ACCOUNT else MODES_BY_CODE[int(book.mode[a])].value
+    outcome = partially_liquidate(single, market, account_model, config, liquidation,
+                                  multiplier)
+    if not outcome.closures:
+        return
+    for closure in outcome.closures:
+        ledger.realise(account, asset, to_amount(closure.realised_pnl), memo=closure.instrument)
+        if closure.penalty > 0:
+            ledger.post("liquidation_penalty",
+                        [(account, asset, -to_amount(closure.penalty)),
+                         (INSURANCE_FUND, asset, to_amount(closure.penalty))],
+                        allow_negative=frozenset({EXTERNAL, "market", account}))
+        totals["liquidated_notional"] += closure.notional
+    size[rows] = outcome.book.size
+    _sync(collateral, a, book, ledger)
+    totals["liquidations"] += 1
+    events.append({"time": ns_to_iso(time_ns), "type": "liquidation", "account": account,
+                   "closed": [{"instrument": c.instrument, "size": c.size_closed,
+                               "notional": c.notional, "penalty": c.penalty}
+                              for c in outcome.closures],
+                   "equity_after": outcome.equity, "target_reached": outcome.target_reached})
+    if outcome.equity >= 0.0:
+        return
+    shortfall = to_amount(-outcome.equity)
+    totals["bad_debt"] += float(shortfall)
+    fund = max(ledger.balance(INSURANCE_FUND, asset), ZERO)
+    covered = min(shortfall, fund)
+    if covered > ZERO:
+        ledger.transfer("bad_debt_cover", INSURANCE_FUND, account, asset, covered)
+        totals["insurance_fund_used"] += float(covered)
+    remaining = shortfall - covered
+    events.append({"time": ns_to_iso(time_ns), "type": "bad_debt", "account": account,
+                   "shortfall": float(shortfall), "insurance_fund": float(covered)})
+    if remaining > ZERO:
+        if liquidation.shortfall == "adl":
+            sides = {}
+            table = book.instruments
+            names = {i.name: k for k, i in enumerate(table.instruments)}
+            for closure in outcome.closures:
+                sides[int(table.underlying[names[closure.instrument]])] = float(
+                    np.sign(closure.size_closed))
+            remaining = _auto_deleverage(a, book, size, collateral, market, ledger, liquidation,
+                                         remaining, sides, events, totals, time_ns)
+        if remaining > ZERO:
+            _socialise(a, book, size, collateral, market, ledger, asset, remaining, events,
+                       totals, time_ns)
+    _sync(collateral, a, book, ledger)
+
+
+def _auto_deleverage(a: int, book: ColumnarBook, size: FloatArray, collateral: FloatArray,
+                     market: MarketSnapshot, ledger: Ledger, liquidation: LiquidationConfig,
+                     remaining: Decimal, exposed: dict[int, float], events: list[dict[str, Any]],
+                     totals: dict[str, Any], time_ns: int) -> Decimal:
+    """Close profitable positions opposite to the bankrupt account's liquidated ones (``exposed``:
+    underlying -> side), best ranked first, taking from each at most its unrealised profit."""
+    bound = bind_market(replace(book, size=size, collateral=collateral), market)
+    table = book.instruments
+    pnl = bound.quantity * (bound.mark[book.position_instrument] - bound.entry_usd)
+    und = table.underlying[book.position_instrument]
+    equity = bound.equity()
+    gross = bound.account_sum(np.abs(bound.signed_notional))
+    candidates = []
+    for row in range(book.position_count):
+        owner = int(bound.position_account[row])
+        u = int(und[row])
+        if owner == a or pnl[row] <= 0 or u not in exposed:
+            continue
+        if exposed[u] == 0 or np.sign(bound.quantity[row]) == exposed[u]:
+            continue  # same side as the bankrupt position: not a counterparty
+        profit = pnl[row] / max(abs(bound.signed_notional[row]), 1e-12)
+        leverage = gross[owner] / equity[owner] if equity[owner] > 0 else np.inf
+        rank = profit * leverage if liquidation.adl_ranking == "profit_x_leverage" else profit
+        candidates.append((-rank, row))
+    asset = liquidation.settlement_asset
+    for _, row in sorted(candidates):
+        if remaining <= ZERO:
+            break
+        owner = int(bound.position_account[row])
+        name = book.account_ids[owner]
+        take = min(remaining, to_amount(pnl[row]))
+        if take <= ZERO:
+            continue
+        fraction = float(take) / float(pnl[row])
+        ledger.realise(name, asset, to_amount(pnl[row] * fraction), memo="adl")
+        ledger.transfer("adl", name, book.account_ids[a], asset, take)
+        size[row] -= size[row] * fraction
+        _sync(collateral, owner, book, ledger)
+        remaining -= take
+        totals["adl_count"] += 1
+        events.append({"time": ns_to_iso(time_ns), "type": "adl", "account": name,
+                       "for": book.account_ids[a], "amount": float(take),
+                       "fraction_closed": fraction})
+    return remaining
+
+
+def _socialise(a: int, book: ColumnarBook, size: FloatArray, collateral: FloatArray,
+               market: MarketSnapshot, ledger: Ledger, asset: str, remaining: Decimal,
+               events: list[dict[str, Any]], totals: dict[str, Any], time_ns: int) -> None:
+    bound = bind_market(replace(book, size=size, collateral=collateral), market)
+    equity = bound.equity()
+    payers = {book.account_ids[k]: to_amount(equity[k]) for k in range(book.account_count)
+              if k != a and equity[k] > 0}
+    if not payers:
+        events.append({"time": ns_to_iso(time_ns), "type": "unpaid_shortfall",
+                       "account": book.account_ids[a], "amount": float(remaining)})
+        return
+    ledger.socialise(book.account_ids[a], asset, remaining, payers)
+    for k in range(book.account_count):
+        if book.account_ids[k] in payers:
+            _sync(collateral, k, book, ledger)
+    totals["socialised_loss"] += float(remaining)
+    events.append({"time": ns_to_iso(time_ns), "type": "socialised_loss",
+                   "account": book.account_ids[a], "amount": float(remaining),
+                   "payers": len(payers)})
