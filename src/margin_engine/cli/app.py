@@ -295,6 +295,118 @@ def vol_bench_command(
     _guarded(body)
 
 
+simulate_app = typer.Typer(no_args_is_help=True, help="Studies on the real data.")
+app.add_typer(simulate_app, name="simulate")
+PathOpt = Annotated[list[str], typer.Option(
+    "--path", help="UNDERLYING=FILE price path (any layout of ../shared/data); repeatable.")]
+
+
+def _series_specs(specs: list[str], option: str) -> dict[str, Any]:
+    from margin_engine.core.errors import InputError
+    from margin_engine.data.prices import load_price_file
+
+    out: dict[str, Any] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise InputError("NAME=FILE", field=option, value=spec)
+        out[name.strip().upper()] = load_price_file(path)
+    return out
+
+
+@app.command()
+def liquidate(
+    portfolio: PortfolioArg,
+    market: MarketOpt,
+    path: PathOpt,
+    asset_path: Annotated[list[str] | None, typer.Option(
+        "--asset-path", help="ASSET=FILE price path of a collateral asset (e.g. a stablecoin's "
+        "oracle price).")] = None,
+    breaker: Annotated[str, typer.Option("--breaker", help="on or off")] = "off",
+    latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=0.0)] = 60.0,
+    model: Annotated[str, typer.Option("--model")] = "account",
+    insurance_fund: Annotated[float, typer.Option("--insurance-fund", min=0.0)] = 0.0,
+    penalty_rate: Annotated[float, typer.Option("--penalty-rate", min=0.0)] = 0.01,
+    shortfall: Annotated[str, typer.Option("--shortfall", help="adl or socialised")] = "adl",
+    start: Annotated[str | None, typer.Option("--start", help="ISO start of the path")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="ISO end of the path")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply real price paths to a book and show every liquidation step."""
+
+    def body() -> None:
+        from margin_engine.book.columnar import book_from_portfolio
+        from margin_engine.core.errors import InputError
+        from margin_engine.core.timeutil import parse_timestamp
+        from margin_engine.io.market_file import load_market
+        from margin_engine.io.portfolio_file import load_portfolio
+        from margin_engine.liquidation.config import BreakerConfig, LiquidationConfig
+        from margin_engine.liquidation.replay import replay
+        from margin_engine.margin.registry import get_model
+
+        if breaker not in ("on", "off"):
+            raise InputError("on or off", field="--breaker", value=breaker)
+        if shortfall not in ("adl", "socialised"):
+            raise InputError("adl or socialised", field="--shortfall", value=shortfall)
+        if model != "account":
+            get_model(model)
+        paths = _series_specs(path, "--path")
+        assets = _series_specs(asset_path or [], "--asset-path")
+        low = parse_timestamp(start, field="--start") if start else None
+        high = parse_timestamp(end, field="--end") if end else None
+        if low is not None or high is not None:
+            paths = {k: v.between(low or 0, high or 2**62) for k, v in paths.items()}
+            assets = {k: v.between(low or 0, high or 2**62) for k, v in assets.items()}
+        settings = LiquidationConfig(latency_seconds=latency_seconds,
+                                     insurance_fund=insurance_fund, penalty_rate=penalty_rate,
+                                     shortfall=shortfall,
+                                     breaker=BreakerConfig(enabled=breaker == "on"))
+        from margin_engine.cli.loading import load_config
+
+        result = replay(book_from_portfolio(load_portfolio(portfolio)), load_market(market),
+                        paths, config=load_config(config), liquidation=settings, model=model,
+                        asset_paths=assets or None)
+        if as_json:
+            _emit_json({**result.totals, "events": result.events})
+            return
+        from margin_engine.cli.render import print_liquidation
+
+        print_liquidation(result.totals, result.events)
+
+    _guarded(body)
+
+
+@simulate_app.command("crashes")
+def simulate_crashes(
+    data: Annotated[Path, typer.Option("--data", help="The shared data folder.")] =
+    Path("../shared/data"),
+    accounts: Annotated[int, typer.Option("--accounts", min=10)] = 500,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=0.0)] = 60.0,
+    insurance_fund: Annotated[float, typer.Option("--insurance-fund", min=0.0)] = 0.0,
+    penalty_rate: Annotated[float, typer.Option("--penalty-rate", min=0.0)] = 0.01,
+    as_json: JsonOpt = False,
+) -> None:
+    """Crash windows (breaker off and on) and the 2023 USDC depeg on a seeded population."""
+
+    def body() -> None:
+        from margin_engine.liquidation.studies import crash_replays, depeg_study
+
+        crashes = crash_replays(data, accounts=accounts, seed=seed,
+                                latency_seconds=latency_seconds, insurance_fund=insurance_fund,
+                                penalty_rate=penalty_rate)
+        depeg = depeg_study(data, accounts=accounts, seed=seed)
+        if as_json:
+            _emit_json({"crashes": crashes, "usdc_depeg": depeg})
+            return
+        from margin_engine.cli.render import print_crash_study
+
+        print_crash_study(crashes, depeg)
+
+    _guarded(body)
+
+
 def main() -> None:
     app()
 

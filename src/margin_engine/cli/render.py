@@ -94,3 +94,56 @@ def print_explanation(console: Console, explanation: dict[str, Any]) -> None:
             f"correlation offset {money(explanation['correlation_offset'])}")
     console.print(f"  [bold]IM {money(explanation['initial_margin'])}, MM "
                   f"{money(explanation['maintenance_margin'])}[/bold]")
+
+
+LIQUIDATION_TOTALS = ("liquidations", "liquidated_notional", "bad_debt", "insurance_fund_used",
+                      "adl_count", "socialised_loss")
+
+
+def print_liquidation(totals: dict[str, Any], events: list[dict[str, Any]],
+                      shown: int = 30) -> None:
+    from margin_engine.cli.console import make_console
+
+    console = make_console()
+    table = Table(title=f"Liquidation replay {totals['start']} to {totals['end']} "
+                  f"({totals['bars']} bars of {totals['bar_seconds']:g} s, latency "
+                  f"{totals['latency_seconds']:g} s, breaker {totals['breaker']})",
+                  title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in (*LIQUIDATION_TOTALS, "insurance_fund_end", "flagged_bars_skipped"):
+        value = totals[key]
+        table.add_row(key, money(value) if isinstance(value, float) else str(value))
+    console.print(table)
+    for event in events[:shown]:
+        detail = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("time", "type"))
+        console.print(f"  {event['time']} {event['type']}: {detail[:160]}")
+    if len(events) > shown:
+        console.print(f"  ... {len(events) - shown} more events (--json lists them all)")
+
+
+def print_crash_study(crashes: list[dict[str, Any]], depeg: dict[str, Any]) -> None:
+    from margin_engine.cli.console import make_console
+
+    console = make_console()
+    table = Table(title=f"Crash replays on {crashes[0]['accounts']} seeded leveraged accounts "
+                  f"(latency {crashes[0]['latency_seconds']:g} s)", title_justify="left")
+    for name in ("window", "breaker", "liquidations", "liquidated notional", "bad debt",
+                 "fund used", "ADL", "socialised", "flagged bars"):
+        table.add_column(name, justify="left" if name in ("window", "breaker") else "right")
+    for row in crashes:
+        table.add_row(row["window"], row["breaker"], str(row["liquidations"]),
+                      money(row["liquidated_notional"]), money(row["bad_debt"]),
+                      money(row["insurance_fund_used"]), str(row["adl_count"]),
+                      money(row["socialised_loss"]), str(row["flagged_bars_skipped"]))
+    console.print(table)
+    table = Table(title=f"USDC depeg {depeg['window']}: {depeg['accounts']} USDC-collateralised "
+                  f"BTC perp accounts; USDC low {depeg['usdc_low']:.4f} at "
+                  f"{depeg['usdc_low_at']}; {depeg['depeg_minutes']} minutes below "
+                  f"{depeg['depeg_threshold']}", title_justify="left")
+    for name in ("accounts with equity < MM", "USDC at oracle price", "USDC fixed at 1.0"):
+        table.add_column(name, justify="left" if name.startswith("accounts") else "right")
+    for key, label in (("at_low", "at the USDC low"), ("during_depeg", "during the depeg"),
+                       ("whole_window", "over the whole window")):
+        table.add_row(label, str(depeg[key]["oracle"]), str(depeg[key]["fixed_1"]))
+    console.print(table)

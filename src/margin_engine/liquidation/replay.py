@@ -45,6 +45,8 @@ class ReplayResult:
     events: list[dict[str, Any]]
     ledger: Ledger
     liquidatable_ever: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    times_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    below_by_bar: np.ndarray | None = None  # bars x accounts, recorded when execute=False
 
 
 def _with_settlement(book: ColumnarBook, market: MarketSnapshot,
@@ -148,6 +150,7 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
               "insurance_fund_used": 0.0, "adl_count": 0, "socialised_loss": 0.0,
               "flagged_bars_skipped": 0}
     ever = np.zeros(book.account_count, dtype=np.bool_)
+    history = None if execute else np.zeros((times.size, book.account_count), dtype=np.bool_)
     for t in range(times.size):
         if progress is not None:
             progress(t, times.size)
@@ -162,6 +165,8 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
                               minlength=book.account_count) > 0
         below = (bound.equity() < maintenance * multiplier) & holding
         ever |= below
+        if history is not None:
+            history[t] = below
         if not below.any() or not execute:
             continue
         if flagged[t]:
@@ -182,7 +187,8 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
                                                           liquidation.settlement_asset)),
                   liquidatable_accounts=int(ever.sum()),
                   start=ns_to_iso(int(times[0])), end=ns_to_iso(int(times[-1])))
-    return ReplayResult(totals=totals, events=events, ledger=ledger, liquidatable_ever=ever)
+    return ReplayResult(totals=totals, events=events, ledger=ledger, liquidatable_ever=ever,
+                        times_ns=times, below_by_bar=history)
 
 
 def _sync(collateral: FloatArray, a: int, book: ColumnarBook, ledger: Ledger) -> None:
@@ -283,7 +289,10 @@ def _auto_deleverage(a: int, book: ColumnarBook, size: FloatArray, collateral: F
             continue
         fraction = float(take) / float(pnl[row])
         ledger.realise(name, asset, to_amount(pnl[row] * fraction), memo="adl")
-        ledger.transfer("adl", name, book.account_ids[a], asset, take)
+        # The winner's realised profit (just credited) goes to the bankrupt account; its
+        # settlement balance may be negative already (equity held in other assets).
+        ledger.post("adl", [(name, asset, -take), (book.account_ids[a], asset, take)],
+                    allow_negative=frozenset({EXTERNAL, "market", name, book.account_ids[a]}))
         size[row] -= size[row] * fraction
         _sync(collateral, owner, book, ledger)
         remaining -= take
