@@ -212,12 +212,17 @@ def _liquidate_one(a: int, book: ColumnarBook, size: FloatArray, collateral: Flo
         return
     for closure in outcome.closures:
         ledger.realise(account, asset, to_amount(closure.realised_pnl), memo=closure.instrument)
-        if closure.penalty > 0:
-            ledger.post("liquidation_penalty",
-                        [(account, asset, -to_amount(closure.penalty)),
-                         (INSURANCE_FUND, asset, to_amount(closure.penalty))],
-                        allow_negative=frozenset({EXTERNAL, "market", account}))
         totals["liquidated_notional"] += closure.notional
+    # The penalty comes only out of what is left: never into negative equity (the fund would
+    # otherwise pay itself).
+    penalties = sum(c.penalty for c in outcome.closures)
+    left_before_penalty = outcome.equity + penalties
+    charged = min(penalties, max(left_before_penalty, 0.0))
+    if charged > 0:
+        ledger.post("liquidation_penalty", [(account, asset, -to_amount(charged)),
+                                            (INSURANCE_FUND, asset, to_amount(charged))],
+                    allow_negative=frozenset({EXTERNAL, "market", account}))
+    equity_after = left_before_penalty - charged
     size[rows] = outcome.book.size
     _sync(collateral, a, book, ledger)
     totals["liquidations"] += 1
@@ -225,10 +230,11 @@ def _liquidate_one(a: int, book: ColumnarBook, size: FloatArray, collateral: Flo
                    "closed": [{"instrument": c.instrument, "size": c.size_closed,
                                "notional": c.notional, "penalty": c.penalty}
                               for c in outcome.closures],
-                   "equity_after": outcome.equity, "target_reached": outcome.target_reached})
-    if outcome.equity >= 0.0:
+                   "penalty": charged, "equity_after": equity_after,
+                   "target_reached": outcome.target_reached})
+    if equity_after >= 0.0:
         return
-    shortfall = to_amount(-outcome.equity)
+    shortfall = to_amount(-equity_after)
     totals["bad_debt"] += float(shortfall)
     fund = max(ledger.balance(INSURANCE_FUND, asset), ZERO)
     covered = min(shortfall, fund)
