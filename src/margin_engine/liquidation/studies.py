@@ -40,12 +40,17 @@ def _file(data: Path, name: str) -> Path:
 
 
 def crash_replays(data: Path, *, accounts: int, seed: int, latency_seconds: float,
-                  insurance_fund: float, penalty_rate: float) -> list[dict[str, Any]]:
+                  insurance_fund: float, penalty_rate: float,
+                  windows: tuple[str, ...] = tuple(CRASH_WINDOWS),
+                  between: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """Every crash window, breaker off then on, same population and parameters."""
     rows = []
-    for window, (btc_file, eth_file, oracle_file) in CRASH_WINDOWS.items():
+    for window in windows:
+        btc_file, eth_file, oracle_file = CRASH_WINDOWS[window]
         paths = {"BTC": load_price_file(_file(data, btc_file)),
                  "ETH": load_price_file(_file(data, eth_file))}
+        if between is not None:
+            paths = {u: p.between(*between) for u, p in paths.items()}
         oracle = {"BTC": load_price_file(_file(data, oracle_file))} if oracle_file else None
         index = {u: float(p.close[0]) for u, p in paths.items()}
         start = ns_to_iso(int(paths["BTC"].time_ns[0]))
@@ -69,12 +74,13 @@ def usdc_rate(btcusd: PriceSeries, btcusdc: PriceSeries) -> PriceSeries:
                        low=rate, volume=np.zeros(rate.size))
 
 
-def depeg_study(data: Path, *, accounts: int, seed: int) -> dict[str, Any]:
+def depeg_study(data: Path, *, accounts: int, seed: int,
+                window: tuple[str, str] = DEPEG_WINDOW) -> dict[str, Any]:
     """How many USDC-collateralised BTC perp accounts become liquidatable when USDC is valued
     at its oracle price (implied from Binance.US BTCUSD / BTCUSDC) vs at a fixed 1.0."""
     btcusd = load_price_file(_file(data, DEPEG_FILES[0]))
     btcusdc = load_price_file(_file(data, DEPEG_FILES[1]))
-    start, end = (parse_timestamp(t, field="window") for t in DEPEG_WINDOW)
+    start, end = (parse_timestamp(t, field="window") for t in window)
     btc = btcusd.between(start, end)
     rate = usdc_rate(btcusd, btcusdc).between(start, end)
     index = {"BTC": float(btc.close[0])}
@@ -98,7 +104,7 @@ def depeg_study(data: Path, *, accounts: int, seed: int) -> dict[str, Any]:
         return int(history[bars].any(axis=0).sum())
 
     return {
-        "window": f"{DEPEG_WINDOW[0]} to {DEPEG_WINDOW[1]}", "accounts": accounts,
+        "window": f"{window[0]} to {window[1]}", "accounts": accounts,
         "usdc_low": float(rate_on_bars[low]),
         "usdc_low_at": ns_to_iso(int(oracle.times_ns[low])),
         "depeg_minutes": int(depegged.sum()), "depeg_threshold": DEPEG_THRESHOLD,
