@@ -27,7 +27,8 @@ def test_2024_08_05_slice_breaker_off_and_on(data: object) -> None:
     off, on = rows
     assert (off["breaker"], on["breaker"]) == ("off", "on")
     for row in rows:
-        assert row["liquidations"] > 0 and row["liquidated_notional"] > 0
+        assert row["liquidations"] > 0
+        assert row["liquidated_notional"] > 0
         assert 0 <= row["insurance_fund_used"] <= row["bad_debt"] + 1e-6
     assert on["bad_debt"] <= off["bad_debt"]
 

@@ -106,7 +106,8 @@ def test_partial_liquidation_closes_only_what_is_needed(doc: dict[str, Any], mod
     undo = outcome.book.size.copy()
     undo[last.position] += last.size_closed * 1e-4
     collateral = outcome.book.collateral.copy()
-    collateral[0, -1] += last.penalty * 1e-4
+    # Undoing part of a closure gives back its penalty and un-realises its P&L.
+    collateral[0, -1] += (last.penalty - last.realised_pnl) * 1e-4
     less = replace(outcome.book, size=undo, collateral=collateral)
     bound = bind_market(less, market)
     initial = float(get_model(model).compute(bound, RiskConfig()).initial_margin[0])
