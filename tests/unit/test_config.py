@@ -49,3 +49,17 @@ def test_overrides_change_the_margin(tmp_path: Path) -> None:
     assert get_model("isolated").compute(bound, config).initial_margin[0] == pytest.approx(2500)
     # Worst of -10 % (5,000) and -20 % x 1/3 (3,333): 5,000.
     assert get_model("portfolio").compute(bound, config).initial_margin[0] == pytest.approx(5000)
+
+
+def test_liquidation_and_breaker_settings_live_in_the_risk_config(tmp_path: Path) -> None:
+    config = RiskConfig.from_dict({"liquidation": {
+        "penalty_rate": 0.002, "shortfall": "socialised",
+        "breaker": {"enabled": True, "mm_buffer": 0.005, "half_life_seconds": 600}}})
+    assert config.liquidation.breaker.enabled
+    assert config.liquidation.breaker.mm_buffer == 0.005
+    (tmp_path / "r.toml").write_text(config.to_toml())
+    assert RiskConfig.load(tmp_path / "r.toml") == config
+    with pytest.raises(ConfigError, match="adl"):
+        RiskConfig.from_dict({"liquidation": {"shortfall": "pray"}})
+    with pytest.raises(ConfigError, match="liquidation.breaker.enabeld"):
+        RiskConfig.from_dict({"liquidation": {"breaker": {"enabeld": True}}})

@@ -322,12 +322,17 @@ def liquidate(
     asset_path: Annotated[list[str] | None, typer.Option(
         "--asset-path", help="ASSET=FILE price path of a collateral asset (e.g. a stablecoin's "
         "oracle price).")] = None,
-    breaker: Annotated[str, typer.Option("--breaker", help="on or off")] = "off",
-    latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=0.0)] = 60.0,
+    breaker: Annotated[str | None, typer.Option(
+        "--breaker", help="on or off (default: the risk config's, off)")] = None,
+    latency_seconds: Annotated[float | None, typer.Option(
+        "--latency-seconds", min=0.0, help="Trigger-to-execution delay (default 60).")] = None,
     model: Annotated[str, typer.Option("--model")] = "account",
-    insurance_fund: Annotated[float, typer.Option("--insurance-fund", min=0.0)] = 0.0,
-    penalty_rate: Annotated[float, typer.Option("--penalty-rate", min=0.0)] = 0.01,
-    shortfall: Annotated[str, typer.Option("--shortfall", help="adl or socialised")] = "adl",
+    insurance_fund: Annotated[float | None, typer.Option(
+        "--insurance-fund", min=0.0, help="Initial fund in USD (default 0).")] = None,
+    penalty_rate: Annotated[float | None, typer.Option(
+        "--penalty-rate", min=0.0, help="Of the closed notional (default 0.01).")] = None,
+    shortfall: Annotated[str | None, typer.Option(
+        "--shortfall", help="adl or socialised (default adl)")] = None,
     start: Annotated[str | None, typer.Option("--start", help="ISO start of the path")] = None,
     end: Annotated[str | None, typer.Option("--end", help="ISO end of the path")] = None,
     config: ConfigOpt = None,
@@ -341,13 +346,12 @@ def liquidate(
         from margin_engine.core.timeutil import parse_timestamp
         from margin_engine.io.market_file import load_market
         from margin_engine.io.portfolio_file import load_portfolio
-        from margin_engine.liquidation.config import BreakerConfig, LiquidationConfig
         from margin_engine.liquidation.replay import replay
         from margin_engine.margin.registry import get_model
 
-        if breaker not in ("on", "off"):
+        if breaker not in (None, "on", "off"):
             raise InputError("on or off", field="--breaker", value=breaker)
-        if shortfall not in ("adl", "socialised"):
+        if shortfall not in (None, "adl", "socialised"):
             raise InputError("adl or socialised", field="--shortfall", value=shortfall)
         if model != "account":
             get_model(model)
@@ -358,14 +362,20 @@ def liquidate(
         if low is not None or high is not None:
             paths = {k: v.between(low or 0, high or 2**62) for k, v in paths.items()}
             assets = {k: v.between(low or 0, high or 2**62) for k, v in assets.items()}
-        settings = LiquidationConfig(latency_seconds=latency_seconds,
-                                     insurance_fund=insurance_fund, penalty_rate=penalty_rate,
-                                     shortfall=shortfall,
-                                     breaker=BreakerConfig(enabled=breaker == "on"))
+        from dataclasses import replace
+
         from margin_engine.cli.loading import load_config
 
+        risk = load_config(config)
+        settings = risk.liquidation
+        overrides = {"latency_seconds": latency_seconds, "insurance_fund": insurance_fund,
+                     "penalty_rate": penalty_rate, "shortfall": shortfall}
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        if breaker is not None:
+            settings = replace(settings, breaker=replace(settings.breaker,
+                                                         enabled=breaker == "on"))
         result = replay(book_from_portfolio(load_portfolio(portfolio)), load_market(market),
-                        paths, config=load_config(config), liquidation=settings, model=model,
+                        paths, config=risk, liquidation=settings, model=model,
                         asset_paths=assets or None)
         if as_json:
             _emit_json({**result.totals, "events": result.events})

@@ -80,10 +80,41 @@ VOL_DYNAMICS = ("sticky_strike", "sticky_moneyness")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerConfig:
+    """Velocity = |P_t / P_{t - window} - 1| over the liquidation-latency window. When it exceeds
+    ``mm_buffer`` (the move maintenance margin is sized to absorb), margin requirements are
+    multiplied by min(max_multiplier, velocity / mm_buffer); once calm the multiplier decays to 1
+    with ``half_life_seconds``."""
+
+    enabled: bool = False
+    mm_buffer: float = 0.01
+    max_multiplier: float = 2.0
+    half_life_seconds: float = 1800.0
+    off_threshold: float = 1.01  # the breaker reports off once the multiplier decays below this
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiquidationConfig:
+    penalty_rate: float = 0.01  # of the closed notional, to the insurance fund
+    target_buffer: float = 1.0  # close until equity >= IM x target_buffer
+    latency_seconds: float = 60.0  # from trigger to execution
+    shortfall: str = "adl"  # "adl" (auto-deleveraging) or "socialised"
+    adl_ranking: str = "profit_x_leverage"  # or "profit"
+    insurance_fund: float = 0.0  # initial fund, USD
+    settlement_asset: str = "USD"
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+SHORTFALL_RULES = ("adl", "socialised")
+ADL_RANKINGS = ("profit_x_leverage", "profit")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RiskConfig:
     isolated: IsolatedConfig = field(default_factory=IsolatedConfig)
     cross: CrossConfig = field(default_factory=CrossConfig)
     portfolio: PortfolioConfig = field(default_factory=PortfolioConfig)
+    liquidation: LiquidationConfig = field(default_factory=LiquidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         plain: dict[str, Any] = _to_plain(self)
@@ -180,7 +211,7 @@ def _scalars(data: Mapping[str, Any], cls: type, path: str, base: Any) -> Any:
             continue
         value = data[f.name]
         where = f"{path}.{f.name}"
-        if isinstance(getattr(base, f.name), str):
+        if isinstance(getattr(base, f.name), str) and f.name == "vol_dynamics":
             if value not in VOL_DYNAMICS:
                 raise InputError(f"one of {list(VOL_DYNAMICS)}", field=where, value=value)
             updates[f.name] = value
@@ -225,7 +256,30 @@ def _build_risk_config(data: Mapping[str, Any]) -> RiskConfig:
         if list(moves) != sorted(moves):
             raise InputError("ascending price moves", field=f"portfolio.{name}",
                              value=list(moves))
-    return RiskConfig(isolated=isolated, cross=cross, portfolio=portfolio)
+    return RiskConfig(isolated=isolated, cross=cross, portfolio=portfolio,
+                      liquidation=_liquidation(data.get("liquidation", {})))
+
+
+def _liquidation(data: Any) -> LiquidationConfig:
+    raw = dict(_check_keys(data, LiquidationConfig, "liquidation"))
+    breaker_raw = dict(_check_keys(raw.pop("breaker", {}), BreakerConfig, "liquidation.breaker"))
+    enabled = breaker_raw.pop("enabled", False)
+    if not isinstance(enabled, bool):
+        raise InputError("true or false", field="liquidation.breaker.enabled", value=enabled)
+    breaker = replace(_scalars(breaker_raw, BreakerConfig, "liquidation.breaker",
+                               BreakerConfig()), enabled=enabled)
+    choices = {"shortfall": SHORTFALL_RULES, "adl_ranking": ADL_RANKINGS}
+    texts: dict[str, Any] = {}
+    for name in ("shortfall", "adl_ranking", "settlement_asset"):
+        if name in raw:
+            value = raw.pop(name)
+            if not isinstance(value, str) or (name in choices and value not in choices[name]):
+                raise InputError(f"one of {list(choices.get(name, ('an asset symbol',)))}",
+                                 field=f"liquidation.{name}", value=value)
+            texts[name] = value
+    numbers: LiquidationConfig = _scalars(raw, LiquidationConfig, "liquidation",
+                                          LiquidationConfig())
+    return replace(numbers, breaker=breaker, **texts)
 
 
 def _toml_value(value: Any) -> str:
