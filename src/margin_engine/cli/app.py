@@ -368,8 +368,9 @@ def liquidate(
 
         risk = load_config(config)
         settings = risk.liquidation
-        overrides = {"latency_seconds": latency_seconds, "insurance_fund": insurance_fund,
-                     "penalty_rate": penalty_rate, "shortfall": shortfall}
+        overrides: dict[str, Any] = {"latency_seconds": latency_seconds,
+                                     "insurance_fund": insurance_fund,
+                                     "penalty_rate": penalty_rate, "shortfall": shortfall}
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         if breaker is not None:
             settings = replace(settings, breaker=replace(settings.breaker,
