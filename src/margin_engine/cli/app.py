@@ -388,6 +388,35 @@ def liquidate(
     _guarded(body)
 
 
+@app.command()
+def calibrate(
+    prices: Annotated[list[str], typer.Option(
+        "--prices", help="UNDERLYING=FILE price history (any layout of ../shared/data).")],
+    dvol: Annotated[list[str] | None, typer.Option(
+        "--dvol", help="UNDERLYING=FILE implied-vol index history (Deribit DVOL).")] = None,
+    confidence: Annotated[float, typer.Option("--confidence")] = 0.99,
+    mpor_days: Annotated[int, typer.Option("--mpor-days", min=1)] = 1,
+    output: Annotated[Path | None, typer.Option("--output", help="Write the parameter file "
+                                                "here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calibrate the sensitivity model's risk weights and correlations on real history."""
+
+    def body() -> None:
+        from margin_engine.margin.calibration import calibrate as run_calibration
+
+        params = run_calibration(_series_specs(prices, "--prices"),
+                                 _series_specs(dvol or [], "--dvol") or None,
+                                 confidence=confidence, mpor_days=mpor_days)
+        if output is not None:
+            params.save(output)
+            typer.echo(f"wrote {output}", err=True)
+        if as_json or output is None:
+            _emit_json(params.to_document())
+
+    _guarded(body)
+
+
 @simulate_app.command("crashes")
 def simulate_crashes(
     data: Annotated[Path, typer.Option("--data", help="The shared data folder.")] =

@@ -28,6 +28,7 @@ class MarginResult:
     active: np.ndarray
     per_underlying: Mapping[str, FloatArray | IntArray] = field(default_factory=dict)
     per_position: Mapping[str, FloatArray] = field(default_factory=dict)
+    per_account: Mapping[str, FloatArray] = field(default_factory=dict)  # model components
     scenarios: tuple[tuple[float, float, float], ...] = ()  # (price move, vol shock, weight)
 
 

@@ -7,11 +7,13 @@ from margin_engine.margin.cross import CrossModel
 from margin_engine.margin.isolated import IsolatedModel
 from margin_engine.margin.portfolio import PortfolioModel
 from margin_engine.margin.protocol import MarginModel
+from margin_engine.margin.sensitivity import SensitivityModel
 
 _MODELS: dict[str, MarginModel] = {
     "isolated": IsolatedModel(),
     "cross": CrossModel(),
     "portfolio": PortfolioModel(),
+    "sensitivity": SensitivityModel(),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_MODELS)
 

@@ -86,6 +86,9 @@ def account_summary(run: ModelRun, account: int, model: str,
         "gross_notional": gross,
         "efficiency": gross / initial if initial > 0.0 else None,
         "underlyings": underlying_breakdown(run, account, model, liquidation),
+        **({"components": {k: _number(float(v[account]))
+                           for k, v in result.per_account.items()}}
+           if result.per_account else {}),
     }
 
 
