@@ -105,7 +105,8 @@ def calibrate(prices: Mapping[str, PriceSeries], dvol: Mapping[str, PriceSeries]
         for u, series in dvol.items():
             days, levels = daily_closes(series)
             vol_moves.append(_h_moves(levels, h))
-            data[f"dvol {u}"] = {"source": Path(series.source).name, "first": ns_to_iso(int(days[0])),
+            data[f"dvol {u}"] = {"source": Path(series.source).name,
+                                 "first": ns_to_iso(int(days[0])),
                                  "last": ns_to_iso(int(days[-1])), "days": int(levels.size)}
     else:
         vrw_source = "30-day realised vol (no DVOL given)"

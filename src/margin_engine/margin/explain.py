@@ -27,9 +27,16 @@ def _rows(bound: BoundBook, account: int) -> range:
 
 
 def explain_account(bound: BoundBook, config: RiskConfig, result: MarginResult,
-                    account: int) -> dict[str, Any]:
+                    account: int, model: Any = None) -> dict[str, Any]:
     if result.model == "portfolio":
         return explain_portfolio(bound, config, account)
+    if result.model == "sensitivity":
+        from margin_engine.margin.sensitivity import SensitivityModel
+
+        params = model.params if isinstance(model, SensitivityModel) else None
+        return explain_sensitivity(bound, account, params)
+    if result.model == "var":
+        return _explain_var(bound, result, account)
     if result.model == "cross":
         return _explain_cross(bound, config, result, account)
     return _explain_isolated(bound, result, account)
@@ -197,3 +204,66 @@ def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dic
         "offset_floor": floor, "correlation_offset": total - initial,
         "initial_margin": initial, "maintenance_margin": cfg.maintenance_fraction * initial,
     }
+
+
+def explain_sensitivity(bound: BoundBook, account: int, params: Any = None) -> dict[str, Any]:
+    """Scalar recomputation of SPEC 3.4 for one account: WS, VR and CVR by underlying and tenor."""
+    from margin_engine.margin.sensitivity import Z99, instrument_sensitivities, underlying_gamma
+    from margin_engine.margin.sensitivity_params import SensitivityParams
+    from margin_engine.margin.sensitivity_reference import simm_aggregate
+
+    params = params or SensitivityParams.default()
+    delta_1pct, vega, tenor_lo, weight_lo = instrument_sensitivities(bound, params)
+    gamma_matrix = underlying_gamma(bound, params)
+    n_t = len(params.tenor_days)
+    ws: dict[str, float] = {}
+    vr: dict[str, list[float]] = {}
+    cvr: dict[str, list[float]] = {}
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for u_idx, u in enumerate(bound.underlyings):
+        rows = [r for r in _rows(bound, account)
+                if bound.book.instruments.underlying[int(bound.book.position_instrument[r])]
+                == u_idx]
+        exposure = float(bound.collateral_exposure[account, u_idx])
+        if not rows and exposure == 0.0:
+            continue
+        rw = params.risk_weight(u)
+        sigma_u = rw / 100 * math.sqrt(365.0 / params.mpor_days) / Z99
+        s = 0.01 * exposure
+        by_tenor = [0.0] * n_t
+        for r in rows:
+            inst = int(bound.book.position_instrument[r])
+            q = float(bound.quantity[r])
+            s += q * float(delta_1pct[inst])
+            lo = int(tenor_lo[inst])
+            by_tenor[lo] += q * float(vega[inst]) * float(weight_lo[inst])
+            if lo + 1 < n_t:
+                by_tenor[lo + 1] += q * float(vega[inst]) * (1 - float(weight_lo[inst]))
+            lines.setdefault(u, []).append({**_position_line(bound, r),
+                                            "usd_per_1pct": q * float(delta_1pct[inst]),
+                                            "vega_per_vol_point": q * float(vega[inst]) / 100})
+        ws[u] = rw * s
+        vr[u] = [params.vega_risk_weight * sigma_u * v for v in by_tenor]
+        cvr[u] = [-0.5 * min(1.0, params.mpor_days / t) * sigma_u * v
+                  for t, v in zip(params.tenor_days, by_tenor, strict=True)]
+    gamma = {(a, b): float(gamma_matrix[i, j]) for i, a in enumerate(bound.underlyings)
+             for j, b in enumerate(bound.underlyings) if i != j}
+    result = simm_aggregate(ws, vr, cvr, params.tenor_correlation.tolist(), gamma)
+    underlyings = {u: {"risk_weight": params.risk_weight(u), "weighted_delta": ws[u],
+                       "vega_risk_by_tenor": dict(zip(map(str, params.tenor_days), vr[u],
+                                                      strict=True)),
+                       "curvature_risk_by_tenor": dict(zip(map(str, params.tenor_days), cvr[u],
+                                                           strict=True)),
+                       "positions": lines.get(u, [])} for u in ws}
+    return {"account": bound.book.account_ids[account], "model": "sensitivity",
+            "underlyings": underlyings, **{k: result[k] for k in (
+                "delta_margin", "vega_margin", "curvature_margin", "theta", "lambda")},
+            "initial_margin": result["initial_margin"],
+            "maintenance_margin": params.maintenance_fraction * result["initial_margin"]}
+
+
+def _explain_var(bound: BoundBook, result: MarginResult, account: int) -> dict[str, Any]:
+    return {"account": bound.book.account_ids[account], "model": "var",
+            **{k: float(v[account]) for k, v in result.per_account.items()},
+            "initial_margin": float(result.initial_margin[account]),
+            "maintenance_margin": float(result.maintenance_margin[account])}
