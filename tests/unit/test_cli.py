@@ -66,7 +66,7 @@ def test_compare_gives_every_model(files: tuple[Path, Path]) -> None:
     out = runner.invoke(app, ["compare", str(portfolio), "--market", str(market), "--json"])
     assert out.exit_code == 0, out.output
     models = json.loads(out.stdout)["accounts"][0]["models"]
-    assert set(models) == {"isolated", "cross", "portfolio"}
+    assert set(models) == {"isolated", "cross", "portfolio", "sensitivity"}
     assert models["cross"]["initial_margin"] <= models["isolated"]["initial_margin"]
     human = runner.invoke(app, ["compare", str(portfolio), "--market", str(market)])
     assert "portfolio IM" in human.stdout
