@@ -27,6 +27,23 @@ AccountsOpt = Annotated[Path | None, typer.Option(
     "--accounts", help="With a CSV/Parquet positions file: accounts file (account, mode, "
     "collateral_<ASSET> columns).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+ParamsOpt = Annotated[Path | None, typer.Option(
+    "--params", help="Sensitivity-model parameter file (default: the shipped calibration).")]
+HistoryOpt = Annotated[list[str] | None, typer.Option(
+    "--history", help="UNDERLYING=FILE price history for the var model; repeatable.")]
+DvolOpt = Annotated[list[str] | None, typer.Option(
+    "--dvol", help="UNDERLYING=FILE implied-vol index history (var vol moves).")]
+ConfidenceOpt = Annotated[float | None, typer.Option("--confidence",
+                                                     help="VaR/ES confidence (0.975/0.99/0.995).")]
+MporOpt = Annotated[int | None, typer.Option("--mpor-days", min=1, help="VaR MPOR in days.")]
+
+
+def _model_data(params: Path | None, history: list[str] | None, dvol: list[str] | None,
+                confidence: float | None, mpor_days: int | None) -> Any:
+    from margin_engine.cli.loading import ModelData
+
+    return ModelData(params=params, history=tuple(history or ()), dvol=tuple(dvol or ()),
+                     confidence=confidence, mpor_days=mpor_days)
 
 
 def _guarded(action: Callable[[], _R]) -> _R:
@@ -54,6 +71,11 @@ def compute(
     config: ConfigOpt = None,
     accounts: AccountsOpt = None,
     explain: Annotated[bool, typer.Option("--explain", help="List every contribution.")] = False,
+    params: ParamsOpt = None,
+    history: HistoryOpt = None,
+    dvol: DvolOpt = None,
+    confidence: ConfidenceOpt = None,
+    mpor_days: MporOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Initial and maintenance margin of every account."""
@@ -64,12 +86,13 @@ def compute(
         from margin_engine.margin.run import compute_document
 
         risk, run = prepare_run(portfolio, market, model=model, config=config,
-                                accounts=accounts)
+                                accounts=accounts, data=_model_data(params, history, dvol,
+                                                                    confidence, mpor_days))
         document = compute_document(run, model)
         if explain:
             for a, entry in enumerate(document["accounts"]):
                 entry["explain"] = explain_account(run.bound, risk, run.results[entry["model"]],
-                                                   a)
+                                                   a, run.built.get(entry["model"]))
         if as_json:
             _emit_json(document)
             return
@@ -91,15 +114,22 @@ def compare(
     market: MarketOpt,
     config: ConfigOpt = None,
     accounts: AccountsOpt = None,
+    params: ParamsOpt = None,
+    history: HistoryOpt = None,
+    dvol: DvolOpt = None,
+    confidence: ConfidenceOpt = None,
+    mpor_days: MporOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every model side by side, with margin efficiency (gross notional / IM)."""
+    """Every model side by side, with margin efficiency (gross notional / IM); the var model
+    joins when --history is given."""
 
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
         from margin_engine.margin.run import compare_document
 
-        _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts)
+        _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts,
+                             data=_model_data(params, history, dvol, confidence, mpor_days))
         document = compare_document(run)
         if as_json:
             _emit_json(document)
@@ -121,6 +151,11 @@ def explain(
     account: Annotated[list[str] | None, typer.Option(
         "--account", help="Account id to explain (repeatable); default all.")] = None,
     config: ConfigOpt = None,
+    params: ParamsOpt = None,
+    history: HistoryOpt = None,
+    dvol: DvolOpt = None,
+    confidence: ConfidenceOpt = None,
+    mpor_days: MporOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every contribution to an account's margin."""
@@ -130,7 +165,8 @@ def explain(
         from margin_engine.core.errors import InputError
         from margin_engine.margin.explain import explain_account
 
-        risk, run = prepare_run(portfolio, market, model=model, config=config)
+        risk, run = prepare_run(portfolio, market, model=model, config=config,
+                                data=_model_data(params, history, dvol, confidence, mpor_days))
         bound = run.bound
         ids = list(bound.book.account_ids)
         wanted = account or ids
@@ -141,8 +177,9 @@ def explain(
         explanations = []
         for name in wanted:
             a = ids.index(name)
-            explanations.append(explain_account(bound, risk, run.results[run.model_of(a, model)],
-                                                a))
+            name_of = run.model_of(a, model)
+            explanations.append(explain_account(bound, risk, run.results[name_of], a,
+                                                run.built.get(name_of)))
         if as_json:
             _emit_json({"accounts": explanations})
             return
@@ -302,16 +339,9 @@ PathOpt = Annotated[list[str], typer.Option(
 
 
 def _series_specs(specs: list[str], option: str) -> dict[str, Any]:
-    from margin_engine.core.errors import InputError
-    from margin_engine.data.prices import load_price_file
+    from margin_engine.cli.loading import load_series
 
-    out: dict[str, Any] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise InputError("NAME=FILE", field=option, value=spec)
-        out[name.strip().upper()] = load_price_file(path)
-    return out
+    return dict(load_series(tuple(specs), option))
 
 
 @app.command()

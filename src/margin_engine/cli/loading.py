@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from margin_engine.book.bound import BoundBook, bind_market
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.core.errors import InputError
+from margin_engine.data.prices import PriceSeries, load_price_file
 from margin_engine.io.bulk import read_bulk_book
 from margin_engine.io.market_file import load_market
 from margin_engine.io.portfolio_file import load_portfolio
 from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.protocol import MarginModel
 from margin_engine.margin.registry import MODEL_NAMES, get_model
 from margin_engine.margin.run import BY_ACCOUNT_MODE, ModelRun, run_models
 
@@ -34,11 +37,58 @@ def load_config(path: Path | None) -> RiskConfig:
     return RiskConfig() if path is None else RiskConfig.load(path)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelData:
+    """Data some models need: the sensitivity parameter file, the var model's history."""
+
+    params: Path | None = None
+    history: tuple[str, ...] = ()
+    dvol: tuple[str, ...] = ()
+    confidence: float | None = None
+    mpor_days: int | None = None
+
+
+def load_series(specs: tuple[str, ...], option: str) -> dict[str, PriceSeries]:
+    out: dict[str, PriceSeries] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path:
+            raise InputError("UNDERLYING=FILE", field=option, value=spec)
+        out[name.strip().upper()] = load_price_file(path)
+    return out
+
+
+def build_models(data: ModelData) -> dict[str, MarginModel]:
+    from margin_engine.margin.sensitivity import SensitivityModel
+    from margin_engine.margin.sensitivity_params import SensitivityParams
+    from margin_engine.margin.var import VarHistory, VarModel
+
+    built: dict[str, MarginModel] = {}
+    if data.params is not None:
+        built["sensitivity"] = SensitivityModel(SensitivityParams.load(data.params))
+    if data.history:
+        history = VarHistory.from_series(load_series(data.history, "--history"),
+                                         load_series(data.dvol, "--dvol") or None)
+        built["var"] = VarModel(history)
+    elif data.dvol:
+        raise InputError("--history with --dvol (the var model reads both)", field="--dvol")
+    return built
+
+
 def prepare_run(portfolio: Path, market: Path, *, model: str, config: Path | None,
-                accounts: Path | None = None) -> tuple[RiskConfig, ModelRun]:
-    """Check the model name, then load config, book and market, and run the model(s)."""
-    if model not in (BY_ACCOUNT_MODE, "all"):
-        get_model(model)
+                accounts: Path | None = None,
+                data: ModelData | None = None) -> tuple[RiskConfig, ModelRun]:
+    """Check the model name, then load config, book, market and model data, and run."""
+    data = data or ModelData()
     risk = load_config(config)
-    models = list(MODEL_NAMES) if model == "all" else [model]
-    return risk, run_models(load_bound(portfolio, market, accounts), risk, models)
+    var_overrides = {k: v for k, v in (("confidence", data.confidence),
+                                       ("mpor_days", data.mpor_days)) if v is not None}
+    if var_overrides:
+        risk = RiskConfig.from_dict({**risk.to_dict(), "var": {**risk.to_dict()["var"],
+                                                               **var_overrides}})
+    built = build_models(data)
+    if model not in (BY_ACCOUNT_MODE, "all"):
+        get_model(model, built)
+    models = [*MODEL_NAMES, *(["var"] if "var" in built else [])] if model == "all" \
+        else [model]
+    return risk, run_models(load_bound(portfolio, market, accounts), risk, models, built)

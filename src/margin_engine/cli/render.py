@@ -60,6 +60,25 @@ def print_explanation(console: Console, explanation: dict[str, Any]) -> None:
             table.add_row(p["instrument"], f"{p['size']:g}", money(p["mark"]), money(p["notional"]),
                           p["rule"], money(p["initial_margin"]), money(p["maintenance_margin"]))
         console.print(table)
+    elif model == "sensitivity":
+        for u, cell in explanation["underlyings"].items():
+            vr = ", ".join(f"{t}d {money(v)}" for t, v in cell["vega_risk_by_tenor"].items()
+                           if v)
+            cv = ", ".join(f"{t}d {money(v)}" for t, v in cell["curvature_risk_by_tenor"].items()
+                           if v)
+            console.print(f"  {u}: risk weight {cell['risk_weight']:.2f} %, weighted delta "
+                          f"{money(cell['weighted_delta'])}; vega risk [{vr or '-'}]; "
+                          f"curvature risk [{cv or '-'}]")
+        console.print(f"  delta {money(explanation['delta_margin'])} + vega "
+                      f"{money(explanation['vega_margin'])} + curvature "
+                      f"{money(explanation['curvature_margin'])} (theta "
+                      f"{explanation['theta']:.3f}, lambda {explanation['lambda']:.3f})")
+    elif model == "var":
+        parts = ", ".join(f"{k} {money(v) if 'day' not in k else v}"
+                          for k, v in explanation.items()
+                          if k not in ("account", "model", "initial_margin",
+                                       "maintenance_margin"))
+        console.print(f"  {parts}")
     elif model == "cross":
         for u, cell in explanation["underlyings"].items():
             console.print(

@@ -9,6 +9,8 @@ move with the index; vols are sticky strike.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from margin_engine.book.bound import BoundBook, bind_market
@@ -16,20 +18,23 @@ from margin_engine.book.columnar import ColumnarBook, book_subset
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.protocol import MarginModel
 from margin_engine.margin.registry import get_model
 
 GRID = np.concatenate([np.geomspace(1e-3, 1.0, 90, endpoint=False), np.geomspace(1.0, 10.0, 60)])
 UPPER_MULTIPLE = 10.0
 
 
-def _gap(bound: BoundBook, model: str, config: RiskConfig) -> FloatArray:
-    result = get_model(model).compute(bound, config)
+def _gap(bound: BoundBook, model: str, config: RiskConfig,
+         models: Mapping[str, MarginModel] | None = None) -> FloatArray:
+    result = get_model(model, models).compute(bound, config)
     gap: FloatArray = bound.equity() - result.maintenance_margin
     return gap
 
 
 def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
-                       accounts: np.ndarray | None = None) -> FloatArray:
+                       accounts: np.ndarray | None = None,
+                       models: Mapping[str, MarginModel] | None = None) -> FloatArray:
     """accounts x underlyings liquidation index levels (NaN: none within (0, 10 x index])."""
     from scipy.optimize import brentq
 
@@ -48,7 +53,8 @@ def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
         sub = book_subset(book, candidates.tolist())
         levels = index * GRID
         values = np.column_stack([
-            _gap(bind_market(sub, with_index(market, marked, u, float(s))), model, config)
+            _gap(bind_market(sub, with_index(market, marked, u, float(s))), model, config,
+                 models)
             for s in levels])
         for row, account in enumerate(candidates):
             bracket = _nearest_bracket(values[row], levels, index)
@@ -59,7 +65,7 @@ def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
 
             def f(s: float, single: ColumnarBook = single, u: str = u) -> float:
                 bound_s = bind_market(single, with_index(market, marked, u, s))
-                return float(_gap(bound_s, model, config)[0])
+                return float(_gap(bound_s, model, config, models)[0])
 
             out[account, u_idx] = brentq(f, low, high, xtol=1e-12 * index, rtol=1e-15,
                                          maxiter=200)

@@ -80,6 +80,31 @@ VOL_DYNAMICS = ("sticky_strike", "sticky_moneyness")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VarConfig:
+    """SPEC 3.5: filtered historical simulation, EMIR RTS 153/2013 art. 28 APC options."""
+
+    confidence: float = 0.99
+    measure: str = "es"  # "es" (expected shortfall) or "var"
+    mpor_days: float = 1.0
+    ewma_lambda: float = 0.94
+    scenarios: float = 1000.0  # the most recent h-day windows used
+    apc: str = "none"  # "none", "buffer", "stressed_weight" or "floor"
+    apc_buffer: float = 0.25
+    stressed_weight: float = 0.25
+    stressed_window_days: float = 250.0
+    floor_years: float = 10.0
+    vol_floor: float = 0.01
+    maintenance_fraction: float = 0.8
+
+
+STRING_CHOICES: dict[str, tuple[str, ...]] = {
+    "vol_dynamics": VOL_DYNAMICS,
+    "measure": ("es", "var"),
+    "apc": ("none", "buffer", "stressed_weight", "floor"),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerConfig:
     """Velocity = |P_t / P_{t - window} - 1| over the liquidation-latency window. When it exceeds
     ``mm_buffer`` (the move maintenance margin is sized to absorb), margin requirements are
@@ -115,6 +140,7 @@ class RiskConfig:
     cross: CrossConfig = field(default_factory=CrossConfig)
     portfolio: PortfolioConfig = field(default_factory=PortfolioConfig)
     liquidation: LiquidationConfig = field(default_factory=LiquidationConfig)
+    var: VarConfig = field(default_factory=VarConfig)
 
     def to_dict(self) -> dict[str, Any]:
         plain: dict[str, Any] = _to_plain(self)
@@ -211,9 +237,10 @@ def _scalars(data: Mapping[str, Any], cls: type, path: str, base: Any) -> Any:
             continue
         value = data[f.name]
         where = f"{path}.{f.name}"
-        if isinstance(getattr(base, f.name), str) and f.name == "vol_dynamics":
-            if value not in VOL_DYNAMICS:
-                raise InputError(f"one of {list(VOL_DYNAMICS)}", field=where, value=value)
+        if f.name in STRING_CHOICES:
+            if value not in STRING_CHOICES[f.name]:
+                raise InputError(f"one of {list(STRING_CHOICES[f.name])}", field=where,
+                                 value=value)
             updates[f.name] = value
         elif isinstance(getattr(base, f.name), tuple):
             if not isinstance(value, list) or not value:
@@ -256,8 +283,15 @@ def _build_risk_config(data: Mapping[str, Any]) -> RiskConfig:
         if list(moves) != sorted(moves):
             raise InputError("ascending price moves", field=f"portfolio.{name}",
                              value=list(moves))
+    var = _scalars(_check_keys(data.get("var", {}), VarConfig, "var"), VarConfig, "var",
+                   VarConfig())
+    if not 0.5 < var.confidence < 1.0:
+        raise InputError("a confidence in (0.5, 1)", field="var.confidence", value=var.confidence)
+    if var.mpor_days < 1 or var.mpor_days != int(var.mpor_days):
+        raise InputError("a whole number of days >= 1", field="var.mpor_days",
+                         value=var.mpor_days)
     return RiskConfig(isolated=isolated, cross=cross, portfolio=portfolio,
-                      liquidation=_liquidation(data.get("liquidation", {})))
+                      liquidation=_liquidation(data.get("liquidation", {})), var=var)
 
 
 def _liquidation(data: Any) -> LiquidationConfig:

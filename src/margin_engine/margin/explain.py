@@ -263,7 +263,9 @@ def explain_sensitivity(bound: BoundBook, account: int, params: Any = None) -> d
 
 
 def _explain_var(bound: BoundBook, result: MarginResult, account: int) -> dict[str, Any]:
+    from margin_engine.margin.run import _component
+
     return {"account": bound.book.account_ids[account], "model": "var",
-            **{k: float(v[account]) for k, v in result.per_account.items()},
+            **{k: _component(k, float(v[account])) for k, v in result.per_account.items()},
             "initial_margin": float(result.initial_margin[account]),
             "maintenance_margin": float(result.maintenance_margin[account])}

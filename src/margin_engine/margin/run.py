@@ -11,7 +11,7 @@ when there is none within (0, 10 x index]).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.core.types import FloatArray
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.greeks import account_greeks
-from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.protocol import MarginModel, MarginResult
 from margin_engine.margin.registry import MODEL_NAMES, get_model
 
 BY_ACCOUNT_MODE = "account"
@@ -35,6 +35,7 @@ class ModelRun:
 
     bound: BoundBook
     config: RiskConfig
+    built: dict[str, MarginModel]
     results: dict[str, MarginResult]
     equity: FloatArray
     gross_notional: FloatArray
@@ -46,11 +47,14 @@ class ModelRun:
         return MODES_BY_CODE[int(self.bound.book.mode[account])].value
 
 
-def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str]) -> ModelRun:
+def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str],
+               built: Mapping[str, MarginModel] | None = None) -> ModelRun:
+    """Run the named models (``account``: the account modes); ``built`` supplies models
+    constructed with data (sensitivity with a parameter file, var with its history)."""
     names = list(MODEL_NAMES) if BY_ACCOUNT_MODE in models else list(dict.fromkeys(models))
     return ModelRun(
-        bound=bound, config=config,
-        results={name: get_model(name).compute(bound, config) for name in names},
+        bound=bound, config=config, built=dict(built or {}),
+        results={name: get_model(name, built).compute(bound, config) for name in names},
         equity=bound.equity(),
         gross_notional=bound.account_gross_notional(),
         greeks=account_greeks(bound),
@@ -61,11 +65,19 @@ def _number(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _component(key: str, value: float) -> float | str | None:
+    """Model components are numbers, except days (UTC day numbers) shown as dates."""
+    if key.endswith("_day") and math.isfinite(value):
+        return ns_to_iso(int(value) * 86_400_000_000_000)[:10]
+    return _number(value)
+
+
 def liquidation_levels(run: ModelRun, models: Sequence[str]) -> dict[str, FloatArray]:
     """Per model, accounts x underlyings liquidation index levels (NaN where none)."""
     from margin_engine.liquidation.price import liquidation_prices
 
-    return {m: liquidation_prices(run.bound, m, run.config) for m in dict.fromkeys(models)}
+    return {m: liquidation_prices(run.bound, m, run.config, models=run.built)
+            for m in dict.fromkeys(models)}
 
 
 def account_summary(run: ModelRun, account: int, model: str,
@@ -86,7 +98,7 @@ def account_summary(run: ModelRun, account: int, model: str,
         "gross_notional": gross,
         "efficiency": gross / initial if initial > 0.0 else None,
         "underlyings": underlying_breakdown(run, account, model, liquidation),
-        **({"components": {k: _number(float(v[account]))
+        **({"components": {k: _component(k, float(v[account]))
                            for k, v in result.per_account.items()}}
            if result.per_account else {}),
     }

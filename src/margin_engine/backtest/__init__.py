@@ -1,0 +1,1 @@
+"""Backtesting: coverage statistics and margin-model replays on real history."""
