@@ -219,16 +219,23 @@ def bench(
     baseline_positions: Annotated[int, typer.Option(
         "--baseline-positions", help="Positions priced by the naive baseline.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed")] = 1,
+    model: Annotated[str, typer.Option(
+        "--model", help="portfolio (with the naive baseline), sensitivity or var")] = "portfolio",
+    scenarios: Annotated[int, typer.Option("--scenarios", min=10,
+                                           help="var: joint scenarios")] = 1000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Time the portfolio model on a seeded random book against a naive baseline."""
+    """Time a margin model on a seeded random book (portfolio: against a naive baseline)."""
 
     def body() -> None:
         from margin_engine.bench.run import run_bench
+        from margin_engine.core.errors import InputError
 
+        if model not in ("portfolio", "sensitivity", "var"):
+            raise InputError("portfolio, sensitivity or var", field="--model", value=model)
         report = run_bench(accounts=accounts, positions=positions, instruments=instruments,
                            baseline_positions=baseline_positions, seed=seed,
-                           progress=not as_json)
+                           progress=not as_json, model=model, scenarios=scenarios)
         if as_json:
             _emit_json(report)
         else:
@@ -414,6 +421,30 @@ def liquidate(
         from margin_engine.cli.render import print_liquidation
 
         print_liquidation(result.totals, result.events)
+
+    _guarded(body)
+
+
+@app.command()
+def report(
+    output: Annotated[Path, typer.Option("--output", help="Folder for report.html and the "
+                                         "PNG charts.")] = Path("out/report"),
+    params: ParamsOpt = None,
+    history: HistoryOpt = None,
+    dvol: DvolOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """HTML report: margin efficiency per strategy under each model (var with --history)."""
+
+    def body() -> None:
+        from margin_engine.cli.loading import build_models, load_config
+        from margin_engine.demo.report import build_report
+
+        built = build_models(_model_data(params, history, dvol, None, None))
+        document = build_report(output, built, load_config(config))
+        if "var" not in document["models"]:
+            typer.echo("note: the var model needs --history UNDERLYING=FILE; left out", err=True)
+        typer.echo(f"wrote {output / 'report.html'}")
 
     _guarded(body)
 
