@@ -72,6 +72,7 @@ def test_report_writes_html_and_charts(tmp_path: Path) -> None:
     document = build_report(tmp_path, {})
     assert document["models"] == ["isolated", "cross", "portfolio", "sensitivity"]
     html = (tmp_path / "report.html").read_text()
-    assert "efficiency.png" in html and "covered call" in html
+    assert "efficiency.png" in html
+    assert "covered call" in html
     assert (tmp_path / "efficiency.png").stat().st_size > 20_000
     assert (tmp_path / "initial_margin.png").stat().st_size > 20_000
