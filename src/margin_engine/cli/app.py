@@ -66,8 +66,8 @@ def compute(
     portfolio: PortfolioArg,
     market: MarketOpt,
     model: Annotated[str, typer.Option(
-        "--model", help="isolated, cross, portfolio, or 'account' for each account's own mode."
-    )] = "account",
+        "--model", help="isolated, cross, portfolio, sensitivity, var, or 'account' for each "
+        "account's own mode.")] = "account",
     config: ConfigOpt = None,
     accounts: AccountsOpt = None,
     explain: Annotated[bool, typer.Option("--explain", help="List every contribution.")] = False,
@@ -146,8 +146,8 @@ def compare(
 def explain(
     portfolio: PortfolioArg,
     market: MarketOpt,
-    model: Annotated[str, typer.Option("--model", help="isolated, cross, portfolio or "
-                                       "'account'.")] = "account",
+    model: Annotated[str, typer.Option("--model", help="isolated, cross, portfolio, "
+                                       "sensitivity, var or 'account'.")] = "account",
     account: Annotated[list[str] | None, typer.Option(
         "--account", help="Account id to explain (repeatable); default all.")] = None,
     config: ConfigOpt = None,
