@@ -426,6 +426,141 @@ def liquidate(
 
 
 @app.command()
+def backtest(
+    prices: Annotated[list[str] | None, typer.Option(
+        "--prices", help="UNDERLYING=FILE price history (any layout of ../shared/data).")] = None,
+    portfolio: Annotated[Path | None, typer.Option(
+        "--portfolio", help="Portfolio JSON with the one account to backtest.")] = None,
+    market: Annotated[Path | None, typer.Option(
+        "--market", help="Market snapshot (default: built at the history's first day, flat "
+        "vol 0.6).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="A margin model.")] = None,
+    forecaster: Annotated[str | None, typer.Option(
+        "--forecaster", help="ewma, garch, har, implied or learned (predictive margin).")] = None,
+    confidence: Annotated[float, typer.Option("--confidence")] = 0.99,
+    mpor_days: Annotated[int, typer.Option("--mpor-days", min=1)] = 1,
+    dvol: DvolOpt = None,
+    funding: Annotated[list[str] | None, typer.Option(
+        "--funding", help="UNDERLYING=FILE funding-rate history (learned features).")] = None,
+    z: Annotated[str, typer.Option("--z", help="normal or empirical")] = "normal",
+    apc: Annotated[str, typer.Option("--apc", help="none, buffer, floor, stressed_weight")]
+    = "none",
+    start: Annotated[str | None, typer.Option("--start")] = None,
+    end: Annotated[str | None, typer.Option("--end")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Folder for the HTML report")]
+    = None,
+    study: Annotated[str | None, typer.Option("--study", help="crashes")] = None,
+    data: Annotated[Path, typer.Option("--data", help="The shared data folder (--study).")] =
+    Path("../shared/data"),
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay real history through a margin model or a predictive margin; coverage,
+    efficiency and procyclicality."""
+
+    def body() -> None:
+        from margin_engine.core.errors import InputError
+
+        if z not in ("normal", "empirical"):
+            raise InputError("normal or empirical", field="--z", value=z)
+        if apc not in ("none", "buffer", "floor", "stressed_weight"):
+            raise InputError("none, buffer, floor or stressed_weight", field="--apc", value=apc)
+        if study is not None:
+            _run_study(study, data, z, as_json)
+            return
+        _run_backtest(prices, portfolio, market, model, forecaster, confidence, mpor_days,
+                      dvol, funding, z, apc, start, end, output, config, as_json)
+
+    _guarded(body)
+
+
+def _run_study(study: str, data: Path, z: str, as_json: bool) -> None:
+    from margin_engine.backtest.study import run_study
+    from margin_engine.cli.render import print_backtest_study
+    from margin_engine.core.errors import InputError
+
+    if study != "crashes":
+        raise InputError("crashes", field="--study", value=study)
+    console = None if as_json else _stderr_console()
+    result = run_study(data, z=z, progress=None if console is None else
+                       (lambda text: console.print(f"[dim]{text}[/dim]")))
+    if as_json:
+        _emit_json(result)
+    else:
+        print_backtest_study(result)
+
+
+def _stderr_console() -> Any:
+    from margin_engine.cli.console import make_console
+
+    return make_console(stderr=True)
+
+
+def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path | None,
+                  model: str | None, forecaster: str | None, confidence: float,
+                  mpor_days: int, dvol: list[str] | None, funding: list[str] | None, z: str,
+                  apc: str, start: str | None, end: str | None, output: Path | None,
+                  config: Path | None, as_json: bool) -> None:
+    from margin_engine.backtest.engine import PredictiveConfig, run_backtest
+    from margin_engine.backtest.inputs import daily_history
+    from margin_engine.book.columnar import book_from_portfolio
+    from margin_engine.cli.loading import load_config, load_series
+    from margin_engine.core.errors import InputError
+    from margin_engine.core.timeutil import ns_to_iso, parse_timestamp
+    from margin_engine.data.prices import load_funding_file
+    from margin_engine.io.market_file import load_market, parse_market
+    from margin_engine.io.portfolio_file import load_portfolio
+
+    if not prices:
+        raise InputError("--prices UNDERLYING=FILE (or --study crashes)", field="--prices")
+    if portfolio is None:
+        raise InputError("--portfolio PORTFOLIO", field="--portfolio")
+    series = load_series(tuple(prices), "--prices")
+    vols = load_series(tuple(dvol or ()), "--dvol")
+    rates: dict[str, Any] = {}
+    for spec in funding or []:
+        name, _, path = spec.partition("=")
+        rates[name.strip().upper()] = load_funding_file(path)
+    histories = {u: daily_history(s, vols.get(u), rates.get(u)) for u, s in series.items()}
+    if market is not None:
+        snapshot = load_market(market)
+    else:
+        first = {u: float(h.closes[0]) for u, h in histories.items()}
+        day = min(int(h.days_ns[0]) for h in histories.values())
+        snapshot = parse_market({
+            "schema": "margin-engine/market/v1", "timestamp": ns_to_iso(day),
+            "underlyings": {u: {"index": p, "vol": {"type": "flat", "sigma": 0.6}}
+                            for u, p in first.items()},
+            "assets": {"USDC": {"price": 1.0}, "USDT": {"price": 1.0}, "USD": {"price": 1.0},
+                       **{u: {"price": p} for u, p in first.items()}}})
+    progress_console = None if as_json else _stderr_console()
+    from rich.progress import Progress
+
+    with Progress(console=progress_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("backtesting", total=None)
+        result = run_backtest(
+            book_from_portfolio(load_portfolio(portfolio)), snapshot, histories,
+            config=load_config(config), confidence=confidence, mpor_days=mpor_days,
+            model=model, forecaster=forecaster, predictive=PredictiveConfig(z=z, apc=apc),
+            start_ns=parse_timestamp(start, field="--start") if start else None,
+            end_ns=parse_timestamp(end, field="--end") if end else None,
+            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if output is not None:
+        from margin_engine.backtest.report import write_report
+
+        page = write_report(result, output, f"Backtest: {result.summary['method']}, "
+                            f"{confidence:.1%} / {mpor_days} d")
+        if not as_json:
+            typer.echo(f"wrote {page}")
+    if as_json:
+        _emit_json(result.summary)
+    else:
+        from margin_engine.cli.render import print_backtest
+
+        print_backtest(result.summary)
+
+
+@app.command()
 def report(
     output: Annotated[Path, typer.Option("--output", help="Folder for report.html and the "
                                          "PNG charts.")] = Path("out/report"),

@@ -166,3 +166,57 @@ def print_crash_study(crashes: list[dict[str, Any]], depeg: dict[str, Any]) -> N
                        ("whole_window", "over the whole window")):
         table.add_row(label, str(depeg[key]["oracle"]), str(depeg[key]["fixed_1"]))
     console.print(table)
+
+
+BACKTEST_KEYS = ("observations", "exceptions", "expected_exceptions", "kupiec_lr", "kupiec_p",
+                 "christoffersen_p", "traffic_light", "mean_margin", "median_margin",
+                 "max_1d_increase", "max_5d_increase", "mean_shortfall", "worst_shortfall")
+
+
+def print_backtest(summary: dict[str, Any]) -> None:
+    from margin_engine.cli.console import make_console
+
+    table = Table(title=f"Backtest {summary['method']} {summary['first'][:10]} to "
+                  f"{summary['last'][:10]} ({summary['confidence']:.1%}, "
+                  f"{summary['mpor_days']} d MPOR)", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in (*BACKTEST_KEYS, "mean_margin_rate", "max_5d_rate_increase", "peak_to_trough"):
+        value = summary[key]
+        table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else str(value))
+    make_console().print(table)
+
+
+def print_backtest_study(result: dict[str, Any]) -> None:
+    from margin_engine.cli.console import make_console
+
+    console = make_console()
+    table = Table(title=f"Full history, 99 % / 1 day, 1-coin long perp (z {result['z']})",
+                  title_justify="left")
+    for name in ("history", "method", "obs", "exceptions", "expected", "Kupiec p", "zone",
+                 "mean margin %", "max 5-day rate increase"):
+        table.add_column(name, justify="left" if name in ("history", "method", "zone")
+                         else "right")
+    for row in result["full_history"]:
+        if "error" in row:
+            table.add_row(row["history"], row["method"], "-", "-", "-", "-", "-", "-", "-")
+            continue
+        table.add_row(row["history"], row["method"], str(row["observations"]),
+                      str(row["exceptions"]), f"{row['expected_exceptions']:.1f}",
+                      f"{row['kupiec_p']:.3f}", row["traffic_light"],
+                      f"{100 * row['mean_margin_rate']:.2f}",
+                      f"{row['max_5d_rate_increase']:.2f}")
+    console.print(table)
+    crash = Table(title="Crash windows (30 days either side): exceptions / observations",
+                  title_justify="left")
+    crash.add_column("history / window")
+    methods = list(dict.fromkeys(w["method"] for w in result["crash_windows"]))
+    for m in methods:
+        crash.add_column(m.replace("predictive:", ""), justify="right")
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for w in result["crash_windows"]:
+        cells.setdefault((w["history"], w["window"]), {})[w["method"]] = \
+            f"{w['exceptions']}/{w['observations']}"
+    for (history, window), values in cells.items():
+        crash.add_row(f"{history} {window}", *[values.get(m, "-") for m in methods])
+    console.print(crash)

@@ -67,7 +67,10 @@ def _parse_time(text: str, column: str) -> int:
 
 
 def load_price_file(path: str | Path) -> PriceSeries:
-    path = Path(path)
+    return _load(Path(path), close_column=None, positive_only=True)
+
+
+def _load(path: Path, *, close_column: str | None, positive_only: bool) -> PriceSeries:
     source = str(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -88,7 +91,7 @@ def load_price_file(path: str | Path) -> PriceSeries:
     else:
         body, line0 = reader[1:], first_data + 2
     time_col = next((c for c in TIME_COLUMNS if c in header), None)
-    close_col = next((c for c in CLOSE_COLUMNS if c in header), None)
+    close_col = close_column or next((c for c in CLOSE_COLUMNS if c in header), None)
     if time_col is None or close_col is None:
         raise InputError(f"a time column {TIME_COLUMNS} and a close column {CLOSE_COLUMNS}",
                          source=source, value=",".join(header[:8]))
@@ -113,6 +116,8 @@ def load_price_file(path: str | Path) -> PriceSeries:
                              ) from None
         for key in values:
             col = index[close_col] if key == "close" else column(key)
+            if key == "open" and close_column == "open":
+                col = None
             if col is None:
                 values[key].append(np.nan)
                 continue
@@ -133,12 +138,27 @@ def load_price_file(path: str | Path) -> PriceSeries:
     unique = np.concatenate([[True], time_ns[1:] != time_ns[:-1]]) if time_ns.size else \
         np.zeros(0, dtype=np.bool_)
     counts["duplicates_dropped"] = int((~unique).sum())
-    good = unique & np.isfinite(arrays["close"]) & (arrays["close"] > 0)
+    good = unique & np.isfinite(arrays["close"]) & ((arrays["close"] > 0) | (not positive_only))
     counts["bad_bars_dropped"] = int((unique & ~good).sum())
     if not good.any():
-        raise InputError("at least one bar with a positive close", source=source)
+        raise InputError("at least one bar with a usable close", source=source)
     return PriceSeries(source=source, time_ns=time_ns[good], counts=counts,
                        **{k: v[good] for k, v in arrays.items()})
+
+
+def load_funding_file(path: str | Path) -> PriceSeries:
+    """Funding rates (decimals per interval; may be negative) as a series in ``close``.
+
+    Layouts: ``timestamp,funding_rate`` and freqtrade's, whose ``open`` holds the rate while
+    ``close`` is 0.
+    """
+    path = Path(path)
+    header = path.read_text(encoding="utf-8").split("\n", 1)[0].strip().split(",")
+    column = "funding_rate" if "funding_rate" in header else "open"
+    if column not in header:
+        raise InputError("a funding file with a 'funding_rate' or 'open' column",
+                         source=str(path), value=",".join(header))
+    return _load(path, close_column=column, positive_only=False)
 
 
 def _is_number(text: str) -> bool:

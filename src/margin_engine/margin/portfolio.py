@@ -20,8 +20,10 @@ class PortfolioModel:
         return run_portfolio_kernel(bound, config, grid)
 
 
-def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray) -> MarginResult:
-    """Aggregate a precomputed instrument x scenario grid into account margins."""
+def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
+                         move_scale: np.ndarray | None = None) -> MarginResult:
+    """Aggregate a precomputed instrument x scenario grid into account margins (the grid
+    built with the same ``move_scale``)."""
     cfg = config.portfolio
     scenarios = scenario_table(cfg)
     book, table = bound.book, bound.book.instruments
@@ -40,6 +42,7 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray)
         np.array([s[0] for s in scenarios]), np.ascontiguousarray(bound.collateral_exposure),
         bound.correlation, cfg.option_contingency_rate, cfg.linear_contingency_rate,
         cfg.max_cross_offset, cfg.maintenance_fraction, max_len,
+        np.ones(n_u) if move_scale is None else np.asarray(move_scale, dtype=np.float64),
         im, mm, scan, cont, worst, active,
     )
     return MarginResult(

@@ -41,7 +41,7 @@ def portfolio_margin_nb(
     inst_und: np.ndarray, inst_group: IntArray, inst_is_option: np.ndarray,
     und_index: FloatArray, grid: FloatArray, weights: FloatArray, moves: FloatArray,
     coll_exposure: FloatArray, rho: FloatArray, opt_rate: float, lin_rate: float,
-    max_offset: float, mm_fraction: float, max_len: int,
+    max_offset: float, mm_fraction: float, max_len: int, move_scale: FloatArray,
     im: FloatArray, mm: FloatArray, scan: FloatArray, cont: FloatArray,
     worst: np.ndarray, active: np.ndarray,
 ) -> None:
@@ -91,7 +91,7 @@ def portfolio_margin_nb(
                 if e != 0.0:
                     has[u] = True
                     for s in range(n_s):
-                        pnl[u, s] += e * moves[s]
+                        pnl[u, s] += e * moves[s] * move_scale[u]
             if n_opt > 0:
                 if n_opt <= 32:
                     _sort_groups(groups, qty, und, n_opt)

@@ -50,24 +50,26 @@ def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
 def _grid_nb(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray, years: FloatArray,
              sigma: FloatArray, spot: FloatArray, base: FloatArray, mark: FloatArray,
              moves: FloatArray, shocks: FloatArray, ref_days: float, p_short: float,
-             p_long: float, floor: float, out: FloatArray) -> None:
+             p_long: float, floor: float, scale: FloatArray, out: FloatArray) -> None:
     for i in range(is_option.shape[0]):
         if not is_option[i]:
             for s in range(moves.shape[0]):
-                out[i, s] = base[i] * moves[s]
+                out[i, s] = base[i] * moves[s] * scale[i]
             continue
         t_days = max(1.0, years[i] * 365.0)
         power = p_short if t_days < ref_days else p_long
-        scale = (ref_days / t_days) ** power
+        vol_scale = (ref_days / t_days) ** power
         for s in range(moves.shape[0]):
-            shocked = max(floor, sigma[i, s] * (1.0 + shocks[s] * scale))
-            value = price_scalar_nb(spot[i] * (1.0 + moves[s]), strike[i], years[i], shocked,
-                                    is_call[i])
+            shocked = max(floor, sigma[i, s] * (1.0 + shocks[s] * vol_scale))
+            value = price_scalar_nb(spot[i] * (1.0 + moves[s] * scale[i]), strike[i],
+                                    years[i], shocked, is_call[i])
             out[i, s] = value - mark[i]
 
 
-def value_change_grid(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
-    """instruments x scenarios USD value change per unit of position quantity."""
+def value_change_grid(bound: BoundBook, cfg: PortfolioConfig,
+                      move_scale: FloatArray | None = None) -> FloatArray:
+    """instruments x scenarios USD value change per unit of position quantity; ``move_scale``
+    (per underlying) multiplies the price moves, e.g. to a forecast price range."""
     table = bound.book.instruments
     scenarios = scenario_table(cfg)
     moves = np.array([s[0] for s in scenarios])
@@ -77,8 +79,17 @@ def value_change_grid(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
     _grid_nb(table.is_option, table.is_call, table.strike, bound.years,
              np.ascontiguousarray(scenario_sigma(bound, cfg)), spot,
              bound.base_price, bound.mark, moves, shocks, cfg.vol_shock_reference_days,
-             cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor, out)
+             cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
+             _instrument_scale(bound, move_scale), out)
     return out
+
+
+def _instrument_scale(bound: BoundBook, move_scale: FloatArray | None) -> FloatArray:
+    table = bound.book.instruments
+    if move_scale is None:
+        return np.ones(len(table.instruments))
+    result: FloatArray = np.asarray(move_scale, dtype=np.float64)[table.underlying]
+    return result
 
 
 def vol_shock_scale(years: float, cfg: PortfolioConfig) -> float:
