@@ -15,7 +15,7 @@ contract_size x index (linear), |size| x contract_size (inverse perps/futures).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -138,6 +138,44 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
         collateral_value=np.asarray(collateral_value, dtype=np.float64),
         collateral_exposure=exposure,
     )
+
+
+def reprice(bound: BoundBook, market: MarketSnapshot) -> BoundBook:
+    """The same book at new prices (index levels, marks, asset prices), everything else kept:
+    the fast path of a monitor tick. The market's timestamp and vols must be unchanged."""
+    table = bound.book.instruments
+    index = np.array([market.underlyings[u].index for u in bound.underlyings])
+    n_inst = len(table.instruments)
+    inst_index = index[table.underlying] if n_inst else np.zeros(0)
+    base = inst_index.copy()
+    for row, instrument in enumerate(table.instruments):
+        if instrument.name in market.marks:
+            base[row] = market.marks[instrument.name]
+    mark = base.copy()
+    rows = np.nonzero(table.is_option)[0]
+    if rows.size:
+        mark[rows] = greeks(inst_index[rows], table.strike[rows], bound.years[rows],
+                            bound.sigma[rows], table.is_call[rows])["price"]
+    book = bound.book
+    n_pos = book.position_count
+    quantity, entry_usd = np.empty(n_pos), np.empty(n_pos)
+    signed_notional, gross_notional = np.empty(n_pos), np.empty(n_pos)
+    position_arrays_nb(book.position_instrument, book.size, book.entry_price,
+                       table.contract_size, table.inverse, table.is_option, inst_index, mark,
+                       quantity, entry_usd, signed_notional, gross_notional)
+    prices = np.array([market.asset_prices[a.partition("@")[0]] for a in book.assets])
+    collateral_value = book.collateral @ prices if book.assets else np.zeros(book.account_count)
+    exposure = np.zeros_like(bound.collateral_exposure)
+    for col, asset in enumerate(book.assets):
+        base_asset = asset.partition("@")[0]
+        if base_asset in bound.underlyings:
+            exposure[:, bound.underlyings.index(base_asset)] += book.collateral[:, col] * \
+                prices[col]
+    return replace(bound, market=market, index=index, base_price=base, mark=mark,
+                   quantity=quantity, entry_usd=entry_usd, signed_notional=signed_notional,
+                   gross_notional=gross_notional,
+                   collateral_value=np.asarray(collateral_value, dtype=np.float64),
+                   collateral_exposure=exposure)
 
 
 def _first_position_of(book: ColumnarBook, instrument_rows: IntArray) -> int:

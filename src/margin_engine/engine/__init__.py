@@ -1,0 +1,1 @@
+"""The real-time margin monitor: tick -> affected accounts -> recompute -> events."""

@@ -1,0 +1,300 @@
+"""Real-time margin monitor.
+
+Each tick (symbol, price, time, source, sequence number) is validated (unknown symbol, NaN,
+zero or negative price, duplicate or out-of-order sequence, time going backwards: rejected with
+a logged reason, state untouched), goes through the oracle guard (a flagged price moves
+nothing), moves the market (an underlying's index with its marks and coin collateral, or a
+collateral asset's price), and then only the accounts holding that underlying or asset are
+repriced and re-margined (their book slice is bound once at start and repriced in place). A
+status change emits an event: ``margin_call`` (equity < IM), ``liquidation`` (equity < MM),
+``recovery`` (back above IM); also ``breaker_on`` / ``breaker_off`` and ``oracle_flagged`` /
+``oracle_cleared``. Pool health is recorded every tick. The tick, its events and metrics are
+committed in one transaction; the whole state is a function of the tick log, so a restart
+replays the log and resumes after its last tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from margin_engine.book.bound import BoundBook, bind_market, reprice
+from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_subset
+from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
+from margin_engine.core.types import FloatArray
+from margin_engine.liquidation.breaker import CircuitBreaker
+from margin_engine.liquidation.shocks import marks_by_underlying, with_index
+from margin_engine.margin.config import BreakerConfig, RiskConfig
+from margin_engine.margin.registry import get_model
+from margin_engine.market.oracle import OracleConfig, OracleSource, guard_price
+from margin_engine.market.snapshot import MarketSnapshot
+from margin_engine.store.base import Event, Repository, SnapshotRow, Tick
+
+log = logging.getLogger("margin_engine.monitor")
+OK, CALL, LIQUIDATION = 0, 1, 2
+STATUS_EVENT = {CALL: "margin_call", LIQUIDATION: "liquidation", OK: "recovery"}
+
+
+def canonical(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class TickOutcome:
+    accepted: bool
+    reason: str | None = None
+    events: list[Event] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class _Slice:
+    accounts: np.ndarray  # global account indices
+    bound: BoundBook
+
+
+class Monitor:
+    def __init__(self, book: ColumnarBook, market: MarketSnapshot, config: RiskConfig, *,
+                 model: str = "account", store: Repository | None = None,
+                 oracle: OracleConfig | None = None, insurance_fund: float = 0.0,
+                 publish: Callable[[Event], None] | None = None) -> None:
+        self.book, self.market, self.config, self.model = book, market, config, model
+        self.store, self.publish = store, publish
+        self.oracle = oracle or OracleConfig(max_age_seconds=3600.0, max_deviation=0.02)
+        self.insurance_fund = insurance_fund
+        names = {i.name: i.underlying for i in book.instruments.instruments}
+        self.marked = marks_by_underlying(market, names)
+        full = bind_market(book, market)
+        n = book.account_count
+        self.equity = full.equity()
+        self.initial, self.maintenance = self._margins(full)
+        self.status = np.full(n, OK, dtype=np.int8)
+        self.holding = np.bincount(full.position_account, weights=np.abs(book.size),
+                                   minlength=n) > 0
+        self.slices: dict[str, _Slice] = {}
+        table = book.instruments
+        for symbol in sorted(set(market.underlyings) | set(market.asset_prices)):
+            mask = np.zeros(n, dtype=np.bool_)
+            if symbol in table.underlyings:
+                u = table.underlyings.index(symbol)
+                rows = np.nonzero(table.underlying[book.position_instrument] == u)[0]
+                mask[full.position_account[rows]] = True
+            for col, asset in enumerate(book.assets):
+                if asset.partition("@")[0] == symbol:
+                    mask |= book.collateral[:, col] != 0
+            accounts = np.nonzero(mask)[0]
+            if accounts.size:
+                self.slices[symbol] = _Slice(accounts, bind_market(
+                    book_subset(book, accounts.tolist()), market))
+        self.last_seq = 0
+        self.last_time: dict[str, int] = {}
+        self.sources: dict[str, dict[str, OracleSource]] = {}
+        self.flagged: dict[str, bool] = {}
+        self.history: dict[str, deque[tuple[int, float]]] = {}
+        self.breaker = CircuitBreaker(config=config.liquidation.breaker,
+                                      window_seconds=config.liquidation.latency_seconds)
+        self.multiplier = 1.0
+        self.rejected: list[tuple[Tick, str]] = []
+        self.transcript = hashlib.sha256()
+        self.event_count = 0
+        self._update_status(np.arange(n), Tick(0, market.timestamp_ns, "", 0.0), [])
+
+    # ------------------------------------------------------------------ helpers
+    def _margins(self, bound: BoundBook) -> tuple[FloatArray, FloatArray]:
+        if self.model != "account":
+            result = get_model(self.model).compute(bound, self.config)
+            return result.initial_margin, result.maintenance_margin
+        initial = np.zeros(bound.account_count)
+        maintenance = np.zeros(bound.account_count)
+        for code in np.unique(bound.book.mode):
+            result = get_model(MODES_BY_CODE[int(code)].value).compute(bound, self.config)
+            rows = bound.book.mode == code
+            initial[rows] = result.initial_margin[rows]
+            maintenance[rows] = result.maintenance_margin[rows]
+        return initial, maintenance
+
+    def _reject(self, tick: Tick, reason: str) -> TickOutcome:
+        log.warning("tick %s %s rejected: %s", tick.seq, tick.symbol, reason)
+        self.rejected.append((tick, reason))
+        return TickOutcome(accepted=False, reason=reason)
+
+    def _event(self, tick: Tick, kind: str, account: str | None,
+               payload: dict[str, Any]) -> Event:
+        event = Event(tick.seq, kind, account, canonical(payload))
+        self.transcript.update(f"E|{event.tick_seq}|{kind}|{account}|{event.payload}\n".encode())
+        self.event_count += 1
+        return event
+
+    # ------------------------------------------------------------------ the tick path
+    def validate(self, tick: Tick) -> str | None:
+        if tick.symbol not in self.market.underlyings and \
+                tick.symbol not in self.market.asset_prices:
+            return f"unknown symbol {tick.symbol!r}"
+        if not (isinstance(tick.price, float | int) and math.isfinite(tick.price)
+                and tick.price > 0):
+            return f"price must be a finite number > 0, got {tick.price!r}"
+        if tick.seq <= self.last_seq:
+            return (f"duplicate sequence {tick.seq}" if tick.seq == self.last_seq else
+                    f"out-of-order sequence {tick.seq} after {self.last_seq}")
+        if tick.time_ns < self.last_time.get(tick.symbol, -(2**62)):
+            return (f"time {ns_to_iso(tick.time_ns)} before the last {tick.symbol} tick at "
+                    f"{ns_to_iso(self.last_time[tick.symbol])}")
+        return None
+
+    def process(self, tick: Tick, *, commit: bool = True) -> TickOutcome:
+        started = time.perf_counter()
+        reason = self.validate(tick)
+        if reason is not None:
+            return self._reject(tick, reason)
+        self.last_seq = tick.seq
+        self.last_time[tick.symbol] = tick.time_ns
+        self.transcript.update(f"T|{tick.seq}|{tick.time_ns}|{tick.symbol}|"
+                               f"{tick.price!r}|{tick.source}\n".encode())
+        events: list[Event] = []
+        guarded = self._guard(tick, events)
+        if guarded is not None:
+            self._move_market(tick.symbol, guarded)
+            self._breaker(tick, events)
+            piece = self.slices.get(tick.symbol)
+            if piece is not None:
+                piece.bound = reprice(piece.bound, self.market)
+                initial, maintenance = self._margins(piece.bound)
+                self.equity[piece.accounts] = piece.bound.equity()
+                self.initial[piece.accounts] = initial
+                self.maintenance[piece.accounts] = maintenance
+                self._update_status(piece.accounts, tick, events)
+        metrics = self._metrics(tick)
+        self.transcript.update(f"M|{tick.seq}|{canonical(metrics)}\n".encode())
+        snapshots = [SnapshotRow(tick.seq, e.account, *self._numbers(e.account))
+                     for e in events if e.account is not None]
+        if commit and self.store is not None:
+            self.store.commit_tick(tick, events, canonical(metrics), snapshots)
+        if commit and self.publish is not None:
+            for event in events:
+                self.publish(event)
+        return TickOutcome(accepted=True, events=events, metrics=metrics,
+                           seconds=time.perf_counter() - started)
+
+    def _numbers(self, account_id: str) -> tuple[float, float, float]:
+        a = self.book.account_ids.index(account_id)
+        return float(self.equity[a]), float(self.initial[a]), float(self.maintenance[a])
+
+    def _guard(self, tick: Tick, events: list[Event]) -> float | None:
+        sources = self.sources.setdefault(tick.symbol, {})
+        sources[tick.source] = OracleSource(name=tick.source, price=float(tick.price),
+                                            timestamp_ns=tick.time_ns)
+        fresh = [s for s in sources.values()
+                 if tick.time_ns - s.timestamp_ns <= self.oracle.max_age_seconds * NS_PER_SECOND]
+        guarded = guard_price(tick.symbol, fresh, tick.time_ns, self.oracle,
+                              frozenset({tick.symbol}))
+        was = self.flagged.get(tick.symbol, False)
+        if guarded.flagged != was:
+            self.flagged[tick.symbol] = guarded.flagged
+            events.append(self._event(tick, "oracle_flagged" if guarded.flagged else
+                                      "oracle_cleared", None,
+                                      {"symbol": tick.symbol, "reason": guarded.reason,
+                                       "price": guarded.price}))
+        return None if guarded.flagged else guarded.price
+
+    def _move_market(self, symbol: str, price: float) -> None:
+        if symbol in self.market.underlyings:
+            self.market = with_index(self.market, self.marked, symbol, price)
+            if symbol in self.market.asset_prices:
+                self.market = replace(self.market, asset_prices={
+                    **self.market.asset_prices, symbol: price})
+        else:
+            self.market = replace(self.market, asset_prices={**self.market.asset_prices,
+                                                             symbol: price})
+
+    def _breaker(self, tick: Tick, events: list[Event]) -> None:
+        history = self.history.setdefault(tick.symbol, deque())
+        history.append((tick.time_ns, float(tick.price)))
+        window = self.breaker.window_seconds * NS_PER_SECOND
+        while len(history) > 1 and history[1][0] <= tick.time_ns - window:
+            history.popleft()
+        velocity = abs(history[-1][1] / history[0][1] - 1.0)
+        self.multiplier, change = self.breaker.update(tick.time_ns, velocity)
+        if change is not None:
+            events.append(self._event(tick, f"breaker_{change}", None,
+                                      {"symbol": tick.symbol, "velocity": velocity,
+                                       "multiplier": self.multiplier}))
+
+    def _update_status(self, accounts: np.ndarray, tick: Tick, events: list[Event]) -> None:
+        m = self.multiplier
+        equity = self.equity[accounts]
+        new = np.where(equity < self.maintenance[accounts] * m, LIQUIDATION,
+                       np.where(equity < self.initial[accounts] * m, CALL, OK)).astype(np.int8)
+        new[~self.holding[accounts]] = OK
+        changed = np.nonzero(new != self.status[accounts])[0]
+        for k in changed.tolist():
+            a = int(accounts[k])
+            if tick.seq > 0:
+                events.append(self._event(tick, STATUS_EVENT[int(new[k])],
+                                          self.book.account_ids[a], {
+                                              "equity": float(self.equity[a]),
+                                              "initial_margin": float(self.initial[a]),
+                                              "maintenance_margin": float(self.maintenance[a]),
+                                              "multiplier": m,
+                                              "was": int(self.status[a])}))
+            self.status[a] = new[k]
+
+    def _metrics(self, tick: Tick) -> dict[str, Any]:
+        prices = np.array([self.market.asset_prices[a.partition("@")[0]]
+                           for a in self.book.assets])
+        by_asset = (self.book.collateral * prices).sum(axis=0) if self.book.assets else []
+        total = float(np.sum(by_asset))
+        mm_total = float(self.maintenance.sum())
+        shortfall = float(np.maximum(self.maintenance - self.equity, 0.0).sum())
+        return {
+            "tick": tick.seq, "time": ns_to_iso(tick.time_ns),
+            "collateral_by_asset": {a: float(v) for a, v in
+                                    zip(self.book.assets, by_asset, strict=True)},
+            "coverage_ratio": float(self.equity.sum()) / mm_total if mm_total > 0 else None,
+            "concentration": float(np.max(by_asset)) / total if total > 0 else None,
+            "insurance_fund_cover": self.insurance_fund / shortfall if shortfall > 0 else None,
+            "near_liquidation": int(np.sum(self.holding & (self.equity < 1.1 * self.maintenance)
+                                           & (self.equity >= self.maintenance))),
+            "margin_calls": int(np.sum(self.status == CALL)),
+            "liquidatable": int(np.sum(self.status == LIQUIDATION)),
+            "multiplier": self.multiplier,
+        }
+
+    def state_hash(self) -> str:
+        """sha256 of every accepted tick, event and metric, then every account's numbers."""
+        digest = self.transcript.copy()
+        for a, account in enumerate(self.book.account_ids):
+            digest.update(f"A|{account}|{self.equity[a]!r}|{self.initial[a]!r}|"
+                          f"{self.maintenance[a]!r}|{int(self.status[a])}\n".encode())
+        return digest.hexdigest()
+
+    def run(self, ticks: Iterable[Tick], *, commit: bool = True,
+            on_tick: Callable[[Tick, TickOutcome], None] | None = None) -> list[TickOutcome]:
+        outcomes = []
+        for tick in ticks:
+            outcome = self.process(tick, commit=commit)
+            outcomes.append(outcome)
+            if on_tick is not None:
+                on_tick(tick, outcome)
+        return outcomes
+
+
+def stored_hash(store: Repository, book: ColumnarBook, market: MarketSnapshot,
+                config: RiskConfig, model: str) -> str:
+    """Hash of a fresh monitor replaying the stored ticks (the replay command's number)."""
+    monitor = Monitor(book, market, config, model=model)
+    monitor.run(store.ticks(), commit=False)
+    return monitor.state_hash()
+
+
+def breaker_config_from(config: RiskConfig) -> BreakerConfig:
+    return config.liquidation.breaker

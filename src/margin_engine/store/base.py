@@ -1,0 +1,86 @@
+"""The repository protocol and the records it keeps.
+
+Tables: ``setup`` (the book, market, config and model the monitor started from), ``ticks``
+(every accepted price tick, by sequence number, append-only), ``events`` (margin events with a
+global sequence number, append-only), ``metrics`` (pool health per tick) and ``snapshots``
+(account margin rows). One tick is committed in one transaction with its events and metrics, so
+a crash leaves either all of it or none; the state is a function of the tick log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from margin_engine.core.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    seq: int
+    time_ns: int
+    symbol: str
+    price: float
+    source: str = "feed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    tick_seq: int
+    kind: str
+    account: str | None
+    payload: str  # canonical JSON
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    tick_seq: int
+    account: str
+    equity: float
+    initial_margin: float
+    maintenance_margin: float
+
+
+class Repository(Protocol):
+    def initialise(self) -> None: ...
+
+    def save_setup(self, values: dict[str, str]) -> None: ...
+
+    def load_setup(self) -> dict[str, str]: ...
+
+    def commit_tick(self, tick: Tick, events: Sequence[Event], metrics: str,
+                    snapshots: Sequence[SnapshotRow]) -> None: ...
+
+    def last_tick_seq(self) -> int: ...
+
+    def ticks(self) -> Iterator[Tick]: ...
+
+    def events(self) -> Iterator[tuple[int, Event]]: ...
+
+    def metrics(self) -> Iterator[tuple[int, str]]: ...
+
+    def bulk_snapshots(self, rows: Sequence[SnapshotRow]) -> None: ...
+
+    def count(self, table: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(spec: str) -> Repository:
+    """``sqlite:PATH`` or ``postgresql://...`` (``?schema=NAME`` picks the schema)."""
+    if spec.startswith("sqlite:"):
+        from margin_engine.store.sqlite import SqliteRepository
+
+        path = spec[len("sqlite:"):]
+        if not path:
+            raise InputError("sqlite:PATH", field="--store", value=spec)
+        return SqliteRepository(path)
+    if spec.startswith(("postgresql://", "postgres://")):
+        from margin_engine.store.postgres import PostgresRepository
+
+        return PostgresRepository(spec)
+    raise InputError("sqlite:PATH or postgresql://HOST:PORT/DB", field="--store", value=spec)
+
+
+TABLES = ("setup", "ticks", "events", "metrics", "snapshots")

@@ -1,0 +1,151 @@
+"""PostgreSQL repository (psycopg 3); the schema is created by the project; COPY for bulk rows.
+
+The URL may end in ``?schema=NAME`` (default ``margin_engine``) so several stores share a
+database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from margin_engine.core.errors import InputError
+from margin_engine.store.base import TABLES, Event, SnapshotRow, Tick
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS {s}.setup (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.ticks (seq BIGINT PRIMARY KEY, time_ns BIGINT NOT NULL,
+    symbol TEXT NOT NULL, price DOUBLE PRECISION NOT NULL, source TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.events (seq BIGSERIAL PRIMARY KEY, tick_seq BIGINT NOT NULL,
+    kind TEXT NOT NULL, account TEXT, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.metrics (tick_seq BIGINT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.snapshots (tick_seq BIGINT NOT NULL, account TEXT NOT NULL,
+    equity DOUBLE PRECISION NOT NULL, initial_margin DOUBLE PRECISION NOT NULL,
+    maintenance_margin DOUBLE PRECISION NOT NULL);
+"""
+
+
+def split_schema(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    schema = query.pop("schema", ["margin_engine"])[0]
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise InputError("a schema name of lower-case letters, digits and _",
+                         field="--store schema", value=schema)
+    rest = urlencode({k: v[0] for k, v in query.items()})
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+class PostgresRepository:
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        dsn, self.schema = split_schema(url)
+        try:
+            self.connection = psycopg.connect(dsn, autocommit=False, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            raise InputError(f"a reachable PostgreSQL server ({str(exc).strip()[:200]})",
+                             field="--store", value=dsn) from None
+        self.initialise()
+
+    def initialise(self) -> None:
+        with self.connection.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            cur.execute(SCHEMA.format(s=self.schema))
+        self.connection.commit()
+
+    def _table(self, name: str) -> str:
+        return f"{self.schema}.{name}"
+
+    def save_setup(self, values: dict[str, str]) -> None:
+        with self.connection.cursor() as cur:
+            cur.executemany(f"INSERT INTO {self._table('setup')} VALUES (%s, %s) "
+                            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                            sorted(values.items()))
+        self.connection.commit()
+
+    def load_setup(self) -> dict[str, str]:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT key, value FROM {self._table('setup')}")
+            rows = cur.fetchall()
+        self.connection.commit()
+        return {k: v for k, v in rows}
+
+    def commit_tick(self, tick: Tick, events: Sequence[Event], metrics: str,
+                    snapshots: Sequence[SnapshotRow]) -> None:
+        try:
+            with self.connection.cursor() as cur:
+                cur.execute(f"INSERT INTO {self._table('ticks')} VALUES (%s, %s, %s, %s, %s)",
+                            (tick.seq, tick.time_ns, tick.symbol, tick.price, tick.source))
+                if events:
+                    cur.executemany(
+                        f"INSERT INTO {self._table('events')} (tick_seq, kind, account, "
+                        "payload) VALUES (%s, %s, %s, %s)",
+                        [(e.tick_seq, e.kind, e.account, e.payload) for e in events])
+                cur.execute(f"INSERT INTO {self._table('metrics')} VALUES (%s, %s)",
+                            (tick.seq, metrics))
+                self._copy_snapshots(cur, snapshots)
+            self.connection.commit()
+        except Exception:
+            self.connection.rollback()
+            raise
+
+    def _copy_snapshots(self, cur: Any, rows: Sequence[SnapshotRow]) -> None:
+        if not rows:
+            return
+        with cur.copy(f"COPY {self._table('snapshots')} (tick_seq, account, equity, "
+                      "initial_margin, maintenance_margin) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row((r.tick_seq, r.account, r.equity, r.initial_margin,
+                                r.maintenance_margin))
+
+    def bulk_snapshots(self, rows: Sequence[SnapshotRow]) -> None:
+        with self.connection.cursor() as cur:
+            self._copy_snapshots(cur, rows)
+        self.connection.commit()
+
+    def last_tick_seq(self) -> int:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT MAX(seq) FROM {self._table('ticks')}")
+            row = cur.fetchone()
+        self.connection.commit()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _select(self, sql: str) -> list[tuple[Any, ...]]:
+        with self.connection.cursor() as cur:
+            cur.execute(sql)
+            rows = cur.fetchall()
+        self.connection.commit()
+        return rows
+
+    def ticks(self) -> Iterator[Tick]:
+        for seq, time_ns, symbol, price, source in self._select(
+                f"SELECT seq, time_ns, symbol, price, source FROM {self._table('ticks')} "
+                "ORDER BY seq"):
+            yield Tick(int(seq), int(time_ns), symbol, float(price), source)
+
+    def events(self) -> Iterator[tuple[int, Event]]:
+        for seq, tick_seq, kind, account, payload in self._select(
+                f"SELECT seq, tick_seq, kind, account, payload FROM {self._table('events')} "
+                "ORDER BY seq"):
+            yield int(seq), Event(int(tick_seq), kind, account, payload)
+
+    def metrics(self) -> Iterator[tuple[int, str]]:
+        for tick_seq, payload in self._select(
+                f"SELECT tick_seq, payload FROM {self._table('metrics')} ORDER BY tick_seq"):
+            yield int(tick_seq), payload
+
+    def count(self, table: str) -> int:
+        if table not in TABLES:
+            raise ValueError(table)
+        return int(self._select(f"SELECT COUNT(*) FROM {self._table(table)}")[0][0])
+
+    def drop(self) -> None:
+        with self.connection.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        self.connection.commit()
+
+    def close(self) -> None:
+        self.connection.close()
