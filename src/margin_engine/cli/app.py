@@ -561,6 +561,79 @@ def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path
 
 
 @app.command()
+def monitor(
+    feed: Annotated[str, typer.Option("--feed", help="file:SYMBOL=PATH[,SYMBOL=PATH...] or "
+                                      "nats://HOST:PORT")],
+    store: Annotated[str, typer.Option("--store", help="sqlite:PATH or postgresql://...")] =
+    "sqlite:out/monitor.db",
+    book: Annotated[Path | None, typer.Option("--book", help="Portfolio JSON to watch.")] = None,
+    population: Annotated[int | None, typer.Option(
+        "--population", help="Watch a seeded population of N leveraged accounts instead.")] =
+    None,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    market: Annotated[Path | None, typer.Option(
+        "--market", help="Market snapshot (default: at the file feed's first prices).")] = None,
+    model: Annotated[str, typer.Option("--model")] = "account",
+    speed: Annotated[float, typer.Option("--speed", help="File replay speed (0: as fast as "
+                                         "possible).")] = 0.0,
+    max_ticks: Annotated[int | None, typer.Option("--max-ticks")] = None,
+    idle_seconds: Annotated[float, typer.Option("--idle-seconds", help="NATS: stop after "
+                                                "this long without ticks.")] = 5.0,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Watch every account on a price feed; events and pool health into the store."""
+
+    def body() -> None:
+        from margin_engine.cli.loading import load_config
+        from margin_engine.engine.run import run_monitor
+
+        if store.startswith("sqlite:"):
+            Path(store[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
+        result = run_monitor(feed=feed, store_spec=store, book=book, population=population,
+                             seed=seed, market=market, config=load_config(config),
+                             model=model, speed=speed, max_ticks=max_ticks,
+                             idle_seconds=idle_seconds,
+                             live=not as_json and sys.stdout.isatty())
+        if as_json:
+            _emit_json(result)
+        else:
+            from margin_engine.cli.console import make_console
+
+            console = make_console()
+            for key, value in result.items():
+                if key != "rejections":
+                    console.print(f"{key}: {value}")
+            for item in result["rejections"]:
+                console.print(f"rejected tick {item['seq']} {item['symbol']}: {item['reason']}")
+
+    _guarded(body)
+
+
+@app.command()
+def replay(
+    store: Annotated[str, typer.Option("--store", help="sqlite:PATH or postgresql://...")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run the stored tick log; print the state hash and whether the log replays bit for
+    bit."""
+
+    def body() -> None:
+        from margin_engine.engine.run import run_replay
+
+        result = run_replay(store)
+        if as_json:
+            _emit_json(result)
+        else:
+            for key, value in result.items():
+                typer.echo(f"{key}: {value}")
+        if not result["equal"]:
+            raise typer.Exit(code=1)
+
+    _guarded(body)
+
+
+@app.command()
 def report(
     output: Annotated[Path, typer.Option("--output", help="Folder for report.html and the "
                                          "PNG charts.")] = Path("out/report"),

@@ -1,0 +1,170 @@
+"""What `margin-engine monitor` and `replay` do (no CLI types here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from margin_engine.core.errors import InputError
+from margin_engine.core.timeutil import ns_to_iso
+from margin_engine.engine.monitor import Monitor, TickOutcome
+from margin_engine.engine.session import open_session, replay_store, setup_values
+from margin_engine.feeds.base import FileReplayFeed
+from margin_engine.io.jsonfields import read_json
+from margin_engine.margin.config import RiskConfig
+from margin_engine.store.base import Event, Tick, open_store
+
+
+def default_market(first: dict[str, float], timestamp_ns: int) -> dict[str, Any]:
+    """A market at the feed's first prices: flat vol 0.6, stablecoins at 1."""
+    return {"schema": "margin-engine/market/v1", "timestamp": ns_to_iso(timestamp_ns),
+            "underlyings": {u: {"index": p, "vol": {"type": "flat", "sigma": 0.6}}
+                            for u, p in first.items()},
+            "assets": {"USDC": {"price": 1.0}, "USDT": {"price": 1.0}, "USD": {"price": 1.0},
+                       **{u: {"price": p} for u, p in first.items()}},
+            "correlation": {"BTC": {"ETH": 0.8}} if {"BTC", "ETH"} <= set(first) else {}}
+
+
+def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: int | None,
+                seed: int, market: Path | None, config: RiskConfig, model: str, speed: float,
+                max_ticks: int | None, idle_seconds: float, live: bool) -> dict[str, Any]:
+    from margin_engine.liquidation.population import leveraged_population
+
+    file_feed = FileReplayFeed.parse(feed, speed, max_ticks) if feed.startswith("file:") \
+        else None
+    if file_feed is None and not feed.startswith("nats://"):
+        raise InputError("file:SYMBOL=PATH,... or nats://HOST:PORT", field="--feed", value=feed)
+    if market is not None:
+        market_doc = read_json(market)
+    elif file_feed is not None:
+        market_doc = default_market(file_feed.first_prices(), file_feed.rows[0][0])
+    else:
+        raise InputError("--market MARKET with a NATS feed", field="--market")
+    if (book is None) == (population is None):
+        raise InputError("exactly one of --book PORTFOLIO or --population N", field="--book")
+    if book is not None:
+        portfolio_doc = read_json(book)
+    else:
+        index = {u: float(v["index"]) for u, v in market_doc["underlyings"].items()}
+        portfolio_doc = leveraged_population(int(population or 0), seed, index)
+    store = open_store(store_spec)
+    try:
+        monitor, last = open_session(store, setup_values(portfolio_doc, market_doc, config,
+                                                         model))
+        view = _View(monitor) if live else None
+        started = time.perf_counter()
+        latencies: list[float] = []
+
+        def on_tick(tick: Tick, outcome: TickOutcome) -> None:
+            if outcome.accepted:
+                latencies.append(outcome.seconds)
+            if view is not None:
+                view.update(tick, outcome)
+
+        if file_feed is not None:
+            if view is not None:
+                with view.live():
+                    monitor.run(file_feed.ticks(after_seq=last), on_tick=on_tick)
+            else:
+                monitor.run(file_feed.ticks(after_seq=last), on_tick=on_tick)
+        else:
+            _run_nats(monitor, feed, idle_seconds, on_tick)
+        elapsed = time.perf_counter() - started
+        lat = np.array(latencies) if latencies else np.zeros(1)
+        return {"store": store_spec, "resumed_after_tick": last,
+                "ticks_processed": len(latencies), "ticks_rejected": len(monitor.rejected),
+                "ticks_total": store.count("ticks"), "events_total": store.count("events"),
+                "margin_calls": int(np.sum(monitor.status == 1)),
+                "liquidatable": int(np.sum(monitor.status == 2)),
+                "latency_p50_ms": float(np.percentile(lat, 50) * 1e3),
+                "latency_p99_ms": float(np.percentile(lat, 99) * 1e3),
+                "seconds": elapsed, "state_hash": monitor.state_hash(),
+                "rejections": [{"seq": t.seq, "symbol": t.symbol, "reason": r}
+                               for t, r in monitor.rejected[:20]]}
+    finally:
+        store.close()
+
+
+def _run_nats(monitor: Monitor, feed: str, idle_seconds: float, on_tick: Any) -> None:
+    from margin_engine.feeds.nats import consume, server_of
+
+    def handle(item: Tick | str) -> list[Event]:
+        if isinstance(item, str):
+            monitor.rejected.append((Tick(-1, 0, "?", float("nan")), item))
+            return []
+        outcome = monitor.process(item)
+        on_tick(item, outcome)
+        return outcome.events
+
+    asyncio.run(consume(server_of(feed), "margin-monitor", handle, idle_seconds))
+
+
+def run_replay(store_spec: str) -> dict[str, Any]:
+    store = open_store(store_spec)
+    try:
+        return replay_store(store)
+    finally:
+        store.close()
+
+
+class _View:
+    """A live rich view: accounts at risk, pool health, the last events."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.last_events: list[str] = []
+        self.tick: Tick | None = None
+        self.metrics: dict[str, Any] = {}
+        self.count = 0
+        self._live: Any = None
+
+    def live(self) -> Any:
+        from rich.live import Live
+
+        self._live = Live(self._render(), refresh_per_second=4, transient=False)
+        return self._live
+
+    def update(self, tick: Tick, outcome: TickOutcome) -> None:
+        self.count += 1
+        self.tick = tick
+        if outcome.accepted:
+            self.metrics = outcome.metrics
+        for event in outcome.events:
+            self.last_events.append(f"{ns_to_iso(tick.time_ns)} {event.kind} "
+                                    f"{event.account or ''} {event.payload[:80]}")
+        if not outcome.accepted:
+            self.last_events.append(f"tick {tick.seq} rejected: {outcome.reason}")
+        self.last_events = self.last_events[-10:]
+        if self._live is not None and self.count % 20 == 0:
+            self._live.update(self._render())
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="margin-engine monitor", title_justify="left")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        tick = self.tick
+        table.add_row("ticks", str(self.count))
+        if tick is not None:
+            table.add_row("last tick", f"{tick.symbol} {tick.price:,.2f} at "
+                          f"{ns_to_iso(tick.time_ns)}")
+        m = self.metrics
+        for key in ("margin_calls", "liquidatable", "near_liquidation", "coverage_ratio",
+                    "concentration", "multiplier"):
+            if key in m:
+                value = m[key]
+                table.add_row(key, "-" if value is None else
+                              (f"{value:,.3f}" if isinstance(value, float) else str(value)))
+        for line in self.last_events:
+            table.add_row("event", line)
+        return table
+
+
+def summary_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2)
