@@ -18,8 +18,9 @@ from margin_engine.store.base import Repository
 
 def setup_values(portfolio: dict[str, Any], market: dict[str, Any], config: RiskConfig,
                  model: str) -> dict[str, str]:
-    values = {"portfolio": json.dumps(portfolio, sort_keys=True),
-              "market": json.dumps(market, sort_keys=True), "config": config.to_json(),
+    values = {"portfolio": json.dumps(portfolio, sort_keys=True, default=str),
+              "market": json.dumps(market, sort_keys=True, default=str),
+              "config": config.to_json(),
               "model": model}
     values["fingerprint"] = hashlib.sha256("".join(values[k] for k in sorted(values))
                                            .encode()).hexdigest()
