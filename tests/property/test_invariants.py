@@ -90,3 +90,26 @@ def test_margin_is_monotone_in_size(doc: dict[str, Any], scale: float) -> None:
         b = get_model(model).compute(large, RiskConfig())
         assert np.all(b.initial_margin >= a.initial_margin * (1 - 1e-12) - 1e-9), model
         assert np.all(b.maintenance_margin >= a.maintenance_margin * (1 - 1e-12) - 1e-9), model
+
+
+@SETTINGS
+@given(doc=book(), btc=st.floats(30000, 80000), eth=st.floats(1200, 3500))
+def test_incremental_portfolio_recompute_equals_full(doc: dict[str, Any], btc: float,
+                                                     eth: float) -> None:
+    # The monitor's fast path: after a move of one underlying, recomputing only its cells
+    # gives the full model's numbers.
+    from margin_engine.book.bound import reprice
+    from margin_engine.liquidation.shocks import with_index
+    from margin_engine.margin.portfolio import PortfolioModel
+
+    bound = bind(doc, MARKET)
+    model = PortfolioModel()
+    previous = model.compute(bound, RiskConfig())
+    for underlying, level in (("BTC", btc), ("ETH", eth)):
+        if underlying not in bound.underlyings:
+            continue
+        bound = reprice(bound, with_index(bound.market, {}, underlying, level))
+        full = model.compute(bound, RiskConfig())
+        previous = model.recompute(bound, RiskConfig(), previous, underlying)
+        np.testing.assert_allclose(previous.initial_margin, full.initial_margin, rtol=1e-12,
+                                   atol=1e-9)

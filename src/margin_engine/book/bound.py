@@ -65,9 +65,11 @@ class BoundBook:
 
     def equity(self) -> FloatArray:
         """Collateral x asset price + sum of q x (mark - entry_usd)."""
-        inst = self.book.position_instrument
-        pnl = self.quantity * (self.mark[inst] - self.entry_usd)
-        return self.collateral_value + self.account_sum(pnl)
+        from margin_engine.book.kernels import unrealised_pnl_nb
+
+        pnl: FloatArray = unrealised_pnl_nb(self.book.offsets, self.book.position_instrument,
+                                            self.quantity, self.mark, self.entry_usd)
+        return self.collateral_value + pnl
 
     def account_gross_notional(self) -> FloatArray:
         return self.account_sum(self.gross_notional)

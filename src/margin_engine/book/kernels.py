@@ -31,6 +31,19 @@ def position_arrays_nb(inst: np.ndarray, size: FloatArray, entry: FloatArray,
 
 
 @njit(cache=True)
+def unrealised_pnl_nb(offsets: IntArray, inst: np.ndarray, quantity: FloatArray,
+                      mark: FloatArray, entry_usd: FloatArray) -> FloatArray:
+    """Per account sum of q x (mark - entry_usd) over its CSR slice of positions."""
+    out = np.zeros(offsets.shape[0] - 1)
+    for a in range(offsets.shape[0] - 1):
+        total = 0.0
+        for p in range(offsets[a], offsets[a + 1]):
+            total += quantity[p] * (mark[inst[p]] - entry_usd[p])
+        out[a] = total
+    return out
+
+
+@njit(cache=True)
 def position_account_nb(offsets: IntArray) -> IntArray:
     """Account index of every position row from CSR offsets."""
     out = np.empty(offsets[-1], dtype=np.int64)

@@ -220,9 +220,13 @@ def bench(
         "--baseline-positions", help="Positions priced by the naive baseline.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed")] = 1,
     model: Annotated[str, typer.Option(
-        "--model", help="portfolio (with the naive baseline), sensitivity or var")] = "portfolio",
+        "--model", help="portfolio (with the naive baseline), sensitivity, var, or monitor "
+        "(tick latency and store throughput)")] = "portfolio",
     scenarios: Annotated[int, typer.Option("--scenarios", min=10,
                                            help="var: joint scenarios")] = 1000,
+    ticks: Annotated[int, typer.Option("--ticks", min=10, help="monitor: ticks")] = 400,
+    rows: Annotated[int, typer.Option("--rows", min=1000,
+                                      help="monitor: snapshot rows written")] = 200_000,
     as_json: JsonOpt = False,
 ) -> None:
     """Time a margin model on a seeded random book (portfolio: against a naive baseline)."""
@@ -231,8 +235,20 @@ def bench(
         from margin_engine.bench.run import run_bench
         from margin_engine.core.errors import InputError
 
+        if model == "monitor":
+            from margin_engine.bench.monitor_bench import run_monitor_bench
+
+            result = run_monitor_bench(accounts=accounts, positions=positions, ticks=ticks,
+                                       rows=rows, seed=seed)
+            if as_json:
+                _emit_json(result)
+            else:
+                for key, value in result.items():
+                    typer.echo(f"{key}: {value}")
+            return
         if model not in ("portfolio", "sensitivity", "var"):
-            raise InputError("portfolio, sensitivity or var", field="--model", value=model)
+            raise InputError("portfolio, sensitivity, var or monitor", field="--model",
+                             value=model)
         report = run_bench(accounts=accounts, positions=positions, instruments=instruments,
                            baseline_positions=baseline_positions, seed=seed,
                            progress=not as_json, model=model, scenarios=scenarios)

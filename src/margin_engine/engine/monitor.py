@@ -61,6 +61,7 @@ class TickOutcome:
 class _Slice:
     accounts: np.ndarray  # global account indices
     bound: BoundBook
+    portfolio: Any = None  # the last portfolio-model result, for incremental recomputes
 
 
 class Monitor:
@@ -105,19 +106,34 @@ class Monitor:
                                       window_seconds=config.liquidation.latency_seconds)
         self.multiplier = 1.0
         self.rejected: list[tuple[Tick, str]] = []
+        self.row_of = {account: k for k, account in enumerate(book.account_ids)}
         self.transcript = hashlib.sha256()
         self.event_count = 0
         self._update_status(np.arange(n), Tick(0, market.timestamp_ns, "", 0.0), [])
 
     # ------------------------------------------------------------------ helpers
-    def _margins(self, bound: BoundBook) -> tuple[FloatArray, FloatArray]:
+    def _compute(self, name: str, bound: BoundBook, piece: _Slice | None,
+                 symbol: str | None) -> Any:
+        """A model's result; the portfolio model recomputes only the moved underlying."""
+        model = get_model(name)
+        if name != "portfolio" or piece is None:
+            return model.compute(bound, self.config)
+        if piece.portfolio is not None and symbol in bound.underlyings:
+            piece.portfolio = model.recompute(  # type: ignore[attr-defined]
+                bound, self.config, piece.portfolio, symbol)
+        else:
+            piece.portfolio = model.compute(bound, self.config)
+        return piece.portfolio
+
+    def _margins(self, bound: BoundBook, piece: _Slice | None = None,
+                 symbol: str | None = None) -> tuple[FloatArray, FloatArray]:
         if self.model != "account":
-            result = get_model(self.model).compute(bound, self.config)
+            result = self._compute(self.model, bound, piece, symbol)
             return result.initial_margin, result.maintenance_margin
         initial = np.zeros(bound.account_count)
         maintenance = np.zeros(bound.account_count)
         for code in np.unique(bound.book.mode):
-            result = get_model(MODES_BY_CODE[int(code)].value).compute(bound, self.config)
+            result = self._compute(MODES_BY_CODE[int(code)].value, bound, piece, symbol)
             rows = bound.book.mode == code
             initial[rows] = result.initial_margin[rows]
             maintenance[rows] = result.maintenance_margin[rows]
@@ -168,7 +184,7 @@ class Monitor:
             piece = self.slices.get(tick.symbol)
             if piece is not None:
                 piece.bound = reprice(piece.bound, self.market)
-                initial, maintenance = self._margins(piece.bound)
+                initial, maintenance = self._margins(piece.bound, piece, tick.symbol)
                 self.equity[piece.accounts] = piece.bound.equity()
                 self.initial[piece.accounts] = initial
                 self.maintenance[piece.accounts] = maintenance
@@ -186,7 +202,7 @@ class Monitor:
                            seconds=time.perf_counter() - started)
 
     def _numbers(self, account_id: str) -> tuple[float, float, float]:
-        a = self.book.account_ids.index(account_id)
+        a = self.row_of[account_id]
         return float(self.equity[a]), float(self.initial[a]), float(self.maintenance[a])
 
     def _guard(self, tick: Tick, events: list[Event]) -> float | None:

@@ -19,9 +19,19 @@ class PortfolioModel:
         grid = value_change_grid(bound, cfg)
         return run_portfolio_kernel(bound, config, grid)
 
+    def recompute(self, bound: BoundBook, config: RiskConfig, previous: MarginResult,
+                  underlying: str) -> MarginResult:
+        """After a move of ``underlying`` alone: the same result as ``compute``, with only that
+        underlying's scenario P&L recomputed (the others are taken from ``previous``)."""
+        grid = value_change_grid(bound, config.portfolio)
+        return run_portfolio_kernel(bound, config, grid, previous=previous,
+                                    only_underlying=bound.underlyings.index(underlying))
+
 
 def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
-                         move_scale: np.ndarray | None = None) -> MarginResult:
+                         move_scale: np.ndarray | None = None,
+                         previous: MarginResult | None = None,
+                         only_underlying: int = -1) -> MarginResult:
     """Aggregate a precomputed instrument x scenario grid into account margins (the grid
     built with the same ``move_scale``)."""
     cfg = config.portfolio
@@ -35,6 +45,10 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
     worst = np.empty((n_acct, n_u), dtype=np.int64)
     active = np.empty((n_acct, n_u), dtype=np.bool_)
     max_len = int(np.diff(book.offsets).max()) if n_acct else 0
+    prev = previous.per_underlying if previous is not None else None
+    prev_scan: np.ndarray = prev["scan_risk"] if prev is not None else scan
+    prev_cont: np.ndarray = prev["contingency"] if prev is not None else cont
+    prev_worst: np.ndarray = prev["worst_scenario"] if prev is not None else worst
     portfolio_margin_nb(
         book.offsets, book.position_instrument, bound.quantity, bound.signed_notional,
         table.underlying, bound.contingency_group, table.is_option, bound.index,
@@ -44,6 +58,8 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
         cfg.max_cross_offset, cfg.maintenance_fraction, max_len,
         np.ones(n_u) if move_scale is None else np.asarray(move_scale, dtype=np.float64),
         im, mm, scan, cont, worst, active,
+        only_underlying if previous is not None else -1,
+        prev_scan, prev_cont, prev_worst,
     )
     return MarginResult(
         model="portfolio", initial_margin=im, maintenance_margin=mm, active=active,

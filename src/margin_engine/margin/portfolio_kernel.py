@@ -8,6 +8,8 @@ chunks of accounts. For account a and underlying u:
     L_u = R_u + C_u, d_u = sign(m_worst)
     agg = sqrt(max(0, sum_u L_u^2 + sum_{u != v} rho_uv d_u L_u d_v L_v))
     IM = max(agg, (1 - max_offset) x sum_u L_u), MM = mm_fraction x IM
+With ``only_u`` >= 0 (a tick moved that underlying alone) only u's cells are recomputed; the
+other underlyings' scan risk, contingency and worst scenario are taken from ``prev_*``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def portfolio_margin_nb(
     coll_exposure: FloatArray, rho: FloatArray, opt_rate: float, lin_rate: float,
     max_offset: float, mm_fraction: float, max_len: int, move_scale: FloatArray,
     im: FloatArray, mm: FloatArray, scan: FloatArray, cont: FloatArray,
-    worst: np.ndarray, active: np.ndarray,
+    worst: np.ndarray, active: np.ndarray, only_u: int, prev_scan: FloatArray,
+    prev_cont: FloatArray, prev_worst: np.ndarray,
 ) -> None:
     n_acct = offsets.shape[0] - 1
     n_u = und_index.shape[0]
@@ -71,6 +74,8 @@ def portfolio_margin_nb(
             for p in range(offsets[a], offsets[a + 1]):
                 i = pos_inst[p]
                 u = inst_und[i]
+                if only_u >= 0 and u != only_u:
+                    continue
                 q = pos_q[p]
                 has[u] = True
                 for s in range(n_s):
@@ -87,6 +92,8 @@ def portfolio_margin_nb(
                     else:
                         shorts[u] -= n
             for u in range(n_u):
+                if only_u >= 0 and u != only_u:
+                    continue
                 e = coll_exposure[a, u]
                 if e != 0.0:
                     has[u] = True
@@ -113,6 +120,21 @@ def portfolio_margin_nb(
                     start = end
             total = 0.0
             for u in range(n_u):
+                if only_u >= 0 and u != only_u:
+                    s_prev = prev_worst[a, u]
+                    active[a, u] = s_prev >= 0
+                    scan[a, u] = prev_scan[a, u]
+                    cont[a, u] = prev_cont[a, u]
+                    worst[a, u] = s_prev
+                    if s_prev < 0:
+                        level[u] = 0.0
+                        direction[u] = 0.0
+                        continue
+                    level[u] = prev_scan[a, u] + prev_cont[a, u]
+                    m = moves[s_prev]
+                    direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
+                    total += level[u]
+                    continue
                 active[a, u] = has[u]
                 if not has[u]:
                     scan[a, u] = 0.0

@@ -1,0 +1,89 @@
+"""Monitor benchmark: tick -> all events, on the seeded random book, and snapshot write
+throughput of the SQLite and PostgreSQL stores.
+
+Ticks alternate BTC and ETH on a seeded random walk (0.3 % a tick); each is processed in memory
+(no store) and timed from arrival to its last event; then ``rows`` snapshot rows are written in
+one batch to each store (executemany for SQLite, COPY for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from margin_engine.bench.run import instrument_names, random_book_columns
+from margin_engine.book.columnar import MODE_CODES, book_from_columns
+from margin_engine.core.errors import InputError
+from margin_engine.demo.market import demo_market_document
+from margin_engine.domain.instruments import MarginMode, parse_shorthand
+from margin_engine.engine.monitor import Monitor
+from margin_engine.io.market_file import parse_market
+from margin_engine.margin.config import RiskConfig
+from margin_engine.store.base import SnapshotRow, Tick, open_store
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def run_monitor_bench(*, accounts: int, positions: int, ticks: int, rows: int,
+                      seed: int = 1, postgres: str | None = PG_URL) -> dict[str, Any]:
+    names = instrument_names(2400)
+    columns = random_book_columns(accounts, positions, names, seed)
+    instruments = [parse_shorthand(n) for n in names]
+    book = book_from_columns(
+        account_ids=columns["account_ids"],
+        mode=np.full(accounts, MODE_CODES[MarginMode.PORTFOLIO], dtype=np.int32),
+        instruments=[i for i in instruments if i is not None],
+        position_account=columns["position_account"],
+        position_instrument=columns["position_instrument"], size=columns["size"],
+        entry_price=columns["entry_price"], assets=("BTC", "USDC"),
+        collateral=columns["collateral"])
+    market = parse_market(demo_market_document())
+    started = time.perf_counter()
+    monitor = Monitor(book, market, RiskConfig())
+    setup_seconds = time.perf_counter() - started
+    rng = np.random.default_rng(seed)
+    level = {"BTC": 65000.0, "ETH": 2500.0}
+    t0 = market.timestamp_ns
+    latencies = []
+    events = 0
+    wall = time.perf_counter()
+    for k in range(ticks):
+        symbol = "BTC" if k % 2 == 0 else "ETH"
+        level[symbol] *= float(np.exp(rng.normal(0, 0.003)))
+        outcome = monitor.process(Tick(k + 1, t0 + (k + 1) * 10**9, symbol, level[symbol]),
+                                  commit=False)
+        latencies.append(outcome.seconds)
+        events += len(outcome.events)
+    wall = time.perf_counter() - wall
+    lat = np.array(latencies) * 1e3
+    report: dict[str, Any] = {
+        "accounts": accounts, "positions_per_account": positions, "ticks": ticks,
+        "setup_seconds": setup_seconds, "latency_p50_ms": float(np.percentile(lat, 50)),
+        "latency_p99_ms": float(np.percentile(lat, 99)),
+        "latency_max_ms": float(lat.max()), "ticks_per_second": ticks / wall,
+        "events": events, "stores": {}}
+    snapshot = [SnapshotRow(1, f"a{k}", 1.0 + k, 2.0, 3.0) for k in range(rows)]
+    with tempfile.TemporaryDirectory() as folder:
+        specs = {"sqlite": f"sqlite:{os.path.join(folder, 'bench.db')}"}
+        if postgres:
+            specs["postgresql"] = f"{postgres}?schema=me_bench_{uuid.uuid4().hex[:8]}"
+        for name, spec in specs.items():
+            try:
+                store = open_store(spec)
+            except InputError as exc:
+                report["stores"][name] = {"error": str(exc)}
+                continue
+            begin = time.perf_counter()
+            store.bulk_snapshots(snapshot)
+            seconds = time.perf_counter() - begin
+            report["stores"][name] = {"rows": rows, "seconds": seconds,
+                                      "rows_per_second": rows / seconds}
+            if name == "postgresql":
+                store.drop()  # type: ignore[attr-defined]
+            store.close()
+    return report
