@@ -135,8 +135,7 @@ class _View:
         if outcome.accepted:
             self.metrics = outcome.metrics
         for event in outcome.events:
-            self.last_events.append(f"{ns_to_iso(tick.time_ns)} {event.kind} "
-                                    f"{event.account or ''} {event.payload[:80]}")
+            self.last_events.append(f"{ns_to_iso(tick.time_ns)} {describe(event)}")
         if not outcome.accepted:
             self.last_events.append(f"tick {tick.seq} rejected: {outcome.reason}")
         self.last_events = self.last_events[-10:]
@@ -164,6 +163,17 @@ class _View:
         for line in self.last_events:
             table.add_row("event", line)
         return table
+
+
+def describe(event: Event) -> str:
+    """One readable line per event."""
+    data = json.loads(event.payload)
+    if event.account is not None:
+        return (f"{event.kind} {event.account}: equity {data['equity']:,.2f}, IM "
+                f"{data['initial_margin']:,.2f}, MM {data['maintenance_margin']:,.2f}")
+    details = ", ".join(f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in sorted(data.items()))
+    return f"{event.kind}: {details}"
 
 
 def summary_json(result: dict[str, Any]) -> str:
