@@ -128,6 +128,8 @@ def test_session_resumes_and_replay_is_bit_for_bit(store_spec: str) -> None:
 
     store = open_store(store_spec)
     monitor, last = open_session(store, values)
+    assert (store.count("accounts"), store.count("positions"), store.count("collateral")) == \
+        (3, 2, 3)
     monitor.run(ticks[:4])
     store.close()
     store = open_store(store_spec)  # a restart: state rebuilt from the tick log

@@ -41,11 +41,29 @@ def open_session(store: Repository, values: dict[str, str]) -> tuple[Monitor, in
     if stored and stored.get("fingerprint") != values["fingerprint"]:
         raise InputError("the same book, market, config and model the store was started with "
                          "(use a new store)", field="--store")
-    if not stored:
-        store.save_setup(values)
     monitor = monitor_from_setup(values, store)
+    if not stored:
+        _save_book(store, monitor)
+        store.save_setup(values)  # last: a store with a setup has its book
     monitor.run(store.ticks(), commit=False)  # rebuild the state from the log
     return monitor, store.last_tick_seq()
+
+
+def _save_book(store: Repository, monitor: Monitor) -> None:
+    from margin_engine.book.columnar import MODES_BY_CODE
+
+    book = monitor.book
+    names = [i.name for i in book.instruments.instruments]
+    accounts = [(a, MODES_BY_CODE[int(m)].value) for a, m in zip(book.account_ids, book.mode,
+                                                                  strict=True)]
+    owner = book.position_account()
+    positions = [(book.account_ids[int(owner[p])], names[int(book.position_instrument[p])],
+                  float(book.size[p]), float(book.entry_price[p]))
+                 for p in range(book.position_count)]
+    collateral = [(book.account_ids[a], asset, float(book.collateral[a, c]))
+                  for a in range(book.account_count) for c, asset in enumerate(book.assets)
+                  if book.collateral[a, c] != 0]
+    store.save_book(accounts, positions, collateral)
 
 
 def transcript_of_store(store: Repository) -> str:

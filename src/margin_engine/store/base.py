@@ -1,6 +1,7 @@
 """The repository protocol and the records it keeps.
 
-Tables: ``setup`` (the book, market, config and model the monitor started from), ``ticks``
+Tables: ``setup`` (the book, market, config and model the monitor started from), ``accounts``,
+``positions`` and ``collateral`` (the book, one row each), ``ticks``
 (every accepted price tick, by sequence number, append-only), ``events`` (margin events with a
 global sequence number, append-only), ``metrics`` (pool health per tick) and ``snapshots``
 (account margin rows). One tick is committed in one transaction with its events and metrics, so
@@ -47,6 +48,10 @@ class Repository(Protocol):
 
     def save_setup(self, values: dict[str, str]) -> None: ...
 
+    def save_book(self, accounts: Sequence[tuple[str, str]],
+                  positions: Sequence[tuple[str, str, float, float]],
+                  collateral: Sequence[tuple[str, str, float]]) -> None: ...
+
     def load_setup(self) -> dict[str, str]: ...
 
     def commit_tick(self, tick: Tick, events: Sequence[Event], metrics: str,
@@ -83,4 +88,5 @@ def open_store(spec: str) -> Repository:
     raise InputError("sqlite:PATH or postgresql://HOST:PORT/DB", field="--store", value=spec)
 
 
-TABLES = ("setup", "ticks", "events", "metrics", "snapshots")
+TABLES = ("setup", "accounts", "positions", "collateral", "ticks", "events", "metrics",
+          "snapshots")

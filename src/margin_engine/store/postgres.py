@@ -16,6 +16,12 @@ from margin_engine.store.base import TABLES, Event, SnapshotRow, Tick
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS {s}.setup (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.accounts (id TEXT PRIMARY KEY, mode TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.positions (account TEXT NOT NULL, instrument TEXT NOT NULL,
+    size DOUBLE PRECISION NOT NULL, entry_price DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account, instrument));
+CREATE TABLE IF NOT EXISTS {s}.collateral (account TEXT NOT NULL, asset TEXT NOT NULL,
+    amount DOUBLE PRECISION NOT NULL, PRIMARY KEY (account, asset));
 CREATE TABLE IF NOT EXISTS {s}.ticks (seq BIGINT PRIMARY KEY, time_ns BIGINT NOT NULL,
     symbol TEXT NOT NULL, price DOUBLE PRECISION NOT NULL, source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}.events (seq BIGSERIAL PRIMARY KEY, tick_seq BIGINT NOT NULL,
@@ -65,6 +71,24 @@ class PostgresRepository:
                             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                             sorted(values.items()))
         self.connection.commit()
+
+    def save_book(self, accounts: Sequence[tuple[str, str]],
+                  positions: Sequence[tuple[str, str, float, float]],
+                  collateral: Sequence[tuple[str, str, float]]) -> None:
+        """One transaction, COPY for every table (books run to millions of positions)."""
+        try:
+            with self.connection.cursor() as cur:
+                for table, columns, rows in (
+                        ("accounts", "id, mode", accounts),
+                        ("positions", "account, instrument, size, entry_price", positions),
+                        ("collateral", "account, asset, amount", collateral)):
+                    with cur.copy(f"COPY {self._table(table)} ({columns}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            self.connection.commit()
+        except Exception:
+            self.connection.rollback()
+            raise
 
     def load_setup(self) -> dict[str, str]:
         with self.connection.cursor() as cur:

@@ -10,6 +10,11 @@ from margin_engine.store.base import TABLES, Event, SnapshotRow, Tick
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS setup (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, mode TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (account TEXT NOT NULL, instrument TEXT NOT NULL,
+    size REAL NOT NULL, entry_price REAL NOT NULL, PRIMARY KEY (account, instrument));
+CREATE TABLE IF NOT EXISTS collateral (account TEXT NOT NULL, asset TEXT NOT NULL,
+    amount REAL NOT NULL, PRIMARY KEY (account, asset));
 CREATE TABLE IF NOT EXISTS ticks (seq INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL,
     symbol TEXT NOT NULL, price REAL NOT NULL, source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -38,6 +43,14 @@ class SqliteRepository:
         with self._transaction():
             self.connection.executemany("INSERT OR REPLACE INTO setup VALUES (?, ?)",
                                         sorted(values.items()))
+
+    def save_book(self, accounts: Sequence[tuple[str, str]],
+                  positions: Sequence[tuple[str, str, float, float]],
+                  collateral: Sequence[tuple[str, str, float]]) -> None:
+        with self._transaction():
+            self.connection.executemany("INSERT INTO accounts VALUES (?, ?)", accounts)
+            self.connection.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", positions)
+            self.connection.executemany("INSERT INTO collateral VALUES (?, ?, ?)", collateral)
 
     def load_setup(self) -> dict[str, str]:
         return dict(self.connection.execute("SELECT key, value FROM setup").fetchall())
