@@ -121,8 +121,7 @@ def compare(
     mpor_days: MporOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every model side by side, with margin efficiency (gross notional / IM); the var model
-    joins when --history is given."""
+    """Every model side by side with margin efficiency (var joins with --history)."""
 
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
@@ -471,8 +470,7 @@ def backtest(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replay real history through a margin model or a predictive margin; coverage,
-    efficiency and procyclicality."""
+    """Replay real history through a margin model or a predictive margin."""
 
     def body() -> None:
         from margin_engine.core.errors import InputError
@@ -631,8 +629,7 @@ def replay(
     store: Annotated[str, typer.Option("--store", help="sqlite:PATH or postgresql://...")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-run the stored tick log; print the state hash and whether the log replays bit for
-    bit."""
+    """Re-run the stored tick log and check it reproduces every number bit for bit."""
 
     def body() -> None:
         from margin_engine.engine.run import run_replay
