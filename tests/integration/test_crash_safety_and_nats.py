@@ -85,7 +85,14 @@ def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
 
 def test_nats_jetstream_ticks_in_events_out(tmp_path: Path, nats_url: str) -> None:
     from margin_engine.engine.monitor import Monitor
-    from margin_engine.feeds.nats import STREAM, collect_events, connect, consume, ensure_stream
+    from margin_engine.feeds.nats import (
+        STREAM,
+        collect_events,
+        connect,
+        consume,
+        ensure_stream,
+        publish_ticks,
+    )
     from margin_engine.store.base import Event
     from tests.integration.test_store_and_monitor import _monitor, _path
 
@@ -94,11 +101,10 @@ def test_nats_jetstream_ticks_in_events_out(tmp_path: Path, nats_url: str) -> No
         js = nc.jetstream()
         await ensure_stream(js)
         await js.purge_stream(STREAM)
-        for tick in _path():
-            await js.publish(f"prices.{tick.symbol}", json.dumps(
-                {"seq": tick.seq, "time_ns": tick.time_ns, "symbol": tick.symbol,
-                 "price": tick.price, "source": "nats"}).encode())
-        await js.publish("prices.BTC", b"not json")  # malformed: logged, never applied
+        await nc.drain()
+        await publish_ticks(nats_url, _path())
+        nc = await connect(nats_url)
+        await nc.jetstream().publish("prices.BTC", b"not json")  # logged, never applied
         await nc.drain()
         store = open_store(f"sqlite:{tmp_path / 'nats.db'}")
         monitor = _monitor(store)

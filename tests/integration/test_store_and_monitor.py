@@ -55,8 +55,11 @@ def _path() -> list[Tick]:
 
 
 def test_monitor_emits_call_liquidation_and_recovery() -> None:
+    from margin_engine.feeds.base import QueueFeed
+
     monitor = _monitor()
-    kinds = [(e.kind, e.account) for t in _path() for e in monitor.process(t).events]
+    outcomes = monitor.run(QueueFeed(_path()).ticks(), commit=False)
+    kinds = [(e.kind, e.account) for o in outcomes for e in o.events]
     long_events = [k for k, a in kinds if a == "long-20x"]
     assert long_events == ["margin_call", "liquidation", "margin_call", "recovery"]
     # Only the accounts holding the ticked symbol are recomputed: the ETH tick moves the short.

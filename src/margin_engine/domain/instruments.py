@@ -73,11 +73,6 @@ class Instrument:
     def is_option(self) -> bool:
         return self.kind is InstrumentKind.OPTION
 
-    @property
-    def is_linear_delta_one(self) -> bool:
-        """Spot, perpetual or future (anything that is not an option)."""
-        return self.kind is not InstrumentKind.OPTION
-
 
 _SYMBOL = r"[A-Z][A-Z0-9]{0,15}"
 _SHORTHAND = re.compile(

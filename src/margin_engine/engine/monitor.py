@@ -33,7 +33,7 @@ from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation.breaker import CircuitBreaker
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
-from margin_engine.margin.config import BreakerConfig, RiskConfig
+from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
 from margin_engine.market.oracle import OracleConfig, OracleSource, guard_price
 from margin_engine.market.snapshot import MarketSnapshot
@@ -108,7 +108,6 @@ class Monitor:
         self.rejected: list[tuple[Tick, str]] = []
         self.row_of = {account: k for k, account in enumerate(book.account_ids)}
         self.transcript = hashlib.sha256()
-        self.event_count = 0
         self._update_status(np.arange(n), Tick(0, market.timestamp_ns, "", 0.0), [])
 
     # ------------------------------------------------------------------ helpers
@@ -148,7 +147,6 @@ class Monitor:
                payload: dict[str, Any]) -> Event:
         event = Event(tick.seq, kind, account, canonical(payload))
         self.transcript.update(f"E|{event.tick_seq}|{kind}|{account}|{event.payload}\n".encode())
-        self.event_count += 1
         return event
 
     # ------------------------------------------------------------------ the tick path
@@ -302,15 +300,3 @@ class Monitor:
             if on_tick is not None:
                 on_tick(tick, outcome)
         return outcomes
-
-
-def stored_hash(store: Repository, book: ColumnarBook, market: MarketSnapshot,
-                config: RiskConfig, model: str) -> str:
-    """Hash of a fresh monitor replaying the stored ticks (the replay command's number)."""
-    monitor = Monitor(book, market, config, model=model)
-    monitor.run(store.ticks(), commit=False)
-    return monitor.state_hash()
-
-
-def breaker_config_from(config: RiskConfig) -> BreakerConfig:
-    return config.liquidation.breaker

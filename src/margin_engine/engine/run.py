@@ -174,7 +174,3 @@ def describe(event: Event) -> str:
     details = ", ".join(f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in sorted(data.items()))
     return f"{event.kind}: {details}"
-
-
-def summary_json(result: dict[str, Any]) -> str:
-    return json.dumps(result, indent=2)

@@ -20,8 +20,6 @@ from margin_engine.core.errors import InputError
 from margin_engine.domain.instruments import Instrument, MarginMode
 from margin_engine.io.portfolio_file import resolve_instrument_name
 
-POSITION_COLUMNS = ("account", "instrument", "size", "entry_price")
-
 
 def _read_table(path: Path) -> Any:
     import pyarrow as pa

@@ -234,7 +234,6 @@ class VarModel:
             maintenance_margin=cfg.maintenance_fraction * initial,
             active=active_cells(bound) | (bound.collateral_exposure != 0.0),
             per_account=components,
-            scenarios=tuple((0.0, 0.0, 0.0) for _ in range(0)),
         )
 
     def describe(self) -> dict[str, str]:
