@@ -109,3 +109,19 @@ def test_bench_json_reports_stages_and_baseline() -> None:
     assert set(report["seconds"]) == {"resolve", "price_grid", "aggregation", "total"}
     assert report["baseline"]["max_relative_difference"] < 1e-9
     assert report["baseline"]["speed_ratio"] > 1
+
+
+def test_liquidation_prices_are_opt_in_for_big_books(files: tuple[Path, Path]) -> None:
+    from margin_engine.cli.app import _want_liquidation
+
+    assert _want_liquidation("auto", True, 500) is True
+    assert _want_liquidation("auto", False, 500) is False  # the table does not show them
+    assert _want_liquidation("auto", True, 20_000) is False  # a root search per account
+    assert _want_liquidation("on", True, 20_000) is True
+    portfolio, market = files
+    out = runner.invoke(app, ["compute", str(portfolio), "--market", str(market), "--json",
+                              "--liquidation-prices", "off"])
+    assert "liquidation_price" not in out.stdout
+    bad = runner.invoke(app, ["compute", str(portfolio), "--market", str(market), "--json",
+                              "--liquidation-prices", "sometimes"])
+    assert bad.exit_code == 2 and "auto, on or off" in bad.stderr

@@ -36,6 +36,24 @@ DvolOpt = Annotated[list[str] | None, typer.Option(
 ConfidenceOpt = Annotated[float | None, typer.Option("--confidence",
                                                      help="VaR/ES confidence (0.975/0.99/0.995).")]
 MporOpt = Annotated[int | None, typer.Option("--mpor-days", min=1, help="VaR MPOR in days.")]
+LiquidationOpt = Annotated[str, typer.Option(
+    "--liquidation-prices", help="auto (with --json, up to 10,000 accounts), on or off: a root "
+    "search per account and underlying.")]
+
+
+def _want_liquidation(choice: str, as_json: bool, accounts: int) -> bool:
+    from margin_engine.core.errors import InputError
+    from margin_engine.margin.run import LIQUIDATION_PRICE_LIMIT
+
+    if choice not in ("auto", "on", "off"):
+        raise InputError("auto, on or off", field="--liquidation-prices", value=choice)
+    if choice != "auto":
+        return choice == "on"
+    if as_json and accounts > LIQUIDATION_PRICE_LIMIT:
+        typer.echo(f"note: liquidation prices skipped for {accounts:,} accounts (more than "
+                   f"{LIQUIDATION_PRICE_LIMIT:,}); --liquidation-prices on to compute them",
+                   err=True)
+    return as_json and accounts <= LIQUIDATION_PRICE_LIMIT
 
 
 def _model_data(params: Path | None, history: list[str] | None, dvol: list[str] | None,
@@ -76,6 +94,7 @@ def compute(
     dvol: DvolOpt = None,
     confidence: ConfidenceOpt = None,
     mpor_days: MporOpt = None,
+    liquidation_prices: LiquidationOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Initial and maintenance margin of every account."""
@@ -88,7 +107,8 @@ def compute(
         risk, run = prepare_run(portfolio, market, model=model, config=config,
                                 accounts=accounts, data=_model_data(params, history, dvol,
                                                                     confidence, mpor_days))
-        document = compute_document(run, model)
+        document = compute_document(run, model, _want_liquidation(
+            liquidation_prices, as_json, run.bound.account_count))
         if explain:
             for a, entry in enumerate(document["accounts"]):
                 entry["explain"] = explain_account(run.bound, risk, run.results[entry["model"]],
@@ -119,6 +139,7 @@ def compare(
     dvol: DvolOpt = None,
     confidence: ConfidenceOpt = None,
     mpor_days: MporOpt = None,
+    liquidation_prices: LiquidationOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Every model side by side with margin efficiency (var joins with --history)."""
@@ -129,7 +150,8 @@ def compare(
 
         _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts,
                              data=_model_data(params, history, dvol, confidence, mpor_days))
-        document = compare_document(run)
+        document = compare_document(run, _want_liquidation(
+            liquidation_prices, as_json, run.bound.account_count))
         if as_json:
             _emit_json(document)
             return

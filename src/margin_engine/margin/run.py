@@ -127,11 +127,15 @@ def underlying_breakdown(run: ModelRun, account: int, model: str,
     return out
 
 
-def compute_document(run: ModelRun, requested: str) -> dict[str, Any]:
-    """The ``compute --json`` document."""
+LIQUIDATION_PRICE_LIMIT = 10_000  # accounts; above it liquidation prices are opt-in
+
+
+def compute_document(run: ModelRun, requested: str,
+                     with_liquidation: bool = True) -> dict[str, Any]:
+    """The ``compute --json`` document (``liquidation_price`` only ``with_liquidation``)."""
     book = run.bound.book
     used = [run.model_of(a, requested) for a in range(book.account_count)]
-    liquidation = liquidation_levels(run, used)
+    liquidation = liquidation_levels(run, used) if with_liquidation else None
     accounts = []
     for a, account_id in enumerate(book.account_ids):
         model = run.model_of(a, requested)
@@ -144,10 +148,10 @@ def compute_document(run: ModelRun, requested: str) -> dict[str, Any]:
             "accounts": accounts}
 
 
-def compare_document(run: ModelRun) -> dict[str, Any]:
+def compare_document(run: ModelRun, with_liquidation: bool = True) -> dict[str, Any]:
     """The ``compare --json`` document: every model per account."""
     book = run.bound.book
-    liquidation = liquidation_levels(run, list(run.results))
+    liquidation = liquidation_levels(run, list(run.results)) if with_liquidation else None
     accounts = []
     for a, account_id in enumerate(book.account_ids):
         accounts.append({
