@@ -124,4 +124,5 @@ def test_liquidation_prices_are_opt_in_for_big_books(files: tuple[Path, Path]) -
     assert "liquidation_price" not in out.stdout
     bad = runner.invoke(app, ["compute", str(portfolio), "--market", str(market), "--json",
                               "--liquidation-prices", "sometimes"])
-    assert bad.exit_code == 2 and "auto, on or off" in bad.stderr
+    assert bad.exit_code == 2
+    assert "auto, on or off" in bad.stderr
