@@ -110,6 +110,9 @@ def run_demo(*, accounts: int, output: Path, seed: int, console: Console | None 
     elapsed = time.perf_counter() - started
     console.print(f"\nWrote {output / 'demo_results.json'}"
                   + (f" and {chart}" if write_chart else "") + f" in {elapsed:.1f} s.")
+    console.print("Next: `margin-engine compare PORTFOLIO --market MARKET` on your own book, "
+                  "`margin-engine report` for all five models, `margin-engine --help` for "
+                  "liquidation replays, backtests and the live monitor.")
     return summary
 
 
