@@ -61,6 +61,7 @@ class PredictiveConfig:
 class BacktestResult:
     summary: dict[str, Any]
     days: list[str] = field(default_factory=list)
+    days_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     margin: FloatArray = field(default_factory=lambda: np.zeros(0))
     loss: FloatArray = field(default_factory=lambda: np.zeros(0))
     price: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -250,4 +251,5 @@ def _summarise(days: np.ndarray, price: FloatArray, margin: FloatArray, loss: Fl
         "worst_shortfall": float(shortfall.max()) if shortfall.size else 0.0,
     }
     return BacktestResult(summary=summary, days=[ns_to_iso(int(x))[:10] for x in days[valid]],
+                          days_ns=days[valid],
                           margin=m, loss=lo, price=price[valid], gross=g)

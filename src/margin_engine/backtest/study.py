@@ -7,17 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from margin_engine.backtest.engine import BacktestResult, PredictiveConfig, _summarise, run_backtest
 from margin_engine.backtest.inputs import daily_history
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.core.errors import InputError
-from margin_engine.core.timeutil import ns_to_iso, parse_timestamp
+from margin_engine.core.timeutil import parse_timestamp
 from margin_engine.data.prices import load_funding_file, load_price_file
 from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.margin.config import RiskConfig
+from margin_engine.market.documents import flat_market_document
 
 # (label, underlying, price file, DVOL file, funding file)
 HISTORIES = (
@@ -50,11 +49,10 @@ def _book(underlying: str) -> Any:
 
 
 def _slice(result: BacktestResult, start: int, end: int) -> BacktestResult | None:
-    days = np.array([parse_timestamp(f"{d}T00:00:00Z", field="day") for d in result.days])
-    keep = (days >= start) & (days <= end)
+    keep = (result.days_ns >= start) & (result.days_ns <= end)
     if keep.sum() < 10:
         return None
-    return _summarise(days, result.price, result.margin, result.loss, result.gross, keep,
+    return _summarise(result.days_ns, result.price, result.margin, result.loss, result.gross, keep,
                       result.summary["confidence"], result.summary["mpor_days"],
                       result.summary["method"])
 
@@ -73,11 +71,8 @@ def run_study(data: Path, *, z: str = "normal",
         history = daily_history(load_price_file(path), load_price_file(data / dvol_file),
                                 load_funding_file(data / funding_file) if funding_file
                                 else None)
-        first = float(history.closes[0])
-        market = parse_market({
-            "schema": "margin-engine/market/v1", "timestamp": ns_to_iso(int(history.days_ns[0])),
-            "underlyings": {underlying: {"index": first, "vol": {"type": "flat", "sigma": 0.6}}},
-            "assets": {"USDC": {"price": 1.0}}})
+        market = parse_market(flat_market_document({underlying: float(history.closes[0])},
+                                                   int(history.days_ns[0])))
         results: dict[str, BacktestResult] = {}
         for method in methods:
             if progress:
@@ -96,9 +91,7 @@ def run_study(data: Path, *, z: str = "normal",
             rows.append({"history": label, **result.summary})
         implied = results.get("implied")
         if implied is not None and "ewma" in results:
-            same = _slice(results["ewma"], parse_timestamp(f"{implied.days[0]}T00:00:00Z",
-                                                           field="d"),
-                          parse_timestamp(f"{implied.days[-1]}T00:00:00Z", field="d"))
+            same = _slice(results["ewma"], int(implied.days_ns[0]), int(implied.days_ns[-1]))
             if same is not None:
                 rows.append({"history": label, **same.summary,
                              "method": "predictive:ewma (implied's days)"})

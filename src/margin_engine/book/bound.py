@@ -16,6 +16,7 @@ contract_size x index (linear), |size| x contract_size (inverse perps/futures).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -79,12 +80,11 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
     """Validate the book against the market and compute every market-dependent array."""
     table = book.instruments
     _check_underlyings(book, market)
-    extra = tuple(sorted(a for a in book.assets if a in market.underlyings
-                         and a not in table.underlyings))
+    coins = {a.partition("@")[0] for a in book.assets}
+    extra = tuple(sorted(c for c in coins if c in market.underlyings
+                         and c not in table.underlyings))
     underlyings = table.underlyings + extra
-    index = np.array([market.underlyings[u].index for u in underlyings], dtype=np.float64)
     n_inst = len(table.instruments)
-    inst_index = index[table.underlying] if n_inst else np.zeros(0)
 
     years = np.array([(e - market.timestamp_ns) / 1e9 / (365 * 86400) if e else 0.0
                       for e in table.expiry_ns.tolist()], dtype=np.float64)
@@ -98,29 +98,8 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
             sigma[rows] = surface.sigma(years[rows], table.strike[rows])
 
     _check_marks(book, market)
-    base = inst_index.copy()
-    for row, instrument in enumerate(table.instruments):
-        if instrument.name in market.marks:
-            base[row] = market.marks[instrument.name]
-    mark = base.copy()
-    if is_option.any():
-        rows = np.nonzero(is_option)[0]
-        mark[rows] = greeks(inst_index[rows], table.strike[rows], years[rows], sigma[rows],
-                            table.is_call[rows])["price"]
-
-    n_pos = book.position_count
-    quantity, entry_usd = np.empty(n_pos), np.empty(n_pos)
-    signed_notional, gross_notional = np.empty(n_pos), np.empty(n_pos)
-    position_arrays_nb(book.position_instrument, book.size, book.entry_price,
-                       table.contract_size, table.inverse, is_option, inst_index, mark,
-                       quantity, entry_usd, signed_notional, gross_notional)
-
-    prices = _asset_prices(book, market)
-    collateral_value = book.collateral @ prices if book.assets else np.zeros(book.account_count)
-    exposure = np.zeros((book.account_count, len(underlyings)))
-    for col, asset in enumerate(book.assets):
-        if asset in underlyings:
-            exposure[:, underlyings.index(asset)] = book.collateral[:, col] * prices[col]
+    _check_asset_prices(book, market)
+    priced = _priced(book, market, underlyings, years, sigma)
 
     n_u = len(underlyings)
     rho = np.eye(n_u)
@@ -131,24 +110,27 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
 
     return BoundBook(
         book=book, market=market, timestamp_ns=market.timestamp_ns, underlyings=underlyings,
-        index=index,
         correlation=rho, surfaces=tuple(market.underlyings[u].vol for u in underlyings),
-        years=years, sigma=sigma, base_price=base, mark=mark,
+        years=years, sigma=sigma,
         contingency_group=_contingency_groups(book),
-        position_account=book.position_account(), quantity=quantity, entry_usd=entry_usd,
-        signed_notional=signed_notional, gross_notional=gross_notional,
-        collateral_value=np.asarray(collateral_value, dtype=np.float64),
-        collateral_exposure=exposure,
+        position_account=book.position_account(), **priced,
     )
 
 
 def reprice(bound: BoundBook, market: MarketSnapshot) -> BoundBook:
     """The same book at new prices (index levels, marks, asset prices), everything else kept:
     the fast path of a monitor tick. The market's timestamp and vols must be unchanged."""
-    table = bound.book.instruments
-    index = np.array([market.underlyings[u].index for u in bound.underlyings])
-    n_inst = len(table.instruments)
-    inst_index = index[table.underlying] if n_inst else np.zeros(0)
+    return replace(bound, market=market, **_priced(bound.book, market, bound.underlyings,
+                                                   bound.years, bound.sigma))
+
+
+def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, ...],
+            years: FloatArray, sigma: FloatArray) -> dict[str, Any]:
+    """Every price-dependent array of a bound book (index, marks, position quantities and
+    notionals, collateral value and exposure), from the market's prices."""
+    table = book.instruments
+    index = np.array([market.underlyings[u].index for u in underlyings], dtype=np.float64)
+    inst_index = index[table.underlying] if len(table.instruments) else np.zeros(0)
     base = inst_index.copy()
     for row, instrument in enumerate(table.instruments):
         if instrument.name in market.marks:
@@ -156,9 +138,8 @@ def reprice(bound: BoundBook, market: MarketSnapshot) -> BoundBook:
     mark = base.copy()
     rows = np.nonzero(table.is_option)[0]
     if rows.size:
-        mark[rows] = greeks(inst_index[rows], table.strike[rows], bound.years[rows],
-                            bound.sigma[rows], table.is_call[rows])["price"]
-    book = bound.book
+        mark[rows] = greeks(inst_index[rows], table.strike[rows], years[rows], sigma[rows],
+                            table.is_call[rows])["price"]
     n_pos = book.position_count
     quantity, entry_usd = np.empty(n_pos), np.empty(n_pos)
     signed_notional, gross_notional = np.empty(n_pos), np.empty(n_pos)
@@ -167,17 +148,16 @@ def reprice(bound: BoundBook, market: MarketSnapshot) -> BoundBook:
                        quantity, entry_usd, signed_notional, gross_notional)
     prices = np.array([market.asset_prices[a.partition("@")[0]] for a in book.assets])
     collateral_value = book.collateral @ prices if book.assets else np.zeros(book.account_count)
-    exposure = np.zeros_like(bound.collateral_exposure)
+    exposure = np.zeros((book.account_count, len(underlyings)))
     for col, asset in enumerate(book.assets):
-        base_asset = asset.partition("@")[0]
-        if base_asset in bound.underlyings:
-            exposure[:, bound.underlyings.index(base_asset)] += book.collateral[:, col] * \
-                prices[col]
-    return replace(bound, market=market, index=index, base_price=base, mark=mark,
-                   quantity=quantity, entry_usd=entry_usd, signed_notional=signed_notional,
-                   gross_notional=gross_notional,
-                   collateral_value=np.asarray(collateral_value, dtype=np.float64),
-                   collateral_exposure=exposure)
+        coin = asset.partition("@")[0]  # ASSET@CHAIN is priced and moved as ASSET
+        if coin in underlyings:
+            exposure[:, underlyings.index(coin)] += book.collateral[:, col] * prices[col]
+    return {"index": index, "base_price": base, "mark": mark, "quantity": quantity,
+            "entry_usd": entry_usd, "signed_notional": signed_notional,
+            "gross_notional": gross_notional,
+            "collateral_value": np.asarray(collateral_value, dtype=np.float64),
+            "collateral_exposure": exposure}
 
 
 def _first_position_of(book: ColumnarBook, instrument_rows: IntArray) -> int:
@@ -232,18 +212,15 @@ def _check_marks(book: ColumnarBook, market: MarketSnapshot) -> None:
                              "at their Black-76 price", field=f"marks.{name}", value=name)
 
 
-def _asset_prices(book: ColumnarBook, market: MarketSnapshot) -> FloatArray:
-    prices = np.empty(len(book.assets))
+def _check_asset_prices(book: ColumnarBook, market: MarketSnapshot) -> None:
+    """Every collateral asset (``ASSET`` or ``ASSET@CHAIN``) must have a price."""
     for col, asset in enumerate(book.assets):
-        if asset not in market.asset_prices:
+        if asset.partition("@")[0] not in market.asset_prices:
             holders = np.nonzero(book.collateral[:, col] != 0.0)[0]
             account = book.account_ids[int(holders[0])] if holders.size else None
             raise InputError(f"an asset priced in the market's 'assets' "
                              f"{sorted(market.asset_prices)}",
                              field=f"collateral.{asset}", value=asset, account=account)
-        prices[col] = market.asset_prices[asset]
-    return prices
-
 
 def _contingency_groups(book: ColumnarBook) -> IntArray:
     """Options on the same underlying, expiry and strike share a group id (calls net puts)."""

@@ -542,10 +542,11 @@ def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path
     from margin_engine.book.columnar import book_from_portfolio
     from margin_engine.cli.loading import load_config, load_series
     from margin_engine.core.errors import InputError
-    from margin_engine.core.timeutil import ns_to_iso, parse_timestamp
+    from margin_engine.core.timeutil import parse_timestamp
     from margin_engine.data.prices import load_funding_file
     from margin_engine.io.market_file import load_market, parse_market
     from margin_engine.io.portfolio_file import load_portfolio
+    from margin_engine.market.documents import flat_market_document
 
     if not prices:
         raise InputError("--prices UNDERLYING=FILE (or --study crashes)", field="--prices")
@@ -563,12 +564,7 @@ def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path
     else:
         first = {u: float(h.closes[0]) for u, h in histories.items()}
         day = min(int(h.days_ns[0]) for h in histories.values())
-        snapshot = parse_market({
-            "schema": "margin-engine/market/v1", "timestamp": ns_to_iso(day),
-            "underlyings": {u: {"index": p, "vol": {"type": "flat", "sigma": 0.6}}
-                            for u, p in first.items()},
-            "assets": {"USDC": {"price": 1.0}, "USDT": {"price": 1.0}, "USD": {"price": 1.0},
-                       **{u: {"price": p} for u, p in first.items()}}})
+        snapshot = parse_market(flat_market_document(first, day, btc_eth_correlation=None))
     progress_console = None if as_json else _stderr_console()
     from rich.progress import Progress
 

@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 
 from margin_engine.book.bound import BoundBook, bind_market, reprice
-from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_subset
+from margin_engine.book.columnar import ColumnarBook, book_subset
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation.breaker import CircuitBreaker
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
+from margin_engine.margin.run import margins_by_mode
 from margin_engine.market.oracle import OracleConfig, OracleSource, guard_price
 from margin_engine.market.snapshot import MarketSnapshot
 from margin_engine.store.base import Event, Repository, SnapshotRow, Tick
@@ -126,17 +127,8 @@ class Monitor:
 
     def _margins(self, bound: BoundBook, piece: _Slice | None = None,
                  symbol: str | None = None) -> tuple[FloatArray, FloatArray]:
-        if self.model != "account":
-            result = self._compute(self.model, bound, piece, symbol)
-            return result.initial_margin, result.maintenance_margin
-        initial = np.zeros(bound.account_count)
-        maintenance = np.zeros(bound.account_count)
-        for code in np.unique(bound.book.mode):
-            result = self._compute(MODES_BY_CODE[int(code)].value, bound, piece, symbol)
-            rows = bound.book.mode == code
-            initial[rows] = result.initial_margin[rows]
-            maintenance[rows] = result.maintenance_margin[rows]
-        return initial, maintenance
+        return margins_by_mode(bound, self.model,
+                               lambda name: self._compute(name, bound, piece, symbol))
 
     def _reject(self, tick: Tick, reason: str) -> TickOutcome:
         log.warning("tick %s %s rejected: %s", tick.seq, tick.symbol, reason)

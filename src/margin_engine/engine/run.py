@@ -17,17 +17,8 @@ from margin_engine.engine.session import open_session, replay_store, setup_value
 from margin_engine.feeds.base import FileReplayFeed
 from margin_engine.io.jsonfields import read_json
 from margin_engine.margin.config import RiskConfig
+from margin_engine.market.documents import flat_market_document
 from margin_engine.store.base import Event, Tick, open_store
-
-
-def default_market(first: dict[str, float], timestamp_ns: int) -> dict[str, Any]:
-    """A market at the feed's first prices: flat vol 0.6, stablecoins at 1."""
-    return {"schema": "margin-engine/market/v1", "timestamp": ns_to_iso(timestamp_ns),
-            "underlyings": {u: {"index": p, "vol": {"type": "flat", "sigma": 0.6}}
-                            for u, p in first.items()},
-            "assets": {"USDC": {"price": 1.0}, "USDT": {"price": 1.0}, "USD": {"price": 1.0},
-                       **{u: {"price": p} for u, p in first.items()}},
-            "correlation": {"BTC": {"ETH": 0.8}} if {"BTC", "ETH"} <= set(first) else {}}
 
 
 def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: int | None,
@@ -42,7 +33,7 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
     if market is not None:
         market_doc = read_json(market)
     elif file_feed is not None:
-        market_doc = default_market(file_feed.first_prices(), file_feed.rows[0][0])
+        market_doc = flat_market_document(file_feed.first_prices(), file_feed.rows[0][0])
     else:
         raise InputError("--market MARKET with a NATS feed", field="--market")
     if (book is None) == (population is None):

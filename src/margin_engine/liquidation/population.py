@@ -47,14 +47,3 @@ def leveraged_population(accounts: int, seed: int, index: dict[str, float], *,
                     "positions": positions})
     return {"schema": "margin-engine/portfolio/v1", "accounts": out}
 
-
-def population_market(timestamp: str, index: dict[str, float],
-                      stable: str = "USDC", stable_price: float = 1.0) -> dict[str, Any]:
-    return {
-        "schema": "margin-engine/market/v1", "timestamp": timestamp,
-        "underlyings": {u: {"index": level, "vol": {"type": "flat", "sigma": 0.6}}
-                        for u, level in index.items()},
-        "assets": {**{u: {"price": level} for u, level in index.items()},
-                   stable: {"price": stable_price}},
-        "correlation": {"BTC": {"ETH": 0.8}} if {"BTC", "ETH"} <= set(index) else {},
-    }

@@ -34,6 +34,7 @@ from margin_engine.liquidation.partial import partially_liquidate
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
+from margin_engine.margin.run import margins_by_mode
 from margin_engine.market.snapshot import MarketSnapshot
 
 BY_ACCOUNT = "account"
@@ -62,17 +63,7 @@ def _with_settlement(book: ColumnarBook, market: MarketSnapshot,
 
 def _margins(bound: BoundBook, model: str, config: RiskConfig) -> tuple[FloatArray, FloatArray]:
     """(IM, MM) per account; ``account`` uses each account's own mode."""
-    if model != BY_ACCOUNT:
-        result = get_model(model).compute(bound, config)
-        return result.initial_margin, result.maintenance_margin
-    initial = np.zeros(bound.account_count)
-    maintenance = np.zeros(bound.account_count)
-    for code in np.unique(bound.book.mode):
-        result = get_model(MODES_BY_CODE[int(code)].value).compute(bound, config)
-        rows = bound.book.mode == code
-        initial[rows] = result.initial_margin[rows]
-        maintenance[rows] = result.maintenance_margin[rows]
-    return initial, maintenance
+    return margins_by_mode(bound, model, lambda name: get_model(name).compute(bound, config))
 
 
 def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, PriceSeries], *,

@@ -15,9 +15,10 @@ from margin_engine.data.prices import PriceSeries, align, load_price_file
 from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.liquidation.config import BreakerConfig, LiquidationConfig
-from margin_engine.liquidation.population import leveraged_population, population_market
+from margin_engine.liquidation.population import leveraged_population
 from margin_engine.liquidation.replay import replay
 from margin_engine.margin.config import RiskConfig
+from margin_engine.market.documents import flat_market_document
 
 CRASH_WINDOWS = {
     "2024-08-05 (15m)": ("binance_btcusdt_perp_15m_window_2024-08-05.csv",
@@ -53,9 +54,9 @@ def crash_replays(data: Path, *, accounts: int, seed: int, latency_seconds: floa
             paths = {u: p.between(*between) for u, p in paths.items()}
         oracle = {"BTC": load_price_file(_file(data, oracle_file))} if oracle_file else None
         index = {u: float(p.close[0]) for u, p in paths.items()}
-        start = ns_to_iso(int(paths["BTC"].time_ns[0]))
+        start = int(paths["BTC"].time_ns[0])
         book = book_from_portfolio(parse_portfolio(leveraged_population(accounts, seed, index)))
-        market = parse_market(population_market(start, index))
+        market = parse_market(flat_market_document(index, start))
         for enabled in (False, True):
             config = LiquidationConfig(latency_seconds=latency_seconds,
                                        insurance_fund=insurance_fund, penalty_rate=penalty_rate,
@@ -86,7 +87,7 @@ def depeg_study(data: Path, *, accounts: int, seed: int,
     index = {"BTC": float(btc.close[0])}
     book = book_from_portfolio(parse_portfolio(leveraged_population(
         accounts, seed, index, btc_collateral_share=0.0)))
-    market = parse_market(population_market(ns_to_iso(int(btc.time_ns[0])), index))
+    market = parse_market(flat_market_document(index, int(btc.time_ns[0])))
     config = LiquidationConfig(latency_seconds=60.0)
     fixed = replay(book, market, {"BTC": btc}, config=RiskConfig(), liquidation=config,
                    execute=False)

@@ -11,7 +11,7 @@ when there is none within (0, 10 x index]).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,23 @@ class ModelRun:
         if requested != BY_ACCOUNT_MODE:
             return requested
         return MODES_BY_CODE[int(self.bound.book.mode[account])].value
+
+
+def margins_by_mode(bound: BoundBook, model: str,
+                    compute: Callable[[str], MarginResult]) -> tuple[FloatArray, FloatArray]:
+    """(IM, MM) per account under ``model``, or, for ``account``, under each account's own
+    mode; ``compute`` runs a model by name on ``bound``."""
+    if model != BY_ACCOUNT_MODE:
+        result = compute(model)
+        return result.initial_margin, result.maintenance_margin
+    initial = np.zeros(bound.account_count)
+    maintenance = np.zeros(bound.account_count)
+    for code in np.unique(bound.book.mode):
+        result = compute(MODES_BY_CODE[int(code)].value)
+        rows = bound.book.mode == code
+        initial[rows] = result.initial_margin[rows]
+        maintenance[rows] = result.maintenance_margin[rows]
+    return initial, maintenance
 
 
 def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str],
