@@ -4,12 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+LOCK := requirements-lock.txt
+LOCK_VENV := .venv-lock
+PIP_TOOLS := pip-tools==7.6.2
 
-$(STAMP): pyproject.toml
+.PHONY: demo test lint bench clean lock
+
+# Exact versions with hashes from the lock file (pip, setuptools and wheel included), then the
+# project itself, built by those pinned setuptools (no build isolation, nothing resolved anew).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -e .
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: margin a realistic strategy book under every model
@@ -18,7 +25,7 @@ demo: $(STAMP)  ## the main job: margin a realistic strategy book under every mo
 test: $(STAMP)  ## the whole test suite: lint, strict typing, tests
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
@@ -27,5 +34,13 @@ lint: $(STAMP)
 bench: $(STAMP)  ## the acceptance benchmark (not part of the test suite)
 	$(BIN)/margin-engine bench --accounts 1000000 --positions 10
 
+lock:  ## regenerate the lock file from pyproject.toml's ranges (PyPI only, with hashes)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(PIP_TOOLS)
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCK_VENV)/bin/pip-compile --quiet \
+		--generate-hashes --allow-unsafe --strip-extras --extra test \
+		--index-url https://pypi.org/simple --no-emit-index-url \
+		--output-file $(LOCK) pyproject.toml requirements-build.in
+
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(LOCK_VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,24 @@ def account(account_id: str, positions: list[tuple[str, float, float]],
 def bind(portfolio: dict[str, Any], market: dict[str, Any] | None = None) -> BoundBook:
     return bind_market(book_from_portfolio(parse_portfolio(portfolio)),
                        parse_market(market or market_doc()))
+
+
+def assert_documents_close(got: Any, want: Any, rel: float, path: str = "$") -> None:
+    """Two JSON-like documents equal in structure and text, numbers within ``rel`` relative."""
+    if isinstance(want, bool) or isinstance(got, bool):
+        assert got is want, f"{path}: {got!r} != {want!r}"
+    elif isinstance(want, int | float) and isinstance(got, int | float):
+        assert math.isclose(got, want, rel_tol=rel, abs_tol=0.0) or got == want, \
+            f"{path}: {got!r} != {want!r} (rel {rel})"
+    elif isinstance(want, dict):
+        assert isinstance(got, dict), f"{path}: {got!r} is not an object"
+        assert set(got) == set(want), f"{path}: keys differ"
+        for key in want:
+            assert_documents_close(got[key], want[key], rel, f"{path}.{key}")
+    elif isinstance(want, list | tuple):
+        assert isinstance(got, list | tuple), f"{path}: {got!r} is not a list"
+        assert len(got) == len(want), f"{path}: lengths differ"
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_documents_close(g, w, rel, f"{path}[{i}]")
+    else:
+        assert got == want, f"{path}: {got!r} != {want!r}"

@@ -73,12 +73,13 @@ def test_portfolio_naked_perp() -> None:
 
 def test_portfolio_correlated_pair_aggregation() -> None:
     # BTC long 1 perp: L_BTC = 8,000 with d = -1. ETH short 20 perps at 2,000 (40,000):
-    # +16 % -> 6,400 but +50 % x 1/3 -> 6,666.67, so L_ETH = 6,666.67 with d = +1.
-    # rho = 0.5: agg^2 = 8,000^2 + 6,666.67^2 + 2 x 0.5 x (-8,000)(6,666.67) = 55,111,111.1
-    # agg = 7,423.69 > floor 0.5 x 14,666.67 = 7,333.33, so IM = 7,423.69.
+    # +16 % -> 6,400; on the extended +50 % a perp is clamped at +16 % (SPEC 3.3), x 1/3 ->
+    # 2,133.33, so L_ETH = 6,400 with d = +1.
+    # rho = 0.5: agg^2 = 8,000^2 + 6,400^2 + 2 x 0.5 x (-8,000)(6,400) = 53,760,000
+    # agg = 7,332.12 > floor 0.5 x 14,400 = 7,200, so IM = 7,332.12.
     market = market_doc(correlation={"BTC": {"ETH": 0.5}})
     doc = portfolio_doc(account("a", [("BTC-PERP", 1, 50000), ("ETH-PERP", -20, 2000)]))
-    l_btc, l_eth = 8000.0, 40000 * 0.5 / 3
+    l_btc, l_eth = 8000.0, 40000 * 0.16
     expected = math.sqrt(l_btc**2 + l_eth**2 - 2 * 0.5 * l_btc * l_eth)
     assert margins("portfolio", doc, market)[0] == pytest.approx(expected, rel=1e-12)
     # With rho = 0.9 the offset would exceed the 50 % cap: IM = 0.5 x (L_BTC + L_ETH).
@@ -112,3 +113,59 @@ def test_equity_uses_stablecoin_price_not_one() -> None:
     bound = bind(portfolio_doc(account("a", [("BTC-PERP", 1, 49000)],
                                        collateral={"USDC": 1000})), market)
     assert bound.equity()[0] == pytest.approx(900 + 1000, rel=1e-15)
+
+
+def test_extended_moves_clamp_linear_positions_at_the_grid_extremes() -> None:
+    # SPEC 3.3: only options are re-shocked at -33 % / +50 %. A naked short perp, 1 BTC at
+    # 50,000: +16 % -> 8,000; +50 % clamped at +16 %, x 1/3 -> 2,666.67: IM = 8,000, as for the
+    # long (unclamped it would be 25,000 / 3 = 8,333.33).
+    short = margins("portfolio", portfolio_doc(account("a", [("BTC-PERP", -1, 50000)])))
+    long = margins("portfolio", portfolio_doc(account("a", [("BTC-PERP", 1, 50000)])))
+    assert short[0] == pytest.approx(8000.0, rel=1e-12)
+    assert long[0] == pytest.approx(8000.0, rel=1e-12)
+
+
+def test_coin_collateral_is_clamped_but_short_calls_are_reshocked() -> None:
+    # Short 3 BTC-27JUN25-60000-C against 1 BTC of collateral. Every scenario by hand: the calls
+    # are repriced at F (1 + m) with sigma' = 0.5 (1 + k (30 / 26.33)^0.3) (T_days < 30, p = 0.3);
+    # the coin moves by m on the standard grid and by +/-16 % on the extended moves (at 1/3).
+    # Worst: +50 % vol up, loss = (3 (C' - C) - 8,000) / 3; unclamped it would be
+    # (3 (C' - C) - 25,000) / 3, 5,666.67 less.
+    scale = (30 / (T_27JUN25 * 365)) ** 0.30
+    now = black76_price(50000, 60000, T_27JUN25, 0.5, True)
+
+    def loss(move: float, k: float, coin_move: float, weight: float) -> float:
+        call = black76_price(50000 * (1 + move), 60000, T_27JUN25, 0.5 * (1 + k * scale), True)
+        return -weight * (50000 * coin_move - 3 * (call - now))
+
+    standard = [loss(m / 100, k, m / 100, 1.0) for m in range(-16, 17, 4)
+                for k in (-0.25, 0.0, 0.5)]
+    extended = [loss(-0.33, 0.5, -0.16, 1 / 3), loss(0.50, 0.5, 0.16, 1 / 3)]
+    assert extended[1] > max(standard)
+    bound = bind(portfolio_doc(account("a", [("BTC-27JUN25-60000-C", -3, 100)],
+                                       collateral={"BTC": 1})))
+    result = get_model("portfolio").compute(bound, RiskConfig())
+    assert result.per_underlying["scan_risk"][0, 0] == pytest.approx(
+        max(standard + extended), rel=1e-12)
+
+
+def test_options_are_priced_on_their_expiry_forward() -> None:
+    # SPEC 2: the 26DEC25 future is marked 52,000 while the index is 50,000, so a 26DEC25 call
+    # is Black-76 on F = 52,000; a 26SEP25 call, with no future marked, on F = index.
+    market = market_doc(marks={"BTC-26DEC25": 52000})
+    t_dec = (208 * 86400 + 8 * 3600) / (365 * 86400)  # 2025-06-01 -> 2025-12-26 08:00
+    t_sep = (117 * 86400 + 8 * 3600) / (365 * 86400)  # 2025-06-01 -> 2025-09-26 08:00
+    bound = bind(portfolio_doc(account("a", [("BTC-26DEC25-60000-C", 1, 0),
+                                             ("BTC-26SEP25-60000-C", 1, 0)])), market)
+    assert bound.mark[0] == pytest.approx(black76_price(52000, 60000, t_dec, 0.5, True),
+                                          rel=1e-12)
+    assert bound.mark[1] == pytest.approx(black76_price(50000, 60000, t_sep, 0.5, True),
+                                          rel=1e-12)
+    # Delta against the index: dV/dS = dV/dF x F / S.
+    from margin_engine.margin.greeks import account_greeks
+    from margin_engine.pricing.reference import black76_delta
+
+    delta = account_greeks(bound)["delta"][0, 0]
+    want = black76_delta(52000, 60000, t_dec, 0.5, True) * 52000 / 50000 + black76_delta(
+        50000, 60000, t_sep, 0.5, True)
+    assert delta == pytest.approx(want, rel=1e-12)

@@ -1,8 +1,9 @@
-"""Real servers for integration tests: PostgreSQL and NATS on this machine, started if down,
-skipped with a loud reason only when they cannot start."""
+"""Real servers for integration tests: PostgreSQL and NATS on this machine, started if down.
+When one cannot start: a failure under CI=true, a loud skip otherwise."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -34,8 +35,11 @@ def ensure_server(port: int, name: str) -> None:
         if _listening(port):
             return
         time.sleep(0.2)
-    pytest.skip(f"!!! {name} is not running on 127.0.0.1:{port} and could not be started "
-                f"with: {START[port]}")
+    message = (f"!!! {name} is not running on 127.0.0.1:{port} and could not be started "
+               f"with: {START[port]}")
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{message} (CI=true: integration servers are required)", pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture

@@ -8,13 +8,16 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from margin_engine.store.base import Tick, open_store
 
@@ -43,6 +46,19 @@ def _monitor_args(feed: str, store: str) -> list[str]:
             "--store", store, "--speed", "12000", "--json"]
 
 
+def _committed(db: Path) -> int:
+    """The last committed tick in a monitor's SQLite store, read without writing (0 before
+    the store has its tables)."""
+    if not db.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            row = con.execute("SELECT MAX(seq) FROM ticks").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0]) if row and row[0] is not None else 0
+
+
 def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
     feed = _crash_files(tmp_path)
     reference = f"sqlite:{tmp_path / 'reference.db'}"
@@ -51,25 +67,32 @@ def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
     expected = json.loads(done.stdout)
     assert expected["ticks_total"] == 3000
 
-    store = f"sqlite:{tmp_path / 'killed.db'}"
+    killed_db = tmp_path / "killed.db"
+    store = f"sqlite:{killed_db}"
     rng = random.Random(2)
     kills = 0
-    progress = []
+    progress: list[int] = []
     while kills < 5:
         process = subprocess.Popen(_monitor_args(feed, store), stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.2, 2.2))  # start-up (about a second) plus part of the feed
+        # Kill only once this run has committed ticks of its own (so no kill is spent on
+        # start-up), then after a random further moment, mid-stream.
+        before = progress[-1] if progress else 0
+        deadline = time.monotonic() + 120
+        while (process.poll() is None and time.monotonic() < deadline
+               and _committed(killed_db) <= before):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))
         if process.poll() is not None:
             break  # finished before the kill: nothing left to interrupt
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         kills += 1
-        repo = open_store(store)
-        progress.append(repo.last_tick_seq())
-        repo.close()
+        progress.append(_committed(killed_db))
     print(f"kill -9 after ticks {progress}")
     assert kills >= 5, f"the monitor finished before 5 kills (progress {progress})"
-    assert progress == sorted(progress)
+    assert progress[0] > 0, "the first kill landed before any tick was committed"
+    assert all(a < b for a, b in zip(progress, progress[1:], strict=False)), progress
     assert progress[-1] < 3000
     final = subprocess.run(_monitor_args(feed, store), capture_output=True, text=True,
                            timeout=300, check=True)
@@ -86,25 +109,26 @@ def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
 def test_nats_jetstream_ticks_in_events_out(tmp_path: Path, nats_url: str) -> None:
     from margin_engine.engine.monitor import Monitor
     from margin_engine.feeds.nats import (
-        STREAM,
+        NatsTopology,
         collect_events,
         connect,
         consume,
-        ensure_stream,
+        delete_stream,
         publish_ticks,
     )
     from margin_engine.store.base import Event
     from tests.integration.test_store_and_monitor import _monitor, _path
 
+    # Names of this run only: a parallel run on the same server never sees them, and only the
+    # stream created here is deleted.
+    run = uuid.uuid4().hex[:12]
+    topology = NatsTopology(stream=f"TEST_PRICES_{run}", prices=f"test.{run}.prices",
+                            events=f"test.{run}.events", durable=f"test-{run}")
+
     async def scenario() -> tuple[int, list[dict], Monitor]:
+        await publish_ticks(nats_url, _path(), topology)
         nc = await connect(nats_url)
-        js = nc.jetstream()
-        await ensure_stream(js)
-        await js.purge_stream(STREAM)
-        await nc.drain()
-        await publish_ticks(nats_url, _path())
-        nc = await connect(nats_url)
-        await nc.jetstream().publish("prices.BTC", b"not json")  # logged, never applied
+        await nc.jetstream().publish(f"{topology.prices}.BTC", b"not json")  # logged only
         await nc.drain()
         store = open_store(f"sqlite:{tmp_path / 'nats.db'}")
         monitor = _monitor(store)
@@ -115,18 +139,33 @@ def test_nats_jetstream_ticks_in_events_out(tmp_path: Path, nats_url: str) -> No
                 return []
             return monitor.process(item).events
 
-        listener = asyncio.create_task(_gather(collect_events(nats_url, 4.0)))
+        listener = asyncio.create_task(_gather(collect_events(nats_url, 4.0, topology)))
         await asyncio.sleep(0.3)
-        handled = await consume(nats_url, f"test-{uuid.uuid4().hex[:8]}", handle, 1.0)
+        handled = await consume(nats_url, handle, 1.0, topology)
         events = await listener
         store.close()
         return handled, events, monitor
 
-    handled, events, monitor = asyncio.run(scenario())
+    try:
+        handled, events, monitor = asyncio.run(scenario())
+    finally:
+        asyncio.run(delete_stream(nats_url, topology))
     assert handled == len(_path()) + 1
     assert "unreadable tick message" in monitor.rejected[-1][1]
     kinds = [e["kind"] for e in events if e["account"] == "long-20x"]
     assert kinds == ["margin_call", "liquidation", "margin_call", "recovery"]
+
+
+def test_nats_feed_options_are_checked(nats_url: str) -> None:
+    from margin_engine.core.errors import InputError
+    from margin_engine.feeds.nats import parse_feed
+
+    server, topology = parse_feed(f"{nats_url}?stream=S1&prices=a.b&events=c.d&durable=x")
+    assert server == nats_url
+    assert (topology.stream, topology.prices, topology.events) == ("S1", "a.b", "c.d")
+    for bad in ("?stream=a.b", "?prices=a.>", "?colour=red", "?durable="):
+        with pytest.raises(InputError):
+            parse_feed(nats_url + bad)
 
 
 async def _gather(stream: object) -> list[dict]:

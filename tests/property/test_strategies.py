@@ -123,19 +123,43 @@ def test_delta_hedged_short_straddle_below_legs(n: float, e: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.floats(-30, 30).filter(lambda x: abs(x) > 1e-3), e=expiries,
-       m=st.floats(0.6, 1.6), index=st.floats(20000, 120000))
-def test_synthetic_forward_is_margined_as_the_future(n: float, e: str, m: float,
-                                                     index: float) -> None:
-    # Long call + short put at K = long forward at K. The future's mark is the index (F = S),
-    # and the synthetic's net short option contracts net to zero per strike, so both
-    # contingencies are 0 and the scan risks are identical.
+@given(n=st.floats(1e-3, 30), e=expiries, m=st.floats(0.6, 1.6),
+       index=st.floats(20000, 120000), basis=st.floats(0.9, 1.1), marked=st.booleans())
+def test_synthetic_forward_is_margined_as_the_future(n: float, e: str, m: float, index: float,
+                                                     basis: float, marked: bool) -> None:
+    # Long call + short put at K = long forward at K, priced on the expiry's forward F (the
+    # future's mark when the market gives one, any basis; else the index). C - P = F - K for
+    # every vol, so each scenario's P&L is n F m, the future's; net option contracts per strike
+    # are 0 and a lone future has no offsetting notional, so both contingencies are 0.
+    # Worst: -16 % (n F 0.16) against -33 % x 1/3 (0.11), so IM = 0.16 n F for both.
     k = strike(m)
     market = market_doc()
     market["underlyings"]["BTC"]["index"] = index
+    forward = index * basis if marked else index
+    if marked:
+        market["marks"] = {f"BTC-{e}": forward}
     synthetic = im("portfolio", [(f"BTC-{e}-{k}-C", n, 1), (f"BTC-{e}-{k}-P", -n, 1)], market)
     future = im("portfolio", [(f"BTC-{e}", n, k)], market)
     assert synthetic == pytest.approx(future, rel=1e-9)
+    assert future == pytest.approx(0.16 * n * forward, rel=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.floats(1e-3, 30), e=expiries, m=st.floats(0.6, 1.6),
+       basis=st.floats(0.9, 1.1))
+def test_short_synthetic_forward_pays_the_extended_up_move(n: float, e: str, m: float,
+                                                          basis: float) -> None:
+    # The short side differs by SPEC 3.3's extended table: options are re-shocked at +50 % (at
+    # 1/3), linear positions are clamped at +16 %. Short future: max(0.16, 0.16 / 3) = 0.16 n F;
+    # short call + long put: max(0.16, 0.50 / 3) = 0.1667 n F.
+    k = strike(m)
+    market = market_doc()
+    forward = 50000 * basis
+    market["marks"] = {f"BTC-{e}": forward}
+    synthetic = im("portfolio", [(f"BTC-{e}-{k}-C", -n, 1), (f"BTC-{e}-{k}-P", n, 1)], market)
+    future = im("portfolio", [(f"BTC-{e}", -n, k)], market)
+    assert future == pytest.approx(0.16 * n * forward, rel=1e-12)
+    assert synthetic == pytest.approx(0.50 / 3 * n * forward, rel=1e-9)
 
 
 def test_naked_future_and_covered_call_may_need_more_than_isolated() -> None:

@@ -1,7 +1,10 @@
 """Bind a columnar book to a market snapshot: everything market-dependent, validated once.
 
-Per instrument: years to expiry T, vol sigma, scenario base price (perp/future/spot mark, else the
-index), mark in USD (options at the Black-76 price on F = index, r = 0).
+Per instrument: years to expiry T, vol sigma, scenario base price (perp/future/spot: its mark,
+else the index; option: its expiry's forward F), mark in USD (options at the Black-76 price on F,
+r = 0). SPEC 2: F is the mark of the future on the same underlying and expiry when the market
+gives one (linear futures first, then inverse, each in name order), else the index; every
+scenario moves F with the index, F x (1 + m), so the basis scales with the index.
 Per position: the *quantity* q that turns a USD price change into USD P&L,
 
     linear (any kind), inverse option:  q = size x contract_size            (coins)
@@ -25,7 +28,7 @@ from margin_engine.book.kernels import position_arrays_nb
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.core.types import FloatArray, IntArray
-from margin_engine.domain.instruments import InstrumentKind, parse_shorthand
+from margin_engine.domain.instruments import InstrumentKind, Settlement, resolve_name
 from margin_engine.market.snapshot import MarketSnapshot, VolSurface
 from margin_engine.pricing.black76 import greeks
 
@@ -42,7 +45,7 @@ class BoundBook:
     # per instrument
     years: FloatArray
     sigma: FloatArray  # NaN for non-options
-    base_price: FloatArray  # scenario price that moves by (1 + m): mark for delta-one, index else
+    base_price: FloatArray  # price that moves by (1 + m): mark (delta-one), forward (option)
     mark: FloatArray  # USD per coin
     contingency_group: IntArray  # options sharing (underlying, expiry, strike); -1 otherwise
     # per position
@@ -135,10 +138,15 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
     for row, instrument in enumerate(table.instruments):
         if instrument.name in market.marks:
             base[row] = market.marks[instrument.name]
-    mark = base.copy()
     rows = np.nonzero(table.is_option)[0]
     if rows.size:
-        mark[rows] = greeks(inst_index[rows], table.strike[rows], years[rows], sigma[rows],
+        forwards = expiry_forwards(book, market)
+        for row in rows.tolist():
+            key = (underlyings[int(table.underlying[row])], int(table.expiry_ns[row]))
+            base[row] = forwards.get(key, inst_index[row])
+    mark = base.copy()
+    if rows.size:
+        mark[rows] = greeks(base[rows], table.strike[rows], years[rows], sigma[rows],
                             table.is_call[rows])["price"]
     n_pos = book.position_count
     quantity, entry_usd = np.empty(n_pos), np.empty(n_pos)
@@ -158,6 +166,25 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
             "gross_notional": gross_notional,
             "collateral_value": np.asarray(collateral_value, dtype=np.float64),
             "collateral_exposure": exposure}
+
+
+def expiry_forwards(book: ColumnarBook, market: MarketSnapshot) -> dict[tuple[str, int], float]:
+    """(underlying, expiry ns) -> forward: the market's mark of a future of that underlying and
+    expiry. Mark names resolve through the book's declared instruments, then shorthand names;
+    where several futures share an expiry, a linear one wins, then the first name in order."""
+    declared = {i.name: i for i in book.instruments.instruments}
+    candidates: list[tuple[bool, str, tuple[str, int], float]] = []
+    for name, value in market.marks.items():
+        instrument = resolve_name(name, declared)
+        if instrument is None or instrument.kind is not InstrumentKind.FUTURE:
+            continue
+        assert instrument.expiry_ns is not None  # futures are dated
+        candidates.append((instrument.settlement is Settlement.INVERSE, name,
+                           (instrument.underlying, instrument.expiry_ns), float(value)))
+    forwards: dict[tuple[str, int], float] = {}
+    for _, _, key, value in sorted(candidates):
+        forwards.setdefault(key, value)
+    return forwards
 
 
 def _first_position_of(book: ColumnarBook, instrument_rows: IntArray) -> int:
@@ -201,12 +228,7 @@ def _check_options(book: ColumnarBook, market: MarketSnapshot, years: FloatArray
 def _check_marks(book: ColumnarBook, market: MarketSnapshot) -> None:
     declared = {i.name: i for i in book.instruments.instruments}
     for name in market.marks:
-        instrument = declared.get(name)
-        if instrument is None:
-            try:
-                instrument = parse_shorthand(name)
-            except ValueError:
-                instrument = None
+        instrument = resolve_name(name, declared)
         if instrument is not None and instrument.kind is InstrumentKind.OPTION:
             raise InputError("marks for perpetuals, futures or spot only; options are marked "
                              "at their Black-76 price", field=f"marks.{name}", value=name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from margin_engine.core.timeutil import expiry_code_to_ns
@@ -112,3 +113,14 @@ def parse_shorthand(name: str) -> Instrument | None:
         strike=strike,
         right=right,
     )
+
+
+def resolve_name(name: str, declared: Mapping[str, Instrument]) -> Instrument | None:
+    """A declared instrument by name, else the shorthand it spells, else None (also for names
+    of a shorthand shape with an impossible date or strike)."""
+    if name in declared:
+        return declared[name]
+    try:
+        return parse_shorthand(name)
+    except ValueError:
+        return None

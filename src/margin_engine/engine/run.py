@@ -30,6 +30,10 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
         else None
     if file_feed is None and not feed.startswith("nats://"):
         raise InputError("file:SYMBOL=PATH,... or nats://HOST:PORT", field="--feed", value=feed)
+    if file_feed is None:
+        from margin_engine.feeds.nats import parse_feed
+
+        parse_feed(feed)  # refuse bad feed options before anything is opened
     if market is not None:
         market_doc = read_json(market)
     elif file_feed is not None:
@@ -82,7 +86,7 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
 
 
 def _run_nats(monitor: Monitor, feed: str, idle_seconds: float, on_tick: Any) -> None:
-    from margin_engine.feeds.nats import consume, server_of
+    from margin_engine.feeds.nats import consume, parse_feed
 
     def handle(item: Tick | str) -> list[Event]:
         if isinstance(item, str):
@@ -92,7 +96,8 @@ def _run_nats(monitor: Monitor, feed: str, idle_seconds: float, on_tick: Any) ->
         on_tick(item, outcome)
         return outcome.events
 
-    asyncio.run(consume(server_of(feed), "margin-monitor", handle, idle_seconds))
+    server, topology = parse_feed(feed)
+    asyncio.run(consume(server, handle, idle_seconds, topology))
 
 
 def run_replay(store_spec: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from margin_engine.core.types import FloatArray
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.portfolio_kernel import TIE_TOLERANCE
 from margin_engine.margin.protocol import MarginResult
-from margin_engine.margin.scenarios import scenario_sigma, scenario_table
+from margin_engine.margin.scenarios import linear_moves, scenario_sigma, scenario_table
 from margin_engine.margin.tiers import tiered_charge
 from margin_engine.pricing.reference import black76_price
 
@@ -112,17 +112,17 @@ def _scenario_changes(bound: BoundBook, config: RiskConfig, inst: int,
     """USD value change per unit quantity of one instrument in each scenario (scalar)."""
     table, cfg = bound.book.instruments, config.portfolio
     if not table.is_option[inst]:
-        return [float(bound.base_price[inst]) * move for move, _, _ in scenarios]
+        return [float(bound.base_price[inst]) * move for move in linear_moves(cfg)]
     years = float(bound.years[inst])
     t_days = max(1.0, years * 365.0)
     power = cfg.vol_shock_power_short if t_days < cfg.vol_shock_reference_days else \
         cfg.vol_shock_power_long
     scale = (cfg.vol_shock_reference_days / t_days) ** power
     sigma = float(bound.sigma[inst])
-    spot = float(bound.index[table.underlying[inst]])
+    forward = float(bound.base_price[inst])  # the expiry's forward, moving with the index
     strike, is_call = float(table.strike[inst]), bool(table.is_call[inst])
-    now = black76_price(spot, strike, years, sigma, is_call)
-    return [black76_price(spot * (1.0 + move), strike, years,
+    now = black76_price(forward, strike, years, sigma, is_call)
+    return [black76_price(forward * (1.0 + move), strike, years,
                           max(cfg.vol_floor, float(base) * (1.0 + shock * scale)), is_call) - now
             for (move, shock, _), base in zip(scenarios, sigma_before, strict=True)]
 
@@ -143,7 +143,8 @@ def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dic
         changes = {r: _scenario_changes(bound, config, int(bound.book.position_instrument[r]),
                                         scenarios, sigma_before[bound.book.position_instrument[r]])
                    for r in rows}
-        pnl = [exposure * move for move, _, _ in scenarios]
+        collateral_moves = linear_moves(cfg)
+        pnl = [exposure * move for move in collateral_moves]
         for r in rows:
             q = float(bound.quantity[r])
             for s, change in enumerate(changes[r]):
@@ -186,7 +187,7 @@ def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dic
             "contingency": option_cont + linear_cont,
             "level": level,
             "direction": direction,
-            "collateral_pnl_in_worst_scenario": exposure * move,
+            "collateral_pnl_in_worst_scenario": exposure * collateral_moves[worst],
             "positions": positions,
         }
     total = sum(level for level, _ in levels.values())

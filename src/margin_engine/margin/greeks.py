@@ -1,7 +1,8 @@
 """Greeks per (account, underlying): positions plus collateral held in the underlying's coin.
 
-delta = sum q x dV/dF (coins; a delta-one position has dV/dF = 1, collateral counts its coins),
-gamma = sum q x d2V/dF2 (coins per USD), vega = sum q x dV/dsigma / 100 (USD per vol point).
+Taken with respect to the index S; an option's forward moves with it, F = b x S with b = F / S:
+delta = sum q x dV/dF x b (coins; a delta-one position has 1, collateral counts its coins),
+gamma = sum q x d2V/dF2 x b^2 (coins per USD), vega = sum q x dV/dsigma / 100 (USD per vol point).
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ def account_greeks(bound: BoundBook) -> dict[str, FloatArray]:
     inst_vega = np.zeros(n_inst)
     rows = np.nonzero(table.is_option)[0]
     if rows.size:
-        g = greeks(bound.index[table.underlying[rows]], table.strike[rows], bound.years[rows],
-                   bound.sigma[rows], table.is_call[rows])
-        inst_delta[rows], inst_gamma[rows], inst_vega[rows] = g["delta"], g["gamma"], g["vega"]
+        forward = bound.base_price[rows]
+        basis = forward / bound.index[table.underlying[rows]]
+        g = greeks(forward, table.strike[rows], bound.years[rows], bound.sigma[rows],
+                   table.is_call[rows])
+        inst_delta[rows] = g["delta"] * basis
+        inst_gamma[rows] = g["gamma"] * basis * basis
+        inst_vega[rows] = g["vega"]
     inst = bound.book.position_instrument
     q = bound.quantity
     delta = per_underlying_sum(bound, q * inst_delta[inst])

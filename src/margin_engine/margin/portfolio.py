@@ -8,7 +8,7 @@ from margin_engine.book.bound import BoundBook
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.portfolio_kernel import portfolio_margin_nb
 from margin_engine.margin.protocol import MarginResult
-from margin_engine.margin.scenarios import scenario_table, value_change_grid
+from margin_engine.margin.scenarios import linear_moves, scenario_table, value_change_grid
 
 
 class PortfolioModel:
@@ -53,7 +53,8 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
         book.offsets, book.position_instrument, bound.quantity, bound.signed_notional,
         table.underlying, bound.contingency_group, table.is_option, bound.index,
         np.ascontiguousarray(grid), np.array([s[2] for s in scenarios]),
-        np.array([s[0] for s in scenarios]), np.ascontiguousarray(bound.collateral_exposure),
+        np.array([s[0] for s in scenarios]), np.array(linear_moves(cfg)),
+        np.ascontiguousarray(bound.collateral_exposure),
         bound.correlation, cfg.option_contingency_rate, cfg.linear_contingency_rate,
         cfg.max_cross_offset, cfg.maintenance_fraction, max_len,
         np.ones(n_u) if move_scale is None else np.asarray(move_scale, dtype=np.float64),

@@ -2,7 +2,8 @@
 
 One pass over each account's CSR slice of positions (no per-account Python), parallel over
 chunks of accounts. For account a and underlying u:
-    P_u[s] = sum_p q_p x grid[inst_p, s] + collateral_u x m_s
+    P_u[s] = sum_p q_p x grid[inst_p, s] + collateral_u x m_lin_s
+    (m_lin: the move of linear instruments, clamped at the standard grid's extremes)
     R_u = max(0, -min_s w_s P_u[s]) (first scenario in order wins ties, within 1e-12 relative)
     C_u = opt_rate x index_u x sum_groups max(0, -net_coins) + lin_rate x min(long, short)
     L_u = R_u + C_u, d_u = sign(m_worst)
@@ -42,6 +43,7 @@ def portfolio_margin_nb(
     offsets: IntArray, pos_inst: np.ndarray, pos_q: FloatArray, pos_notional: FloatArray,
     inst_und: np.ndarray, inst_group: IntArray, inst_is_option: np.ndarray,
     und_index: FloatArray, grid: FloatArray, weights: FloatArray, moves: FloatArray,
+    lin_moves: FloatArray,
     coll_exposure: FloatArray, rho: FloatArray, opt_rate: float, lin_rate: float,
     max_offset: float, mm_fraction: float, max_len: int, move_scale: FloatArray,
     im: FloatArray, mm: FloatArray, scan: FloatArray, cont: FloatArray,
@@ -98,7 +100,7 @@ def portfolio_margin_nb(
                 if e != 0.0:
                     has[u] = True
                     for s in range(n_s):
-                        pnl[u, s] += e * moves[s] * move_scale[u]
+                        pnl[u, s] += e * lin_moves[s] * move_scale[u]
             if n_opt > 0:
                 if n_opt <= 32:
                     _sort_groups(groups, qty, und, n_opt)

@@ -7,8 +7,11 @@ p = 0.30 when T_days < 30 else 0.13. sigma_s is the vol before the shock: sticky
 keeps each strike's vol, sigma_s = sigma(T, K); sticky moneyness reads the smile at the moved
 index, sigma_s = sigma(T, K / (1 + m)) (the same log-moneyness ln(K / (S (1 + m)))).
 Scenario value change per unit of quantity q:
-    option:     Black76(index x (1 + m), K, T, sigma') - mark
-    delta-one:  base_price x m   (perp/future/spot marks move with the index)
+    option:     Black76(F x (1 + m), K, T, sigma') - mark   (F: the option's expiry forward)
+    delta-one:  base_price x m_lin   (perp/future/spot marks move with the index)
+where m_lin = m on the standard grid and, on the extended moves, m clamped to the standard grid's
+extreme move of the same sign (SPEC 3.3: only options are re-shocked at -33 % / +50 %; linear
+instruments and coin collateral are revalued at -16 % / +16 % there).
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ def scenario_table(cfg: PortfolioConfig) -> tuple[tuple[float, float, float], ..
     return tuple(grid)
 
 
+def linear_moves(cfg: PortfolioConfig) -> tuple[float, ...]:
+    """Per scenario, the move applied to linear instruments and coin collateral: the scenario's
+    move clamped to [min, max] of the standard grid (identity on the standard grid itself)."""
+    low, high = min(cfg.price_moves), max(cfg.price_moves)
+    return tuple(min(high, max(low, move)) for move, _, _ in scenario_table(cfg))
+
+
 def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
     """instruments x scenarios vol before the shock (NaN rows for non-options)."""
     table = bound.book.instruments
@@ -48,20 +58,20 @@ def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
 
 @njit(cache=True)
 def _grid_nb(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray, years: FloatArray,
-             sigma: FloatArray, spot: FloatArray, base: FloatArray, mark: FloatArray,
-             moves: FloatArray, shocks: FloatArray, ref_days: float, p_short: float,
+             sigma: FloatArray, base: FloatArray, mark: FloatArray, moves: FloatArray,
+             lin_moves: FloatArray, shocks: FloatArray, ref_days: float, p_short: float,
              p_long: float, floor: float, scale: FloatArray, out: FloatArray) -> None:
     for i in range(is_option.shape[0]):
         if not is_option[i]:
             for s in range(moves.shape[0]):
-                out[i, s] = base[i] * moves[s] * scale[i]
+                out[i, s] = base[i] * lin_moves[s] * scale[i]
             continue
         t_days = max(1.0, years[i] * 365.0)
         power = p_short if t_days < ref_days else p_long
         vol_scale = (ref_days / t_days) ** power
         for s in range(moves.shape[0]):
             shocked = max(floor, sigma[i, s] * (1.0 + shocks[s] * vol_scale))
-            value = price_scalar_nb(spot[i] * (1.0 + moves[s] * scale[i]), strike[i],
+            value = price_scalar_nb(base[i] * (1.0 + moves[s] * scale[i]), strike[i],
                                     years[i], shocked, is_call[i])
             out[i, s] = value - mark[i]
 
@@ -75,10 +85,9 @@ def value_change_grid(bound: BoundBook, cfg: PortfolioConfig,
     moves = np.array([s[0] for s in scenarios])
     shocks = np.array([s[1] for s in scenarios])
     out = np.empty((len(table.instruments), len(scenarios)))
-    spot = bound.index[table.underlying] if len(table.instruments) else np.zeros(0)
     _grid_nb(table.is_option, table.is_call, table.strike, bound.years,
-             np.ascontiguousarray(scenario_sigma(bound, cfg)), spot,
-             bound.base_price, bound.mark, moves, shocks, cfg.vol_shock_reference_days,
+             np.ascontiguousarray(scenario_sigma(bound, cfg)), bound.base_price, bound.mark,
+             moves, np.array(linear_moves(cfg)), shocks, cfg.vol_shock_reference_days,
              cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
              _instrument_scale(bound, move_scale), out)
     return out

@@ -49,10 +49,10 @@ def instrument_sensitivities(bound: BoundBook, params: SensitivityParams
     tenor_lo = np.zeros(n, dtype=np.int64)
     weight_lo = np.ones(n)
     if rows.size:
-        spot = bound.index[table.underlying[rows]]
-        g = greeks(spot, table.strike[rows], bound.years[rows], bound.sigma[rows],
+        forward = bound.base_price[rows]  # moves 1 % with a 1 % index move
+        g = greeks(forward, table.strike[rows], bound.years[rows], bound.sigma[rows],
                    table.is_call[rows])
-        delta_1pct[rows] = 0.01 * spot * g["delta"]
+        delta_1pct[rows] = 0.01 * forward * g["delta"]
         vega[rows] = g["vega"]
         tenors = np.asarray(params.tenor_days)
         days = np.clip(bound.years[rows] * 365.0, tenors[0], tenors[-1])

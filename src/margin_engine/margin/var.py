@@ -138,9 +138,9 @@ def scenario_sets(history: VarHistory, cfg: VarConfig, wanted: tuple[str, ...]
 
 @njit(cache=True)
 def _var_grid_nb(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray,
-                 years: FloatArray, sigma: FloatArray, spot: FloatArray, base: FloatArray,
-                 mark: FloatArray, und: np.ndarray, moves: FloatArray, shocks: FloatArray,
-                 vol_floor: float, out: FloatArray) -> None:
+                 years: FloatArray, sigma: FloatArray, base: FloatArray, mark: FloatArray,
+                 und: np.ndarray, moves: FloatArray, shocks: FloatArray, vol_floor: float,
+                 out: FloatArray) -> None:
     for i in range(is_option.shape[0]):
         u = und[i]
         for s in range(moves.shape[1]):
@@ -149,7 +149,7 @@ def _var_grid_nb(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray,
                 out[i, s] = base[i] * m
             else:
                 vol = max(vol_floor, sigma[i] * (1.0 + shocks[u, s]))
-                out[i, s] = price_scalar_nb(spot[i] * (1.0 + m), strike[i], years[i], vol,
+                out[i, s] = price_scalar_nb(base[i] * (1.0 + m), strike[i], years[i], vol,
                                             is_call[i]) - mark[i]
 
 
@@ -189,8 +189,7 @@ def tail_measures(bound: BoundBook, scenarios: ScenarioSet,
     n_inst, n_s = len(table.instruments), scenarios.moves.shape[1]
     moves, shocks = scenarios.moves, scenarios.vol_shocks
     grid = np.empty((n_inst, n_s))
-    spot = bound.index[table.underlying] if n_inst else np.zeros(0)
-    _var_grid_nb(table.is_option, table.is_call, table.strike, bound.years, bound.sigma, spot,
+    _var_grid_nb(table.is_option, table.is_call, table.strike, bound.years, bound.sigma,
                  bound.base_price, bound.mark, table.underlying, moves, shocks, cfg.vol_floor,
                  grid)
     k = max(1, math.ceil(n_s * (1 - cfg.confidence) - 1e-9))
