@@ -59,6 +59,7 @@ def _committed(db: Path) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+@pytest.mark.slow  # seven monitor processes over 3,000 ticks: about 30 s
 def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
     feed = _crash_files(tmp_path)
     reference = f"sqlite:{tmp_path / 'reference.db'}"

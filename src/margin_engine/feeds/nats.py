@@ -153,7 +153,10 @@ async def consume(server: str, handle: Callable[[Tick | str], list[Event]],
                                  json.dumps(asdict(event)).encode())
             await message.ack()
             handled += 1
-    await nc.drain()
+    # Drain would wait out its 30 s timeout on the pull subscription's pending fetch inbox:
+    # flush what was published and acknowledged, then close.
+    await nc.flush()
+    await nc.close()
     return handled
 
 

@@ -16,6 +16,7 @@ instruments and coin collateral are revalued at -16 % / +16 % there).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -27,6 +28,7 @@ from margin_engine.margin.config import PortfolioConfig
 from margin_engine.pricing.black76 import price_scalar_nb
 
 
+@functools.lru_cache(maxsize=64)
 def scenario_table(cfg: PortfolioConfig) -> tuple[tuple[float, float, float], ...]:
     """(price move, vol shock k, weight) in tie-break order."""
     grid = [(m, k, 1.0) for m in cfg.price_moves for k in cfg.vol_shocks]
@@ -34,6 +36,7 @@ def scenario_table(cfg: PortfolioConfig) -> tuple[tuple[float, float, float], ..
     return tuple(grid)
 
 
+@functools.lru_cache(maxsize=64)
 def linear_moves(cfg: PortfolioConfig) -> tuple[float, ...]:
     """Per scenario, the move applied to linear instruments and coin collateral: the scenario's
     move clamped to [min, max] of the standard grid (identity on the standard grid itself)."""

@@ -83,13 +83,20 @@ class ScenarioSet:
 
 def ewma_filter(log_returns: FloatArray, lam: float) -> tuple[FloatArray, FloatArray]:
     """(standardised returns z_t, today's vol s_now) per column, causal (s_t uses r_<t)."""
-    n = log_returns.shape[0]
     var = np.empty_like(log_returns)
     var[0] = np.var(log_returns[:SEED_DAYS], axis=0, ddof=1)
-    for t in range(1, n):
-        var[t] = lam * var[t - 1] + (1 - lam) * log_returns[t - 1] ** 2
+    _ewma_recursion_nb(np.ascontiguousarray(log_returns), lam, var)
     now = np.sqrt(lam * var[-1] + (1 - lam) * log_returns[-1] ** 2)
     return log_returns / np.sqrt(var), now
+
+
+@njit(cache=True)
+def _ewma_recursion_nb(log_returns: FloatArray, lam: float, var: FloatArray) -> None:
+    """var[t] = lam var[t-1] + (1 - lam) r[t-1]^2 for t >= 1 (var[0] given), per column."""
+    for t in range(1, log_returns.shape[0]):
+        for j in range(log_returns.shape[1]):
+            r = log_returns[t - 1, j]
+            var[t, j] = lam * var[t - 1, j] + (1 - lam) * (r * r)
 
 
 def _windows(values: FloatArray, h: int) -> FloatArray:
