@@ -35,19 +35,15 @@ def test_impossible_expiry_date_is_refused() -> None:
     assert "not a calendar date" in msg
 
 
-def test_expired_option_names_its_expiry() -> None:
-    msg = refusal(portfolio_doc(account("a1", [("BTC-30MAY25-50000-C", -1, 100)])))
-    assert "account 'a1'" in msg
-    assert "position 0" in msg
-    assert "not expired" in msg
-    assert "2025-05-30T08:00:00Z" in msg
+def test_settlement_for_a_future_expiry_is_refused() -> None:
+    from margin_engine.io.market_file import parse_market
 
-
-def test_option_expiring_at_0800_same_day_is_refused_after_but_not_before() -> None:
-    doc = portfolio_doc(account("a1", [("BTC-1JUN25-50000-C", -1, 100)]))
-    assert "not expired" in refusal(doc, market_doc(timestamp="2025-06-01T08:00:00Z"))
-    bound = bind(doc, market_doc(timestamp="2025-06-01T07:00:00Z"))
-    assert bound.years[0] == pytest.approx(3600 / (365 * 86400), rel=1e-15)
+    with pytest.raises(InputError) as info:
+        parse_market(market_doc(settlements={"BTC-27JUN25": 60000}))
+    assert "settlements.BTC-27JUN25" in str(info.value)
+    assert "at or before the market time" in str(info.value)
+    with pytest.raises(InputError, match="UNDERLYING-EXPIRY"):
+        parse_market(market_doc(settlements={"BTC-30MAY25-50000-C": 60000}))
 
 
 @pytest.mark.parametrize("bad", ["abc", "", "1,5", True, None, [1]])

@@ -5,6 +5,12 @@ else the index; option: its expiry's forward F), mark in USD (options at the Bla
 r = 0). SPEC 2: F is the mark of the future on the same underlying and expiry when the market
 gives one (linear futures first, then inverse, each in name order), else the index; every
 scenario moves F with the index, F x (1 + m), so the basis scales with the index.
+
+Expiry (08:00 UTC on the expiry date): at and after it a future or option is settled, not live.
+Its price is fixed at the settlement price (the market's ``settlements`` entry for the
+underlying and expiry, else the index at the snapshot): a future at that price, an option at its
+intrinsic value max(0, +/-(S_settle - K)). It keeps that cash value in equity and carries no
+margin: zero notional, no scenario P&L, no contingency, no Greeks.
 Per position: the *quantity* q that turns a USD price change into USD P&L,
 
     linear (any kind), inverse option:  q = size x contract_size            (coins)
@@ -26,8 +32,7 @@ import numpy as np
 from margin_engine.book.columnar import ColumnarBook
 from margin_engine.book.kernels import position_arrays_nb
 from margin_engine.core.errors import InputError
-from margin_engine.core.timeutil import ns_to_iso
-from margin_engine.core.types import FloatArray, IntArray
+from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind, Settlement, resolve_name
 from margin_engine.market.snapshot import MarketSnapshot, VolSurface
 from margin_engine.pricing.black76 import greeks
@@ -48,6 +53,7 @@ class BoundBook:
     base_price: FloatArray  # price that moves by (1 + m): mark (delta-one), forward (option)
     mark: FloatArray  # USD per coin
     contingency_group: IntArray  # options sharing (underlying, expiry, strike); -1 otherwise
+    live: BoolArray  # False for futures and options at or past expiry (settled)
     # per position
     position_account: IntArray
     quantity: FloatArray
@@ -91,8 +97,9 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
 
     years = np.array([(e - market.timestamp_ns) / 1e9 / (365 * 86400) if e else 0.0
                       for e in table.expiry_ns.tolist()], dtype=np.float64)
-    is_option = table.is_option
-    _check_options(book, market, years, is_option)
+    live = instruments_live(book, market.timestamp_ns)
+    is_option = table.is_option & live
+    _check_options(book, market, is_option)
     sigma = np.full(n_inst, np.nan)
     for u_idx, u in enumerate(table.underlyings):
         rows = np.nonzero(is_option & (table.underlying == u_idx))[0]
@@ -102,7 +109,7 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
 
     _check_marks(book, market)
     _check_asset_prices(book, market)
-    priced = _priced(book, market, underlyings, years, sigma)
+    priced = _priced(book, market, underlyings, years, sigma, live)
 
     n_u = len(underlyings)
     rho = np.eye(n_u)
@@ -114,7 +121,7 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
     return BoundBook(
         book=book, market=market, timestamp_ns=market.timestamp_ns, underlyings=underlyings,
         correlation=rho, surfaces=tuple(market.underlyings[u].vol for u in underlyings),
-        years=years, sigma=sigma,
+        years=years, sigma=sigma, live=live,
         contingency_group=_contingency_groups(book),
         position_account=book.position_account(), **priced,
     )
@@ -124,11 +131,18 @@ def reprice(bound: BoundBook, market: MarketSnapshot) -> BoundBook:
     """The same book at new prices (index levels, marks, asset prices), everything else kept:
     the fast path of a monitor tick. The market's timestamp and vols must be unchanged."""
     return replace(bound, market=market, **_priced(bound.book, market, bound.underlyings,
-                                                   bound.years, bound.sigma))
+                                                   bound.years, bound.sigma, bound.live))
+
+
+def instruments_live(book: ColumnarBook, timestamp_ns: int) -> BoolArray:
+    """Per instrument: not dated, or expiring strictly after ``timestamp_ns``."""
+    expiry = book.instruments.expiry_ns
+    live: BoolArray = (expiry == 0) | (expiry > timestamp_ns)
+    return live
 
 
 def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, ...],
-            years: FloatArray, sigma: FloatArray) -> dict[str, Any]:
+            years: FloatArray, sigma: FloatArray, live: BoolArray) -> dict[str, Any]:
     """Every price-dependent array of a bound book (index, marks, position quantities and
     notionals, collateral value and exposure), from the market's prices."""
     table = book.instruments
@@ -138,22 +152,35 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
     for row, instrument in enumerate(table.instruments):
         if instrument.name in market.marks:
             base[row] = market.marks[instrument.name]
-    rows = np.nonzero(table.is_option)[0]
+    rows = np.nonzero(table.is_option & live)[0]
     if rows.size:
         forwards = expiry_forwards(book, market)
         for row in rows.tolist():
             key = (underlyings[int(table.underlying[row])], int(table.expiry_ns[row]))
             base[row] = forwards.get(key, inst_index[row])
+    settled = np.nonzero(~live)[0]
+    for row in settled.tolist():
+        key = (underlyings[int(table.underlying[row])], int(table.expiry_ns[row]))
+        base[row] = market.settlements.get(key, inst_index[row])
     mark = base.copy()
     if rows.size:
         mark[rows] = greeks(base[rows], table.strike[rows], years[rows], sigma[rows],
                             table.is_call[rows])["price"]
+    settled_options = settled[table.is_option[settled]]
+    if settled_options.size:
+        direction = np.where(table.is_call[settled_options], 1.0, -1.0)
+        mark[settled_options] = np.maximum(
+            0.0, direction * (base[settled_options] - table.strike[settled_options]))
     n_pos = book.position_count
     quantity, entry_usd = np.empty(n_pos), np.empty(n_pos)
     signed_notional, gross_notional = np.empty(n_pos), np.empty(n_pos)
     position_arrays_nb(book.position_instrument, book.size, book.entry_price,
                        table.contract_size, table.inverse, table.is_option, inst_index, mark,
                        quantity, entry_usd, signed_notional, gross_notional)
+    if settled.size:  # a settled position is cash: no exposure left
+        dead = ~live[book.position_instrument]
+        signed_notional[dead] = 0.0
+        gross_notional[dead] = 0.0
     prices = np.array([market.asset_prices[a.partition("@")[0]] for a in book.assets])
     collateral_value = book.collateral @ prices if book.assets else np.zeros(book.account_count)
     exposure = np.zeros((book.account_count, len(underlyings)))
@@ -209,15 +236,9 @@ def _check_underlyings(book: ColumnarBook, market: MarketSnapshot) -> None:
                              f"(no index for {u!r})")
 
 
-def _check_options(book: ColumnarBook, market: MarketSnapshot, years: FloatArray,
-                   is_option: np.ndarray) -> None:
+def _check_options(book: ColumnarBook, market: MarketSnapshot, is_option: np.ndarray) -> None:
+    """Live options need a vol surface for their underlying."""
     table = book.instruments
-    expired = np.nonzero(is_option & (years <= 0.0))[0]
-    if expired.size:
-        row = int(expired[0])
-        _refuse_position(book, expired[:1], "an option not expired at the market time "
-                         f"{ns_to_iso(market.timestamp_ns)} (it expired "
-                         f"{ns_to_iso(int(table.expiry_ns[row]))})")
     for u_idx, u in enumerate(table.underlyings):
         rows = np.nonzero(is_option & (table.underlying == u_idx))[0]
         if rows.size and market.underlyings[u].vol is None:

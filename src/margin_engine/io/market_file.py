@@ -11,7 +11,13 @@ from typing import Any
 
 from margin_engine.core.errors import InputError
 from margin_engine.core.numbers import parse_float
-from margin_engine.core.timeutil import expiry_code_to_ns, parse_timestamp, year_fraction
+from margin_engine.core.timeutil import (
+    expiry_code_to_ns,
+    ns_to_iso,
+    parse_timestamp,
+    year_fraction,
+)
+from margin_engine.domain.instruments import InstrumentKind, parse_shorthand
 from margin_engine.io.jsonfields import (
     check_schema,
     load_document,
@@ -39,7 +45,8 @@ def parse_market(document: Any) -> MarketSnapshot:
     check_schema(document, expected=MARKET_SCHEMA)
     obj = require_object(
         document, field="",
-        allowed=("schema", "timestamp", "underlyings", "assets", "correlation", "marks"),
+        allowed=("schema", "timestamp", "underlyings", "assets", "correlation", "marks",
+                 "settlements"),
         required=("timestamp", "underlyings", "assets"),
     )
     timestamp = parse_timestamp(obj["timestamp"], field="timestamp")
@@ -47,8 +54,9 @@ def parse_market(document: Any) -> MarketSnapshot:
     assets = _parse_assets(obj["assets"])
     marks = _parse_marks(obj.get("marks", {}))
     correlation = _parse_correlation(obj.get("correlation", {}), underlyings)
+    settlements = _parse_settlements(obj.get("settlements", {}), timestamp)
     return MarketSnapshot(timestamp_ns=timestamp, underlyings=underlyings, asset_prices=assets,
-                          marks=marks, correlation=correlation)
+                          marks=marks, correlation=correlation, settlements=settlements)
 
 
 SVI_PARAMS = ("a", "b", "rho", "m", "sigma")
@@ -159,6 +167,32 @@ def _parse_marks(raw: Any) -> dict[str, float]:
         )
         for name, value in raw.items()
     }
+
+
+def _parse_settlements(raw: Any, timestamp: int) -> dict[tuple[str, int], float]:
+    """``{"BTC-27JUN25": 61234.5}``: the settlement price of an underlying's expiry (USD per
+    coin), for expiries at or before the market time."""
+    if not isinstance(raw, dict):
+        raise InputError("an object of UNDERLYING-EXPIRY -> settlement price",
+                         field="settlements", value=raw)
+    out: dict[tuple[str, int], float] = {}
+    for name, value in raw.items():
+        field = f"settlements.{require_string(name, field='settlements')}"
+        try:
+            instrument = parse_shorthand(name)
+        except ValueError:
+            instrument = None
+        if instrument is None or instrument.kind is not InstrumentKind.FUTURE:
+            raise InputError("a key UNDERLYING-EXPIRY such as 'BTC-27JUN25'", field=field,
+                             value=name)
+        assert instrument.expiry_ns is not None  # futures are dated
+        if instrument.expiry_ns > timestamp:
+            raise InputError(f"an expiry at or before the market time "
+                             f"{ns_to_iso(timestamp)} (it expires "
+                             f"{ns_to_iso(instrument.expiry_ns)})", field=field, value=name)
+        out[(instrument.underlying, instrument.expiry_ns)] = parse_float(
+            value, field=field, strictly_positive=True)
+    return out
 
 
 def _parse_correlation(

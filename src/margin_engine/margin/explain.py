@@ -111,6 +111,8 @@ def _scenario_changes(bound: BoundBook, config: RiskConfig, inst: int,
                       sigma_before: FloatArray) -> list[float]:
     """USD value change per unit quantity of one instrument in each scenario (scalar)."""
     table, cfg = bound.book.instruments, config.portfolio
+    if not bound.live[inst]:
+        return [0.0] * len(scenarios)  # settled: a fixed cash value
     if not table.is_option[inst]:
         return [float(bound.base_price[inst]) * move for move in linear_moves(cfg)]
     years = float(bound.years[inst])
@@ -159,7 +161,7 @@ def explain_portfolio(bound: BoundBook, config: RiskConfig, account: int) -> dic
         longs = shorts = 0.0
         for r in rows:
             inst = int(bound.book.position_instrument[r])
-            if table.is_option[inst]:
+            if table.is_option[inst] and bound.live[inst]:
                 group = int(bound.contingency_group[inst])
                 nets[group] = nets.get(group, 0.0) + float(bound.quantity[r])
             elif bound.signed_notional[r] > 0:

@@ -21,7 +21,8 @@ def account_greeks(bound: BoundBook) -> dict[str, FloatArray]:
     inst_delta = np.ones(n_inst)
     inst_gamma = np.zeros(n_inst)
     inst_vega = np.zeros(n_inst)
-    rows = np.nonzero(table.is_option)[0]
+    inst_delta[~bound.live] = 0.0  # settled: cash, no exposure
+    rows = np.nonzero(table.is_option & bound.live)[0]
     if rows.size:
         forward = bound.base_price[rows]
         basis = forward / bound.index[table.underlying[rows]]

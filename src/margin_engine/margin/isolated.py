@@ -4,6 +4,7 @@ Delta-one (spot, perp, future): IM/MM = tiered charge on |notional at mark|.
 Short option, per coin of underlying (S = index, OTM = max(0, K - S) call, max(0, S - K) put):
     IM = max(base - OTM / S, floor) x S + mark,   MM = maintenance_rate x S + mark.
 Long option: premium already paid, IM = MM = 0.
+Settled (expired) positions carry no margin: zero notional, and no option charge.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def position_charges(bound: BoundBook, config: RiskConfig) -> tuple[FloatArray, 
             im, mm = tiered_charge(bound.signed_notional[rows], cfg.tiers_for(u))
             initial[rows], maintenance[rows] = im, mm
 
-    short = np.nonzero(is_option & (bound.quantity < 0.0))[0]
+    short = np.nonzero(is_option & bound.live[inst] & (bound.quantity < 0.0))[0]
     if short.size:
         i = inst[short]
         spot = bound.index[table.underlying[i]]

@@ -51,7 +51,7 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
     prev_worst: np.ndarray = prev["worst_scenario"] if prev is not None else worst
     portfolio_margin_nb(
         book.offsets, book.position_instrument, bound.quantity, bound.signed_notional,
-        table.underlying, bound.contingency_group, table.is_option, bound.index,
+        table.underlying, bound.contingency_group, table.is_option & bound.live, bound.index,
         np.ascontiguousarray(grid), np.array([s[2] for s in scenarios]),
         np.array([s[0] for s in scenarios]), np.array(linear_moves(cfg)),
         np.ascontiguousarray(bound.collateral_exposure),

@@ -8,6 +8,7 @@ keeps each strike's vol, sigma_s = sigma(T, K); sticky moneyness reads the smile
 index, sigma_s = sigma(T, K / (1 + m)) (the same log-moneyness ln(K / (S (1 + m)))).
 Scenario value change per unit of quantity q:
     option:     Black76(F x (1 + m), K, T, sigma') - mark   (F: the option's expiry forward)
+    settled (at or past expiry): 0
     delta-one:  base_price x m_lin   (perp/future/spot marks move with the index)
 where m_lin = m on the standard grid and, on the extended moves, m clamped to the standard grid's
 extreme move of the same sign (SPEC 3.3: only options are re-shocked at -33 % / +50 %; linear
@@ -52,7 +53,7 @@ def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
     if cfg.vol_dynamics != "sticky_moneyness":
         return out
     for u_idx, surface in enumerate(bound.surfaces):
-        rows = np.nonzero(table.is_option & (table.underlying == u_idx))[0]
+        rows = np.nonzero(table.is_option & bound.live & (table.underlying == u_idx))[0]
         if rows.size and surface is not None:
             for s, move in enumerate(moves):
                 out[rows, s] = surface.sigma(bound.years[rows], table.strike[rows] / (1 + move))
@@ -93,6 +94,7 @@ def value_change_grid(bound: BoundBook, cfg: PortfolioConfig,
              moves, np.array(linear_moves(cfg)), shocks, cfg.vol_shock_reference_days,
              cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
              _instrument_scale(bound, move_scale), out)
+    out[~bound.live] = 0.0  # settled: a fixed cash value
     return out
 
 

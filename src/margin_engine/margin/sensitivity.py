@@ -45,7 +45,7 @@ def instrument_sensitivities(bound: BoundBook, params: SensitivityParams
     n = len(table.instruments)
     delta_1pct = 0.01 * bound.base_price.copy()
     vega = np.zeros(n)
-    rows = np.nonzero(table.is_option)[0]
+    rows = np.nonzero(table.is_option & bound.live)[0]
     tenor_lo = np.zeros(n, dtype=np.int64)
     weight_lo = np.ones(n)
     if rows.size:
@@ -60,6 +60,8 @@ def instrument_sensitivities(bound: BoundBook, params: SensitivityParams
         lo = hi - 1
         tenor_lo[rows] = lo
         weight_lo[rows] = (tenors[hi] - days) / (tenors[hi] - tenors[lo])
+    delta_1pct[~bound.live] = 0.0  # settled: no sensitivity left
+    vega[~bound.live] = 0.0
     return delta_1pct, vega, tenor_lo, weight_lo
 
 

@@ -199,6 +199,7 @@ def tail_measures(bound: BoundBook, scenarios: ScenarioSet,
     _var_grid_nb(table.is_option, table.is_call, table.strike, bound.years, bound.sigma,
                  bound.base_price, bound.mark, table.underlying, moves, shocks, cfg.vol_floor,
                  grid)
+    grid[~bound.live] = 0.0  # settled: a fixed cash value
     k = max(1, math.ceil(n_s * (1 - cfg.confidence) - 1e-9))
     var = np.empty(book.account_count)
     es = np.empty(book.account_count)

@@ -100,7 +100,8 @@ class MarketSnapshot:
 
     ``asset_prices`` are USD prices of collateral assets (stablecoins at their given price, not 1);
     ``marks`` are optional perp/future marks (USD per coin); ``correlation`` holds each unordered
-    pair of underlyings once, as ``(a, b)`` with ``a < b``.
+    pair of underlyings once, as ``(a, b)`` with ``a < b``; ``settlements`` holds the
+    settlement price of (underlying, expiry ns) for expiries at or before the snapshot.
     """
 
     timestamp_ns: int
@@ -108,6 +109,7 @@ class MarketSnapshot:
     asset_prices: Mapping[str, float]
     marks: Mapping[str, float] = field(default_factory=dict)
     correlation: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    settlements: Mapping[tuple[str, int], float] = field(default_factory=dict)
 
     def correlation_of(self, a: str, b: str) -> float:
         """rho(a, b): 1 on the diagonal, the given value, or 0 when none is given."""
