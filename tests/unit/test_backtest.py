@@ -137,3 +137,21 @@ def test_crash_study_slice() -> None:
     assert {"2022-11 FTX", "2024-08-05", "2025-10-10"} <= windows
     ewma = next(r for r in result["full_history"] if r["method"] == "predictive:ewma")
     assert ewma["observations"] > 1300
+
+
+def test_backtest_says_which_positions_were_already_settled() -> None:
+    # The book is held at the market's time every day; a future that expired before it
+    # (BTC-30JUN16, 2016-06-30 08:00 < 2016-07-19) is settled cash, margined at 0, and named.
+    book = {"schema": "margin-engine/portfolio/v1", "accounts": [{
+        "id": "long", "mode": "portfolio", "collateral": {"USDC": 100000},
+        "positions": [{"instrument": "BTC-PERP", "size": 1, "entry_price": 30000},
+                      {"instrument": "BTC-30JUN16", "size": 3, "entry_price": 29000}]}]}
+    runs = [run_backtest(book_from_portfolio(parse_portfolio(doc)), parse_market(MARKET),
+                         {"BTC": _gbm_history(300)}, config=RiskConfig(), confidence=0.99,
+                         mpor_days=1, model="portfolio") for doc in (book, BOOK)]
+    both, perp = runs[0].summary, runs[1].summary
+    assert both["settled_instruments"] == ["BTC-30JUN16"]
+    assert perp["settled_instruments"] == []
+    assert both["mean_margin"] == pytest.approx(perp["mean_margin"], rel=1e-12)
+    # The settled cash (3 x (30,000 - 29,000)) stays put while the index walks: same losses.
+    np.testing.assert_allclose(runs[0].loss, runs[1].loss, rtol=1e-9, atol=1e-6)

@@ -256,3 +256,31 @@ def test_account_subset_keeps_positions() -> None:
     assert sub.account_ids == ("b",)
     assert sub.size.tolist() == [2.0, 1.0]
     assert Decimal(1) > ZERO
+
+
+def test_replay_settles_expiring_positions_on_the_way() -> None:
+    # Clock: the market's 2025-06-15T12:00Z plus the elapsed path time (hourly bars). The long
+    # 2 BTC-16JUN25 (from 50,000) expires at 2025-06-16T08:00Z = bar 20, where the index is
+    # 50,000 + 20 x 100 = 52,000: realised 2 x 2,000 = 4,000, size 0, one settlement event.
+    # Later moves no longer touch the account; the short call on the same expiry, sold at 300
+    # and 2,000 in the money at settlement (K 50,000), realises -(2,000 - 300) = -1,700.
+    doc = portfolio_doc(account("a", [("BTC-16JUN25", 2, 50000),
+                                      ("BTC-16JUN25-50000-C", -1, 300)],
+                                {"USDC": 100000}, mode="portfolio"))
+    book = book_from_portfolio(parse_portfolio(doc))
+    market = parse_market(market_doc(timestamp="2025-06-15T12:00:00Z"))
+    prices = [50000 + 100 * k for k in range(30)]
+    result = replay(book, market, {"BTC": _series(prices, step_s=3600)}, config=RiskConfig(),
+                    liquidation=LiquidationConfig(latency_seconds=0))
+    settled = [e for e in result.events if e["type"] == "settlement"]
+    assert [e["instrument"] for e in settled] == ["BTC-16JUN25", "BTC-16JUN25-50000-C"]
+    assert {e["book_time"] for e in settled} == {"2025-06-16T08:00:00Z"}  # bar 20
+    assert {e["time"] for e in settled} == {"2025-06-16T11:06:40Z"}  # the path's bar 20
+    assert settled[0]["settlement_price"] == pytest.approx(52000.0)
+    assert settled[0]["pnl"] == pytest.approx(4000.0)
+    assert settled[1]["pnl"] == pytest.approx(-1700.0)
+    assert result.totals["settlements"] == 2
+    assert result.totals["liquidations"] == 0
+    settlement_asset = LiquidationConfig().settlement_asset
+    assert result.ledger.balance("a", settlement_asset) == Decimal("2300")
+    assert result.ledger.total(settlement_asset) == ZERO

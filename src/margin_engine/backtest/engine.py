@@ -29,7 +29,7 @@ import numpy as np
 
 from margin_engine.backtest.inputs import DailyHistory
 from margin_engine.backtest.stats import christoffersen, kupiec_pof, traffic_light
-from margin_engine.book.bound import bind_market
+from margin_engine.book.bound import bind_market, instruments_live, pinned_settlements
 from margin_engine.book.columnar import ColumnarBook
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import ns_to_iso
@@ -149,6 +149,7 @@ def run_backtest(book: ColumnarBook, market: MarketSnapshot,
     marked = marks_by_underlying(market, {i.name: i.underlying
                                           for i in book.instruments.instruments})
     base = {u: market.underlyings[u].index for u in names}
+    market = pinned_settlements(bind_market(book, market))  # settled cash does not move
 
     def market_at(d: int) -> MarketSnapshot:
         m = market
@@ -206,8 +207,15 @@ def run_backtest(book: ColumnarBook, market: MarketSnapshot,
     if not valid.any():
         raise InputError("days with both a margin and a loss (more history or a later "
                          "--start)", field="--prices")
-    return _summarise(days, closes[:, 0], margin, loss, gross, valid, confidence, h,
-                      model or f"predictive:{forecaster}")
+    result = _summarise(days, closes[:, 0], margin, loss, gross, valid, confidence, h,
+                        model or f"predictive:{forecaster}")
+    # The book is revalued every day at the market's own time (a constant time to expiry), so
+    # nothing expires during a backtest; what had expired by then is settled cash, said here.
+    live = instruments_live(book, market.timestamp_ns)
+    result.summary["settled_instruments"] = sorted(
+        {book.instruments.instruments[i].name for i in book.position_instrument[~live[
+            book.position_instrument]].tolist()})
+    return result
 
 
 def _max_increase(values: FloatArray, lag: int) -> float:

@@ -105,7 +105,7 @@ def bind_market(book: ColumnarBook, market: MarketSnapshot) -> BoundBook:
         rows = np.nonzero(is_option & (table.underlying == u_idx))[0]
         surface = market.underlyings[u].vol
         if rows.size and surface is not None:
-            sigma[rows] = surface.sigma(years[rows], table.strike[rows])
+            sigma[rows] = surface.sigma(market.vol_years(years[rows]), table.strike[rows])
 
     _check_marks(book, market)
     _check_asset_prices(book, market)
@@ -132,6 +132,17 @@ def reprice(bound: BoundBook, market: MarketSnapshot) -> BoundBook:
     the fast path of a monitor tick. The market's timestamp and vols must be unchanged."""
     return replace(bound, market=market, **_priced(bound.book, market, bound.underlyings,
                                                    bound.years, bound.sigma, bound.live))
+
+
+def pinned_settlements(bound: BoundBook) -> MarketSnapshot:
+    """The bound market with the settlement price of every settled expiry written out, so that
+    moving the index (which stands in for a missing settlement) leaves settled cash alone."""
+    table = bound.book.instruments
+    settlements = dict(bound.market.settlements)
+    for row in np.nonzero(~bound.live)[0].tolist():
+        key = (bound.underlyings[int(table.underlying[row])], int(table.expiry_ns[row]))
+        settlements.setdefault(key, float(bound.base_price[row]))
+    return replace(bound.market, settlements=settlements)
 
 
 def instruments_live(book: ColumnarBook, timestamp_ns: int) -> BoolArray:

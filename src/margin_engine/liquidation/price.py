@@ -10,18 +10,16 @@ move with the index; vols are sticky strike.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook, bind_market
+from margin_engine.book.bound import BoundBook, bind_market, pinned_settlements
 from margin_engine.book.columnar import ColumnarBook, book_subset
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.protocol import MarginModel
 from margin_engine.margin.registry import get_model
-from margin_engine.market.snapshot import MarketSnapshot
 
 GRID = np.concatenate([np.geomspace(1e-3, 1.0, 90, endpoint=False), np.geomspace(1.0, 10.0, 60)])
 UPPER_MULTIPLE = 10.0
@@ -72,17 +70,6 @@ def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
             out[account, u_idx] = brentq(f, low, high, xtol=1e-12 * index, rtol=1e-15,
                                          maxiter=200)
     return out
-
-
-def pinned_settlements(bound: BoundBook) -> MarketSnapshot:
-    """The bound market with the settlement price of every settled expiry written out, so that
-    moving the index (which stands in for a missing settlement) leaves settled cash alone."""
-    table = bound.book.instruments
-    settlements = dict(bound.market.settlements)
-    for row in np.nonzero(~bound.live)[0].tolist():
-        key = (bound.underlyings[int(table.underlying[row])], int(table.expiry_ns[row]))
-        settlements.setdefault(key, float(bound.base_price[row]))
-    return replace(bound.market, settlements=settlements)
 
 
 def _exposed(bound: BoundBook) -> np.ndarray:

@@ -123,8 +123,13 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         return result
 
     def market_at(position: float) -> MarketSnapshot:
+        """The market after ``position`` bars: index levels from the paths, and the clock moved
+        on by the elapsed path time (options decay, expiries pass; surfaces keep their time)."""
         levels = at(path_closes, position)
-        m = market
+        elapsed = int(round(position * bar_seconds * NS_PER_SECOND)) if position < times.size \
+            else int(times[-1] - times[0])
+        m = replace(market, timestamp_ns=market.timestamp_ns + elapsed,
+                    vol_as_of_ns=market.vol_as_of_ns or market.timestamp_ns)
         for k, u in enumerate(paths):
             m = with_index(m, marked, u, base_index[u] * levels[k] / path_closes[0, k])
         if asset_paths:
@@ -139,7 +144,7 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
     events: list[dict[str, Any]] = []
     totals: dict[str, Any] = {"liquidations": 0, "liquidated_notional": 0.0, "bad_debt": 0.0,
               "insurance_fund_used": 0.0, "adl_count": 0, "socialised_loss": 0.0,
-              "flagged_bars_skipped": 0}
+              "flagged_bars_skipped": 0, "settlements": 0}
     ever = np.zeros(book.account_count, dtype=np.bool_)
     history = None if execute else np.zeros((times.size, book.account_count), dtype=np.bool_)
     for t in range(times.size):
@@ -147,6 +152,9 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
             progress(t, times.size)
         current = replace(book, size=size, collateral=collateral)
         bound = bind_market(current, market_at(t))
+        if _settle_expired(bound, size, collateral, settle, ledger, events, totals,
+                           int(times[t])):
+            bound = bind_market(replace(book, size=size, collateral=collateral), bound.market)
         _, maintenance = _margins(bound, model, config)
         multiplier, change = breaker.update(int(times[t]), float(speed[t]))
         if change is not None:
@@ -180,6 +188,38 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
                   start=ns_to_iso(int(times[0])), end=ns_to_iso(int(times[-1])))
     return ReplayResult(totals=totals, events=events, ledger=ledger, liquidatable_ever=ever,
                         times_ns=times, below_by_bar=history)
+
+
+def _settle_expired(bound: BoundBook, size: FloatArray, collateral: FloatArray, settle: int,
+                    ledger: Ledger, events: list[dict[str, Any]], totals: dict[str, Any],
+                    time_ns: int) -> bool:
+    """Close every open position whose instrument has expired by the replay clock (the
+    market's time plus the elapsed path time, ``book_time`` in the event; ``time`` is the path's
+    bar, like every other event's): its P&L
+    q x (settlement value - entry) is realised in the settlement asset and the size goes to 0.
+    True when anything settled."""
+    book = bound.book
+    dead = np.nonzero((size != 0.0) & ~bound.live[book.position_instrument])[0]
+    if dead.size == 0:
+        return False
+    asset = book.assets[settle]
+    names = book.instruments.instruments
+    for row in dead.tolist():
+        a = int(bound.position_account[row])
+        inst = int(book.position_instrument[row])
+        pnl = float(bound.quantity[row] * (bound.mark[inst] - bound.entry_usd[row]))
+        ledger.realise(book.account_ids[a], asset, to_amount(pnl),
+                       memo=f"settlement {names[inst].name}")
+        events.append({"time": ns_to_iso(time_ns), "type": "settlement",
+                       "book_time": ns_to_iso(bound.market.timestamp_ns),
+                       "account": book.account_ids[a], "instrument": names[inst].name,
+                       "size": float(size[row]), "settlement_price": float(
+                           bound.base_price[inst]), "value": float(bound.mark[inst]),
+                       "pnl": pnl})
+        size[row] = 0.0
+        _sync(collateral, a, book, ledger)
+        totals["settlements"] += 1
+    return True
 
 
 def _sync(collateral: FloatArray, a: int, book: ColumnarBook, ledger: Ledger) -> None:

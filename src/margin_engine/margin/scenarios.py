@@ -56,7 +56,8 @@ def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
         rows = np.nonzero(table.is_option & bound.live & (table.underlying == u_idx))[0]
         if rows.size and surface is not None:
             for s, move in enumerate(moves):
-                out[rows, s] = surface.sigma(bound.years[rows], table.strike[rows] / (1 + move))
+                out[rows, s] = surface.sigma(bound.market.vol_years(bound.years[rows]),
+                                             table.strike[rows] / (1 + move))
     return out
 
 

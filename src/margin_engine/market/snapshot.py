@@ -110,6 +110,16 @@ class MarketSnapshot:
     marks: Mapping[str, float] = field(default_factory=dict)
     correlation: Mapping[tuple[str, str], float] = field(default_factory=dict)
     settlements: Mapping[tuple[str, int], float] = field(default_factory=dict)
+    vol_as_of_ns: int | None = None  # when the surfaces' year fractions start (default: now)
+
+    def vol_years(self, years: FloatArray) -> FloatArray:
+        """Year fractions to read the vol surfaces at: ``years`` from now, measured from the
+        surfaces' own time (a replay moves the clock; each expiry keeps its vol)."""
+        if self.vol_as_of_ns is None or self.vol_as_of_ns == self.timestamp_ns:
+            return years
+        shifted: FloatArray = years + (self.timestamp_ns - self.vol_as_of_ns) / 1e9 / (
+            365 * 86400)
+        return shifted
 
     def correlation_of(self, a: str, b: str) -> float:
         """rho(a, b): 1 on the diagonal, the given value, or 0 when none is given."""
