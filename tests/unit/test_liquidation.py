@@ -24,7 +24,7 @@ from margin_engine.ledger.journal import ZERO
 from margin_engine.liquidation.breaker import CircuitBreaker, velocities
 from margin_engine.liquidation.config import BreakerConfig, LiquidationConfig
 from margin_engine.liquidation.partial import partially_liquidate
-from margin_engine.liquidation.price import liquidation_prices
+from margin_engine.liquidation.price import liquidation_levels, liquidation_prices
 from margin_engine.liquidation.replay import replay
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
@@ -43,6 +43,42 @@ def test_liquidation_price_of_a_long_future_by_hand() -> None:
     port = liquidation_prices(bound, "portfolio", RiskConfig())
     assert iso[0, 0] == pytest.approx(90000 / 1.98, rel=1e-10)
     assert port[0, 0] == pytest.approx(90000 / 1.744, rel=1e-10)
+
+
+def test_both_liquidation_prices_of_a_long_future_by_hand() -> None:
+    # The same books: isolated has its one root below (45,454.55, -9.09 %), none above; the
+    # portfolio model's one root is above (51,605.50): down is NaN there.
+    bound = bind(portfolio_doc(account("a", [("BTC-PERP", 2, 50000)], {"USDC": 10000})))
+    iso = liquidation_levels(bound, "isolated", RiskConfig())
+    port = liquidation_levels(bound, "portfolio", RiskConfig())
+    assert iso.down[0, 0] == pytest.approx(90000 / 1.98, rel=1e-10)
+    assert np.isnan(iso.up[0, 0])
+    assert np.isnan(port.down[0, 0])
+    assert port.up[0, 0] == pytest.approx(90000 / 1.744, rel=1e-10)
+    down_pct, _ = iso.distance_pct(bound.index[np.newaxis, :])
+    assert down_pct[0, 0] == pytest.approx(100 * (90000 / 1.98 / 50000 - 1), rel=1e-10)
+
+
+def test_short_straddle_has_a_liquidation_price_on_each_side() -> None:
+    # Short 1 call and 1 put at 50,000 (27JUN25) on 30,000 USDC: a move either way costs the
+    # straddle, so equity meets MM once below and once above the index, and the JSON gives both
+    # with their distances; liquidation_price stays the nearer one.
+    doc = portfolio_doc(account("a", [("BTC-27JUN25-50000-C", -1, 2500),
+                                      ("BTC-27JUN25-50000-P", -1, 2500)], {"USDC": 30000}))
+    bound = bind(doc)
+    found = liquidation_levels(bound, "portfolio", RiskConfig())
+    down, up = float(found.down[0, 0]), float(found.up[0, 0])
+    assert 0 < down < 50000 < up
+    nearer = down if abs(np.log(down / 50000)) <= abs(np.log(up / 50000)) else up
+    assert float(found.nearest[0, 0]) == nearer
+    from margin_engine.margin.run import compute_document, run_models
+
+    run = run_models(bound, RiskConfig(), ["portfolio"])
+    cell = compute_document(run, "portfolio")["accounts"][0]["underlyings"]["BTC"]
+    assert cell["liquidation_price"] == pytest.approx(nearer, rel=1e-12)
+    assert cell["liquidation_prices"]["down"]["price"] == pytest.approx(down, rel=1e-12)
+    assert cell["liquidation_prices"]["up"]["distance_pct"] == pytest.approx(
+        100 * (up / 50000 - 1), rel=1e-12)
 
 
 def test_no_liquidation_price_for_a_fully_hedged_account() -> None:
@@ -67,18 +103,24 @@ def risky_account(draw: Any) -> dict[str, Any]:
 @given(doc=risky_account(), model=st.sampled_from(MODEL_NAMES))
 def test_equity_equals_mm_at_the_liquidation_price(doc: dict[str, Any], model: str) -> None:
     bound = bind(doc, MARKET)
-    levels = liquidation_prices(bound, model, RiskConfig())
+    found = liquidation_levels(bound, model, RiskConfig())
     names = {i.name: i.underlying for i in bound.book.instruments.instruments}
     marked = marks_by_underlying(bound.market, names)
     for u_idx, u in enumerate(bound.underlyings):
-        level = levels[0, u_idx]
-        if np.isnan(level):
-            continue
-        assert 0 < level <= 10 * bound.index[u_idx]
-        moved = bind_market(bound.book, with_index(bound.market, marked, u, float(level)))
-        equity = float(moved.equity()[0])
-        maintenance = float(get_model(model).compute(moved, RiskConfig()).maintenance_margin[0])
-        assert equity == pytest.approx(maintenance, rel=1e-9, abs=1e-6)
+        index = float(bound.index[u_idx])
+        down, up, nearest = (float(found.down[0, u_idx]), float(found.up[0, u_idx]),
+                             float(found.nearest[0, u_idx]))
+        assert np.isnan(down) or 0 < down <= index * (1 + 1e-9)
+        assert np.isnan(up) or index < up <= 10 * index
+        assert nearest in (down, up) or (np.isnan(down) and np.isnan(up) and np.isnan(nearest))
+        for level in (down, up):
+            if np.isnan(level):
+                continue
+            moved = bind_market(bound.book, with_index(bound.market, marked, u, level))
+            equity = float(moved.equity()[0])
+            maintenance = float(get_model(model).compute(moved, RiskConfig())
+                                .maintenance_margin[0])
+            assert equity == pytest.approx(maintenance, rel=1e-9, abs=1e-6)
 
 
 def _liquidatable(doc: dict[str, Any], model: str) -> tuple[Any, Any]:

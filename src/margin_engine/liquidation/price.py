@@ -1,15 +1,18 @@
-"""Liquidation price: the index level of one underlying at which equity = MM, all else fixed.
+"""Liquidation prices: the index levels of one underlying at which equity = MM, all else fixed.
 
 f(S) = equity(S) - MM(S) is evaluated for every account at once on a log grid of index levels
-in (0, 10 x index] (one market binding per level); the sign change nearest to today's index (in
-log distance) brackets the root, which Brent's method then pins per account on a one-account
-book. Null (NaN) when f has no root in the range. Marks of perps/futures and coin collateral
-move with the index; vols are sticky strike.
+in (0, 10 x index] (one market binding per level). The sign change closest below today's index
+brackets the ``down`` root and the one closest above it the ``up`` root; Brent's method pins each
+per account on a one-account book. ``nearest`` is whichever of the two lies closer to the index
+in log distance (the single ``liquidation_price`` of the JSON contract). NaN where f has no root
+on that side within the range. Marks of perps/futures and coin collateral move with the index;
+vols are sticky strike; settled positions stay fixed cash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,17 +35,30 @@ def _gap(bound: BoundBook, model: str, config: RiskConfig,
     return gap
 
 
-def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
+@dataclass(frozen=True, slots=True)
+class LiquidationLevels:
+    """accounts x underlyings index levels (NaN where none)."""
+
+    down: FloatArray  # the closest root at or below today's index
+    up: FloatArray  # the closest root above it
+    nearest: FloatArray  # the closer of the two in log distance
+
+    def distance_pct(self, index: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(down, up) as percent moves of each underlying's index (NaN where none)."""
+        return 100.0 * (self.down / index - 1.0), 100.0 * (self.up / index - 1.0)
+
+
+def liquidation_levels(bound: BoundBook, model: str, config: RiskConfig,
                        accounts: np.ndarray | None = None,
-                       models: Mapping[str, MarginModel] | None = None) -> FloatArray:
-    """accounts x underlyings liquidation index levels (NaN: none within (0, 10 x index])."""
+                       models: Mapping[str, MarginModel] | None = None) -> LiquidationLevels:
+    """Both liquidation levels of every (wanted) account on every underlying it is exposed to."""
     from scipy.optimize import brentq
 
     book, market = bound.book, pinned_settlements(bound)
     names = {i.name: i.underlying for i in book.instruments.instruments}
     marked = marks_by_underlying(market, names)
     n_acct, n_u = bound.account_count, len(bound.underlyings)
-    out = np.full((n_acct, n_u), np.nan)
+    down, up = np.full((n_acct, n_u), np.nan), np.full((n_acct, n_u), np.nan)
     wanted = np.ones(n_acct, dtype=np.bool_) if accounts is None else accounts
     exposed = _exposed(bound)
     for u_idx, u in enumerate(bound.underlyings):
@@ -57,19 +73,28 @@ def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
                  models)
             for s in levels])
         for row, account in enumerate(candidates):
-            bracket = _nearest_bracket(values[row], levels, index)
-            if bracket is None:
-                continue
-            low, high = bracket
             single = book_subset(book, [int(account)])
 
             def f(s: float, single: ColumnarBook = single, u: str = u) -> float:
                 bound_s = bind_market(single, with_index(market, marked, u, s))
                 return float(_gap(bound_s, model, config, models)[0])
 
-            out[account, u_idx] = brentq(f, low, high, xtol=1e-12 * index, rtol=1e-15,
-                                         maxiter=200)
-    return out
+            below, above = _brackets(values[row], levels, index)
+            for bracket, out in ((below, down), (above, up)):
+                if bracket is not None:
+                    out[account, u_idx] = brentq(f, bracket[0], bracket[1],
+                                                 xtol=1e-12 * index, rtol=1e-15, maxiter=200)
+    today = bound.index[np.newaxis, :]
+    closer_down = np.abs(np.log(down / today)) <= np.abs(np.log(up / today))
+    nearest = np.where(np.isnan(up) | (~np.isnan(down) & closer_down), down, up)
+    return LiquidationLevels(down=down, up=up, nearest=nearest)
+
+
+def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
+                       accounts: np.ndarray | None = None,
+                       models: Mapping[str, MarginModel] | None = None) -> FloatArray:
+    """accounts x underlyings: the liquidation level nearest today's index (NaN: none)."""
+    return liquidation_levels(bound, model, config, accounts, models).nearest
 
 
 def _exposed(bound: BoundBook) -> np.ndarray:
@@ -79,18 +104,21 @@ def _exposed(bound: BoundBook) -> np.ndarray:
     return exposed
 
 
-def _nearest_bracket(values: FloatArray, levels: FloatArray,
-                     index: float) -> tuple[float, float] | None:
-    exact = np.nonzero(values == 0.0)[0]
-    signs = np.sign(values)
-    changes = np.nonzero(signs[:-1] * signs[1:] < 0)[0]
-    options = [(abs(np.log(levels[j] / index)), float(levels[j]), float(levels[j]))
-               for j in exact]
-    options += [(min(abs(np.log(levels[j] / index)), abs(np.log(levels[j + 1] / index))),
-                 float(levels[j]), float(levels[j + 1])) for j in changes]
-    if not options:
-        return None
-    _, low, high = min(options)
-    if low == high:  # an exact zero on the grid: widen a hair so brentq has a bracket
-        return low * (1 - 1e-12), low * (1 + 1e-12)
-    return low, high
+def _brackets(values: FloatArray, levels: FloatArray, index: float
+              ) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """(closest bracket at or below ``index``, closest bracket above it) of a sign change of
+    ``values`` over ``levels`` (ascending; an exact zero is widened by a hair for Brent)."""
+    below: tuple[float, float] | None = None
+    above: tuple[float, float] | None = None
+    for j in range(levels.size):
+        if values[j] == 0.0:
+            pair = (float(levels[j]) * (1 - 1e-12), float(levels[j]) * (1 + 1e-12))
+        elif j + 1 < levels.size and values[j] * values[j + 1] < 0.0:
+            pair = (float(levels[j]), float(levels[j + 1]))
+        else:
+            continue
+        if pair[1] <= index * (1 + 1e-12):
+            below = pair  # ascending: the last one found is the closest below
+        elif above is None:
+            above = pair
+    return below, above

@@ -2,10 +2,12 @@
 
 ``compute --json``: {"model", "timestamp", "accounts": [{"id", "mode", "model", "equity",
 "initial_margin", "maintenance_margin", "excess", "margin_ratio", "gross_notional", "efficiency",
-"underlyings": {U: {..., "liquidation_price"}}}]}. excess = equity - IM; margin_ratio =
-MM / equity (null when equity <= 0); efficiency = gross notional / IM (null when IM = 0);
-liquidation_price = the index level of U at which equity = MM with everything else fixed (null
-when there is none within (0, 10 x index]).
+"underlyings": {U: {..., "liquidation_price", "liquidation_prices"}}}]}. excess = equity - IM;
+margin_ratio = MM / equity (null when equity <= 0); efficiency = gross notional / IM (null when
+IM = 0); liquidation_price = the index level of U nearest today's at which equity = MM with
+everything else fixed; liquidation_prices = {"down": {"price", "distance_pct"}, "up": {...}},
+the closest such level at or below the index and above it (null when there is none within
+(0, 10 x index]).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from margin_engine.book.bound import BoundBook
 from margin_engine.book.columnar import MODES_BY_CODE
 from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.core.types import FloatArray
+from margin_engine.liquidation.price import LiquidationLevels
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.greeks import account_greeks
 from margin_engine.margin.protocol import MarginModel, MarginResult
@@ -89,16 +92,23 @@ def _component(key: str, value: float) -> float | str | None:
     return _number(value)
 
 
-def liquidation_levels(run: ModelRun, models: Sequence[str]) -> dict[str, FloatArray]:
-    """Per model, accounts x underlyings liquidation index levels (NaN where none)."""
-    from margin_engine.liquidation.price import liquidation_prices
+def liquidation_by_model(run: ModelRun, models: Sequence[str]
+                         ) -> dict[str, LiquidationLevels]:
+    """Per model, both liquidation levels of every account and underlying."""
+    from margin_engine.liquidation.price import liquidation_levels
 
-    return {m: liquidation_prices(run.bound, m, run.config, models=run.built)
+    return {m: liquidation_levels(run.bound, m, run.config, models=run.built)
             for m in dict.fromkeys(models)}
 
 
+def _level(price: float, index: float) -> dict[str, float] | None:
+    if not math.isfinite(price):
+        return None
+    return {"price": price, "distance_pct": 100.0 * (price / index - 1.0)}
+
+
 def account_summary(run: ModelRun, account: int, model: str,
-                    liquidation: dict[str, FloatArray] | None = None) -> dict[str, Any]:
+                    liquidation: dict[str, LiquidationLevels] | None = None) -> dict[str, Any]:
     """Headline numbers of one account under one model."""
     result = run.results[model]
     equity = float(run.equity[account])
@@ -122,7 +132,7 @@ def account_summary(run: ModelRun, account: int, model: str,
 
 
 def underlying_breakdown(run: ModelRun, account: int, model: str,
-                         liquidation: dict[str, FloatArray] | None = None) -> dict[str, Any]:
+                         liquidation: dict[str, LiquidationLevels] | None = None) -> dict[str, Any]:
     result = run.results[model]
     out: dict[str, Any] = {}
     for u_idx, u in enumerate(run.bound.underlyings):
@@ -139,7 +149,11 @@ def underlying_breakdown(run: ModelRun, account: int, model: str,
         for key, values in run.greeks.items():
             cell[key] = _number(float(values[account, u_idx]))
         if liquidation is not None:
-            cell["liquidation_price"] = _number(float(liquidation[model][account, u_idx]))
+            levels, index = liquidation[model], float(run.bound.index[u_idx])
+            cell["liquidation_price"] = _number(float(levels.nearest[account, u_idx]))
+            cell["liquidation_prices"] = {
+                "down": _level(float(levels.down[account, u_idx]), index),
+                "up": _level(float(levels.up[account, u_idx]), index)}
         out[u] = cell
     return out
 
@@ -152,7 +166,7 @@ def compute_document(run: ModelRun, requested: str,
     """The ``compute --json`` document (``liquidation_price`` only ``with_liquidation``)."""
     book = run.bound.book
     used = [run.model_of(a, requested) for a in range(book.account_count)]
-    liquidation = liquidation_levels(run, used) if with_liquidation else None
+    liquidation = liquidation_by_model(run, used) if with_liquidation else None
     accounts = []
     for a, account_id in enumerate(book.account_ids):
         model = run.model_of(a, requested)
@@ -168,7 +182,7 @@ def compute_document(run: ModelRun, requested: str,
 def compare_document(run: ModelRun, with_liquidation: bool = True) -> dict[str, Any]:
     """The ``compare --json`` document: every model per account."""
     book = run.bound.book
-    liquidation = liquidation_levels(run, list(run.results)) if with_liquidation else None
+    liquidation = liquidation_by_model(run, list(run.results)) if with_liquidation else None
     accounts = []
     for a, account_id in enumerate(book.account_ids):
         accounts.append({
