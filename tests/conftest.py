@@ -10,10 +10,14 @@ import pytest
 
 from margin_engine.book.bound import BoundBook, bind_market
 from margin_engine.book.columnar import book_from_portfolio
+from margin_engine.collateral.haircuts import CollateralConfig
 from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
+from margin_engine.margin.config import RiskConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The shared worked examples and the hand-worked books assume no collateral haircuts.
+NO_HAIRCUTS = RiskConfig(haircuts=CollateralConfig(enabled=False))
 EXAMPLES = SHARED / "examples" / "foundation"
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
-from tests.conftest import account, bind, market_doc, portfolio_doc
+from tests.conftest import NO_HAIRCUTS, account, bind, market_doc, portfolio_doc
 
 MODELS = ("isolated", "cross", "portfolio", "sensitivity")
 
@@ -16,7 +15,7 @@ def _margins(doc: dict, market: dict) -> dict[str, tuple[float, float, float]]:
     bound = bind(doc, market)
     out = {}
     for model in MODELS:
-        result = get_model(model).compute(bound, RiskConfig())
+        result = get_model(model).compute(bound, NO_HAIRCUTS)
         out[model] = (float(bound.equity()[0]), float(result.initial_margin[0]),
                       float(result.maintenance_margin[0]))
     return out
@@ -52,7 +51,7 @@ def test_option_an_hour_before_expiry_is_live() -> None:
     bound = bind(doc, market_doc(timestamp="2025-06-01T07:00:00Z"))
     assert bound.years[0] == pytest.approx(3600 / (365 * 86400), rel=1e-15)
     assert bool(bound.live[0])
-    assert get_model("portfolio").compute(bound, RiskConfig()).initial_margin[0] > 0
+    assert get_model("portfolio").compute(bound, NO_HAIRCUTS).initial_margin[0] > 0
 
 
 def test_expired_future_settles_and_leaves_the_live_book_as_it_was() -> None:
@@ -96,5 +95,5 @@ def test_liquidation_price_keeps_settled_cash_fixed() -> None:
     doc = portfolio_doc(account("a", [("BTC-PERP", 1, 50000), ("BTC-27DEC24", -2, 40000)],
                                 collateral={"USDC": 10000}))
     bound = bind(doc, market_doc())
-    prices = liquidation_prices(bound, "portfolio", RiskConfig())
+    prices = liquidation_prices(bound, "portfolio", NO_HAIRCUTS)
     assert prices[0, 0] == pytest.approx(60000 / 0.872, rel=1e-9)

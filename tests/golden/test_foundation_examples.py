@@ -11,8 +11,8 @@ from margin_engine.book.bound import bind_market
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.io.market_file import load_market
 from margin_engine.io.portfolio_file import load_portfolio
-from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
+from tests.conftest import NO_HAIRCUTS
 
 # In exact arithmetic a long call + short put has C(sigma) - P(sigma) = F - K for every sigma,
 # so its three -16 % scenarios tie and the convention picks the first (vol down, -0.25); the
@@ -25,7 +25,7 @@ def test_worked_examples(examples_dir: Path, model: str) -> None:
     expected = json.loads((examples_dir / "expected.json").read_text())[model]
     bound = bind_market(book_from_portfolio(load_portfolio(examples_dir / "portfolio.json")),
                         load_market(examples_dir / "market.json"))
-    result = get_model(model).compute(bound, RiskConfig())
+    result = get_model(model).compute(bound, NO_HAIRCUTS)
     equity = bound.equity()
     assert set(expected) == set(bound.book.account_ids)
     for a, account_id in enumerate(bound.book.account_ids):

@@ -6,17 +6,16 @@ import math
 
 import pytest
 
-from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
 from margin_engine.pricing.reference import black76_price
-from tests.conftest import account, bind, market_doc, portfolio_doc
+from tests.conftest import NO_HAIRCUTS, account, bind, market_doc, portfolio_doc
 
 T_27JUN25 = (26 * 86400 + 8 * 3600) / (365 * 86400)  # 2025-06-01T00:00Z -> 27JUN25 08:00Z
 
 
 def margins(model: str, doc: dict, market: dict | None = None) -> tuple[float, float]:
     bound = bind(doc, market)
-    result = get_model(model).compute(bound, RiskConfig())
+    result = get_model(model).compute(bound, NO_HAIRCUTS)
     return float(result.initial_margin[0]), float(result.maintenance_margin[0])
 
 
@@ -94,7 +93,7 @@ def test_portfolio_contingencies() -> None:
     bound = bind(portfolio_doc(account("a", [
         ("BTC-27JUN25-50000-C", -3, 100), ("BTC-27JUN25-50000-P", 1, 100),
         ("BTC-PERP", 2, 50000), ("BTC-26SEP25", -1.5, 50000)])))
-    result = get_model("portfolio").compute(bound, RiskConfig())
+    result = get_model("portfolio").compute(bound, NO_HAIRCUTS)
     assert result.per_underlying["contingency"][0, 0] == pytest.approx(1750.0, rel=1e-12)
 
 
@@ -144,7 +143,7 @@ def test_coin_collateral_is_clamped_but_short_calls_are_reshocked() -> None:
     assert extended[1] > max(standard)
     bound = bind(portfolio_doc(account("a", [("BTC-27JUN25-60000-C", -3, 100)],
                                        collateral={"BTC": 1})))
-    result = get_model("portfolio").compute(bound, RiskConfig())
+    result = get_model("portfolio").compute(bound, NO_HAIRCUTS)
     assert result.per_underlying["scan_risk"][0, 0] == pytest.approx(
         max(standard + extended), rel=1e-12)
 

@@ -15,6 +15,7 @@ from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.margin.config import RiskConfig
 from margin_engine.store.base import Event, SnapshotRow, Tick, open_store
+from tests.conftest import NO_HAIRCUTS
 
 T0 = 1_722_816_000 * 10**9  # 2024-08-05T00:00:00Z
 MIN = 60 * 10**9
@@ -41,7 +42,7 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def _monitor(store: object = None) -> Monitor:
     return Monitor(book_from_portfolio(parse_portfolio(PORTFOLIO)), parse_market(MARKET),
-                   RiskConfig(), store=store)  # type: ignore[arg-type]
+                   NO_HAIRCUTS, store=store)  # type: ignore[arg-type]  # the hand arithmetic
 
 
 def _path() -> list[Tick]:
@@ -124,7 +125,7 @@ def test_store_suite(store_spec: str) -> None:
 
 
 def test_session_resumes_and_replay_is_bit_for_bit(store_spec: str) -> None:
-    values = setup_values(PORTFOLIO, MARKET, RiskConfig(), "account")
+    values = setup_values(PORTFOLIO, MARKET, NO_HAIRCUTS, "account")
     ticks = _path()
     whole = _monitor()
     whole.run(ticks, commit=False)

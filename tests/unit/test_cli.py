@@ -36,12 +36,14 @@ def test_compute_json_contract(files: tuple[Path, Path]) -> None:
     hedged, iso = doc["accounts"]
     assert hedged["model"] == "portfolio"
     assert iso["model"] == "isolated"
-    for key in ("equity", "initial_margin", "maintenance_margin", "excess", "margin_ratio",
-                "gross_notional", "efficiency", "underlyings"):
+    for key in ("equity", "adjusted_equity", "initial_margin", "maintenance_margin", "excess",
+                "margin_ratio", "gross_notional", "efficiency", "underlyings"):
         assert key in hedged
     btc = hedged["underlyings"]["BTC"]
     assert set(btc) >= {"scan_risk", "contingency", "worst_scenario", "delta", "gamma", "vega"}
-    assert hedged["excess"] == pytest.approx(hedged["equity"] - hedged["initial_margin"])
+    assert hedged["adjusted_equity"] < hedged["equity"]  # haircuts are on by default
+    assert hedged["excess"] == pytest.approx(hedged["adjusted_equity"] -
+                                             hedged["initial_margin"])
     assert hedged["efficiency"] == pytest.approx(hedged["gross_notional"] /
                                                  hedged["initial_margin"])
     # ETH-PERP 10 x 2,500 = 25,000 at 2 %: 500.

@@ -42,6 +42,7 @@ def test_overrides_change_the_margin(tmp_path: Path) -> None:
     config = RiskConfig.from_dict({
         "isolated": {"tiers_by_underlying": {"BTC": [{"up_to": "inf", "initial_rate": 0.05}]}},
         "portfolio": {"price_moves": [-0.1, 0.0, 0.1], "extended_moves": [-0.2, 0.3]},
+        "haircuts": {"enabled": False},
     })
     assert json.loads(config.to_json())["isolated"]["tiers_by_underlying"]["BTC"][0][
         "maintenance_rate"] == 0.025

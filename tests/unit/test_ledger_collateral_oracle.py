@@ -105,18 +105,18 @@ def test_socialised_loss_is_exact_pro_rata() -> None:
 
 def test_haircut_arithmetic() -> None:
     config = CollateralConfig(mpor_days=2.0, confidence=0.99)
-    # BTC, native: h_vol = 2.3263 x 0.60 x sqrt(2/365) = 0.10333; 10 BTC at 60,000 = 600,000
-    # USD; h_liq = 0.1 x sqrt(600,000 / 2e10) = 0.000548; total 0.10388.
+    # BTC, native: h_vol = 2.3263 x 0.52 x sqrt(2/365) = 0.08954; 10 BTC at 60,000 = 600,000
+    # USD; h_liq = 0.1 x sqrt(600,000 / 2e10) = 0.000548; total 0.09009.
     result = haircut("BTC", 10.0, 60000.0, config)
     z = 2.3263478740408408
-    h_vol = z * 0.60 * math.sqrt(2 / 365)
+    h_vol = z * 0.52 * math.sqrt(2 / 365)
     h_liq = 0.1 * math.sqrt(600_000 / 2e10)
     assert result.volatility == pytest.approx(h_vol, rel=1e-12)
     assert result.liquidity == pytest.approx(h_liq, rel=1e-12)
     assert result.counted_value == pytest.approx(600_000 * (1 - h_vol - h_liq), rel=1e-12)
     # Through a third-party bridge: +5 % and one hour of finality added to the MPOR.
     bridged = haircut("BTC@third_party", 10.0, 60000.0, config)
-    assert bridged.volatility == pytest.approx(z * 0.60 * math.sqrt((2 + 1 / 24) / 365),
+    assert bridged.volatility == pytest.approx(z * 0.52 * math.sqrt((2 + 1 / 24) / 365),
                                                rel=1e-12)
     assert bridged.haircut == pytest.approx(bridged.volatility + h_liq + 0.05, rel=1e-12)
     assert split_collateral_key("USDC@arbitrum") == ("USDC", "arbitrum")

@@ -29,7 +29,7 @@ from margin_engine.liquidation.replay import replay
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import MODEL_NAMES, get_model
-from tests.conftest import account, bind, market_doc, portfolio_doc
+from tests.conftest import NO_HAIRCUTS, account, bind, market_doc, portfolio_doc
 
 MARKET = market_doc(correlation={"BTC": {"ETH": 0.8}}, marks={"BTC-26SEP25": 50500})
 
@@ -39,8 +39,8 @@ def test_liquidation_price_of_a_long_future_by_hand() -> None:
     # = MM 0.01 x 2 S -> 1.98 S = 90,000 -> S = 45,454.55. Portfolio: MM = 0.8 x 0.16 x 2 S
     # -> 1.744 S = 90,000 -> 51,605.50 (above today's 50,000: already liquidatable).
     bound = bind(portfolio_doc(account("a", [("BTC-PERP", 2, 50000)], {"USDC": 10000})))
-    iso = liquidation_prices(bound, "isolated", RiskConfig())
-    port = liquidation_prices(bound, "portfolio", RiskConfig())
+    iso = liquidation_prices(bound, "isolated", NO_HAIRCUTS)
+    port = liquidation_prices(bound, "portfolio", NO_HAIRCUTS)
     assert iso[0, 0] == pytest.approx(90000 / 1.98, rel=1e-10)
     assert port[0, 0] == pytest.approx(90000 / 1.744, rel=1e-10)
 
@@ -49,8 +49,8 @@ def test_both_liquidation_prices_of_a_long_future_by_hand() -> None:
     # The same books: isolated has its one root below (45,454.55, -9.09 %), none above; the
     # portfolio model's one root is above (51,605.50): down is NaN there.
     bound = bind(portfolio_doc(account("a", [("BTC-PERP", 2, 50000)], {"USDC": 10000})))
-    iso = liquidation_levels(bound, "isolated", RiskConfig())
-    port = liquidation_levels(bound, "portfolio", RiskConfig())
+    iso = liquidation_levels(bound, "isolated", NO_HAIRCUTS)
+    port = liquidation_levels(bound, "portfolio", NO_HAIRCUTS)
     assert iso.down[0, 0] == pytest.approx(90000 / 1.98, rel=1e-10)
     assert np.isnan(iso.up[0, 0])
     assert np.isnan(port.down[0, 0])
@@ -66,14 +66,14 @@ def test_short_straddle_has_a_liquidation_price_on_each_side() -> None:
     doc = portfolio_doc(account("a", [("BTC-27JUN25-50000-C", -1, 2500),
                                       ("BTC-27JUN25-50000-P", -1, 2500)], {"USDC": 30000}))
     bound = bind(doc)
-    found = liquidation_levels(bound, "portfolio", RiskConfig())
+    found = liquidation_levels(bound, "portfolio", NO_HAIRCUTS)
     down, up = float(found.down[0, 0]), float(found.up[0, 0])
     assert 0 < down < 50000 < up
     nearer = down if abs(np.log(down / 50000)) <= abs(np.log(up / 50000)) else up
     assert float(found.nearest[0, 0]) == nearer
     from margin_engine.margin.run import compute_document, run_models
 
-    run = run_models(bound, RiskConfig(), ["portfolio"])
+    run = run_models(bound, NO_HAIRCUTS, ["portfolio"])
     cell = compute_document(run, "portfolio")["accounts"][0]["underlyings"]["BTC"]
     assert cell["liquidation_price"] == pytest.approx(nearer, rel=1e-12)
     assert cell["liquidation_prices"]["down"]["price"] == pytest.approx(down, rel=1e-12)
@@ -117,9 +117,9 @@ def test_equity_equals_mm_at_the_liquidation_price(doc: dict[str, Any], model: s
             if np.isnan(level):
                 continue
             moved = bind_market(bound.book, with_index(bound.market, marked, u, level))
-            equity = float(moved.equity()[0])
-            maintenance = float(get_model(model).compute(moved, RiskConfig())
-                                .maintenance_margin[0])
+            result = get_model(model).compute(moved, RiskConfig())
+            equity = float(result.adjusted_equity(moved.equity())[0])  # after haircuts
+            maintenance = float(result.maintenance_margin[0])
             assert equity == pytest.approx(maintenance, rel=1e-9, abs=1e-6)
 
 
@@ -138,9 +138,13 @@ def test_partial_liquidation_closes_only_what_is_needed(doc: dict[str, Any], mod
     book, market = _liquidatable(doc, model)
     settings_ = LiquidationConfig(penalty_rate=0.005)
     outcome = partially_liquidate(book, market, model, RiskConfig(), settings_)
+    after = bind_market(outcome.book, market)
+    result = get_model(model).compute(after, RiskConfig())
+    adjusted = float(result.adjusted_equity(after.equity())[0])  # what the target is checked on
+    assert outcome.equity == pytest.approx(float(after.equity()[0]), rel=1e-12, abs=1e-9)
     if outcome.target_reached:
-        assert outcome.equity >= outcome.initial_margin * (1 - 1e-9) - 1e-6
-        assert outcome.equity >= outcome.maintenance_margin - 1e-6  # never left below MM
+        assert adjusted >= outcome.initial_margin * (1 - 1e-9) - 1e-6
+        assert adjusted >= outcome.maintenance_margin - 1e-6  # never left below MM
     if not outcome.closures or not outcome.target_reached:
         return
     # Closing a little less of the last position would leave the account short of target.
@@ -152,8 +156,10 @@ def test_partial_liquidation_closes_only_what_is_needed(doc: dict[str, Any], mod
     collateral[0, -1] += (last.penalty - last.realised_pnl) * 1e-4
     less = replace(outcome.book, size=undo, collateral=collateral)
     bound = bind_market(less, market)
-    initial = float(get_model(model).compute(bound, RiskConfig()).initial_margin[0])
-    assert float(bound.equity()[0]) < initial + 1e-6 * max(1.0, initial) or \
+    less_result = get_model(model).compute(bound, RiskConfig())
+    initial = float(less_result.initial_margin[0])
+    assert float(less_result.adjusted_equity(bound.equity())[0]) < \
+        initial + 1e-6 * max(1.0, initial) or \
         last.size_closed == pytest.approx(float(book.size[last.position]))
 
 

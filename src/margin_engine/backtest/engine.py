@@ -143,6 +143,9 @@ def run_backtest(book: ColumnarBook, market: MarketSnapshot,
         if u not in market.underlyings:
             raise InputError(f"an underlying of the market {sorted(market.underlyings)}",
                              field="--prices", value=u)
+    # A backtest measures the margin against the book's price losses; collateral haircuts and
+    # the stablecoin depeg charge are not price risk of the book, so they are left out here.
+    config = replace(config, haircuts=replace(config.haircuts, enabled=False))
     names = sorted(histories)
     days, closes = _aligned(histories)
     h = int(mpor_days)

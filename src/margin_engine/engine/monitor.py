@@ -78,8 +78,7 @@ class Monitor:
         self.marked = marks_by_underlying(market, names)
         full = bind_market(book, market)
         n = book.account_count
-        self.equity = full.equity()
-        self.initial, self.maintenance = self._margins(full)
+        self.initial, self.maintenance, self.equity = self._margins(full)
         self.status = np.full(n, OK, dtype=np.int8)
         self.holding = np.bincount(full.position_account, weights=np.abs(book.size),
                                    minlength=n) > 0
@@ -126,7 +125,8 @@ class Monitor:
         return piece.portfolio
 
     def _margins(self, bound: BoundBook, piece: _Slice | None = None,
-                 symbol: str | None = None) -> tuple[FloatArray, FloatArray]:
+                 symbol: str | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(IM, MM, equity after haircuts) of the accounts of ``bound``."""
         return margins_by_mode(bound, self.model,
                                lambda name: self._compute(name, bound, piece, symbol))
 
@@ -174,8 +174,8 @@ class Monitor:
             piece = self.slices.get(tick.symbol)
             if piece is not None:
                 piece.bound = reprice(piece.bound, self.market)
-                initial, maintenance = self._margins(piece.bound, piece, tick.symbol)
-                self.equity[piece.accounts] = piece.bound.equity()
+                initial, maintenance, equity = self._margins(piece.bound, piece, tick.symbol)
+                self.equity[piece.accounts] = equity
                 self.initial[piece.accounts] = initial
                 self.maintenance[piece.accounts] = maintenance
                 self._update_status(piece.accounts, tick, events)

@@ -3,8 +3,8 @@
 Each position's score = maintenance margin freed by closing it / cost of closing it (the
 penalty, penalty_rate x |notional|); positions are closed best score first (hedges, which free
 no margin, are never closed first), each only as far as needed: the last one by the smallest
-fraction (bisection to 1e-9) that brings equity back to IM x target_buffer. Closing realises the
-position's P&L into the settlement asset (equity unchanged) and pays the penalty (equity falls).
+fraction (bisection to 1e-9) that brings equity after haircuts back to IM x target_buffer.
+Closing realises the position's P&L into the settlement asset (equity unchanged) and pays the penalty (equity falls).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Closure:
 class PartialLiquidation:
     closures: tuple[Closure, ...]
     book: ColumnarBook  # one account, after the closures (settlement asset updated)
-    equity: float
+    equity: float  # mark-to-market after the closures (targets use equity after haircuts)
     initial_margin: float
     maintenance_margin: float
     target_reached: bool
@@ -46,7 +46,7 @@ def _state(book: ColumnarBook, market: MarketSnapshot, model: str,
            config: RiskConfig) -> tuple[float, float, float, BoundBook]:
     bound = bind_market(book, market)
     result = get_model(model).compute(bound, config)
-    return (float(bound.equity()[0]), float(result.initial_margin[0]),
+    return (float(result.adjusted_equity(bound.equity())[0]), float(result.initial_margin[0]),
             float(result.maintenance_margin[0]), bound)
 
 
@@ -81,8 +81,9 @@ def partially_liquidate(book: ColumnarBook, market: MarketSnapshot, model: str,
 
     closures: list[Closure] = []
     if not short_of_target(equity, initial):
-        return PartialLiquidation(closures=(), book=book, equity=equity, initial_margin=initial,
-                                  maintenance_margin=maintenance, target_reached=True)
+        return PartialLiquidation(closures=(), book=book, equity=float(bound.equity()[0]),
+                                  initial_margin=initial, maintenance_margin=maintenance,
+                                  target_reached=True)
     scores = _scores(book, bound, market, model, config, maintenance, liquidation.penalty_rate)
     for row in np.argsort(-scores, kind="stable"):
         if book.size[row] == 0.0:
@@ -106,11 +107,12 @@ def partially_liquidate(book: ColumnarBook, market: MarketSnapshot, model: str,
         book, closure = _close(book, bound, int(row), high, settle, liquidation.penalty_rate)
         equity, initial, maintenance, bound = _state(book, market, model, config)
         closures.append(closure)
-        return PartialLiquidation(closures=tuple(closures), book=book, equity=equity,
-                                  initial_margin=initial, maintenance_margin=maintenance,
-                                  target_reached=True)
-    return PartialLiquidation(closures=tuple(closures), book=book, equity=equity,
-                              initial_margin=initial, maintenance_margin=maintenance,
+        return PartialLiquidation(closures=tuple(closures), book=book,
+                                  equity=float(bound.equity()[0]), initial_margin=initial,
+                                  maintenance_margin=maintenance, target_reached=True)
+    return PartialLiquidation(closures=tuple(closures), book=book,
+                              equity=float(bound.equity()[0]), initial_margin=initial,
+                              maintenance_margin=maintenance,
                               target_reached=not short_of_target(equity, initial))
 
 

@@ -1,4 +1,5 @@
-"""Liquidation prices: the index levels of one underlying at which equity = MM, all else fixed.
+"""Liquidation prices: the index levels of one underlying at which equity (after collateral
+haircuts) = MM, all else fixed.
 
 f(S) = equity(S) - MM(S) is evaluated for every account at once on a log grid of index levels
 in (0, 10 x index] (one market binding per level). The sign change closest below today's index
@@ -31,7 +32,7 @@ UPPER_MULTIPLE = 10.0
 def _gap(bound: BoundBook, model: str, config: RiskConfig,
          models: Mapping[str, MarginModel] | None = None) -> FloatArray:
     result = get_model(model, models).compute(bound, config)
-    gap: FloatArray = bound.equity() - result.maintenance_margin
+    gap: FloatArray = result.adjusted_equity(bound.equity()) - result.maintenance_margin
     return gap
 
 

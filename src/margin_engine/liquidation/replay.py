@@ -61,8 +61,9 @@ def _with_settlement(book: ColumnarBook, market: MarketSnapshot,
     return book, market
 
 
-def _margins(bound: BoundBook, model: str, config: RiskConfig) -> tuple[FloatArray, FloatArray]:
-    """(IM, MM) per account; ``account`` uses each account's own mode."""
+def _margins(bound: BoundBook, model: str, config: RiskConfig
+             ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(IM, MM, equity after haircuts) per account; ``account`` uses each account's mode."""
     return margins_by_mode(bound, model, lambda name: get_model(name).compute(bound, config))
 
 
@@ -155,14 +156,14 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         if _settle_expired(bound, size, collateral, settle, ledger, events, totals,
                            int(times[t])):
             bound = bind_market(replace(book, size=size, collateral=collateral), bound.market)
-        _, maintenance = _margins(bound, model, config)
+        _, maintenance, adjusted = _margins(bound, model, config)
         multiplier, change = breaker.update(int(times[t]), float(speed[t]))
         if change is not None:
             events.append({"time": ns_to_iso(int(times[t])), "type": f"breaker_{change}",
                            "multiplier": multiplier, "velocity": float(speed[t])})
         holding = np.bincount(bound.position_account, weights=np.abs(size),
                               minlength=book.account_count) > 0
-        below = (bound.equity() < maintenance * multiplier) & holding
+        below = (adjusted < maintenance * multiplier) & holding
         ever |= below
         if history is not None:
             history[t] = below

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
+from margin_engine.collateral.haircuts import CollateralHaircuts, book_haircuts
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
+from margin_engine.margin.config import RiskConfig
 
 
 def position_cell(bound: BoundBook) -> IntArray:
@@ -31,3 +33,18 @@ def active_cells(bound: BoundBook) -> BoolArray:
     flat = np.zeros(bound.account_count * n_u, dtype=np.bool_)
     flat[position_cell(bound)] = True
     return flat.reshape(bound.account_count, n_u)
+
+
+def collateral_haircuts(bound: BoundBook, config: RiskConfig, revalued: frozenset[str]
+                        ) -> CollateralHaircuts:
+    """Haircuts of every account's collateral at the bound market's prices (``revalued``: the
+    assets whose volatility part the calling model leaves out)."""
+    prices = np.array([bound.market.asset_prices[a.partition("@")[0]] for a in bound.book.assets],
+                      dtype=np.float64)
+    return book_haircuts(bound.book.collateral, bound.book.assets, prices, config.haircuts,
+                         revalued)
+
+
+def coins_of(bound: BoundBook) -> frozenset[str]:
+    """Collateral assets that are underlyings of the bound book (moved by scenario models)."""
+    return frozenset(bound.underlyings)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from margin_engine.collateral.haircuts import AssetHaircut, ChainTier, CollateralConfig
 from margin_engine.core.errors import ConfigError, InputError
 from margin_engine.core.numbers import parse_float
 
@@ -141,6 +142,7 @@ class RiskConfig:
     portfolio: PortfolioConfig = field(default_factory=PortfolioConfig)
     liquidation: LiquidationConfig = field(default_factory=LiquidationConfig)
     var: VarConfig = field(default_factory=VarConfig)
+    haircuts: CollateralConfig = field(default_factory=CollateralConfig)
 
     def to_dict(self) -> dict[str, Any]:
         plain: dict[str, Any] = _to_plain(self)
@@ -291,7 +293,67 @@ def _build_risk_config(data: Mapping[str, Any]) -> RiskConfig:
         raise InputError("a whole number of days >= 1", field="var.mpor_days",
                          value=var.mpor_days)
     return RiskConfig(isolated=isolated, cross=cross, portfolio=portfolio,
-                      liquidation=_liquidation(data.get("liquidation", {})), var=var)
+                      liquidation=_liquidation(data.get("liquidation", {})), var=var,
+                      haircuts=_haircuts(data.get("haircuts", {})))
+
+
+def _number_or_inf(value: Any, field: str) -> float:
+    return math.inf if value == "inf" else parse_float(value, field=field, minimum=0.0)
+
+
+def _haircuts(data: Any) -> CollateralConfig:
+    """``[haircuts]``: scalars, ``stablecoins``, and tables ``assets``, ``chains``, ``chain_of``
+    merged over the defaults (an asset or chain given replaces only the fields it names)."""
+    raw = dict(_check_keys(data, CollateralConfig, "haircuts"))
+    base = CollateralConfig()
+    updates: dict[str, Any] = {}
+    if "enabled" in raw:
+        if not isinstance(raw["enabled"], bool):
+            raise InputError("true or false", field="haircuts.enabled", value=raw["enabled"])
+        updates["enabled"] = raw["enabled"]
+    for name, low, high in (("mpor_days", 0.0, None), ("confidence", 0.5, 1.0),
+                            ("depeg_price", 0.0, 1.0), ("depeg_weight", 0.0, 1.0)):
+        if name in raw:
+            updates[name] = parse_float(raw[name], field=f"haircuts.{name}", minimum=low,
+                                        maximum=high)
+    if "stablecoins" in raw:
+        coins = raw["stablecoins"]
+        if not isinstance(coins, list) or not all(isinstance(c, str) and c for c in coins):
+            raise InputError("a list of asset symbols", field="haircuts.stablecoins",
+                             value=coins)
+        updates["stablecoins"] = tuple(coins)
+    assets = dict(base.assets)
+    for asset, spec in _table(raw.get("assets", {}), "haircuts.assets").items():
+        where = f"haircuts.assets.{asset}"
+        item = _check_keys(spec, AssetHaircut, where)
+        current = assets.get(asset)
+        if current is None and not {"annual_vol", "average_daily_volume_usd"} <= set(item):
+            raise InputError("annual_vol and average_daily_volume_usd for a new asset",
+                             field=where, value=sorted(item))
+        values = {k: _number_or_inf(v, f"{where}.{k}") for k, v in item.items()}
+        assets[asset] = replace(current, **values) if current else AssetHaircut(**values)
+    chains = dict(base.chains)
+    for chain, spec in _table(raw.get("chains", {}), "haircuts.chains").items():
+        where = f"haircuts.chains.{chain}"
+        item = _check_keys(spec, ChainTier, where)
+        tier = chains.get(chain)
+        if tier is None and set(item) != {"haircut", "finality_seconds"}:
+            raise InputError("haircut and finality_seconds for a new chain tier", field=where,
+                             value=sorted(item))
+        numbers = {k: parse_float(v, field=f"{where}.{k}", minimum=0.0) for k, v in item.items()}
+        chains[chain] = replace(tier, **numbers) if tier else ChainTier(**numbers)
+    chain_of = {str(k): v for k, v in _table(raw.get("chain_of", {}), "haircuts.chain_of").items()}
+    for chain, tier in chain_of.items():
+        if tier not in chains:
+            raise InputError(f"a chain tier of {sorted(chains)}",
+                             field=f"haircuts.chain_of.{chain}", value=tier)
+    return replace(base, assets=assets, chains=chains, chain_of=chain_of, **updates)
+
+
+def _table(data: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InputError("a table", field=field, value=data)
+    return data
 
 
 def _liquidation(data: Any) -> LiquidationConfig:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
-from margin_engine.margin.common import active_cells, per_underlying_sum
+from margin_engine.margin.common import active_cells, collateral_haircuts, per_underlying_sum
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.isolated import position_charges
 from margin_engine.margin.protocol import MarginResult
@@ -21,6 +21,7 @@ from margin_engine.margin.tiers import tiered_charge
 
 class CrossModel:
     name = "cross"
+    revalues_coins = False
 
     def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult:
         table = bound.book.instruments
@@ -64,4 +65,5 @@ class CrossModel:
             per_position={"initial_margin": np.where(linear, 0.0, iso_initial),
                           "maintenance_margin": np.where(linear, 0.0, iso_maintenance),
                           "isolated_initial_margin": iso_initial},
+            collateral_haircut=collateral_haircuts(bound, config, frozenset()).deduction,
         )

@@ -13,7 +13,7 @@ import numpy as np
 
 from margin_engine.book.bound import BoundBook
 from margin_engine.core.types import FloatArray
-from margin_engine.margin.common import active_cells, per_underlying_sum
+from margin_engine.margin.common import active_cells, collateral_haircuts, per_underlying_sum
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.protocol import MarginResult
 from margin_engine.margin.tiers import tiered_charge
@@ -49,6 +49,7 @@ def position_charges(bound: BoundBook, config: RiskConfig) -> tuple[FloatArray, 
 
 class IsolatedModel:
     name = "isolated"
+    revalues_coins = False
 
     def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult:
         initial, maintenance = position_charges(bound, config)
@@ -60,4 +61,5 @@ class IsolatedModel:
             per_underlying={"initial_margin": per_underlying_sum(bound, initial),
                             "maintenance_margin": per_underlying_sum(bound, maintenance)},
             per_position={"initial_margin": initial, "maintenance_margin": maintenance},
+            collateral_haircut=collateral_haircuts(bound, config, frozenset()).deduction,
         )

@@ -1,10 +1,19 @@
-"""`portfolio` (SPEC 3.3): scenario risk matrix with contingencies and correlation offsets."""
+"""`portfolio` (SPEC 3.3): scenario risk matrix with contingencies and correlation offsets.
+
+With haircuts on, a stablecoin depeg is one more scenario: every stablecoin balance revalued at
+``depeg_price``, its loss counted at ``depeg_weight`` and added to the aggregated IM,
+    depeg = w x sum over stablecoin balances of amount x max(0, price - depeg_price),
+    IM = max(agg, (1 - max_offset) x sum L_u) + depeg,  MM = mm_fraction x IM;
+so stablecoins (like coin collateral of the scanned underlyings) lose only the liquidity, chain
+and concentration parts of their haircut, not the volatility part.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
+from margin_engine.margin.common import coins_of, collateral_haircuts
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.portfolio_kernel import portfolio_margin_nb
 from margin_engine.margin.protocol import MarginResult
@@ -13,6 +22,7 @@ from margin_engine.margin.scenarios import linear_moves, scenario_table, value_c
 
 class PortfolioModel:
     name = "portfolio"
+    revalues_coins = True
 
     def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult:
         cfg = config.portfolio
@@ -62,8 +72,29 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
         only_underlying if previous is not None else -1,
         prev_scan, prev_cont, prev_worst,
     )
+    depeg = depeg_charge(bound, config)
+    if depeg.any():
+        im = im + depeg
+        mm = cfg.maintenance_fraction * im
+    revalued = coins_of(bound) | frozenset(config.haircuts.stablecoins)
     return MarginResult(
         model="portfolio", initial_margin=im, maintenance_margin=mm, active=active,
         per_underlying={"scan_risk": scan, "contingency": cont, "worst_scenario": worst},
+        per_account={"depeg": depeg} if config.haircuts.enabled else {},
         scenarios=scenarios,
+        collateral_haircut=collateral_haircuts(bound, config, revalued).deduction,
     )
+
+
+def depeg_charge(bound: BoundBook, config: RiskConfig) -> np.ndarray:
+    """Per account: depeg_weight x the loss of its stablecoins at the depeg price."""
+    cfg = config.haircuts
+    charge = np.zeros(bound.account_count)
+    if not cfg.enabled:
+        return charge
+    for col, key in enumerate(bound.book.assets):
+        asset = key.partition("@")[0]
+        if asset in cfg.stablecoins:
+            drop = max(0.0, bound.market.asset_prices[asset] - cfg.depeg_price)
+            charge += cfg.depeg_weight * np.maximum(bound.book.collateral[:, col], 0.0) * drop
+    return charge

@@ -30,11 +30,22 @@ class MarginResult:
     per_position: Mapping[str, FloatArray] = field(default_factory=dict)
     per_account: Mapping[str, FloatArray] = field(default_factory=dict)  # model components
     scenarios: tuple[tuple[float, float, float], ...] = ()  # (price move, vol shock, weight)
+    collateral_haircut: FloatArray | None = None  # USD per account taken off by haircuts
+
+    def adjusted_equity(self, equity: FloatArray) -> FloatArray:
+        """Equity after collateral haircuts: what IM and MM are compared with."""
+        if self.collateral_haircut is None:
+            return equity
+        adjusted: FloatArray = equity - self.collateral_haircut
+        return adjusted
 
 
 class MarginModel(Protocol):
-    """A margin model: pure function of a bound book and a risk config."""
+    """A margin model: pure function of a bound book and a risk config. ``revalues_coins``:
+    its scenarios move coin collateral of its underlyings (so haircuts leave out the coins'
+    volatility part)."""
 
     name: str
+    revalues_coins: bool
 
     def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult: ...

@@ -1,11 +1,13 @@
 """Run margin models over a bound book and shape the results into the JSON contract.
 
 ``compute --json``: {"model", "timestamp", "accounts": [{"id", "mode", "model", "equity",
-"initial_margin", "maintenance_margin", "excess", "margin_ratio", "gross_notional", "efficiency",
-"underlyings": {U: {..., "liquidation_price", "liquidation_prices"}}}]}. excess = equity - IM;
-margin_ratio = MM / equity (null when equity <= 0); efficiency = gross notional / IM (null when
-IM = 0); liquidation_price = the index level of U nearest today's at which equity = MM with
-everything else fixed; liquidation_prices = {"down": {"price", "distance_pct"}, "up": {...}},
+"adjusted_equity", "initial_margin", "maintenance_margin", "excess", "margin_ratio",
+"gross_notional", "efficiency",
+"underlyings": {U: {..., "liquidation_price", "liquidation_prices"}}}]}. equity is
+mark-to-market; adjusted_equity is after collateral haircuts, what IM and MM are compared with:
+excess = adjusted_equity - IM; margin_ratio = MM / adjusted_equity (null when it is <= 0);
+efficiency = gross notional / IM (null when IM = 0); liquidation_price = the index level of U
+nearest today's at which adjusted equity = MM with everything else fixed; liquidation_prices = {"down": {"price", "distance_pct"}, "up": {...}},
 the closest such level at or below the index and above it (null when there is none within
 (0, 10 x index]).
 """
@@ -50,21 +52,25 @@ class ModelRun:
         return MODES_BY_CODE[int(self.bound.book.mode[account])].value
 
 
-def margins_by_mode(bound: BoundBook, model: str,
-                    compute: Callable[[str], MarginResult]) -> tuple[FloatArray, FloatArray]:
-    """(IM, MM) per account under ``model``, or, for ``account``, under each account's own
-    mode; ``compute`` runs a model by name on ``bound``."""
+def margins_by_mode(bound: BoundBook, model: str, compute: Callable[[str], MarginResult]
+                    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(IM, MM, equity after haircuts) per account under ``model``, or, for ``account``, under
+    each account's own mode; ``compute`` runs a model by name on ``bound``."""
+    equity = bound.equity()
     if model != BY_ACCOUNT_MODE:
         result = compute(model)
-        return result.initial_margin, result.maintenance_margin
+        return (result.initial_margin, result.maintenance_margin,
+                result.adjusted_equity(equity))
     initial = np.zeros(bound.account_count)
     maintenance = np.zeros(bound.account_count)
+    adjusted = np.zeros(bound.account_count)
     for code in np.unique(bound.book.mode):
         result = compute(MODES_BY_CODE[int(code)].value)
         rows = bound.book.mode == code
         initial[rows] = result.initial_margin[rows]
         maintenance[rows] = result.maintenance_margin[rows]
-    return initial, maintenance
+        adjusted[rows] = result.adjusted_equity(equity)[rows]
+    return initial, maintenance, adjusted
 
 
 def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str],
@@ -112,16 +118,18 @@ def account_summary(run: ModelRun, account: int, model: str,
     """Headline numbers of one account under one model."""
     result = run.results[model]
     equity = float(run.equity[account])
+    adjusted = float(result.adjusted_equity(run.equity)[account])
     initial = float(result.initial_margin[account])
     maintenance = float(result.maintenance_margin[account])
     gross = float(run.gross_notional[account])
     return {
         "equity": equity,
+        "adjusted_equity": adjusted,
         "initial_margin": initial,
         "maintenance_margin": maintenance,
-        "excess": equity - initial,
-        "margin_ratio": maintenance / equity if equity > 0.0 else None,
-        "health": equity / maintenance if maintenance > 0.0 else None,
+        "excess": adjusted - initial,
+        "margin_ratio": maintenance / adjusted if adjusted > 0.0 else None,
+        "health": adjusted / maintenance if maintenance > 0.0 else None,
         "gross_notional": gross,
         "efficiency": gross / initial if initial > 0.0 else None,
         "underlyings": underlying_breakdown(run, account, model, liquidation),

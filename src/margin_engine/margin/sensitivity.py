@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from margin_engine.book.bound import BoundBook
 from margin_engine.core.types import FloatArray, IntArray
-from margin_engine.margin.common import active_cells
+from margin_engine.margin.common import active_cells, coins_of, collateral_haircuts
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.protocol import MarginResult
 from margin_engine.margin.sensitivity_params import SensitivityParams
@@ -175,6 +175,7 @@ def sensitivity_margin_nb(
 
 class SensitivityModel:
     name = "sensitivity"
+    revalues_coins = True
 
     def __init__(self, params: SensitivityParams | None = None) -> None:
         self._params = params
@@ -208,4 +209,5 @@ class SensitivityModel:
             per_underlying={"weighted_delta": ws, "vega_risk": vk, "curvature_risk": cvr},
             per_account={"delta_margin": out["delta"], "vega_margin": out["vega"],
                          "curvature_margin": out["curvature"]},
+            collateral_haircut=collateral_haircuts(bound, config, coins_of(bound)).deduction,
         )

@@ -31,7 +31,7 @@ from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.data.prices import PriceSeries
 from margin_engine.margin.calibration import daily_closes
-from margin_engine.margin.common import active_cells
+from margin_engine.margin.common import active_cells, coins_of, collateral_haircuts
 from margin_engine.margin.config import RiskConfig, VarConfig
 from margin_engine.margin.protocol import MarginResult
 from margin_engine.pricing.black76 import price_scalar_nb
@@ -211,6 +211,7 @@ def tail_measures(bound: BoundBook, scenarios: ScenarioSet,
 
 class VarModel:
     name = "var"
+    revalues_coins = True
 
     def __init__(self, history: VarHistory) -> None:
         self.history = history
@@ -241,6 +242,7 @@ class VarModel:
             maintenance_margin=cfg.maintenance_fraction * initial,
             active=active_cells(bound) | (bound.collateral_exposure != 0.0),
             per_account=components,
+            collateral_haircut=collateral_haircuts(bound, config, coins_of(bound)).deduction,
         )
 
     def describe(self) -> dict[str, str]:

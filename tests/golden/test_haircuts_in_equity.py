@@ -1,0 +1,105 @@
+"""Collateral haircuts in the equity every model compares with IM and MM, the portfolio model's
+stablecoin depeg scenario, and no double charge on coin collateral (arithmetic by hand)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.registry import get_model
+from tests.conftest import NO_HAIRCUTS, account, bind, market_doc, portfolio_doc
+
+Z99 = 2.3263478740408408
+H_VOL_BTC = Z99 * 0.52 * math.sqrt(2 / 365)  # 0.08954: volatility part over the 2-day MPOR
+H_VOL_USDC = Z99 * 0.03 * math.sqrt(2 / 365)  # 0.00517
+
+
+def _adjusted(model: str, doc: dict, config: RiskConfig = RiskConfig()
+              ) -> tuple[float, float, float]:
+    bound = bind(doc, market_doc())
+    result = get_model(model).compute(bound, config)
+    equity = bound.equity()
+    return (float(equity[0]), float(result.adjusted_equity(equity)[0]),
+            float(result.initial_margin[0]))
+
+
+def test_btc_collateral_is_haircut_under_every_model_without_a_double_charge() -> None:
+    # 1 BTC of collateral (50,000 USD) against a short 1 BTC-PERP from 50,000: equity 50,000.
+    # isolated / cross do not move the coin: the whole haircut, vol 0.08954 + liquidity
+    # 0.1 sqrt(50,000 / 2e10) = 0.000158. The portfolio and sensitivity models revalue the coin
+    # in their own scenarios, so only the liquidity part is taken.
+    doc = portfolio_doc(account("a", [("BTC-PERP", -1, 50000)], collateral={"BTC": 1}))
+    h_liq = 0.1 * math.sqrt(50000 / 2e10)
+    for model, rate in (("isolated", H_VOL_BTC + h_liq), ("cross", H_VOL_BTC + h_liq),
+                        ("portfolio", h_liq), ("sensitivity", h_liq)):
+        equity, adjusted, _ = _adjusted(model, doc)
+        assert equity == pytest.approx(50000.0, rel=1e-15), model
+        assert adjusted < equity, model
+        assert adjusted == pytest.approx(50000 * (1 - rate), rel=1e-12), model
+
+
+def test_portfolio_coin_collateral_pays_the_scan_not_the_scan_plus_a_vol_haircut() -> None:
+    # 1 BTC of collateral alone: the scan charges its -16 % move (8,000 of IM) and equity
+    # loses only the liquidity part; a vol haircut on top (4,477) would charge the move twice.
+    doc = portfolio_doc(account("a", [], collateral={"BTC": 1}))
+    equity, adjusted, initial = _adjusted("portfolio", doc)
+    assert initial == pytest.approx(8000.0, rel=1e-12)
+    assert equity - adjusted == pytest.approx(50000 * 0.1 * math.sqrt(50000 / 2e10),
+                                              rel=1e-12)
+    assert equity - adjusted < 0.01 * 50000 * H_VOL_BTC
+
+
+def test_stablecoin_depeg_is_a_portfolio_scenario() -> None:
+    # 100,000 USDC at 1.00 and a long 1 BTC-PERP at 50,000: the scan's 8,000 plus the depeg
+    # scenario, USDC at 0.87 at weight 1/3: 100,000 x 0.13 / 3 = 4,333.33 -> IM 12,333.33,
+    # MM 0.8 x IM. Equity after haircuts: liquidity part only under portfolio
+    # (0.1 sqrt(1e5 / 5e9) = 0.000447), vol part too under cross (0.00517 + 0.000447).
+    doc = portfolio_doc(account("a", [("BTC-PERP", 1, 50000)], collateral={"USDC": 100000}))
+    bound = bind(doc, market_doc())
+    result = get_model("portfolio").compute(bound, RiskConfig())
+    assert result.initial_margin[0] == pytest.approx(8000 + 100000 * 0.13 / 3, rel=1e-12)
+    assert result.maintenance_margin[0] == pytest.approx(0.8 * result.initial_margin[0],
+                                                         rel=1e-12)
+    assert result.per_account["depeg"][0] == pytest.approx(100000 * 0.13 / 3, rel=1e-12)
+    h_liq = 0.1 * math.sqrt(1e5 / 5e9)
+    equity = bound.equity()
+    assert result.adjusted_equity(equity)[0] == pytest.approx(100000 * (1 - h_liq), rel=1e-12)
+    _, cross_adjusted, _ = _adjusted("cross", doc)
+    assert cross_adjusted == pytest.approx(100000 * (1 - H_VOL_USDC - h_liq), rel=1e-12)
+    # A depeg deeper than the config's scenario price is not charged below it: at 0.80 the
+    # scenario loss is 0.
+    market = market_doc(assets={"USDC": {"price": 0.80}, "BTC": {"price": 50000},
+                                "ETH": {"price": 2000}})
+    deep = get_model("portfolio").compute(bind(doc, market), RiskConfig())
+    assert deep.per_account["depeg"][0] == 0.0
+
+
+def test_haircuts_off_restore_the_mark_to_market_equity() -> None:
+    doc = portfolio_doc(account("a", [("BTC-PERP", 1, 50000)],
+                                collateral={"USDC": 100000, "BTC": 1}))
+    for model in ("isolated", "cross", "portfolio", "sensitivity"):
+        equity, adjusted, initial = _adjusted(model, doc, NO_HAIRCUTS)
+        assert adjusted == equity, model
+    assert _adjusted("portfolio", doc, NO_HAIRCUTS)[2] == pytest.approx(
+        _adjusted("portfolio", portfolio_doc(account("a", [("BTC-PERP", 1, 50000)],
+                                                     collateral={"BTC": 1})), NO_HAIRCUTS)[2])
+
+
+def test_haircut_config_round_trip_and_refusals() -> None:
+    from margin_engine.core.errors import ConfigError
+
+    config = RiskConfig.from_dict({"haircuts": {
+        "depeg_price": 0.9, "assets": {"BTC": {"annual_vol": 0.6}, "SOL": {
+            "annual_vol": 1.0, "average_daily_volume_usd": 2e9}}}})
+    assert config.haircuts.assets["BTC"].annual_vol == 0.6
+    assert config.haircuts.assets["BTC"].average_daily_volume_usd == 2e10  # kept
+    assert config.haircuts.assets["SOL"].annual_vol == 1.0
+    assert RiskConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="haircuts.assets.SOL"):
+        RiskConfig.from_dict({"haircuts": {"assets": {"SOL": {"annual_vol": 1.0}}}})
+    with pytest.raises(ConfigError, match="haircuts.enabled"):
+        RiskConfig.from_dict({"haircuts": {"enabled": "no"}})
+    with pytest.raises(ConfigError, match="haircuts.colour"):
+        RiskConfig.from_dict({"haircuts": {"colour": 1}})
