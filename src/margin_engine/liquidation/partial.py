@@ -4,7 +4,8 @@ Each position's score = maintenance margin freed by closing it / cost of closing
 penalty, penalty_rate x |notional|); positions are closed best score first (hedges, which free
 no margin, are never closed first), each only as far as needed: the last one by the smallest
 fraction (bisection to 1e-9) that brings equity after haircuts back to IM x target_buffer.
-Closing realises the position's P&L into the settlement asset (equity unchanged) and pays the penalty (equity falls).
+Closing realises the position's P&L into the settlement asset (equity unchanged) and pays the
+penalty (equity falls).
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
 ``compute --json``: {"model", "timestamp", "accounts": [{"id", "mode", "model", "equity",
 "adjusted_equity", "initial_margin", "maintenance_margin", "excess", "margin_ratio",
-"gross_notional", "efficiency",
-"underlyings": {U: {..., "liquidation_price", "liquidation_prices"}}}]}. equity is
-mark-to-market; adjusted_equity is after collateral haircuts, what IM and MM are compared with:
-excess = adjusted_equity - IM; margin_ratio = MM / adjusted_equity (null when it is <= 0);
-efficiency = gross notional / IM (null when IM = 0); liquidation_price = the index level of U
-nearest today's at which adjusted equity = MM with everything else fixed; liquidation_prices = {"down": {"price", "distance_pct"}, "up": {...}},
-the closest such level at or below the index and above it (null when there is none within
-(0, 10 x index]).
+"gross_notional", "efficiency", "underlyings": {U: {..., "liquidation_price",
+"liquidation_prices"}}}]}. equity is mark-to-market; adjusted_equity is after collateral
+haircuts, what IM and MM are compared with: excess = adjusted_equity - IM; margin_ratio =
+MM / adjusted_equity (null when it is <= 0); efficiency = gross notional / IM (null when
+IM = 0); liquidation_price = the index level of U nearest today's at which adjusted equity =
+MM with everything else fixed; liquidation_prices = {"down": {"price", "distance_pct"},
+"up": {...}}, the closest such level at or below the index and above it (null when there is
+none within (0, 10 x index]).
 """
 
 from __future__ import annotations
