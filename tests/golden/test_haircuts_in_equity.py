@@ -16,10 +16,10 @@ H_VOL_BTC = Z99 * 0.52 * math.sqrt(2 / 365)  # 0.08954: volatility part over the
 H_VOL_USDC = Z99 * 0.03 * math.sqrt(2 / 365)  # 0.00517
 
 
-def _adjusted(model: str, doc: dict, config: RiskConfig = RiskConfig()
+def _adjusted(model: str, doc: dict, config: RiskConfig | None = None
               ) -> tuple[float, float, float]:
     bound = bind(doc, market_doc())
-    result = get_model(model).compute(bound, config)
+    result = get_model(model).compute(bound, config or RiskConfig())
     equity = bound.equity()
     return (float(equity[0]), float(result.adjusted_equity(equity)[0]),
             float(result.initial_margin[0]))
