@@ -103,3 +103,24 @@ def test_haircut_config_round_trip_and_refusals() -> None:
         RiskConfig.from_dict({"haircuts": {"enabled": "no"}})
     with pytest.raises(ConfigError, match="haircuts.colour"):
         RiskConfig.from_dict({"haircuts": {"colour": 1}})
+
+
+def test_explain_lists_each_assets_haircut() -> None:
+    # The explanation values each balance on its own (scalar) and must agree with the model.
+    from margin_engine.margin.explain import explain_account
+
+    doc = portfolio_doc(account("a", [("BTC-PERP", -1, 50000)],
+                                collateral={"BTC": 1, "USDC": 20000}))
+    bound = bind(doc, market_doc())
+    for model, btc_vol in (("cross", H_VOL_BTC), ("portfolio", 0.0)):
+        result = get_model(model).compute(bound, RiskConfig())
+        explained = explain_account(bound, RiskConfig(), result, 0)
+        lines = {line["asset"]: line for line in explained["collateral"]}
+        assert lines["BTC"]["volatility"] == pytest.approx(btc_vol, abs=1e-15), model
+        assert lines["BTC"]["haircut_usd"] == pytest.approx(
+            50000 * (btc_vol + 0.1 * math.sqrt(50000 / 2e10)), rel=1e-12), model
+        assert explained["adjusted_equity"] == pytest.approx(
+            float(result.adjusted_equity(bound.equity())[0]), rel=1e-12), model
+    portfolio = explain_account(bound, RiskConfig(),
+                                get_model("portfolio").compute(bound, RiskConfig()), 0)
+    assert portfolio["stablecoin_depeg"] == pytest.approx(20000 * 0.13 / 3, rel=1e-12)

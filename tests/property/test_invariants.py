@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.explain import explain_portfolio
 from margin_engine.margin.registry import MODEL_NAMES, get_model
-from tests.conftest import NO_HAIRCUTS, account, bind, market_doc, portfolio_doc
+from tests.conftest import account, bind, market_doc, portfolio_doc
 
 EXPIRIES = ("6JUN25", "27JUN25", "26SEP25", "26DEC25")
 MARKET = market_doc(correlation={"BTC": {"ETH": 0.7}},
@@ -69,9 +69,9 @@ def test_im_at_least_mm_at_least_zero_and_cross_at_most_isolated(doc: dict[str, 
 @given(doc=book())
 def test_fused_kernel_matches_scalar_reference(doc: dict[str, Any]) -> None:
     bound = bind(doc, MARKET)
-    result = get_model("portfolio").compute(bound, NO_HAIRCUTS)
+    result = get_model("portfolio").compute(bound, RiskConfig())  # haircuts and depeg on
     for a in range(bound.account_count):
-        slow = explain_portfolio(bound, NO_HAIRCUTS, a)
+        slow = explain_portfolio(bound, RiskConfig(), a)
         assert result.initial_margin[a] == pytest.approx(slow["initial_margin"], rel=1e-9,
                                                          abs=1e-7)
 

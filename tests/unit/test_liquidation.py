@@ -31,6 +31,9 @@ from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import MODEL_NAMES, get_model
 from tests.conftest import NO_HAIRCUTS, account, bind, market_doc, portfolio_doc
 
+# Models whose positions share the account's equity (isolated positions are liquidated alone,
+# whole: tests/golden/test_isolated_positions.py).
+SHARED_EQUITY_MODELS = ("cross", "portfolio", "sensitivity")
 MARKET = market_doc(correlation={"BTC": {"ETH": 0.8}}, marks={"BTC-26SEP25": 50500})
 
 
@@ -133,7 +136,7 @@ def _liquidatable(doc: dict[str, Any], model: str) -> tuple[Any, Any]:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(doc=risky_account(), model=st.sampled_from(MODEL_NAMES))
+@given(doc=risky_account(), model=st.sampled_from(SHARED_EQUITY_MODELS))
 def test_partial_liquidation_closes_only_what_is_needed(doc: dict[str, Any], model: str) -> None:
     book, market = _liquidatable(doc, model)
     settings_ = LiquidationConfig(penalty_rate=0.005)
@@ -168,8 +171,8 @@ def test_partial_liquidation_closes_the_most_margin_per_cost_first() -> None:
     # penalty, so it goes first; the account needs only part of it closed.
     doc = portfolio_doc(account("a", [("BTC-27JUN25-50000-C", -10, 1500),
                                       ("BTC-PERP", 2, 50000)], {"USDC": 60000}))
-    book, market = _liquidatable(doc, "isolated")
-    outcome = partially_liquidate(book, market, "isolated", RiskConfig(),
+    book, market = _liquidatable(doc, "cross")  # shared equity: closed only in part
+    outcome = partially_liquidate(book, market, "cross", RiskConfig(),
                                   LiquidationConfig(penalty_rate=0.005))
     assert outcome.closures[0].instrument == "BTC-27JUN25-50000-C"
     assert len(outcome.closures) == 1

@@ -74,6 +74,10 @@ class ColumnarBook:
     entry_price: FloatArray
     assets: tuple[str, ...]
     collateral: FloatArray  # accounts x assets, amounts in asset units
+    # Per position, the isolated margin asked for: USD (``margin``) or a leverage on the entry
+    # notional; NaN where not given (the account's collateral is then split, see isolated.py).
+    position_margin: FloatArray | None = None
+    position_leverage: FloatArray | None = None
 
     @property
     def account_count(self) -> int:
@@ -110,6 +114,9 @@ def book_subset(book: ColumnarBook, accounts: Sequence[int]) -> ColumnarBook:
         position_instrument=book.position_instrument[take], size=book.size[take],
         entry_price=book.entry_price[take], assets=book.assets,
         collateral=book.collateral[index],
+        position_margin=None if book.position_margin is None else book.position_margin[take],
+        position_leverage=None if book.position_leverage is None
+        else book.position_leverage[take],
     )
 
 
@@ -125,6 +132,10 @@ def book_from_portfolio(portfolio: Portfolio) -> ColumnarBook:
     offsets = np.zeros(len(accounts) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
     positions = [p for acc in accounts for p in acc.positions]
+    margin = np.array([np.nan if p.margin is None else p.margin for p in positions],
+                      dtype=np.float64)
+    leverage = np.array([np.nan if p.leverage is None else p.leverage for p in positions],
+                        dtype=np.float64)
     collateral = np.zeros((len(accounts), len(assets)), dtype=np.float64)
     for a, acc in enumerate(accounts):
         for asset, amount in acc.collateral.items():
@@ -139,6 +150,8 @@ def book_from_portfolio(portfolio: Portfolio) -> ColumnarBook:
         entry_price=np.array([p.entry_price for p in positions], dtype=np.float64),
         assets=assets,
         collateral=collateral,
+        position_margin=margin if np.isfinite(margin).any() else None,
+        position_leverage=leverage if np.isfinite(leverage).any() else None,
     )
 
 
@@ -153,6 +166,8 @@ def book_from_columns(
     entry_price: FloatArray,
     assets: Sequence[str] = (),
     collateral: FloatArray | None = None,
+    position_margin: FloatArray | None = None,
+    position_leverage: FloatArray | None = None,
 ) -> ColumnarBook:
     """Build a book from per-position columns (any row order); rows are grouped by account
     with a stable sort, so positions keep their order within each account."""
@@ -164,6 +179,8 @@ def book_from_columns(
         position_instrument = position_instrument[order]
         size = size[order]
         entry_price = entry_price[order]
+        position_margin = None if position_margin is None else position_margin[order]
+        position_leverage = None if position_leverage is None else position_leverage[order]
     offsets = np.zeros(n_accounts + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.bincount(account_col, minlength=n_accounts))
     return ColumnarBook(
@@ -177,4 +194,8 @@ def book_from_columns(
         assets=tuple(assets),
         collateral=(np.zeros((n_accounts, 0)) if collateral is None
                     else np.asarray(collateral, dtype=np.float64)),
+        position_margin=None if position_margin is None
+        else np.asarray(position_margin, dtype=np.float64),
+        position_leverage=None if position_leverage is None
+        else np.asarray(position_leverage, dtype=np.float64),
     )

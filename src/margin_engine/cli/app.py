@@ -290,7 +290,8 @@ app.add_typer(vol_app, name="vol")
 ChainFiles = Annotated[list[str], typer.Argument(
     help="Deribit chain, book-summary or mark files; UNDERLYING=FILE names the underlying.")]
 AtOpt = Annotated[str | None, typer.Option(
-    "--at", help="Snapshot time (ISO-8601 with zone); default: the files' own snapshot.")]
+    "--at", help="Snapshot time (ISO-8601 with zone); default: the files' own snapshot "
+    "(required for chains without one).")]
 
 
 @market_app.command("from-deribit")

@@ -13,6 +13,7 @@ from margin_engine.io.bulk import read_bulk_book
 from margin_engine.io.market_file import load_market
 from margin_engine.io.portfolio_file import load_portfolio
 from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.isolated import check_asked_margins
 from margin_engine.margin.protocol import MarginModel
 from margin_engine.margin.registry import MODEL_NAMES, get_model
 from margin_engine.margin.run import BY_ACCOUNT_MODE, ModelRun, run_models
@@ -91,4 +92,9 @@ def prepare_run(portfolio: Path, market: Path, *, model: str, config: Path | Non
         get_model(model, built)
     models = [*MODEL_NAMES, *(["var"] if "var" in built else [])] if model == "all" \
         else [model]
-    return risk, run_models(load_bound(portfolio, market, accounts), risk, models, built)
+    bound = load_bound(portfolio, market, accounts)
+    try:
+        check_asked_margins(bound, risk)
+    except InputError as exc:
+        raise exc.located(source=str(portfolio)) from None
+    return risk, run_models(bound, risk, models, built)

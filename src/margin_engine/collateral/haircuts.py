@@ -107,8 +107,9 @@ class HaircutBreakdown:
 
 
 def haircut(key: str, amount: float, price: float, config: CollateralConfig,
-            confidence_interval: float = 0.0) -> HaircutBreakdown:
-    """Value one collateral balance (see the module formula)."""
+            confidence_interval: float = 0.0, revalued: bool = False) -> HaircutBreakdown:
+    """Value one collateral balance (see the module formula); ``revalued``: the volatility
+    part is left out (the margin model moves the asset's price in its own scenarios)."""
     asset, chain = split_collateral_key(key)
     if asset not in config.assets:
         raise InputError(f"an asset with haircut parameters {sorted(config.assets)}",
@@ -120,7 +121,7 @@ def haircut(key: str, amount: float, price: float, config: CollateralConfig,
     spec, tier = config.assets[asset], config.tier(chain)
     z = NormalDist().inv_cdf(config.confidence)
     horizon_days = config.mpor_days + tier.finality_seconds / DAY_SECONDS
-    h_vol = z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
+    h_vol = 0.0 if revalued else z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
     value_price = max(price - confidence_interval, 0.0)
     gross = amount * value_price
     h_liq = (spec.liquidity_coefficient * math.sqrt(gross / spec.average_daily_volume_usd)

@@ -17,7 +17,7 @@ _MONTHS = {
         ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
     )
 }
-_EXPIRY_CODE = re.compile(r"^(\d{1,2})([A-Z]{3})(\d{2})$")
+_EXPIRY_CODE = re.compile(r"^(\d{1,2})([A-Z]{3})(\d{2})$", re.ASCII)
 
 
 def parse_timestamp(text: object, *, field: str) -> int:

@@ -19,6 +19,8 @@ class Position:
     instrument: str
     size: float
     entry_price: float
+    margin: float | None = None  # isolated margin in USD, or
+    leverage: float | None = None  # a leverage on the entry notional (isolated accounts)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

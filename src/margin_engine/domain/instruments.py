@@ -79,7 +79,8 @@ _SYMBOL = r"[A-Z][A-Z0-9]{0,15}"
 _SHORTHAND = re.compile(
     rf"^(?P<u>{_SYMBOL})"
     r"(?:-(?P<tail>PERP|(?P<exp>\d{1,2}[A-Z]{3}\d{2})"
-    r"(?:-(?P<strike>\d+(?:\.\d+)?)-(?P<right>[CP]))?))?$"
+    r"(?:-(?P<strike>\d+(?:\.\d+)?)-(?P<right>[CP]))?))?$",
+    re.ASCII,
 )
 
 

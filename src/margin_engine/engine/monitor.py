@@ -30,12 +30,11 @@ import numpy as np
 from margin_engine.book.bound import BoundBook, bind_market, reprice
 from margin_engine.book.columnar import ColumnarBook, book_subset
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
-from margin_engine.core.types import FloatArray
 from margin_engine.liquidation.breaker import CircuitBreaker
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
-from margin_engine.margin.run import margins_by_mode
+from margin_engine.margin.run import AccountMargins, margins_by_mode
 from margin_engine.market.oracle import OracleConfig, OracleSource, guard_price
 from margin_engine.market.snapshot import MarketSnapshot
 from margin_engine.store.base import Event, Repository, SnapshotRow, Tick
@@ -78,7 +77,9 @@ class Monitor:
         self.marked = marks_by_underlying(market, names)
         full = bind_market(book, market)
         n = book.account_count
-        self.initial, self.maintenance, self.equity = self._margins(full)
+        margins = self._margins(full)
+        self.initial, self.maintenance = margins.initial, margins.maintenance
+        self.equity, self.gap = margins.adjusted_equity, margins.gap()
         self.status = np.full(n, OK, dtype=np.int8)
         self.holding = np.bincount(full.position_account, weights=np.abs(book.size),
                                    minlength=n) > 0
@@ -125,8 +126,8 @@ class Monitor:
         return piece.portfolio
 
     def _margins(self, bound: BoundBook, piece: _Slice | None = None,
-                 symbol: str | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(IM, MM, equity after haircuts) of the accounts of ``bound``."""
+                 symbol: str | None = None) -> AccountMargins:
+        """Margins of the accounts of ``bound``."""
         return margins_by_mode(bound, self.model,
                                lambda name: self._compute(name, bound, piece, symbol))
 
@@ -174,8 +175,10 @@ class Monitor:
             piece = self.slices.get(tick.symbol)
             if piece is not None:
                 piece.bound = reprice(piece.bound, self.market)
-                initial, maintenance, equity = self._margins(piece.bound, piece, tick.symbol)
-                self.equity[piece.accounts] = equity
+                margins = self._margins(piece.bound, piece, tick.symbol)
+                initial, maintenance = margins.initial, margins.maintenance
+                self.equity[piece.accounts] = margins.adjusted_equity
+                self.gap[piece.accounts] = margins.gap()
                 self.initial[piece.accounts] = initial
                 self.maintenance[piece.accounts] = maintenance
                 self._update_status(piece.accounts, tick, events)
@@ -238,7 +241,9 @@ class Monitor:
     def _update_status(self, accounts: np.ndarray, tick: Tick, events: list[Event]) -> None:
         m = self.multiplier
         equity = self.equity[accounts]
-        new = np.where(equity < self.maintenance[accounts] * m, LIQUIDATION,
+        # gap < 0: a position on its own (isolated) margin is below its MM, or the account is
+        below = (equity < self.maintenance[accounts] * m) | (self.gap[accounts] < 0.0)
+        new = np.where(below, LIQUIDATION,
                        np.where(equity < self.initial[accounts] * m, CALL, OK)).astype(np.int8)
         new[~self.holding[accounts]] = OK
         changed = np.nonzero(new != self.status[accounts])[0]

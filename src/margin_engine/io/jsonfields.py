@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -46,6 +47,16 @@ def parse_json_text(text: str, *, source: str) -> Any:
         ) from None
     except InputError as exc:
         raise exc.located(source=source) from None
+    except RecursionError:
+        raise InputError(
+            "JSON nested a few levels deep (portfolio and market files need fewer than 10)",
+            value=f"JSON nested deeper than the parser follows (about "
+                  f"{sys.getrecursionlimit()} levels)",
+            source=source,
+        ) from None
+    except ValueError:  # the only other failure: an integer literal over the digit limit
+        raise InputError(f"integers of at most {sys.get_int_max_str_digits()} digits",
+                         value="a longer integer", source=source) from None
 
 
 def require_object(

@@ -92,7 +92,7 @@ def _parse_vol(raw: Any, field: str, timestamp: int, index: float) -> VolSurface
         points: dict[int, float] = {}
         for code, level in points_raw.items():
             try:
-                expiry = expiry_code_to_ns(code)
+                expiry = _expiry_code(code)
             except ValueError:
                 raise InputError("an expiry code such as '27JUN25'", field=f"{field}.points",
                                  value=code) from None
@@ -114,7 +114,7 @@ def _parse_svi(raw: Any, field: str, timestamp: int, index: float) -> SviVol:
     for code, spec in raw.items():
         where = f"{field}.{code}"
         try:
-            expiry = expiry_code_to_ns(code)
+            expiry = _expiry_code(code)
         except ValueError:
             raise InputError("an expiry code such as '28JUN24'", field=field, value=code) from None
         if expiry <= timestamp:
@@ -136,6 +136,13 @@ def _parse_svi(raw: Any, field: str, timestamp: int, index: float) -> SviVol:
     slices.sort()
     return SviVol(index=index, years=tuple(year_fraction(timestamp, e) for e, _ in slices),
                   params=tuple(p for _, p in slices))
+
+
+def _expiry_code(code: str) -> int:
+    """An expiry code in ASCII only (the code pattern's \\d also takes other scripts' digits)."""
+    if not code.isascii():
+        raise ValueError(f"not an expiry code like '27JUN25': {code!r}")
+    return expiry_code_to_ns(code)
 
 
 def _vol_number(value: Any, field: str) -> float:
@@ -179,7 +186,7 @@ def _parse_settlements(raw: Any, timestamp: int) -> dict[tuple[str, int], float]
     for name, value in raw.items():
         field = f"settlements.{require_string(name, field='settlements')}"
         try:
-            instrument = parse_shorthand(name)
+            instrument = parse_shorthand(name) if name.isascii() else None
         except ValueError:
             instrument = None
         if instrument is None or instrument.kind is not InstrumentKind.FUTURE:

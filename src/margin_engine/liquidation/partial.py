@@ -37,7 +37,9 @@ class Closure:
 class PartialLiquidation:
     closures: tuple[Closure, ...]
     book: ColumnarBook  # one account, after the closures (settlement asset updated)
-    equity: float  # mark-to-market after the closures (targets use equity after haircuts)
+    # Mark-to-market after the closures (targets use equity after haircuts); for positions on
+    # their own margin, the closed positions' equity less penalties (see _positions_alone).
+    equity: float
     initial_margin: float
     maintenance_margin: float
     target_reached: bool
@@ -75,6 +77,9 @@ def partially_liquidate(book: ColumnarBook, market: MarketSnapshot, model: str,
     """``book`` holds one account whose assets include the settlement asset (priced in
     ``market``). Margin requirements are scaled by ``margin_multiplier`` (circuit breaker)."""
     settle = book.assets.index(liquidation.settlement_asset)
+    alone = _positions_alone(book, market, model, config, liquidation, margin_multiplier)
+    if alone is not None:
+        return alone
     equity, initial, maintenance, bound = _state(book, market, model, config)
 
     def short_of_target(eq: float, im: float) -> bool:
@@ -115,6 +120,36 @@ def partially_liquidate(book: ColumnarBook, market: MarketSnapshot, model: str,
                               equity=float(bound.equity()[0]), initial_margin=initial,
                               maintenance_margin=maintenance,
                               target_reached=not short_of_target(equity, initial))
+
+
+def _positions_alone(book: ColumnarBook, market: MarketSnapshot, model: str,
+                     config: RiskConfig, liquidation: LiquidationConfig,
+                     margin_multiplier: float) -> PartialLiquidation | None:
+    """For a model whose positions carry their own margin (isolated): close, whole, each
+    position whose equity e_p is below its MM; only its margin is at risk, so ``equity`` is
+    the closed positions' margin + P&L less penalties (< 0: bad debt), the free balance apart.
+    None for models whose positions share the account's equity."""
+    bound = bind_market(book, market)
+    result = get_model(model).compute(bound, config)
+    if result.position_equity is None:
+        return None
+    settle = book.assets.index(liquidation.settlement_asset)
+    position_mm = result.per_position["maintenance_margin"]
+    at_risk = result.per_position["margin_held"] + result.per_position["unrealised_pnl"]
+    below = (position_mm > 0.0) & (result.position_equity < margin_multiplier * position_mm) \
+        & (book.size != 0.0)
+    closures: list[Closure] = []
+    left = 0.0
+    for row in np.nonzero(below)[0].tolist():
+        book, closure = _close(book, bound, int(row), 1.0, settle, liquidation.penalty_rate)
+        closures.append(closure)
+        left += float(at_risk[row]) - closure.penalty
+    after = bind_market(book, market)
+    after_result = get_model(model).compute(after, config)
+    return PartialLiquidation(closures=tuple(closures), book=book, equity=left,
+                              initial_margin=float(after_result.initial_margin[0]),
+                              maintenance_margin=float(after_result.maintenance_margin[0]),
+                              target_reached=True)
 
 
 def _scores(book: ColumnarBook, bound: BoundBook, market: MarketSnapshot, model: str,

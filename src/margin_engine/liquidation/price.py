@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -96,6 +97,76 @@ def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
                        models: Mapping[str, MarginModel] | None = None) -> FloatArray:
     """accounts x underlyings: the liquidation level nearest today's index (NaN: none)."""
     return liquidation_levels(bound, model, config, accounts, models).nearest
+
+
+def position_liquidation_levels(bound: BoundBook, model: str, config: RiskConfig,
+                                models: Mapping[str, MarginModel] | None = None
+                                ) -> LiquidationLevels:
+    """Per position (as 1 x positions arrays): where each position on its own margin meets its
+    MM as its underlying's index moves, the margin it holds kept as today (NaN elsewhere)."""
+    from scipy.optimize import brentq
+
+    n_pos = bound.book.position_count
+    down, up = np.full((1, n_pos), np.nan), np.full((1, n_pos), np.nan)
+    today = get_model(model, models).compute(bound, config)
+    nearest = np.full((1, n_pos), np.nan)
+    if today.position_equity is None:
+        return LiquidationLevels(down=down, up=up, nearest=nearest)
+    held = today.per_position["margin_held"]
+    book, market = bound.book, pinned_settlements(bound)
+    table = book.instruments
+    marked = marks_by_underlying(market, {i.name: i.underlying for i in table.instruments})
+    position_index = np.empty(n_pos)
+    for u_idx, u in enumerate(bound.underlyings):
+        rows = np.nonzero((today.per_position["maintenance_margin"] > 0.0)
+                          & (table.underlying[book.position_instrument] == u_idx))[0]
+        if rows.size == 0:
+            continue
+        index = float(bound.index[u_idx])
+        position_index[rows] = index
+        accounts = np.unique(bound.position_account[rows]).tolist()
+        sub = book_subset(book, accounts)
+        sub_rows = np.concatenate([np.arange(book.offsets[a], book.offsets[a + 1])
+                                   for a in accounts])
+        sub_held = held[sub_rows]
+
+        def gaps(level: float, sub: ColumnarBook = sub, held_: FloatArray = sub_held,
+                 u: str = u) -> FloatArray:
+            moved = bind_market(sub, with_index(market, marked, u, level))
+            result = _isolated_result(moved, model, config, models, held_)
+            assert result.position_equity is not None
+            gap: FloatArray = result.position_equity - \
+                result.per_position["maintenance_margin"]
+            return gap
+
+        levels = index * GRID
+        values = np.column_stack([gaps(float(s)) for s in levels])
+        where = {int(r): k for k, r in enumerate(sub_rows.tolist())}
+        for row in rows.tolist():
+            k = where[row]
+
+            def f(s: float, k: int = k) -> float:
+                return float(gaps(s)[k])
+
+            below, above = _brackets(values[k], levels, index)
+            for bracket, out in ((below, down), (above, up)):
+                if bracket is not None:
+                    out[0, row] = brentq(f, bracket[0], bracket[1], xtol=1e-12 * index,
+                                         rtol=1e-15, maxiter=200)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        closer_down = np.abs(np.log(down / position_index)) <= \
+            np.abs(np.log(up / position_index))
+    nearest = np.where(np.isnan(up) | (~np.isnan(down) & closer_down), down, up)
+    return LiquidationLevels(down=down, up=up, nearest=nearest)
+
+
+def _isolated_result(bound: BoundBook, model: str, config: RiskConfig,
+                     models: Mapping[str, MarginModel] | None, held: FloatArray) -> Any:
+    """The model's result with each position's margin fixed at ``held``."""
+    from dataclasses import replace
+
+    fixed = replace(bound.book, position_margin=held)
+    return get_model(model, models).compute(replace(bound, book=fixed), config)
 
 
 def _exposed(bound: BoundBook) -> np.ndarray:

@@ -34,7 +34,7 @@ from margin_engine.liquidation.partial import partially_liquidate
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
-from margin_engine.margin.run import margins_by_mode
+from margin_engine.margin.run import AccountMargins, margins_by_mode
 from margin_engine.market.snapshot import MarketSnapshot
 
 BY_ACCOUNT = "account"
@@ -61,9 +61,8 @@ def _with_settlement(book: ColumnarBook, market: MarketSnapshot,
     return book, market
 
 
-def _margins(bound: BoundBook, model: str, config: RiskConfig
-             ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """(IM, MM, equity after haircuts) per account; ``account`` uses each account's mode."""
+def _margins(bound: BoundBook, model: str, config: RiskConfig) -> AccountMargins:
+    """Margins per account; ``account`` uses each account's mode."""
     return margins_by_mode(bound, model, lambda name: get_model(name).compute(bound, config))
 
 
@@ -97,6 +96,7 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         flagged |= np.abs(oracle_closes[:, j] / path_closes[:, k] - 1) > oracle_max_deviation
 
     book, market = _with_settlement(book, market, liquidation.settlement_asset)
+    book = _freeze_position_margins(book, market, model, config)
     settle = book.assets.index(liquidation.settlement_asset)
     ledger = Ledger()
     for a, account in enumerate(book.account_ids):
@@ -156,14 +156,14 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         if _settle_expired(bound, size, collateral, settle, ledger, events, totals,
                            int(times[t])):
             bound = bind_market(replace(book, size=size, collateral=collateral), bound.market)
-        _, maintenance, adjusted = _margins(bound, model, config)
+        margins = _margins(bound, model, config)
         multiplier, change = breaker.update(int(times[t]), float(speed[t]))
         if change is not None:
             events.append({"time": ns_to_iso(int(times[t])), "type": f"breaker_{change}",
                            "multiplier": multiplier, "velocity": float(speed[t])})
         holding = np.bincount(bound.position_account, weights=np.abs(size),
                               minlength=book.account_count) > 0
-        below = (adjusted < maintenance * multiplier) & holding
+        below = (margins.gap(multiplier) < 0.0) & holding
         ever |= below
         if history is not None:
             history[t] = below
@@ -189,6 +189,28 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
                   start=ns_to_iso(int(times[0])), end=ns_to_iso(int(times[-1])))
     return ReplayResult(totals=totals, events=events, ledger=ledger, liquidatable_ever=ever,
                         times_ns=times, below_by_bar=history)
+
+
+def _freeze_position_margins(book: ColumnarBook, market: MarketSnapshot, model: str,
+                             config: RiskConfig) -> ColumnarBook:
+    """Positions on their own margin keep the margin they hold at the start (as a venue
+    assigns it when the position opens): a loss elsewhere in the account cannot move it."""
+    bound = bind_market(book, market)
+    frozen = np.full(book.position_count, np.nan) if book.position_margin is None \
+        else book.position_margin.copy()
+    names = [model] if model != BY_ACCOUNT else sorted(
+        {MODES_BY_CODE[int(code)].value for code in np.unique(book.mode)})
+    for name in names:
+        held = get_model(name).compute(bound, config).per_position.get("margin_held")
+        if held is None:
+            continue
+        accounts = np.ones(book.account_count, dtype=np.bool_) if model != BY_ACCOUNT else \
+            np.array([MODES_BY_CODE[int(c)].value == name for c in book.mode])
+        rows = accounts[bound.position_account]
+        frozen[rows] = held[rows]
+    if np.isnan(frozen).all():
+        return book
+    return replace(book, position_margin=frozen)
 
 
 def _settle_expired(bound: BoundBook, size: FloatArray, collateral: FloatArray, settle: int,

@@ -31,6 +31,9 @@ class MarginResult:
     per_account: Mapping[str, FloatArray] = field(default_factory=dict)  # model components
     scenarios: tuple[tuple[float, float, float], ...] = ()  # (price move, vol shock, weight)
     collateral_haircut: FloatArray | None = None  # USD per account taken off by haircuts
+    # Per position, equity of a position that carries its own margin (isolated): margin held
+    # + unrealised P&L; None where positions share the account's equity.
+    position_equity: FloatArray | None = None
 
     def adjusted_equity(self, equity: FloatArray) -> FloatArray:
         """Equity after collateral haircuts: what IM and MM are compared with."""
@@ -38,6 +41,20 @@ class MarginResult:
             return equity
         adjusted: FloatArray = equity - self.collateral_haircut
         return adjusted
+
+    def maintenance_gap(self, equity: FloatArray, position_account: IntArray,
+                        multiplier: float = 1.0) -> FloatArray:
+        """Per account, how far equity is above MM x ``multiplier`` (< 0: liquidatable). With
+        positions on their own margin, the smallest gap of a position that has an MM."""
+        gap: FloatArray = self.adjusted_equity(equity) - multiplier * self.maintenance_margin
+        if self.position_equity is None:
+            return gap
+        position_mm = self.per_position["maintenance_margin"]
+        held = position_mm > 0.0
+        per_position = np.where(held, self.position_equity - multiplier * position_mm, np.inf)
+        worst = np.full(gap.shape[0], np.inf)
+        np.minimum.at(worst, position_account, per_position)
+        return np.where(np.isfinite(worst), worst, gap)
 
 
 class MarginModel(Protocol):

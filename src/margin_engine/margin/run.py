@@ -45,6 +45,7 @@ class ModelRun:
     equity: FloatArray
     gross_notional: FloatArray
     greeks: dict[str, FloatArray]
+    adjusted_equity: dict[str, FloatArray]  # per model: equity after its collateral haircuts
 
     def model_of(self, account: int, requested: str) -> str:
         if requested != BY_ACCOUNT_MODE:
@@ -52,25 +53,47 @@ class ModelRun:
         return MODES_BY_CODE[int(self.bound.book.mode[account])].value
 
 
-def margins_by_mode(bound: BoundBook, model: str, compute: Callable[[str], MarginResult]
-                    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """(IM, MM, equity after haircuts) per account under ``model``, or, for ``account``, under
-    each account's own mode; ``compute`` runs a model by name on ``bound``."""
+@dataclass(frozen=True, slots=True)
+class AccountMargins:
+    """Per account IM, MM and equity after haircuts under the model each account is margined
+    by, and the maintenance gap (< 0: liquidatable) at any margin multiplier."""
+
+    initial: FloatArray
+    maintenance: FloatArray
+    adjusted_equity: FloatArray
+    parts: tuple[tuple[np.ndarray, MarginResult], ...]  # (account rows, the result for them)
+    bound: BoundBook
+
+    def gap(self, multiplier: float = 1.0) -> FloatArray:
+        equity = self.bound.equity()
+        out = np.zeros(self.bound.account_count)
+        for rows, result in self.parts:
+            out[rows] = result.maintenance_gap(equity, self.bound.position_account,
+                                               multiplier)[rows]
+        return out
+
+
+def margins_by_mode(bound: BoundBook, model: str,
+                    compute: Callable[[str], MarginResult]) -> AccountMargins:
+    """Margins per account under ``model``, or, for ``account``, under each account's own
+    mode; ``compute`` runs a model by name on ``bound``."""
     equity = bound.equity()
+    n = bound.account_count
     if model != BY_ACCOUNT_MODE:
         result = compute(model)
-        return (result.initial_margin, result.maintenance_margin,
-                result.adjusted_equity(equity))
-    initial = np.zeros(bound.account_count)
-    maintenance = np.zeros(bound.account_count)
-    adjusted = np.zeros(bound.account_count)
+        return AccountMargins(result.initial_margin, result.maintenance_margin,
+                              result.adjusted_equity(equity),
+                              ((np.ones(n, dtype=np.bool_), result),), bound)
+    initial, maintenance, adjusted = np.zeros(n), np.zeros(n), np.zeros(n)
+    parts = []
     for code in np.unique(bound.book.mode):
         result = compute(MODES_BY_CODE[int(code)].value)
         rows = bound.book.mode == code
         initial[rows] = result.initial_margin[rows]
         maintenance[rows] = result.maintenance_margin[rows]
         adjusted[rows] = result.adjusted_equity(equity)[rows]
-    return initial, maintenance, adjusted
+        parts.append((rows, result))
+    return AccountMargins(initial, maintenance, adjusted, tuple(parts), bound)
 
 
 def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str],
@@ -78,12 +101,13 @@ def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str],
     """Run the named models (``account``: the account modes); ``built`` supplies models
     constructed with data (sensitivity with a parameter file, var with its history)."""
     names = list(MODEL_NAMES) if BY_ACCOUNT_MODE in models else list(dict.fromkeys(models))
+    results = {name: get_model(name, built).compute(bound, config) for name in names}
+    equity = bound.equity()
     return ModelRun(
-        bound=bound, config=config, built=dict(built or {}),
-        results={name: get_model(name, built).compute(bound, config) for name in names},
-        equity=bound.equity(),
+        bound=bound, config=config, built=dict(built or {}), results=results, equity=equity,
         gross_notional=bound.account_gross_notional(),
         greeks=account_greeks(bound),
+        adjusted_equity={name: r.adjusted_equity(equity) for name, r in results.items()},
     )
 
 
@@ -107,6 +131,15 @@ def liquidation_by_model(run: ModelRun, models: Sequence[str]
             for m in dict.fromkeys(models)}
 
 
+def position_levels_by_model(run: ModelRun, models: Sequence[str]
+                             ) -> dict[str, LiquidationLevels]:
+    """Per model, the liquidation levels of every position on its own margin."""
+    from margin_engine.liquidation.price import position_liquidation_levels
+
+    return {m: position_liquidation_levels(run.bound, m, run.config, models=run.built)
+            for m in dict.fromkeys(models) if run.results[m].position_equity is not None}
+
+
 def _level(price: float, index: float) -> dict[str, float] | None:
     if not math.isfinite(price):
         return None
@@ -114,11 +147,12 @@ def _level(price: float, index: float) -> dict[str, float] | None:
 
 
 def account_summary(run: ModelRun, account: int, model: str,
-                    liquidation: dict[str, LiquidationLevels] | None = None) -> dict[str, Any]:
+                    liquidation: dict[str, LiquidationLevels] | None = None,
+                    positions: dict[str, LiquidationLevels] | None = None) -> dict[str, Any]:
     """Headline numbers of one account under one model."""
     result = run.results[model]
     equity = float(run.equity[account])
-    adjusted = float(result.adjusted_equity(run.equity)[account])
+    adjusted = float(run.adjusted_equity[model][account])
     initial = float(result.initial_margin[account])
     maintenance = float(result.maintenance_margin[account])
     gross = float(run.gross_notional[account])
@@ -136,7 +170,35 @@ def account_summary(run: ModelRun, account: int, model: str,
         **({"components": {k: _component(k, float(v[account]))
                            for k, v in result.per_account.items()}}
            if result.per_account else {}),
+        **({"positions": own_margin_positions(run, account, model, positions)}
+           if result.position_equity is not None else {}),
     }
+
+
+def own_margin_positions(run: ModelRun, account: int, model: str,
+                         levels: dict[str, LiquidationLevels] | None) -> list[dict[str, Any]]:
+    """Positions on their own (isolated) margin: margin held, equity, IM, MM, health and,
+    with ``levels``, each one's liquidation prices."""
+    result, book = run.results[model], run.bound.book
+    per = result.per_position
+    out = []
+    for row in range(int(book.offsets[account]), int(book.offsets[account + 1])):
+        inst = int(book.position_instrument[row])
+        mm = float(per["maintenance_margin"][row])
+        equity = float(per["equity"][row])
+        line: dict[str, Any] = {
+            "instrument": book.instruments.instruments[inst].name,
+            "size": float(book.size[row]), "margin_held": float(per["margin_held"][row]),
+            "equity": equity, "initial_margin": float(per["initial_margin"][row]),
+            "maintenance_margin": mm, "health": equity / mm if mm > 0.0 else None}
+        if levels is not None:
+            found = levels[model]
+            index = float(run.bound.index[int(book.instruments.underlying[inst])])
+            line["liquidation_price"] = _number(float(found.nearest[0, row]))
+            line["liquidation_prices"] = {"down": _level(float(found.down[0, row]), index),
+                                          "up": _level(float(found.up[0, row]), index)}
+        out.append(line)
+    return out
 
 
 def underlying_breakdown(run: ModelRun, account: int, model: str,
@@ -175,13 +237,14 @@ def compute_document(run: ModelRun, requested: str,
     book = run.bound.book
     used = [run.model_of(a, requested) for a in range(book.account_count)]
     liquidation = liquidation_by_model(run, used) if with_liquidation else None
+    positions = position_levels_by_model(run, used) if with_liquidation else None
     accounts = []
     for a, account_id in enumerate(book.account_ids):
         model = run.model_of(a, requested)
         entry: dict[str, Any] = {"id": account_id,
                                  "mode": MODES_BY_CODE[int(book.mode[a])].value,
                                  "model": model}
-        entry.update(account_summary(run, a, model, liquidation))
+        entry.update(account_summary(run, a, model, liquidation, positions))
         accounts.append(entry)
     return {"model": requested, "timestamp": ns_to_iso(run.bound.timestamp_ns),
             "accounts": accounts}

@@ -1,13 +1,59 @@
-"""Scalar reference of the SIMM aggregation (plain Python, one account), used by explain and as
-the oracle of the fused kernel. Same formulas as ``margin.sensitivity``."""
+"""Scalar reference of the `sensitivity` model (plain Python, one account), used by explain and
+as the oracle of the fused kernel: its own bump-and-reprice Greeks and tenor split, and the SIMM
+aggregation. Same formulas as ``margin.sensitivity``, none of its code."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from statistics import NormalDist
 from typing import Any
 
-from margin_engine.margin.sensitivity import LAMBDA_BASE
+from margin_engine.pricing.reference import black76_price
+
+Z99 = NormalDist().inv_cdf(0.99)
+LAMBDA_BASE = NormalDist().inv_cdf(0.995) ** 2 - 1.0
+BUMP = 1e-4  # relative index bump for delta, absolute vol bump for vega
+
+
+def _derivative(f: Callable[[float], float], x: float, h: float) -> float:
+    """Five-point central difference: f'(x) with an error of order h^4."""
+    return (8.0 * (f(x + h) - f(x - h)) - (f(x + 2 * h) - f(x - 2 * h))) / (12.0 * h)
+
+
+def option_sensitivities(forward: float, strike: float, years: float, sigma: float,
+                         is_call: bool) -> tuple[float, float]:
+    """(USD per 1 % index move, dV/dsigma per unit of vol) of one option, by repricing.
+
+    The forward moves with the index, F x (1 + m), so the 1 % sensitivity is 0.01 dV/dm at m = 0.
+    Vega is bumped on the out-of-the-money side: a call and a put of the same strike differ by
+    F - K (parity), which has no vol in it, and the cheaper option rounds less."""
+    def value(move: float) -> float:
+        return black76_price(forward * (1.0 + move), strike, years, sigma, is_call)
+
+    def otm_value(vol: float) -> float:
+        return black76_price(forward, strike, years, vol, strike >= forward)
+
+    return 0.01 * _derivative(value, 0.0, BUMP), _derivative(otm_value, sigma, BUMP)
+
+
+def tenor_split(days: float, tenor_days: Sequence[float]) -> list[float]:
+    """Share of a vega on each tenor: linear in days between the two neighbouring tenors, all on
+    the first (last) tenor before (after) them."""
+    shares = [0.0] * len(tenor_days)
+    if days <= tenor_days[0]:
+        shares[0] = 1.0
+        return shares
+    if days >= tenor_days[-1]:
+        shares[-1] = 1.0
+        return shares
+    for t in range(len(tenor_days) - 1):
+        lo, hi = tenor_days[t], tenor_days[t + 1]
+        if lo <= days < hi:
+            shares[t] = (hi - days) / (hi - lo)
+            shares[t + 1] = (days - lo) / (hi - lo)
+            break
+    return shares
 
 
 def _clamp(x: float, k: float) -> float:

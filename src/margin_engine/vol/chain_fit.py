@@ -1,12 +1,16 @@
 """Fit a vol surface to one underlying's option quotes.
 
-1. Implied vol from each USD mark (forward = the expiry's forward, r = 0); quotes with no vol are
+1. Implied vol from each USD mark on its row's forward F (r = 0); quotes with no vol are
    dropped and counted by reason. Expiries under ``min_days`` are skipped (Deribit's own time
    measure differs from calendar time on the expiry day).
 2. Out-of-the-money quotes (calls K >= F, puts K < F) with vega >= ``vega_cut`` x F per vol point
    are fitted; RMSE is reported in vol points on the same quotes.
 3. Raw SVI per expiry (vega or spread weights), SSVI across expiries; butterfly and calendar
    arbitrage counted, repaired by penalised refits, then by the SSVI slice; counted again.
+
+Slices are in forward log-moneyness k = ln(K / F), each quote at its own row's F; the slice's
+``forward`` is the median F of its fitted quotes (the market builder moves it to index
+log-moneyness and writes that forward as the future's mark).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import NS_PER_SECOND, SECONDS_PER_YEAR
-from margin_engine.core.types import FloatArray
+from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.pricing.black76 import greeks
 from margin_engine.pricing.implied import IvReason, implied_vol_with_reason
 from margin_engine.vol.arbitrage import butterfly_violations, calendar_violations, moneyness_grid
@@ -40,6 +45,7 @@ class SliceFit:
     k: FloatArray
     market_vol: FloatArray
     weights: FloatArray
+    rows: IntArray  # the fitted quotes' positions in the OptionQuotes
     source: str  # "svi", "svi-repaired", "ssvi", or "svi-unrepaired" (arbitrage left, warned)
 
 
@@ -75,6 +81,9 @@ def fit_surface(quotes: OptionQuotes, *, at_ns: int | None = None, min_days: flo
                 repair: bool = True) -> SurfaceFit:
     started = time.perf_counter()
     at = quotes.snapshot_ns if at_ns is None else at_ns
+    if at is None:
+        raise InputError("a snapshot time (the file has no snapshot-time column)",
+                         source=quotes.source)
     years = (quotes.expiry_ns - at) / NS_PER_SECOND / SECONDS_PER_YEAR
     counts = dict(quotes.counts)
     short = years * 365 < min_days
@@ -115,7 +124,8 @@ def fit_surface(quotes: OptionQuotes, *, at_ns: int | None = None, min_days: flo
         svi, _ = fit_svi(k, vol[rows] ** 2 * t, t, weights)
         raw.append(SliceFit(expiry_ns=int(expiry), years=t, forward=forward, svi=svi,
                             quotes=int(rows.size), rmse_vol_points=_rmse(svi, k, t, vol[rows]),
-                            k=k, market_vol=vol[rows], weights=weights, source="svi"))
+                            k=k, market_vol=vol[rows], weights=weights, rows=rows,
+                            source="svi"))
 
     ssvi = None
     slices = raw
@@ -152,7 +162,8 @@ def _with_svi(fit: SliceFit, svi: SviSlice, source: str) -> SliceFit:
     return SliceFit(expiry_ns=fit.expiry_ns, years=fit.years, forward=fit.forward, svi=svi,
                     quotes=fit.quotes, rmse_vol_points=_rmse(svi, fit.k, fit.years,
                                                              fit.market_vol),
-                    k=fit.k, market_vol=fit.market_vol, weights=fit.weights, source=source)
+                    k=fit.k, market_vol=fit.market_vol, weights=fit.weights, rows=fit.rows,
+                    source=source)
 
 
 def _clean(svi: SviSlice, own: SliceFit, previous: SliceFit | None) -> bool:

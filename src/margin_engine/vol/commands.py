@@ -38,9 +38,15 @@ def fit_files(specs: Sequence[str], *, at: str | None = None, weighting: str = "
     quotes = [read_deribit_file(path, underlying) for underlying, path in map(split_spec, specs)]
     at_ns = parse_timestamp(at, field="--at") if at is not None else None
     if at_ns is None:
-        times = [q.snapshot_ns for q in quotes]
+        for q in quotes:
+            if q.snapshot_ns is None:
+                raise InputError("the snapshot time as --at TIMESTAMP (ISO-8601 with zone): this "
+                                 "chain has no snapshot-time column", field="--at",
+                                 source=q.source)
+        times = [q.snapshot_ns for q in quotes if q.snapshot_ns is not None]
         if max(times) - min(times) > SAME_SNAPSHOT_NS:
-            listing = ", ".join(f"{q.source}: {ns_to_iso(q.snapshot_ns)}" for q in quotes)
+            listing = ", ".join(f"{q.source}: {ns_to_iso(t)}" for q, t in zip(quotes, times,
+                                                                                strict=True))
             raise InputError(f"snapshots within an hour of each other, or --at ({listing})",
                              field="FILE")
         at_ns = max(times)

@@ -1,13 +1,24 @@
 """Deribit option-chain files -> normalised quotes (USD, decimals, UTC ns).
 
-Layouts (detected from the header): ``public/ticker`` chain dumps (``expiration_timestamp``,
-``bid_iv``), BTC ``get_book_summary_by_currency`` (``creation_timestamp``, ``mark_iv``), ETH book
-summary (``expire_date``, ``strike_price``; no IV) and mark snapshots (``option_type, strike,
-creation, maturity, mark_price, ..., index_price``; no forward, no snapshot time).
+Layouts (detected from the header):
 
-* Coin prices x the expiry's forward (``underlying_price``) give USD: that reproduces Deribit's
-  own ``mark_iv`` (e.g. BTC-22MAY20-9250-P: 76.84 % vs 76.87 %). Where a file has no forward
-  it is implied per expiry by put-call parity on coin prices: F = K / (1 - (C - P)).
+* ``public/ticker`` chain dumps, alone or joined with ``public/get_instruments`` fields:
+  ``instrument_name``, ``mark_price``, ``underlying_price`` and ``best_bid_price`` /
+  ``best_ask_price`` or ``expiration_timestamp`` (fields no book summary has). The snapshot time
+  is the ticker's ``timestamp``; a dump without it has none (the caller passes one, ``--at``).
+  ``creation_timestamp`` here is the instrument's listing time, never the snapshot.
+* BTC ``get_book_summary_by_currency`` (``creation_timestamp`` = snapshot, ``mark_iv``) and the
+  ETH book summary (``expire_date``, ``strike_price``; no IV).
+* Mark snapshots (``option_type, strike, creation, maturity, mark_price, ..., index_price``; no
+  forward, no snapshot time).
+
+Conversion: Deribit's coin mark is the Black-76 USD price on the expiry's forward F divided by F,
+so USD = coin x F, with F the row's ``underlying_price``; implied at F this reproduces Deribit's
+own ``mark_iv`` (e.g. BTC-22MAY20-9250-P: 76.84 % vs 76.87 %). Where a file has no forward it is
+implied per expiry by put-call parity on coin prices: C - P = (F - K)/F -> F = K / (1 - (C - P)).
+Each quote keeps its own row's F (ticker rows are fetched over minutes, some book-summary rows
+carry a stale underlying price); the fit reads it at its own log-moneyness ln(K / F).
+
 * Vols are percent in the files and decimals here; ``mark_iv`` of exactly 100.00 is a cap
   (censored) and the row is dropped, counted.
 * A ``strike`` column that disagrees with the strike in ``instrument_name`` (e.g. 7000 for
@@ -38,7 +49,7 @@ class OptionQuotes:
 
     underlying: str
     source: str
-    snapshot_ns: int
+    snapshot_ns: int | None  # None: the file has no snapshot time (the caller supplies one)
     index: float
     expiry_ns: IntArray
     strike: FloatArray
@@ -82,13 +93,14 @@ def read_deribit_file(path: str | Path, underlying: str | None = None) -> Option
     if not rows:
         raise InputError("a CSV file with a header and rows", source=source)
     header = set(rows[0])
-    if {"expiration_timestamp", "bid_iv", "instrument_name"} <= header:
-        return _read_named(rows, source, snapshot_field="timestamp", index_field="index_price",
+    if _is_ticker(header):
+        return _read_named(rows, source, snapshot_field="timestamp",
+                           index_fields=("index_price", "estimated_delivery_price"),
                            bid_field="best_bid_price", ask_field="best_ask_price")
     if {"creation_timestamp", "instrument_name", "underlying_price"} <= header:
         return _read_named(rows, source, snapshot_field="creation_timestamp",
-                           index_field="estimated_delivery_price", bid_field="bid_price",
-                           ask_field="ask_price")
+                           index_fields=("estimated_delivery_price", "index_price"),
+                           bid_field="bid_price", ask_field="ask_price")
     if {"option_type", "strike", "maturity", "mark_price", "index_price"} <= header:
         name = underlying or _underlying_from_name(path)
         if name is None:
@@ -99,13 +111,26 @@ def read_deribit_file(path: str | Path, underlying: str | None = None) -> Option
                      f"{sorted(header)[:6]}...)", source=source)
 
 
+def _is_ticker(header: set[str]) -> bool:
+    """``public/ticker`` rows (optionally with ``get_instruments`` fields): named instruments with
+    a forward and a ticker-only field (book summaries have ``bid_price``, no expiry column)."""
+    return ({"instrument_name", "mark_price", "underlying_price"} <= header
+            and bool({"best_bid_price", "best_ask_price", "expiration_timestamp"} & header))
+
+
 def _read_named(rows: list[dict[str, str]], source: str, *, snapshot_field: str,
-                index_field: str, bid_field: str, ask_field: str) -> OptionQuotes:
+                index_fields: tuple[str, ...], bid_field: str, ask_field: str) -> OptionQuotes:
     counts = {"rows": len(rows), "censored_iv": 0, "strike_typos": 0, "unparsed": 0}
     expiry, strike, is_call, forward, mark, bid, ask, snaps, indexes = ([] for _ in range(9))
     underlying = None
+    index_field = next((f for f in index_fields if f in rows[0]), None)
+    if index_field is None:
+        raise InputError(f"an index price column ({' or '.join(index_fields)})", source=source)
     for row in rows:
-        instrument = parse_shorthand(row["instrument_name"].strip())
+        try:
+            instrument = parse_shorthand(row["instrument_name"].strip())
+        except ValueError:  # an option name with an impossible date or strike
+            instrument = None
         if instrument is None or instrument.strike is None or instrument.expiry_ns is None:
             counts["unparsed"] += 1
             continue
@@ -129,11 +154,14 @@ def _read_named(rows: list[dict[str, str]], source: str, *, snapshot_field: str,
     if underlying is None:
         raise InputError("rows with Deribit option names such as BTC-28JUN24-70000-C",
                          source=source)
-    snap_ms = np.nanmedian(np.array(snaps)) if np.isfinite(snaps).any() else np.nan
-    if not np.isfinite(snap_ms):
+    has_time = bool(np.isfinite(snaps).any())
+    if not has_time and snapshot_field in rows[0]:
         raise InputError(f"a snapshot time in column {snapshot_field!r}", source=source)
+    if not np.isfinite(indexes).any():
+        raise InputError(f"index prices in column {index_field!r}", source=source)
     return OptionQuotes(
-        underlying=underlying, source=source, snapshot_ns=int(snap_ms) * MS,
+        underlying=underlying, source=source,
+        snapshot_ns=int(np.nanmedian(snaps)) * MS if has_time else None,
         index=float(np.nanmedian(indexes)), expiry_ns=np.array(expiry, dtype=np.int64),
         strike=np.array(strike), is_call=np.array(is_call, dtype=np.bool_),
         forward=np.array(forward), mark_usd=np.array(mark), bid_usd=np.array(bid),

@@ -1,9 +1,11 @@
 """Fitted surfaces -> a market snapshot document (``margin-engine/market/v1``) with SVI vols.
 
-Slices are fitted in forward log-moneyness ln(K / F_T); the engine reads vols in index
-log-moneyness ln(K / S) (its forward is the index, r = 0), so each slice is shifted:
-k_F = k_S - ln(F_T / S)  =>  m_S = m_F + ln(F_T / S). The expiry's forward becomes the mark of the
-dated future of that expiry, and the coin is priced at the index as a collateral asset.
+The engine reads sigma(T, K) at index log-moneyness k_S = ln(K / S) (S = the document's index)
+and prices Black-76 on the expiry's forward F (the mark of that expiry's future, r = 0). Slices
+are fitted in forward log-moneyness k_F = ln(K / F) = k_S - ln(F / S), so each is shifted by
+ln(F / S): m_S = m_F + ln(F / S), and w_S(ln(K / S)) = w_F(ln(K / F)). The slice's F is written
+as the future's mark (``marks["BTC-28JUN24"]``), so each option is priced on the forward its vol
+was fitted against; the coin is priced at the index as a collateral asset.
 """
 
 from __future__ import annotations
