@@ -124,3 +124,27 @@ def test_explain_lists_each_assets_haircut() -> None:
     portfolio = explain_account(bound, RiskConfig(),
                                 get_model("portfolio").compute(bound, RiskConfig()), 0)
     assert portfolio["stablecoin_depeg"] == pytest.approx(20000 * 0.13 / 3, rel=1e-12)
+
+
+def test_bad_haircut_settings_are_refused() -> None:
+    from margin_engine.core.errors import ConfigError
+
+    for bad, field in (({"confidence": 1.0}, "haircuts.confidence"),
+                       ({"chains": {"native": {"haircut": 1.5}}}, "haircuts.chains.native"),
+                       ({"assets": {"BTC": {"max_haircut": 2}}}, "haircuts.assets.BTC"),
+                       ({"unknown_chain_tier": "nowhere"}, "haircuts.unknown_chain_tier")):
+        with pytest.raises(ConfigError, match=field):
+            RiskConfig.from_dict({"haircuts": bad})
+
+
+def test_any_collateral_symbol_is_margined_with_the_default_haircut() -> None:
+    # SOL collateral (priced in the market, not an underlying) under cross: 100 SOL at 150
+    # = 15,000 USD, haircut 2.3263 x 1.0 x sqrt(2/365) + 0.1 sqrt(15,000 / 1e9).
+    doc = portfolio_doc(account("a", [("BTC-PERP", 1, 50000)], collateral={"SOL": 100}))
+    market = market_doc(assets={"USDC": {"price": 1.0}, "BTC": {"price": 50000},
+                                "ETH": {"price": 2000}, "SOL": {"price": 150}})
+    bound = bind(doc, market)
+    result = get_model("cross").compute(bound, RiskConfig())
+    rate = Z99 * math.sqrt(2 / 365) + 0.1 * math.sqrt(15000 / 1e9)
+    assert float(result.adjusted_equity(bound.equity())[0]) == pytest.approx(
+        15000 * (1 - rate), rel=1e-12)

@@ -208,3 +208,24 @@ def test_bulk_positions_file_takes_margin_and_leverage(tmp_path: Path) -> None:
                          "a,BTC-PERP,1,60000,6000,3\n")
     with pytest.raises(InputError, match="either margin or leverage"):
         read_bulk_book(positions)
+
+
+def test_isolated_margin_in_a_coin_follows_its_price() -> None:
+    # 1 BTC of collateral holding a long 10 BTC-PERP @ 65,000 (default tiers: MM 1 % of 10 S).
+    # The margin is the coin, worth S: S (1 - h(S)) + 10 (S - 65,000) = 0.1 S, with the haircut
+    # h(S) = 2.3263 x 0.52 sqrt(2/365) + 0.1 sqrt(S / 2e10): about 650,000 / 10.8103 = 60,128.
+    import math
+
+    doc = portfolio_doc(account("a", [("BTC-PERP", 10, 65000)], {"BTC": 1}, mode="isolated"))
+    market = market_doc()
+    market["underlyings"]["BTC"]["index"] = 65000
+    market["assets"]["BTC"]["price"] = 65000
+    bound = bind_market(book_from_portfolio(parse_portfolio(doc)), parse_market(market))
+    root = float(position_liquidation_levels(bound, "isolated", RiskConfig()).nearest[0, 0])
+
+    def residual(s: float) -> float:
+        h = 2.3263478740408408 * 0.52 * math.sqrt(2 / 365) + 0.1 * math.sqrt(s / 2e10)
+        return s * (1 - h) + 10 * (s - 65000) - 0.1 * s
+
+    assert abs(residual(root)) < 1e-6 * 65000
+    assert root == pytest.approx(60128.0, abs=5.0)

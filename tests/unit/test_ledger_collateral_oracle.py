@@ -131,14 +131,18 @@ def test_stablecoin_is_valued_at_its_oracle_price_and_concentration_caps() -> No
                             confidence={"USDC": 0.01}) == pytest.approx(99_000)
 
 
-def test_haircut_refuses_bad_input() -> None:
+def test_haircut_refuses_bad_input_and_defaults_unknown_assets_and_chains() -> None:
     config = CollateralConfig()
-    with pytest.raises(InputError, match="haircut parameters"):
-        haircut("DOGE", 1.0, 0.1, config)
     with pytest.raises(InputError, match="price > 0"):
         haircut("BTC", 1.0, float("nan"), config)
-    with pytest.raises(InputError, match="chain tier"):
-        haircut("BTC@wormhole2", 1.0, 60000.0, config)
+    # Any symbol may be collateral (SPEC 1): without its own entry, the conservative default
+    # (100 % vol: 2.3263 x 1.0 x sqrt(2/365) = 0.1722, plus liquidity on 1e9 ADV).
+    doge = haircut("DOGE", 1000.0, 0.1, config)
+    assert doge.volatility == pytest.approx(2.3263478740408408 * math.sqrt(2 / 365), rel=1e-12)
+    assert doge.liquidity == pytest.approx(0.1 * math.sqrt(100 / 1e9), rel=1e-12)
+    # An unmapped chain is a third-party bridge: +5 % and an hour of finality.
+    bridged = haircut("BTC@wormhole2", 1.0, 60000.0, config)
+    assert bridged.chain_haircut == 0.05
 
 
 NOW = 1_700_000_000 * 10**9

@@ -76,13 +76,19 @@ class CollateralConfig:
     assets: Mapping[str, AssetHaircut] = field(default_factory=lambda: dict(DEFAULT_ASSETS))
     chains: Mapping[str, ChainTier] = field(default_factory=lambda: dict(DEFAULT_CHAINS))
     chain_of: Mapping[str, str] = field(default_factory=dict)  # chain name -> tier name
+    unknown_chain_tier: str = "third_party"  # for chains neither tiered nor mapped
+    # for assets without their own entry (any symbol may be collateral, SPEC 1)
+    default_asset: AssetHaircut = field(default_factory=lambda: AssetHaircut(
+        annual_vol=1.0, average_daily_volume_usd=1e9))
 
     def tier(self, chain: str) -> ChainTier:
+        """A chain's tier: its own, a mapped one, else ``unknown_chain_tier`` (third party)."""
         name = self.chain_of.get(chain, chain)
-        if name not in self.chains:
-            raise InputError(f"a chain tier of {sorted(self.chains)} or a mapped chain",
-                             field="collateral chain", value=chain)
-        return self.chains[name]
+        return self.chains[name if name in self.chains else self.unknown_chain_tier]
+
+    def asset(self, asset: str) -> AssetHaircut:
+        """An asset's parameters, else ``default_asset`` (conservative: 100 % vol, 1e9 ADV)."""
+        return self.assets.get(asset, self.default_asset)
 
 
 def split_collateral_key(key: str) -> tuple[str, str]:
@@ -111,14 +117,11 @@ def haircut(key: str, amount: float, price: float, config: CollateralConfig,
     """Value one collateral balance (see the module formula); ``revalued``: the volatility
     part is left out (the margin model moves the asset's price in its own scenarios)."""
     asset, chain = split_collateral_key(key)
-    if asset not in config.assets:
-        raise InputError(f"an asset with haircut parameters {sorted(config.assets)}",
-                         field="collateral", value=key)
     if not (math.isfinite(amount) and amount >= 0):
         raise InputError("a finite amount >= 0", field=f"collateral.{key}", value=amount)
     if not (math.isfinite(price) and price > 0):
         raise InputError("a finite price > 0", field=f"price of {asset}", value=price)
-    spec, tier = config.assets[asset], config.tier(chain)
+    spec, tier = config.asset(asset), config.tier(chain)
     z = NormalDist().inv_cdf(config.confidence)
     horizon_days = config.mpor_days + tier.finality_seconds / DAY_SECONDS
     h_vol = 0.0 if revalued else z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
@@ -172,11 +175,7 @@ def book_haircuts(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArr
     z = NormalDist().inv_cdf(config.confidence)
     for col, key in enumerate(assets):
         asset, chain = split_collateral_key(key)
-        if asset not in config.assets:
-            raise InputError(f"an asset with haircut parameters {sorted(config.assets)} "
-                             "(add it under [haircuts.assets] or set haircuts.enabled = false)",
-                             field=f"collateral.{key}", value=asset)
-        spec, tier = config.assets[asset], config.tier(chain)
+        spec, tier = config.asset(asset), config.tier(chain)
         horizon_days = config.mpor_days + tier.finality_seconds / DAY_SECONDS
         h_vol = 0.0 if asset in revalued else \
             z * spec.annual_vol * math.sqrt(horizon_days / 365.0)

@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook, bind_market, reprice
+from margin_engine.book.bound import BoundBook, bind_market, pinned_settlements, reprice
 from margin_engine.book.columnar import ColumnarBook, book_subset
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
 from margin_engine.liquidation.breaker import CircuitBreaker
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.isolated import check_asked_margins
 from margin_engine.margin.registry import get_model
 from margin_engine.margin.run import AccountMargins, margins_by_mode
 from margin_engine.market.oracle import OracleConfig, OracleSource, guard_price
@@ -76,10 +77,14 @@ class Monitor:
         names = {i.name: i.underlying for i in book.instruments.instruments}
         self.marked = marks_by_underlying(market, names)
         full = bind_market(book, market)
+        check_asked_margins(full, config)
+        # Settled expiries keep their settlement price while the index moves on.
+        self.market = market = pinned_settlements(full)
+        full = bind_market(book, market)
         n = book.account_count
         margins = self._margins(full)
         self.initial, self.maintenance = margins.initial, margins.maintenance
-        self.equity, self.gap = margins.adjusted_equity, margins.gap()
+        self.equity, self.gap = margins.adjusted_equity, margins.gap(1.0)
         self.status = np.full(n, OK, dtype=np.int8)
         self.holding = np.bincount(full.position_account, weights=np.abs(book.size),
                                    minlength=n) > 0
@@ -178,7 +183,7 @@ class Monitor:
                 margins = self._margins(piece.bound, piece, tick.symbol)
                 initial, maintenance = margins.initial, margins.maintenance
                 self.equity[piece.accounts] = margins.adjusted_equity
-                self.gap[piece.accounts] = margins.gap()
+                self.gap[piece.accounts] = margins.gap(self.multiplier)
                 self.initial[piece.accounts] = initial
                 self.maintenance[piece.accounts] = maintenance
                 self._update_status(piece.accounts, tick, events)
@@ -241,8 +246,9 @@ class Monitor:
     def _update_status(self, accounts: np.ndarray, tick: Tick, events: list[Event]) -> None:
         m = self.multiplier
         equity = self.equity[accounts]
-        # gap < 0: a position on its own (isolated) margin is below its MM, or the account is
-        below = (equity < self.maintenance[accounts] * m) | (self.gap[accounts] < 0.0)
+        # gap (at the breaker multiplier) < 0: the account, or for isolated accounts one of
+        # its positions, is below MM
+        below = self.gap[accounts] < 0.0
         new = np.where(below, LIQUIDATION,
                        np.where(equity < self.initial[accounts] * m, CALL, OK)).astype(np.int8)
         new[~self.holding[accounts]] = OK

@@ -33,7 +33,7 @@ UPPER_MULTIPLE = 10.0
 def _gap(bound: BoundBook, model: str, config: RiskConfig,
          models: Mapping[str, MarginModel] | None = None) -> FloatArray:
     result = get_model(model, models).compute(bound, config)
-    gap: FloatArray = result.adjusted_equity(bound.equity()) - result.maintenance_margin
+    gap: FloatArray = result.maintenance_gap(bound.equity(), bound.position_account)
     return gap
 
 
@@ -103,7 +103,9 @@ def position_liquidation_levels(bound: BoundBook, model: str, config: RiskConfig
                                 models: Mapping[str, MarginModel] | None = None
                                 ) -> LiquidationLevels:
     """Per position (as 1 x positions arrays): where each position on its own margin meets its
-    MM as its underlying's index moves, the margin it holds kept as today (NaN elsewhere)."""
+    MM as its underlying's index moves (NaN elsewhere). The margin it holds is today's share of
+    the account's collateral, so it follows the collateral's value (coin collateral moves with
+    its price)."""
     from scipy.optimize import brentq
 
     n_pos = bound.book.position_count
@@ -117,6 +119,19 @@ def position_liquidation_levels(bound: BoundBook, model: str, config: RiskConfig
     table = book.instruments
     marked = marks_by_underlying(market, {i.name: i.underlying for i in table.instruments})
     position_index = np.empty(n_pos)
+
+    def gaps(sub: ColumnarBook, rows_of_sub: np.ndarray, accounts: list[int], u: str,
+             level: float) -> FloatArray:
+        moved = bind_market(sub, with_index(market, marked, u, level))
+        value_today = bound.collateral_value[accounts]
+        follows = np.divide(moved.collateral_value, value_today,
+                            out=np.ones(len(accounts)), where=value_today > 0.0)
+        result = _isolated_result(moved, model, config, models,
+                                  held[rows_of_sub] * follows[moved.position_account])
+        assert result.position_equity is not None
+        gap: FloatArray = result.position_equity - result.per_position["maintenance_margin"]
+        return gap
+
     for u_idx, u in enumerate(bound.underlyings):
         rows = np.nonzero((today.per_position["maintenance_margin"] > 0.0)
                           & (table.underlying[book.position_instrument] == u_idx))[0]
@@ -125,30 +140,23 @@ def position_liquidation_levels(bound: BoundBook, model: str, config: RiskConfig
         index = float(bound.index[u_idx])
         position_index[rows] = index
         accounts = np.unique(bound.position_account[rows]).tolist()
-        sub = book_subset(book, accounts)
         sub_rows = np.concatenate([np.arange(book.offsets[a], book.offsets[a + 1])
                                    for a in accounts])
-        sub_held = held[sub_rows]
-
-        def gaps(level: float, sub: ColumnarBook = sub, held_: FloatArray = sub_held,
-                 u: str = u) -> FloatArray:
-            moved = bind_market(sub, with_index(market, marked, u, level))
-            result = _isolated_result(moved, model, config, models, held_)
-            assert result.position_equity is not None
-            gap: FloatArray = result.position_equity - \
-                result.per_position["maintenance_margin"]
-            return gap
-
+        sub = book_subset(book, accounts)
         levels = index * GRID
-        values = np.column_stack([gaps(float(s)) for s in levels])
+        values = np.column_stack([gaps(sub, sub_rows, accounts, u, float(s)) for s in levels])
         where = {int(r): k for k, r in enumerate(sub_rows.tolist())}
         for row in rows.tolist():
-            k = where[row]
+            a = int(bound.position_account[row])
+            own = np.arange(book.offsets[a], book.offsets[a + 1])
+            single = book_subset(book, [a])  # the root search binds this account alone
+            k_own = int(row - book.offsets[a])
 
-            def f(s: float, k: int = k) -> float:
-                return float(gaps(s)[k])
+            def f(s: float, single: ColumnarBook = single, own: np.ndarray = own,
+                  a: int = a, k_own: int = k_own, u: str = u) -> float:
+                return float(gaps(single, own, [a], u, s)[k_own])
 
-            below, above = _brackets(values[k], levels, index)
+            below, above = _brackets(values[where[row]], levels, index)
             for bracket, out in ((below, down), (above, up)):
                 if bracket is not None:
                     out[0, row] = brentq(f, bracket[0], bracket[1], xtol=1e-12 * index,

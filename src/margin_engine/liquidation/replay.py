@@ -33,6 +33,7 @@ from margin_engine.liquidation.config import LiquidationConfig
 from margin_engine.liquidation.partial import partially_liquidate
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.isolated import check_asked_margins
 from margin_engine.margin.registry import get_model
 from margin_engine.margin.run import AccountMargins, margins_by_mode
 from margin_engine.market.snapshot import MarketSnapshot
@@ -96,6 +97,7 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         flagged |= np.abs(oracle_closes[:, j] / path_closes[:, k] - 1) > oracle_max_deviation
 
     book, market = _with_settlement(book, market, liquidation.settlement_asset)
+    check_asked_margins(bind_market(book, market), config)
     book = _freeze_position_margins(book, market, model, config)
     settle = book.assets.index(liquidation.settlement_asset)
     ledger = Ledger()
@@ -148,11 +150,20 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
               "flagged_bars_skipped": 0, "settlements": 0}
     ever = np.zeros(book.account_count, dtype=np.bool_)
     history = None if execute else np.zeros((times.size, book.account_count), dtype=np.bool_)
+    frozen = book.position_margin
+    start_collateral = book.collateral.copy()
+    start_value = start_collateral @ _asset_prices(book, market)
     for t in range(times.size):
         if progress is not None:
             progress(t, times.size)
+        bar_market = market_at(t)
+        if frozen is not None:  # isolated margins follow their collateral's value
+            value = start_collateral @ _asset_prices(book, bar_market)
+            follows = np.divide(value, start_value, out=np.ones_like(value),
+                                where=start_value > 0.0)
+            book = replace(book, position_margin=frozen * follows[book.position_account()])
         current = replace(book, size=size, collateral=collateral)
-        bound = bind_market(current, market_at(t))
+        bound = bind_market(current, bar_market)
         if _settle_expired(bound, size, collateral, settle, ledger, events, totals,
                            int(times[t])):
             bound = bind_market(replace(book, size=size, collateral=collateral), bound.market)
@@ -191,10 +202,16 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
                         times_ns=times, below_by_bar=history)
 
 
+def _asset_prices(book: ColumnarBook, market: MarketSnapshot) -> FloatArray:
+    return np.array([market.asset_prices[a.partition("@")[0]] for a in book.assets],
+                    dtype=np.float64)
+
+
 def _freeze_position_margins(book: ColumnarBook, market: MarketSnapshot, model: str,
                              config: RiskConfig) -> ColumnarBook:
-    """Positions on their own margin keep the margin they hold at the start (as a venue
-    assigns it when the position opens): a loss elsewhere in the account cannot move it."""
+    """Positions on their own margin keep the share of the collateral they hold at the start
+    (as a venue assigns it when the position opens): a loss elsewhere in the account cannot move
+    it; its value follows the start collateral's prices."""
     bound = bind_market(book, market)
     frozen = np.full(book.position_count, np.nan) if book.position_margin is None \
         else book.position_margin.copy()

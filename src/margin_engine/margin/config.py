@@ -311,11 +311,13 @@ def _haircuts(data: Any) -> CollateralConfig:
         if not isinstance(raw["enabled"], bool):
             raise InputError("true or false", field="haircuts.enabled", value=raw["enabled"])
         updates["enabled"] = raw["enabled"]
-    for name, low, high in (("mpor_days", 0.0, None), ("confidence", 0.5, 1.0),
+    for name, low, high in (("mpor_days", 0.0, None), ("confidence", 0.5, 0.999999),
                             ("depeg_price", 0.0, 1.0), ("depeg_weight", 0.0, 1.0)):
         if name in raw:
             updates[name] = parse_float(raw[name], field=f"haircuts.{name}", minimum=low,
                                         maximum=high)
+    if "unknown_chain_tier" in raw:
+        updates["unknown_chain_tier"] = raw["unknown_chain_tier"]
     if "stablecoins" in raw:
         coins = raw["stablecoins"]
         if not isinstance(coins, list) or not all(isinstance(c, str) and c for c in coins):
@@ -331,6 +333,7 @@ def _haircuts(data: Any) -> CollateralConfig:
             raise InputError("annual_vol and average_daily_volume_usd for a new asset",
                              field=where, value=sorted(item))
         values = {k: _number_or_inf(v, f"{where}.{k}") for k, v in item.items()}
+        _check_rates(values, where)
         assets[asset] = replace(current, **values) if current else AssetHaircut(**values)
     chains = dict(base.chains)
     for chain, spec in _table(raw.get("chains", {}), "haircuts.chains").items():
@@ -341,13 +344,30 @@ def _haircuts(data: Any) -> CollateralConfig:
             raise InputError("haircut and finality_seconds for a new chain tier", field=where,
                              value=sorted(item))
         numbers = {k: parse_float(v, field=f"{where}.{k}", minimum=0.0) for k, v in item.items()}
+        _check_rates(numbers, where)
         chains[chain] = replace(tier, **numbers) if tier else ChainTier(**numbers)
     chain_of = {str(k): v for k, v in _table(raw.get("chain_of", {}), "haircuts.chain_of").items()}
     for chain, tier in chain_of.items():
         if tier not in chains:
             raise InputError(f"a chain tier of {sorted(chains)}",
                              field=f"haircuts.chain_of.{chain}", value=tier)
+    if "default_asset" in raw:
+        item = _check_keys(raw["default_asset"], AssetHaircut, "haircuts.default_asset")
+        values = {k: _number_or_inf(v, f"haircuts.default_asset.{k}") for k, v in item.items()}
+        _check_rates(values, "haircuts.default_asset")
+        updates["default_asset"] = replace(base.default_asset, **values)
+    tier_name = updates.get("unknown_chain_tier", base.unknown_chain_tier)
+    if tier_name not in chains:
+        raise InputError(f"a chain tier of {sorted(chains)}",
+                         field="haircuts.unknown_chain_tier", value=tier_name)
     return replace(base, assets=assets, chains=chains, chain_of=chain_of, **updates)
+
+
+def _check_rates(values: Mapping[str, float], where: str) -> None:
+    """Haircut rates are fractions of the value: in [0, 1]."""
+    for name in ("haircut", "max_haircut"):
+        if name in values and not 0.0 <= values[name] <= 1.0:
+            raise InputError("a fraction in [0, 1]", field=f"{where}.{name}", value=values[name])
 
 
 def _table(data: Any, field: str) -> Mapping[str, Any]:

@@ -63,12 +63,15 @@ class AccountMargins:
     adjusted_equity: FloatArray
     parts: tuple[tuple[np.ndarray, MarginResult], ...]  # (account rows, the result for them)
     bound: BoundBook
+    equity: FloatArray  # mark-to-market
 
     def gap(self, multiplier: float = 1.0) -> FloatArray:
-        equity = self.bound.equity()
+        if all(result.position_equity is None for _, result in self.parts):
+            shared: FloatArray = self.adjusted_equity - multiplier * self.maintenance
+            return shared
         out = np.zeros(self.bound.account_count)
         for rows, result in self.parts:
-            out[rows] = result.maintenance_gap(equity, self.bound.position_account,
+            out[rows] = result.maintenance_gap(self.equity, self.bound.position_account,
                                                multiplier)[rows]
         return out
 
@@ -83,7 +86,7 @@ def margins_by_mode(bound: BoundBook, model: str,
         result = compute(model)
         return AccountMargins(result.initial_margin, result.maintenance_margin,
                               result.adjusted_equity(equity),
-                              ((np.ones(n, dtype=np.bool_), result),), bound)
+                              ((np.ones(n, dtype=np.bool_), result),), bound, equity)
     initial, maintenance, adjusted = np.zeros(n), np.zeros(n), np.zeros(n)
     parts = []
     for code in np.unique(bound.book.mode):
@@ -93,7 +96,7 @@ def margins_by_mode(bound: BoundBook, model: str,
         maintenance[rows] = result.maintenance_margin[rows]
         adjusted[rows] = result.adjusted_equity(equity)[rows]
         parts.append((rows, result))
-    return AccountMargins(initial, maintenance, adjusted, tuple(parts), bound)
+    return AccountMargins(initial, maintenance, adjusted, tuple(parts), bound, equity)
 
 
 def run_models(bound: BoundBook, config: RiskConfig, models: Sequence[str],
