@@ -18,12 +18,14 @@ def ratio(value: float | None, suffix: str = "") -> str:
 
 def compute_table(document: dict[str, Any]) -> Table:
     title = f"Margin ({document['model']} model) at {document['timestamp']}"
-    table = Table(title=title, title_justify="left")
-    for name in ("account", "model", "equity", "initial margin", "maintenance", "excess",
-                 "MM/equity", "gross notional", "efficiency"):
+    table = Table(title=title, title_justify="left",
+                  caption="excess and MM/equity use the equity after collateral haircuts")
+    for name in ("account", "model", "equity", "after haircuts", "initial margin",
+                 "maintenance", "excess", "MM/equity", "gross notional", "efficiency"):
         table.add_column(name, justify="left" if name in ("account", "model") else "right")
     for acc in document["accounts"]:
-        table.add_row(acc["id"], acc["model"], money(acc["equity"]), money(acc["initial_margin"]),
+        table.add_row(acc["id"], acc["model"], money(acc["equity"]),
+                      money(acc["adjusted_equity"]), money(acc["initial_margin"]),
                       money(acc["maintenance_margin"]), money(acc["excess"]),
                       ratio(None if acc["margin_ratio"] is None else 100 * acc["margin_ratio"],
                             " %"),
@@ -54,11 +56,13 @@ def print_explanation(console: Console, explanation: dict[str, Any]) -> None:
     console.print(f"[bold]{explanation['account']}[/bold] under [bold]{model}[/bold]")
     if model == "isolated":
         table = Table()
-        for name in ("instrument", "size", "mark", "notional", "rule", "IM", "MM"):
+        for name in ("instrument", "size", "mark", "notional", "rule", "IM", "MM",
+                     "margin held", "position equity"):
             table.add_column(name, justify="left" if name in ("instrument", "rule") else "right")
         for p in explanation["positions"]:
             table.add_row(p["instrument"], f"{p['size']:g}", money(p["mark"]), money(p["notional"]),
-                          p["rule"], money(p["initial_margin"]), money(p["maintenance_margin"]))
+                          p["rule"], money(p["initial_margin"]), money(p["maintenance_margin"]),
+                          money(p.get("margin_held")), money(p.get("position_equity")))
         console.print(table)
     elif model == "sensitivity":
         for u, cell in explanation["underlyings"].items():
@@ -111,6 +115,20 @@ def print_explanation(console: Console, explanation: dict[str, Any]) -> None:
             f"  sum of L {money(explanation['sum_of_levels'])}, correlated aggregate "
             f"{money(explanation['aggregated'])}, floor {money(explanation['offset_floor'])}, "
             f"correlation offset {money(explanation['correlation_offset'])}")
+        if explanation.get("stablecoin_depeg"):
+            console.print(f"  + stablecoin depeg scenario "
+                          f"{money(explanation['stablecoin_depeg'])}")
+    for line in explanation.get("collateral", []):
+        parts = (f"vol {100 * line['volatility']:.2f} %"
+                 f"{' (in scenarios)' if line.get('volatility_in_scenarios') else ''}, "
+                 f"liquidity {100 * line['liquidity']:.3f} %, chain {100 * line['chain']:.1f} %"
+                 if "volatility" in line else "no haircut")
+        console.print(f"  collateral {line['asset']} {line['amount']:g} x {money(line['price'])}"
+                      f" = {money(line['value'])}: haircut {100 * line['haircut']:.2f} % "
+                      f"({parts}) -> -{money(line['haircut_usd'])}")
+    if "adjusted_equity" in explanation:
+        console.print(f"  equity {money(explanation['equity'])}, after haircuts "
+                      f"{money(explanation['adjusted_equity'])}")
     console.print(f"  [bold]IM {money(explanation['initial_margin'])}, MM "
                   f"{money(explanation['maintenance_margin'])}[/bold]")
 

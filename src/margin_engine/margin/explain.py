@@ -117,6 +117,9 @@ def _explain_isolated(bound: BoundBook, result: MarginResult, account: int) -> d
         line.update(rule=rule,
                     initial_margin=float(result.per_position["initial_margin"][row]),
                     maintenance_margin=float(result.per_position["maintenance_margin"][row]))
+        if "margin_held" in result.per_position:  # the position's own margin and equity
+            line.update(margin_held=float(result.per_position["margin_held"][row]),
+                        position_equity=float(result.per_position["equity"][row]))
         lines.append(line)
     return {"account": bound.book.account_ids[account], "model": "isolated", "positions": lines,
             "initial_margin": float(result.initial_margin[account]),
