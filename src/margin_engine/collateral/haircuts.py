@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
+from numba import njit
 
 from margin_engine.core.errors import InputError
 from margin_engine.core.types import FloatArray
@@ -179,11 +180,21 @@ def book_haircuts(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArr
         horizon_days = config.mpor_days + tier.finality_seconds / DAY_SECONDS
         h_vol = 0.0 if asset in revalued else \
             z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
-        gross = np.maximum(amounts[:, col], 0.0) * prices[col]
-        h_liq = (spec.liquidity_coefficient * np.sqrt(gross / spec.average_daily_volume_usd)
-                 if math.isfinite(spec.average_daily_volume_usd) else np.zeros(n_acct))
-        rate = np.minimum(h_vol + h_liq + tier.haircut, spec.max_haircut)
-        after = np.minimum(gross * (1.0 - rate), spec.concentration_limit_usd)
-        rates[:, col] = rate
-        by_asset[:, col] = gross - after
+        liquidity = spec.liquidity_coefficient / math.sqrt(spec.average_daily_volume_usd) \
+            if math.isfinite(spec.average_daily_volume_usd) else 0.0
+        _column_haircut_nb(np.ascontiguousarray(amounts[:, col]), float(prices[col]),
+                           h_vol + tier.haircut, liquidity, spec.max_haircut,
+                           spec.concentration_limit_usd, rates[:, col], by_asset[:, col])
     return CollateralHaircuts(deduction=by_asset.sum(axis=1), by_asset=by_asset, rates=rates)
+
+
+@njit(cache=True)
+def _column_haircut_nb(amount: FloatArray, price: float, fixed: float, liquidity: float,
+                       cap: float, limit: float, rate: FloatArray, taken: FloatArray) -> None:
+    """One asset column: gross = max(amount, 0) x price, rate = min(fixed + liquidity x
+    sqrt(gross), cap), taken = gross - min(gross x (1 - rate), limit)."""
+    for a in range(amount.shape[0]):
+        gross = max(amount[a], 0.0) * price
+        r = min(fixed + liquidity * math.sqrt(gross), cap)
+        rate[a] = r
+        taken[a] = gross - min(gross * (1.0 - r), limit)
