@@ -162,3 +162,17 @@ def test_btc_var_backtest_passes_kupiec() -> None:
     assert result["exceptions"] == 29
     assert result["kupiec_p"] > 0.05
     assert result["traffic_light"] == "green"
+
+
+def test_var_equity_after_haircuts_leaves_the_coin_vol_to_the_scenarios() -> None:
+    # 1 BTC of collateral against a short BTC perp: the var model revalues the coin in its
+    # scenarios, so only its liquidity part comes off equity: 50,000 x 0.1 sqrt(50,000 / 2e10).
+    import math
+
+    history = _correlated_history(0.8)
+    bound = bind(portfolio_doc(account("a", [("BTC-PERP", -1, 50000)], {"BTC": 1})))
+    result = VarModel(history).compute(bound, RiskConfig())
+    equity = bound.equity()
+    assert result.adjusted_equity(equity)[0] < equity[0]
+    assert equity[0] - result.adjusted_equity(equity)[0] == pytest.approx(
+        50000 * 0.1 * math.sqrt(50000 / 2e10), rel=1e-12)
