@@ -229,3 +229,36 @@ def test_isolated_margin_in_a_coin_follows_its_price() -> None:
 
     assert abs(residual(root)) < 1e-6 * 65000
     assert root == pytest.approx(60128.0, abs=5.0)
+
+
+def test_two_isolated_positions_liquidated_together_keep_their_own_losses() -> None:
+    # Long 10 BTC-PERP @ 50,000 on 10,000 and long 1 BTC-26SEP25 @ 50,000 on 2,500, 20,000
+    # USDC in all (7,500 free). BTC gaps to 47,600 on one bar: the perp loses 24,000 (14,000
+    # beyond its margin: bad debt); the future loses 2,400, leaving 100 < its MM (0.4 % x
+    # 47,600 = 190.4): both are closed. The future's 100 pays its penalty (1 % x 47,600,
+    # capped at 100) and does not reduce the perp's bad debt; the free 7,500 is kept.
+    from margin_engine.data.prices import PriceSeries
+    from margin_engine.liquidation.config import LiquidationConfig
+    from margin_engine.liquidation.replay import replay
+
+    doc = portfolio_doc(account("a", [("BTC-PERP", 10, 50000), ("BTC-26SEP25", 1, 50000)],
+                                {"USDC": 20000}, mode="isolated"))
+    book = replace(book_from_portfolio(parse_portfolio(doc)),
+                   position_margin=np.array([10000.0, 2500.0]))
+    market = parse_market(market_doc(timestamp="2025-06-15T12:00:00Z"))
+    closes = np.array([50000.0, 50000.0, 47600.0, 47600.0])
+    times = (np.arange(4, dtype=np.int64) * 60 + 1_750_000_000) * 10**9
+    path = PriceSeries(source="t", time_ns=times, close=closes, open=closes, high=closes,
+                       low=closes, volume=np.zeros(4))
+    result = replay(book, market, {"BTC": path}, config=CONFIG,
+                    liquidation=LiquidationConfig(latency_seconds=0, insurance_fund=50000,
+                                                  penalty_rate=0.01))
+    liquidations = [e for e in result.events if e["type"] == "liquidation"]
+    assert sorted(c["instrument"] for c in liquidations[0]["closed"]) == ["BTC-26SEP25",
+                                                                         "BTC-PERP"]
+    assert result.totals["bad_debt"] == pytest.approx(14000.0)
+    assert liquidations[0]["penalty"] == pytest.approx(100.0)
+    # The account keeps its free 7,500: 20,000 - 10,000 - 2,500 (both margins lost).
+    asset = LiquidationConfig().settlement_asset
+    kept = float(result.ledger.balance("a", asset)) + float(result.ledger.balance("a", "USDC"))
+    assert kept == pytest.approx(7500.0)

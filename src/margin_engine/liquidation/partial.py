@@ -43,6 +43,10 @@ class PartialLiquidation:
     initial_margin: float
     maintenance_margin: float
     target_reached: bool
+    # Positions on their own margin, each on its own: the penalties their equity could pay and
+    # the sum of their deficits beyond their margin (bad debt); None for shared equity.
+    charged_penalty: float | None = None
+    shortfall: float | None = None
 
 
 def _state(book: ColumnarBook, market: MarketSnapshot, model: str,
@@ -139,17 +143,21 @@ def _positions_alone(book: ColumnarBook, market: MarketSnapshot, model: str,
     below = (position_mm > 0.0) & (result.position_equity < margin_multiplier * position_mm) \
         & (book.size != 0.0)
     closures: list[Closure] = []
-    left = 0.0
+    left = charged = shortfall = 0.0
     for row in np.nonzero(below)[0].tolist():
         book, closure = _close(book, bound, int(row), 1.0, settle, liquidation.penalty_rate)
         closures.append(closure)
-        left += float(at_risk[row]) - closure.penalty
+        own = float(at_risk[row])  # this position's margin + P&L: all it can lose
+        paid = min(closure.penalty, max(own, 0.0))
+        charged += paid
+        shortfall += max(0.0, -own)
+        left += max(own, 0.0) - paid
     after = bind_market(book, market)
     after_result = get_model(model).compute(after, config)
     return PartialLiquidation(closures=tuple(closures), book=book, equity=left,
                               initial_margin=float(after_result.initial_margin[0]),
                               maintenance_margin=float(after_result.maintenance_margin[0]),
-                              target_reached=True)
+                              target_reached=True, charged_penalty=charged, shortfall=shortfall)
 
 
 def _scores(book: ColumnarBook, bound: BoundBook, market: MarketSnapshot, model: str,

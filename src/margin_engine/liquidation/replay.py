@@ -287,13 +287,17 @@ def _liquidate_one(a: int, book: ColumnarBook, size: FloatArray, collateral: Flo
     # The penalty comes only out of what is left: never into negative equity (the fund would
     # otherwise pay itself).
     penalties = sum(c.penalty for c in outcome.closures)
-    left_before_penalty = outcome.equity + penalties
-    charged = min(penalties, max(left_before_penalty, 0.0))
+    if outcome.shortfall is None:
+        left_before_penalty = outcome.equity + penalties
+        charged = min(penalties, max(left_before_penalty, 0.0))
+        equity_after = left_before_penalty - charged
+    else:  # positions on their own margin: each one's deficit is bad debt on its own
+        charged = outcome.charged_penalty or 0.0
+        equity_after = -outcome.shortfall if outcome.shortfall > 0.0 else outcome.equity
     if charged > 0:
         ledger.post("liquidation_penalty", [(account, asset, -to_amount(charged)),
                                             (INSURANCE_FUND, asset, to_amount(charged))],
                     allow_negative=frozenset({EXTERNAL, "market", account}))
-    equity_after = left_before_penalty - charged
     size[rows] = outcome.book.size
     _sync(collateral, a, book, ledger)
     totals["liquidations"] += 1
