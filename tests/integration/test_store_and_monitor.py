@@ -73,6 +73,7 @@ def test_monitor_emits_call_liquidation_and_recovery() -> None:
     (Tick(2, T0 + MIN, "SOL", 150.0), "unknown symbol"),
     (Tick(1, T0 + MIN, "BTC", 49000.0), "duplicate sequence"),
     (Tick(2, T0 - MIN, "BTC", 49000.0), "before the last"),
+    (Tick(2**63, T0 + MIN, "BTC", 49000.0), "sequence must be in [1, 2^63 - 1]"),
 ])
 def test_malformed_ticks_are_rejected_and_change_nothing(tick: Tick, reason: str) -> None:
     monitor = _monitor()

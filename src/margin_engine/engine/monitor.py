@@ -155,6 +155,8 @@ class Monitor:
         if not (isinstance(tick.price, float | int) and math.isfinite(tick.price)
                 and tick.price > 0):
             return f"price must be a finite number > 0, got {tick.price!r}"
+        if not 0 < tick.seq < 2**63:  # the stores keep sequences as signed 64-bit integers
+            return f"sequence must be in [1, 2^63 - 1], got {tick.seq}"
         if tick.seq <= self.last_seq:
             return (f"duplicate sequence {tick.seq}" if tick.seq == self.last_seq else
                     f"out-of-order sequence {tick.seq} after {self.last_seq}")

@@ -125,13 +125,31 @@ async def fetch_or_idle(sub: Any, batch: int, idle_seconds: float) -> list[Any] 
     return messages
 
 
+INT64_MAX = 2**63 - 1
+
+
 def tick_from(data: bytes) -> Tick | str:
+    """A tick from its JSON message, or the reason it is unreadable: ``seq`` and ``time_ns``
+    JSON integers within int64 (``seq`` >= 1), ``price`` a JSON number (not ``true``),
+    ``symbol`` and ``source`` strings."""
     try:
         raw = json.loads(data)
-        return Tick(int(raw["seq"]), int(raw["time_ns"]), str(raw["symbol"]),
-                    float(raw["price"]), str(raw.get("source", "nats")))
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"unreadable tick message ({exc})"
+        if not isinstance(raw, dict):
+            return "unreadable tick message (not a JSON object)"
+        seq, time_ns, price = raw["seq"], raw["time_ns"], raw["price"]
+        symbol, source = raw["symbol"], raw.get("source", "nats")
+    except (ValueError, KeyError, RecursionError) as exc:
+        return f"unreadable tick message ({type(exc).__name__}: {exc})"
+    for name, value, low in (("seq", seq, 1), ("time_ns", time_ns, -INT64_MAX)):
+        if isinstance(value, bool) or not isinstance(value, int) or \
+                not low <= value <= INT64_MAX:
+            return f"unreadable tick message ({name} must be an integer in [{low}, 2^63 - 1], " \
+                   f"got {value!r})"
+    if isinstance(price, bool) or not isinstance(price, int | float):
+        return f"unreadable tick message (price must be a JSON number, got {price!r})"
+    if not isinstance(symbol, str) or not isinstance(source, str):
+        return "unreadable tick message (symbol and source must be strings)"
+    return Tick(seq, time_ns, symbol, float(price), source)
 
 
 async def consume(server: str, handle: Callable[[Tick | str], list[Event]],
