@@ -189,3 +189,13 @@ def test_numbers_may_be_strings_or_json_numbers() -> None:
     as_numbers = bind(json.loads(json.dumps(portfolio_doc(account(
         "a1", [("BTC-PERP", 2, 49000)], collateral={"USDC": 1000.5})))))
     assert as_strings.equity()[0] == as_numbers.equity()[0] == 1000.5 + 2 * (50000 - 49000)
+
+
+@pytest.mark.parametrize("mark", [0.0001, 1e9])
+def test_a_future_mark_far_from_its_index_is_refused(mark: float) -> None:
+    # The 26DEC25 mark is also the forward of every 26DEC25 option: a typo would reprice them.
+    doc = portfolio_doc(account("a1", [("BTC-26DEC25-60000-C", -1, 100)]))
+    with pytest.raises(InputError) as caught:
+        bind(doc, market_doc(marks={"BTC-26DEC25": mark}))
+    assert "marks.BTC-26DEC25" in str(caught.value)
+    assert "within a factor 2 of the BTC index 50,000.00" in str(caught.value)

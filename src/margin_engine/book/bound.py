@@ -257,13 +257,26 @@ def _check_options(book: ColumnarBook, market: MarketSnapshot, is_option: np.nda
                              "(options need 'underlyings.<U>.vol'; missing vol)")
 
 
+MAX_MARK_RATIO = 2.0  # a perp/future/spot mark within this factor of its index (a typo guard)
+
+
 def _check_marks(book: ColumnarBook, market: MarketSnapshot) -> None:
+    """Marks are for delta-one instruments, and within a factor 2 of their underlying's index:
+    a future's mark is also the forward of every option of its expiry, so a typo (0.0001 for
+    66,800) would silently reprice them all."""
     declared = {i.name: i for i in book.instruments.instruments}
-    for name in market.marks:
+    for name, value in market.marks.items():
         instrument = resolve_name(name, declared)
         if instrument is not None and instrument.kind is InstrumentKind.OPTION:
             raise InputError("marks for perpetuals, futures or spot only; options are marked "
                              "at their Black-76 price", field=f"marks.{name}", value=name)
+        if instrument is None or instrument.underlying not in market.underlyings:
+            continue
+        index = market.underlyings[instrument.underlying].index
+        if not index / MAX_MARK_RATIO <= value <= index * MAX_MARK_RATIO:
+            raise InputError(f"a mark within a factor {MAX_MARK_RATIO:g} of the "
+                             f"{instrument.underlying} index {index:,.2f}",
+                             field=f"marks.{name}", value=value)
 
 
 def _check_asset_prices(book: ColumnarBook, market: MarketSnapshot) -> None:
