@@ -11,6 +11,7 @@ from margin_engine.book.bound import bind_market
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.io.market_file import load_market
 from margin_engine.io.portfolio_file import load_portfolio
+from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.registry import get_model
 from tests.conftest import NO_HAIRCUTS
 
@@ -45,3 +46,9 @@ def test_worked_examples(examples_dir: Path, model: str) -> None:
             assert move == cell["worst_scenario"]["price_move"], (account_id, u)
             if (account_id, u) not in EXACT_TIES:
                 assert shock == cell["worst_scenario"]["vol_shock"], (account_id, u)
+
+
+def test_shipped_worked_examples_config_is_haircuts_off() -> None:
+    # README: the worked examples reproduce with configs/no-haircuts.toml.
+    config = Path(__file__).resolve().parents[2] / "configs" / "no-haircuts.toml"
+    assert RiskConfig.load(config) == NO_HAIRCUTS
