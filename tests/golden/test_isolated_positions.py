@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,22 +102,10 @@ def test_replay_liquidates_the_isolated_position_alone() -> None:
     # USDC in all (5,000 free). BTC gaps -4 %: its position loses 20,000 > its 10,000 margin, so
     # it alone is closed; the fund pays the 10,000 beyond its margin (bad debt), the ETH short
     # and the free balance are untouched: the account keeps 20,000 - 10,000 = 10,000 USD.
-    from margin_engine.data.prices import PriceSeries
     from margin_engine.liquidation.config import LiquidationConfig
-    from margin_engine.liquidation.replay import replay
 
-    doc = portfolio_doc(account("a", [("BTC-PERP", 10, 50000), ("ETH-PERP", -10, 2000)],
-                                {"USDC": 20000}, mode="isolated"))
-    book = replace(book_from_portfolio(parse_portfolio(doc)),
-                   position_margin=np.array([10000.0, 5000.0]))
-    market = parse_market(market_doc(timestamp="2025-06-15T12:00:00Z"))
-    closes = np.array([50000.0, 50000.0, 48000.0, 48000.0])
-    times = (np.arange(4, dtype=np.int64) * 60 + 1_750_000_000) * 10**9
-    path = PriceSeries(source="t", time_ns=times, close=closes, open=closes, high=closes,
-                       low=closes, volume=np.zeros(4))
-    result = replay(book, market, {"BTC": path}, config=CONFIG,
-                    liquidation=LiquidationConfig(latency_seconds=0, insurance_fund=50000,
-                                                  penalty_rate=0.01))
+    result = _gap_replay([("BTC-PERP", 10, 50000), ("ETH-PERP", -10, 2000)],
+                         [10000.0, 5000.0], 48000.0)
     liquidations = [e for e in result.events if e["type"] == "liquidation"]
     assert len(liquidations) == 1
     assert [c["instrument"] for c in liquidations[0]["closed"]] == ["BTC-PERP"]
@@ -237,22 +226,10 @@ def test_two_isolated_positions_liquidated_together_keep_their_own_losses() -> N
     # beyond its margin: bad debt); the future loses 2,400, leaving 100 < its MM (0.4 % x
     # 47,600 = 190.4): both are closed. The future's 100 pays its penalty (1 % x 47,600,
     # capped at 100) and does not reduce the perp's bad debt; the free 7,500 is kept.
-    from margin_engine.data.prices import PriceSeries
     from margin_engine.liquidation.config import LiquidationConfig
-    from margin_engine.liquidation.replay import replay
 
-    doc = portfolio_doc(account("a", [("BTC-PERP", 10, 50000), ("BTC-26SEP25", 1, 50000)],
-                                {"USDC": 20000}, mode="isolated"))
-    book = replace(book_from_portfolio(parse_portfolio(doc)),
-                   position_margin=np.array([10000.0, 2500.0]))
-    market = parse_market(market_doc(timestamp="2025-06-15T12:00:00Z"))
-    closes = np.array([50000.0, 50000.0, 47600.0, 47600.0])
-    times = (np.arange(4, dtype=np.int64) * 60 + 1_750_000_000) * 10**9
-    path = PriceSeries(source="t", time_ns=times, close=closes, open=closes, high=closes,
-                       low=closes, volume=np.zeros(4))
-    result = replay(book, market, {"BTC": path}, config=CONFIG,
-                    liquidation=LiquidationConfig(latency_seconds=0, insurance_fund=50000,
-                                                  penalty_rate=0.01))
+    result = _gap_replay([("BTC-PERP", 10, 50000), ("BTC-26SEP25", 1, 50000)],
+                         [10000.0, 2500.0], 47600.0)
     liquidations = [e for e in result.events if e["type"] == "liquidation"]
     assert sorted(c["instrument"] for c in liquidations[0]["closed"]) == ["BTC-26SEP25",
                                                                          "BTC-PERP"]
@@ -262,3 +239,24 @@ def test_two_isolated_positions_liquidated_together_keep_their_own_losses() -> N
     asset = LiquidationConfig().settlement_asset
     kept = float(result.ledger.balance("a", asset)) + float(result.ledger.balance("a", "USDC"))
     assert kept == pytest.approx(7500.0)
+
+
+def _gap_replay(positions: list[tuple[str, float, float]], margins: list[float],
+                low: float) -> Any:
+    """One isolated account (20,000 USDC, ``margins`` per position) through BTC 50,000,
+    50,000, ``low``, ``low`` on minute bars: no latency, a 50,000 fund, 1 % penalty."""
+    from margin_engine.data.prices import PriceSeries
+    from margin_engine.liquidation.config import LiquidationConfig
+    from margin_engine.liquidation.replay import replay
+
+    doc = portfolio_doc(account("a", positions, {"USDC": 20000}, mode="isolated"))
+    book = replace(book_from_portfolio(parse_portfolio(doc)),
+                   position_margin=np.array(margins))
+    market = parse_market(market_doc(timestamp="2025-06-15T12:00:00Z"))
+    closes = np.array([50000.0, 50000.0, low, low])
+    times = (np.arange(4, dtype=np.int64) * 60 + 1_750_000_000) * 10**9
+    path = PriceSeries(source="t", time_ns=times, close=closes, open=closes, high=closes,
+                       low=closes, volume=np.zeros(4))
+    return replay(book, market, {"BTC": path}, config=CONFIG,
+                  liquidation=LiquidationConfig(latency_seconds=0, insurance_fund=50000,
+                                                penalty_rate=0.01))

@@ -24,12 +24,13 @@ contract_size x index (linear), |size| x contract_size (inverse perps/futures).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from margin_engine.book.columnar import ColumnarBook
+from margin_engine.book.columnar import ColumnarBook, InstrumentTable
 from margin_engine.book.kernels import position_arrays_nb
 from margin_engine.core.errors import InputError
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
@@ -145,6 +146,12 @@ def pinned_settlements(bound: BoundBook) -> MarketSnapshot:
     return replace(bound.market, settlements=settlements)
 
 
+def asset_prices(book: ColumnarBook, market: MarketSnapshot) -> FloatArray:
+    """USD price of each collateral column (``ASSET@CHAIN`` is priced as ``ASSET``)."""
+    return np.array([market.asset_prices[a.partition("@")[0]] for a in book.assets],
+                    dtype=np.float64)
+
+
 def instruments_live(book: ColumnarBook, timestamp_ns: int) -> BoolArray:
     """Per instrument: not dated, or expiring strictly after ``timestamp_ns``."""
     expiry = book.instruments.expiry_ns
@@ -163,16 +170,13 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
     for row, instrument in enumerate(table.instruments):
         if instrument.name in market.marks:
             base[row] = market.marks[instrument.name]
-    rows = np.nonzero(table.is_option & live)[0]
+    live_options = table.is_option & live
+    rows = np.nonzero(live_options)[0]
     if rows.size:
-        forwards = expiry_forwards(book, market)
-        for row in rows.tolist():
-            key = (underlyings[int(table.underlying[row])], int(table.expiry_ns[row]))
-            base[row] = forwards.get(key, inst_index[row])
+        _set_by_expiry(base, live_options, expiry_forwards(book, market), table, underlyings)
+    base[~live] = inst_index[~live]  # a settled future's old mark does not count
+    _set_by_expiry(base, ~live, market.settlements, table, underlyings)
     settled = np.nonzero(~live)[0]
-    for row in settled.tolist():
-        key = (underlyings[int(table.underlying[row])], int(table.expiry_ns[row]))
-        base[row] = market.settlements.get(key, inst_index[row])
     mark = base.copy()
     if rows.size:
         mark[rows] = greeks(base[rows], table.strike[rows], years[rows], sigma[rows],
@@ -192,7 +196,7 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
         dead = ~live[book.position_instrument]
         signed_notional[dead] = 0.0
         gross_notional[dead] = 0.0
-    prices = np.array([market.asset_prices[a.partition("@")[0]] for a in book.assets])
+    prices = asset_prices(book, market)
     collateral_value = book.collateral @ prices if book.assets else np.zeros(book.account_count)
     exposure = np.zeros((book.account_count, len(underlyings)))
     for col, asset in enumerate(book.assets):
@@ -204,6 +208,17 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
             "gross_notional": gross_notional,
             "collateral_value": np.asarray(collateral_value, dtype=np.float64),
             "collateral_exposure": exposure}
+
+
+def _set_by_expiry(values: FloatArray, rows: BoolArray,
+                   by_expiry: Mapping[tuple[str, int], float], table: InstrumentTable,
+                   underlyings: tuple[str, ...]) -> None:
+    """values[i] = by_expiry[(underlying, expiry) of i] for the ``rows`` that have an entry
+    (the others keep theirs: the index)."""
+    for (u, expiry), value in by_expiry.items():
+        if u in underlyings:
+            values[rows & (table.underlying == underlyings.index(u))
+                   & (table.expiry_ns == expiry)] = value
 
 
 def expiry_forwards(book: ColumnarBook, market: MarketSnapshot) -> dict[tuple[str, int], float]:

@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook, bind_market, pinned_settlements, reprice
+from margin_engine.book.bound import (
+    BoundBook,
+    asset_prices,
+    bind_market,
+    pinned_settlements,
+    reprice,
+)
 from margin_engine.book.columnar import ColumnarBook, book_subset
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
 from margin_engine.liquidation.breaker import CircuitBreaker
@@ -80,7 +86,7 @@ class Monitor:
         check_asked_margins(full, config)
         # Settled expiries keep their settlement price while the index moves on.
         self.market = market = pinned_settlements(full)
-        full = bind_market(book, market)
+        full = replace(full, market=market)  # same prices today: nothing to rebind
         n = book.account_count
         margins = self._margins(full)
         self.initial, self.maintenance = margins.initial, margins.maintenance
@@ -268,8 +274,7 @@ class Monitor:
             self.status[a] = new[k]
 
     def _metrics(self, tick: Tick) -> dict[str, Any]:
-        prices = np.array([self.market.asset_prices[a.partition("@")[0]]
-                           for a in self.book.assets])
+        prices = asset_prices(self.book, self.market)
         by_asset = (self.book.collateral * prices).sum(axis=0) if self.book.assets else []
         total = float(np.sum(by_asset))
         mm_total = float(self.maintenance.sum())

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook, bind_market
+from margin_engine.book.bound import BoundBook, asset_prices, bind_market
 from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_subset
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
@@ -152,13 +152,13 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
     history = None if execute else np.zeros((times.size, book.account_count), dtype=np.bool_)
     frozen = book.position_margin
     start_collateral = book.collateral.copy()
-    start_value = start_collateral @ _asset_prices(book, market)
+    start_value = start_collateral @ asset_prices(book, market)
     for t in range(times.size):
         if progress is not None:
             progress(t, times.size)
         bar_market = market_at(t)
         if frozen is not None:  # isolated margins follow their collateral's value
-            value = start_collateral @ _asset_prices(book, bar_market)
+            value = start_collateral @ asset_prices(book, bar_market)
             follows = np.divide(value, start_value, out=np.ones_like(value),
                                 where=start_value > 0.0)
             book = replace(book, position_margin=frozen * follows[book.position_account()])
@@ -200,11 +200,6 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
                   start=ns_to_iso(int(times[0])), end=ns_to_iso(int(times[-1])))
     return ReplayResult(totals=totals, events=events, ledger=ledger, liquidatable_ever=ever,
                         times_ns=times, below_by_bar=history)
-
-
-def _asset_prices(book: ColumnarBook, market: MarketSnapshot) -> FloatArray:
-    return np.array([market.asset_prices[a.partition("@")[0]] for a in book.assets],
-                    dtype=np.float64)
 
 
 def _freeze_position_margins(book: ColumnarBook, market: MarketSnapshot, model: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook
+from margin_engine.book.bound import BoundBook, asset_prices
 from margin_engine.collateral.haircuts import CollateralHaircuts, book_haircuts
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.margin.config import RiskConfig
@@ -39,10 +39,8 @@ def collateral_haircuts(bound: BoundBook, config: RiskConfig, revalued: frozense
                         ) -> CollateralHaircuts:
     """Haircuts of every account's collateral at the bound market's prices (``revalued``: the
     assets whose volatility part the calling model leaves out)."""
-    prices = np.array([bound.market.asset_prices[a.partition("@")[0]] for a in bound.book.assets],
-                      dtype=np.float64)
-    return book_haircuts(bound.book.collateral, bound.book.assets, prices, config.haircuts,
-                         revalued)
+    return book_haircuts(bound.book.collateral, bound.book.assets,
+                         asset_prices(bound.book, bound.market), config.haircuts, revalued)
 
 
 def coins_of(bound: BoundBook) -> frozenset[str]:
