@@ -86,10 +86,7 @@ def liquidation_levels(bound: BoundBook, model: str, config: RiskConfig,
                 if bracket is not None:
                     out[account, u_idx] = brentq(f, bracket[0], bracket[1],
                                                  xtol=1e-12 * index, rtol=1e-15, maxiter=200)
-    today = bound.index[np.newaxis, :]
-    closer_down = np.abs(np.log(down / today)) <= np.abs(np.log(up / today))
-    nearest = np.where(np.isnan(up) | (~np.isnan(down) & closer_down), down, up)
-    return LiquidationLevels(down=down, up=up, nearest=nearest)
+    return _with_nearest(down, up, bound.index[np.newaxis, :])
 
 
 def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
@@ -161,9 +158,13 @@ def position_liquidation_levels(bound: BoundBook, model: str, config: RiskConfig
                 if bracket is not None:
                     out[0, row] = brentq(f, bracket[0], bracket[1], xtol=1e-12 * index,
                                          rtol=1e-15, maxiter=200)
+    return _with_nearest(down, up, position_index)
+
+
+def _with_nearest(down: FloatArray, up: FloatArray, index: FloatArray) -> LiquidationLevels:
+    """Both levels, and the one closer to ``index`` in log distance (down on a tie)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        closer_down = np.abs(np.log(down / position_index)) <= \
-            np.abs(np.log(up / position_index))
+        closer_down = np.abs(np.log(down / index)) <= np.abs(np.log(up / index))
     nearest = np.where(np.isnan(up) | (~np.isnan(down) & closer_down), down, up)
     return LiquidationLevels(down=down, up=up, nearest=nearest)
 
