@@ -107,8 +107,15 @@ def test_breaker_turns_on_when_the_price_outruns_the_buffer() -> None:
 
 def test_store_suite(store_spec: str) -> None:
     store = open_store(store_spec)
-    store.save_setup({"a": "1"})
+    store.save_start({"a": "1"}, [("x", "cross")], [("x", "BTC-PERP", 1.0, 50000.0)],
+                     [("x", "USDC", 1000.0)])
     assert store.load_setup() == {"a": "1"}
+    assert store.count("accounts") == 1
+    # The set-up is one transaction: a second one fails whole and changes nothing.
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        store.save_start({"b": "2"}, [("y", "cross"), ("x", "cross")], [], [])
+    assert store.load_setup() == {"a": "1"}
+    assert store.count("accounts") == 1
     tick = Tick(1, T0, "BTC", 50000.0)
     store.commit_tick(tick, [Event(1, "margin_call", "x", "{}")], '{"m":1}',
                       [SnapshotRow(1, "x", 1.0, 2.0, 3.0)])

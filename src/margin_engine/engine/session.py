@@ -43,13 +43,12 @@ def open_session(store: Repository, values: dict[str, str]) -> tuple[Monitor, in
                          "(use a new store)", field="--store")
     monitor = monitor_from_setup(values, store)
     if not stored:
-        _save_book(store, monitor)
-        store.save_setup(values)  # last: a store with a setup has its book
+        _save_start(store, monitor, values)  # one transaction: setup and book, or nothing
     monitor.run(store.ticks(), commit=False)  # rebuild the state from the log
     return monitor, store.last_tick_seq()
 
 
-def _save_book(store: Repository, monitor: Monitor) -> None:
+def _save_start(store: Repository, monitor: Monitor, values: dict[str, str]) -> None:
     from margin_engine.book.columnar import MODES_BY_CODE
 
     book = monitor.book
@@ -63,7 +62,7 @@ def _save_book(store: Repository, monitor: Monitor) -> None:
     collateral = [(book.account_ids[a], asset, float(book.collateral[a, c]))
                   for a in range(book.account_count) for c, asset in enumerate(book.assets)
                   if book.collateral[a, c] != 0]
-    store.save_book(accounts, positions, collateral)
+    store.save_start(values, accounts, positions, collateral)
 
 
 def transcript_of_store(store: Repository) -> str:

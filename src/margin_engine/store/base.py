@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from margin_engine.core.errors import InputError
@@ -24,6 +25,23 @@ class Tick:
     symbol: str
     price: float
     source: str = "feed"
+
+
+class EventKind(StrEnum):
+    """Every kind of event the monitor emits (published on ``<events prefix>.<kind>``)."""
+
+    MARGIN_CALL = "margin_call"  # equity fell below IM
+    LIQUIDATION = "liquidation"  # below MM (or an isolated position below its MM)
+    RECOVERY = "recovery"  # back above IM
+    BREAKER_ON = "breaker_on"
+    BREAKER_OFF = "breaker_off"
+    ORACLE_FLAGGED = "oracle_flagged"  # sources disagree: the median of the healthy ones used
+    ORACLE_CLEARED = "oracle_cleared"
+    TICK_QUARANTINED = "tick_quarantined"  # a jump beyond the bound, held until confirmed
+    QUARANTINE_CONFIRMED = "quarantine_confirmed"  # applied after confirmation
+    QUARANTINE_DROPPED = "quarantine_dropped"  # the next ticks went back: never applied
+    FEED_DOWN = "feed_down"  # the feed connection was lost
+    FEED_UP = "feed_up"  # back, with the catch-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +64,9 @@ class SnapshotRow:
 class Repository(Protocol):
     def initialise(self) -> None: ...
 
-    def save_setup(self, values: dict[str, str]) -> None: ...
-
-    def save_book(self, accounts: Sequence[tuple[str, str]],
-                  positions: Sequence[tuple[str, str, float, float]],
-                  collateral: Sequence[tuple[str, str, float]]) -> None: ...
+    def save_start(self, setup: dict[str, str], accounts: Sequence[tuple[str, str]],
+                   positions: Sequence[tuple[str, str, float, float]],
+                   collateral: Sequence[tuple[str, str, float]]) -> None: ...
 
     def load_setup(self) -> dict[str, str]: ...
 

@@ -65,19 +65,15 @@ class PostgresRepository:
     def _table(self, name: str) -> str:
         return f"{self.schema}.{name}"
 
-    def save_setup(self, values: dict[str, str]) -> None:
-        with self.connection.cursor() as cur:
-            cur.executemany(f"INSERT INTO {self._table('setup')} VALUES (%s, %s) "
-                            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                            sorted(values.items()))
-        self.connection.commit()
-
-    def save_book(self, accounts: Sequence[tuple[str, str]],
-                  positions: Sequence[tuple[str, str, float, float]],
-                  collateral: Sequence[tuple[str, str, float]]) -> None:
-        """One transaction, COPY for every table (books run to millions of positions)."""
+    def save_start(self, setup: dict[str, str], accounts: Sequence[tuple[str, str]],
+                   positions: Sequence[tuple[str, str, float, float]],
+                   collateral: Sequence[tuple[str, str, float]]) -> None:
+        """The setup and the book in one transaction, COPY for the book's tables (books run to
+        millions of positions)."""
         try:
             with self.connection.cursor() as cur:
+                cur.executemany(f"INSERT INTO {self._table('setup')} VALUES (%s, %s)",
+                                sorted(setup.items()))
                 for table, columns, rows in (
                         ("accounts", "id, mode", accounts),
                         ("positions", "account, instrument, size, entry_price", positions),

@@ -39,15 +39,12 @@ class SqliteRepository:
     def initialise(self) -> None:
         self.connection.executescript(SCHEMA)
 
-    def save_setup(self, values: dict[str, str]) -> None:
+    def save_start(self, setup: dict[str, str], accounts: Sequence[tuple[str, str]],
+                   positions: Sequence[tuple[str, str, float, float]],
+                   collateral: Sequence[tuple[str, str, float]]) -> None:
+        """The setup and the book, in one transaction."""
         with self._transaction():
-            self.connection.executemany("INSERT OR REPLACE INTO setup VALUES (?, ?)",
-                                        sorted(values.items()))
-
-    def save_book(self, accounts: Sequence[tuple[str, str]],
-                  positions: Sequence[tuple[str, str, float, float]],
-                  collateral: Sequence[tuple[str, str, float]]) -> None:
-        with self._transaction():
+            self.connection.executemany("INSERT INTO setup VALUES (?, ?)", sorted(setup.items()))
             self.connection.executemany("INSERT INTO accounts VALUES (?, ?)", accounts)
             self.connection.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", positions)
             self.connection.executemany("INSERT INTO collateral VALUES (?, ?, ?)", collateral)
