@@ -66,7 +66,7 @@ def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
     done = subprocess.run(_monitor_args(feed, reference), capture_output=True, text=True,
                           timeout=300, check=True)
     expected = json.loads(done.stdout)
-    assert expected["ticks_total"] == 3000
+    assert expected["store_totals"]["ticks"] == 3000
 
     killed_db = tmp_path / "killed.db"
     store = f"sqlite:{killed_db}"
@@ -124,7 +124,8 @@ def test_nats_jetstream_ticks_in_events_out(tmp_path: Path, nats_url: str) -> No
     # stream created here is deleted.
     run = uuid.uuid4().hex[:12]
     topology = NatsTopology(stream=f"TEST_PRICES_{run}", prices=f"test.{run}.prices",
-                            events=f"test.{run}.events", durable=f"test-{run}")
+                            events=f"test.{run}.events", durable=f"test-{run}",
+                            events_stream=f"TEST_EVENTS_{run}")
 
     async def scenario() -> tuple[int, list[dict], Monitor]:
         await publish_ticks(nats_url, _path(), topology)
@@ -134,9 +135,9 @@ def test_nats_jetstream_ticks_in_events_out(tmp_path: Path, nats_url: str) -> No
         store = open_store(f"sqlite:{tmp_path / 'nats.db'}")
         monitor = _monitor(store)
 
-        def handle(item: Tick | str) -> list[Event]:
+        def handle(item: Tick | str, seq: int) -> list[Event]:
             if isinstance(item, str):
-                monitor.rejected.append((Tick(-1, 0, "?", 0.0), item))
+                monitor.rejected.append((Tick(seq, 0, "?", 0.0), item))
                 return []
             return monitor.process(item).events
 

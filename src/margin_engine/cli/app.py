@@ -612,6 +612,9 @@ def monitor(
     max_ticks: Annotated[int | None, typer.Option("--max-ticks")] = None,
     idle_seconds: Annotated[float, typer.Option("--idle-seconds", help="NATS: stop after "
                                                 "this long without ticks.")] = 5.0,
+    max_outage: Annotated[float, typer.Option(
+        "--max-outage", min=0.5, help="NATS: keep reconnecting this many seconds before giving "
+        "up (nothing is lost: restart to resume).")] = 60.0,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -626,7 +629,7 @@ def monitor(
         result = run_monitor(feed=feed, store_spec=store, book=book, population=population,
                              seed=seed, market=market, config=load_config(config),
                              model=model, speed=speed, max_ticks=max_ticks,
-                             idle_seconds=idle_seconds,
+                             idle_seconds=idle_seconds, max_outage_seconds=max_outage,
                              live=not as_json and sys.stdout.isatty())
         if as_json:
             _emit_json(result)
@@ -635,7 +638,11 @@ def monitor(
 
             console = make_console()
             for key, value in result.items():
-                if key != "rejections":
+                if isinstance(value, dict):
+                    console.print(f"{key}:")
+                    for name, item in value.items():
+                        console.print(f"  {name}: {item}")
+                elif key != "rejections":
                     console.print(f"{key}: {value}")
             for item in result["rejections"]:
                 console.print(f"rejected tick {item['seq']} {item['symbol']}: {item['reason']}")
@@ -659,7 +666,7 @@ def replay(
         else:
             for key, value in result.items():
                 typer.echo(f"{key}: {value}")
-        if not result["equal"]:
+        if not (result["equal"] and result["complete"]):
             raise typer.Exit(code=1)
 
     _guarded(body)

@@ -18,12 +18,13 @@ from margin_engine.feeds.base import FileReplayFeed
 from margin_engine.io.jsonfields import read_json
 from margin_engine.margin.config import RiskConfig
 from margin_engine.market.documents import flat_market_document
-from margin_engine.store.base import Event, Tick, open_store
+from margin_engine.store.base import Event, Repository, Tick, masked, open_store
 
 
 def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: int | None,
                 seed: int, market: Path | None, config: RiskConfig, model: str, speed: float,
-                max_ticks: int | None, idle_seconds: float, live: bool) -> dict[str, Any]:
+                max_ticks: int | None, idle_seconds: float, live: bool,
+                max_outage_seconds: float = 60.0) -> dict[str, Any]:
     from margin_engine.liquidation.population import leveraged_population
 
     file_feed = FileReplayFeed.parse(feed, speed, max_ticks) if feed.startswith("file:") \
@@ -47,17 +48,25 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
     else:
         index = {u: float(v["index"]) for u, v in market_doc["underlyings"].items()}
         portfolio_doc = leveraged_population(int(population or 0), seed, index)
+    setup_started = time.perf_counter()
     store = open_store(store_spec)
     try:
         monitor, last = open_session(store, setup_values(portfolio_doc, market_doc, config,
                                                          model))
+        setup_seconds = time.perf_counter() - setup_started
         view = _View(monitor) if live else None
         started = time.perf_counter()
         latencies: list[float] = []
+        duplicates = 0
 
         def on_tick(tick: Tick, outcome: TickOutcome) -> None:
+            nonlocal duplicates
             if outcome.accepted:
                 latencies.append(outcome.seconds)
+            elif outcome.reason is not None and outcome.reason.startswith("duplicate"):
+                duplicates += 1
+            else:
+                store.record_rejection(tick, outcome.reason or "", "tick")
             if view is not None:
                 view.update(tick, outcome)
 
@@ -68,36 +77,55 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
             else:
                 monitor.run(file_feed.ticks(after_seq=last), on_tick=on_tick)
         else:
-            _run_nats(monitor, feed, idle_seconds, on_tick)
+            _run_nats(monitor, store, feed, idle_seconds, max_outage_seconds, on_tick)
         elapsed = time.perf_counter() - started
-        lat = np.array(latencies) if latencies else np.zeros(1)
-        return {"store": store_spec, "resumed_after_tick": last,
-                "ticks_processed": len(latencies), "ticks_rejected": len(monitor.rejected),
-                "ticks_total": store.count("ticks"), "events_total": store.count("events"),
-                "margin_calls": int(np.sum(monitor.status == 1)),
-                "liquidatable": int(np.sum(monitor.status == 2)),
-                "latency_p50_ms": float(np.percentile(lat, 50) * 1e3),
-                "latency_p99_ms": float(np.percentile(lat, 99) * 1e3),
-                "seconds": elapsed, "state_hash": monitor.state_hash(),
+        return {"store": masked(store_spec), "resumed_after_tick": last,
+                "setup_seconds": round(setup_seconds, 2),
+                "this_run": {"ticks_applied": len(latencies),
+                             "ticks_rejected": len(monitor.rejected),
+                             "ticks_duplicate": duplicates,
+                             "seconds": round(elapsed, 2), **_latency_ms(latencies)},
+                "store_totals": {"ticks": store.count("ticks"),
+                                 "rejections": store.count("rejections"),
+                                 "events": store.count("events"),
+                                 "events_by_kind": store.event_counts()},
+                "end_state": {"accounts": monitor.book.account_count,
+                              "in_margin_call": int(np.sum(monitor.status == 1)),
+                              "liquidatable": int(np.sum(monitor.status == 2)),
+                              "breaker_multiplier": round(monitor.multiplier, 6)},
+                "state_hash": monitor.state_hash(),
                 "rejections": [{"seq": t.seq, "symbol": t.symbol, "reason": r}
                                for t, r in monitor.rejected[:20]]}
     finally:
         store.close()
 
 
-def _run_nats(monitor: Monitor, feed: str, idle_seconds: float, on_tick: Any) -> None:
-    from margin_engine.feeds.nats import consume, parse_feed
+def _latency_ms(latencies: list[float]) -> dict[str, float | None]:
+    """Tick-to-last-event latency percentiles in ms, 2 decimals (None without ticks)."""
+    if not latencies:
+        return {"latency_p50_ms": None, "latency_p99_ms": None}
+    lat = np.array(latencies) * 1e3
+    return {"latency_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "latency_p99_ms": round(float(np.percentile(lat, 99)), 2)}
 
-    def handle(item: Tick | str) -> list[Event]:
-        if isinstance(item, str):
-            monitor.rejected.append((Tick(-1, 0, "?", float("nan")), item))
+
+def _run_nats(monitor: Monitor, store: Repository, feed: str, idle_seconds: float,
+              max_outage_seconds: float, on_tick: Any) -> None:
+    from margin_engine.feeds.nats import ReconnectPolicy, consume, parse_feed
+
+    def handle(item: Tick | str, seq: int) -> list[Event]:
+        if isinstance(item, str):  # unreadable: recorded under its stream sequence
+            unreadable = Tick(seq, 0, "?", float("nan"), "nats")
+            monitor.rejected.append((unreadable, item))
+            store.record_rejection(unreadable, item, "unreadable")
             return []
         outcome = monitor.process(item)
         on_tick(item, outcome)
         return outcome.events
 
     server, topology = parse_feed(feed)
-    asyncio.run(consume(server, handle, idle_seconds, topology))
+    asyncio.run(consume(server, handle, idle_seconds, topology, store=store,
+                        reconnect=ReconnectPolicy(max_outage_seconds=max_outage_seconds)))
 
 
 def run_replay(store_spec: str) -> dict[str, Any]:

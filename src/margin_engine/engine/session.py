@@ -13,7 +13,9 @@ from margin_engine.engine.monitor import Monitor
 from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.margin.config import RiskConfig
-from margin_engine.store.base import Repository
+from margin_engine.store.base import EventKind, Repository, new_store_id
+
+FEED_KINDS = frozenset({EventKind.FEED_DOWN, EventKind.FEED_UP})  # of the feed, not the log
 
 
 def setup_values(portfolio: dict[str, Any], market: dict[str, Any], config: RiskConfig,
@@ -36,14 +38,17 @@ def monitor_from_setup(values: dict[str, str], store: Repository | None = None) 
 
 
 def open_session(store: Repository, values: dict[str, str]) -> tuple[Monitor, int]:
-    """A monitor with the state of everything the store holds, and the last tick's seq."""
+    """A monitor with the state of everything the store holds, and the last tick's seq. Takes
+    the store's writer lease first: a second monitor on the same store is refused."""
+    store.take_writer_lease()
     stored = store.load_setup()
     if stored and stored.get("fingerprint") != values["fingerprint"]:
         raise InputError("the same book, market, config and model the store was started with "
                          "(use a new store)", field="--store")
     monitor = monitor_from_setup(values, store)
     if not stored:
-        _save_start(store, monitor, values)  # one transaction: setup and book, or nothing
+        # one transaction: setup and book, or nothing
+        _save_start(store, monitor, {**values, "store_id": new_store_id()})
     monitor.run(store.ticks(), commit=False)  # rebuild the state from the log
     return monitor, store.last_tick_seq()
 
@@ -70,7 +75,8 @@ def transcript_of_store(store: Repository) -> str:
     digest = hashlib.sha256()
     events: dict[int, list[Any]] = {}
     for _, event in store.events():
-        events.setdefault(event.tick_seq, []).append(event)
+        if event.kind not in FEED_KINDS:
+            events.setdefault(event.tick_seq, []).append(event)
     metrics = dict(store.metrics())
     for tick in store.ticks():
         digest.update(f"T|{tick.seq}|{tick.time_ns}|{tick.symbol}|{tick.price!r}|"
@@ -89,6 +95,23 @@ def replay_store(store: Repository) -> dict[str, Any]:
     monitor.run(store.ticks(), commit=False)
     stored = transcript_of_store(store)
     replayed = monitor.transcript.hexdigest()
+    gaps = sequence_gaps(store)
     return {"ticks": store.count("ticks"), "events": store.count("events"),
+            "rejections": store.count("rejections"),
             "stored_log_hash": stored, "replayed_log_hash": replayed,
-            "equal": stored == replayed, "state_hash": monitor.state_hash()}
+            "equal": stored == replayed, "gaps": gaps, "complete": not gaps,
+            "state_hash": monitor.state_hash()}
+
+
+def sequence_gaps(store: Repository, limit: int = 20) -> list[tuple[int, int]]:
+    """Ranges of sequence numbers between the first and the last one seen that the store holds
+    neither as an applied tick nor as a rejection: ticks that were never applied (the first
+    ``limit`` ranges)."""
+    seen = sorted({t.seq for t in store.ticks()} | {seq for seq, _, _ in store.rejections()})
+    gaps: list[tuple[int, int]] = []
+    for low, high in zip(seen, seen[1:], strict=False):
+        if high > low + 1:
+            gaps.append((low + 1, high - 1))
+            if len(gaps) == limit:
+                break
+    return gaps

@@ -1,12 +1,26 @@
 """NATS JetStream: price ticks in (stream ``PRICES``, subjects ``prices.<SYMBOL>``, JSON
-``{"seq", "time_ns", "symbol", "price", "source"}``) and margin events out
-(``margin.events.<kind>``). The names are a ``NatsTopology``, set on the feed as
-``nats://HOST:PORT?stream=S&prices=P&events=E&durable=D`` so that separate runs (tests,
-venues sharing a server) never touch each other's streams.
+``{"seq", "time_ns", "symbol", "price", "source"}``) and margin events out (JetStream stream
+``MARGIN_EVENTS``, subjects ``margin.events.<kind>``). The names are a ``NatsTopology``, set on
+the feed as ``nats://HOST:PORT?stream=S&prices=P&events=E&events_stream=X&durable=D`` so that
+separate runs (tests, venues sharing a server) never touch each other's streams.
 
-A durable pull consumer acknowledges a tick only after it is committed, so a killed monitor gets
-it again on restart, where the sequence check turns it into a logged duplicate. The feed ends
-when no message arrives for ``idle_seconds``, whichever timeout class the client raises.
+Exactly-once effect over at-least-once delivery:
+
+* A tick's sequence is its **stream sequence** (assigned by the server, so a producer cannot
+  forge the order; the message's own ``seq`` is checked but orders nothing). The store commits
+  the tick with its events and the stream's cursor in one transaction.
+* The pull consumer is re-created at every start to deliver from the store's cursor + 1, in
+  stream order, so ticks a killed monitor fetched but never committed come back first and in
+  order (not after the ack wait, behind newer ticks). A message is acknowledged after its commit;
+  one redelivered within a run (ack wait passed) has a sequence <= the cursor and is skipped as
+  a duplicate.
+* Events are a transactional outbox: written with their tick, published after with the message
+  id ``<store id>-<event seq>`` (JetStream de-duplicates within its window); on resume the
+  publisher first reads the newest event of this store already in the event stream, so nothing
+  is published twice even after the window, and publishes the rest.
+* The connection reconnects with a fixed wait for at most ``max_outage_seconds``; the outage and
+  the catch-up are events (``feed_down``, ``feed_up``). The feed ends when no message arrives
+  for ``idle_seconds`` while connected.
 """
 
 from __future__ import annotations
@@ -14,14 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from margin_engine.core.errors import InputError
-from margin_engine.store.base import Event, Tick
+from margin_engine.core.errors import InputError, MarginEngineError
+from margin_engine.store.base import OUTBOX, Event, EventKind, Repository, Tick
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -35,9 +51,10 @@ class NatsTopology:
     prices: str = "prices"  # ticks on <prices>.<SYMBOL>
     events: str = "margin.events"  # events on <events>.<kind>
     durable: str = "margin-monitor"
+    events_stream: str = "MARGIN_EVENTS"  # the JetStream stream holding <events>.>
 
     def __post_init__(self) -> None:
-        for name in ("stream", "durable"):
+        for name in ("stream", "durable", "events_stream"):
             value = getattr(self, name)
             if not _NAME.match(value):
                 raise InputError("letters, digits, '_' or '-' only", field=f"--feed {name}",
@@ -52,12 +69,30 @@ class NatsTopology:
     def price_subjects(self) -> str:
         return f"{self.prices}.>"
 
+    @property
+    def event_subjects(self) -> str:
+        return f"{self.events}.>"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """Reconnect every ``wait_seconds`` while the server is unreachable; give up (the monitor
+    ends with an error, nothing lost: the store holds every committed tick and unpublished
+    event) after ``max_outage_seconds``."""
+
+    wait_seconds: float = 0.5
+    max_outage_seconds: float = 60.0
+
+    @property
+    def attempts(self) -> int:
+        return max(1, math.ceil(self.max_outage_seconds / self.wait_seconds))
+
 
 def parse_feed(spec: str) -> tuple[str, NatsTopology]:
     """``nats://HOST:PORT[?stream=..&prices=..&events=..&durable=..]`` -> (server, topology)."""
     parts = urlsplit(spec)
     if parts.scheme != "nats" or not parts.hostname:
-        raise InputError("nats://HOST:PORT[?stream=S&prices=P&events=E&durable=D]",
+        raise InputError("nats://HOST:PORT[?stream=S&prices=P&events=E&events_stream=X&durable=D]",
                          field="--feed", value=spec)
     known = {f.name for f in fields(NatsTopology)}
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -68,32 +103,68 @@ def parse_feed(spec: str) -> tuple[str, NatsTopology]:
     return f"nats://{parts.hostname}:{parts.port or 4222}", NatsTopology(**options)
 
 
-async def connect(server: str) -> Any:
+class FeedLost(MarginEngineError):
+    """The NATS server stayed unreachable longer than the reconnect policy allows."""
+
+
+@dataclass(slots=True)
+class _Link:
+    """Connection state shared with the client's callbacks."""
+
+    down_since: float | None = None
+    outages: int = 0
+    notices: list[tuple[EventKind, dict[str, Any]]] = field(default_factory=list)
+
+
+async def connect(server: str, policy: ReconnectPolicy | None = None,
+                  link: _Link | None = None) -> Any:
+    """A connection; with a policy, one that reconnects and reports outages to ``link``."""
     import nats
 
+    options: dict[str, Any] = {"connect_timeout": 3, "max_reconnect_attempts": 1}
+    if policy is not None and link is not None:
+        async def down() -> None:
+            if link.down_since is None:
+                link.down_since = time.monotonic()
+                link.outages += 1
+                link.notices.append((EventKind.FEED_DOWN, {"server": server}))
+
+        async def up() -> None:
+            lasted = time.monotonic() - (link.down_since or time.monotonic())
+            link.down_since = None
+            link.notices.append((EventKind.FEED_UP, {"server": server,
+                                                     "outage_seconds": round(lasted, 3)}))
+
+        options.update(max_reconnect_attempts=policy.attempts,
+                       reconnect_time_wait=policy.wait_seconds,
+                       disconnected_cb=down, reconnected_cb=up)
     try:
-        return await nats.connect(server, connect_timeout=3, max_reconnect_attempts=1)
+        return await nats.connect(server, **options)
     except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types
         raise InputError(f"a reachable NATS server ({exc})", field="--feed",
                          value=server) from None
 
 
 async def ensure_stream(js: Any, topology: NatsTopology) -> None:
+    """The price stream and the event stream, created if missing."""
     from nats.js.errors import NotFoundError
 
-    try:
-        await js.stream_info(topology.stream)
-    except NotFoundError:
-        await js.add_stream(name=topology.stream, subjects=[topology.price_subjects])
+    for name, subjects in ((topology.stream, topology.price_subjects),
+                           (topology.events_stream, topology.event_subjects)):
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(name=name, subjects=[subjects])
 
 
 async def delete_stream(server: str, topology: NatsTopology) -> None:
-    """Remove the topology's stream (and with it its consumers), if it exists."""
+    """Remove the topology's streams (and with them their consumers), if they exist."""
     from nats.js.errors import NotFoundError
 
     nc = await connect(server)
-    with contextlib.suppress(NotFoundError):
-        await nc.jetstream().delete_stream(topology.stream)
+    for name in (topology.stream, topology.events_stream):
+        with contextlib.suppress(NotFoundError):
+            await nc.jetstream().delete_stream(name)
     await nc.drain()
 
 
@@ -105,6 +176,23 @@ async def publish_ticks(server: str, ticks: Sequence[Tick],
     for tick in ticks:
         await js.publish(f"{topology.prices}.{tick.symbol}", json.dumps(asdict(tick)).encode())
     await nc.drain()
+
+
+async def pull_after(js: Any, topology: NatsTopology, cursor: int) -> Any:
+    """A pull subscription delivering the price stream from ``cursor + 1`` in order: the
+    durable consumer is re-created, so whatever it delivered before (and a killed monitor never
+    committed) is delivered again, first."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(topology.stream, topology.durable)
+    config = ConsumerConfig(durable_name=topology.durable, ack_policy=AckPolicy.EXPLICIT,
+                            ack_wait=60.0, max_ack_pending=1000,
+                            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                            opt_start_seq=cursor + 1)
+    return await js.pull_subscribe(topology.price_subjects, durable=topology.durable,
+                                   stream=topology.stream, config=config)
 
 
 def _timeout_classes() -> tuple[type[BaseException], ...]:
@@ -152,30 +240,134 @@ def tick_from(data: bytes) -> Tick | str:
     return Tick(seq, time_ns, symbol, float(price), source)
 
 
-async def consume(server: str, handle: Callable[[Tick | str], list[Event]],
-                  idle_seconds: float = 2.0,
-                  topology: NatsTopology = NatsTopology()) -> int:
-    """Fetch ticks until none arrive for ``idle_seconds``; events go out on
-    ``<events>.<kind>``. Returns the number of messages handled."""
-    nc = await connect(server)
+class EventOutbox:
+    """Publishes the store's events in order, each once, with JetStream de-duplication."""
+
+    def __init__(self, store: Repository, topology: NatsTopology) -> None:
+        self.store, self.topology = store, topology
+        self.store_id = store.store_id()
+        self.published = store.cursor(OUTBOX)
+        self.count = 0
+
+    def message_id(self, seq: int) -> str:
+        return f"{self.store_id}-{seq}"
+
+    async def resume(self, js: Any) -> None:
+        """Move the cursor past events of this store the stream already holds (published
+        before a crash that came before the cursor was written)."""
+        from nats.js.errors import NotFoundError
+
+        prefix = f"{self.store_id}-"
+        for kind in EventKind:
+            try:
+                message = await js.get_last_msg(self.topology.events_stream,
+                                                f"{self.topology.events}.{kind}")
+            except NotFoundError:
+                continue
+            msg_id = (message.headers or {}).get("Nats-Msg-Id", "")
+            if msg_id.startswith(prefix) and msg_id[len(prefix):].isdigit():
+                self.published = max(self.published, int(msg_id[len(prefix):]))
+        self.store.mark_published(self.published)
+
+    async def flush(self, js: Any, batch: int = 1000) -> bool:
+        """Publish every unpublished event; False if the server did not acknowledge them all
+        (they stay in the outbox for the next flush)."""
+        while pending := self.store.events_after(self.published, batch):
+            try:
+                futures = [await js.publish_async(
+                    f"{self.topology.events}.{event.kind}", json.dumps(asdict(event)).encode(),
+                    headers={"Nats-Msg-Id": self.message_id(seq)})
+                    for seq, event in pending]
+                await asyncio.wait_for(asyncio.gather(*futures), timeout=10.0)
+            except Exception:  # noqa: BLE001 - any failure leaves the events in the outbox
+                return False
+            self.published = pending[-1][0]
+            self.count += len(pending)
+        return True
+
+    def commit(self) -> None:
+        self.store.mark_published(self.published)
+
+
+Handler = Callable[[Tick | str, int], list[Event]]
+
+
+async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
+                  topology: NatsTopology = NatsTopology(), *, store: Repository | None = None,
+                  reconnect: ReconnectPolicy = ReconnectPolicy(), batch: int = 100) -> int:
+    """Apply ticks from the store's cursor until none arrive for ``idle_seconds`` (while
+    connected). ``handle(tick or unreadable reason, stream sequence)`` commits a tick and
+    returns its events; with a store, events go out through its outbox, without one they are
+    published directly (at most once). Returns the number of messages handled."""
+    link = _Link()
+    nc = await connect(server, reconnect, link)
     js = nc.jetstream()
     await ensure_stream(js, topology)
-    sub = await js.pull_subscribe(topology.price_subjects, durable=topology.durable,
-                                  stream=topology.stream)
+    outbox = EventOutbox(store, topology) if store is not None else None
+    if outbox is not None:
+        assert store is not None
+        store.follow(topology.stream)
+        await outbox.resume(js)
+        await outbox.flush(js)
+    sub = await pull_after(js, topology, store.cursor(topology.stream) if store else 0)
     handled = 0
-    while (messages := await fetch_or_idle(sub, 200, idle_seconds)) is not None:
+    while True:
+        _record_notices(link, store)
+        if nc.is_closed:
+            if outbox is not None:
+                outbox.commit()
+            raise FeedLost(f"the NATS server {server} was unreachable for more than "
+                           f"{reconnect.max_outage_seconds:g} s; every committed tick and "
+                           "event is in the store: restart the monitor to resume")
+        if not nc.is_connected:
+            await asyncio.sleep(0.05)
+            continue
+        outages = link.outages
+        try:
+            messages = await fetch_or_idle(sub, batch, idle_seconds)
+        except Exception:  # noqa: BLE001 - a fetch cut by an outage: try again once back
+            messages = []
+        if messages is None:
+            if link.outages == outages and nc.is_connected:
+                break  # idle while connected: the feed has ended
+            continue
         for message in messages:
-            events = handle(tick_from(message.data))
-            for event in events:
-                await nc.publish(f"{topology.events}.{event.kind}",
-                                 json.dumps(asdict(event)).encode())
-            await message.ack()
+            item = tick_from(message.data)
+            seq = message.metadata.sequence.stream
+            if isinstance(item, Tick):
+                item = replace(item, seq=seq)  # the stream orders; the producer's seq does not
+            events = handle(item, seq)
+            if outbox is not None:
+                await outbox.flush(js)
+            else:
+                for event in events:
+                    await nc.publish(f"{topology.events}.{event.kind}",
+                                     json.dumps(asdict(event)).encode())
+            with contextlib.suppress(Exception):  # an ack lost in an outage: the cursor holds
+                await message.ack()
             handled += 1
+        if outbox is not None:
+            outbox.commit()
+    _record_notices(link, store)
+    if outbox is not None:
+        await outbox.flush(js)
+        outbox.commit()
     # Drain would wait out its 30 s timeout on the pull subscription's pending fetch inbox:
     # flush what was published and acknowledged, then close.
     await nc.flush()
     await nc.close()
     return handled
+
+
+def _record_notices(link: _Link, store: Repository | None) -> None:
+    """Outage and catch-up notices become events in the outbox (outside the replayed log)."""
+    if not link.notices or store is None:
+        link.notices.clear()
+        return
+    last = store.last_tick_seq()
+    store.record_events([Event(last, kind, None, json.dumps(payload, sort_keys=True))
+                         for kind, payload in link.notices])
+    link.notices.clear()
 
 
 async def collect_events(server: str, seconds: float,

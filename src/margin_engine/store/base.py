@@ -1,11 +1,16 @@
 """The repository protocol and the records it keeps.
 
-Tables: ``setup`` (the book, market, config and model the monitor started from), ``accounts``,
-``positions`` and ``collateral`` (the book, one row each), ``ticks``
+Tables: ``setup`` (the book, market, config and model the monitor started from, and the store's
+own id), ``accounts``, ``positions`` and ``collateral`` (the book, one row each), ``ticks``
 (every accepted price tick, by sequence number, append-only), ``events`` (margin events with a
-global sequence number, append-only), ``metrics`` (pool health per tick) and ``snapshots``
-(account margin rows). One tick is committed in one transaction with its events and metrics, so
-a crash leaves either all of it or none; the state is a function of the tick log.
+global sequence number, append-only: the outbox), ``metrics`` (pool health per tick),
+``snapshots`` (account margin rows), ``cursors`` (the last tick sequence applied from each feed
+stream, and ``outbox``: the last event sequence the event stream acknowledged) and
+``rejections`` (ticks refused, with the reason). One tick is committed in one transaction with
+its events, metrics and stream cursor, so a crash leaves either all of it or none; the state is a
+function of the tick log. A store has one writer: opening it for writing takes a lease (SQLite:
+an exclusive lock on ``PATH.lock``; PostgreSQL: a session advisory lock on the schema) that a
+killed process releases with its connection.
 """
 
 from __future__ import annotations
@@ -64,6 +69,24 @@ class SnapshotRow:
 class Repository(Protocol):
     def initialise(self) -> None: ...
 
+    def take_writer_lease(self) -> None: ...
+
+    def follow(self, stream: str) -> None: ...
+
+    def cursor(self, stream: str) -> int: ...
+
+    def store_id(self) -> str: ...
+
+    def events_after(self, seq: int, limit: int) -> list[tuple[int, Event]]: ...
+
+    def mark_published(self, seq: int) -> None: ...
+
+    def record_events(self, events: Sequence[Event]) -> None: ...
+
+    def record_rejection(self, tick: Tick, reason: str, kind: str) -> None: ...
+
+    def rejections(self) -> Iterator[tuple[int, str, str]]: ...
+
     def save_start(self, setup: dict[str, str], accounts: Sequence[tuple[str, str]],
                    positions: Sequence[tuple[str, str, float, float]],
                    collateral: Sequence[tuple[str, str, float]]) -> None: ...
@@ -85,6 +108,8 @@ class Repository(Protocol):
 
     def count(self, table: str) -> int: ...
 
+    def event_counts(self) -> dict[str, int]: ...
+
     def close(self) -> None: ...
 
 
@@ -105,4 +130,27 @@ def open_store(spec: str) -> Repository:
 
 
 TABLES = ("setup", "accounts", "positions", "collateral", "ticks", "events", "metrics",
-          "snapshots")
+          "snapshots", "cursors", "rejections")
+OUTBOX = "outbox"  # the cursors row holding the last event sequence published
+
+
+def new_store_id() -> str:
+    """A random id written once with the set-up: event message ids are ``<store id>-<event
+    seq>``, unique across stores that share a NATS server."""
+    import uuid
+
+    return uuid.uuid4().hex[:16]
+
+
+def masked(url: str) -> str:
+    """A connection URL without its password (for messages and summaries)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

@@ -1,7 +1,8 @@
 """PostgreSQL repository (psycopg 3); the schema is created by the project; COPY for bulk rows.
 
 The URL may end in ``?schema=NAME`` (default ``margin_engine``) so several stores share a
-database.
+database; ``public`` and ``pg_*`` are refused (the project drops and owns its schema). The writer
+lease is a session advisory lock keyed on the schema, released when the connection ends.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from margin_engine.core.errors import InputError
-from margin_engine.store.base import TABLES, Event, SnapshotRow, Tick
+from margin_engine.store.base import OUTBOX, TABLES, Event, SnapshotRow, Tick, masked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS {s}.setup (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,6 +31,10 @@ CREATE TABLE IF NOT EXISTS {s}.metrics (tick_seq BIGINT PRIMARY KEY, payload TEX
 CREATE TABLE IF NOT EXISTS {s}.snapshots (tick_seq BIGINT NOT NULL, account TEXT NOT NULL,
     equity DOUBLE PRECISION NOT NULL, initial_margin DOUBLE PRECISION NOT NULL,
     maintenance_margin DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.cursors (stream TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.rejections (seq BIGINT NOT NULL, time_ns BIGINT NOT NULL,
+    symbol TEXT NOT NULL, price TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,
+    reason TEXT NOT NULL, PRIMARY KEY (seq, symbol, source, time_ns));
 """
 
 
@@ -40,6 +45,9 @@ def split_schema(url: str) -> tuple[str, str]:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
         raise InputError("a schema name of lower-case letters, digits and _",
                          field="--store schema", value=schema)
+    if schema == "public" or schema.startswith(("pg_", "information_schema")):
+        raise InputError("a schema of the project's own (not public, pg_* or "
+                         "information_schema)", field="--store schema", value=schema)
     rest = urlencode({k: v[0] for k, v in query.items()})
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
 
@@ -49,11 +57,16 @@ class PostgresRepository:
         import psycopg
 
         dsn, self.schema = split_schema(url)
+        self.stream: str | None = None
         try:
             self.connection = psycopg.connect(dsn, autocommit=False, connect_timeout=5)
         except psycopg.OperationalError as exc:
-            raise InputError(f"a reachable PostgreSQL server ({str(exc).strip()[:200]})",
-                             field="--store", value=dsn) from None
+            reason = str(exc).strip()[:200]
+            password = urlsplit(dsn).password
+            if password:
+                reason = reason.replace(password, "***")
+            raise InputError(f"a reachable PostgreSQL server ({reason})",
+                             field="--store", value=masked(dsn)) from None
         self.initialise()
 
     def initialise(self) -> None:
@@ -86,6 +99,77 @@ class PostgresRepository:
             self.connection.rollback()
             raise
 
+    def take_writer_lease(self) -> None:
+        """Refuse a second writer on the same schema (a session advisory lock)."""
+        row = self._select(f"SELECT pg_try_advisory_lock(hashtext('margin_engine.' || "
+                           f"'{self.schema}'))")
+        if not row[0][0]:
+            raise InputError(f"a store no other monitor is writing (another monitor holds "
+                             f"schema {self.schema}; stop it or use another schema)",
+                             field="--store", value=self.schema)
+
+    def follow(self, stream: str) -> None:
+        """Ticks committed from now on advance ``stream``'s cursor in their transaction."""
+        self.stream = stream
+
+    def cursor(self, stream: str) -> int:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT seq FROM {self._table('cursors')} WHERE stream = %s",
+                        (stream,))
+            row = cur.fetchone()
+        self.connection.commit()
+        return int(row[0]) if row else 0
+
+    def store_id(self) -> str:
+        return self.load_setup().get("store_id", "")
+
+    def events_after(self, seq: int, limit: int) -> list[tuple[int, Event]]:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT seq, tick_seq, kind, account, payload FROM "
+                        f"{self._table('events')} WHERE seq > %s ORDER BY seq LIMIT %s",
+                        (seq, limit))
+            rows = cur.fetchall()
+        self.connection.commit()
+        return [(int(r[0]), Event(int(r[1]), r[2], r[3], r[4])) for r in rows]
+
+    def _set_cursor(self, cur: Any, stream: str, seq: int) -> None:
+        cur.execute(f"INSERT INTO {self._table('cursors')} AS c VALUES (%s, %s) "
+                    "ON CONFLICT (stream) DO UPDATE SET seq = GREATEST(c.seq, EXCLUDED.seq)",
+                    (stream, seq))
+
+    def _write(self, action: Any) -> None:
+        try:
+            with self.connection.cursor() as cur:
+                action(cur)
+            self.connection.commit()
+        except Exception:
+            self.connection.rollback()
+            raise
+
+    def mark_published(self, seq: int) -> None:
+        self._write(lambda cur: self._set_cursor(cur, OUTBOX, seq))
+
+    def _insert_events(self, cur: Any, events: Sequence[Event]) -> None:
+        if events:
+            cur.executemany(
+                f"INSERT INTO {self._table('events')} (tick_seq, kind, account, payload) "
+                "VALUES (%s, %s, %s, %s)",
+                [(e.tick_seq, e.kind, e.account, e.payload) for e in events])
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        self._write(lambda cur: self._insert_events(cur, events))
+
+    def record_rejection(self, tick: Tick, reason: str, kind: str) -> None:
+        self._write(lambda cur: cur.execute(
+            f"INSERT INTO {self._table('rejections')} VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING", (tick.seq, tick.time_ns, tick.symbol, repr(tick.price),
+                                       tick.source, kind, reason)))
+
+    def rejections(self) -> Iterator[tuple[int, str, str]]:
+        for seq, kind, reason in self._select(
+                f"SELECT seq, kind, reason FROM {self._table('rejections')} ORDER BY seq"):
+            yield int(seq), kind, reason
+
     def load_setup(self) -> dict[str, str]:
         with self.connection.cursor() as cur:
             cur.execute(f"SELECT key, value FROM {self._table('setup')}")
@@ -99,13 +183,11 @@ class PostgresRepository:
             with self.connection.cursor() as cur:
                 cur.execute(f"INSERT INTO {self._table('ticks')} VALUES (%s, %s, %s, %s, %s)",
                             (tick.seq, tick.time_ns, tick.symbol, tick.price, tick.source))
-                if events:
-                    cur.executemany(
-                        f"INSERT INTO {self._table('events')} (tick_seq, kind, account, "
-                        "payload) VALUES (%s, %s, %s, %s)",
-                        [(e.tick_seq, e.kind, e.account, e.payload) for e in events])
+                self._insert_events(cur, events)
                 cur.execute(f"INSERT INTO {self._table('metrics')} VALUES (%s, %s)",
                             (tick.seq, metrics))
+                if self.stream is not None:
+                    self._set_cursor(cur, self.stream, tick.seq)
                 self._copy_snapshots(cur, snapshots)
             self.connection.commit()
         except Exception:
@@ -161,6 +243,10 @@ class PostgresRepository:
         if table not in TABLES:
             raise ValueError(table)
         return int(self._select(f"SELECT COUNT(*) FROM {self._table(table)}")[0][0])
+
+    def event_counts(self) -> dict[str, int]:
+        return {kind: int(n) for kind, n in self._select(
+            f"SELECT kind, COUNT(*) FROM {self._table('events')} GROUP BY kind ORDER BY kind")}
 
     def drop(self) -> None:
         with self.connection.cursor() as cur:

@@ -1,12 +1,16 @@
-"""SQLite repository (stdlib sqlite3, WAL journal: a committed tick survives a killed process)."""
+"""SQLite repository (stdlib sqlite3, WAL journal: a committed tick survives a killed process).
+The writer lease is an exclusive ``flock`` on ``PATH.lock``, released by the kernel when the
+process dies however it dies."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 
 from margin_engine.core.errors import InputError
-from margin_engine.store.base import TABLES, Event, SnapshotRow, Tick
+from margin_engine.store.base import OUTBOX, TABLES, Event, SnapshotRow, Tick
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS setup (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -22,11 +26,18 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT,
 CREATE TABLE IF NOT EXISTS metrics (tick_seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots (tick_seq INTEGER NOT NULL, account TEXT NOT NULL,
     equity REAL NOT NULL, initial_margin REAL NOT NULL, maintenance_margin REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rejections (seq INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+    symbol TEXT NOT NULL, price TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,
+    reason TEXT NOT NULL, PRIMARY KEY (seq, symbol, source, time_ns));
 """
 
 
 class SqliteRepository:
     def __init__(self, path: str) -> None:
+        self.path = path
+        self.stream: str | None = None
+        self._lease: int | None = None
         try:
             self.connection = sqlite3.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -49,6 +60,65 @@ class SqliteRepository:
             self.connection.executemany("INSERT INTO positions VALUES (?, ?, ?, ?)", positions)
             self.connection.executemany("INSERT INTO collateral VALUES (?, ?, ?)", collateral)
 
+    def take_writer_lease(self) -> None:
+        """Refuse a second writer on the same file (two monitors would corrupt the log)."""
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError("a store no other monitor is writing (another monitor holds "
+                             f"{self.path}.lock; stop it or use another store)",
+                             field="--store", value=f"sqlite:{self.path}") from None
+        self._lease = fd
+
+    def follow(self, stream: str) -> None:
+        """Ticks committed from now on advance ``stream``'s cursor in their transaction."""
+        self.stream = stream
+
+    def cursor(self, stream: str) -> int:
+        row = self.connection.execute("SELECT seq FROM cursors WHERE stream = ?",
+                                      (stream,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def store_id(self) -> str:
+        row = self.connection.execute("SELECT value FROM setup WHERE key = 'store_id'")\
+            .fetchone()
+        return str(row[0]) if row else ""
+
+    def events_after(self, seq: int, limit: int) -> list[tuple[int, Event]]:
+        return [(int(r[0]), Event(int(r[1]), r[2], r[3], r[4])) for r in self.connection.execute(
+            "SELECT seq, tick_seq, kind, account, payload FROM events WHERE seq > ? "
+            "ORDER BY seq LIMIT ?", (seq, limit))]
+
+    def mark_published(self, seq: int) -> None:
+        with self._transaction():
+            self._set_cursor(OUTBOX, seq)
+
+    def _set_cursor(self, stream: str, seq: int) -> None:
+        self.connection.execute("INSERT INTO cursors VALUES (?, ?) ON CONFLICT (stream) "
+                                "DO UPDATE SET seq = MAX(seq, excluded.seq)", (stream, seq))
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        with self._transaction():
+            self._insert_events(events)
+
+    def _insert_events(self, events: Sequence[Event]) -> None:
+        self.connection.executemany(
+            "INSERT INTO events (tick_seq, kind, account, payload) VALUES (?, ?, ?, ?)",
+            [(e.tick_seq, e.kind, e.account, e.payload) for e in events])
+
+    def record_rejection(self, tick: Tick, reason: str, kind: str) -> None:
+        with self._transaction():
+            self.connection.execute(
+                "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (tick.seq, tick.time_ns, tick.symbol, repr(tick.price), tick.source, kind,
+                 reason))
+
+    def rejections(self) -> Iterator[tuple[int, str, str]]:
+        yield from self.connection.execute(
+            "SELECT seq, kind, reason FROM rejections ORDER BY seq")
+
     def load_setup(self) -> dict[str, str]:
         return dict(self.connection.execute("SELECT key, value FROM setup").fetchall())
 
@@ -58,10 +128,10 @@ class SqliteRepository:
             self.connection.execute("INSERT INTO ticks VALUES (?, ?, ?, ?, ?)",
                                     (tick.seq, tick.time_ns, tick.symbol, tick.price,
                                      tick.source))
-            self.connection.executemany(
-                "INSERT INTO events (tick_seq, kind, account, payload) VALUES (?, ?, ?, ?)",
-                [(e.tick_seq, e.kind, e.account, e.payload) for e in events])
+            self._insert_events(events)
             self.connection.execute("INSERT INTO metrics VALUES (?, ?)", (tick.seq, metrics))
+            if self.stream is not None:
+                self._set_cursor(self.stream, tick.seq)
             self._insert_snapshots(snapshots)
 
     def _insert_snapshots(self, rows: Sequence[SnapshotRow]) -> None:
@@ -97,8 +167,15 @@ class SqliteRepository:
             raise ValueError(table)
         return int(self.connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
+    def event_counts(self) -> dict[str, int]:
+        return {kind: int(n) for kind, n in self.connection.execute(
+            "SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")}
+
     def close(self) -> None:
         self.connection.close()
+        if self._lease is not None:
+            os.close(self._lease)  # closing the descriptor releases the lock
+            self._lease = None
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.connection)
