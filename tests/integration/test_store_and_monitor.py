@@ -175,8 +175,64 @@ def test_monitor_cli_and_replay_cli(tmp_path: Path) -> None:
                               str(tmp_path / "m.json"), "--store", store, "--json"])
     assert out.exit_code == 0, out.output
     live = json.loads(out.stdout)
-    assert live["ticks_processed"] == 9
-    assert live["events_total"] >= 4
+    assert live["this_run"]["ticks_applied"] == 9
+    totals = live["store_totals"]
+    # Event counts by kind (what happened) are reported apart from the end state (where
+    # accounts are now), and add up to the stored events.
+    assert totals["events"] >= 4
+    assert sum(totals["events_by_kind"].values()) == totals["events"]
+    assert totals["events_by_kind"]["margin_call"] >= 2
+    assert set(live["end_state"]) == {"accounts", "in_margin_call", "liquidatable",
+                                      "breaker_multiplier"}
+    p99 = live["this_run"]["latency_p99_ms"]
+    assert p99 == round(p99, 2)
     replayed = runner.invoke(app, ["replay", "--store", store, "--json"])
     assert replayed.exit_code == 0, replayed.output
-    assert json.loads(replayed.stdout)["state_hash"] == live["state_hash"]
+    document = json.loads(replayed.stdout)
+    assert document["state_hash"] == live["state_hash"]
+    assert (document["equal"], document["complete"], document["gaps"]) == (True, True, [])
+
+    # A tick lost from the log (what a lost NATS message did): replay reports the gap and
+    # fails instead of saying equal.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "m.db") as con:
+        for table, column in (("ticks", "seq"), ("metrics", "tick_seq"), ("events", "tick_seq")):
+            con.execute(f"DELETE FROM {table} WHERE {column} = 5")
+    replayed = runner.invoke(app, ["replay", "--store", store, "--json"])
+    assert replayed.exit_code == 1
+    assert json.loads(replayed.stdout)["gaps"] == [[5, 5]]
+
+
+def test_a_second_monitor_on_the_same_store_is_refused(store_spec: str) -> None:
+    """Two writers on one store corrupted it: the second now gets a clear refusal, and the
+    lease dies with its holder."""
+    from margin_engine.core.errors import InputError
+
+    values = setup_values(PORTFOLIO, MARKET, NO_HAIRCUTS, "account")
+    first = open_store(store_spec)
+    monitor, _ = open_session(first, values)
+    monitor.run(_path()[:3])
+    second = open_store(store_spec)
+    with pytest.raises(InputError, match="no other monitor is writing"):
+        open_session(second, values)
+    assert second.count("ticks") == 3  # the refusal changed nothing
+    first.close()  # the holder ends (a kill -9 ends its connection and lock the same way)
+    monitor, last = open_session(second, values)
+    assert last == 3
+    second.close()
+
+
+def test_store_urls_never_print_a_password_and_own_schemas_only(postgres_url: str) -> None:
+    from margin_engine.core.errors import InputError
+    from margin_engine.store.base import masked
+
+    assert masked("postgresql://risk:s3cret@db:5432/x?schema=a") == \
+        "postgresql://risk:***@db:5432/x?schema=a"
+    with pytest.raises(InputError) as refused:
+        open_store("postgresql://risk:s3cret@127.0.0.1:1/test")
+    assert "s3cret" not in str(refused.value)
+    assert "***" in str(refused.value)
+    for schema in ("public", "pg_catalog", "pg_temp_1", "information_schema"):
+        with pytest.raises(InputError, match="own"):
+            open_store(f"{postgres_url.split('?')[0]}?schema={schema}")

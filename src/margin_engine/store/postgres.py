@@ -58,6 +58,7 @@ class PostgresRepository:
 
         dsn, self.schema = split_schema(url)
         self.stream: str | None = None
+        self.leased = False
         try:
             self.connection = psycopg.connect(dsn, autocommit=False, connect_timeout=5)
         except psycopg.OperationalError as exc:
@@ -101,12 +102,15 @@ class PostgresRepository:
 
     def take_writer_lease(self) -> None:
         """Refuse a second writer on the same schema (a session advisory lock)."""
+        if self.leased:
+            return
         row = self._select(f"SELECT pg_try_advisory_lock(hashtext('margin_engine.' || "
                            f"'{self.schema}'))")
         if not row[0][0]:
             raise InputError(f"a store no other monitor is writing (another monitor holds "
                              f"schema {self.schema}; stop it or use another schema)",
                              field="--store", value=self.schema)
+        self.leased = True
 
     def follow(self, stream: str) -> None:
         """Ticks committed from now on advance ``stream``'s cursor in their transaction."""

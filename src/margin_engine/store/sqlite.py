@@ -62,6 +62,8 @@ class SqliteRepository:
 
     def take_writer_lease(self) -> None:
         """Refuse a second writer on the same file (two monitors would corrupt the log)."""
+        if self._lease is not None:
+            return
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
