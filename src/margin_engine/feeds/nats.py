@@ -309,7 +309,9 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
         store.follow(topology.stream)
         await outbox.resume(js)
         await outbox.flush(js)
-    sub = await pull_after(js, topology, store.cursor(topology.stream) if store else 0)
+    handled_through = store.cursor(topology.stream) if store else 0
+    sub = await pull_after(js, topology, handled_through)
+    subscribed_at_outage = link.outages
     handled = 0
     while True:
         _record_notices(link, store)
@@ -322,6 +324,13 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
         if not nc.is_connected:
             await asyncio.sleep(0.05)
             continue
+        if link.outages != subscribed_at_outage:
+            # Messages delivered into the lost connection would only come back after the ack
+            # wait, behind newer ones: deliver again from the last handled one instead.
+            with contextlib.suppress(Exception):
+                sub = await _resubscribe(js, topology, sub, handled_through)
+                subscribed_at_outage = link.outages
+            continue
         outages = link.outages
         try:
             messages = await fetch_or_idle(sub, batch, idle_seconds)
@@ -332,11 +341,20 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
                 break  # idle while connected: the feed has ended
             continue
         for message in messages:
-            item = tick_from(message.data)
             seq = message.metadata.sequence.stream
+            if seq <= handled_through:  # redelivered after its ack wait: already handled
+                with contextlib.suppress(Exception):
+                    await message.ack()
+                continue
+            if seq > handled_through + 1 and await _exists(js, topology, handled_through + 1):
+                # One or more messages were skipped (delivered into a broken fetch): go back.
+                sub = await _resubscribe(js, topology, sub, handled_through)
+                break
+            item = tick_from(message.data)
             if isinstance(item, Tick):
                 item = replace(item, seq=seq)  # the stream orders; the producer's seq does not
             events = handle(item, seq)
+            handled_through = seq
             if outbox is not None:
                 await outbox.flush(js)
             else:
@@ -357,6 +375,23 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
     await nc.flush()
     await nc.close()
     return handled
+
+
+async def _resubscribe(js: Any, topology: NatsTopology, sub: Any, cursor: int) -> Any:
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    return await pull_after(js, topology, cursor)
+
+
+async def _exists(js: Any, topology: NatsTopology, seq: int) -> bool:
+    """Whether the price stream still holds message ``seq`` (not removed by its limits)."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        await js.get_msg(topology.stream, seq)
+    except NotFoundError:
+        return False
+    return True
 
 
 def _record_notices(link: _Link, store: Repository | None) -> None:
