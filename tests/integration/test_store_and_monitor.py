@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from margin_engine.book.columnar import book_from_portfolio
+from margin_engine.core.errors import StoreError
 from margin_engine.engine.monitor import Monitor
 from margin_engine.engine.session import open_session, replay_store, setup_values
 from margin_engine.io.market_file import parse_market
@@ -119,8 +120,9 @@ def test_store_suite(store_spec: str) -> None:
     tick = Tick(1, T0, "BTC", 50000.0)
     store.commit_tick(tick, [Event(1, "margin_call", "x", "{}")], '{"m":1}',
                       [SnapshotRow(1, "x", 1.0, 2.0, 3.0)])
-    # A second commit of the same tick fails whole: nothing of it is kept.
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    # A second commit of the same tick fails whole: nothing of it is kept, and the error is
+    # the engine's own (one line for the user, no traceback).
+    with pytest.raises(StoreError, match="(?i)unique|duplicate"):
         store.commit_tick(tick, [Event(1, "liquidation", "x", "{}")], '{"m":2}', [])
     assert store.count("ticks") == 1
     assert store.count("events") == 1

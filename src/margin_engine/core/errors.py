@@ -76,6 +76,11 @@ class ConfigError(InputError):
     """A bad risk configuration."""
 
 
+class StoreError(MarginEngineError):
+    """The store refused or lost a write: the write was rolled back whole; the process must stop
+    (its memory is ahead of the store) and a restart resumes from what was committed."""
+
+
 def _show(value: Any) -> str:
     try:
         text = repr(value) if isinstance(value, str) else str(value)

@@ -7,12 +7,13 @@ lease is a session advisory lock keyed on the schema, released when the connecti
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from margin_engine.core.errors import InputError
+from margin_engine.core.errors import InputError, StoreError
 from margin_engine.store.base import OUTBOX, TABLES, Event, SnapshotRow, Tick, masked
 
 SCHEMA = """
@@ -194,9 +195,11 @@ class PostgresRepository:
                     self._set_cursor(cur, self.stream, tick.seq)
                 self._copy_snapshots(cur, snapshots)
             self.connection.commit()
-        except Exception:
-            self.connection.rollback()
-            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # a lost connection cannot roll back
+                self.connection.rollback()
+            raise StoreError(f"the store refused tick {tick.seq} ({str(exc).strip()[:200]}); "
+                             "nothing of it was kept: restart the monitor to resume") from exc
 
     def _copy_snapshots(self, cur: Any, rows: Sequence[SnapshotRow]) -> None:
         if not rows:

@@ -9,7 +9,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 
-from margin_engine.core.errors import InputError
+from margin_engine.core.errors import InputError, StoreError
 from margin_engine.store.base import OUTBOX, TABLES, Event, SnapshotRow, Tick
 
 SCHEMA = """
@@ -126,6 +126,14 @@ class SqliteRepository:
 
     def commit_tick(self, tick: Tick, events: Sequence[Event], metrics: str,
                     snapshots: Sequence[SnapshotRow]) -> None:
+        try:
+            self._commit_tick(tick, events, metrics, snapshots)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store refused tick {tick.seq} ({exc}); nothing of it was "
+                             "kept: restart the monitor to resume") from exc
+
+    def _commit_tick(self, tick: Tick, events: Sequence[Event], metrics: str,
+                     snapshots: Sequence[SnapshotRow]) -> None:
         with self._transaction():
             self.connection.execute("INSERT INTO ticks VALUES (?, ?, ?, ?, ?)",
                                     (tick.seq, tick.time_ns, tick.symbol, tick.price,
