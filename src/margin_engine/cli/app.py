@@ -140,14 +140,26 @@ def compare(
     confidence: ConfidenceOpt = None,
     mpor_days: MporOpt = None,
     liquidation_prices: LiquidationOpt = "auto",
+    profiles: Annotated[str | None, typer.Option(
+        "--profiles", help="Venue profiles instead of models: 'all' or names separated by "
+        "commas (deribit-pm, derive-pmrm, okx-pm, binance-um, binance-pm, dydx-v4, "
+        "hyperliquid).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every model side by side with margin efficiency (var joins with --history)."""
+    """Every model side by side with margin efficiency (var joins with --history); with
+    --profiles, every venue profile, the cheapest venue and the term that drives the gap."""
 
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
         from margin_engine.margin.run import compare_document
 
+        if profiles is not None:
+            from margin_engine.profiles.cli import compare_profiles_command
+
+            compare_profiles_command(portfolio, market, profiles, config=config,
+                                     accounts=accounts, liquidation=liquidation_prices,
+                                     as_json=as_json, emit_json=_emit_json)
+            return
         _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts,
                              data=_model_data(params, history, dvol, confidence, mpor_days))
         document = compare_document(run, _want_liquidation(

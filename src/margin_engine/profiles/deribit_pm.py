@@ -1,0 +1,227 @@
+"""`deribit-pm`: Deribit portfolio margin, per settlement currency (S:PM) and across currencies
+(X:PM).
+
+Cells: each account's positions are grouped by settlement currency and underlying: inverse
+(coin-settled) contracts of underlying u form u's coin cell, scanned in coin; linear (USDC)
+contracts of u form u's USD cell, scanned in USD. Per cell:
+
+* price moves: 9 evenly spaced buckets over +/- range (BTC 16 %, ETH 18 %), each with vol
+  up / same / down (``scenarios.shocked_sigma``: range up 0.5, down 0.25, powers 0.30 / 0.13,
+  vol up floored at 0.5 for BTC-style parameters as published for the price-range family);
+* extended table: -66 %, -33 %, +50 %, +100 %, ..., +500 %, vol up, options only (delta-one
+  positions move to the range end of the same sign), each loss dampened;
+* scan loss R = max(0, -min_s w_s P(s));
+* roll shock: every delta-one position shocked against it by ``roll_rate`` (0.5 %) of its
+  exposure (not netted);
+* contingency: 0.01 coin (or 0.01 x index USD) per net short option contract per strike and
+  expiry, and 1 % of the offsetting delta-one exposure;
+* IM_cell = R + roll + contingency; MM = 0.8 x IM.
+
+Coin cell P&L is in coin: an inverse perp or future of N USD moving from M to M (1 + m) gains
+N (1/M - 1/(M (1 + m))) coin (so a short loses m / (1 + m) of its coin exposure N / M: at
++18 %, 0.152542 per coin); an inverse option's P&L is q (V1/F1 - V0/F0). A coin cell's IM is
+converted to USD at the (moved) index.
+X:PM adds every cell's IM in USD and compares it with the account's USD equity across
+currencies; its P&L offset: coin collateral of an underlying is revalued in that underlying's
+USD cell where that lowers the cell's loss (1 BTC held against a short BTC-USDC perp leaves no
+USD risk; collateral alone is never charged here, its price risk is the venue's haircut).
+S:PM is the same cells read one by one (``details`` carry every coin cell's IM in coin).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from margin_engine.core.types import FloatArray
+from margin_engine.profiles.base import (
+    ProfileBook,
+    ProfileInfo,
+    Requirement,
+    Source,
+    State,
+    Term,
+    Unsupported,
+)
+from margin_engine.profiles.scenarios import (
+    Grid,
+    Scenario,
+    VolShock,
+    VolShockParams,
+    net_short_option_contracts,
+    revalue,
+    standard_buckets,
+    worst,
+)
+
+READ = "2026-12-02"
+SUPPORT = Source(title="Deribit Support: Portfolio Margin (S:PM and X:PM; price range, 9 "
+                       "buckets, vol range up/down, extended table with dampener)",
+                 url="https://support.deribit.com/hc/en-us/articles/25944756247837-Portfolio-"
+                     "Margin", published="undated (updated)", read=READ)
+LEGACY = Source(title="Deribit: Portfolio Margin (contingency 0.01 per net short option per "
+                      "strike; 1 % of offsetting futures)",
+                url="https://www.deribit.com/pages/docs/portfoliomargin", published="undated",
+                read=READ)
+PARAMS = Source(title="Published Deribit BTC parameters (priceRange 0.16, volRangeUp 0.5, "
+                      "volRangeDown 0.25, minVolForShockUp 0.5, vega powers 0.3 / 0.13)",
+                url="https://docs.oreome.com/docs/scenario/risk-scenario-advanced",
+                published="undated", read=READ)
+EXAMPLE = Source(title="Deribit X:PM margin page, short 1 ETH-PERPETUAL, index 1949.34, mark "
+                       "1949.49: IM 0.157462 ETH, MM 0.125969 ETH (worst case 0.152464 at "
+                       "+18 % plus roll shock 0.004997)", url="https://www.deribit.com/",
+                 published="2026-02-15", read=READ)
+
+# Tail moves and their dampeners. Deribit publishes the moves and that a dampener applies but
+# not its values; these are Derive's published tail dampeners for the same moves.
+EXTENDED = ((-0.66, 0.21), (-0.33, 0.42), (0.50, 0.27), (1.0, 0.13), (2.0, 0.069),
+            (3.0, 0.046), (4.0, 0.034), (5.0, 0.027))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeribitParams:
+    ranges: Mapping[str, float] = field(default_factory=lambda: {"BTC": 0.16, "ETH": 0.18})
+    default_range: float = 0.18
+    vol: VolShockParams = VolShockParams(range_up=0.5, range_down=0.25, min_vol_up=0.5)
+    roll_rate: float = 0.005
+    option_contingency: float = 0.01  # coin per net short contract per strike
+    linear_contingency: float = 0.01  # of offsetting delta-one exposure
+    maintenance_fraction: float = 0.8
+    cross_collateral: bool = True  # X:PM (False: S:PM cells, no coin-collateral offset)
+
+    def grid(self) -> Grid:
+        scenarios = standard_buckets(4) + tuple(
+            Scenario(move=m, vol=VolShock.UP, weight=w, scaled=False, extended=True)
+            for m, w in EXTENDED)
+        return Grid(scenarios=scenarios, ranges=self.ranges, default_range=self.default_range,
+                    vol=self.vol)
+
+
+INFO = ProfileInfo(
+    name="deribit-pm", venue="Deribit portfolio margin (X:PM)",
+    summary="Scenario risk matrix per settlement currency and underlying (BTC +/-16 %, ETH "
+            "+/-18 % in 9 buckets x vol up/same/down, dampened extended table for options), "
+            "roll shock and contingencies, MM = 0.8 x IM; coin-settled cells in coin.",
+    parameters_as_of="2026-02-15",
+    sources=(SUPPORT, LEGACY, PARAMS, EXAMPLE),
+    leaves_out=("the extended table's own dampener values (Derive's published ones are used)",
+                "the delta shock", "the roll shock's term structure: a flat 0.5 % of each "
+                "delta-one position's exposure, inferred from the published ETH-PERPETUAL "
+                "example", "cross-currency netting of scenario P&L beyond coin collateral",
+                "collateral haircuts of X:PM", "open orders"))
+
+
+class DeribitPortfolioMargin:
+    def __init__(self, params: DeribitParams | None = None) -> None:
+        self.params = params or DeribitParams()
+        self.grid = self.params.grid()
+        self.info = INFO
+
+    def unsupported(self, pb: ProfileBook) -> list[Unsupported | None]:
+        return [None] * pb.accounts
+
+    def requirement(self, pb: ProfileBook, state: State) -> Requirement:
+        p, grid = self.params, self.grid
+        n_u = len(pb.underlyings)
+        reval = revalue(pb, state, grid)
+        usd_pnl = reval.pnl  # (P, k, S)
+        coin_pnl = np.zeros_like(usd_pnl)
+        inv_lin = pb.inverse & ~pb.option & pb.live
+        if inv_lin.any():
+            m = reval.move[inv_lin][:, None, :]
+            mark = state.mark[inv_lin][:, :, None]
+            coin_pnl[inv_lin] = pb.size_cs[inv_lin, None, None] * (1.0 / mark
+                                                                    - 1.0 / (mark * (1 + m)))
+        inv_opt = pb.inverse & pb.option
+        if inv_opt.any():
+            f0 = state.forward[inv_opt][:, :, None]
+            f1 = f0 * (1.0 + reval.move[inv_opt][:, None, :])
+            coin_pnl[inv_opt] = pb.quantity[inv_opt, None, None] * (
+                reval.option_value[inv_opt] / f1 - state.mark[inv_opt][:, :, None] / f0)
+        coin_cell = pb.inverse
+        # cell id: underlying (coin cell) or n_u + underlying (USD cell)
+        cell = np.where(coin_cell, pb.underlying, n_u + pb.underlying)
+        values = np.where(coin_cell[:, None, None], coin_pnl, usd_pnl)
+        k, n_s = state.k, len(grid.scenarios)
+        cells = np.zeros((pb.accounts, 2 * n_u, k, n_s))
+        np.add.at(cells, (pb.account, cell), values)
+        loss, at = worst(cells, grid)  # (a, cells, k)
+        if p.cross_collateral:  # coin collateral may offset its underlying's USD cell
+            ranges = np.array([grid.range_of(u) for u in pb.underlyings])
+            lin = np.array([[s.move * r if s.scaled else (np.sign(s.move) * r if s.extended
+                                                           else s.move)
+                             for s in grid.scenarios] for r in ranges])  # (u, S)
+            exposure = pb.coin_exposure[:, :, None] * state.coin_factor  # (a, u, k)
+            offset_cells = cells.copy()
+            offset_cells[:, n_u:] += exposure[:, :, :, None] * lin[None, :, None, :]
+            offset_loss, offset_at = worst(offset_cells, grid)
+            better = offset_loss < loss  # the offset only ever lowers a cell's loss
+            loss = np.where(better, offset_loss, loss)
+            at = np.where(better, offset_at, at)
+        extended = np.array([s.extended for s in grid.scenarios])[at]
+
+        # roll shock and contingencies, per cell
+        roll = np.zeros((pb.accounts, 2 * n_u, k))
+        expo_coin = np.where(inv_lin[:, None], np.abs(pb.size_cs)[:, None] / state.mark, 0.0)
+        lin_lin = ~pb.inverse & ~pb.option & pb.live
+        expo_usd = np.where(lin_lin[:, None], np.abs(pb.quantity[:, None] * state.mark), 0.0)
+        np.add.at(roll, (pb.account, cell), p.roll_rate * (expo_coin + expo_usd))
+        signed_coin = np.where(inv_lin[:, None], pb.size_cs[:, None] / state.mark, 0.0)
+        signed_usd = np.where(lin_lin[:, None], pb.quantity[:, None] * state.mark, 0.0)
+        signed = signed_coin + signed_usd
+        longs = np.zeros_like(roll)
+        shorts = np.zeros_like(roll)
+        np.add.at(longs, (pb.account, cell), np.maximum(signed, 0.0))
+        np.add.at(shorts, (pb.account, cell), np.maximum(-signed, 0.0))
+        contingency = p.linear_contingency * np.minimum(longs, shorts)
+        short_opts = self._net_short_by_cell(pb, cell, 2 * n_u)  # (a, cells) coins
+        index_cell = np.concatenate([np.ones(n_u), pb.index])  # coin cells: 1 coin per contract
+        moved_index = np.concatenate([state.coin_factor, state.coin_factor], axis=1) * \
+            index_cell[None, :, None]
+        contingency = contingency + p.option_contingency * short_opts[:, :, None] * moved_index
+
+        cell_im = loss + roll + contingency
+        to_usd = np.concatenate([pb.index[None, :, None] * state.coin_factor,
+                                 np.ones((pb.accounts, n_u, k))], axis=1)
+        usd = cell_im * to_usd
+        initial = usd.sum(axis=1)
+        scan_usd = loss * to_usd
+        details: dict[str, FloatArray] = {}
+        for u_idx, u in enumerate(pb.underlyings):
+            details[f"im_coin_{u}"] = cell_im[:, u_idx]
+            details[f"scan_coin_{u}"] = loss[:, u_idx]
+            details[f"roll_coin_{u}"] = roll[:, u_idx]
+        return Requirement(
+            initial=initial, maintenance=p.maintenance_fraction * initial,
+            equity=state.collateral + pb.account_sum(state.pnl),
+            threshold=p.maintenance_fraction * initial,
+            terms={Term.PRICE_SCENARIOS: np.where(extended, 0.0, scan_usd).sum(axis=1),
+                   Term.EXTENDED_MOVES: np.where(extended, scan_usd, 0.0).sum(axis=1),
+                   Term.BASIS: (roll * to_usd).sum(axis=1),
+                   Term.CONTINGENCY: (contingency * to_usd).sum(axis=1)},
+            details=details)
+
+    @staticmethod
+    def _net_short_by_cell(pb: ProfileBook, cell: np.ndarray, n_cells: int) -> FloatArray:
+        """Net short option coins per (account, cell): calls and puts at one strike net."""
+        out = np.zeros((pb.accounts, n_cells))
+        n_u = len(pb.underlyings)
+        for coin in (True, False):
+            sub = pb.inverse == coin
+            per_u = net_short_option_contracts_masked(pb, sub)
+            cols = np.arange(n_u) if coin else n_u + np.arange(n_u)
+            out[:, cols] += per_u
+        return out
+
+
+def net_short_option_contracts_masked(pb: ProfileBook, mask: np.ndarray) -> FloatArray:
+    """``net_short_option_contracts`` over the positions in ``mask`` only."""
+    from dataclasses import replace
+
+    return net_short_option_contracts(replace(pb, option=pb.option & mask))
+
+
+def profile(params: DeribitParams | None = None) -> DeribitPortfolioMargin:
+    return DeribitPortfolioMargin(params)

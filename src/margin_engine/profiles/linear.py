@@ -1,0 +1,147 @@
+"""Venues that margin delta-one positions by notional brackets (Binance USD-M and PM, dYdX v4,
+Hyperliquid): the shared computation.
+
+Per position p with notional N_p = |q_p| x mark_p (USD) in its symbol's bracket table:
+    IM_p = N_p / max_leverage,   MM_p = N_p x mmr - cum        (brackets.py)
+Cross accounts share one equity E = sum_assets amount x price x collateral_rate + sum_p P&L_p
+and are liquidated when E < ratio x sum_p MM_p (ratio 1, Binance PM 1.05). An account in
+``isolated`` mode holds one margin m_p per position (the engine's split, isolated.py) and
+position p is liquidated when m_p + P&L_p < MM_p. Holding the other positions at their marks,
+the level S where E(S) = ratio x MM(S) is exactly the exchanges' published liquidation-price
+formula, e.g. Binance USD-M (one-way mode):
+
+    LP = (WB - TMM_1 + UPNL_1 + cum_1 - side_1 x pos_1 x EP_1) / (pos_1 x mmr_1 - side_1 x pos_1)
+
+with TMM_1, UPNL_1 the other contracts' MM and unrealised P&L (both 0 when isolated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from margin_engine.core.types import FloatArray
+from margin_engine.domain.instruments import InstrumentKind, MarginMode
+from margin_engine.margin.isolated import isolated_allocation
+from margin_engine.profiles.base import (
+    ProfileBook,
+    ProfileInfo,
+    Requirement,
+    State,
+    Term,
+    Unsupported,
+    first_reason,
+    kind_flags,
+)
+from margin_engine.profiles.brackets import BracketTable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinearVenue:
+    """Parameters of a bracket-margined venue."""
+
+    tables: Mapping[str, BracketTable]  # by underlying
+    default_table: BracketTable
+    lists_dated_futures: bool = True
+    stable_collateral_only: bool = False
+    collateral_rates: Mapping[str, float] = field(default_factory=dict)  # asset -> rate
+    liquidation_ratio: float = 1.0  # liquidated when equity < ratio x MM
+
+
+def binance_liquidation_price(*, wallet: float, other_maintenance: float, other_pnl: float,
+                              maintenance_amount: float, side: int, size: float,
+                              entry: float, maintenance_rate: float) -> float:
+    """Binance USD-M's published formula for one contract in one-way mode (the slow, obvious
+    reference the vectorised root search is checked against)."""
+    return ((wallet - other_maintenance + other_pnl + maintenance_amount - side * size * entry)
+            / (size * maintenance_rate - side * size))
+
+
+class LinearProfile:
+    """A bracket-margined venue; ``info`` and ``venue`` describe which one."""
+
+    def __init__(self, info: ProfileInfo, venue: LinearVenue) -> None:
+        self.info = info
+        self.venue = venue
+
+    def table_for(self, underlying: str) -> BracketTable:
+        return self.venue.tables.get(underlying, self.venue.default_table)
+
+    def unsupported(self, pb: ProfileBook) -> list[Unsupported | None]:
+        checks = [(pb.option, Unsupported.OPTIONS),
+                  (pb.inverse & ~pb.option, Unsupported.INVERSE),
+                  (kind_flags(pb, InstrumentKind.SPOT), Unsupported.SPOT)]
+        if not self.venue.lists_dated_futures:
+            checks.append((kind_flags(pb, InstrumentKind.FUTURE) & pb.live,
+                           Unsupported.DATED_FUTURES))
+        if self.venue.stable_collateral_only:
+            other = (pb.non_stable_non_coin > 0.0) | (pb.coin_exposure.sum(axis=1) != 0.0)
+            checks.append((other, Unsupported.COLLATERAL))
+        return first_reason(pb, checks)
+
+    def _charges(self, pb: ProfileBook, state: State) -> tuple[FloatArray, FloatArray]:
+        """Per position (IM, MM) at the state, (positions, k)."""
+        notional = np.abs(pb.quantity[:, None] * state.mark)
+        notional = np.where((pb.option | ~pb.live)[:, None], 0.0, notional)
+        initial = np.zeros_like(notional)
+        maintenance = np.zeros_like(notional)
+        for u_idx, u in enumerate(pb.underlyings):
+            rows = pb.underlying == u_idx
+            if rows.any():
+                table = self.table_for(u)
+                initial[rows] = table.initial(notional[rows])
+                maintenance[rows] = table.maintenance(notional[rows])
+        return initial, maintenance
+
+    def _equity(self, pb: ProfileBook, state: State) -> FloatArray:
+        """Venue equity: collateral x collateral rate + unrealised P&L, (accounts, k)."""
+        rates = self.venue.collateral_rates
+        book = pb.bound.book
+        collateral = state.collateral.copy()
+        if rates and book.assets:
+            from margin_engine.book.bound import asset_prices
+
+            prices = asset_prices(book, pb.bound.market)
+            for col, key in enumerate(book.assets):
+                asset = key.partition("@")[0]
+                rate = rates.get(asset, 1.0)
+                if rate == 1.0:
+                    continue
+                value = book.collateral[:, col] * prices[col]
+                if asset in pb.underlyings:
+                    value = value[:, None] * state.coin_factor[:, pb.underlyings.index(asset), :]
+                else:
+                    value = np.broadcast_to(value[:, None], collateral.shape)
+                collateral -= (1.0 - rate) * np.maximum(value, 0.0)
+        equity: FloatArray = collateral + pb.account_sum(state.pnl)
+        return equity
+
+    def requirement(self, pb: ProfileBook, state: State) -> Requirement:
+        initial_p, maintenance_p = self._charges(pb, state)
+        initial = pb.account_sum(initial_p)
+        maintenance = pb.account_sum(maintenance_p)
+        equity = self._equity(pb, state)
+        position_gap = None
+        isolated = pb.is_mode(MarginMode.ISOLATED)
+        if isolated.any():
+            # Each isolated position holds its own margin, fixed at today's split (on the
+            # entry notional) so that moving one position's price does not move another's.
+            entry_notional = np.where(pb.option | ~pb.live, 0.0, np.abs(pb.quantity
+                                                                         * pb.entry_usd))
+            weights = np.zeros_like(entry_notional)
+            for u_idx, u in enumerate(pb.underlyings):
+                rows = pb.underlying == u_idx
+                if rows.any():
+                    weights[rows] = self.table_for(u).initial(entry_notional[rows])
+            held = isolated_allocation(pb.bound, weights, pb.bound.collateral_value)
+            gap = held[:, None] + state.pnl - maintenance_p
+            position_gap = np.where(isolated[pb.account][:, None], gap, np.nan)
+        return Requirement(
+            initial=initial, maintenance=maintenance, equity=equity,
+            threshold=self.venue.liquidation_ratio * maintenance,
+            terms={Term.LINEAR_TIERS: initial},
+            details={"maintenance_ratio_threshold": np.full_like(
+                initial, self.venue.liquidation_ratio)},
+            position_gap=position_gap)
