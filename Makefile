@@ -22,7 +22,14 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP)  ## the main job: margin a realistic strategy book under every model
 	$(BIN)/margin-engine demo
 
-test: $(STAMP)  ## the whole test suite: lint, strict typing, tests
+# Browser tests drive Debian's chromium (no browser is downloaded at run time).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get install -y --no-install-recommends chromium || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: $(STAMP) $(CHROMIUM)  ## the whole test suite: lint, strict typing, tests
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest --durations=15
