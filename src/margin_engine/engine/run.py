@@ -12,7 +12,7 @@ import numpy as np
 
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import ns_to_iso
-from margin_engine.engine.monitor import Monitor, TickOutcome
+from margin_engine.engine.monitor import Monitor, TickOutcome, TickStatus
 from margin_engine.engine.session import open_session, replay_store, setup_values
 from margin_engine.feeds.base import FileReplayFeed
 from margin_engine.io.jsonfields import read_json
@@ -57,15 +57,14 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
         view = _View(monitor) if live else None
         started = time.perf_counter()
         latencies: list[float] = []
-        duplicates = 0
+        unreadable = [0]
+        statuses = dict.fromkeys(TickStatus, 0)
 
         def on_tick(tick: Tick, outcome: TickOutcome) -> None:
-            nonlocal duplicates
-            if outcome.accepted:
+            statuses[outcome.status] += 1
+            if outcome.status is TickStatus.APPLIED:
                 latencies.append(outcome.seconds)
-            elif outcome.reason is not None and outcome.reason.startswith("duplicate"):
-                duplicates += 1
-            else:
+            elif outcome.status is TickStatus.REJECTED:
                 store.record_rejection(tick, outcome.reason or "", "tick")
             if view is not None:
                 view.update(tick, outcome)
@@ -77,13 +76,13 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
             else:
                 monitor.run(file_feed.ticks(after_seq=last), on_tick=on_tick)
         else:
-            _run_nats(monitor, store, feed, idle_seconds, max_outage_seconds, on_tick)
+            unreadable[0] = _run_nats(monitor, store, feed, idle_seconds, max_outage_seconds,
+                                      on_tick)
         elapsed = time.perf_counter() - started
         return {"store": masked(store_spec), "resumed_after_tick": last,
                 "setup_seconds": round(setup_seconds, 2),
-                "this_run": {"ticks_applied": len(latencies),
-                             "ticks_rejected": len(monitor.rejected),
-                             "ticks_duplicate": duplicates,
+                "this_run": {**{f"ticks_{status}": n for status, n in statuses.items()},
+                             "ticks_unreadable": unreadable[0],
                              "seconds": round(elapsed, 2), **_latency_ms(latencies)},
                 "store_totals": {"ticks": store.count("ticks"),
                                  "rejections": store.count("rejections"),
@@ -110,15 +109,24 @@ def _latency_ms(latencies: list[float]) -> dict[str, float | None]:
 
 
 def _run_nats(monitor: Monitor, store: Repository, feed: str, idle_seconds: float,
-              max_outage_seconds: float, on_tick: Any) -> None:
+              max_outage_seconds: float, on_tick: Any) -> int:
+    """Consume the NATS feed; returns the number of unreadable messages."""
     from margin_engine.feeds.nats import ReconnectPolicy, consume, parse_feed
 
+    unreadable = 0
+
     def handle(item: Tick | str, seq: int) -> list[Event]:
+        nonlocal unreadable
         if isinstance(item, str):  # unreadable: recorded under its stream sequence
-            unreadable = Tick(seq, 0, "?", float("nan"), "nats")
-            monitor.rejected.append((unreadable, item))
-            store.record_rejection(unreadable, item, "unreadable")
+            unreadable += 1
+            tick = Tick(seq, 0, "?", float("nan"), "nats")
+            monitor.rejected.append((tick, item))
+            store.record_rejection(tick, item, "unreadable")
             return []
+        if monitor.last_seq == 0:
+            # Stream sequences are the server's: a stream whose oldest message is past
+            # max_seq_gap (limits removed the rest) starts where it starts.
+            monitor.guard.last_seq = seq - 1
         outcome = monitor.process(item)
         on_tick(item, outcome)
         return outcome.events
@@ -126,6 +134,7 @@ def _run_nats(monitor: Monitor, store: Repository, feed: str, idle_seconds: floa
     server, topology = parse_feed(feed)
     asyncio.run(consume(server, handle, idle_seconds, topology, store=store,
                         reconnect=ReconnectPolicy(max_outage_seconds=max_outage_seconds)))
+    return unreadable
 
 
 def run_replay(store_spec: str) -> dict[str, Any]:
@@ -160,8 +169,8 @@ class _View:
             self.metrics = outcome.metrics
         for event in outcome.events:
             self.last_events.append(f"{ns_to_iso(tick.time_ns)} {describe(event)}")
-        if not outcome.accepted:
-            self.last_events.append(f"tick {tick.seq} rejected: {outcome.reason}")
+        if outcome.status in (TickStatus.REJECTED, TickStatus.QUARANTINED):
+            self.last_events.append(f"tick {tick.seq} {outcome.status}: {outcome.reason}")
         self.last_events = self.last_events[-10:]
         if self._live is not None and self.count % 20 == 0:
             self._live.update(self._render())
