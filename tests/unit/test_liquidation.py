@@ -266,14 +266,31 @@ def test_breaker_liquidates_earlier_and_cuts_bad_debt_with_latency() -> None:
 
 
 def test_no_liquidation_on_an_oracle_flagged_price() -> None:
+    """The replay's oracle is the monitor's: on disagreement the healthy source (within 2 % of
+    the last price) moves the market, and nobody is liquidated on a price the sources dispute."""
     book, market = _replay_book(10000)
     path = {"BTC": _series([50000, 48000, 48000])}
     spot = {"BTC": _series([50000, 50100, 48000])}  # disagrees by 4 % on the second bar
     result = replay(book, market, path, config=RiskConfig(),
                     liquidation=LiquidationConfig(latency_seconds=0), oracle_paths=spot)
-    assert result.totals["flagged_bars_skipped"] == 1
-    assert result.events[0]["type"] == "oracle_flagged"
+    flagged = result.events[0]
+    # The path's tick meets the oracle's last price (50,000): 4 % apart, the path is dropped.
+    assert (flagged["type"], flagged["dropped"], flagged["price"]) == \
+        ("oracle_flagged", ["path"], 50000.0)
+    assert result.totals["flagged_bars_skipped"] == 0  # nobody below MM at the oracle's price
     assert result.totals["liquidations"] == 1  # on the third bar, when sources agree again
+
+    # A second source reporting a far price at the same instant is not taken on its word: the
+    # oracle's -8 % print, 4 % away from the path, is held (quarantined), then dropped when the
+    # sources agree again.
+    spot = {"BTC": _series([50000, 46000, 48000])}
+    result = replay(book, market, path, config=RiskConfig(),
+                    liquidation=LiquidationConfig(latency_seconds=0), oracle_paths=spot)
+    kinds = [e["type"] for e in result.events]
+    assert kinds[:4] == ["oracle_flagged", "tick_quarantined", "quarantine_dropped",
+                         "oracle_cleared"]
+    assert result.totals["quarantined_ticks"] == 1
+    assert result.totals["liquidations"] == 1
 
 
 def test_liquidate_cli(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from margin_engine.book.columnar import book_from_portfolio
-from margin_engine.engine.monitor import CALL, LIQUIDATION, OK, Monitor
+from margin_engine.engine.monitor import Monitor
+from margin_engine.engine.risk_state import RiskStatus
+
+OK, CALL, LIQUIDATION = RiskStatus.OK, RiskStatus.CALL, RiskStatus.LIQUIDATION
 from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.liquidation.population import leveraged_population

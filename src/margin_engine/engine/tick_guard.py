@@ -11,7 +11,9 @@ Per tick, in this order (the first that fails decides):
 * QUARANTINE: a jump |ln(p / p_last)| > jump_sigmas x sigma x sqrt(max(dt, jump_min) / year),
   p_last the last applied price of the symbol, dt the seconds since it, sigma the symbol's
   current vol (``symbol_vol``). The price is held, not applied.
-* APPLY otherwise, and when a held price is confirmed: ``confirm_ticks`` consecutive ticks of
+* APPLY otherwise, and when another fresh source's latest accepted price agrees with the jump
+  (it was reported already), and when a held price is confirmed: ``confirm_ticks`` consecutive
+  ticks of
   the symbol from one source, all quarantined and agreeing ((max - min) / median <=
   max_deviation), or one tick of another source agreeing with a held price (the tick's price
   is then applied, with the held sources). A tick of the symbol from another source ends the
@@ -166,9 +168,12 @@ class TickGuard:
         return last_price, sigmas, math.isinf(limit) or sigmas <= limit
 
     # ------------------------------------------------------------------ admission
-    def admit(self, tick: Tick, sigma: float, now_ns: int | None) -> Admission:
+    def admit(self, tick: Tick, sigma: float, now_ns: int | None,
+              corroborating: tuple[float, ...] = ()) -> Admission:
         """The verdict on ``tick`` (symbol known, seq in range: the caller checked) with the
-        symbol's vol ``sigma``; ``now_ns`` the wall clock, None on a rebuild from the log."""
+        symbol's vol ``sigma``; ``now_ns`` the wall clock, None on a rebuild from the log;
+        ``corroborating``: the latest accepted prices of the symbol's other fresh sources (a
+        jump one of them already reported, within max_deviation, is not held)."""
         refusal = self._refusal(tick, now_ns)
         if refusal is not None:
             return refusal
@@ -179,7 +184,8 @@ class TickGuard:
         runs = self.held.setdefault(tick.symbol, {})
         price = float(tick.price)
         confirming = any(source != tick.source and agree([held.price, price], self.max_deviation)
-                         for source, held in runs.items())
+                         for source, held in runs.items()) or \
+            any(agree([other, price], self.max_deviation) for other in corroborating)
         if not (within or confirming):
             return self._hold(runs, tick, price, last_price, shown)
         confirmed, dropped = self._close(runs, tick, price)

@@ -1,9 +1,12 @@
 """Apply a real price path to a book and liquidate as a venue would.
 
-At every bar: move each underlying's index by the path's return since the start (marks and coin
-collateral move with it; stablecoin collateral may follow its own price path), margin every
-account, update the circuit breaker, and flag bars where the oracle's sources disagree. An
-account with equity < MM x breaker multiplier (and not on a flagged price) is liquidated at the
+Every bar is one step of the monitor's risk state (``engine/risk_state.py``): each path's
+close is a tick of its underlying's index (marks and coin collateral move with it), an asset
+path's close a tick of that asset's price, an oracle path's close a second source of its
+underlying; they pass the same tick guard (jump quarantine) and oracle sources, the clock moves
+by the elapsed path time (options decay, expiries settle), every account is margined, the
+breaker takes the step's largest velocity. An account with equity < MM x breaker multiplier
+(and no symbol flagged by disagreeing sources) is liquidated at the
 prices ``latency_seconds`` later (between two closes: log-linear interpolation): partial
 liquidation first; if its equity is still negative the shortfall is bad debt, paid by the
 insurance fund, then by auto-deleveraging of profitable opposite positions (ranked by profit x
@@ -25,18 +28,21 @@ from margin_engine.book.bound import BoundBook, asset_prices, bind_market
 from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_subset
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
-from margin_engine.core.types import FloatArray
+from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.data.prices import PriceSeries, align
+from margin_engine.engine.risk_state import RiskState, numbered, whole_book_margins
+from margin_engine.engine.tick_guard import Verdict
 from margin_engine.ledger.journal import EXTERNAL, INSURANCE_FUND, ZERO, Ledger, to_amount
-from margin_engine.liquidation.breaker import CircuitBreaker, velocities
 from margin_engine.liquidation.config import LiquidationConfig
 from margin_engine.liquidation.partial import partially_liquidate
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.isolated import check_asked_margins
 from margin_engine.margin.registry import get_model
-from margin_engine.margin.run import AccountMargins, margins_by_mode
+from margin_engine.margin.run import AccountMargins
+from margin_engine.market.oracle import OracleConfig
 from margin_engine.market.snapshot import MarketSnapshot
+from margin_engine.store.base import Tick
 
 BY_ACCOUNT = "account"
 
@@ -62,11 +68,6 @@ def _with_settlement(book: ColumnarBook, market: MarketSnapshot,
     return book, market
 
 
-def _margins(bound: BoundBook, model: str, config: RiskConfig) -> AccountMargins:
-    """Margins per account; ``account`` uses each account's mode."""
-    return margins_by_mode(bound, model, lambda name: get_model(name).compute(bound, config))
-
-
 def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, PriceSeries], *,
            config: RiskConfig, liquidation: LiquidationConfig, model: str = BY_ACCOUNT,
            asset_paths: Mapping[str, PriceSeries] | None = None,
@@ -89,12 +90,7 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
     oracle_closes = closes[:, n_paths + len(asset_paths or {}):]
     bar_seconds = float(np.median(np.diff(times))) / NS_PER_SECOND
     delay = liquidation.latency_seconds / bar_seconds if bar_seconds else 0.0
-    window = max(liquidation.latency_seconds, bar_seconds)
-    speed = velocities(times, path_closes, window)
-    flagged = np.zeros(times.size, dtype=np.bool_)
-    for j, u in enumerate(oracle_paths or {}):
-        k = list(paths).index(u)
-        flagged |= np.abs(oracle_closes[:, j] / path_closes[:, k] - 1) > oracle_max_deviation
+    config = replace(config, liquidation=liquidation)  # the breaker and latency of this run
 
     book, market = _with_settlement(book, market, liquidation.settlement_asset)
     check_asked_margins(bind_market(book, market), config)
@@ -125,13 +121,15 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         result: FloatArray = values[low] * (values[high] / values[low]) ** weight
         return result
 
-    def market_at(position: float) -> MarketSnapshot:
-        """The market after ``position`` bars: index levels from the paths, and the clock moved
-        on by the elapsed path time (options decay, expiries pass; surfaces keep their time)."""
-        levels = at(path_closes, position)
-        elapsed = int(round(position * bar_seconds * NS_PER_SECOND)) if position < times.size \
+    def elapsed_ns(position: float) -> int:
+        return int(round(position * bar_seconds * NS_PER_SECOND)) if position < times.size \
             else int(times[-1] - times[0])
-        m = replace(market, timestamp_ns=market.timestamp_ns + elapsed,
+
+    def market_at(position: float) -> MarketSnapshot:
+        """The execution market ``position`` bars in (between closes: log-linear): index levels
+        from the paths, and the clock moved on by the elapsed path time."""
+        levels = at(path_closes, position)
+        m = replace(market, timestamp_ns=market.timestamp_ns + elapsed_ns(position),
                     vol_as_of_ns=market.vol_as_of_ns or market.timestamp_ns)
         for k, u in enumerate(paths):
             m = with_index(m, marked, u, base_index[u] * levels[k] / path_closes[0, k])
@@ -143,47 +141,71 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
             m = replace(m, asset_prices=prices)
         return m
 
-    breaker = CircuitBreaker(config=liquidation.breaker, window_seconds=window)
+    def bar_ticks(t: int) -> list[Tick]:
+        """The bar as ticks: each path's index level, each asset path's price, and each oracle
+        path (a second source of its underlying, at the same scale as the path)."""
+        rows = [(int(times[t]), u, float(base_index[u] * path_closes[t, k] / path_closes[0, k]),
+                 "path") for k, u in enumerate(paths)]
+        rows += [(int(times[t]), asset, float(asset_closes[t, j]), "path")
+                 for j, asset in enumerate(asset_paths or {})]
+        rows += [(int(times[t]), u, float(base_index[u] * oracle_closes[t, j]
+                                          / path_closes[0, list(paths).index(u)]), "oracle")
+                 for j, u in enumerate(oracle_paths or {})]
+        return numbered(rows, start=t * len(rows))
+
     events: list[dict[str, Any]] = []
     totals: dict[str, Any] = {"liquidations": 0, "liquidated_notional": 0.0, "bad_debt": 0.0,
               "insurance_fund_used": 0.0, "adl_count": 0, "socialised_loss": 0.0,
-              "flagged_bars_skipped": 0, "settlements": 0}
-    ever = np.zeros(book.account_count, dtype=np.bool_)
-    history = None if execute else np.zeros((times.size, book.account_count), dtype=np.bool_)
+              "flagged_bars_skipped": 0, "settlements": 0, "quarantined_ticks": 0}
     frozen = book.position_margin
-    start_collateral = book.collateral.copy()
-    start_value = start_collateral @ asset_prices(book, market)
-    for t in range(times.size):
-        if progress is not None:
-            progress(t, times.size)
-        bar_market = market_at(t)
-        if frozen is not None:  # isolated margins follow their collateral's value
-            value = start_collateral @ asset_prices(book, bar_market)
+    start_value = book.collateral @ asset_prices(book, market)
+    clock = {"bar": int(times[0])}
+
+    def remargin(bar_market: MarketSnapshot, moved: frozenset[str],
+                 clock_moved: bool) -> list[tuple[IntArray, AccountMargins]]:
+        """Every account at the bar's market: expiries settled, isolated margins following
+        their collateral's value."""
+        nonlocal book
+        if frozen is not None:
+            value = book.collateral @ asset_prices(book, bar_market)
             follows = np.divide(value, start_value, out=np.ones_like(value),
                                 where=start_value > 0.0)
             book = replace(book, position_margin=frozen * follows[book.position_account()])
-        current = replace(book, size=size, collateral=collateral)
-        bound = bind_market(current, bar_market)
+        bound = bind_market(replace(book, size=size, collateral=collateral), bar_market)
         if _settle_expired(bound, size, collateral, settle, ledger, events, totals,
-                           int(times[t])):
+                           clock["bar"]):
             bound = bind_market(replace(book, size=size, collateral=collateral), bound.market)
-        margins = _margins(bound, model, config)
-        multiplier, change = breaker.update(int(times[t]), float(speed[t]))
-        if change is not None:
-            events.append({"time": ns_to_iso(int(times[t])), "type": f"breaker_{change}",
-                           "multiplier": multiplier, "velocity": float(speed[t])})
-        holding = np.bincount(bound.position_account, weights=np.abs(size),
-                              minlength=book.account_count) > 0
-        below = (margins.gap(multiplier) < 0.0) & holding
+        state.set_holding(np.bincount(bound.position_account, weights=np.abs(size),
+                                      minlength=book.account_count) > 0)
+        return [(np.arange(book.account_count), whole_book_margins(bound, model, config))]
+
+    oracle = OracleConfig(max_age_seconds=2.0 * max(bar_seconds, 1.0),
+                          max_deviation=oracle_max_deviation)
+    start = bind_market(replace(book, size=size, collateral=collateral), market)
+    state = RiskState.start(start, config, model=model, oracle=oracle, remargin=remargin)
+    ever = np.zeros(book.account_count, dtype=np.bool_)
+    history = None if execute else np.zeros((times.size, book.account_count), dtype=np.bool_)
+    for t in range(times.size):
+        if progress is not None:
+            progress(t, times.size)
+        clock["bar"] = int(times[t])
+        step = state.step(bar_ticks(t), clock_ns=market.timestamp_ns + elapsed_ns(t))
+        totals["quarantined_ticks"] += sum(a.verdict is Verdict.QUARANTINE
+                                           for a in step.admissions)
+        events += [{"time": ns_to_iso(int(times[t])), "type": e.kind.value, **e.payload}
+                   for e in step.events if e.account is None]
+        multiplier = state.multiplier
+        below = state.liquidatable()
         ever |= below
         if history is not None:
             history[t] = below
         if not below.any() or not execute:
             continue
-        if flagged[t]:
+        if step.flagged:
             totals["flagged_bars_skipped"] += 1
-            events.append({"time": ns_to_iso(int(times[t])), "type": "oracle_flagged",
-                           "accounts_held": int(below.sum())})
+            events.append({"time": ns_to_iso(int(times[t])), "type": "liquidations_held",
+                           "reason": "oracle sources disagree",
+                           "symbols": sorted(step.flagged), "accounts_held": int(below.sum())})
             continue
         te = min(t + delay, float(times.size - 1))
         exec_market = market_at(te)

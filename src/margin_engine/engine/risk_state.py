@@ -1,0 +1,370 @@
+"""One risk step for the live monitor and the crash replay, so the two cannot diverge.
+
+``RiskState.step(ticks)``: each tick is admitted by the tick guard (duplicate, rejected,
+quarantined or applied; ``engine/tick_guard.py``); an applied price goes through the oracle
+sources of its symbol (on disagreement the median of the healthy ones, flagged) and moves the
+market (an underlying's index with its marks and coin collateral, or a collateral asset's
+price); the clock moves if the step says so; the breaker takes the largest price velocity of
+the step, |P_t / P_(t - window) - 1| per symbol with P_(t - window) the last applied price at
+or before t - window; the accounts holding what moved are re-margined (``Remargin``: the
+monitor's per-symbol slices, or the replay's whole book); statuses are updated with the
+hysteresis band. Everything that happened is returned as typed events, in the order it
+happened.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from margin_engine.book.bound import BoundBook, bind_market, reprice
+from margin_engine.book.columnar import ColumnarBook, book_subset
+from margin_engine.core.timeutil import NS_PER_SECOND
+from margin_engine.core.types import IntArray
+from margin_engine.engine.tick_guard import Admission, TickGuard, Verdict, symbol_vol
+from margin_engine.liquidation.breaker import CircuitBreaker
+from margin_engine.liquidation.shocks import marks_by_underlying, with_index
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.registry import get_model
+from margin_engine.margin.run import AccountMargins, margins_by_mode
+from margin_engine.market.oracle import OracleConfig, OracleSource, guard_price
+from margin_engine.market.snapshot import MarketSnapshot
+from margin_engine.store.base import EventKind, Tick
+
+
+class RiskStatus(IntEnum):
+    OK = 0
+    CALL = 1  # equity < IM x multiplier
+    LIQUIDATION = 2  # below MM x multiplier (an isolated account: one of its positions)
+
+
+STATUS_EVENT = {RiskStatus.CALL: EventKind.MARGIN_CALL,
+                RiskStatus.LIQUIDATION: EventKind.LIQUIDATION,
+                RiskStatus.OK: EventKind.RECOVERY}
+
+
+@dataclass(frozen=True, slots=True)
+class RiskEvent:
+    kind: EventKind
+    account: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class StepResult:
+    admissions: list[Admission]  # one per tick of the step, in order
+    events: list[RiskEvent]
+    moved: frozenset[str]  # symbols whose price was applied
+    flagged: frozenset[str]  # symbols whose sources disagree after the step
+
+
+# Re-margin after a market move: (accounts, their margins) for every group of accounts that
+# holds something in ``moved`` (or every account when the clock moved).
+Remargin = Callable[[MarketSnapshot, frozenset[str], bool], list[tuple[IntArray, AccountMargins]]]
+
+
+@dataclass(slots=True)
+class _Slice:
+    accounts: IntArray  # global account indices
+    bound: BoundBook
+    portfolio: Any = None  # the last incremental model result
+
+
+class SliceRemargin:
+    """The monitor's re-margin: the accounts holding each underlying or collateral asset are a
+    slice bound once at start and repriced in place; an incremental model (one with
+    ``recompute``) recomputes only the moved underlying's scenarios."""
+
+    def __init__(self, full: BoundBook, model: str, config: RiskConfig) -> None:
+        self.model, self.config = model, config
+        book, market = full.book, full.market
+        n = book.account_count
+        self.slices: dict[str, _Slice] = {}
+        table = book.instruments
+        for symbol in sorted(set(market.underlyings) | set(market.asset_prices)):
+            mask = np.zeros(n, dtype=np.bool_)
+            if symbol in table.underlyings:
+                u = table.underlyings.index(symbol)
+                rows = np.nonzero(table.underlying[book.position_instrument] == u)[0]
+                mask[full.position_account[rows]] = True
+            for col, asset in enumerate(book.assets):
+                if asset.partition("@")[0] == symbol:
+                    mask |= book.collateral[:, col] != 0
+            accounts = np.nonzero(mask)[0]
+            if accounts.size:
+                self.slices[symbol] = _Slice(accounts, bind_market(
+                    book_subset(book, accounts), market))
+
+    def __call__(self, market: MarketSnapshot, moved: frozenset[str],
+                 clock_moved: bool) -> list[tuple[IntArray, AccountMargins]]:
+        groups = []
+        for symbol in sorted(moved):
+            piece = self.slices.get(symbol)
+            if piece is None:
+                continue
+            piece.bound = bind_market(piece.bound.book, market) if clock_moved else \
+                reprice(piece.bound, market)
+            groups.append((piece.accounts, self._margins(piece, symbol)))
+        return groups
+
+    def _margins(self, piece: _Slice, symbol: str) -> AccountMargins:
+        bound = piece.bound
+
+        def compute(name: str) -> Any:
+            model = get_model(name)
+            recompute = getattr(model, "recompute", None)
+            if recompute is None:
+                return model.compute(bound, self.config)
+            if piece.portfolio is not None and symbol in bound.underlyings:
+                piece.portfolio = recompute(bound, self.config, piece.portfolio, symbol)
+            else:
+                piece.portfolio = model.compute(bound, self.config)
+            return piece.portfolio
+
+        return margins_by_mode(bound, self.model, compute)
+
+
+def whole_book_margins(bound: BoundBook, model: str, config: RiskConfig) -> AccountMargins:
+    """Margins of every account of ``bound`` (each account's own mode for ``account``)."""
+    return margins_by_mode(bound, model, lambda name: get_model(name).compute(bound, config))
+
+
+@dataclass(slots=True)
+class RiskState:
+    """Margins, statuses, breaker, tick guard and oracle sources of a book on a moving market."""
+
+    book: ColumnarBook
+    market: MarketSnapshot
+    config: RiskConfig
+    oracle: OracleConfig
+    remargin: Remargin
+    equity: np.ndarray
+    initial: np.ndarray
+    maintenance: np.ndarray
+    gap: np.ndarray  # adjusted equity - MM x multiplier (isolated: the worst position's)
+    holding: np.ndarray  # accounts with a position: only they can be called or liquidated
+    margins: AccountMargins
+    guard: TickGuard
+    breaker: CircuitBreaker
+    status: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    multiplier: float = 1.0
+    marked: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, dict[str, OracleSource]] = field(default_factory=dict)
+    flagged: dict[str, tuple[str, ...]] = field(default_factory=dict)  # symbol -> dropped
+    history: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
+
+    @staticmethod
+    def start(full: BoundBook, config: RiskConfig, *, model: str, oracle: OracleConfig,
+              remargin: Remargin | None = None,
+              margins: AccountMargins | None = None) -> RiskState:
+        """The state of the bound book ``full`` at its market (statuses set, no events);
+        ``remargin`` defaults to the monitor's per-symbol slices."""
+        book, market = full.book, full.market
+        margins = margins if margins is not None else whole_book_margins(full, model, config)
+        n = book.account_count
+        state = RiskState(
+            book=book, market=market, config=config, oracle=oracle,
+            remargin=remargin if remargin is not None else SliceRemargin(full, model, config),
+            equity=margins.adjusted_equity.copy(), initial=margins.initial.copy(),
+            maintenance=margins.maintenance.copy(), gap=margins.gap(1.0), margins=margins,
+            holding=np.bincount(full.position_account, weights=np.abs(book.size),
+                                minlength=n) > 0,
+            guard=TickGuard.start(config.monitor, oracle.max_deviation, {
+                **market.asset_prices,
+                **{u: m.index for u, m in market.underlyings.items()}}, market.timestamp_ns),
+            breaker=CircuitBreaker(config=config.liquidation.breaker,
+                                   window_seconds=config.liquidation.latency_seconds),
+            status=np.zeros(n, dtype=np.int8),
+            marked=marks_by_underlying(market, {i.name: i.underlying
+                                                for i in book.instruments.instruments}))
+        state.status[:] = state._new_status(np.arange(n))
+        return state
+
+    # ------------------------------------------------------------------ the step
+    def step(self, ticks: Sequence[Tick], *, now_ns: int | None = None,
+             clock_ns: int | None = None) -> StepResult:
+        """Admit and apply ``ticks`` (``now_ns``: the wall clock for the gap and skew checks;
+        None when rebuilding from a log), move the clock to ``clock_ns`` if given, then the
+        breaker, the margins and the statuses."""
+        events: list[RiskEvent] = []
+        admissions: list[Admission] = []
+        velocity: dict[str, float] = {}
+        for tick in ticks:
+            sigma = symbol_vol(self.market, self.config.haircuts, tick.symbol)
+            admission = self.guard.admit(tick, sigma, now_ns, self._others(tick))
+            admissions.append(admission)
+            if admission.verdict in (Verdict.DUPLICATE, Verdict.REJECT):
+                continue
+            events += _admission_events(tick, admission)
+            if admission.verdict is Verdict.APPLY:
+                price = self._guarded(tick, admission, events)
+                self.guard.applied(tick.symbol, price, tick.time_ns)
+                self._move_market(tick.symbol, price)
+                velocity[tick.symbol] = self._velocity(tick.symbol, tick.time_ns, price)
+        clock_moved = clock_ns is not None and clock_ns != self.market.timestamp_ns
+        if clock_ns is not None and clock_moved:
+            self.market = replace(self.market, timestamp_ns=clock_ns,
+                                  vol_as_of_ns=self.market.vol_as_of_ns or
+                                  self.market.timestamp_ns)
+        if velocity:
+            time_ns = max(t.time_ns for t in ticks)
+            fastest = max(velocity, key=lambda s: velocity[s])
+            self._breaker(time_ns, fastest, velocity[fastest], events)
+        moved = frozenset(velocity)
+        if moved or clock_moved:
+            for accounts, margins in self.remargin(self.market, moved, clock_moved):
+                self.assign(accounts, margins)
+                self._update_status(accounts, events)
+        return StepResult(admissions, events, moved, frozenset(self.flagged))
+
+    def assign(self, accounts: IntArray, margins: AccountMargins) -> None:
+        """New margins for ``accounts`` (the gap at the breaker multiplier)."""
+        if accounts.size == self.book.account_count:
+            self.margins = margins
+        self.equity[accounts] = margins.adjusted_equity
+        self.gap[accounts] = margins.gap(self.multiplier)
+        self.initial[accounts] = margins.initial
+        self.maintenance[accounts] = margins.maintenance
+
+    def set_holding(self, holding: np.ndarray) -> None:
+        """Which accounts hold positions (after liquidations or settlements changed sizes)."""
+        self.holding = holding
+
+    # ------------------------------------------------------------------ the pieces
+    def _others(self, tick: Tick) -> tuple[float, ...]:
+        """Latest accepted prices of the symbol's other fresh sources."""
+        max_age = self.oracle.max_age_seconds * NS_PER_SECOND
+        return tuple(s.price for s in self.sources.get(tick.symbol, {}).values()
+                     if s.name != tick.source and 0 <= tick.time_ns - s.timestamp_ns <= max_age)
+
+    def _guarded(self, tick: Tick, admission: Admission, events: list[RiskEvent]) -> float:
+        """The price to apply: the median of the fresh sources, or when they disagree the
+        median of the healthy ones (within max_deviation of the last applied price, or of a
+        just-confirmed jump; none healthy: of all fresh ones), flagged with the ones dropped."""
+        sources = self.sources.setdefault(tick.symbol, {})
+        for held in admission.confirmed:
+            sources[held.source] = OracleSource(name=held.source, price=held.price,
+                                                timestamp_ns=held.time_ns)
+        price = float(tick.price)
+        sources[tick.source] = OracleSource(name=tick.source, price=price,
+                                            timestamp_ns=tick.time_ns)
+        fresh = [s for s in sources.values()
+                 if tick.time_ns - s.timestamp_ns <= self.oracle.max_age_seconds * NS_PER_SECOND]
+        guarded = guard_price(tick.symbol, fresh, tick.time_ns, self.oracle,
+                              frozenset({tick.symbol}))
+        if not guarded.flagged:
+            self._flag(tick.symbol, None, (), guarded.price, events)
+            return guarded.price
+        reference = price if admission.confirmed else self.guard.last[tick.symbol][0]
+        healthy = [s for s in fresh
+                   if abs(s.price / reference - 1.0) <= self.oracle.max_deviation] or fresh
+        used = float(np.median([s.price for s in healthy]))
+        dropped = tuple(sorted(s.name for s in fresh if s not in healthy))
+        self._flag(tick.symbol, guarded.reason, dropped, used, events)
+        return used
+
+    def _flag(self, symbol: str, reason: str | None, dropped: tuple[str, ...], price: float,
+              events: list[RiskEvent]) -> None:
+        """``oracle_flagged`` when the sources start to disagree or another set is dropped,
+        ``oracle_cleared`` when they agree again."""
+        was = self.flagged.get(symbol)
+        if reason is None:
+            if was is not None:
+                del self.flagged[symbol]
+                events.append(RiskEvent(EventKind.ORACLE_CLEARED, None, {
+                    "symbol": symbol, "reason": None, "price": price}))
+            return
+        if was != dropped:
+            self.flagged[symbol] = dropped
+            events.append(RiskEvent(EventKind.ORACLE_FLAGGED, None, {
+                "symbol": symbol, "reason": reason, "price": price, "dropped": list(dropped)}))
+
+    def _move_market(self, symbol: str, price: float) -> None:
+        if symbol in self.market.underlyings:
+            self.market = with_index(self.market, self.marked, symbol, price)
+            if symbol in self.market.asset_prices:
+                self.market = replace(self.market, asset_prices={
+                    **self.market.asset_prices, symbol: price})
+        else:
+            self.market = replace(self.market, asset_prices={**self.market.asset_prices,
+                                                             symbol: price})
+
+    def _velocity(self, symbol: str, time_ns: int, price: float) -> float:
+        history = self.history.setdefault(symbol, deque())
+        history.append((time_ns, price))
+        window = self.breaker.window_seconds * NS_PER_SECOND
+        while len(history) > 1 and history[1][0] <= time_ns - window:
+            history.popleft()
+        return abs(history[-1][1] / history[0][1] - 1.0)
+
+    def _breaker(self, time_ns: int, symbol: str, velocity: float,
+                 events: list[RiskEvent]) -> None:
+        self.multiplier, change = self.breaker.update(time_ns, velocity)
+        if change is not None:
+            events.append(RiskEvent(EventKind(f"breaker_{change}"), None, {
+                "symbol": symbol, "velocity": velocity, "multiplier": self.multiplier}))
+
+    def _new_status(self, accounts: IntArray) -> np.ndarray:
+        """Statuses worsen at their thresholds and improve only past them by the band b: a
+        liquidation (gap < 0: the account, or for isolated accounts one of its positions,
+        below MM at the breaker multiplier m) lasts while gap < b x m x MM, a margin call
+        (equity < IM x m) while equity < IM x m x (1 + b). b = 0: the bare thresholds."""
+        m, band = self.multiplier, self.config.monitor.hysteresis_band
+        equity, gap = self.equity[accounts], self.gap[accounts]
+        initial = self.initial[accounts] * m
+        was = self.status[accounts]
+        liquidation = (gap < 0.0) | ((was == RiskStatus.LIQUIDATION)
+                                     & (gap < band * m * self.maintenance[accounts]))
+        call = (equity < initial) | ((was != RiskStatus.OK) & (equity < initial * (1.0 + band)))
+        new = np.where(liquidation, RiskStatus.LIQUIDATION,
+                       np.where(call, RiskStatus.CALL, RiskStatus.OK)).astype(np.int8)
+        new[~self.holding[accounts]] = RiskStatus.OK
+        return new
+
+    def _update_status(self, accounts: IntArray, events: list[RiskEvent]) -> None:
+        new = self._new_status(accounts)
+        changed = np.nonzero(new != self.status[accounts])[0]
+        for k in changed.tolist():
+            a = int(accounts[k])
+            events.append(RiskEvent(STATUS_EVENT[RiskStatus(int(new[k]))],
+                                    self.book.account_ids[a], {
+                                        "equity": float(self.equity[a]),
+                                        "initial_margin": float(self.initial[a]),
+                                        "maintenance_margin": float(self.maintenance[a]),
+                                        "multiplier": self.multiplier,
+                                        "was": int(self.status[a])}))
+            self.status[a] = new[k]
+
+    def liquidatable(self) -> np.ndarray:
+        """Accounts below MM x multiplier now (the bare threshold: execution never uses the
+        hysteresis band, which only quiets the events)."""
+        below: np.ndarray = (self.gap < 0.0) & self.holding
+        return below
+
+
+def _admission_events(tick: Tick, admission: Admission) -> list[RiskEvent]:
+    """Quarantine events: runs dropped, confirmed, or this tick held."""
+    events = [RiskEvent(EventKind.QUARANTINE_DROPPED, None, {
+        "symbol": tick.symbol, "source": d.held.source, "price": d.held.price,
+        "ticks": len(d.held.prices), "reason": d.reason}) for d in admission.dropped]
+    base = {"symbol": tick.symbol, "price": admission.price,
+            "last_price": admission.last_price, "sigmas": admission.sigmas}
+    if admission.confirmed:
+        events.append(RiskEvent(EventKind.QUARANTINE_CONFIRMED, None, {
+            **base, "sources": sorted({h.source for h in admission.confirmed} | {tick.source}),
+            "ticks": sum(len(h.prices) for h in admission.confirmed)}))
+    if admission.held is not None:
+        events.append(RiskEvent(EventKind.TICK_QUARANTINED, None, {
+            **base, "source": tick.source, "ticks": len(admission.held.prices)}))
+    return events
+
+
+def numbered(ticks: Iterable[tuple[int, str, float, str]], start: int = 0) -> list[Tick]:
+    """Ticks numbered start + 1, start + 2, ... from (time, symbol, price, source)."""
+    return [Tick(start + k, time_ns, symbol, price, source)
+            for k, (time_ns, symbol, price, source) in enumerate(ticks, start=1)]
