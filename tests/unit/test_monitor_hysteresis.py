@@ -11,14 +11,14 @@ import pytest
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.engine.monitor import Monitor
 from margin_engine.engine.risk_state import RiskStatus
-
-OK, CALL, LIQUIDATION = RiskStatus.OK, RiskStatus.CALL, RiskStatus.LIQUIDATION
 from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.liquidation.population import leveraged_population
 from margin_engine.market.documents import flat_market_document
 from margin_engine.store.base import EventKind, Tick
 from tests.unit.test_tick_guard import MARKET, MIN, NOW, PORTFOLIO, T0, _config
+
+OK, CALL, LIQUIDATION = RiskStatus.OK, RiskStatus.CALL, RiskStatus.LIQUIDATION
 
 # The long 2 BTC with 5,000 USDC: equity 2 S - 95,000, IM 0.04 S, MM 0.02 S. Bare thresholds:
 # call below 48,469.4, liquidation below 47,979.8. Band 0.05: the call ends at equity >=
