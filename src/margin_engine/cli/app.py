@@ -10,35 +10,47 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-app = typer.Typer(
+from margin_engine.cli.helpstyle import HelpTyper
+
+app = HelpTyper(
     add_completion=False,
     no_args_is_help=True,
     help="Portfolio-margin and liquidation risk engine for crypto derivatives.",
 )
 _R = TypeVar("_R")
+MODEL_HELP = ("Margin model: account (the default: each account under its own mode), "
+              "isolated, cross, portfolio, sensitivity, or var (needs --history).")
 
 PortfolioArg = Annotated[Path, typer.Argument(
+    metavar="PORTFOLIO",
     help="Portfolio JSON (margin-engine/portfolio/v1) or a CSV/Parquet positions file.")]
-MarketOpt = Annotated[Path, typer.Option("--market", help="Market snapshot JSON "
+MarketOpt = Annotated[Path, typer.Option("--market", metavar="FILE", help="Market snapshot JSON "
                                          "(margin-engine/market/v1).")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Risk configuration "
-                                                "(JSON or TOML); defaults to SPEC values.")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", metavar="FILE", help="Risk configuration (JSON or TOML) overriding the built-in "
+    "defaults: isolated IM tiers from 2 %, portfolio grid +/-16 %, collateral haircuts on "
+    "(README, Models).")]
 AccountsOpt = Annotated[Path | None, typer.Option(
-    "--accounts", help="With a CSV/Parquet positions file: accounts file (account, mode, "
-    "collateral_<ASSET> columns).")]
+    "--accounts", metavar="FILE", help="With a CSV/Parquet positions file: accounts file "
+    "(account, mode, collateral_<ASSET> columns).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 ParamsOpt = Annotated[Path | None, typer.Option(
-    "--params", help="Sensitivity-model parameter file (default: the shipped calibration).")]
+    "--params", metavar="FILE", help="Sensitivity-model parameter file (default: the shipped "
+    "calibration).")]
 HistoryOpt = Annotated[list[str] | None, typer.Option(
-    "--history", help="UNDERLYING=FILE price history for the var model; repeatable.")]
+    "--history", metavar="U=FILE", help="Price history of underlying U for the var model; "
+    "repeatable.")]
 DvolOpt = Annotated[list[str] | None, typer.Option(
-    "--dvol", help="UNDERLYING=FILE implied-vol index history (var vol moves).")]
-ConfidenceOpt = Annotated[float | None, typer.Option("--confidence",
-                                                     help="VaR/ES confidence (0.975/0.99/0.995).")]
-MporOpt = Annotated[int | None, typer.Option("--mpor-days", min=1, help="VaR MPOR in days.")]
+    "--dvol", metavar="U=FILE", help="Implied-vol index history of U (var vol moves); "
+    "repeatable.")]
+ConfidenceOpt = Annotated[float | None, typer.Option(
+    "--confidence", help="var model: ES confidence, 0.975, 0.99 or 0.995 (default 0.99).")]
+MporOpt = Annotated[int | None, typer.Option(
+    "--mpor-days", min=1, help="var model: margin period of risk in days (default 1).")]
 LiquidationOpt = Annotated[str, typer.Option(
-    "--liquidation-prices", help="auto (with --json, up to 10,000 accounts), on or off: a root "
-    "search per account and underlying.")]
+    "--liquidation-prices", metavar="auto|on|off", help="Liquidation prices per account and "
+    "underlying (a root search each): auto computes them with --json for up to 10,000 "
+    "accounts.")]
 
 
 def _want_liquidation(choice: str, as_json: bool, accounts: int) -> bool:
@@ -54,6 +66,17 @@ def _want_liquidation(choice: str, as_json: bool, accounts: int) -> bool:
                    f"{LIQUIDATION_PRICE_LIMIT:,}); --liquidation-prices on to compute them",
                    err=True)
     return as_json and accounts <= LIQUIDATION_PRICE_LIMIT
+
+
+def _check_model(model: str, *, with_var: bool = True) -> None:
+    """``--model``: account (each account under its own mode) or a margin model's name."""
+    from margin_engine.core.errors import InputError
+    from margin_engine.margin.registry import ALL_MODEL_NAMES, MODEL_NAMES
+
+    allowed = ("account", *(ALL_MODEL_NAMES if with_var else MODEL_NAMES))
+    if model not in allowed:
+        raise InputError(f"one of {', '.join(allowed)} (account, the default: each account "
+                         "under its own mode)", field="--model", value=model)
 
 
 def _model_data(params: Path | None, history: list[str] | None, dvol: list[str] | None,
@@ -83,12 +106,11 @@ def _emit_json(document: Any) -> None:
 def compute(
     portfolio: PortfolioArg,
     market: MarketOpt,
-    model: Annotated[str, typer.Option(
-        "--model", help="isolated, cross, portfolio, sensitivity, var, or 'account' for each "
-        "account's own mode.")] = "account",
+    model: Annotated[str, typer.Option("--model", metavar="MODEL", help=MODEL_HELP)] = "account",
     config: ConfigOpt = None,
     accounts: AccountsOpt = None,
-    explain: Annotated[bool, typer.Option("--explain", help="List every contribution.")] = False,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Also list every contribution to each account's margin.")] = False,
     params: ParamsOpt = None,
     history: HistoryOpt = None,
     dvol: DvolOpt = None,
@@ -104,6 +126,7 @@ def compute(
         from margin_engine.margin.explain import explain_account
         from margin_engine.margin.run import compute_document
 
+        _check_model(model)
         risk, run = prepare_run(portfolio, market, model=model, config=config,
                                 accounts=accounts, data=_model_data(params, history, dvol,
                                                                     confidence, mpor_days))
@@ -117,10 +140,10 @@ def compute(
             _emit_json(document)
             return
         from margin_engine.cli.console import make_console
-        from margin_engine.cli.render import compute_table, print_explanation
+        from margin_engine.cli.render import print_compute, print_explanation
 
         console = make_console()
-        console.print(compute_table(document))
+        print_compute(document, console)
         if explain:
             for entry in document["accounts"]:
                 print_explanation(console, entry["explain"])
@@ -168,9 +191,9 @@ def compare(
             _emit_json(document)
             return
         from margin_engine.cli.console import make_console
-        from margin_engine.cli.render import compare_table
+        from margin_engine.cli.render import print_compare
 
-        make_console().print(compare_table(document))
+        print_compare(document, make_console())
 
     _guarded(body)
 
@@ -179,8 +202,7 @@ def compare(
 def explain(
     portfolio: PortfolioArg,
     market: MarketOpt,
-    model: Annotated[str, typer.Option("--model", help="isolated, cross, portfolio, "
-                                       "sensitivity, var or 'account'.")] = "account",
+    model: Annotated[str, typer.Option("--model", metavar="MODEL", help=MODEL_HELP)] = "account",
     account: Annotated[list[str] | None, typer.Option(
         "--account", help="Account id to explain (repeatable); default all.")] = None,
     config: ConfigOpt = None,
@@ -198,6 +220,7 @@ def explain(
         from margin_engine.core.errors import InputError
         from margin_engine.margin.explain import explain_account
 
+        _check_model(model)
         risk, run = prepare_run(portfolio, market, model=model, config=config,
                                 data=_model_data(params, history, dvol, confidence, mpor_days))
         bound = run.bound
@@ -232,7 +255,7 @@ def demo(
                                           help="Accounts in the demo book.")] = 5000,
     output: Annotated[Path, typer.Option("--output", help="Folder for the chart and JSON.")] =
     Path("out"),
-    seed: Annotated[int, typer.Option("--seed")] = 7,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the book.")] = 7,
 ) -> None:
     """Build a realistic book, margin it under every model, print efficiency per strategy."""
 
@@ -246,12 +269,15 @@ def demo(
 
 @app.command()
 def bench(
-    accounts: Annotated[int, typer.Option("--accounts", min=1)] = 100_000,
-    positions: Annotated[int, typer.Option("--positions", min=1)] = 10,
-    instruments: Annotated[int, typer.Option("--instruments", min=100)] = 2400,
+    accounts: Annotated[int, typer.Option("--accounts", min=1,
+                                          help="Accounts in the random book.")] = 100_000,
+    positions: Annotated[int, typer.Option("--positions", min=1,
+                                           help="Positions per account.")] = 10,
+    instruments: Annotated[int, typer.Option("--instruments", min=100,
+                                             help="Distinct instruments listed.")] = 2400,
     baseline_positions: Annotated[int, typer.Option(
         "--baseline-positions", help="Positions priced by the naive baseline.")] = 20_000,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the book.")] = 1,
     model: Annotated[str, typer.Option(
         "--model", help="portfolio (with the naive baseline), sensitivity, var, or monitor "
         "(tick latency and store throughput)")] = "portfolio",
@@ -276,8 +302,9 @@ def bench(
             if as_json:
                 _emit_json(result)
             else:
-                for key, value in result.items():
-                    typer.echo(f"{key}: {value}")
+                from margin_engine.cli.render import print_measures
+
+                print_measures("Monitor benchmark", result)
             return
         if model not in ("portfolio", "sensitivity", "var"):
             raise InputError("portfolio, sensitivity, var or monitor", field="--model",
@@ -295,8 +322,8 @@ def bench(
     _guarded(body)
 
 
-market_app = typer.Typer(no_args_is_help=True, help="Market snapshots.")
-vol_app = typer.Typer(no_args_is_help=True, help="Volatility surfaces from option chains.")
+market_app = HelpTyper(no_args_is_help=True, help="Market snapshots.")
+vol_app = HelpTyper(no_args_is_help=True, help="Volatility surfaces from option chains.")
 app.add_typer(market_app, name="market")
 app.add_typer(vol_app, name="vol")
 ChainFiles = Annotated[list[str], typer.Argument(
@@ -312,25 +339,31 @@ def market_from_deribit(
     at: AtOpt = None,
     output: Annotated[Path | None, typer.Option("--output", help="Market JSON path "
                                                 "(default: stdout).")] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="Write the fit report "
-                                                "as JSON here.")] = None,
-    weighting: Annotated[str, typer.Option("--weighting", help="vega or spread")] = "vega",
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write the fit report (per expiry RMSE, what became of every input "
+        "row, arbitrage) as JSON here.")] = None,
+    weighting: Annotated[str, typer.Option(
+        "--weighting", metavar="vega|spread", help="Least-squares weights: vega, or vega / "
+        "bid-ask spread where the file has a book.")] = "vega",
     min_days: Annotated[float, typer.Option("--min-days", help="Skip expiries closer than "
-                                            "this.")] = 1.0,
-    vega_cut: Annotated[float, typer.Option("--vega-cut", help="Fit quotes with vega per vol "
-                                            "point >= this x forward.")] = 1e-4,
-    repair: Annotated[bool, typer.Option("--repair/--no-repair")] = True,
+                                            "this many days.")] = 1.0,
+    vega_cut: Annotated[float, typer.Option("--vega-cut", help="Fit only quotes whose vega "
+                                            "per vol point is >= this x forward.")] = 1e-4,
+    repair: Annotated[bool, typer.Option(
+        "--repair/--no-repair", help="Repair butterfly and calendar arbitrage where it costs at "
+        "most 1 vol point of fit error.")] = True,
 ) -> None:
     """Build a market snapshot with SVI surfaces fitted to Deribit option files."""
 
     def body() -> None:
-        from margin_engine.vol.commands import fit_files, fit_report, print_fit_report
+        from margin_engine.vol.commands import fit_files_with_rows, fit_report, print_fit_report
         from margin_engine.vol.market_builder import market_document
 
-        fits, at_ns = fit_files(files, at=at, weighting=weighting, min_days=min_days,
-                                vega_cut=vega_cut, repair=repair)
+        fits, rows, at_ns = fit_files_with_rows(files, at=at, weighting=weighting,
+                                                min_days=min_days, vega_cut=vega_cut,
+                                                repair=repair)
         document = market_document(fits, at_ns)
-        print_fit_report(fits)
+        print_fit_report(fits, rows)
         text = json.dumps(document, indent=2) + "\n"
         if output is None:
             sys.stdout.write(text)
@@ -338,7 +371,7 @@ def market_from_deribit(
             output.write_text(text)
             typer.echo(f"wrote {output}", err=True)
         if report is not None:
-            report.write_text(json.dumps(fit_report(fits), indent=2) + "\n")
+            report.write_text(json.dumps(fit_report(fits, rows), indent=2) + "\n")
 
     _guarded(body)
 
@@ -381,18 +414,22 @@ def vol_bench_command(
         if as_json:
             _emit_json(result)
         else:
-            typer.echo(f"{result['quotes']} quotes ({result['fitted_quotes']} fitted, "
-                       f"{result['expiries']} expiries): {result['seconds_median']:.3f} s "
-                       f"(median of 3), median RMSE {result['median_rmse_vol_points']:.2f} "
-                       f"vol points, arbitrage after repair {result['arbitrage_after']}")
+            after = result["arbitrage_after"]
+            typer.echo(f"{result['quotes']:,} quotes ({result['fitted_quotes']:,} fitted, "
+                       f"{result['expiries']} expiries): fitted in {result['seconds_median']:.3f}"
+                       " s (median of 3 runs)")
+            typer.echo(f"median RMSE {result['median_rmse_vol_points']:.2f} vol points; "
+                       f"arbitrage left after repair: {after.get('butterfly_slices', 0)} "
+                       f"butterfly slices, {after.get('calendar_pairs', 0)} calendar pairs")
 
     _guarded(body)
 
 
-simulate_app = typer.Typer(no_args_is_help=True, help="Studies on the real data.")
+simulate_app = HelpTyper(no_args_is_help=True, help="Studies on the real data.")
 app.add_typer(simulate_app, name="simulate")
 PathOpt = Annotated[list[str], typer.Option(
-    "--path", help="UNDERLYING=FILE price path (any layout of ../shared/data); repeatable.")]
+    "--path", metavar="U=FILE", help="Price path of underlying U (any layout of "
+    "../shared/data); repeatable.")]
 
 
 def _series_specs(specs: list[str], option: str) -> dict[str, Any]:
@@ -407,21 +444,30 @@ def liquidate(
     market: MarketOpt,
     path: PathOpt,
     asset_path: Annotated[list[str] | None, typer.Option(
-        "--asset-path", help="ASSET=FILE price path of a collateral asset (e.g. a stablecoin's "
-        "oracle price).")] = None,
+        "--asset-path", metavar="ASSET=FILE", help="Price path of a collateral asset (e.g. a "
+        "stablecoin's oracle price); repeatable.")] = None,
     breaker: Annotated[str | None, typer.Option(
-        "--breaker", help="on or off (default: the risk config's, off)")] = None,
+        "--breaker", metavar="on|off", help="Circuit breaker (default: the risk "
+        "configuration's, off).")] = None,
     latency_seconds: Annotated[float | None, typer.Option(
-        "--latency-seconds", min=0.0, help="Trigger-to-execution delay (default 60).")] = None,
-    model: Annotated[str, typer.Option("--model")] = "account",
+        "--latency-seconds", min=0.0, metavar="SECONDS", help="Trigger-to-execution delay "
+        "(default 60).")] = None,
+    model: Annotated[str, typer.Option(
+        "--model", metavar="MODEL", help="Margin model: account (the default: each account "
+        "under its own mode), isolated, cross, portfolio or sensitivity.")] = "account",
     insurance_fund: Annotated[float | None, typer.Option(
-        "--insurance-fund", min=0.0, help="Initial fund in USD (default 0).")] = None,
+        "--insurance-fund", min=0.0, metavar="USD", help="Insurance fund at the start "
+        "(default 0).")] = None,
     penalty_rate: Annotated[float | None, typer.Option(
-        "--penalty-rate", min=0.0, help="Of the closed notional (default 0.01).")] = None,
+        "--penalty-rate", min=0.0, metavar="RATE", help="Liquidation penalty as a fraction of "
+        "the closed notional (default 0.01), to the insurance fund.")] = None,
     shortfall: Annotated[str | None, typer.Option(
-        "--shortfall", help="adl or socialised (default adl)")] = None,
-    start: Annotated[str | None, typer.Option("--start", help="ISO start of the path")] = None,
-    end: Annotated[str | None, typer.Option("--end", help="ISO end of the path")] = None,
+        "--shortfall", metavar="adl|socialised", help="Who pays bad debt the fund cannot: "
+        "auto-deleveraging (adl, the default) or all accounts (socialised).")] = None,
+    start: Annotated[str | None, typer.Option(
+        "--start", metavar="TIME", help="Start the path here (ISO-8601 with zone).")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--end", metavar="TIME", help="End the path here (ISO-8601 with zone).")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -434,14 +480,12 @@ def liquidate(
         from margin_engine.io.market_file import load_market
         from margin_engine.io.portfolio_file import load_portfolio
         from margin_engine.liquidation.replay import replay
-        from margin_engine.margin.registry import get_model
 
         if breaker not in (None, "on", "off"):
             raise InputError("on or off", field="--breaker", value=breaker)
         if shortfall not in (None, "adl", "socialised"):
             raise InputError("adl or socialised", field="--shortfall", value=shortfall)
-        if model != "account":
-            get_model(model)
+        _check_model(model, with_var=False)
         paths = _series_specs(path, "--path")
         assets = _series_specs(asset_path or [], "--asset-path")
         low = parse_timestamp(start, field="--start") if start else None
@@ -462,15 +506,18 @@ def liquidate(
         if breaker is not None:
             settings = replace(settings, breaker=replace(settings.breaker,
                                                          enabled=breaker == "on"))
-        result = replay(book_from_portfolio(load_portfolio(portfolio)), load_market(market),
+        snapshot = load_market(market)
+        result = replay(book_from_portfolio(load_portfolio(portfolio)), snapshot,
                         paths, config=risk, liquidation=settings, model=model,
                         asset_paths=assets or None)
         if as_json:
             _emit_json({**result.totals, "events": result.events})
             return
         from margin_engine.cli.render import print_liquidation
+        from margin_engine.core.timeutil import ns_to_iso
 
-        print_liquidation(result.totals, result.events)
+        print_liquidation(result.totals, result.events,
+                          book_start=ns_to_iso(snapshot.timestamp_ns))
 
     _guarded(body)
 
@@ -486,7 +533,12 @@ def backtest(
         "vol 0.6).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="A margin model.")] = None,
     forecaster: Annotated[str | None, typer.Option(
-        "--forecaster", help="ewma, garch, har, implied or learned (predictive margin).")] = None,
+        "--forecaster", help="ewma, garch, har, implied, learned or predictive (predictive "
+        "margin; predictive is the default without --model).")] = None,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", help="Forecasters to compare on common dates, long and short, e.g. "
+        "ewma,garch,har,learned,predictive: on --prices and --portfolio, else on every "
+        "history of --data.")] = None,
     confidence: Annotated[float, typer.Option("--confidence")] = 0.99,
     mpor_days: Annotated[int, typer.Option("--mpor-days", min=1)] = 1,
     dvol: DvolOpt = None,
@@ -500,7 +552,8 @@ def backtest(
     output: Annotated[Path | None, typer.Option("--output", help="Folder for the HTML report")]
     = None,
     study: Annotated[str | None, typer.Option("--study", help="crashes")] = None,
-    data: Annotated[Path, typer.Option("--data", help="The shared data folder (--study).")] =
+    data: Annotated[Path, typer.Option(
+        "--data", help="The shared data folder (--study, --compare without --prices).")] =
     Path("../shared/data"),
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -508,16 +561,28 @@ def backtest(
     """Replay real history through a margin model or a predictive margin."""
 
     def body() -> None:
+        from margin_engine.backtest.engine import ApcMethod, ZMethod
         from margin_engine.core.errors import InputError
 
-        if z not in ("normal", "empirical"):
+        if z not in tuple(ZMethod):
             raise InputError("normal or empirical", field="--z", value=z)
-        if apc not in ("none", "buffer", "floor", "stressed_weight"):
+        if apc not in tuple(ApcMethod):
             raise InputError("none, buffer, floor or stressed_weight", field="--apc", value=apc)
         if study is not None:
             _run_study(study, data, z, as_json)
             return
-        _run_backtest(prices, portfolio, market, model, forecaster, confidence, mpor_days,
+        if compare is not None:
+            if model is not None or forecaster is not None:
+                raise InputError("--compare without --model or --forecaster", field="--compare",
+                                 value=compare)
+            _run_compare(compare, prices, portfolio, market, data, confidence, mpor_days, dvol,
+                         funding, z, apc, start, end, output, config, as_json)
+            return
+        if model is None and forecaster is None:
+            chosen: str | None = "predictive"
+        else:
+            chosen = forecaster
+        _run_backtest(prices, portfolio, market, model, chosen, confidence, mpor_days,
                       dvol, funding, z, apc, start, end, output, config, as_json)
 
     _guarded(body)
@@ -545,17 +610,13 @@ def _stderr_console() -> Any:
     return make_console(stderr=True)
 
 
-def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path | None,
-                  model: str | None, forecaster: str | None, confidence: float,
-                  mpor_days: int, dvol: list[str] | None, funding: list[str] | None, z: str,
-                  apc: str, start: str | None, end: str | None, output: Path | None,
-                  config: Path | None, as_json: bool) -> None:
-    from margin_engine.backtest.engine import PredictiveConfig, run_backtest
+def _backtest_inputs(prices: list[str] | None, portfolio: Path | None, market: Path | None,
+                     dvol: list[str] | None, funding: list[str] | None) -> tuple[Any, Any, Any]:
+    """(book, market snapshot, daily histories) of a backtest's files."""
     from margin_engine.backtest.inputs import daily_history
     from margin_engine.book.columnar import book_from_portfolio
-    from margin_engine.cli.loading import load_config, load_series
+    from margin_engine.cli.loading import load_series
     from margin_engine.core.errors import InputError
-    from margin_engine.core.timeutil import parse_timestamp
     from margin_engine.data.prices import load_funding_file
     from margin_engine.io.market_file import load_market, parse_market
     from margin_engine.io.portfolio_file import load_portfolio
@@ -578,17 +639,31 @@ def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path
         first = {u: float(h.closes[0]) for u, h in histories.items()}
         day = min(int(h.days_ns[0]) for h in histories.values())
         snapshot = parse_market(flat_market_document(first, day, btc_eth_correlation=None))
+    return book_from_portfolio(load_portfolio(portfolio)), snapshot, histories
+
+
+def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path | None,
+                  model: str | None, forecaster: str | None, confidence: float,
+                  mpor_days: int, dvol: list[str] | None, funding: list[str] | None, z: str,
+                  apc: str, start: str | None, end: str | None, output: Path | None,
+                  config: Path | None, as_json: bool) -> None:
+    from margin_engine.backtest.engine import ApcMethod, PredictiveConfig, ZMethod, run_backtest
+    from margin_engine.cli.loading import load_config
+    from margin_engine.core.timeutil import parse_day_or_timestamp
+
+    book, snapshot, histories = _backtest_inputs(prices, portfolio, market, dvol, funding)
     progress_console = None if as_json else _stderr_console()
     from rich.progress import Progress
 
     with Progress(console=progress_console, transient=True, disable=as_json) as bar:
         task = bar.add_task("backtesting", total=None)
         result = run_backtest(
-            book_from_portfolio(load_portfolio(portfolio)), snapshot, histories,
+            book, snapshot, histories,
             config=load_config(config), confidence=confidence, mpor_days=mpor_days,
-            model=model, forecaster=forecaster, predictive=PredictiveConfig(z=z, apc=apc),
-            start_ns=parse_timestamp(start, field="--start") if start else None,
-            end_ns=parse_timestamp(end, field="--end") if end else None,
+            model=model, forecaster=forecaster,
+            predictive=PredictiveConfig(z=ZMethod(z), apc=ApcMethod(apc)),
+            start_ns=parse_day_or_timestamp(start, field="--start") if start else None,
+            end_ns=parse_day_or_timestamp(end, field="--end") if end else None,
             progress=lambda done, total: bar.update(task, completed=done, total=total))
     if output is not None:
         from margin_engine.backtest.report import write_report
@@ -603,6 +678,57 @@ def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path
         from margin_engine.cli.render import print_backtest
 
         print_backtest(result.summary)
+
+
+def _run_compare(compare: str, prices: list[str] | None, portfolio: Path | None,
+                 market: Path | None, data: Path, confidence: float, mpor_days: int,
+                 dvol: list[str] | None, funding: list[str] | None, z: str, apc: str,
+                 start: str | None, end: str | None, output: Path | None, config: Path | None,
+                 as_json: bool) -> None:
+    from margin_engine.backtest.compare import compare_forecasters, parse_forecasters
+    from margin_engine.backtest.compare_report import print_comparisons, write_comparison_report
+    from margin_engine.backtest.engine import ApcMethod, PredictiveConfig, ZMethod
+    from margin_engine.backtest.forecast_study import CRASH_DAYS, run_forecast_study
+    from margin_engine.cli.loading import load_config
+    from margin_engine.core.errors import InputError
+    from margin_engine.core.timeutil import parse_day_or_timestamp
+
+    forecasters = parse_forecasters(compare)
+    console = None if as_json else _stderr_console()
+    progress = None if console is None else (lambda text: console.print(f"[dim]{text}[/dim]"))
+    if prices:
+        book, snapshot, histories = _backtest_inputs(prices, portfolio, market, dvol, funding)
+        comparison = compare_forecasters(
+            book, snapshot, histories, forecasters=forecasters, label=", ".join(prices),
+            config=load_config(config), confidence=confidence, mpor_days=mpor_days,
+            predictive=PredictiveConfig(z=ZMethod(z), apc=ApcMethod(apc)),
+            start_ns=parse_day_or_timestamp(start, field="--start") if start else None,
+            end_ns=parse_day_or_timestamp(end, field="--end") if end else None,
+            progress=progress)
+        comparisons = [comparison]
+        document: dict[str, Any] = {"confidence": confidence, "mpor_days": mpor_days,
+                                    "forecasters": list(forecasters),
+                                    "histories": [comparison.to_json()]}
+    else:
+        for name, value in (("--portfolio", portfolio), ("--market", market),
+                            ("--start", start), ("--end", end)):
+            if value is not None:
+                raise InputError("--prices with it (the --data study backtests a 1-coin "
+                                 "perpetual over each whole history)", field=name)
+        if z != ZMethod.NORMAL or apc != ApcMethod.NONE:
+            raise InputError("--prices with --z or --apc (the --data study uses the "
+                             "defaults)", field="--z" if z != ZMethod.NORMAL else "--apc")
+        document, comparisons = run_forecast_study(data, forecasters=forecasters,
+                                                   confidence=confidence, mpor_days=mpor_days,
+                                                   progress=progress)
+    if output is not None:
+        page = write_comparison_report(document, comparisons, output, CRASH_DAYS)
+        if not as_json:
+            typer.echo(f"wrote {page}")
+    if as_json:
+        _emit_json(document)
+    else:
+        print_comparisons(document, comparisons)
 
 
 @app.command()
@@ -741,11 +867,16 @@ def calibrate(
 def simulate_crashes(
     data: Annotated[Path, typer.Option("--data", help="The shared data folder.")] =
     Path("../shared/data"),
-    accounts: Annotated[int, typer.Option("--accounts", min=10)] = 500,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
-    latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=0.0)] = 60.0,
-    insurance_fund: Annotated[float, typer.Option("--insurance-fund", min=0.0)] = 0.0,
-    penalty_rate: Annotated[float, typer.Option("--penalty-rate", min=0.0)] = 0.01,
+    accounts: Annotated[int, typer.Option("--accounts", min=10,
+                                          help="Seeded leveraged accounts.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the population.")] = 1,
+    latency_seconds: Annotated[float, typer.Option(
+        "--latency-seconds", min=0.0, help="Trigger-to-execution delay in seconds.")] = 60.0,
+    insurance_fund: Annotated[float, typer.Option(
+        "--insurance-fund", min=0.0, help="Insurance fund at the start, USD.")] = 0.0,
+    penalty_rate: Annotated[float, typer.Option(
+        "--penalty-rate", min=0.0, help="Liquidation penalty, a fraction of the closed "
+        "notional.")] = 0.01,
     as_json: JsonOpt = False,
 ) -> None:
     """Crash windows (breaker off and on) and the 2023 USDC depeg on a seeded population."""
@@ -763,6 +894,144 @@ def simulate_crashes(
         from margin_engine.cli.render import print_crash_study
 
         print_crash_study(crashes, depeg)
+
+    _guarded(body)
+
+
+StoreOpt = Annotated[str, typer.Option("--store", help="sqlite:PATH or postgresql://...")]
+
+
+@app.command()
+def serve(
+    store: StoreOpt = "sqlite:out/service.db",
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    market: Annotated[Path | None, typer.Option(
+        "--market", help="Market for stored accounts when the store has no monitor (a "
+        "monitor's store brings its own, moved by its ticks).")] = None,
+    config: ConfigOpt = None,
+    model: Annotated[str, typer.Option("--model", help="Model of stored accounts without a "
+                                       "monitor: a model or 'account'.")] = "account",
+    rate: Annotated[float, typer.Option("--rate", min=0.001, help="Requests a second per key "
+                                        "(token bucket), unless the key sets its own.")] = 20.0,
+    burst: Annotated[float, typer.Option("--burst", min=1.0, help="Bucket size per key.")] =
+    40.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes (each with its "
+                                         "own rate-limit buckets).")] = 1,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log")] = True,
+) -> None:
+    """HTTP API (OpenAPI at /docs), WebSocket event stream and dashboard at /."""
+
+    def body() -> None:
+        from margin_engine.app.compute import ModelChoice, model_choice
+        from margin_engine.core.errors import InputError
+        from margin_engine.service.server import serve as run_server
+        from margin_engine.service.settings import ServiceSettings
+
+        if store.startswith("sqlite:"):
+            Path(store[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
+        choice = model_choice(model, field="--model")
+        if choice is ModelChoice.VAR:
+            raise InputError("a model that needs no price history (the service has none for "
+                             "var)", field="--model", value=model)
+        settings = ServiceSettings(store=store, market=market, config=config,
+                                   model=choice.value, rate_per_second=rate, burst=burst)
+        run_server(settings, host=host, port=port, workers=workers, access_log=access_log)
+
+    _guarded(body)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP service (stored "
+                       "hashed with scrypt).")
+app.add_typer(keys_app, name="keys")
+
+
+def _service_store(store: str) -> Any:
+    from margin_engine.store.base import open_store
+
+    if store.startswith("sqlite:"):
+        Path(store[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
+    repository = open_store(store)
+    repository.initialise_service()  # type: ignore[attr-defined]
+    return repository
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option("--scope", help="read, trade or admin (each implies "
+                                       "the ones before it)")],
+    store: StoreOpt = "sqlite:out/service.db",
+    account: Annotated[str | None, typer.Option(
+        "--account", help="Bind the key to this account (it sees that account only).")] = None,
+    label: Annotated[str, typer.Option("--label", help="A note for `keys list`.")] = "",
+    rate: Annotated[float | None, typer.Option("--rate", help="Requests a second (default: "
+                                               "the server's).")] = None,
+    burst: Annotated[float | None, typer.Option("--burst")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key; the secret is printed once and only its scrypt hash is stored."""
+
+    def body() -> None:
+        from margin_engine.service.keys import create_key, parse_scopes
+
+        repository = _service_store(store)
+        try:
+            created = create_key(repository, scopes=parse_scopes(scope), account=account,
+                                 label=label, rate_per_second=rate, burst=burst)
+        finally:
+            repository.close()
+        if as_json:
+            _emit_json({"key_id": created.key_id, "key": created.token,
+                        "scopes": sorted(s.value for s in created.scopes),
+                        "account": created.account})
+        else:
+            typer.echo(created.token)
+            typer.echo(f"key id {created.key_id}: keep the key above, it is not shown again",
+                       err=True)
+
+    _guarded(body)
+
+
+@keys_app.command("list")
+def keys_list(store: StoreOpt = "sqlite:out/service.db", as_json: JsonOpt = False) -> None:
+    """Every key: id, scopes, account, label, created, revoked (never a secret or hash)."""
+
+    def body() -> None:
+        from margin_engine.service.keys import describe
+
+        repository = _service_store(store)
+        try:
+            rows = [describe(row) for row in repository.key_rows()]
+        finally:
+            repository.close()
+        if as_json:
+            _emit_json({"keys": rows})
+            return
+        for row in rows:
+            state = "revoked " + str(row["revoked"]) if row["revoked"] else "live"
+            scopes = ",".join(row["scopes"])  # type: ignore[arg-type]
+            typer.echo(f"{row['key_id']}  {scopes:<16} {row['account'] or '-':<16} "
+                       f"{state:<32} {row['label']}")
+
+    _guarded(body)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (from `keys list`).")],
+    store: StoreOpt = "sqlite:out/service.db",
+) -> None:
+    """Revoke a key (kept, marked revoked, for the audit trail)."""
+
+    def body() -> None:
+        from margin_engine.service.keys import revoke_key
+
+        repository = _service_store(store)
+        try:
+            revoke_key(repository, key_id)
+        finally:
+            repository.close()
+        typer.echo(f"revoked {key_id}", err=True)
 
     _guarded(body)
 

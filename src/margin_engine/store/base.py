@@ -47,6 +47,16 @@ class EventKind(StrEnum):
     QUARANTINE_DROPPED = "quarantine_dropped"  # the next ticks went back: never applied
     FEED_DOWN = "feed_down"  # the feed connection was lost
     FEED_UP = "feed_up"  # back, with the catch-up
+    # Audit of changes made through the HTTP service or the key commands (tick_seq 0; the
+    # payload names the API key that made the change: store/service.py).
+    ACCOUNT_PUT = "account_put"  # an account created or its mode changed
+    ACCOUNT_DELETED = "account_deleted"
+    POSITION_PUT = "position_put"
+    POSITION_DELETED = "position_deleted"
+    COLLATERAL_PUT = "collateral_put"
+    COLLATERAL_DELETED = "collateral_deleted"
+    KEY_CREATED = "key_created"
+    KEY_REVOKED = "key_revoked"
 
 
 @dataclass(frozen=True, slots=True)

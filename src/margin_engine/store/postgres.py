@@ -15,6 +15,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from margin_engine.core.errors import InputError, StoreError
 from margin_engine.store.base import OUTBOX, TABLES, Event, SnapshotRow, Tick, masked
+from margin_engine.store.service import (
+    KEY_COLUMNS,
+    AccountRows,
+    BookWrite,
+    KeyRow,
+    book_statements,
+    key_row_of,
+    key_values,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS {s}.setup (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -83,17 +92,21 @@ class PostgresRepository:
     def save_start(self, setup: dict[str, str], accounts: Sequence[tuple[str, str]],
                    positions: Sequence[tuple[str, str, float, float]],
                    collateral: Sequence[tuple[str, str, float]]) -> None:
-        """The setup and the book in one transaction, COPY for the book's tables (books run to
-        millions of positions)."""
+        """The setup and the book in one transaction, binary COPY for the book's tables (books
+        run to millions of positions; the server parses no text)."""
         try:
             with self.connection.cursor() as cur:
                 cur.executemany(f"INSERT INTO {self._table('setup')} VALUES (%s, %s)",
                                 sorted(setup.items()))
-                for table, columns, rows in (
-                        ("accounts", "id, mode", accounts),
-                        ("positions", "account, instrument, size, entry_price", positions),
-                        ("collateral", "account, asset, amount", collateral)):
-                    with cur.copy(f"COPY {self._table(table)} ({columns}) FROM STDIN") as copy:
+                for table, columns, types, rows in (
+                        ("accounts", "id, mode", ("text", "text"), accounts),
+                        ("positions", "account, instrument, size, entry_price",
+                         ("text", "text", "float8", "float8"), positions),
+                        ("collateral", "account, asset, amount", ("text", "text", "float8"),
+                         collateral)):
+                    with cur.copy(f"COPY {self._table(table)} ({columns}) FROM STDIN "
+                                  "(FORMAT BINARY)") as copy:
+                        copy.set_types(types)
                         for row in rows:
                             copy.write_row(row)
             self.connection.commit()
@@ -262,3 +275,164 @@ class PostgresRepository:
 
     def close(self) -> None:
         self.connection.close()
+
+    # ------------------------------------------------------------------ the HTTP service
+    def initialise_service(self) -> None:
+        """The service's tables (API keys) and the indexes its reads use."""
+        with self.connection.cursor() as cur:
+            cur.execute(SERVICE_SCHEMA.format(s=self.schema))
+        self.connection.commit()
+
+    def insert_key(self, row: KeyRow, event: Event) -> None:
+        def write(cur: Any) -> None:
+            cur.execute(f"INSERT INTO {self._table('api_keys')} ({KEY_COLUMNS}) VALUES "
+                        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", key_values(row))
+            self._insert_events(cur, [event])
+
+        self._write(write)
+
+    def key_row(self, key_id: str) -> KeyRow | None:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT {KEY_COLUMNS} FROM {self._table('api_keys')} "
+                        "WHERE key_id = %s", (key_id,))
+            row = cur.fetchone()
+        self.connection.commit()
+        return None if row is None else key_row_of(row)
+
+    def key_rows(self) -> list[KeyRow]:
+        return [key_row_of(r) for r in self._select(
+            f"SELECT {KEY_COLUMNS} FROM {self._table('api_keys')} ORDER BY created_ns, key_id")]
+
+    def revoke_key(self, key_id: str, when_ns: int, event: Event) -> bool:
+        """Mark a key revoked (kept for the audit trail); False if none is live."""
+        done = [0]
+
+        def write(cur: Any) -> None:
+            cur.execute(f"UPDATE {self._table('api_keys')} SET revoked_ns = %s "
+                        "WHERE key_id = %s AND revoked_ns IS NULL", (when_ns, key_id))
+            done[0] = cur.rowcount
+            if done[0]:
+                self._insert_events(cur, [event])
+
+        self._write(write)
+        return bool(done[0])
+
+    def account_rows(self, account: str) -> AccountRows | None:
+        """One account's rows (one read transaction), None if there is no such account."""
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT mode FROM {self._table('accounts')} WHERE id = %s", (account,))
+            row = cur.fetchone()
+            positions: list[Any] = []
+            collateral: list[Any] = []
+            if row is not None:
+                cur.execute(f"SELECT instrument, size, entry_price FROM "
+                            f"{self._table('positions')} WHERE account = %s ORDER BY instrument",
+                            (account,))
+                positions = cur.fetchall()
+                cur.execute(f"SELECT asset, amount FROM {self._table('collateral')} "
+                            "WHERE account = %s ORDER BY asset", (account,))
+                collateral = cur.fetchall()
+        self.connection.commit()
+        if row is None:
+            return None
+        return AccountRows(account=account, mode=str(row[0]),
+                           positions=tuple((str(i), float(s), float(e))
+                                           for i, s, e in positions),
+                           collateral=tuple((str(a), float(x)) for a, x in collateral))
+
+    def account_list(self, after: str, limit: int) -> list[tuple[str, str]]:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT id, mode FROM {self._table('accounts')} WHERE id > %s "
+                        "ORDER BY id LIMIT %s", (after, limit))
+            rows = cur.fetchall()
+        self.connection.commit()
+        return [(str(i), str(m)) for i, m in rows]
+
+    def book_rows(self) -> tuple[list[tuple[str, str]], list[tuple[str, str, float, float]],
+                                 list[tuple[str, str, float]]]:
+        """Every account, position and collateral row, by account id (one transaction)."""
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT id, mode FROM {self._table('accounts')} ORDER BY id")
+            accounts = cur.fetchall()
+            cur.execute(f"SELECT account, instrument, size, entry_price FROM "
+                        f"{self._table('positions')} ORDER BY account, instrument")
+            positions = cur.fetchall()
+            cur.execute(f"SELECT account, asset, amount FROM {self._table('collateral')} "
+                        "ORDER BY account, asset")
+            collateral = cur.fetchall()
+        self.connection.commit()
+        return accounts, positions, collateral
+
+    def change_book(self, writes: Sequence[BookWrite], event: Event) -> int:
+        """Apply the writes and append their audit event in one transaction; the event's
+        sequence number."""
+        tables = {name: self._table(name) for name in ("accounts", "positions", "collateral")}
+        seq = [0]
+
+        def write(cur: Any) -> None:
+            for item in writes:
+                for sql, params in book_statements(item, tables, "%s"):
+                    cur.execute(sql, params)
+            cur.execute(f"INSERT INTO {self._table('events')} (tick_seq, kind, account, "
+                        "payload) VALUES (%s, %s, %s, %s) RETURNING seq",
+                        (event.tick_seq, event.kind, event.account, event.payload))
+            seq[0] = int(cur.fetchone()[0])
+
+        self._write(write)
+        return seq[0]
+
+    def ticks_after(self, seq: int, limit: int) -> list[Tick]:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT seq, time_ns, symbol, price, source FROM "
+                        f"{self._table('ticks')} WHERE seq > %s ORDER BY seq LIMIT %s",
+                        (seq, limit))
+            rows = cur.fetchall()
+        self.connection.commit()
+        return [Tick(int(s), int(t), sym, float(p), src) for s, t, sym, p, src in rows]
+
+    def metrics_after(self, seq: int, limit: int) -> list[tuple[int, str]]:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT tick_seq, payload FROM {self._table('metrics')} "
+                        "WHERE tick_seq > %s ORDER BY tick_seq LIMIT %s", (seq, limit))
+            rows = cur.fetchall()
+        self.connection.commit()
+        return [(int(s), str(p)) for s, p in rows]
+
+    def last_metrics(self) -> tuple[int, str] | None:
+        rows = self._select(f"SELECT tick_seq, payload FROM {self._table('metrics')} "
+                            "ORDER BY tick_seq DESC LIMIT 1")
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def last_event_seq(self) -> int:
+        row = self._select(f"SELECT MAX(seq) FROM {self._table('events')}")[0]
+        return int(row[0]) if row[0] is not None else 0
+
+    def account_events_after(self, account: str, seq: int,
+                             limit: int) -> list[tuple[int, Event]]:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT seq, tick_seq, kind, account, payload FROM "
+                        f"{self._table('events')} WHERE account = %s AND seq > %s ORDER BY seq "
+                        "LIMIT %s", (account, seq, limit))
+            rows = cur.fetchall()
+        self.connection.commit()
+        return [(int(r[0]), Event(int(r[1]), r[2], r[3], r[4])) for r in rows]
+
+    def last_events_of(self, kinds: Sequence[str], limit: int) -> list[tuple[int, Event]]:
+        """The last ``limit`` events of these kinds, newest first."""
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT seq, tick_seq, kind, account, payload FROM "
+                        f"{self._table('events')} WHERE kind = ANY(%s) ORDER BY seq DESC "
+                        "LIMIT %s", (list(kinds), limit))
+            rows = cur.fetchall()
+        self.connection.commit()
+        return [(int(r[0]), Event(int(r[1]), r[2], r[3], r[4])) for r in rows]
+
+
+SERVICE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {s}.api_keys (key_id TEXT PRIMARY KEY, salt BYTEA NOT NULL,
+    digest BYTEA NOT NULL, scopes TEXT NOT NULL, account TEXT, label TEXT NOT NULL,
+    created_ns BIGINT NOT NULL, revoked_ns BIGINT, rate_per_second DOUBLE PRECISION,
+    burst DOUBLE PRECISION);
+CREATE INDEX IF NOT EXISTS events_by_account ON {s}.events (account, seq);
+CREATE INDEX IF NOT EXISTS events_by_kind ON {s}.events (kind, seq);
+"""

@@ -11,6 +11,15 @@ from collections.abc import Iterator, Sequence
 
 from margin_engine.core.errors import InputError, StoreError
 from margin_engine.store.base import OUTBOX, TABLES, Event, SnapshotRow, Tick
+from margin_engine.store.service import (
+    KEY_COLUMNS,
+    AccountRows,
+    BookWrite,
+    KeyRow,
+    book_statements,
+    key_row_of,
+    key_values,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS setup (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -191,6 +200,122 @@ class SqliteRepository:
         return _Transaction(self.connection)
 
 
+    # ------------------------------------------------------------------ the HTTP service
+    def initialise_service(self) -> None:
+        """The service's tables (API keys) and the indexes its reads use."""
+        self.connection.executescript(SERVICE_SCHEMA)
+
+    def insert_key(self, row: KeyRow, event: Event) -> None:
+        with self._transaction():
+            self.connection.execute(f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES "
+                                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", key_values(row))
+            self._insert_events([event])
+
+    def key_row(self, key_id: str) -> KeyRow | None:
+        row = self.connection.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?",
+                                      (key_id,)).fetchone()
+        return None if row is None else key_row_of(row)
+
+    def key_rows(self) -> list[KeyRow]:
+        return [key_row_of(r) for r in self.connection.execute(
+            f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ns, key_id")]
+
+    def revoke_key(self, key_id: str, when_ns: int, event: Event) -> bool:
+        """Mark a key revoked (kept for the audit trail); False if none is live."""
+        with self._transaction():
+            done = self.connection.execute(
+                "UPDATE api_keys SET revoked_ns = ? WHERE key_id = ? AND revoked_ns IS NULL",
+                (when_ns, key_id)).rowcount
+            if done:
+                self._insert_events([event])
+        return bool(done)
+
+    def account_rows(self, account: str) -> AccountRows | None:
+        """One account's rows (one read transaction), None if there is no such account."""
+        self.connection.execute("BEGIN")
+        try:
+            row = self.connection.execute("SELECT mode FROM accounts WHERE id = ?",
+                                          (account,)).fetchone()
+            if row is None:
+                return None
+            positions = tuple((str(i), float(s), float(e)) for i, s, e in
+                              self.connection.execute(
+                                  "SELECT instrument, size, entry_price FROM positions "
+                                  "WHERE account = ? ORDER BY instrument", (account,)))
+            collateral = tuple((str(a), float(x)) for a, x in self.connection.execute(
+                "SELECT asset, amount FROM collateral WHERE account = ? ORDER BY asset",
+                (account,)))
+        finally:
+            self.connection.execute("COMMIT")
+        return AccountRows(account=account, mode=str(row[0]), positions=positions,
+                           collateral=collateral)
+
+    def account_list(self, after: str, limit: int) -> list[tuple[str, str]]:
+        return [(str(i), str(m)) for i, m in self.connection.execute(
+            "SELECT id, mode FROM accounts WHERE id > ? ORDER BY id LIMIT ?", (after, limit))]
+
+    def book_rows(self) -> tuple[list[tuple[str, str]], list[tuple[str, str, float, float]],
+                                 list[tuple[str, str, float]]]:
+        """Every account, position and collateral row, by account id (one read transaction)."""
+        self.connection.execute("BEGIN")  # deferred: a read snapshot, no write lock
+        try:
+            accounts = self.connection.execute(
+                "SELECT id, mode FROM accounts ORDER BY id").fetchall()
+            positions = self.connection.execute(
+                "SELECT account, instrument, size, entry_price FROM positions "
+                "ORDER BY account, instrument").fetchall()
+            collateral = self.connection.execute(
+                "SELECT account, asset, amount FROM collateral ORDER BY account, asset")\
+                .fetchall()
+        finally:
+            self.connection.execute("COMMIT")
+        return accounts, positions, collateral
+
+    def change_book(self, writes: Sequence[BookWrite], event: Event) -> int:
+        """Apply the writes and append their audit event in one transaction; the event's
+        sequence number."""
+        tables = {name: name for name in ("accounts", "positions", "collateral")}
+        with self._transaction():
+            for write in writes:
+                for sql, params in book_statements(write, tables, "?"):
+                    self.connection.execute(sql, params)
+            cursor = self.connection.execute(
+                "INSERT INTO events (tick_seq, kind, account, payload) VALUES (?, ?, ?, ?)",
+                (event.tick_seq, event.kind, event.account, event.payload))
+        return int(cursor.lastrowid or 0)
+
+    def ticks_after(self, seq: int, limit: int) -> list[Tick]:
+        return [Tick(*row) for row in self.connection.execute(
+            "SELECT seq, time_ns, symbol, price, source FROM ticks WHERE seq > ? ORDER BY seq "
+            "LIMIT ?", (seq, limit))]
+
+    def metrics_after(self, seq: int, limit: int) -> list[tuple[int, str]]:
+        return [(int(s), str(p)) for s, p in self.connection.execute(
+            "SELECT tick_seq, payload FROM metrics WHERE tick_seq > ? ORDER BY tick_seq "
+            "LIMIT ?", (seq, limit))]
+
+    def last_metrics(self) -> tuple[int, str] | None:
+        row = self.connection.execute(
+            "SELECT tick_seq, payload FROM metrics ORDER BY tick_seq DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def last_event_seq(self) -> int:
+        row = self.connection.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def account_events_after(self, account: str, seq: int,
+                             limit: int) -> list[tuple[int, Event]]:
+        return [(int(r[0]), Event(int(r[1]), r[2], r[3], r[4])) for r in self.connection.execute(
+            "SELECT seq, tick_seq, kind, account, payload FROM events WHERE account = ? AND "
+            "seq > ? ORDER BY seq LIMIT ?", (account, seq, limit))]
+
+    def last_events_of(self, kinds: Sequence[str], limit: int) -> list[tuple[int, Event]]:
+        """The last ``limit`` events of these kinds, newest first."""
+        marks = ", ".join("?" for _ in kinds)
+        return [(int(r[0]), Event(int(r[1]), r[2], r[3], r[4])) for r in self.connection.execute(
+            f"SELECT seq, tick_seq, kind, account, payload FROM events WHERE kind IN ({marks}) "
+            "ORDER BY seq DESC LIMIT ?", (*kinds, limit))]
+
 class _Transaction:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
@@ -200,3 +325,12 @@ class _Transaction:
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+SERVICE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, salt BLOB NOT NULL,
+    digest BLOB NOT NULL, scopes TEXT NOT NULL, account TEXT, label TEXT NOT NULL,
+    created_ns INTEGER NOT NULL, revoked_ns INTEGER, rate_per_second REAL, burst REAL);
+CREATE INDEX IF NOT EXISTS events_by_account ON events (account, seq);
+CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, seq);
+"""

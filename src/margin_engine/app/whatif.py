@@ -1,0 +1,237 @@
+"""Pre-trade what-if: an account's margin and liquidation prices before and after some orders.
+
+Each order (instrument, signed size, fill price) is merged into the account's position in that
+instrument the way a venue books a fill, keeping every unrealised P&L exact:
+
+* opening or adding (same sign, or no position): size s + o at the average entry that keeps
+  the P&L of both legs at every mark, (s e + o p) / (s + o) (inverse perps and futures, whose
+  P&L is in 1 / price: (s + o) / (s / e + o / p));
+* reducing (opposite sign, |o| <= |s|): size s + o at the same entry; the closed part's P&L at
+  the fill price is realised into USD cash (priced 1, no haircut);
+* flipping (|o| > |s|): the whole position is closed (realised as above) and the rest opened at
+  the fill price.
+
+So the change in equity is o x (mark - p) for a linear instrument (the fill's P&L at the mark),
+and the margins after are those of the merged book under the same model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from margin_engine.core.errors import InputError
+from margin_engine.domain.instruments import (
+    Instrument,
+    InstrumentKind,
+    MarginMode,
+    Settlement,
+)
+from margin_engine.margin.config import RiskConfig
+from margin_engine.market.snapshot import MarketSnapshot
+
+from .compute import LiquidationChoice, ModelChoice, bind, compute_bound, model_choice
+from .results import AccountMargin
+
+CASH = "USD"  # realised P&L is credited in USD cash
+_MODES = {mode.value for mode in MarginMode}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Order:
+    """A fill: ``size`` contracts (negative: sell) of ``instrument`` at ``price`` (the
+    instrument's own price convention: USD per coin, or coin per coin for inverse options)."""
+
+    instrument: str
+    size: float
+    price: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarginChange:
+    """After minus before."""
+
+    equity: float
+    adjusted_equity: float
+    initial_margin: float
+    maintenance_margin: float
+    excess: float
+    liquidation_prices: Mapping[str, float | None]  # per underlying: nearest after - before
+
+    def to_json(self) -> dict[str, Any]:
+        return {"equity": self.equity, "adjusted_equity": self.adjusted_equity,
+                "initial_margin": self.initial_margin,
+                "maintenance_margin": self.maintenance_margin, "excess": self.excess,
+                "liquidation_prices": dict(self.liquidation_prices)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WhatIf:
+    account: str
+    model: str
+    orders: tuple[Order, ...]
+    realised_pnl: float  # USD credited to cash by reducing or flipping orders
+    before: AccountMargin
+    after: AccountMargin
+    change: MarginChange
+
+    def to_json(self) -> dict[str, Any]:
+        return {"account": self.account, "model": self.model,
+                "orders": [{"instrument": o.instrument, "size": o.size, "price": o.price}
+                           for o in self.orders],
+                "realised_pnl": self.realised_pnl, "before": self.before.to_json(),
+                "after": self.after.to_json(), "change": self.change.to_json()}
+
+
+def _instrument_of(name: str, declared: Mapping[str, Instrument], field: str) -> Instrument:
+    from margin_engine.io.portfolio_file import resolve_instrument_name
+
+    try:
+        return resolve_instrument_name(name, declared)
+    except ValueError as exc:
+        raise InputError(str(exc), field=field, value=name) from None
+
+
+def _realised_usd(instrument: Instrument, closed: float, entry: float, price: float,
+                  index: float) -> float:
+    """P&L in USD of closing ``closed`` contracts (signed like the position) at ``price``, in
+    the engine's valuation: quantity x (price - entry) in USD."""
+    size_cs = closed * instrument.contract_size
+    inverse = instrument.settlement is Settlement.INVERSE
+    if inverse and instrument.kind is not InstrumentKind.OPTION:
+        return size_cs / entry * (price - entry)
+    if inverse:  # inverse option: premiums in coin, valued at the index
+        return size_cs * index * (price - entry)
+    return size_cs * (price - entry)
+
+
+def _average_entry(instrument: Instrument, size: float, entry: float, order: float,
+                   price: float) -> float:
+    total = size + order
+    if instrument.settlement is Settlement.INVERSE and instrument.kind is not \
+            InstrumentKind.OPTION:
+        return total / (size / entry + order / price)
+    return (size * entry + order * price) / total
+
+
+def merge_orders(positions: Mapping[str, tuple[float, float]], orders: Sequence[Order],
+                 declared: Mapping[str, Instrument], market: MarketSnapshot
+                 ) -> tuple[dict[str, tuple[float, float]], float]:
+    """The positions (instrument -> (size, entry price)) after the orders, and the USD P&L
+    they realise."""
+    merged = dict(positions)
+    realised = 0.0
+    for k, order in enumerate(orders):
+        field = f"orders[{k}]"
+        instrument = _instrument_of(order.instrument, declared, f"{field}.instrument")
+        if not (math.isfinite(order.size) and order.size != 0.0):
+            raise InputError("a non-zero signed size in contracts", field=f"{field}.size",
+                             value=order.size)
+        minimum_price = 0.0 if instrument.kind is InstrumentKind.OPTION else math.ulp(0.0)
+        if not (math.isfinite(order.price) and order.price >= minimum_price):
+            raise InputError("a price > 0 (>= 0 for an option premium)",
+                             field=f"{field}.price", value=order.price)
+        if instrument.underlying not in market.underlyings:
+            raise InputError(f"an instrument on an underlying of the market "
+                             f"{sorted(market.underlyings)}", field=f"{field}.instrument",
+                             value=order.instrument)
+        index = market.underlyings[instrument.underlying].index
+        size, entry = merged.get(order.instrument, (0.0, 0.0))
+        o, p = order.size, order.price
+        if size == 0.0 or (size > 0.0) == (o > 0.0):
+            merged[order.instrument] = (size + o, p if size == 0.0 else
+                                        _average_entry(instrument, size, entry, o, p))
+            continue
+        closed = size if abs(o) >= abs(size) else -o
+        realised += _realised_usd(instrument, closed, entry, p, index)
+        rest = size + o
+        if rest == 0.0:
+            del merged[order.instrument]
+        else:
+            merged[order.instrument] = (rest, entry if abs(o) < abs(size) else p)
+    return merged, realised
+
+
+def _account_document(account: Mapping[str, Any], positions: Mapping[str, tuple[float, float]],
+                      cash: float) -> dict[str, Any]:
+    collateral = dict(account.get("collateral", {}))
+    if cash != 0.0:
+        collateral[CASH] = float(collateral.get(CASH, 0.0)) + cash
+    return {**account, "collateral": collateral,
+            "positions": [{"instrument": name, "size": size, "entry_price": entry}
+                          for name, (size, entry) in positions.items()]}
+
+
+def _positions_of(account: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for item in account.get("positions", []):
+        out[str(item["instrument"])] = (float(item["size"]), float(item["entry_price"]))
+    return out
+
+
+def account_margin(account: Mapping[str, Any], market: MarketSnapshot, config: RiskConfig, *,
+                   model: str | ModelChoice = ModelChoice.ACCOUNT,
+                   instruments: Mapping[str, Any] | None = None,
+                   liquidation: bool = True, explain: bool = False) -> AccountMargin:
+    """One account (a portfolio document's account object) margined at ``market``."""
+    document: dict[str, Any] = {"schema": "margin-engine/portfolio/v1", "accounts": [account]}
+    if instruments:
+        document["instruments"] = dict(instruments)
+    if model_choice(model) is ModelChoice.ACCOUNT and account.get("mode") in _MODES:
+        # the account's own model: the same numbers, without running the other models
+        model = ModelChoice(account["mode"])
+    bound = bind(document, market)
+    report = compute_bound(bound, config, model=model, explain=explain,
+                           liquidation=LiquidationChoice.ON if liquidation
+                           else LiquidationChoice.OFF)
+    return report.accounts[0]
+
+
+def _with_cash(market: MarketSnapshot) -> MarketSnapshot:
+    if CASH in market.asset_prices:
+        return market
+    return replace(market, asset_prices={**market.asset_prices, CASH: 1.0})
+
+
+def what_if(account: Mapping[str, Any], orders: Sequence[Order], market: MarketSnapshot,
+            config: RiskConfig | None = None, *, model: str | ModelChoice = ModelChoice.ACCOUNT,
+            instruments: Mapping[str, Any] | None = None, liquidation: bool = True,
+            before: AccountMargin | None = None) -> WhatIf:
+    """``account`` (an account object of a portfolio document; ``instruments``: the
+    portfolio's declared instruments) before and after ``orders`` at ``market``. ``before``:
+    the account's margin already computed with the same inputs (a cache)."""
+    from margin_engine.io.portfolio_file import parse_portfolio
+
+    if not orders:
+        raise InputError("at least one order", field="orders", value="[]")
+    risk = config or RiskConfig()
+    declared = parse_portfolio({"schema": "margin-engine/portfolio/v1",
+                                "instruments": dict(instruments or {}),
+                                "accounts": [{"id": "-", "mode": "cross"}]}).instruments
+    positions, realised = merge_orders(_positions_of(account), orders, declared, market)
+    after_market = _with_cash(market) if realised != 0.0 else market
+    if before is None:
+        before = account_margin(account, market, risk, model=model, instruments=instruments,
+                                liquidation=liquidation)
+    after = account_margin(_account_document(account, positions, realised), after_market, risk,
+                           model=model, instruments=instruments, liquidation=liquidation)
+    return WhatIf(account=before.id, model=before.model, orders=tuple(orders),
+                  realised_pnl=realised, before=before, after=after,
+                  change=change_of(before, after))
+
+
+def change_of(before: AccountMargin, after: AccountMargin) -> MarginChange:
+    levels: dict[str, float | None] = {}
+    for u in sorted(set(before.underlyings) | set(after.underlyings)):
+        was = before.underlyings.get(u)
+        now = after.underlyings.get(u)
+        a = None if was is None or was.liquidation is None else was.liquidation.nearest
+        b = None if now is None or now.liquidation is None else now.liquidation.nearest
+        levels[u] = None if a is None or b is None else b - a
+    return MarginChange(equity=after.equity - before.equity,
+                        adjusted_equity=after.adjusted_equity - before.adjusted_equity,
+                        initial_margin=after.initial_margin - before.initial_margin,
+                        maintenance_margin=after.maintenance_margin - before.maintenance_margin,
+                        excess=after.excess - before.excess, liquidation_prices=levels)
