@@ -4,6 +4,12 @@ throughput of the SQLite and PostgreSQL stores.
 Ticks alternate BTC and ETH on a seeded random walk (0.3 % a tick); each is processed in memory
 (no store) and timed from arrival to its last event; then ``rows`` snapshot rows are written in
 one batch to each store (executemany for SQLite, COPY for PostgreSQL).
+
+``setup_seconds`` is the in-memory monitor's construction on that book. Each store also gets the
+set-up of ``margin-engine monitor --population N`` on a new store (``store_setup_seconds``): the
+seeded leveraged population of ``accounts`` accounts, its setup values and fingerprint, the
+monitor, the setup and book rows in one transaction and the rebuild from the (empty) tick log,
+i.e. everything from the start to the first tick but the process start and imports.
 """
 
 from __future__ import annotations
@@ -86,4 +92,32 @@ def run_monitor_bench(*, accounts: int, positions: int, ticks: int, rows: int,
             if name == "postgresql":
                 store.drop()  # type: ignore[attr-defined]
             store.close()
+            report["stores"][name]["store_setup_seconds"] = store_setup_seconds(
+                spec + ("-setup" if name == "sqlite" else "_setup"), accounts, seed,
+                drop=name == "postgresql")
     return report
+
+
+def store_setup_seconds(spec: str, accounts: int, seed: int, *, drop: bool = False) -> float:
+    """Seconds from nothing to a monitor ready for its first tick on the new store ``spec``
+    (what ``margin-engine monitor --population ACCOUNTS --store SPEC`` does before it)."""
+    from margin_engine.engine.session import open_session, setup_values
+    from margin_engine.liquidation.population import leveraged_population
+    from margin_engine.market.documents import flat_market_document
+
+    index = {"BTC": 65000.0, "ETH": 2500.0}
+    market = flat_market_document(index, parse_market(demo_market_document()).timestamp_ns)
+    store = open_store(spec)
+    try:
+        started = time.perf_counter()
+        values = setup_values(leveraged_population(accounts, seed, index), market,
+                              RiskConfig(), "account")
+        monitor, _ = open_session(store, values)
+        seconds = time.perf_counter() - started
+        if store.count("accounts") != monitor.book.account_count:
+            raise RuntimeError("the store does not hold every account")
+        if drop:
+            store.drop()  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    return seconds

@@ -100,16 +100,19 @@ class ColumnarBook:
         return self.account_ids[account], position_row - int(self.offsets[account])
 
 
-def book_subset(book: ColumnarBook, accounts: Sequence[int]) -> ColumnarBook:
+def book_subset(book: ColumnarBook, accounts: Sequence[int] | IntArray) -> ColumnarBook:
     """The same book restricted to some accounts (in the given order)."""
-    rows = [np.arange(book.offsets[a], book.offsets[a + 1]) for a in accounts]
-    take = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    counts = [len(r) for r in rows]
-    offsets = np.zeros(len(accounts) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(counts)
-    index = np.asarray(accounts, dtype=np.int64)
+    index = np.asarray(accounts, dtype=np.int64).reshape(-1)
+    starts = book.offsets[index]
+    counts = book.offsets[index + 1] - starts
+    offsets = np.zeros(index.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    # the position rows of each account in turn: starts[k] + 0, 1, ..., counts[k] - 1
+    take = np.arange(int(offsets[-1]), dtype=np.int64) + np.repeat(starts - offsets[:-1],
+                                                                    counts)
+    ids = book.account_ids
     return ColumnarBook(
-        account_ids=tuple(book.account_ids[a] for a in accounts), mode=book.mode[index],
+        account_ids=tuple([ids[a] for a in index.tolist()]), mode=book.mode[index],
         instruments=book.instruments, offsets=offsets,
         position_instrument=book.position_instrument[take], size=book.size[take],
         entry_price=book.entry_price[take], assets=book.assets,

@@ -7,30 +7,52 @@ import hashlib
 import json
 from typing import Any
 
-from margin_engine.book.columnar import book_from_portfolio
+import numpy as np
+
+from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_from_portfolio
 from margin_engine.core.errors import InputError
 from margin_engine.engine.monitor import Monitor
 from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
+from margin_engine.liquidation.population import PopulationDocument
 from margin_engine.margin.config import RiskConfig
 from margin_engine.store.base import EventKind, Repository, new_store_id
 
 FEED_KINDS = frozenset({EventKind.FEED_DOWN, EventKind.FEED_UP})  # of the feed, not the log
 
 
+class SetupValues(dict[str, str]):
+    """The stored setup (``portfolio``, ``market``, ``config``, ``model``, ``fingerprint``),
+    with the portfolio's columnar book when it is already resolved (a generated population):
+    the first monitor built from these values takes it instead of parsing ``portfolio`` back."""
+
+    def __init__(self, values: dict[str, str], book: ColumnarBook | None = None) -> None:
+        super().__init__(values)
+        self._book = book
+
+    def take_book(self) -> ColumnarBook | None:
+        """The resolved book, once (a monitor owns its book; the next one parses)."""
+        book, self._book = self._book, None
+        return book
+
+
 def setup_values(portfolio: dict[str, Any], market: dict[str, Any], config: RiskConfig,
-                 model: str) -> dict[str, str]:
+                 model: str) -> SetupValues:
+    """The setup strings and their fingerprint; a ``PopulationDocument``'s book rides along."""
     values = {"portfolio": json.dumps(portfolio, sort_keys=True, default=str),
               "market": json.dumps(market, sort_keys=True, default=str),
               "config": config.to_json(),
               "model": model}
     values["fingerprint"] = hashlib.sha256("".join(values[k] for k in sorted(values))
                                            .encode()).hexdigest()
-    return values
+    book = portfolio.book if isinstance(portfolio, PopulationDocument) else None
+    return SetupValues(values, book)
 
 
 def monitor_from_setup(values: dict[str, str], store: Repository | None = None) -> Monitor:
-    book = book_from_portfolio(parse_portfolio(json.loads(values["portfolio"])))
+    book = values.take_book() if isinstance(values, SetupValues) else None
+    if book is None:
+        book = book_from_portfolio(parse_portfolio(json.loads(values["portfolio"])))
     market = parse_market(json.loads(values["market"]))
     config = RiskConfig.from_dict(json.loads(values["config"]))
     return Monitor(book, market, config, model=values["model"], store=store,
@@ -54,19 +76,20 @@ def open_session(store: Repository, values: dict[str, str]) -> tuple[Monitor, in
 
 
 def _save_start(store: Repository, monitor: Monitor, values: dict[str, str]) -> None:
-    from margin_engine.book.columnar import MODES_BY_CODE
-
+    """The book's rows (accounts, positions, non-zero collateral), built column-wise."""
     book = monitor.book
-    names = [i.name for i in book.instruments.instruments]
-    accounts = [(a, MODES_BY_CODE[int(m)].value) for a, m in zip(book.account_ids, book.mode,
-                                                                  strict=True)]
-    owner = book.position_account()
-    positions = [(book.account_ids[int(owner[p])], names[int(book.position_instrument[p])],
-                  float(book.size[p]), float(book.entry_price[p]))
-                 for p in range(book.position_count)]
-    collateral = [(book.account_ids[a], asset, float(book.collateral[a, c]))
-                  for a in range(book.account_count) for c, asset in enumerate(book.assets)
-                  if book.collateral[a, c] != 0]
+    ids = np.array(book.account_ids, dtype=object)
+    modes = np.array([MODES_BY_CODE[c].value for c in range(len(MODES_BY_CODE))],
+                     dtype=object)
+    names = np.array([i.name for i in book.instruments.instruments], dtype=object)
+    accounts = list(zip(book.account_ids, modes[book.mode].tolist(), strict=True))
+    positions = list(zip(ids[book.position_account()].tolist(),
+                         names[book.position_instrument].tolist(), book.size.tolist(),
+                         book.entry_price.tolist(), strict=True))
+    held, column = np.nonzero(book.collateral)  # row-major: account by account, asset order
+    assets = np.array(book.assets, dtype=object)
+    collateral = list(zip(ids[held].tolist(), assets[column].tolist(),
+                          book.collateral[held, column].tolist(), strict=True))
     store.save_start(values, accounts, positions, collateral)
 
 

@@ -5,7 +5,9 @@ Every bad input is refused whole with the account, position index, field, value 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -117,7 +119,7 @@ def _parse_collateral(raw: Any) -> dict[str, float]:
     collateral: dict[str, float] = {}
     for asset, amount in raw.items():
         name = require_string(asset, field="collateral", expected="an asset symbol")
-        collateral[name] = parse_float(amount, field=f"collateral.{name}", minimum=0.0)
+        collateral[name] = _number(amount, f"collateral.{name}", 0.0)
     return collateral
 
 
@@ -142,8 +144,8 @@ def _parse_positions(
                 raise InputError("each instrument once per account (merge the two positions)",
                                  field="instrument", value=name)
             names.add(name)
-            size = parse_float(obj["size"], field="size")
-            entry = parse_float(obj["entry_price"], field="entry_price", minimum=0.0)
+            size = _number(obj["size"], "size")
+            entry = _number(obj["entry_price"], "entry_price", 0.0)
             if entry == 0.0 and not instrument.is_option:
                 raise InputError("an entry price > 0 for a spot, perpetual or future",
                                  field="entry_price", value=obj["entry_price"])
@@ -202,6 +204,22 @@ def _parse_instruments(raw: Any) -> dict[str, Instrument]:
             contract_size=contract_size, expiry_ns=expiry, strike=strike, right=right,
         )
     return declared
+
+
+def _number(value: Any, field: str, minimum: float | None = None) -> float:
+    """``parse_float(value, field=field, minimum=minimum)``, with its result, for the plain
+    numbers of a portfolio (a float, a finite Decimal, an int) taken without the exact decimal
+    round trip; anything else, or out of bounds, goes through ``parse_float`` and its message.
+    """
+    kind = type(value)
+    plain = kind is float or (kind is Decimal and value.is_finite()) or (
+        kind is int and -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE)
+    if plain:
+        number = float(value)
+        if (math.isfinite(number) and abs(number) <= MAX_MAGNITUDE
+                and (minimum is None or number >= minimum)):
+            return number
+    return parse_float(value, field=field, minimum=minimum)
 
 
 def _choice(value: Any, options: Mapping[str, _T], field: str) -> _T:
