@@ -2,8 +2,11 @@
 throughput of the SQLite and PostgreSQL stores.
 
 Ticks alternate BTC and ETH on a seeded random walk (0.3 % a tick); each is processed in memory
-(no store) and timed from arrival to its last event; then ``rows`` snapshot rows are written in
-one batch to each store (executemany for SQLite, COPY for PostgreSQL).
+(no store) and timed from arrival to its last event, and, interleaved tick by tick so both see
+the same machine load, by a second monitor that commits to a SQLite store and publishes its
+events through the outbox to NATS JetStream (``with_store_and_outbox``, with the ratio of the
+p99s); then ``rows`` snapshot rows are written in one batch to each store (executemany for
+SQLite, COPY for PostgreSQL).
 
 ``setup_seconds`` is the in-memory monitor's construction on that book. Each store also gets the
 set-up of ``margin-engine monitor --population N`` on a new store (``store_setup_seconds``): the
@@ -14,6 +17,7 @@ i.e. everything from the start to the first tick but the process start and impor
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import time
@@ -33,10 +37,12 @@ from margin_engine.margin.config import RiskConfig
 from margin_engine.store.base import SnapshotRow, Tick, open_store
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+NATS_URL = "nats://127.0.0.1:4222"
 
 
 def run_monitor_bench(*, accounts: int, positions: int, ticks: int, rows: int,
-                      seed: int = 1, postgres: str | None = PG_URL) -> dict[str, Any]:
+                      seed: int = 1, postgres: str | None = PG_URL,
+                      nats: str | None = NATS_URL) -> dict[str, Any]:
     names = instrument_names(2400)
     columns = random_book_columns(accounts, positions, names, seed)
     instruments = [parse_shorthand(n) for n in names]
@@ -55,24 +61,35 @@ def run_monitor_bench(*, accounts: int, positions: int, ticks: int, rows: int,
     rng = np.random.default_rng(seed)
     level = {"BTC": 65000.0, "ETH": 2500.0}
     t0 = market.timestamp_ns
-    latencies = []
-    events = 0
-    wall = time.perf_counter()
+    path = []
     for k in range(ticks):
         symbol = "BTC" if k % 2 == 0 else "ETH"
         level[symbol] *= float(np.exp(rng.normal(0, 0.003)))
-        outcome = monitor.process(Tick(k + 1, t0 + (k + 1) * 10**9, symbol, level[symbol]),
-                                  commit=False)
-        latencies.append(outcome.seconds)
-        events += len(outcome.events)
-    wall = time.perf_counter() - wall
-    lat = np.array(latencies) * 1e3
+        path.append(Tick(k + 1, t0 + (k + 1) * 10**9, symbol, level[symbol]))
+    with tempfile.TemporaryDirectory() as folder:
+        durable = open_store(f"sqlite:{os.path.join(folder, 'ticks.db')}")
+        durable.save_start({"store_id": uuid.uuid4().hex[:16]}, [], [], [])
+        stored = Monitor(book, market, RiskConfig(), store=durable)
+        wall = time.perf_counter()
+        memory, committed, outbox = asyncio.run(_paired(monitor, stored, path, nats))
+        wall = time.perf_counter() - wall
+        durable.close()
+    lat, with_store = np.array(memory) * 1e3, np.array(committed) * 1e3
     report: dict[str, Any] = {
         "accounts": accounts, "positions_per_account": positions, "ticks": ticks,
         "setup_seconds": setup_seconds, "latency_p50_ms": float(np.percentile(lat, 50)),
         "latency_p99_ms": float(np.percentile(lat, 99)),
-        "latency_max_ms": float(lat.max()), "ticks_per_second": ticks / wall,
-        "events": events, "stores": {}}
+        "latency_max_ms": float(lat.max()), "ticks_per_second": 2 * ticks / wall,
+        "events": outbox["events"],
+        "with_store_and_outbox": {
+            "store": "sqlite", "outbox": outbox["where"],
+            "events_all_acknowledged": outbox["all_acknowledged"],
+            "latency_p50_ms": float(np.percentile(with_store, 50)),
+            "latency_p99_ms": float(np.percentile(with_store, 99)),
+            "latency_max_ms": float(with_store.max()),
+            "p99_ratio_to_in_memory": float(np.percentile(with_store, 99)
+                                            / np.percentile(lat, 99))},
+        "stores": {}}
     snapshot = [SnapshotRow(1, f"a{k}", 1.0 + k, 2.0, 3.0) for k in range(rows)]
     with tempfile.TemporaryDirectory() as folder:
         specs = {"sqlite": f"sqlite:{os.path.join(folder, 'bench.db')}"}
@@ -96,6 +113,49 @@ def run_monitor_bench(*, accounts: int, positions: int, ticks: int, rows: int,
                 spec + ("-setup" if name == "sqlite" else "_setup"), accounts, seed,
                 drop=name == "postgresql")
     return report
+
+
+async def _paired(memory: Monitor, stored: Monitor, path: list[Tick],
+                  nats: str | None) -> tuple[list[float], list[float], dict[str, Any]]:
+    """Each tick through the in-memory monitor (today's path) and then through the one that
+    commits to its store and publishes its events through the outbox (NATS JetStream with
+    message ids; the store only when no server answers), so both see the same machine load.
+    Latency: tick arrival to its last event committed and handed to NATS (acknowledgements
+    are collected in order without blocking the tick path; all of them are checked at the
+    end)."""
+    from margin_engine.core.errors import InputError
+    from margin_engine.feeds.nats import EventOutbox, NatsTopology, connect, ensure_stream
+
+    js = nc = topology = None
+    if nats:
+        run = uuid.uuid4().hex[:10]
+        topology = NatsTopology(stream=f"BENCH_PRICES_{run}", events=f"bench.{run}.events",
+                                events_stream=f"BENCH_EVENTS_{run}")
+        try:
+            nc = await connect(nats)
+            js = nc.jetstream()
+            await ensure_stream(js, topology)
+        except InputError:
+            js = nc = None
+    assert stored.store is not None
+    outbox = EventOutbox(stored.store, topology) if js is not None and topology else None
+    memory_lat, stored_lat = [], []
+    for tick in path:
+        memory_lat.append(memory.process(tick, commit=False).seconds)
+        started = time.perf_counter()
+        stored.process(tick)
+        if outbox is not None:
+            await outbox.send(js)
+        stored_lat.append(time.perf_counter() - started)
+    acknowledged = await outbox.flush(js) if outbox is not None else False
+    info: dict[str, Any] = {"where": "nats" if outbox else "none (no NATS server)",
+                            "events": stored.store.count("events"),
+                            "all_acknowledged": acknowledged}
+    if nc is not None and topology is not None:
+        for name in (topology.stream, topology.events_stream):
+            await nc.jetstream().delete_stream(name)
+        await nc.close()
+    return memory_lat, stored_lat, info
 
 
 def store_setup_seconds(spec: str, accounts: int, seed: int, *, drop: bool = False) -> float:

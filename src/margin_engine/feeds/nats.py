@@ -31,6 +31,7 @@ import json
 import math
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -241,12 +242,20 @@ def tick_from(data: bytes) -> Tick | str:
 
 
 class EventOutbox:
-    """Publishes the store's events in order, each once, with JetStream de-duplication."""
+    """Publishes the store's events in order, each once, with JetStream de-duplication.
+
+    ``send`` hands every unsent event to the connection without waiting for the server
+    (``publish_async``), so the tick path does not wait a round trip per event; the
+    acknowledgements are collected in order and ``published`` (the cursor written by
+    ``commit``) advances over the contiguous acknowledged prefix. A failed or lost message
+    sends everything after the cursor again (the message ids make the repeats harmless)."""
 
     def __init__(self, store: Repository, topology: NatsTopology) -> None:
         self.store, self.topology = store, topology
         self.store_id = store.store_id()
-        self.published = store.cursor(OUTBOX)
+        self.published = store.cursor(OUTBOX)  # acknowledged through this event seq
+        self.sent = self.published  # handed to the connection through this event seq
+        self.inflight: deque[tuple[int, asyncio.Future[Any]]] = deque()
         self.count = 0
 
     def message_id(self, seq: int) -> str:
@@ -267,25 +276,65 @@ class EventOutbox:
             msg_id = (message.headers or {}).get("Nats-Msg-Id", "")
             if msg_id.startswith(prefix) and msg_id[len(prefix):].isdigit():
                 self.published = max(self.published, int(msg_id[len(prefix):]))
+        self.sent = max(self.sent, self.published)
         self.store.mark_published(self.published)
 
-    async def flush(self, js: Any, batch: int = 1000) -> bool:
-        """Publish every unpublished event; False if the server did not acknowledge them all
-        (they stay in the outbox for the next flush)."""
-        while pending := self.store.events_after(self.published, batch):
-            try:
-                futures = [await js.publish_async(
-                    f"{self.topology.events}.{event.kind}", json.dumps(asdict(event)).encode(),
-                    headers={"Nats-Msg-Id": self.message_id(seq)})
-                    for seq, event in pending]
-                await asyncio.wait_for(asyncio.gather(*futures), timeout=10.0)
-            except Exception:  # noqa: BLE001 - any failure leaves the events in the outbox
-                return False
-            self.published = pending[-1][0]
-            self.count += len(pending)
+    async def send(self, js: Any, batch: int = 1000) -> bool:
+        """Hand every unsent event to the connection; False if that failed (the events stay
+        in the outbox and go out again from the cursor)."""
+        self.collect()
+        try:
+            while pending := self.store.events_after(self.sent, batch):
+                for seq, event in pending:
+                    future = await js.publish_async(
+                        f"{self.topology.events}.{event.kind}",
+                        json.dumps(asdict(event)).encode(),
+                        headers={"Nats-Msg-Id": self.message_id(seq)})
+                    self.inflight.append((seq, future))
+                    self.sent = seq
+        except Exception:  # noqa: BLE001 - any failure leaves the events in the outbox
+            self.resend()
+            return False
+        await asyncio.sleep(0)  # let the client's flusher put them on the wire now
         return True
 
+    def collect(self) -> None:
+        """Advance ``published`` over the acknowledged head of what was sent."""
+        while self.inflight and self.inflight[0][1].done():
+            seq, future = self.inflight.popleft()
+            if future.cancelled() or future.exception() is not None:
+                self.resend()
+                return
+            self.published = seq
+            self.count += 1
+
+    def resend(self) -> None:
+        """Forget what is in flight: the next ``send`` starts again after the acknowledged
+        cursor (after a lost connection, whose unacknowledged messages may never arrive)."""
+        for _, future in self.inflight:
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # retrieved: not logged as never retrieved
+        self.inflight.clear()
+        self.sent = self.published
+
+    async def flush(self, js: Any, timeout: float = 5.0, attempts: int = 3) -> bool:
+        """Send everything and wait for every acknowledgement (again from the cursor when
+        some never come); True when all are in."""
+        for _ in range(attempts):
+            if await self.send(js) and self.inflight:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.gather(*(f for _, f in self.inflight),
+                                                          return_exceptions=True), timeout)
+            self.collect()
+            if not self.inflight and self.sent == self.published:
+                return True
+            self.resend()
+        return False
+
     def commit(self) -> None:
+        self.collect()
         self.store.mark_published(self.published)
 
 
@@ -330,6 +379,8 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
             with contextlib.suppress(Exception):
                 sub = await _resubscribe(js, topology, sub, handled_through)
                 subscribed_at_outage = link.outages
+                if outbox is not None:
+                    outbox.resend()  # what went into the lost connection goes out again
             continue
         outages = link.outages
         try:
@@ -356,7 +407,7 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
             events = handle(item, seq)
             handled_through = seq
             if outbox is not None:
-                await outbox.flush(js)
+                await outbox.send(js)
             else:
                 for event in events:
                     await nc.publish(f"{topology.events}.{event.kind}",
@@ -368,7 +419,10 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
             outbox.commit()
     _record_notices(link, store)
     if outbox is not None:
-        await outbox.flush(js)
+        if not await outbox.flush(js):
+            outbox.commit()
+            raise FeedLost(f"the NATS server {server} did not acknowledge every event; they "
+                           "stay in the store's outbox: restart the monitor to publish them")
         outbox.commit()
     # Drain would wait out its 30 s timeout on the pull subscription's pending fetch inbox:
     # flush what was published and acknowledged, then close.
