@@ -257,6 +257,7 @@ class EventOutbox:
         self.sent = self.published  # handed to the connection through this event seq
         self.inflight: deque[tuple[int, asyncio.Future[Any]]] = deque()
         self.count = 0
+        self.connection = 0  # outages seen: a new number means a new connection
 
     def message_id(self, seq: int) -> str:
         return f"{self.store_id}-{seq}"
@@ -279,9 +280,14 @@ class EventOutbox:
         self.sent = max(self.sent, self.published)
         self.store.mark_published(self.published)
 
-    async def send(self, js: Any, batch: int = 1000) -> bool:
+    async def send(self, js: Any, batch: int = 1000, connection: int = 0) -> bool:
         """Hand every unsent event to the connection; False if that failed (the events stay
-        in the outbox and go out again from the cursor)."""
+        in the outbox and go out again from the cursor). ``connection`` counts the outages:
+        on a new connection everything after the acknowledged cursor goes out again first,
+        in order (what went into the lost one may never have arrived)."""
+        if connection != self.connection:
+            self.connection = connection
+            self.resend()
         self.collect()
         try:
             while pending := self.store.events_after(self.sent, batch):
@@ -319,11 +325,13 @@ class EventOutbox:
         self.inflight.clear()
         self.sent = self.published
 
-    async def flush(self, js: Any, timeout: float = 5.0, attempts: int = 3) -> bool:
+    async def flush(self, js: Any, timeout: float = 5.0, attempts: int = 3,
+                    connection: int | None = None) -> bool:
         """Send everything and wait for every acknowledgement (again from the cursor when
         some never come); True when all are in."""
         for _ in range(attempts):
-            if await self.send(js) and self.inflight:
+            if await self.send(js, connection=self.connection if connection is None
+                               else connection) and self.inflight:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.gather(*(f for _, f in self.inflight),
                                                           return_exceptions=True), timeout)
@@ -379,8 +387,6 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
             with contextlib.suppress(Exception):
                 sub = await _resubscribe(js, topology, sub, handled_through)
                 subscribed_at_outage = link.outages
-                if outbox is not None:
-                    outbox.resend()  # what went into the lost connection goes out again
             continue
         outages = link.outages
         try:
@@ -407,7 +413,7 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
             events = handle(item, seq)
             handled_through = seq
             if outbox is not None:
-                await outbox.send(js)
+                await outbox.send(js, connection=link.outages)
             else:
                 for event in events:
                     await nc.publish(f"{topology.events}.{event.kind}",
@@ -419,7 +425,7 @@ async def consume(server: str, handle: Handler, idle_seconds: float = 2.0,
             outbox.commit()
     _record_notices(link, store)
     if outbox is not None:
-        if not await outbox.flush(js):
+        if not await outbox.flush(js, connection=link.outages):
             outbox.commit()
             raise FeedLost(f"the NATS server {server} did not acknowledge every event; they "
                            "stay in the store's outbox: restart the monitor to publish them")
