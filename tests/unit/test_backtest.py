@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from margin_engine.backtest.engine import PredictiveConfig, run_backtest
+from margin_engine.backtest.engine import (
+    ApcMethod,
+    PredictiveConfig,
+    predictive_rates,
+    run_backtest,
+)
 from margin_engine.backtest.inputs import DailyHistory
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.cli.app import app
@@ -43,6 +48,12 @@ def test_no_forecaster_reads_the_future(name: str) -> None:
     forecaster = get_forecaster(name)
     before, after = forecaster.variance(original), forecaster.variance(shuffled)
     assert np.isfinite(before[cut]) or name in ("learned",)
+    if name == "predictive":  # its rates, not only its scale
+        from margin_engine.vol.predictive import PredictiveForecaster
+
+        rates = [PredictiveForecaster().rates(x, 0.99, 1).rate for x in (original, shuffled)]
+        assert np.isfinite(rates[0][cut])
+        np.testing.assert_array_equal(rates[0][:cut + 1], rates[1][:cut + 1])
     np.testing.assert_array_equal(before[:cut + 1], after[:cut + 1])
     assert not np.array_equal(before[cut + 2:], after[cut + 2:])  # the future did change
 
@@ -94,7 +105,7 @@ def test_fixed_grid_and_tiers_on_the_same_walk() -> None:
 
 def test_apc_buffer_raises_margin_by_a_quarter() -> None:
     plain = _run(forecaster="ewma")
-    buffered = _run(forecaster="ewma", predictive=PredictiveConfig(apc="buffer"))
+    buffered = _run(forecaster="ewma", predictive=PredictiveConfig(apc=ApcMethod.BUFFER))
     assert buffered["mean_margin"] == pytest.approx(1.25 * plain["mean_margin"], rel=1e-9)
     assert buffered["exceptions"] <= plain["exceptions"]
 
@@ -119,24 +130,31 @@ def test_backtest_cli_json(tmp_path: Path) -> None:
         assert key in summary
     assert (tmp_path / "report" / "backtest.png").stat().st_size > 20_000
     bad = CliRunner().invoke(app, ["backtest", "--prices", f"BTC={prices}", "--portfolio",
-                                   str(portfolio)])
+                                   str(portfolio), "--model", "portfolio", "--forecaster",
+                                   "ewma"])
     assert bad.exit_code == 2
     assert "exactly one of --model or --forecaster" in bad.stderr
 
 
-def test_crash_study_slice() -> None:
+def test_crash_study_compares_methods_on_common_dates() -> None:
     from margin_engine.backtest.study import HISTORIES, run_study
 
     data = SHARED / "data"
     if not (data / HISTORIES[1][2]).exists():
         pytest.skip(f"{data} not found (../shared/data is absent)")
-    result = run_study(data, histories=(HISTORIES[1],), methods=("portfolio", "ewma"))
-    methods = {row["method"] for row in result["full_history"]}
-    assert methods == {"portfolio", "predictive:ewma"}
+    result = run_study(data, histories=(HISTORIES[1],), methods=("portfolio", "ewma", "garch"))
+    rows = result["full_history"]
+    assert {row["method"] for row in rows} == {"portfolio", "predictive:ewma", "predictive:garch"}
     windows = {w["window"] for w in result["crash_windows"]}
     assert {"2022-11 FTX", "2024-08-05", "2025-10-10"} <= windows
-    ewma = next(r for r in result["full_history"] if r["method"] == "predictive:ewma")
-    assert ewma["observations"] > 1300
+    # the fixed grid has a margin from the first day, ewma from day 30 and garch from day 250:
+    # every row is on garch's days (1,432 closes - 250 warm-up - 1 last day without a loss)
+    assert {(r["observations"], r["first"], r["last"]) for r in rows} == {
+        (1181, "2022-09-08T00:00:00Z", "2025-12-01T00:00:00Z")}
+    by_window: dict[str, set[int]] = {}
+    for w in result["crash_windows"]:
+        by_window.setdefault(w["window"], set()).add(w["observations"])
+    assert all(len(counts) == 1 for counts in by_window.values())
 
 
 def test_backtest_says_which_positions_were_already_settled() -> None:
@@ -155,3 +173,98 @@ def test_backtest_says_which_positions_were_already_settled() -> None:
     assert both["mean_margin"] == pytest.approx(perp["mean_margin"], rel=1e-12)
     # The settled cash (3 x (30,000 - 29,000)) stays put while the index walks: same losses.
     np.testing.assert_allclose(runs[0].loss, runs[1].loss, rtol=1e-9, atol=1e-6)
+
+
+def _book(size: float) -> dict:
+    return {**BOOK, "accounts": [{**BOOK["accounts"][0], "positions": [
+        {"instrument": "BTC-PERP", "size": size, "entry_price": 30000}]}]}
+
+
+@pytest.mark.parametrize("kwargs", [{"forecaster": "ewma"}, {"model": "portfolio"}])
+def test_short_perp_is_margined_like_the_long(kwargs: dict) -> None:
+    # SPEC 3.3: linear instruments are revalued at the standard grid's extreme move of the same
+    # sign on the extended table, so a naked short perp pays the range like a naked long: the
+    # forecast rate (or 16 %) x price on every day. With +50 % x 1/3 scaled by rate / 16 % the
+    # short paid 0.50 / 3 / 0.16 = 1.0417 x the long's margin.
+    history = _gbm_history(300)
+    runs = [run_backtest(book_from_portfolio(parse_portfolio(_book(size))), parse_market(MARKET),
+                         {"BTC": history}, config=RiskConfig(), confidence=0.99, mpor_days=1,
+                         **kwargs) for size in (1, -1)]
+    long, short = runs
+    np.testing.assert_array_equal(long.days_ns, short.days_ns)
+    np.testing.assert_allclose(short.margin, long.margin, rtol=1e-12)
+    at = np.searchsorted(history.days_ns, long.days_ns)
+    price = 30000 * history.closes[at] / history.closes[0]
+    rate = (predictive_rates(history, "ewma", 0.99, 1, PredictiveConfig())[at]
+            if "forecaster" in kwargs else np.full(at.size, 0.16))
+    np.testing.assert_allclose(long.margin, rate * price, rtol=1e-9)
+
+
+def _csv(tmp_path: Path, history: DailyHistory) -> Path:
+    days = np.array(history.days_ns // DAY, dtype="datetime64[D]")
+    prices = tmp_path / "btc.csv"
+    prices.write_text("date,open,high,low,close,volume\n" + "".join(
+        f"{d} 00:00:00+00:00,{c},{c},{c},{c},1\n"
+        for d, c in zip(days, history.closes, strict=True)))
+    return prices
+
+
+def test_backtest_start_date_means_midnight_utc(tmp_path: Path) -> None:
+    # A date alone was refused for lacking a zone; it means 00:00 UTC of that day.
+    prices = _csv(tmp_path, _gbm_history(200))  # close days from 2016-07-19
+    portfolio = tmp_path / "p.json"
+    portfolio.write_text(json.dumps(BOOK))
+    out = CliRunner().invoke(app, ["backtest", "--prices", f"BTC={prices}", "--portfolio",
+                                   str(portfolio), "--model", "portfolio", "--start",
+                                   "2016-09-01", "--end", "2016-10-01", "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert (summary["first"], summary["last"]) == ("2016-09-01T00:00:00Z",
+                                                   "2016-10-01T00:00:00Z")
+    bad = CliRunner().invoke(app, ["backtest", "--prices", f"BTC={prices}", "--portfolio",
+                                   str(portfolio), "--model", "portfolio", "--start",
+                                   "2016-02-30"])
+    assert bad.exit_code == 2
+    assert "calendar date" in bad.stderr
+
+
+def test_backtest_forecaster_defaults_to_predictive(tmp_path: Path) -> None:
+    prices = _csv(tmp_path, _gbm_history(700))
+    portfolio = tmp_path / "p.json"
+    portfolio.write_text(json.dumps(BOOK))
+    out = CliRunner().invoke(app, ["backtest", "--prices", f"BTC={prices}", "--portfolio",
+                                   str(portfolio), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["method"] == "predictive:predictive"
+    # its own history only: 30-day seed, then 500 standardised losses to calibrate on
+    assert summary["first"] == "2017-12-30T00:00:00Z"
+
+
+def test_compare_cli_runs_forecasters_long_and_short_on_common_dates(tmp_path: Path) -> None:
+    prices = _csv(tmp_path, _gbm_history(700))
+    portfolio = tmp_path / "p.json"
+    portfolio.write_text(json.dumps(BOOK))
+    out = CliRunner().invoke(app, ["backtest", "--compare", "ewma,garch,predictive", "--prices",
+                                   f"BTC={prices}", "--portfolio", str(portfolio), "--json",
+                                   "--output", str(tmp_path / "cmp")])
+    assert out.exit_code == 0, out.output
+    document = json.loads(out.stdout)
+    (history,) = document["histories"]
+    rows = history["rows"]
+    assert {(r["side"], r["method"]) for r in rows} == {
+        (side, m) for side in ("long", "short") for m in ("ewma", "garch", "predictive")}
+    # garch starts at day 250, predictive at day 530: every row is on predictive's days
+    assert {(r["observations"], r["first"]) for r in rows} == {(169, "2017-12-30T00:00:00Z")}
+    assert history["common_dates"]["days"] == 169
+    predictive = next(r for r in rows if r["method"] == "predictive" and r["side"] == "long")
+    assert "apc_cost" in predictive
+    assert len(predictive["anticipation"]) == 5
+    verdict = history["verdict"]["predictive"]
+    assert set(verdict["checks"]) == {"exceptions_at_most_ewma", "margin_at_most_1.05x_ewma",
+                                      "kupiec_both_sides", "5d_rise_at_most_ewma"}
+    assert (tmp_path / "cmp" / "compare.html").exists()
+    bad = CliRunner().invoke(app, ["backtest", "--compare", "ewma,nope", "--prices",
+                                   f"BTC={prices}", "--portfolio", str(portfolio)])
+    assert bad.exit_code == 2
+    assert "'nope'" in bad.stderr

@@ -71,7 +71,7 @@ def test_compare_gives_every_model(files: tuple[Path, Path]) -> None:
     assert set(models) == {"isolated", "cross", "portfolio", "sensitivity"}
     assert models["cross"]["initial_margin"] <= models["isolated"]["initial_margin"]
     human = runner.invoke(app, ["compare", str(portfolio), "--market", str(market)])
-    assert "portfolio IM" in human.stdout
+    assert "Initial margin in USD by model" in human.stdout
 
 
 def test_bad_input_exits_2_with_one_line(files: tuple[Path, Path], tmp_path: Path) -> None:

@@ -1,5 +1,10 @@
 """`margin-engine backtest --study crashes`: every model and forecaster on BTC and ETH, full
-history and the crash windows, at 99 % / 1 day, for a 1-coin long perpetual."""
+history and the crash windows, at 99 % / 1 day, for a 1-coin long perpetual.
+
+Every row of a history compares the methods on the same days: the common dates of every method
+but ``implied`` (DVOL starts 2021-03-24), which is compared with ``ewma`` on its own days
+instead. ``predictive`` pools the other asset's histories of the study (walk-forward).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from margin_engine.backtest.engine import BacktestResult, PredictiveConfig, _summarise, run_backtest
+import numpy as np
+
+from margin_engine.backtest.engine import (
+    BacktestResult,
+    Method,
+    PredictiveConfig,
+    ZMethod,
+    _summarise,
+    forecast_rates,
+    on_common_days,
+    restrict,
+    run_methods,
+    with_days,
+)
 from margin_engine.backtest.inputs import daily_history
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.core.errors import InputError
@@ -36,7 +54,8 @@ CRASHES = {  # the crash day; windows run 30 days before to 30 days after
     "2024-08-05": "2024-08-05", "2025-10-10": "2025-10-10",
 }
 MODELS = ("isolated", "cross", "portfolio", "sensitivity", "var")
-FORECASTERS = ("ewma", "garch", "har", "implied", "learned")
+FORECASTERS = ("ewma", "garch", "har", "implied", "learned", "predictive")
+OWN_DAYS = ("implied",)  # compared on their own days, not in the common dates
 DAY = 86_400 * 10**9
 
 
@@ -61,43 +80,61 @@ def run_study(data: Path, *, z: str = "normal",
               progress: Callable[[str], None] | None = None,
               histories: tuple[tuple[str, str, str, str, str | None], ...] = HISTORIES,
               methods: tuple[str, ...] = (*MODELS, *FORECASTERS)) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
-    windows: list[dict[str, Any]] = []
+    loaded = {}
     for label, underlying, price_file, dvol_file, funding_file in histories:
         path = data / price_file
         if not path.exists():
             raise InputError(f"the shared data file {price_file} (give --data DIR)",
                              value=str(path))
-        history = daily_history(load_price_file(path), load_price_file(data / dvol_file),
-                                load_funding_file(data / funding_file) if funding_file
-                                else None)
+        loaded[label] = (underlying, daily_history(
+            load_price_file(path), load_price_file(data / dvol_file),
+            load_funding_file(data / funding_file) if funding_file else None))
+    rows: list[dict[str, Any]] = []
+    windows: list[dict[str, Any]] = []
+    for label, (underlying, history) in loaded.items():
         market = parse_market(flat_market_document({underlying: float(history.closes[0])},
                                                    int(history.days_ns[0])))
-        results: dict[str, BacktestResult] = {}
+        cfg = PredictiveConfig(z=ZMethod(z), pool=tuple(
+            with_days(h) for u, h in loaded.values() if u != underlying))
+        plan: list[Method] = []
+        failed: dict[str, str] = {}
         for method in methods:
+            if method in MODELS:
+                plan.append(Method(label=method, model=method))
+                continue
             if progress:
                 progress(f"{label}: {method}")
-            kwargs: dict[str, Any] = ({"model": method} if method in MODELS else
-                                      {"forecaster": method,
-                                       "predictive": PredictiveConfig(z=z)})
             try:
-                result = run_backtest(_book(underlying), market, {underlying: history},
-                                      config=RiskConfig(), confidence=0.99, mpor_days=1,
-                                      **kwargs)
+                rates, _ = forecast_rates({underlying: history}, method, 0.99, 1, cfg)
             except InputError as exc:  # e.g. no DVOL in this period for `implied`
-                rows.append({"history": label, "method": method, "error": str(exc)})
+                failed[method] = str(exc)
                 continue
-            results[method] = result
-            rows.append({"history": label, **result.summary})
-        implied = results.get("implied")
-        if implied is not None and "ewma" in results:
-            same = _slice(results["ewma"], int(implied.days_ns[0]), int(implied.days_ns[-1]))
-            if same is not None:
+            plan.append(Method(label=f"predictive:{method}", rates=rates))
+        if progress:
+            progress(f"{label}: backtests")
+        results = run_methods(_book(underlying), market, {underlying: history}, plan,
+                              config=RiskConfig(), confidence=0.99, mpor_days=1)
+        own = {k: v for k, v in results.items() if k.removeprefix("predictive:") in OWN_DAYS}
+        common = on_common_days({k: v for k, v in results.items() if k not in own})
+        for method in methods:
+            key = method if method in MODELS else f"predictive:{method}"
+            if method in failed:
+                rows.append({"history": label, "method": method, "error": failed[method]})
+            elif key in common:
+                rows.append({"history": label, **common[key].summary})
+            elif key in own:
+                rows.append({"history": label, **own[key].summary})
+        for key, result in own.items():
+            if "predictive:ewma" in results:
+                days = np.intersect1d(result.days_ns, results["predictive:ewma"].days_ns)
+                same = restrict(results["predictive:ewma"], days)
                 rows.append({"history": label, **same.summary,
-                             "method": "predictive:ewma (implied's days)"})
+                             "method": f"predictive:ewma ({key.removeprefix('predictive:')}'s "
+                                       "days)"})
+        compared = {**common, **own}
         for name, day in CRASHES.items():
             centre = parse_timestamp(f"{day}T00:00:00Z", field="crash")
-            for result in results.values():
+            for result in compared.values():
                 sliced = _slice(result, centre - 30 * DAY, centre + 30 * DAY)
                 if sliced is not None:
                     windows.append({"history": label, "window": name, **sliced.summary})

@@ -327,21 +327,22 @@ vol_app = HelpTyper(no_args_is_help=True, help="Volatility surfaces from option 
 app.add_typer(market_app, name="market")
 app.add_typer(vol_app, name="vol")
 ChainFiles = Annotated[list[str], typer.Argument(
-    help="Deribit chain, book-summary or mark files; UNDERLYING=FILE names the underlying.")]
+    metavar="FILE", help="Deribit chain, book-summary or mark files; UNDERLYING=FILE names the "
+    "underlying.")]
 AtOpt = Annotated[str | None, typer.Option(
-    "--at", help="Snapshot time (ISO-8601 with zone); default: the files' own snapshot "
-    "(required for chains without one).")]
+    "--at", metavar="TIME", help="Snapshot time (ISO-8601 with zone); default: the files' own "
+    "snapshot (required for chains without one).")]
 
 
 @market_app.command("from-deribit")
 def market_from_deribit(
     files: ChainFiles,
     at: AtOpt = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Market JSON path "
-                                                "(default: stdout).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", metavar="FILE", help="Market JSON "
+                                                "path (default: stdout).")] = None,
     report: Annotated[Path | None, typer.Option(
-        "--report", help="Write the fit report (per expiry RMSE, what became of every input "
-        "row, arbitrage) as JSON here.")] = None,
+        "--report", metavar="FILE", help="Write the fit report (per expiry RMSE, what became "
+        "of every input row, arbitrage) as JSON here.")] = None,
     weighting: Annotated[str, typer.Option(
         "--weighting", metavar="vega|spread", help="Least-squares weights: vega, or vega / "
         "bid-ask spread where the file has a book.")] = "vega",
@@ -894,6 +895,90 @@ def simulate_crashes(
         from margin_engine.cli.render import print_crash_study
 
         print_crash_study(crashes, depeg)
+
+    _guarded(body)
+
+
+@simulate_app.command("cascade")
+def simulate_cascade(
+    shock: Annotated[str, typer.Option(
+        "--shock", help="venue-token-90, usdc-2023, ust-2022 (USDT follows UST), "
+        "crash-2025-10-10, crash-2024-08-05, SYMBOL=-90%, SYMBOL=ust-2022 or SYMBOL=FILE; "
+        "comma-separated to combine.")],
+    population: Annotated[int, typer.Option("--population", min=1,
+                                            help="Seeded venue accounts.")] = 10_000,
+    modes: Annotated[str, typer.Option(
+        "--modes", help="Margin modes compared: isolated, cross, portfolio, account (each "
+        "account's own).")] = "isolated,cross,portfolio",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the population.")] = 1,
+    max_rounds: Annotated[int, typer.Option("--max-rounds", min=1,
+                                            help="Rounds at most.")] = 10,
+    impact: Annotated[str, typer.Option("--impact",
+                                        help="linear or square-root.")] = "square-root",
+    depth: Annotated[list[str] | None, typer.Option(
+        "--depth", metavar="SYMBOL=USD", help="1 % depth of a symbol's book, USD; "
+        "repeatable.")] = None,
+    insurance_fund: Annotated[float | None, typer.Option(
+        "--insurance-fund", min=0.0, help="Insurance fund at the start, USD (default: "
+        "0.5 % of the open interest).")] = None,
+    penalty_rate: Annotated[float, typer.Option(
+        "--penalty-rate", min=0.0, help="Liquidation penalty, a fraction of the closed "
+        "notional.")] = 0.01,
+    shortfall: Annotated[str, typer.Option("--shortfall", help="adl or socialised.")] = "adl",
+    collateral: Annotated[str, typer.Option(
+        "--collateral", help="per-mode (each mode's IM / utilisation) or shared (the largest "
+        "IM of the modes).")] = "per-mode",
+    collateral_sales: Annotated[bool, typer.Option(
+        "--collateral-sales/--no-collateral-sales",
+        help="Liquidated accounts sell collateral to cover a negative USD balance.")] = True,
+    data: Annotated[Path, typer.Option("--data", help="The shared data folder.")] =
+    Path("../shared/data"),
+    output: Annotated[Path, typer.Option("--output", help="Folder of the HTML report.")] =
+    Path("out/cascade"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Liquidation cascade of a shock through a seeded venue, under each margin mode."""
+
+    def body() -> None:
+        from margin_engine.cli.cascade_view import print_study, round_bars
+        from margin_engine.cli.console import make_console
+        from margin_engine.core.errors import InputError
+        from margin_engine.core.numbers import parse_float
+        from margin_engine.liquidation.cascade import CascadeConfig
+        from margin_engine.liquidation.cascade_report import study_document, write_html
+        from margin_engine.liquidation.cascade_study import parse_modes, run_study
+        from margin_engine.liquidation.impact import DEFAULT_DEPTH, ImpactConfig, ImpactLaw
+        from margin_engine.liquidation.venue_population import CollateralSizing
+
+        laws = {law.value: law for law in ImpactLaw}
+        if impact not in laws:
+            raise InputError(f"one of {', '.join(laws)}", field="--impact", value=impact)
+        sizings = {s.value: s for s in CollateralSizing}
+        if collateral not in sizings:
+            raise InputError(f"one of {', '.join(sizings)}", field="--collateral",
+                             value=collateral)
+        depths = dict(DEFAULT_DEPTH)
+        for item in depth or []:
+            symbol, sep, value = item.partition("=")
+            if not sep or not symbol.strip():
+                raise InputError("SYMBOL=USD (the 1 % depth)", field="--depth", value=item)
+            depths[symbol.strip()] = parse_float(value.strip(), field=f"--depth {symbol}",
+                                                 strictly_positive=True)
+        settings = CascadeConfig(
+            max_rounds=max_rounds, impact=ImpactConfig(law=laws[impact], depth_usd=depths),
+            penalty_rate=penalty_rate, shortfall=shortfall, insurance_fund=insurance_fund,
+            collateral_sales=collateral_sales)
+        chosen = parse_modes(modes)
+        console = make_console(stderr=True)
+        with round_bars(console, enabled=not as_json) as (on_round, on_stage):
+            study = run_study(shock_spec=shock, accounts=population, modes=chosen, seed=seed,
+                              data=data, sizing=sizings[collateral], cascade=settings,
+                              progress=on_round, stage=on_stage)
+        page = write_html(study, output)
+        if as_json:
+            _emit_json({**study_document(study), "report": str(page)})
+            return
+        print_study(make_console(), study, str(page))
 
     _guarded(body)
 

@@ -18,6 +18,7 @@ _MONTHS = {
     )
 }
 _EXPIRY_CODE = re.compile(r"^(\d{1,2})([A-Z]{3})(\d{2})$", re.ASCII)
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 
 
 def parse_timestamp(text: object, *, field: str) -> int:
@@ -37,6 +38,18 @@ def parse_timestamp(text: object, *, field: str) -> int:
             value=text,
         )
     return datetime_to_ns(moment)
+
+
+def parse_day_or_timestamp(text: object, *, field: str) -> int:
+    """A date ``YYYY-MM-DD`` (00:00 UTC that day) or an ISO-8601 timestamp with a zone -> ns."""
+    if isinstance(text, str) and _DATE.match(text.strip()):
+        try:
+            day = dt.date.fromisoformat(text.strip())
+        except ValueError:
+            raise InputError("a calendar date such as '2025-06-01'", field=field,
+                             value=text) from None
+        return datetime_to_ns(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
+    return parse_timestamp(text, field=field)
 
 
 def datetime_to_ns(moment: dt.datetime) -> int:

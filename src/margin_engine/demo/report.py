@@ -55,29 +55,13 @@ def _finite(value: float) -> float | None:
 
 def _bars(table: dict[str, Any], models: list[str], key: str, label: str, path: Path,
           log: bool = False) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from margin_engine.demo.run import strategy_bars
 
     names = list(table)
-    y = np.arange(len(names))
-    height = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(10, 8), dpi=100)
-    for k, model in enumerate(models):
-        values = [table[n][model][key] or np.nan for n in names]
-        ax.barh(y + (k - (len(models) - 1) / 2) * height, values, height, label=model)
-    ax.set_yticks(y, names)
-    ax.invert_yaxis()
-    if log:
-        ax.set_xscale("log")
-    ax.set_xlabel(label)
-    ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"{label.split(',')[0].split('=')[0].strip()} by strategy and model")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    what = label.split(",")[0].split("=")[0].strip()
+    strategy_bars(names, models, {m: [table[n][m][key] for n in names] for m in models}, path,
+                  log=log, title=f"{what[0].upper()}{what[1:]} by strategy and model",
+                  xlabel=label)
 
 
 def _eff(cell: dict[str, Any]) -> str:
@@ -87,7 +71,7 @@ def _eff(cell: dict[str, Any]) -> str:
 
 def _html(document: dict[str, Any]) -> str:
     models = document["models"]
-    head = "".join(f"<th>{html.escape(m)} IM</th><th>eff.</th>" for m in models)
+    head = "".join(f"<th>{html.escape(m)} IM (USD)</th><th>eff.</th>" for m in models)
     rows = []
     for name, cells in document["strategies"].items():
         tds = "".join(f"<td>{cells[m]['initial_margin']:,.0f}</td><td>{_eff(cells[m])}</td>"
@@ -109,7 +93,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th:first-child{{t
 gross notional / initial margin.</p>
 <img src="efficiency.png" alt="efficiency by strategy and model" width="900">
 <img src="initial_margin.png" alt="initial margin by strategy and model" width="900">
-<table><tr><th>strategy</th><th>gross notional</th>{head}</tr>{''.join(rows)}</table>
+<table><tr><th>strategy</th><th>gross notional (USD)</th>{head}</tr>{''.join(rows)}</table>
+<p>eff.: margin efficiency, gross notional / IM ('-': IM is 0, long options only: premium
+paid).</p>
 <h2>Which book is riskier?</h2><ul>{agreement}</ul>
 <p>Pairs whose portfolio margins differ by less than 5 % are left out.</p>
 </body></html>

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from margin_engine.book.bound import BoundBook, bind_market
 from margin_engine.book.columnar import ColumnarBook, book_from_portfolio
@@ -110,8 +109,8 @@ def run_demo(*, accounts: int, output: Path, seed: int, console: Console | None 
     elapsed = time.perf_counter() - started
     console.print(f"\nWrote {output / 'demo_results.json'}"
                   + (f" and {chart}" if write_chart else "") + f" in {elapsed:.1f} s.")
-    console.print("Next: `margin-engine compare PORTFOLIO --market MARKET` on your own book, "
-                  "`margin-engine report` for all five models, `margin-engine --help` for "
+    console.print("Next: `margin-engine compare PORTFOLIO --market MARKET` on your own book,\n"
+                  "`margin-engine report` for all five models, `margin-engine --help` for\n"
                   "liquidation replays, backtests and the live monitor.")
     return summary
 
@@ -142,16 +141,33 @@ def _summarise(labels: list[str], run: Any, unfunded_run: Any, leg_run: Any,
     return {"strategies": rows, "models": list(run.results)}
 
 
+# Why a strategy needs more initial margin under the portfolio grid than under the isolated
+# tiers (50x: 2 % of a delta-one leg's notional, nothing for a long option).
+WHY_MORE = {
+    "naked future": "the tiers charge 2 % of the notional, the grid the loss of a 16 % move",
+    "BTC/ETH pair": "each perp pays 2 % under the tiers; on the grid each leg loses 16 % and "
+                    "the BTC/ETH correlation offsets at most half",
+    "protective put": "the tiers charge the perp 2 % and the long put nothing; the grid charges "
+                      "the loss before the put pays (the drop to its strike, 3-15 % below the "
+                      "index) plus the premium the put loses in that scenario",
+    "covered call": "the tiers charge the perp 2 % plus the short call's own rule; the grid "
+                    "charges the perp's 16 % fall less the call premium",
+}
+MORE_FALLBACK = "its worst loss on the +/-16 % grid is larger than 2 % of its notional"
+
+
 def _print_summary(console: Console, summary: dict[str, Any], accounts: int,
                    positions: int) -> None:
+    from rich.text import Text
+
+    from margin_engine.cli.render import bullet, heading, keep_names_whole, notes, table
+
     models = summary["models"]
-    table = Table(title=f"Margin efficiency (gross notional / IM, median per account) on "
-                  f"{accounts:,} accounts, {positions:,} positions", title_justify="left")
-    table.add_column("strategy")
-    for model in models:
-        table.add_column(f"{model}", justify="right")
-    table.add_column("portfolio IM / isolated IM", justify="right")
-    table.add_column("portfolio IM / sum of legs alone", justify="right")
+    heading(console, "Margin efficiency = gross notional / initial margin (median per account)",
+            f"{accounts:,} accounts, {positions:,} positions; higher: less margin for the "
+            "same exposure")
+    out = table("strategy", *models, "IM ratio\nportfolio /\nisolated",
+                "IM ratio\nportfolio /\nlegs alone")
     worse: list[str] = []
     for name, row in summary["strategies"].items():
         cells = [f"{row[m]['median_efficiency']:.1f}x" if row[m]["median_efficiency"] else "-"
@@ -160,45 +176,93 @@ def _print_summary(console: Console, summary: dict[str, Any], accounts: int,
         port = row["portfolio"]["total_initial_margin"]
         legs = row["portfolio"]["legs_alone_initial_margin"]
         together = row["portfolio"]["unfunded_initial_margin"]
-        table.add_row(name, *cells, f"{port / iso:.2f}" if iso else "-",
-                      f"{together / legs:.2f}" if legs else "-")
+        out.add_row(name, *cells, f"{port / iso:.2f}" if iso else "-",
+                    f"{together / legs:.2f}" if legs else "-")
         if iso and port > iso:
             worse.append(name)
-    console.print(table)
-    console.print("'-': IM is 0 (long options only: premium paid). Sum of legs alone: each leg "
-                  "margined in its own account; both sides without collateral.")
+    console.print(keep_names_whole(out, summary["strategies"]))
+    notes(console,
+          "Model columns: median efficiency per account ('-': IM is 0, long options only: "
+          "premium paid).",
+          "IM ratios: ratios of totals over the strategy's accounts (< 1: the portfolio model "
+          "asks less);",
+          "portfolio / isolated with collateral; portfolio / legs alone: the strategy against "
+          "its legs each",
+          "margined in an account of its own, both without collateral (the hedge benefit).")
     if worse:
-        console.print(
-            "Needs MORE margin under the +/-16 % portfolio grid than under 50x isolated tiers: "
-            + ", ".join(worse) + ". A 2 % tier covers a 2 % move; the grid covers 16 %.")
+        console.print(Text("Needs MORE margin under the +/-16 % portfolio grid than under the "
+                           "50x isolated tiers:", style="bold"))
+        for name in worse:
+            bullet(console, f"{name}: {WHY_MORE.get(name, MORE_FALLBACK)}.")
+
+
+def _efficiency_label(value: float, _: object = None) -> str:
+    return f"{value:,.0f}x" if value >= 1 else f"{value:g}x"
 
 
 def _chart(summary: dict[str, Any], path: Path) -> None:
+    models = summary["models"]
+    names = list(summary["strategies"])
+    values = {m: [summary["strategies"][n][m]["median_efficiency"] for n in names]
+              for m in models}
+    strategy_bars(names, models, values, path, log=True,
+                  title="Margin efficiency by strategy and model (higher: less margin for the "
+                  "same exposure)",
+                  xlabel="margin efficiency = gross notional / initial margin (median per "
+                  "account, log scale)")
+
+
+def strategy_bars(names: list[str], models: list[str], values: dict[str, list[float | None]],
+                  path: Path, *, log: bool, title: str, xlabel: str) -> None:
+    """Horizontal bars per strategy and model, each with its value at its end. ``log``: an
+    efficiency axis (labels 2x, 5x, 10x, ...); else a USD axis. A missing value (None: IM is 0,
+    no efficiency) gets a note inside the plot on its strategy's row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    models = summary["models"]
-    names = list(summary["strategies"])
     y = np.arange(len(names))
     height = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(10, 7), dpi=110)
+    data = {m: np.array([np.nan if v is None else v for v in values[m]], dtype=np.float64)
+            for m in models}
+    finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in data.values()])
+    fig, ax = plt.subplots(figsize=(11, max(5.0, 0.65 * len(names) + 1.5)), dpi=110)
+    if log:
+        low, high = float(finite.min()) / 1.5, float(finite.max()) * 2.2
+    else:
+        low, high = 0.0, float(finite.max()) * 1.18
     for k, model in enumerate(models):
-        values = [summary["strategies"][n][model]["median_efficiency"] or np.nan for n in names]
         offset = y + (k - (len(models) - 1) / 2) * height
-        ax.barh(offset, values, height, label=model)
-        for row, value in zip(offset, values, strict=True):
-            if not np.isfinite(value):
-                ax.text(1.02, row, f"{model}: IM = 0", va="center", fontsize=7,
-                        transform=ax.get_yaxis_transform())
+        ax.barh(offset, data[model], height, label=model)
+        for row, value in zip(offset, data[model], strict=True):
+            if np.isfinite(value) and (value > 0 or not log):
+                shown = f"{value:.1f}x" if log else f"{value:,.0f}"
+                at = value * 1.03 if log else value + 0.005 * high
+                ax.text(at, row, shown, va="center", fontsize=6.5)
+    for j in range(len(names)):
+        missing = [m for m in models if not np.isfinite(data[m][j])]
+        if missing:
+            ax.text(low * 1.05 if log else 0.005 * high, y[j] - 0.4 + height * 0.5,
+                    f"{', '.join(missing)}: IM = 0 (long options: premium paid)",
+                    va="center", fontsize=7, color="dimgray")
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("margin efficiency = gross notional / initial margin (median, log scale)")
-    ax.set_title("Margin efficiency by strategy and model")
+    if log:
+        ax.set_xscale("log")
+        ticks = [t for t in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                 if low <= t <= high]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(_efficiency_label))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_xlim(low, high)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=len(models), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

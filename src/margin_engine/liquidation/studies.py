@@ -63,7 +63,9 @@ def crash_replays(data: Path, *, accounts: int, seed: int, latency_seconds: floa
                                        breaker=BreakerConfig(enabled=enabled))
             result = replay(book, market, paths, config=RiskConfig(), liquidation=config,
                             oracle_paths=oracle)
-            rows.append({"window": window, **result.totals})
+            liquidated = {e["account"] for e in result.events if e["type"] == "liquidation"}
+            rows.append({"window": window, **result.totals,
+                         "accounts_liquidated": len(liquidated)})
     return rows
 
 
@@ -97,24 +99,32 @@ def depeg_study(data: Path, *, accounts: int, seed: int,
                     asset_paths={"USDC": rate}, execute=False)
     if oracle.below_by_bar is None or fixed.below_by_bar is None:
         raise RuntimeError("replay(execute=False) records liquidatable accounts by bar")
+    by_oracle, by_fixed = oracle.below_by_bar, fixed.below_by_bar
     rate_on_bars = rate.close[np.searchsorted(rate.time_ns, oracle.times_ns)]
     depegged = rate_on_bars < DEPEG_THRESHOLD
     low = int(np.argmin(rate_on_bars))
 
-    def count(history: np.ndarray, bars: np.ndarray) -> int:
-        return int(history[bars].any(axis=0).sum())
+    def compare(bars: np.ndarray) -> dict[str, int]:
+        """Accounts below MM on any of ``bars`` at each valuation, and those below at only one
+        of them (above 1.0 the oracle values USDC higher than the fixed price does, so an
+        account can be below MM only at 1.0)."""
+        at_oracle = by_oracle[bars].any(axis=0)
+        at_fixed = by_fixed[bars].any(axis=0)
+        return {"oracle": int(at_oracle.sum()), "fixed_1": int(at_fixed.sum()),
+                "oracle_only": int((at_oracle & ~at_fixed).sum()),
+                "fixed_only": int((at_fixed & ~at_oracle).sum())}
 
+    every = np.ones(rate_on_bars.size, dtype=np.bool_)
     return {
         "window": f"{window[0]} to {window[1]}", "accounts": accounts,
         "usdc_low": float(rate_on_bars[low]),
         "usdc_low_at": ns_to_iso(int(oracle.times_ns[low])),
+        "usdc_high": float(rate_on_bars.max()),
         "depeg_minutes": int(depegged.sum()), "depeg_threshold": DEPEG_THRESHOLD,
-        "at_low": {"oracle": int(oracle.below_by_bar[low].sum()),
-                   "fixed_1": int(fixed.below_by_bar[low].sum())},
-        "during_depeg": {"oracle": count(oracle.below_by_bar, depegged),
-                         "fixed_1": count(fixed.below_by_bar, depegged)},
-        "whole_window": {"oracle": int(oracle.liquidatable_ever.sum()),
-                         "fixed_1": int(fixed.liquidatable_ever.sum())},
+        "minutes_above_1": int((rate_on_bars > 1.0).sum()),
+        "at_low": compare(np.arange(rate_on_bars.size) == low),
+        "during_depeg": compare(depegged),
+        "whole_window": compare(every),
         "btc_start": float(btc.close[0]), "btc_low": float(btc.close.min()),
         "btc_end": float(btc.close[-1]),
     }

@@ -128,7 +128,7 @@ def _read_named(rows: list[dict[str, str]], source: str, *, snapshot_field: str,
         raise InputError(f"an index price column ({' or '.join(index_fields)})", source=source)
     for row in rows:
         try:
-            instrument = parse_shorthand(row["instrument_name"].strip())
+            instrument = parse_shorthand((row.get("instrument_name") or "").strip())
         except ValueError:  # an option name with an impossible date or strike
             instrument = None
         if instrument is None or instrument.strike is None or instrument.expiry_ns is None:
@@ -176,9 +176,20 @@ def _read_marks(rows: list[dict[str, str]], source: str, underlying: str) -> Opt
     counts = {"rows": len(rows), "censored_iv": 0, "strike_typos": 0, "unparsed": 0}
     kept = []
     for row in rows:
+        try:  # a row without a strike, a maturity or a listing time is counted, not fitted
+            _parse_utc(row["maturity"])
+            _parse_utc(row["creation"])
+            row_strike = _float(row["strike"])
+        except (ValueError, KeyError, AttributeError):
+            row_strike = np.nan
+        if not (np.isfinite(row_strike) and row_strike > 0):
+            counts["unparsed"] += 1
+            continue
         if _float(row.get("mark_iv")) == CENSORED_IV:
             counts["censored_iv"] += 1
         kept.append(row)
+    if not kept:
+        raise InputError("rows with a strike, a maturity and a creation time", source=source)
     expiry = np.array([_parse_utc(r["maturity"]) for r in kept], dtype=np.int64)
     strike = np.array([_float(r["strike"]) for r in kept])
     is_call = np.array([r["option_type"].strip().lower() == "call" for r in kept])
