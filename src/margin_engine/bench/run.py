@@ -220,28 +220,27 @@ def run_bench(*, accounts: int, positions: int, instruments: int, baseline_posit
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
     from margin_engine.cli.console import make_console
+    from margin_engine.cli.render import heading
+    from margin_engine.cli.render import table as make_table
 
     s, b = report["seconds"], report.get("baseline")
-    table = Table(title=f"{report['model']} model: {report['accounts']:,} accounts x "
-                  f"{report['positions_per_account']} positions ({report['positions']:,}) over "
-                  f"{report['instruments']:,} instruments, {report['scenarios']} scenarios",
-                  title_justify="left")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
+    console = make_console()
+    heading(console, f"{report['model']} model: {report['accounts']:,} accounts x "
+                     f"{report['positions_per_account']} positions ({report['positions']:,})",
+            f"over {report['instruments']:,} instruments, {report['scenarios']} scenarios")
+    table = make_table("measure", "value")
     for stage in ("resolve", "price_grid", "aggregation", "total"):
-        table.add_row(f"{stage} (s)", f"{s[stage]:.3f}")
+        table.add_row(f"{stage.replace('_', ' ')} (s)", f"{s[stage]:.3f}")
     table.add_row("accounts / s", f"{report['accounts_per_second']:,.0f}")
     table.add_row("peak RSS (MB)", f"{report['peak_rss_mb']:,.0f}")
     table.add_row("warm-up, not in total (s)", f"{report['warmup_seconds']:.2f}")
     if b is None:
-        make_console().print(table)
+        console.print(table)
         return
     table.add_row(f"naive baseline: {b['positions']:,} positions (s)", f"{b['seconds']:.3f}")
     table.add_row("baseline us / position", f"{1e6 * b['seconds_per_position']:.2f}")
     table.add_row("engine us / position", f"{1e6 * b['engine_seconds_per_position']:.4f}")
     table.add_row("speed ratio (baseline / engine)", f"{b['speed_ratio']:,.0f}x")
     table.add_row("max relative IM difference vs baseline", f"{b['max_relative_difference']:.1e}")
-    make_console().print(table)
+    console.print(table)
