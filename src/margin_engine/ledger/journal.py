@@ -97,6 +97,39 @@ class Ledger:
         self._positive(amount, "deposit")
         return self.post("deposit", [(EXTERNAL, asset, -amount), (owner, asset, amount)])
 
+    def open_with_deposits(self, owners: Iterable[str],
+                           deposits: Iterable[tuple[str, str, Decimal]]) -> list[JournalEntry]:
+        """Open ``owners`` and deposit (owner, asset, amount > 0) for each: one balanced entry
+        per asset (the outside world pays the sum), the balances of one ``deposit`` each, in
+        a fraction of the time for a whole book."""
+        new = list(owners)
+        for owner in new:
+            if not owner or owner in SYSTEM_OWNERS:
+                raise InputError("a new account id (not a system owner)", field="owner",
+                                 value=owner)
+        known = self.owners | set(new)
+        by_asset: dict[str, list[Posting]] = {}
+        for owner, asset, amount in deposits:
+            value = to_amount(amount)
+            if not value > ZERO:
+                raise InputError("an amount > 0", field="deposit", value=str(value))
+            if owner not in known:
+                raise InputError("an open ledger owner", field="owner", value=owner)
+            by_asset.setdefault(asset, []).append(Posting(owner, asset, value))
+        self.owners.update(new)  # checked whole: nothing is applied before this point
+        entries = []
+        for asset, postings in by_asset.items():
+            total = sum((p.amount for p in postings), ZERO)
+            for p in postings:
+                key = (p.owner, asset)
+                self.balances[key] = self.balances.get(key, ZERO) + p.amount
+            self.balances[(EXTERNAL, asset)] = self.balance(EXTERNAL, asset) - total
+            entry = JournalEntry(len(self.journal), "deposit",
+                                 (Posting(EXTERNAL, asset, -total), *postings))
+            self.journal.append(entry)
+            entries.append(entry)
+        return entries
+
     def withdraw(self, owner: str, asset: str, amount: Decimal) -> JournalEntry:
         self._positive(amount, "withdraw")
         return self.post("withdraw", [(owner, asset, -amount), (EXTERNAL, asset, amount)])

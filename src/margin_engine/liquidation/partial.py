@@ -94,7 +94,8 @@ def partially_liquidate(book: ColumnarBook, market: MarketSnapshot, model: str,
         return PartialLiquidation(closures=(), book=book, equity=float(bound.equity()[0]),
                                   initial_margin=initial, maintenance_margin=maintenance,
                                   target_reached=True)
-    scores = _scores(book, bound, market, model, config, maintenance, liquidation.penalty_rate)
+    scores = _scores(book, bound, market, model, config, maintenance, liquidation.penalty_rate,
+                     settle)
     for row in np.argsort(-scores, kind="stable"):
         if book.size[row] == 0.0:
             continue
@@ -161,9 +162,11 @@ def _positions_alone(book: ColumnarBook, market: MarketSnapshot, model: str,
 
 
 def _scores(book: ColumnarBook, bound: BoundBook, market: MarketSnapshot, model: str,
-            config: RiskConfig, maintenance: float, penalty_rate: float) -> FloatArray:
-    """Margin freed per unit of closing cost for each position (-inf for nothing freed)."""
-    settle = 0  # only margin matters here, the settlement column is irrelevant
+            config: RiskConfig, maintenance: float, penalty_rate: float,
+            settle: int) -> FloatArray:
+    """Margin freed per unit of closing cost for each position (-inf for nothing freed). The
+    closed P&L goes to the settlement column, as in a real closure: credited to another column
+    (a coin) it would move the coin-collateral revaluation of the portfolio model's MM."""
     scores = np.full(book.position_count, -np.inf)
     for row in range(book.position_count):
         if book.size[row] == 0.0:

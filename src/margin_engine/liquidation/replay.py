@@ -17,7 +17,7 @@ settlement asset.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -26,6 +26,7 @@ import numpy as np
 
 from margin_engine.book.bound import BoundBook, asset_prices, bind_market
 from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_subset
+from margin_engine.book.kernels import position_arrays_nb, unrealised_pnl_nb
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
 from margin_engine.core.types import FloatArray, IntArray
@@ -34,7 +35,7 @@ from margin_engine.engine.risk_state import RiskState, numbered, whole_book_marg
 from margin_engine.engine.tick_guard import Verdict
 from margin_engine.ledger.journal import EXTERNAL, INSURANCE_FUND, ZERO, Ledger, to_amount
 from margin_engine.liquidation.config import LiquidationConfig
-from margin_engine.liquidation.partial import partially_liquidate
+from margin_engine.liquidation.partial import PartialLiquidation, partially_liquidate
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.isolated import check_asked_margins
@@ -45,6 +46,8 @@ from margin_engine.market.snapshot import MarketSnapshot
 from margin_engine.store.base import Tick
 
 BY_ACCOUNT = "account"
+# a profit at or below half the ledger quantum rounds to 0 (half-even): nothing to take by ADL
+DUST = 5e-9
 
 
 @dataclass(slots=True)
@@ -57,8 +60,10 @@ class ReplayResult:
     below_by_bar: np.ndarray | None = None  # bars x accounts, recorded when execute=False
 
 
-def _with_settlement(book: ColumnarBook, market: MarketSnapshot,
-                     asset: str) -> tuple[ColumnarBook, MarketSnapshot]:
+def with_settlement_asset(book: ColumnarBook, market: MarketSnapshot,
+                          asset: str) -> tuple[ColumnarBook, MarketSnapshot]:
+    """The book with a (zero) balance column and the market with a price (1) for the
+    settlement asset, where they have none."""
     if asset not in book.assets:
         book = replace(book, assets=(*book.assets, asset),
                        collateral=np.column_stack([book.collateral,
@@ -92,21 +97,11 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
     delay = liquidation.latency_seconds / bar_seconds if bar_seconds else 0.0
     config = replace(config, liquidation=liquidation)  # the breaker and latency of this run
 
-    book, market = _with_settlement(book, market, liquidation.settlement_asset)
+    book, market = with_settlement_asset(book, market, liquidation.settlement_asset)
     check_asked_margins(bind_market(book, market), config)
-    book = _freeze_position_margins(book, market, model, config)
+    book = freeze_position_margins(book, market, model, config)
     settle = book.assets.index(liquidation.settlement_asset)
-    ledger = Ledger()
-    for a, account in enumerate(book.account_ids):
-        ledger.open(account)
-        for col, asset in enumerate(book.assets):
-            if book.collateral[a, col] > 0:
-                ledger.deposit(account, asset, to_amount(book.collateral[a, col]))
-    if liquidation.insurance_fund > 0:
-        ledger.post("fund_seed", [(EXTERNAL, liquidation.settlement_asset,
-                                   -to_amount(liquidation.insurance_fund)),
-                                  (INSURANCE_FUND, liquidation.settlement_asset,
-                                   to_amount(liquidation.insurance_fund))])
+    ledger = open_ledger(book, liquidation)
     size = book.size.copy()
     collateral = book.collateral.copy()
     marked = marks_by_underlying(market, {i.name: i.underlying
@@ -166,13 +161,9 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         """Every account at the bar's market: expiries settled, isolated margins following
         their collateral's value."""
         nonlocal book
-        if frozen is not None:
-            value = book.collateral @ asset_prices(book, bar_market)
-            follows = np.divide(value, start_value, out=np.ones_like(value),
-                                where=start_value > 0.0)
-            book = replace(book, position_margin=frozen * follows[book.position_account()])
+        book = follow_collateral(book, frozen, start_value, bar_market)
         bound = bind_market(replace(book, size=size, collateral=collateral), bar_market)
-        if _settle_expired(bound, size, collateral, settle, ledger, events, totals,
+        if settle_expired(bound, size, collateral, settle, ledger, events, totals,
                            clock["bar"]):
             bound = bind_market(replace(book, size=size, collateral=collateral), bound.market)
         state.set_holding(np.bincount(bound.position_account, weights=np.abs(size),
@@ -210,9 +201,8 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         te = min(t + delay, float(times.size - 1))
         exec_market = market_at(te)
         exec_ns = int(times[t] + (te - t) * bar_seconds * NS_PER_SECOND)
-        for a in np.nonzero(below)[0].tolist():
-            _liquidate_one(a, book, size, collateral, settle, exec_market, config, liquidation,
-                           model, multiplier, ledger, events, totals, exec_ns)
+        liquidate_bar(below, book, size, collateral, settle, exec_market, config, liquidation,
+                      model, multiplier, ledger, events, totals, exec_ns)
     totals.update(accounts=book.account_count, bars=int(times.size),
                   bar_seconds=bar_seconds, latency_seconds=liquidation.latency_seconds,
                   breaker="on" if liquidation.breaker.enabled else "off",
@@ -224,7 +214,34 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
                         times_ns=times, below_by_bar=history)
 
 
-def _freeze_position_margins(book: ColumnarBook, market: MarketSnapshot, model: str,
+def open_ledger(book: ColumnarBook, liquidation: LiquidationConfig) -> Ledger:
+    """A ledger with every account open, its collateral deposited, and the insurance fund
+    seeded in the settlement asset."""
+    ledger = Ledger()
+    held = np.nonzero(book.collateral > 0)
+    ledger.open_with_deposits(book.account_ids, [
+        (book.account_ids[a], book.assets[col], to_amount(amount)) for a, col, amount in zip(
+            held[0].tolist(), held[1].tolist(), book.collateral[held].tolist(), strict=True)])
+    if liquidation.insurance_fund > 0:
+        ledger.post("fund_seed", [(EXTERNAL, liquidation.settlement_asset,
+                                   -to_amount(liquidation.insurance_fund)),
+                                  (INSURANCE_FUND, liquidation.settlement_asset,
+                                   to_amount(liquidation.insurance_fund))])
+    return ledger
+
+
+def follow_collateral(book: ColumnarBook, frozen: FloatArray | None, start_value: FloatArray,
+                      market: MarketSnapshot) -> ColumnarBook:
+    """Positions on their own margin (``frozen``: their margins at the start) hold it at the
+    start collateral's value now: margin x value(market) / value(start)."""
+    if frozen is None:
+        return book
+    value = book.collateral @ asset_prices(book, market)
+    follows = np.divide(value, start_value, out=np.ones_like(value), where=start_value > 0.0)
+    return replace(book, position_margin=frozen * follows[book.position_account()])
+
+
+def freeze_position_margins(book: ColumnarBook, market: MarketSnapshot, model: str,
                              config: RiskConfig) -> ColumnarBook:
     """Positions on their own margin keep the share of the collateral they hold at the start
     (as a venue assigns it when the position opens): a loss elsewhere in the account cannot move
@@ -247,7 +264,7 @@ def _freeze_position_margins(book: ColumnarBook, market: MarketSnapshot, model: 
     return replace(book, position_margin=frozen)
 
 
-def _settle_expired(bound: BoundBook, size: FloatArray, collateral: FloatArray, settle: int,
+def settle_expired(bound: BoundBook, size: FloatArray, collateral: FloatArray, settle: int,
                     ledger: Ledger, events: list[dict[str, Any]], totals: dict[str, Any],
                     time_ns: int) -> bool:
     """Close every open position whose instrument has expired by the replay clock (the
@@ -284,18 +301,139 @@ def _sync(collateral: FloatArray, a: int, book: ColumnarBook, ledger: Ledger) ->
         collateral[a, col] = float(ledger.balance(book.account_ids[a], asset))
 
 
+# accounts -> their partial liquidations, computed together from their state now
+Planner = Callable[[list[int]], Mapping[int, PartialLiquidation]]
+
+
+def account_model(book: ColumnarBook, a: int, model: str) -> str:
+    """The model account ``a`` is margined by (``account``: its own mode)."""
+    return model if model != BY_ACCOUNT else MODES_BY_CODE[int(book.mode[a])].value
+
+
+def liquidate_bar(below: np.ndarray, book: ColumnarBook, size: FloatArray,
+                  collateral: FloatArray, settle: int, market: MarketSnapshot,
+                  config: RiskConfig, liquidation: LiquidationConfig, model: str,
+                  multiplier: float, ledger: Ledger, events: list[dict[str, Any]],
+                  totals: dict[str, Any], time_ns: int, *,
+                  plan: Planner | None = None) -> None:
+    """Liquidate every account of ``below`` (a mask), in account order, at ``market``: partial
+    liquidation, penalty, bad debt, insurance fund, ADL or socialised loss, each a balanced
+    ledger entry; ``size`` and ``collateral`` follow the ledger.
+
+    ``plan`` (for a whole book's round, not a replay's bar): computes the partial liquidations
+    of many accounts at once from their state now (``partial_batch``): first of all of them,
+    then again, together, of those not yet liquidated that an earlier liquidation of the bar
+    has touched (by ADL or a socialised loss) when the first of them comes. ADL and socialised
+    losses then rank and charge accounts from a ``CounterpartyView`` kept current
+    incrementally, instead of binding the whole book again for every bankrupt account (equal
+    up to the rounding of a sum)."""
+    order = np.nonzero(below)[0].tolist()
+    planned = dict(plan(order)) if plan is not None else {}
+    stale: set[int] = set()
+    index_of = {account: k for k, account in enumerate(book.account_ids)} if plan else {}
+    view = _LazyView(book, size, collateral, market, ledger) if plan is not None else None
+    for k, a in enumerate(order):
+        if plan is not None and a in stale:
+            again = [b for b in order[k:] if b in stale]
+            planned.update(plan(again))
+            stale.difference_update(again)
+        start = len(ledger.journal)
+        _liquidate_one(a, book, size, collateral, settle, market, config, liquidation, model,
+                       multiplier, ledger, events, totals, time_ns, outcome=planned.get(a),
+                       view=view)
+        if plan is not None:
+            for entry in ledger.journal[start:]:
+                stale.update(index_of[p.owner] for p in entry.postings if p.owner in index_of)
+
+
+class CounterpartyView:
+    """Who can pay a bankrupt account's shortfall, at one market: per position its P&L and
+    notional, per account its equity and gross notional, and per (underlying, side) the
+    positions in profit (the only ADL candidates: within one market a position's P&L keeps
+    its sign as it shrinks). ``refresh`` reprices only the accounts the ledger touched since
+    the last look (a posting names them)."""
+
+    def __init__(self, book: ColumnarBook, size: FloatArray, collateral: FloatArray,
+                 market: MarketSnapshot, ledger: Ledger) -> None:
+        self.bound = bind_market(replace(book, size=size, collateral=collateral), market)
+        self.ledger, self.seen = ledger, len(ledger.journal)
+        self.index_of = {account: k for k, account in enumerate(book.account_ids)}
+        bound = self.bound
+        self.quantity = bound.quantity.copy()
+        self.notional = bound.signed_notional.copy()
+        self.pnl = self.quantity * (bound.mark[book.position_instrument] - bound.entry_usd)
+        self.equity = bound.equity()
+        self.gross = bound.account_sum(np.abs(self.notional))
+        self.underlying = book.instruments.underlying[book.position_instrument]
+        self.pools: dict[tuple[int, float], IntArray] = {}
+        sign = np.sign(self.quantity)
+        for u in range(len(book.instruments.underlyings)):
+            for side in (-1.0, 1.0):
+                self.pools[(u, side)] = np.nonzero((self.underlying == u) & (sign == side)
+                                                   & (self.pnl > 0))[0]
+
+    def refresh(self, size: FloatArray, collateral: FloatArray) -> None:
+        """The touched accounts' positions repriced with the market's instrument prices
+        (``bind_market``'s kernels on their rows), their equity and gross notional summed."""
+        owners = {p.owner for entry in self.ledger.journal[self.seen:] for p in entry.postings}
+        self.seen = len(self.ledger.journal)
+        touched = np.array(sorted(self.index_of[o] for o in owners if o in self.index_of),
+                           dtype=np.int64)
+        if touched.size == 0:
+            return
+        bound, book = self.bound, self.bound.book
+        table = book.instruments
+        part = book_subset(replace(book, size=size, collateral=collateral), touched)
+        rows = book.offsets[touched][:, None] + np.arange(int(np.diff(book.offsets).max()))
+        rows = rows[rows < book.offsets[touched + 1][:, None]]  # each account's rows, in order
+        n = rows.size
+        quantity, entry_usd, notional, gross = np.empty(n), np.empty(n), np.empty(n), \
+            np.empty(n)
+        position_arrays_nb(part.position_instrument, part.size, part.entry_price,
+                           table.contract_size, table.inverse, table.is_option,
+                           bound.index[table.underlying], bound.mark, quantity, entry_usd,
+                           notional, gross)
+        notional[~bound.live[part.position_instrument]] = 0.0  # settled: cash, no exposure
+        self.quantity[rows] = quantity
+        self.notional[rows] = notional
+        self.pnl[rows] = quantity * (bound.mark[part.position_instrument] - entry_usd)
+        value = part.collateral @ asset_prices(book, bound.market)
+        self.equity[touched] = value + unrealised_pnl_nb(
+            part.offsets, part.position_instrument, quantity, bound.mark, entry_usd)
+        self.gross[touched] = np.bincount(part.position_account(), weights=np.abs(notional),
+                                          minlength=touched.size)
+
+
+class _LazyView:
+    """A ``CounterpartyView`` made at its first use (most bars need none)."""
+
+    def __init__(self, book: ColumnarBook, size: FloatArray, collateral: FloatArray,
+                 market: MarketSnapshot, ledger: Ledger) -> None:
+        self.args = (book, size, collateral, market, ledger)
+        self.view: CounterpartyView | None = None
+
+    def get(self) -> CounterpartyView:
+        book, size, collateral, market, ledger = self.args
+        if self.view is None:
+            self.view = CounterpartyView(book, size, collateral, market, ledger)
+        else:
+            self.view.refresh(size, collateral)
+        return self.view
+
+
 def _liquidate_one(a: int, book: ColumnarBook, size: FloatArray, collateral: FloatArray,
                    settle: int, market: MarketSnapshot, config: RiskConfig,
                    liquidation: LiquidationConfig, model: str, multiplier: float,
                    ledger: Ledger, events: list[dict[str, Any]], totals: dict[str, Any],
-                   time_ns: int) -> None:
+                   time_ns: int, outcome: PartialLiquidation | None = None,
+                   view: _LazyView | None = None) -> None:
     account = book.account_ids[a]
     asset = liquidation.settlement_asset
     rows = slice(int(book.offsets[a]), int(book.offsets[a + 1]))
-    single = book_subset(replace(book, size=size, collateral=collateral), [a])
-    account_model = model if model != BY_ACCOUNT else MODES_BY_CODE[int(book.mode[a])].value
-    outcome = partially_liquidate(single, market, account_model, config, liquidation,
-                                  multiplier)
+    if outcome is None:
+        single = book_subset(replace(book, size=size, collateral=collateral), [a])
+        outcome = partially_liquidate(single, market, account_model(book, a, model), config,
+                                      liquidation, multiplier)
     if not outcome.closures:
         return
     for closure in outcome.closures:
@@ -320,9 +458,12 @@ def _liquidate_one(a: int, book: ColumnarBook, size: FloatArray, collateral: Flo
     totals["liquidations"] += 1
     events.append({"time": ns_to_iso(time_ns), "type": "liquidation", "account": account,
                    "closed": [{"instrument": c.instrument, "size": c.size_closed,
-                               "notional": c.notional, "penalty": c.penalty}
+                               "notional": c.notional, "penalty_due": c.penalty}
                               for c in outcome.closures],
-                   "penalty": charged, "equity_after": equity_after,
+                   # due: penalty_rate x closed notional; penalty: what was charged, never
+                   # more than the equity left; the rest is not collected
+                   "penalty_due": penalties, "penalty": charged,
+                   "penalty_not_collected": penalties - charged, "equity_after": equity_after,
                    "target_reached": outcome.target_reached})
     if equity_after >= 0.0:
         return
@@ -345,42 +486,51 @@ def _liquidate_one(a: int, book: ColumnarBook, size: FloatArray, collateral: Flo
                 sides[int(table.underlying[names[closure.instrument]])] = float(
                     np.sign(closure.size_closed))
             remaining = _auto_deleverage(a, book, size, collateral, market, ledger, liquidation,
-                                         remaining, sides, events, totals, time_ns)
+                                         remaining, sides, events, totals, time_ns, view)
         if remaining > ZERO:
             _socialise(a, book, size, collateral, market, ledger, asset, remaining, events,
-                       totals, time_ns)
+                       totals, time_ns, view)
     _sync(collateral, a, book, ledger)
 
 
 def _auto_deleverage(a: int, book: ColumnarBook, size: FloatArray, collateral: FloatArray,
                      market: MarketSnapshot, ledger: Ledger, liquidation: LiquidationConfig,
                      remaining: Decimal, exposed: dict[int, float], events: list[dict[str, Any]],
-                     totals: dict[str, Any], time_ns: int) -> Decimal:
+                     totals: dict[str, Any], time_ns: int,
+                     lazy: _LazyView | None = None) -> Decimal:
     """Close profitable positions opposite to the bankrupt account's liquidated ones (``exposed``:
     underlying -> side), best ranked first, taking from each at most its unrealised profit."""
-    bound = bind_market(replace(book, size=size, collateral=collateral), market)
     table = book.instruments
-    pnl = bound.quantity * (bound.mark[book.position_instrument] - bound.entry_usd)
-    und = table.underlying[book.position_instrument]
-    equity = bound.equity()
-    gross = bound.account_sum(np.abs(bound.signed_notional))
-    candidates = []
-    for row in range(book.position_count):
-        owner = int(bound.position_account[row])
-        u = int(und[row])
-        if owner == a or pnl[row] <= 0 or u not in exposed:
-            continue
-        if exposed[u] == 0 or np.sign(bound.quantity[row]) == exposed[u]:
-            continue  # same side as the bankrupt position: not a counterparty
-        profit = pnl[row] / max(abs(bound.signed_notional[row]), 1e-12)
-        leverage = gross[owner] / equity[owner] if equity[owner] > 0 else np.inf
-        rank = profit * leverage if liquidation.adl_ranking == "profit_x_leverage" else profit
-        candidates.append((-rank, row))
+    if lazy is None:
+        bound = bind_market(replace(book, size=size, collateral=collateral), market)
+        owners, notional = bound.position_account, bound.signed_notional
+        pnl = bound.quantity * (bound.mark[book.position_instrument] - bound.entry_usd)
+        und = table.underlying[book.position_instrument]
+        equity = bound.equity()
+        gross = bound.account_sum(np.abs(bound.signed_notional))
+        side = np.zeros(len(table.underlyings))  # 0: not exposed
+        for u, sign in exposed.items():
+            side[u] = sign
+        # a counterparty: another account's profitable position on an exposed underlying, on
+        # the other side of the bankrupt position (same side, or no side: not one)
+        rows = np.nonzero((owners != a) & (pnl > DUST) & (side[und] != 0)
+                          & (np.sign(bound.quantity) != side[und]))[0]
+    else:
+        view = lazy.get()
+        owners, notional = view.bound.position_account, view.notional
+        pnl, equity, gross = view.pnl, view.equity, view.gross
+        pools = [view.pools[(u, -sign)] for u, sign in sorted(exposed.items()) if sign != 0]
+        rows = np.concatenate(pools) if pools else np.zeros(0, dtype=np.int64)
+        rows = rows[(owners[rows] != a) & (pnl[rows] > DUST)]  # ranked below: order is free
+    profit = pnl[rows] / np.maximum(np.abs(notional[rows]), 1e-12)
+    held = equity[owners[rows]]
+    leverage = np.where(held > 0, gross[owners[rows]] / np.where(held > 0, held, 1.0), np.inf)
+    rank = profit * leverage if liquidation.adl_ranking == "profit_x_leverage" else profit
     asset = liquidation.settlement_asset
-    for _, row in sorted(candidates):
+    for row in _best_first(rows, rank):
         if remaining <= ZERO:
             break
-        owner = int(bound.position_account[row])
+        owner = int(owners[row])
         name = book.account_ids[owner]
         take = min(remaining, to_amount(pnl[row]))
         if take <= ZERO:
@@ -401,21 +551,42 @@ def _auto_deleverage(a: int, book: ColumnarBook, size: FloatArray, collateral: F
     return remaining
 
 
+def _best_first(rows: IntArray, rank: FloatArray, first: int = 64) -> Iterator[int]:
+    """``rows`` by rank, best first, ties in row order; the ``first`` best are sorted before
+    the rest (a bankrupt account's shortfall is usually covered by a few)."""
+    if rows.size > 4 * first:
+        cut = np.partition(-rank, first)[first]  # every row ranked at least this well
+        head = np.nonzero(-rank <= cut)[0]
+        yield from rows[head[np.lexsort((rows[head], -rank[head]))]].tolist()
+        tail = np.nonzero(-rank > cut)[0]
+        yield from rows[tail[np.lexsort((rows[tail], -rank[tail]))]].tolist()
+        return
+    yield from rows[np.lexsort((rows, -rank))].tolist()  # best rank first, then row order
+
+
 def _socialise(a: int, book: ColumnarBook, size: FloatArray, collateral: FloatArray,
                market: MarketSnapshot, ledger: Ledger, asset: str, remaining: Decimal,
-               events: list[dict[str, Any]], totals: dict[str, Any], time_ns: int) -> None:
-    bound = bind_market(replace(book, size=size, collateral=collateral), market)
-    equity = bound.equity()
-    payers = {book.account_ids[k]: to_amount(equity[k]) for k in range(book.account_count)
-              if k != a and equity[k] > 0}
+               events: list[dict[str, Any]], totals: dict[str, Any], time_ns: int,
+               lazy: _LazyView | None = None) -> None:
+    if lazy is None:
+        equity = bind_market(replace(book, size=size, collateral=collateral), market).equity()
+    else:
+        equity = lazy.get().equity
+    held = np.nonzero(equity > 0)[0]
+    held = held[held != a]
+    # weights as the ledger counts them: an equity below half a quantum weighs nothing (and
+    # when nobody weighs anything the shortfall is unpaid, not an error)
+    weights = {book.account_ids[k]: to_amount(equity[k]) for k in held.tolist()}
+    payers = {name: w for name, w in weights.items() if w > ZERO}
+    held = np.array([k for k in held.tolist() if book.account_ids[k] in payers],
+                    dtype=np.int64)
     if not payers:
         events.append({"time": ns_to_iso(time_ns), "type": "unpaid_shortfall",
                        "account": book.account_ids[a], "amount": float(remaining)})
         return
     ledger.socialise(book.account_ids[a], asset, remaining, payers)
-    for k in range(book.account_count):
-        if book.account_ids[k] in payers:
-            _sync(collateral, k, book, ledger)
+    for k in held.tolist():
+        _sync(collateral, k, book, ledger)
     totals["socialised_loss"] += float(remaining)
     events.append({"time": ns_to_iso(time_ns), "type": "socialised_loss",
                    "account": book.account_ids[a], "amount": float(remaining),
