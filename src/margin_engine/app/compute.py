@@ -112,7 +112,8 @@ def compute_bound(bound: BoundBook, config: RiskConfig, *,
     from margin_engine.margin.explain import explain_account
     from margin_engine.margin.isolated import check_asked_margins
     from margin_engine.margin.registry import get_model
-    from margin_engine.margin.run import LIQUIDATION_PRICE_LIMIT, compute_document, run_models
+    from margin_engine.margin.run import compute_document, run_models
+    from margin_engine.margin.run import liquidation_limit as default_limit
 
     name = model_choice(model).value
     if name == ModelChoice.VAR and not (models and ModelChoice.VAR.value in models):
@@ -123,7 +124,7 @@ def compute_bound(bound: BoundBook, config: RiskConfig, *,
         get_model(name, models)
     check_asked_margins(bound, config)
     run = run_models(bound, config, [name], models)
-    limit = LIQUIDATION_PRICE_LIMIT if liquidation_limit is None else liquidation_limit
+    limit = default_limit([name], models) if liquidation_limit is None else liquidation_limit
     choice = LiquidationChoice(liquidation)
     if choice is LiquidationChoice.ON and bound.account_count > limit:
         raise InputError(f"liquidation prices for at most {limit:,} accounts ('auto' or 'off' "

@@ -1,12 +1,29 @@
-"""Benchmark of the portfolio model on a seeded random book.
+"""Benchmark of the margin models on a seeded random book.
 
 Book: BTC and ETH, a perpetual, monthly futures and options on a strike ladder per expiry
 (>= 2,000 instruments); every account holds ``positions`` distinct instruments, USDC and some
-BTC collateral. Timed stages: resolve (names -> instruments, columns -> CSR book, market
-binding), price grid (each instrument on each scenario once), aggregation (fused kernel), total.
-Baseline: the scalar per-position reference (plain Python loop) on the first accounts holding
-about ``baseline_positions`` positions; the ratio compares seconds per position in the same run,
-and the baseline's margins are checked against the engine's.
+BTC collateral.
+
+Portfolio model, each measure the median of ``runs`` runs in one invocation:
+
+* stages of a full run from columns: resolve (names -> instruments, columns -> CSR book, the
+  market-free quantities), price grid (the instruments bound to the market, each priced on every
+  scenario once), aggregation (the fused per-tick pass), total;
+* tick: the per-tick re-margin of the whole book, the resolved book given and the market moved
+  (index levels of BTC and ETH, their marks and coin prices): instrument binding, grid and the
+  fused pass;
+* numpy: the same aggregation from the same tick state in plain numpy (``numpy_baseline``), and
+  the ratio to the tick;
+* bandwidth floor: one streaming read of the position arrays the pass reads (int32 instrument,
+  float64 quantity), what no pass over them can beat;
+* files: the full run from a Parquet positions file and its accounts file (read, resolve, bind,
+  grid, aggregation);
+* liquidation prices (``--liquidation-prices``): both levels of every account and underlying;
+* the scalar per-position reference (plain Python) on the first accounts holding about
+  ``baseline_positions`` positions: seconds per position against the engine's, and the largest
+  relative IM difference.
+
+Peak RSS is the whole process's; the load average is read before and after.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from margin_engine.book.bound import bind_market
-from margin_engine.book.columnar import MODE_CODES, book_from_columns
+from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_from_columns, book_subset
 from margin_engine.demo.market import demo_market_document
 from margin_engine.domain.instruments import MarginMode, parse_shorthand
 from margin_engine.io.market_file import parse_market
@@ -29,6 +46,7 @@ from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.explain import explain_portfolio
 from margin_engine.margin.portfolio import run_portfolio_kernel
 from margin_engine.margin.scenarios import value_change_grid
+from margin_engine.market.snapshot import MarketSnapshot
 
 SPOT = {"BTC": 65000.0, "ETH": 2500.0}
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -161,16 +179,21 @@ def _pipeline(names: list[str], columns: dict[str, Any], market: Any,
 
 def run_bench(*, accounts: int, positions: int, instruments: int, baseline_positions: int,
               seed: int, progress: bool = True, model: str = "portfolio",
-              scenarios: int = 1000) -> dict[str, Any]:
+              scenarios: int = 1000, runs: int = 3, liquidation: bool = False,
+              files: bool = True) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True, quiet=not progress)
-    # The scenario engine is what is timed and checked against the naive baseline: collateral
-    # haircuts (a few vector operations per asset) are left out of both.
+    # The scenario engine is what is timed and checked against the baselines: collateral
+    # haircuts (a few vector operations per asset) are left out of all of them.
     config = RiskConfig.from_dict({"var": {"scenarios": scenarios},
                                    "haircuts": {"enabled": False}})
     market = parse_market(demo_market_document())
     names = instrument_names(instruments)
+    if model == "portfolio":
+        return _portfolio_bench(console, config, market, names, accounts=accounts,
+                                positions=positions, baseline_positions=baseline_positions,
+                                seed=seed, runs=runs, liquidation=liquidation, files=files)
     history = synthetic_history(days=scenarios + 400) if model == "var" else None
 
     with console.status("warming up (numba kernels: compile or load cache)"):
@@ -182,41 +205,246 @@ def run_bench(*, accounts: int, positions: int, instruments: int, baseline_posit
         columns = random_book_columns(accounts, positions, names, seed)
     with console.status(f"timing the {model} model"):
         seconds, bound, result = _pipeline(names, columns, market, config, model, history)
-    n_pos = bound.book.position_count
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    report: dict[str, Any] = {
-        "model": model, "accounts": accounts, "positions_per_account": positions,
-        "positions": n_pos, "instruments": len(names), "seconds": seconds,
-        "warmup_seconds": warmup, "peak_rss_mb": peak_rss_mb,
-        "accounts_per_second": accounts / seconds["total"],
-        "threads": int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)),
-    }
-    if model != "portfolio":
-        report["scenarios"] = scenarios if model == "var" else 0
-        return report
-
-    sample_accounts = max(1, min(accounts, baseline_positions // max(1, positions)))
-    with console.status(f"naive baseline on {sample_accounts:,} accounts"):
-        t = time.perf_counter()
-        naive = [explain_portfolio(bound, config, a)["initial_margin"]
-                 for a in range(sample_accounts)]
-        baseline_seconds = time.perf_counter() - t
-    engine_im = result.initial_margin[:sample_accounts]
-    max_rel = float(np.max(np.abs(np.array(naive) - engine_im) / np.maximum(1.0, engine_im)))
-    baseline_positions_done = int(bound.book.offsets[sample_accounts])
-    engine_per_position = seconds["total"] / n_pos
-    baseline_per_position = baseline_seconds / max(1, baseline_positions_done)
     return {
-        **report, "scenarios": len(result.scenarios),
-        "baseline": {
-            "accounts": sample_accounts, "positions": baseline_positions_done,
-            "seconds": baseline_seconds,
-            "seconds_per_position": baseline_per_position,
-            "engine_seconds_per_position": engine_per_position,
-            "speed_ratio": baseline_per_position / engine_per_position,
-            "max_relative_difference": max_rel,
-        },
+        "model": model, "accounts": accounts, "positions_per_account": positions,
+        "positions": bound.book.position_count, "instruments": len(names), "seconds": seconds,
+        "warmup_seconds": warmup, "peak_rss_mb": _peak_rss_mb(),
+        "accounts_per_second": accounts / seconds["total"], "threads": _threads(),
+        "scenarios": scenarios if model == "var" else 0,
     }
+
+
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(np.array(values)))
+
+
+def _book(names: list[str], columns: dict[str, Any]) -> ColumnarBook:
+    """Names -> instruments, columns -> CSR book (the resolve step)."""
+    instruments = [parse_shorthand(n) for n in names]
+    accounts = len(columns["account_ids"])
+    return book_from_columns(
+        account_ids=columns["account_ids"],
+        mode=np.full(accounts, MODE_CODES[MarginMode.PORTFOLIO], dtype=np.int32),
+        instruments=[i for i in instruments if i is not None],
+        position_account=columns["position_account"],
+        position_instrument=columns["position_instrument"],
+        size=columns["size"], entry_price=columns["entry_price"],
+        assets=("BTC", "USDC"), collateral=columns["collateral"],
+    )
+
+
+def moved_market(market: MarketSnapshot, step: int) -> MarketSnapshot:
+    """The market of tick ``step``: BTC up and ETH down 0.1 % a step (their marks and coin
+    prices with them)."""
+    from margin_engine.liquidation.shocks import marks_by_underlying, with_index
+
+    marked = marks_by_underlying(market, {})
+    moved = market
+    for u, sign in (("BTC", 1.0), ("ETH", -1.0)):
+        level = market.underlyings[u].index * (1.0 + sign * 0.001 * step)
+        moved = with_index(moved, marked, u, level)
+    return moved
+
+
+def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
+                     names: list[str], *, accounts: int, positions: int,
+                     baseline_positions: int, seed: int, runs: int, liquidation: bool,
+                     files: bool) -> dict[str, Any]:
+    from margin_engine.bench.numpy_baseline import numpy_layout, numpy_margins
+    from margin_engine.margin.portfolio_kernel import stream_read_nb
+    from margin_engine.margin.tick import TickBook, bind_tick, tick_margins
+
+    load_before = os.getloadavg()
+    with console.status("warming up (numba kernels: compile or load cache)"):
+        t = time.perf_counter()
+        small = TickBook.from_book(_book(names, random_book_columns(
+            64, min(positions, 8), names, seed + 1)))
+        state = bind_tick(small, market, config)
+        tick_margins(small, state, config)
+        numpy_margins(small, state, numpy_layout(small), config)
+        stream_read_nb(small.book.position_instrument, small.quantity)
+        if liquidation:
+            from margin_engine.liquidation.price import liquidation_levels
+
+            liquidation_levels(bind_market(small.book, market), "portfolio", config)
+        warmup = time.perf_counter() - t
+    with console.status(f"building a seeded book of {accounts:,} x {positions} positions"):
+        columns = random_book_columns(accounts, positions, names, seed)
+    stages: list[dict[str, float]] = []
+    with console.status(f"full runs from columns ({runs})"):
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            book = _book(names, columns)
+            tick_book = TickBook.from_book(book)
+            t1 = time.perf_counter()
+            state = bind_tick(tick_book, market, config)
+            t2 = time.perf_counter()
+            result = tick_margins(tick_book, state, config)
+            t3 = time.perf_counter()
+            stages.append({"resolve": t1 - t0, "price_grid": t2 - t1, "aggregation": t3 - t2,
+                           "total": t3 - t0})
+    seconds = {key: _median([s[key] for s in stages]) for key in stages[0]}
+    ticks: list[float] = []
+    numpys: list[float] = []
+    floors: list[float] = []
+    numpy_rel = 0.0
+    with console.status(f"ticks ({runs})"):
+        tick_ims = []
+        for step in range(1, runs + 1):
+            moved = moved_market(market, step)
+            t0 = time.perf_counter()
+            margins = tick_margins(tick_book, bind_tick(tick_book, moved, config), config,
+                                   detail=False)
+            ticks.append(time.perf_counter() - t0)
+            tick_ims.append(margins.initial_margin)
+        tick_rss = _peak_rss_mb()  # the process so far: book, resolved book, ticks
+    with console.status(f"numpy baseline and bandwidth floor ({runs} each)"):
+        layout = numpy_layout(tick_book)
+        for step in range(1, runs + 1):
+            state = bind_tick(tick_book, moved_market(market, step), config)
+            t0 = time.perf_counter()
+            im, _ = numpy_margins(tick_book, state, layout, config)
+            numpys.append(time.perf_counter() - t0)
+            numpy_rel = max(numpy_rel, _max_rel(im, tick_ims[step - 1]))
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            stream_read_nb(book.position_instrument, tick_book.quantity)
+            floors.append(time.perf_counter() - t0)
+        del layout, tick_ims
+    streamed = book.position_instrument.nbytes + tick_book.quantity.nbytes
+    n_pos = book.position_count
+    report: dict[str, Any] = {
+        "model": "portfolio", "accounts": accounts, "positions_per_account": positions,
+        "positions": n_pos, "instruments": len(names), "scenarios": len(result.scenarios),
+        "runs": runs, "seconds": seconds, "warmup_seconds": warmup,
+        "accounts_per_second": accounts / seconds["total"], "threads": _threads(),
+        "tick": {"seconds": _median(ticks), "runs": ticks,
+                 "accounts_per_second": accounts / _median(ticks), "peak_rss_mb": tick_rss},
+        "numpy": {"seconds": _median(numpys), "runs": numpys,
+                  "ratio_to_tick": _median(numpys) / _median(ticks),
+                  "max_relative_difference": numpy_rel},
+        "bandwidth_floor": {"seconds": _median(floors), "runs": floors, "bytes": streamed,
+                            "gb_per_second": streamed / _median(floors) / 1e9,
+                            "tick_over_floor": _median(ticks) / _median(floors)},
+    }
+    report["baseline"] = _scalar_baseline(console, book, market, config, result.initial_margin,
+                                          baseline_positions, positions, seconds["total"])
+    if liquidation:
+        report["liquidation"] = _liquidation_stage(console, book, market, config)
+    del tick_book, state, result, margins, im
+    if files:
+        report["files"] = _files_stage(console, book, columns, market, config, runs)
+    report["peak_rss_mb"] = _peak_rss_mb()
+    report["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
+    return report
+
+
+def _max_rel(got: np.ndarray, want: np.ndarray) -> float:
+    if want.size == 0:
+        return 0.0
+    return float(np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want))))
+
+
+def _scalar_baseline(console: Any, book: ColumnarBook, market: MarketSnapshot,
+                     config: RiskConfig, engine_im: np.ndarray, baseline_positions: int,
+                     positions: int, engine_total: float) -> dict[str, Any]:
+    """The scalar per-position reference on the first accounts (bound on their own)."""
+    sample = max(1, min(book.account_count, baseline_positions // max(1, positions)))
+    with console.status(f"scalar reference on {sample:,} accounts"):
+        bound = bind_market(book_subset(book, np.arange(sample)), market)
+        t = time.perf_counter()
+        naive = np.array([explain_portfolio(bound, config, a)["initial_margin"]
+                          for a in range(sample)])
+        baseline_seconds = time.perf_counter() - t
+    done = int(book.offsets[sample])
+    engine_per_position = engine_total / max(1, book.position_count)
+    per_position = baseline_seconds / max(1, done)
+    return {
+        "accounts": sample, "positions": done, "seconds": baseline_seconds,
+        "seconds_per_position": per_position,
+        "engine_seconds_per_position": engine_per_position,
+        "speed_ratio": per_position / engine_per_position,
+        "max_relative_difference": _max_rel(naive, engine_im[:sample]),
+    }
+
+
+def _liquidation_stage(console: Any, book: ColumnarBook, market: MarketSnapshot,
+                       config: RiskConfig) -> dict[str, Any]:
+    """Both liquidation levels of every account on every underlying (one run: minutes on a
+    big book)."""
+    from margin_engine.liquidation.price import liquidation_levels
+    from margin_engine.liquidation.vector_levels import STATS
+
+    with console.status(f"liquidation prices of {book.account_count:,} accounts"):
+        bound = bind_market(book, market)
+        before = dict(STATS)
+        t = time.perf_counter()
+        levels = liquidation_levels(bound, "portfolio", config)
+        seconds = time.perf_counter() - t
+    searches = STATS["jobs"] - before["jobs"]
+    return {"seconds": seconds, "down_found": int(np.isfinite(levels.down).sum()),
+            "up_found": int(np.isfinite(levels.up).sum()), "searches": searches,
+            "evaluations_per_search": (STATS["evaluations"] - before["evaluations"])
+            / max(1, searches)}
+
+
+def _files_stage(console: Any, book: ColumnarBook, columns: dict[str, Any],
+                 market: MarketSnapshot, config: RiskConfig, runs: int) -> dict[str, Any]:
+    """Full runs from a Parquet positions file and its accounts file."""
+    import tempfile
+    from pathlib import Path
+
+    from margin_engine.io.bulk import read_bulk_book
+    from margin_engine.margin.tick import TickBook, bind_tick, tick_margins
+
+    with tempfile.TemporaryDirectory(prefix="margin-bench-") as folder:
+        with console.status("writing the book to Parquet"):
+            positions_path, accounts_path = write_book_files(book, Path(folder))
+            written = positions_path.stat().st_size + accounts_path.stat().st_size
+        times: list[float] = []
+        with console.status(f"full runs from files ({runs})"):
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                loaded = TickBook.from_book(read_bulk_book(positions_path, accounts_path))
+                tick_margins(loaded, bind_tick(loaded, market, config), config, detail=False)
+                times.append(time.perf_counter() - t0)
+                del loaded
+    return {"seconds": _median(times), "runs": times, "bytes": written}
+
+
+def write_book_files(book: ColumnarBook, folder: Any) -> tuple[Any, Any]:
+    """The book as a Parquet positions file (account and instrument dictionary-encoded) and
+    an accounts file (``account, mode, collateral_<ASSET>``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from margin_engine.book.columnar import MODES_BY_CODE
+
+    ids = pa.array(book.account_ids, type=pa.string())
+    names = pa.array([i.name for i in book.instruments.instruments], type=pa.string())
+    positions = pa.table({
+        "account": pa.DictionaryArray.from_arrays(pa.array(book.position_account()), ids),
+        "instrument": pa.DictionaryArray.from_arrays(pa.array(book.position_instrument), names),
+        "size": book.size, "entry_price": book.entry_price})
+    modes = [MODES_BY_CODE[int(c)].value for c in range(3)]
+    accounts = pa.table({
+        "account": ids,
+        "mode": pa.DictionaryArray.from_arrays(pa.array(book.mode), pa.array(modes)),
+        **{f"collateral_{a}": book.collateral[:, k] for k, a in enumerate(book.assets)}})
+    positions_path, accounts_path = folder / "positions.parquet", folder / "accounts.parquet"
+    pq.write_table(positions, positions_path)
+    pq.write_table(accounts, accounts_path)
+    return positions_path, accounts_path
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -229,12 +457,33 @@ def print_report(report: dict[str, Any]) -> None:
     heading(console, f"{report['model']} model: {report['accounts']:,} accounts x "
                      f"{report['positions_per_account']} positions ({report['positions']:,})",
             f"over {report['instruments']:,} instruments, {report['scenarios']} scenarios")
+    runs = report.get("runs")
     table = make_table("measure", "value")
     for stage in ("resolve", "price_grid", "aggregation", "total"):
         table.add_row(f"{stage.replace('_', ' ')} (s)", f"{s[stage]:.3f}")
     table.add_row("accounts / s", f"{report['accounts_per_second']:,.0f}")
+    if "tick" in report:
+        t, n, f = report["tick"], report["numpy"], report["bandwidth_floor"]
+        table.add_row(f"per-tick re-margin, median of {runs} (s)", f"{t['seconds']:.3f}")
+        table.add_row("peak RSS up to the ticks (MB)", f"{t['peak_rss_mb']:,.0f}")
+        table.add_row("plain numpy, same aggregation (s)", f"{n['seconds']:.3f}")
+        table.add_row("numpy / tick", f"{n['ratio_to_tick']:.1f}x")
+        table.add_row("numpy max relative IM difference", f"{n['max_relative_difference']:.1e}")
+        table.add_row(f"bandwidth floor: one read of {f['bytes'] / 1e6:,.0f} MB (s)",
+                      f"{f['seconds']:.4f}")
+        table.add_row("tick / floor", f"{f['tick_over_floor']:.1f}x")
+    if "files" in report:
+        table.add_row("full run from Parquet files (s)", f"{report['files']['seconds']:.3f}")
+    if "liquidation" in report:
+        q = report["liquidation"]
+        table.add_row("liquidation prices, both sides (s)", f"{q['seconds']:.3f}")
+        table.add_row("liquidation levels found (down / up)",
+                      f"{q['down_found']:,} / {q['up_found']:,}")
     table.add_row("peak RSS (MB)", f"{report['peak_rss_mb']:,.0f}")
     table.add_row("warm-up, not in total (s)", f"{report['warmup_seconds']:.2f}")
+    if "load_average" in report:
+        before, after = report["load_average"]["before"], report["load_average"]["after"]
+        table.add_row("load average (1 min) before / after", f"{before[0]:.2f} / {after[0]:.2f}")
     if b is None:
         console.print(table)
         return
@@ -244,3 +493,53 @@ def print_report(report: dict[str, Any]) -> None:
     table.add_row("speed ratio (baseline / engine)", f"{b['speed_ratio']:,.0f}x")
     table.add_row("max relative IM difference vs baseline", f"{b['max_relative_difference']:.1e}")
     console.print(table)
+
+
+SCALE_HEADER = "# Scale"
+SCALE_INTRO = (
+    "Command: `margin-engine bench --accounts 1000000 --positions 10 --record "
+    "benchmarks/RESULTS.md`\n(seeded random book as above; collateral haircuts off). Every "
+    "figure is the median of `--runs` (3)\nruns in one invocation. **tick** = per-tick "
+    "re-margin of the whole book, the resolved book given\nand the market moved (instrument "
+    "binding, scenario grid, fused pass); **numpy** = the same\naggregation from the same "
+    "tick state in plain numpy; **floor** = one streaming read of the position\narrays the "
+    "pass reads (int32 instrument + float64 quantity); **files** = full run from a Parquet\n"
+    "positions file and its accounts file (read, resolve, bind, grid, aggregation); "
+    "**liquidation**\n= both liquidation levels of every account and underlying "
+    "(`--liquidation-prices`, one run);\n**RSS** = peak of the whole process (at ticks: up to "
+    "the end of the ticks, before the\nbaselines and files); **load** = "
+    "1-minute load average before / after (this\nmachine has 2 cores and is shared: figures "
+    "from a loaded machine are slower, ratios in the\nsame run hold).\n\n"
+    + "| " + " | ".join(("date", "accounts x positions", "tick s", "numpy s", "numpy / tick",
+                         "floor s", "files s", "liquidation s", "RSS at ticks MB", "peak RSS MB",
+                         "load")) + " |\n"
+    + "|" + "---|" * 11 + "\n")
+
+
+def record_results(report: dict[str, Any], path: Any) -> None:
+    """Append the report as a row of the "Scale" section of ``path`` (the section is created
+    at the end of the file if missing; the file is read just before it is written)."""
+    from pathlib import Path
+
+    target = Path(path)
+    text = target.read_text() if target.exists() else ""
+    liquidation = report.get("liquidation")
+    files = report.get("files")
+    load = report.get("load_average", {"before": [math.nan], "after": [math.nan]})
+    row = (f"| {dt.datetime.now(dt.UTC).date().isoformat()} | {report['accounts']:,} x "
+           f"{report['positions_per_account']} | {report['tick']['seconds']:.3f} | "
+           f"{report['numpy']['seconds']:.3f} | {report['numpy']['ratio_to_tick']:.1f}x | "
+           f"{report['bandwidth_floor']['seconds']:.4f} | "
+           + (f"{files['seconds']:.3f}" if files else "-") + " | "
+           + (f"{liquidation['seconds']:.2f}" if liquidation else "-") + " | "
+           f"{report['tick'].get('peak_rss_mb', math.nan):,.0f} | {report['peak_rss_mb']:,.0f} | "
+           f"{load['before'][0]:.1f} / {load['after'][0]:.1f} |")
+    if SCALE_HEADER + "\n" not in text:
+        text = text.rstrip("\n") + "\n\n" + SCALE_HEADER + "\n\n" + SCALE_INTRO + row + "\n"
+    else:
+        start = text.index(SCALE_HEADER + "\n")
+        following = text.find("\n# ", start + len(SCALE_HEADER))
+        end = len(text) if following < 0 else following + 1
+        section = text[start:end].rstrip("\n") + "\n" + row + "\n"
+        text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
+    target.write_text(text)

@@ -49,23 +49,26 @@ MporOpt = Annotated[int | None, typer.Option(
     "--mpor-days", min=1, help="var model: margin period of risk in days (default 1).")]
 LiquidationOpt = Annotated[str, typer.Option(
     "--liquidation-prices", metavar="auto|on|off", help="Liquidation prices per account and "
-    "underlying (a root search each): auto computes them with --json for up to 10,000 "
-    "accounts.")]
+    "underlying (a root search each): auto computes them with --json for up to 1,000,000 "
+    "accounts (10,000 with the var model).")]
 
 
-def _want_liquidation(choice: str, as_json: bool, accounts: int) -> bool:
+def _want_liquidation(choice: str, as_json: bool, accounts: int,
+                      limit: int | None = None) -> bool:
+    """``limit``: the most accounts ``auto`` searches (default: the account-by-account
+    search's, ``LIQUIDATION_PRICE_LIMIT``)."""
     from margin_engine.core.errors import InputError
     from margin_engine.margin.run import LIQUIDATION_PRICE_LIMIT
 
+    most = LIQUIDATION_PRICE_LIMIT if limit is None else limit
     if choice not in ("auto", "on", "off"):
         raise InputError("auto, on or off", field="--liquidation-prices", value=choice)
     if choice != "auto":
         return choice == "on"
-    if as_json and accounts > LIQUIDATION_PRICE_LIMIT:
+    if as_json and accounts > most:
         typer.echo(f"note: liquidation prices skipped for {accounts:,} accounts (more than "
-                   f"{LIQUIDATION_PRICE_LIMIT:,}); --liquidation-prices on to compute them",
-                   err=True)
-    return as_json and accounts <= LIQUIDATION_PRICE_LIMIT
+                   f"{most:,}); --liquidation-prices on to compute them", err=True)
+    return as_json and accounts <= most
 
 
 def _check_model(model: str, *, with_var: bool = True) -> None:
@@ -124,14 +127,15 @@ def compute(
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
         from margin_engine.margin.explain import explain_account
-        from margin_engine.margin.run import compute_document
+        from margin_engine.margin.run import compute_document, liquidation_limit
 
         _check_model(model)
         risk, run = prepare_run(portfolio, market, model=model, config=config,
                                 accounts=accounts, data=_model_data(params, history, dvol,
                                                                     confidence, mpor_days))
         document = compute_document(run, model, _want_liquidation(
-            liquidation_prices, as_json, run.bound.account_count))
+            liquidation_prices, as_json, run.bound.account_count,
+            liquidation_limit([model], run.built)))
         if explain:
             for a, entry in enumerate(document["accounts"]):
                 entry["explain"] = explain_account(run.bound, risk, run.results[entry["model"]],
@@ -174,7 +178,7 @@ def compare(
 
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
-        from margin_engine.margin.run import compare_document
+        from margin_engine.margin.run import compare_document, liquidation_limit
 
         if profiles is not None:
             from margin_engine.profiles.cli import compare_profiles_command
@@ -186,7 +190,8 @@ def compare(
         _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts,
                              data=_model_data(params, history, dvol, confidence, mpor_days))
         document = compare_document(run, _want_liquidation(
-            liquidation_prices, as_json, run.bound.account_count))
+            liquidation_prices, as_json, run.bound.account_count,
+            liquidation_limit(list(run.results), run.built)))
         if as_json:
             _emit_json(document)
             return
@@ -279,16 +284,33 @@ def bench(
         "--baseline-positions", help="Positions priced by the naive baseline.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the book.")] = 1,
     model: Annotated[str, typer.Option(
-        "--model", help="portfolio (with the naive baseline), sensitivity, var, or monitor "
-        "(tick latency and store throughput)")] = "portfolio",
+        "--model", help="portfolio (with the naive baseline), sensitivity, var, monitor "
+        "(tick latency and store throughput), or batch (a partitioned book on a local Dask "
+        "cluster)")] = "portfolio",
     scenarios: Annotated[int, typer.Option("--scenarios", min=10,
                                            help="var: joint scenarios")] = 1000,
     ticks: Annotated[int, typer.Option("--ticks", min=10, help="monitor: ticks")] = 400,
     rows: Annotated[int, typer.Option("--rows", min=1000,
                                       help="monitor: snapshot rows written")] = 200_000,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="portfolio: runs per measure "
+                                      "(medians reported)")] = 3,
+    liquidation_prices: Annotated[bool, typer.Option(
+        "--liquidation-prices", help="portfolio: also time both liquidation levels of every "
+        "account")] = False,
+    files: Annotated[bool, typer.Option(
+        "--files/--no-files", help="portfolio: also time the full run from Parquet "
+        "files")] = True,
+    record: Annotated[Path | None, typer.Option(
+        "--record", metavar="RESULTS.md", help="portfolio: append a row to the 'Scale' "
+        "section of this file (benchmarks/RESULTS.md)")] = None,
+    partitions: Annotated[int, typer.Option("--partitions", min=1,
+                                            help="batch: partitions of the book")] = 40,
+    workers: Annotated[int, typer.Option("--workers", min=1,
+                                         help="batch: Dask worker processes")] = 2,
     as_json: JsonOpt = False,
 ) -> None:
-    """Time a margin model on a seeded random book (portfolio: against a naive baseline)."""
+    """Time a margin model on a seeded random book (portfolio: the per-tick re-margin against
+    plain numpy, the memory-bandwidth floor and the scalar reference)."""
 
     def body() -> None:
         from margin_engine.bench.run import run_bench
@@ -306,18 +328,79 @@ def bench(
 
                 print_measures("Monitor benchmark", result)
             return
+        if model == "batch":
+            from margin_engine.batch.bench import run_batch_bench
+
+            result = run_batch_bench(accounts=accounts, positions=positions,
+                                     partitions=partitions, workers=workers, seed=seed,
+                                     progress=not as_json)
+            if as_json:
+                _emit_json(result)
+            else:
+                from margin_engine.cli.render import print_measures
+
+                print_measures("Batch benchmark", result)
+            return
         if model not in ("portfolio", "sensitivity", "var"):
-            raise InputError("portfolio, sensitivity, var or monitor", field="--model",
+            raise InputError("portfolio, sensitivity, var, monitor or batch", field="--model",
                              value=model)
         report = run_bench(accounts=accounts, positions=positions, instruments=instruments,
                            baseline_positions=baseline_positions, seed=seed,
-                           progress=not as_json, model=model, scenarios=scenarios)
+                           progress=not as_json, model=model, scenarios=scenarios, runs=runs,
+                           liquidation=liquidation_prices, files=files)
+        if record is not None and model == "portfolio":
+            from margin_engine.bench.run import record_results
+
+            record_results(report, record)
         if as_json:
             _emit_json(report)
         else:
             from margin_engine.bench.run import print_report
 
             print_report(report)
+
+    _guarded(body)
+
+
+@app.command()
+def batch(
+    book: Annotated[Path, typer.Option(
+        "--book", metavar="FOLDER", help="Partitioned Parquet book: positions/part-*.parquet "
+        "and accounts/part-*.parquet (+ instruments.json); README, Batch.")],
+    market: MarketOpt,
+    scheduler: Annotated[str, typer.Option(
+        "--scheduler", metavar="local|tcp://HOST:PORT|none", help="local: a Dask LocalCluster "
+        "on this machine; tcp://HOST:PORT: a running Dask scheduler; none: in this "
+        "process.")] = "local",
+    workers: Annotated[int, typer.Option("--workers", min=1,
+                                         help="local: worker processes")] = 2,
+    model: Annotated[str, typer.Option("--model", metavar="MODEL", help="account (each "
+                                       "account under its own mode), isolated, cross, "
+                                       "portfolio or sensitivity")] = "account",
+    config: ConfigOpt = None,
+    output: Annotated[Path, typer.Option(
+        "--output", metavar="FOLDER", help="Result parts (one Parquet file per "
+        "partition).")] = Path("out/batch"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Margin a partitioned bulk book, one partition per Dask task, results streamed to
+    Parquet."""
+
+    def body() -> None:
+        from margin_engine.batch.run import run_batch
+        from margin_engine.cli.loading import load_config
+        from margin_engine.io.market_file import load_market
+
+        load_market(market)  # refuse a bad market here, before any worker starts
+        document = json.loads(market.read_text())
+        summary = run_batch(book, document, load_config(config).to_dict(), model=model,
+                            output=output, scheduler=scheduler, workers=workers)
+        if as_json:
+            _emit_json(summary)
+            return
+        from margin_engine.cli.render import print_measures
+
+        print_measures("Batch", {k: v for k, v in summary.items() if k != "parts"})
 
     _guarded(body)
 

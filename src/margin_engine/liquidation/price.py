@@ -1,13 +1,17 @@
 """Liquidation prices: the index levels of one underlying at which equity (after collateral
 haircuts) = MM, all else fixed.
 
-f(S) = equity(S) - MM(S) is evaluated for every account at once on a log grid of index levels
-in (0, 10 x index] (one market binding per level). The sign change closest below today's index
-brackets the ``down`` root and the one closest above it the ``up`` root; Brent's method pins each
-per account on a one-account book. ``nearest`` is whichever of the two lies closer to the index
+f(S) = equity(S) - MM(S) on a log grid of index levels in (0, 10 x index]: the sign change
+closest below today's index brackets the ``down`` root and the one closest above it the ``up``
+root; Brent's method pins each. ``nearest`` is whichever of the two lies closer to the index
 in log distance (the single ``liquidation_price`` of the JSON contract). NaN where f has no root
 on that side within the range. Marks of perps/futures and coin collateral move with the index;
 vols are sticky strike; settled positions stay fixed cash.
+
+``liquidation_levels`` binds the book once and searches every account in one compiled pass
+(``vector_levels``: the built-in isolated, cross, portfolio and sensitivity models); other
+models (var, models built by callers) use ``liquidation_levels_reference``, the independent
+per-account search that rebinds the market at every step (and the oracle of the tests).
 """
 
 from __future__ import annotations
@@ -54,6 +58,20 @@ def liquidation_levels(bound: BoundBook, model: str, config: RiskConfig,
                        accounts: np.ndarray | None = None,
                        models: Mapping[str, MarginModel] | None = None) -> LiquidationLevels:
     """Both liquidation levels of every (wanted) account on every underlying it is exposed to."""
+    from margin_engine.liquidation.vector_levels import account_levels
+
+    found = account_levels(bound, model, config, GRID, accounts, models)
+    if found is None:
+        return liquidation_levels_reference(bound, model, config, accounts, models)
+    return _with_nearest(found[0], found[1], bound.index[np.newaxis, :])
+
+
+def liquidation_levels_reference(bound: BoundBook, model: str, config: RiskConfig,
+                                 accounts: np.ndarray | None = None,
+                                 models: Mapping[str, MarginModel] | None = None
+                                 ) -> LiquidationLevels:
+    """``liquidation_levels`` by a per-account search: f on the grid from one market binding
+    per level, then Brent per account on a one-account book rebound at every step."""
     from scipy.optimize import brentq
 
     book, market = bound.book, pinned_settlements(bound)
@@ -97,12 +115,25 @@ def liquidation_prices(bound: BoundBook, model: str, config: RiskConfig,
 
 
 def position_liquidation_levels(bound: BoundBook, model: str, config: RiskConfig,
-                                models: Mapping[str, MarginModel] | None = None
-                                ) -> LiquidationLevels:
+                                models: Mapping[str, MarginModel] | None = None,
+                                accounts: np.ndarray | None = None) -> LiquidationLevels:
     """Per position (as 1 x positions arrays): where each position on its own margin meets its
-    MM as its underlying's index moves (NaN elsewhere). The margin it holds is today's share of
-    the account's collateral, so it follows the collateral's value (coin collateral moves with
-    its price)."""
+    MM as its underlying's index moves (NaN elsewhere; ``accounts``: a mask of the accounts
+    whose positions are searched). The margin it holds is today's share of the account's
+    collateral, so it follows the collateral's value (coin collateral moves with its price)."""
+    from margin_engine.liquidation.vector_levels import position_levels
+
+    found = position_levels(bound, model, config, GRID, models, accounts)
+    if found is None:
+        return position_liquidation_levels_reference(bound, model, config, models, accounts)
+    return _with_nearest(found[0], found[1], found[2])
+
+
+def position_liquidation_levels_reference(bound: BoundBook, model: str, config: RiskConfig,
+                                          models: Mapping[str, MarginModel] | None = None,
+                                          accounts: np.ndarray | None = None
+                                          ) -> LiquidationLevels:
+    """``position_liquidation_levels`` by a per-position search rebinding the market."""
     from scipy.optimize import brentq
 
     n_pos = bound.book.position_count
@@ -131,17 +162,19 @@ def position_liquidation_levels(bound: BoundBook, model: str, config: RiskConfig
 
     for u_idx, u in enumerate(bound.underlyings):
         rows = np.nonzero((today.per_position["maintenance_margin"] > 0.0)
-                          & (table.underlying[book.position_instrument] == u_idx))[0]
+                          & (table.underlying[book.position_instrument] == u_idx)
+                          & (True if accounts is None
+                             else np.asarray(accounts)[bound.position_account]))[0]
         if rows.size == 0:
             continue
         index = float(bound.index[u_idx])
         position_index[rows] = index
-        accounts = np.unique(bound.position_account[rows]).tolist()
+        holders = np.unique(bound.position_account[rows]).tolist()
         sub_rows = np.concatenate([np.arange(book.offsets[a], book.offsets[a + 1])
-                                   for a in accounts])
-        sub = book_subset(book, accounts)
+                                   for a in holders])
+        sub = book_subset(book, holders)
         levels = index * GRID
-        values = np.column_stack([gaps(sub, sub_rows, accounts, u, float(s)) for s in levels])
+        values = np.column_stack([gaps(sub, sub_rows, holders, u, float(s)) for s in levels])
         where = {int(r): k for k, r in enumerate(sub_rows.tolist())}
         for row in rows.tolist():
             a = int(bound.position_account[row])

@@ -14,7 +14,7 @@ import numpy as np
 
 from margin_engine.book.bound import BoundBook
 from margin_engine.margin.common import coins_of, collateral_haircuts
-from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.config import PortfolioConfig, RiskConfig
 from margin_engine.margin.portfolio_kernel import portfolio_margin_nb
 from margin_engine.margin.protocol import MarginResult
 from margin_engine.margin.scenarios import linear_moves, scenario_table, value_change_grid
@@ -32,10 +32,38 @@ class PortfolioModel:
     def recompute(self, bound: BoundBook, config: RiskConfig, previous: MarginResult,
                   underlying: str) -> MarginResult:
         """After a move of ``underlying`` alone: the same result as ``compute``, with only that
-        underlying's scenario P&L recomputed (the others are taken from ``previous``)."""
-        grid = value_change_grid(bound, config.portfolio)
-        return run_portfolio_kernel(bound, config, grid, previous=previous,
-                                    only_underlying=bound.underlyings.index(underlying))
+        underlying's scenario P&L recomputed (the others are taken from ``previous``): only its
+        instruments are priced on the scenarios (the other rows of the grid are never read)."""
+        u = bound.underlyings.index(underlying)
+        rows = np.nonzero(bound.book.instruments.underlying == u)[0]
+        grid = value_change_rows(bound, config.portfolio, rows)
+        return run_portfolio_kernel(bound, config, grid, previous=previous, only_underlying=u)
+
+
+def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray) -> np.ndarray:
+    """``value_change_grid`` for the instrument ``rows`` only (zeros elsewhere): the same
+    numbers, from the same compiled pricing loop."""
+    from margin_engine.margin.scenarios import _grid_nb, scenario_sigma
+
+    table = bound.book.instruments
+    scenarios = scenario_table(cfg)
+    out = np.zeros((len(table.instruments), len(scenarios)))
+    if rows.size == 0:
+        return out
+    if cfg.vol_dynamics == "sticky_moneyness":
+        sigma = scenario_sigma(bound, cfg)[rows]
+    else:
+        sigma = np.repeat(bound.sigma[rows, np.newaxis], len(scenarios), axis=1)
+    part = np.empty((rows.size, len(scenarios)))
+    _grid_nb(table.is_option[rows], table.is_call[rows], table.strike[rows], bound.years[rows],
+             np.ascontiguousarray(sigma), bound.base_price[rows], bound.mark[rows],
+             np.array([s[0] for s in scenarios]), np.array(linear_moves(cfg)),
+             np.array([s[1] for s in scenarios]), cfg.vol_shock_reference_days,
+             cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
+             np.ones(rows.size), part)
+    part[~bound.live[rows]] = 0.0  # settled: a fixed cash value
+    out[rows] = part
+    return out
 
 
 def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,

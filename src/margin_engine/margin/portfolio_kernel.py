@@ -67,7 +67,10 @@ def portfolio_margin_nb(
         und = np.empty(max(max_len, 1), dtype=np.int64)
         stop = min(n_acct, (c + 1) * CHUNK)
         for a in range(c * CHUNK, stop):
-            pnl[:, :] = 0.0
+            if only_u >= 0:
+                pnl[only_u, :] = 0.0  # the other rows are not read
+            else:
+                pnl[:, :] = 0.0
             longs[:] = 0.0
             shorts[:] = 0.0
             opt_cont[:] = 0.0
@@ -147,11 +150,13 @@ def portfolio_margin_nb(
                     continue
                 best = weights[0] * pnl[u, 0]
                 best_s = 0
+                beat = best - TIE_TOLERANCE * max(1.0, abs(best))  # what a new worst must beat
                 for s in range(1, n_s):
                     v = weights[s] * pnl[u, s]
-                    if v < best - TIE_TOLERANCE * max(1.0, abs(best)):
+                    if v < beat:
                         best = v
                         best_s = s
+                        beat = best - TIE_TOLERANCE * max(1.0, abs(best))
                 risk = max(0.0, -best)
                 contingency = opt_cont[u] + lin_rate * min(longs[u], shorts[u])
                 scan[a, u] = risk
@@ -171,3 +176,168 @@ def portfolio_margin_nb(
             initial = max(agg, (1.0 - max_offset) * total)
             im[a] = initial
             mm[a] = mm_fraction * initial
+
+
+# ---------------------------------------------------------------- the per-tick pass
+# What a tick changes is per instrument (its mark and its scenario values) and per underlying
+# (its index) and per collateral asset (its price); what it does not is the resolved book (CSR
+# offsets, int32 instrument per position, float64 quantity and size, collateral amounts). The
+# pass below reads only those: signed notionals and collateral exposures are formed on the fly
+# (q x mark, size x contract size for inverse perps and futures, amount x price), so a tick
+# writes no per-position array. Same arithmetic, in the same order, as ``portfolio_margin_nb``
+# on a bound book (the results are equal bit for bit).
+
+KIND_LINEAR, KIND_INVERSE, KIND_OPTION, KIND_SETTLED = 0, 1, 2, 3
+TICK_CHUNK = 1024
+
+
+@njit(cache=True, parallel=True)
+def tick_margin_nb(
+    offsets: IntArray, pos_inst: np.ndarray, pos_q: FloatArray, pos_size: FloatArray,
+    inst_und: np.ndarray, inst_group: np.ndarray, inst_kind: np.ndarray,
+    inst_contract: FloatArray, inst_mark: FloatArray, und_index: FloatArray, grid: FloatArray,
+    n_s: int, weights: FloatArray, moves: FloatArray, lin_moves: FloatArray,
+    coll_amount: FloatArray, coll_price: FloatArray, coll_und: np.ndarray, rho: FloatArray,
+    opt_rate: float, lin_rate: float, max_offset: float, mm_fraction: float, max_len: int,
+    detail: bool, im: FloatArray, mm: FloatArray, scan: FloatArray, cont: FloatArray,
+    worst: np.ndarray, active: np.ndarray,
+) -> None:
+    """IM and MM of every account (and, with ``detail``, its per-underlying scan risk,
+    contingency, worst scenario and activity) from the per-instrument state of one tick.
+
+    ``grid`` is instruments x S (S >= n_s, padded with zeros so the scenario loop runs over
+    whole vectors); ``inst_kind``: KIND_LINEAR (linear delta-one or the option rows' own
+    kind is irrelevant), KIND_INVERSE (inverse perpetual/future: notional = size x contract),
+    KIND_OPTION (live option), KIND_SETTLED (no notional, no contingency)."""
+    n_acct = offsets.shape[0] - 1
+    n_u = und_index.shape[0]
+    width = grid.shape[1]
+    n_cols = coll_price.shape[0]
+    n_chunks = (n_acct + TICK_CHUNK - 1) // TICK_CHUNK
+    for c in prange(n_chunks):
+        pnl = np.zeros((n_u, width))
+        longs = np.empty(n_u)
+        shorts = np.empty(n_u)
+        opt_cont = np.empty(n_u)
+        exposure = np.empty(n_u)
+        has = np.empty(n_u, dtype=np.bool_)
+        level = np.empty(n_u)
+        direction = np.empty(n_u)
+        size = max(max_len, 1)
+        groups = np.empty(size, dtype=np.int64)
+        qty = np.empty(size)
+        und = np.empty(size, dtype=np.int64)
+        for a in range(c * TICK_CHUNK, min(n_acct, (c + 1) * TICK_CHUNK)):
+            for u in range(n_u):
+                for s in range(width):
+                    pnl[u, s] = 0.0
+                longs[u] = 0.0
+                shorts[u] = 0.0
+                opt_cont[u] = 0.0
+                exposure[u] = 0.0
+                has[u] = False
+            n_opt = 0
+            for p in range(offsets[a], offsets[a + 1]):
+                i = pos_inst[p]
+                u = inst_und[i]
+                q = pos_q[p]
+                has[u] = True
+                for s in range(width):
+                    pnl[u, s] += q * grid[i, s]
+                kind = inst_kind[i]
+                if kind == KIND_OPTION:
+                    groups[n_opt] = inst_group[i]
+                    qty[n_opt] = q
+                    und[n_opt] = u
+                    n_opt += 1
+                else:
+                    if kind == KIND_LINEAR:
+                        n = q * inst_mark[i]
+                    elif kind == KIND_INVERSE:
+                        n = pos_size[p] * inst_contract[i]
+                    else:
+                        n = 0.0
+                    if n > 0.0:
+                        longs[u] += n
+                    else:
+                        shorts[u] -= n
+            for col in range(n_cols):
+                v = coll_und[col]
+                if v >= 0:
+                    exposure[v] += coll_amount[a, col] * coll_price[col]
+            for u in range(n_u):
+                e = exposure[u]
+                if e != 0.0:
+                    has[u] = True
+                    for s in range(n_s):
+                        pnl[u, s] += e * lin_moves[s] * 1.0
+            if n_opt > 0:
+                if n_opt <= 32:
+                    _sort_groups(groups, qty, und, n_opt)
+                else:
+                    order = np.argsort(groups[:n_opt], kind="mergesort")
+                    groups[:n_opt] = groups[:n_opt][order]
+                    qty[:n_opt] = qty[:n_opt][order]
+                    und[:n_opt] = und[:n_opt][order]
+                start = 0
+                while start < n_opt:
+                    net = 0.0
+                    end = start
+                    while end < n_opt and groups[end] == groups[start]:
+                        net += qty[end]
+                        end += 1
+                    if net < 0.0:
+                        u = und[start]
+                        opt_cont[u] += -net * opt_rate * und_index[u]
+                    start = end
+            total = 0.0
+            for u in range(n_u):
+                if detail:
+                    active[a, u] = has[u]
+                if not has[u]:
+                    if detail:
+                        scan[a, u] = 0.0
+                        cont[a, u] = 0.0
+                        worst[a, u] = -1
+                    level[u] = 0.0
+                    direction[u] = 0.0
+                    continue
+                best = weights[0] * pnl[u, 0]
+                best_s = 0
+                beat = best - TIE_TOLERANCE * max(1.0, abs(best))  # what a new worst must beat
+                for s in range(1, n_s):
+                    v = weights[s] * pnl[u, s]
+                    if v < beat:
+                        best = v
+                        best_s = s
+                        beat = best - TIE_TOLERANCE * max(1.0, abs(best))
+                risk = max(0.0, -best)
+                contingency = opt_cont[u] + lin_rate * min(longs[u], shorts[u])
+                if detail:
+                    scan[a, u] = risk
+                    cont[a, u] = contingency
+                    worst[a, u] = best_s
+                level[u] = risk + contingency
+                m = moves[best_s]
+                direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
+                total += level[u]
+            quad = 0.0
+            for u in range(n_u):
+                quad += level[u] * level[u]
+                for v2 in range(n_u):
+                    if v2 != u:
+                        quad += rho[u, v2] * direction[u] * level[u] * direction[v2] * level[v2]
+            agg = math.sqrt(max(0.0, quad))
+            initial = max(agg, (1.0 - max_offset) * total)
+            im[a] = initial
+            mm[a] = mm_fraction * initial
+
+
+@njit(cache=True, parallel=True)
+def stream_read_nb(pos_inst: np.ndarray, pos_q: FloatArray) -> float:
+    """One streaming read of the position arrays the per-tick pass reads (the memory-bandwidth
+    floor of any pass over them): sum of q + instrument index."""
+    total = 0.0
+    for p in prange(pos_q.shape[0]):
+        total += pos_q[p] + pos_inst[p]
+    return total

@@ -125,22 +125,29 @@ def _component(key: str, value: float) -> float | str | None:
     return _number(value)
 
 
-def liquidation_by_model(run: ModelRun, models: Sequence[str]
+def liquidation_by_model(run: ModelRun, models: Sequence[str], per_account: bool = False
                          ) -> dict[str, LiquidationLevels]:
-    """Per model, both liquidation levels of every account and underlying."""
+    """Per model, both liquidation levels of every account and underlying (``per_account``:
+    ``models`` is each account's model, and only its own model's levels are searched)."""
     from margin_engine.liquidation.price import liquidation_levels
 
-    return {m: liquidation_levels(run.bound, m, run.config, models=run.built)
+    return {m: liquidation_levels(run.bound, m, run.config, models=run.built,
+                                  accounts=_of(models, m) if per_account else None)
             for m in dict.fromkeys(models)}
 
 
-def position_levels_by_model(run: ModelRun, models: Sequence[str]
+def position_levels_by_model(run: ModelRun, models: Sequence[str], per_account: bool = False
                              ) -> dict[str, LiquidationLevels]:
     """Per model, the liquidation levels of every position on its own margin."""
     from margin_engine.liquidation.price import position_liquidation_levels
 
-    return {m: position_liquidation_levels(run.bound, m, run.config, models=run.built)
+    return {m: position_liquidation_levels(run.bound, m, run.config, models=run.built,
+                                           accounts=_of(models, m) if per_account else None)
             for m in dict.fromkeys(models) if run.results[m].position_equity is not None}
+
+
+def _of(models: Sequence[str], model: str) -> np.ndarray:
+    return np.array([m == model for m in models], dtype=np.bool_)
 
 
 def _level(price: float, index: float) -> dict[str, float] | None:
@@ -232,6 +239,20 @@ def underlying_breakdown(run: ModelRun, account: int, model: str,
 
 
 LIQUIDATION_PRICE_LIMIT = 10_000  # accounts; above it liquidation prices are opt-in
+# ... and when every model's levels are searched in one compiled pass (liquidation/price.py)
+VECTOR_LIQUIDATION_LIMIT = 1_000_000
+
+
+def liquidation_limit(models: Sequence[str],
+                      built: Mapping[str, MarginModel] | None = None) -> int:
+    """The most accounts ``auto`` searches liquidation prices for under ``models``
+    (``account``: the account modes)."""
+    from margin_engine.liquidation.vector_levels import supports
+
+    names = [m for name in models for m in
+             (("isolated", "cross", "portfolio") if name == BY_ACCOUNT_MODE else (name,))]
+    fast = all(supports(m, built) for m in dict.fromkeys(names))
+    return VECTOR_LIQUIDATION_LIMIT if fast else LIQUIDATION_PRICE_LIMIT
 
 
 def compute_document(run: ModelRun, requested: str,
@@ -239,8 +260,10 @@ def compute_document(run: ModelRun, requested: str,
     """The ``compute --json`` document (``liquidation_price`` only ``with_liquidation``)."""
     book = run.bound.book
     used = [run.model_of(a, requested) for a in range(book.account_count)]
-    liquidation = liquidation_by_model(run, used) if with_liquidation else None
-    positions = position_levels_by_model(run, used) if with_liquidation else None
+    liquidation = liquidation_by_model(run, used, per_account=True) if with_liquidation \
+        else None
+    positions = position_levels_by_model(run, used, per_account=True) if with_liquidation \
+        else None
     accounts = []
     for a, account_id in enumerate(book.account_ids):
         model = run.model_of(a, requested)

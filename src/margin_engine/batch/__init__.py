@@ -1,0 +1,1 @@
+"""Batches of partitioned bulk books over Dask workers (``margin-engine batch``)."""

@@ -1,0 +1,212 @@
+"""A partitioned Parquet bulk book: the bulk files of ``io.bulk`` cut into partitions of
+accounts, so that a batch reads one partition at a time (on one machine or many).
+
+Layout of a book folder::
+
+    BOOK/
+      positions/part-00000.parquet   account, instrument, size, entry_price [, margin, leverage]
+      accounts/part-00000.parquet    account, mode, collateral_<ASSET> ...
+      positions/part-00001.parquet   (the next accounts)
+      accounts/part-00001.parquet
+      ...
+      instruments.json               optional: {"NAME": {"kind": ..., ...}} as in a portfolio file
+
+Each ``positions`` part holds the positions of exactly the accounts of the ``accounts`` part of
+the same name (every column as in the bulk files; string columns may be dictionary-encoded), so
+a partition is read and margined alone. Partition order is the order of the names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook
+from margin_engine.core.errors import InputError
+from margin_engine.domain.instruments import Instrument
+
+POSITIONS = "positions"
+ACCOUNTS = "accounts"
+INSTRUMENTS = "instruments.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One partition of a book folder: its name and its two files."""
+
+    name: str
+    positions: str
+    accounts: str
+
+
+def partitions(folder: str | Path) -> list[Partition]:
+    """The partitions of a book folder, in name order (nothing is read but the listing)."""
+    root = Path(folder)
+    if not (root / POSITIONS).is_dir() or not (root / ACCOUNTS).is_dir():
+        raise InputError(f"a partitioned book folder with '{POSITIONS}/' and '{ACCOUNTS}/' "
+                         "subfolders of Parquet parts", source=str(root), value=str(root))
+    parts = sorted(p.name for p in (root / POSITIONS).glob("*.parquet"))
+    if not parts:
+        raise InputError("at least one positions/*.parquet part", source=str(root))
+    missing = [name for name in parts if not (root / ACCOUNTS / name).is_file()]
+    if missing:
+        raise InputError(f"an accounts part for every positions part ({ACCOUNTS}/{missing[0]} "
+                         "is missing)", source=str(root), value=missing[0])
+    return [Partition(name=name.removesuffix(".parquet"),
+                      positions=str(root / POSITIONS / name),
+                      accounts=str(root / ACCOUNTS / name)) for name in parts]
+
+
+def declared_instruments(folder: str | Path) -> dict[str, Any]:
+    """The book's ``instruments.json`` (name -> instrument object), or nothing."""
+    path = Path(folder) / INSTRUMENTS
+    if not path.is_file():
+        return {}
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"a JSON object of name -> instrument ({exc})",
+                         source=str(path)) from None
+    if not isinstance(document, dict):
+        raise InputError("a JSON object of name -> instrument", source=str(path))
+    return document
+
+
+def parse_declared(document: Mapping[str, Any]) -> dict[str, Instrument]:
+    """Declared instruments as the portfolio reader resolves them."""
+    from margin_engine.io.portfolio_file import parse_portfolio
+
+    if not document:
+        return {}
+    return dict(parse_portfolio({"schema": "margin-engine/portfolio/v1",
+                                 "instruments": dict(document),
+                                 "accounts": [{"id": "-", "mode": "cross"}]}).instruments)
+
+
+def read_partition(partition: Partition, declared: Mapping[str, Instrument]) -> ColumnarBook:
+    """One partition as a columnar book (the bulk reader's checks and resolution), its
+    instruments in name order."""
+    from margin_engine.io.bulk import read_bulk_book
+
+    return by_name(read_bulk_book(partition.positions, partition.accounts, declared=declared))
+
+
+def by_name(book: ColumnarBook) -> ColumnarBook:
+    """The same book with its instrument table in name order (as a portfolio file's): a
+    partition and the whole book then list shared instruments in the same order, so every
+    account's arithmetic is the same in both."""
+    from dataclasses import replace
+
+    from margin_engine.book.columnar import InstrumentTable
+
+    names = [i.name for i in book.instruments.instruments]
+    order = np.argsort(np.array(names, dtype=object), kind="stable")
+    if np.array_equal(order, np.arange(len(names))):
+        return book
+    rank = np.empty(len(names), dtype=np.int32)
+    rank[order] = np.arange(len(names), dtype=np.int32)
+    table = InstrumentTable.build([book.instruments.instruments[k] for k in order])
+    return replace(book, instruments=table, position_instrument=rank[book.position_instrument])
+
+
+def read_book(folder: str | Path) -> ColumnarBook:
+    """The whole book of a folder in one columnar book (every partition, in order): the
+    single-process run a batch is checked against."""
+    from margin_engine.book.columnar import book_from_columns
+
+    declared = parse_declared(declared_instruments(folder))
+    books = [read_partition(p, declared) for p in partitions(folder)]
+    names = sorted({i.name: i for b in books for i in b.instruments.instruments}.items())
+    row = {name: k for k, (name, _) in enumerate(names)}
+    assets = sorted({a for b in books for a in b.assets})
+    collateral = np.zeros((sum(b.account_count for b in books), len(assets)))
+    start = 0
+    for b in books:
+        for c, asset in enumerate(b.assets):
+            collateral[start:start + b.account_count, assets.index(asset)] = b.collateral[:, c]
+        start += b.account_count
+    firsts = np.cumsum([0] + [b.account_count for b in books])
+    margins = [b.position_margin for b in books]
+    leverages = [b.position_leverage for b in books]
+
+    def joined(parts: list[np.ndarray | None], sizes: list[int]) -> np.ndarray | None:
+        if all(p is None for p in parts):
+            return None
+        return np.concatenate([np.full(n, np.nan) if p is None else p
+                               for p, n in zip(parts, sizes, strict=True)])
+
+    sizes = [b.position_count for b in books]
+    return book_from_columns(
+        account_ids=[a for b in books for a in b.account_ids],
+        mode=np.concatenate([b.mode for b in books]),
+        instruments=[i for _, i in names],
+        position_account=np.concatenate([b.position_account() + firsts[k]
+                                         for k, b in enumerate(books)]),
+        position_instrument=np.concatenate([
+            np.array([row[i.name] for i in b.instruments.instruments],
+                     dtype=np.int32)[b.position_instrument] for b in books]),
+        size=np.concatenate([b.size for b in books]),
+        entry_price=np.concatenate([b.entry_price for b in books]),
+        assets=assets, collateral=collateral,
+        position_margin=joined(margins, sizes), position_leverage=joined(leverages, sizes))
+
+
+def write_partitioned_book(book: ColumnarBook, folder: str | Path, parts: int,
+                           instruments: Mapping[str, Any] | None = None) -> list[Partition]:
+    """Write ``book`` as a book folder of ``parts`` partitions of consecutive accounts
+    (account and instrument columns dictionary-encoded); returns the partitions."""
+    root = Path(folder)
+    if instruments:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / INSTRUMENTS).write_text(json.dumps(dict(instruments), indent=1))
+    n = book.account_count
+    bounds = np.linspace(0, n, max(1, min(parts, n)) + 1).astype(np.int64)
+    for k in range(len(bounds) - 1):
+        write_part(book, root, part_name(k), int(bounds[k]), int(bounds[k + 1]))
+    return partitions(root)
+
+
+def part_name(k: int) -> str:
+    return f"part-{k:05d}"
+
+
+def write_part(book: ColumnarBook, folder: str | Path, name: str, first: int = 0,
+               stop: int | None = None) -> Partition:
+    """Accounts ``first:stop`` of ``book`` as partition ``name`` of a book folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(folder)
+    (root / POSITIONS).mkdir(parents=True, exist_ok=True)
+    (root / ACCOUNTS).mkdir(parents=True, exist_ok=True)
+    a0, a1 = first, book.account_count if stop is None else stop
+    p0, p1 = int(book.offsets[a0]), int(book.offsets[a1])
+    names = pa.array([i.name for i in book.instruments.instruments], type=pa.string())
+    modes = pa.array([MODES_BY_CODE[c].value for c in sorted(MODES_BY_CODE)], type=pa.string())
+    ids = pa.array(book.account_ids[a0:a1], type=pa.string())
+    counts = np.diff(book.offsets[a0:a1 + 1])
+    local = np.repeat(np.arange(a1 - a0, dtype=np.int32), counts)
+    columns: dict[str, Any] = {
+        "account": pa.DictionaryArray.from_arrays(pa.array(local), ids),
+        "instrument": pa.DictionaryArray.from_arrays(
+            pa.array(book.position_instrument[p0:p1]), names),
+        "size": book.size[p0:p1], "entry_price": book.entry_price[p0:p1]}
+    for key, values in (("margin", book.position_margin),
+                        ("leverage", book.position_leverage)):
+        if values is not None:  # NaN (none asked) is an empty cell
+            part = values[p0:p1]
+            columns[key] = pa.array(part, mask=np.isnan(part))
+    file = f"{name}.parquet"
+    pq.write_table(pa.table(columns), root / POSITIONS / file)
+    pq.write_table(pa.table({
+        "account": ids,
+        "mode": pa.DictionaryArray.from_arrays(pa.array(book.mode[a0:a1]), modes),
+        **{f"collateral_{asset}": book.collateral[a0:a1, c]
+           for c, asset in enumerate(book.assets)}}), root / ACCOUNTS / file)
+    return Partition(name=name, positions=str(root / POSITIONS / file),
+                     accounts=str(root / ACCOUNTS / file))

@@ -1,0 +1,183 @@
+"""``margin-engine batch``: margin a partitioned bulk book, one partition per task, on a Dask
+cluster (``dask.distributed``) or in this process.
+
+Each task reads its own partition (nothing else: the client only lists the folder), binds it to
+the market, runs the model and writes its results to ``OUTPUT/part-NNNNN.parquet``; it returns a
+few numbers (rows, seconds, the worker's peak RSS). Accounts are independent of each other in
+every model, so a partition's results are those of the same accounts in a single run over the
+whole book, bit for bit.
+
+Result columns: ``account, mode, model, equity, adjusted_equity, initial_margin,
+maintenance_margin, excess, gross_notional`` (USD; ``model`` is the model the account was
+margined under: its own mode with ``--model account``).
+
+Schedulers: ``local`` starts a ``LocalCluster`` of ``workers`` processes (one thread each) on
+this machine; ``tcp://HOST:PORT`` connects to a running scheduler (every worker needs
+margin-engine installed and the book and output folders at the same paths: a shared or
+network filesystem); ``none`` runs the partitions one after the other in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from margin_engine.batch.book import Partition, declared_instruments, partitions
+from margin_engine.core.errors import InputError
+
+MODELS = ("account", "isolated", "cross", "portfolio", "sensitivity")
+RESULT_COLUMNS = ("account", "mode", "model", "equity", "adjusted_equity", "initial_margin",
+                  "maintenance_margin", "excess", "gross_notional")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchJob:
+    """Everything a task needs, as plain data (shipped to the workers)."""
+
+    market: Mapping[str, Any]  # the market document (margin-engine/market/v1)
+    config: Mapping[str, Any]  # RiskConfig.to_dict()
+    model: str
+    instruments: Mapping[str, Any]  # the book's declared instruments (document form)
+    output: str  # folder of the result parts
+
+
+def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
+    """Read, bind and margin one partition; write its results; return its summary."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from margin_engine.batch.book import parse_declared, read_partition
+    from margin_engine.book.bound import bind_market
+    from margin_engine.book.columnar import MODES_BY_CODE
+    from margin_engine.io.market_file import parse_market
+    from margin_engine.margin.config import RiskConfig
+    from margin_engine.margin.isolated import check_asked_margins
+    from margin_engine.margin.registry import get_model
+    from margin_engine.margin.run import margins_by_mode
+
+    started = time.perf_counter()
+    config = RiskConfig.from_dict(job.config)
+    market = parse_market(job.market)
+    book = read_partition(partition, parse_declared(job.instruments))
+    try:
+        bound = bind_market(book, market)
+        check_asked_margins(bound, config)
+    except InputError as exc:
+        raise exc.located(source=partition.positions) from None
+    margins = margins_by_mode(bound, job.model,
+                              lambda name: get_model(name).compute(bound, config))
+    mode = [MODES_BY_CODE[int(c)].value for c in book.mode]
+    model = mode if job.model == "account" else [job.model] * book.account_count
+    table = pa.table({
+        "account": pa.array(book.account_ids, type=pa.string()),
+        "mode": pa.array(mode, type=pa.string()),
+        "model": pa.array(model, type=pa.string()),
+        "equity": margins.equity, "adjusted_equity": margins.adjusted_equity,
+        "initial_margin": margins.initial, "maintenance_margin": margins.maintenance,
+        "excess": margins.adjusted_equity - margins.initial,
+        "gross_notional": np.asarray(bound.account_gross_notional()),
+    })
+    target = Path(job.output) / f"{partition.name}.parquet"
+    pq.write_table(table, target)
+    return {"partition": partition.name, "accounts": book.account_count,
+            "positions": book.position_count, "seconds": time.perf_counter() - started,
+            "worker": _worker_name(), "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, Any], *,
+              model: str = "account", output: str | Path, scheduler: str = "local",
+              workers: int = 2, only: list[str] | None = None,
+              progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Margin every partition of ``book`` (or those named in ``only``) and write the result
+    parts to ``output``; returns the run's summary (partitions, wall time, per-worker peak
+    RSS). ``scheduler``: ``local``, ``tcp://HOST:PORT`` or ``none``."""
+    if model not in MODELS:
+        raise InputError(f"one of {', '.join(MODELS)} (account: each account under its own "
+                         "mode)", field="--model", value=model)
+    parts = partitions(book)
+    if only is not None:
+        wanted = set(only)
+        parts = [p for p in parts if p.name in wanted]
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    job = BatchJob(market=market, config=config, model=model,
+                   instruments=declared_instruments(book), output=str(out.resolve()))
+    started = time.perf_counter()
+    if scheduler == "none":
+        done = []
+        for part in parts:
+            done.append(margin_partition(part, job))
+            if progress is not None:
+                progress(done[-1])
+    else:
+        done = _on_dask(parts, job, scheduler, workers, progress)
+    wall = time.perf_counter() - started
+    per_worker: dict[str, float] = {}
+    for item in done:
+        per_worker[item["worker"]] = max(per_worker.get(item["worker"], 0.0),
+                                         item["peak_rss_mb"])
+    return {"book": str(book), "output": str(out), "scheduler": scheduler, "model": model,
+            "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
+            "positions": sum(d["positions"] for d in done), "wall_seconds": wall,
+            "peak_rss_mb_per_worker": per_worker, "parts": done}
+
+
+def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,
+             progress: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    import distributed
+
+    dask: Any = distributed  # untyped
+    if scheduler == "local":
+        cluster = dask.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, memory_limit=0)
+        client = dask.Client(cluster)
+    elif scheduler.startswith("tcp://"):
+        cluster = None
+        client = dask.Client(scheduler)
+    else:
+        raise InputError("local, none or tcp://HOST:PORT", field="--scheduler", value=scheduler)
+    try:
+        futures = [client.submit(margin_partition, part, job, key=f"margin-{part.name}",
+                                 pure=False) for part in parts]
+        done = []
+        for future in dask.as_completed(futures):
+            result = future.result()
+            done.append(result)
+            future.release()
+            if progress is not None:
+                progress(result)
+        return sorted(done, key=lambda item: str(item["partition"]))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def read_results(output: str | Path) -> Any:
+    """All result parts of a batch output folder as one Arrow table (in part order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(output).glob("*.parquet"))
+    if not files:
+        raise InputError("a batch output folder with result parts", source=str(output))
+    return pa.concat_tables([pq.read_table(f) for f in files])

@@ -1,0 +1,1185 @@
+"""Compiled liquidation-level search: every account at once, the market bound once.
+
+For one underlying u and a level S of its index (ratio r = S / index_u), the gap
+    f(S) = equity(S) - haircut(S) - MM(S)
+of an account is evaluated from arrays: u's instruments are revalued at S (perp/future/spot
+marks and expiry forwards scale by r, an unmarked base is S itself, options are Black-76 on the
+moved forward with their sticky-strike vol, settled instruments keep their cash value), coin
+collateral of u is priced at price x r, and the margin model is re-run on the account alone. What
+u does not touch (the other underlyings' cells) is taken from today's result.
+
+The search per account mirrors ``liquidation_levels_reference`` step for step: f on the same log
+grid of levels (the state of each instrument at each grid level computed once for all accounts
+when the book is large), scanned outward from today's index until the closest sign change on
+each side (an exact zero on the grid is widened by a hair), then scipy's Brent method (the same
+algorithm, compiled) on that bracket with the same tolerances. One compiled pass over all
+accounts, parallel over chunks of them; no market is rebound.
+
+Models are told apart by the type of their context (a NamedTuple); ``inst_state``, ``gap_at``
+and ``job_rows`` are dispatched on it at compile time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from margin_engine.pricing.black76 import price_scalar_nb
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_NJIT: Any = njit
+NO_REFCOUNT: Any = {"_nrt": False}
+
+
+def no_refcount(fn: _F) -> _F:
+    """Compiled by numba without reference counting: the function allocates nothing, so its
+    array arguments and the arrays of its tuples are read without an atomic count each (which
+    costs more than the arithmetic in the search's inner loops)."""
+    compiled: _F = _NJIT(cache=True, _nrt=False)(fn)
+    return compiled
+
+
+ZERO_WIDTH = 1e-12  # an exact zero on the grid is bracketed by level x (1 -/+ this)
+MAX_ITER = 200
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class BookArrays(NamedTuple):
+    """The bound book, flattened: positions (CSR), instruments, underlyings today."""
+
+    offsets: np.ndarray  # int64, accounts + 1
+    inst: np.ndarray  # int32 per position
+    account: np.ndarray  # int64 per position
+    q: np.ndarray  # quantity per position
+    entry: np.ndarray  # entry price as given (coin for inverse options)
+    entry_usd: np.ndarray  # today
+    signed: np.ndarray  # signed notional today
+    und: np.ndarray  # int32 per instrument
+    live: np.ndarray
+    is_option: np.ndarray  # any option, settled or not
+    inverse: np.ndarray
+    is_call: np.ndarray
+    strike: np.ndarray
+    years: np.ndarray
+    sigma: np.ndarray
+    base: np.ndarray  # today's base price (mark / forward / index)
+    base_scaled: np.ndarray  # True: base moves as base x r (a market mark); False: it is S
+    mark: np.ndarray  # today's mark
+    und_index: np.ndarray  # per underlying, today
+
+
+class Collateral(NamedTuple):
+    """Collateral columns and their haircut parameters under one model."""
+
+    amount: np.ndarray  # accounts x columns
+    price: np.ndarray  # per column, today
+    coin: np.ndarray  # int64 per column: underlying index of its coin, -1 if none
+    haircuts: bool
+    fixed: np.ndarray  # volatility (unless revalued) + chain haircut
+    liquidity: np.ndarray  # coefficient / sqrt(ADV)
+    cap: np.ndarray
+    limit: np.ndarray
+    stable: np.ndarray  # bool: depegged by the portfolio model
+    depeg: bool
+    depeg_weight: float
+    depeg_price: float
+
+
+class PortfolioCtx(NamedTuple):
+    sigma_s: np.ndarray  # instruments x scenarios: vol before the shock
+    moves: np.ndarray
+    shocks: np.ndarray
+    lin_moves: np.ndarray
+    weights: np.ndarray
+    ref_days: float
+    p_short: float
+    p_long: float
+    floor: float
+    group: np.ndarray  # int64 contingency group per instrument
+    level_other: np.ndarray  # accounts x underlyings: scan + contingency today
+    direction_other: np.ndarray  # accounts x underlyings: sign of the worst move today
+    rho: np.ndarray
+    opt_rate: float
+    lin_rate: float
+    max_offset: float
+    mm_fraction: float
+    tie: float
+
+
+class Charges(NamedTuple):
+    """Isolated charges: notional tiers per underlying and the short-option rule (the first
+    fields of every context that charges positions)."""
+
+    up_to: np.ndarray  # underlyings x tiers (rows padded past ``n_tiers``)
+    initial_rate: np.ndarray
+    maintenance_rate: np.ndarray
+    n_tiers: np.ndarray  # int64 tiers per underlying
+    opt_base: float
+    opt_floor: float
+    opt_maintenance: float
+
+
+class IsolatedCtx(NamedTuple):
+    up_to: np.ndarray
+    initial_rate: np.ndarray
+    maintenance_rate: np.ndarray
+    n_tiers: np.ndarray
+    opt_base: float
+    opt_floor: float
+    opt_maintenance: float
+    margin: np.ndarray  # per position: asked USD margin or NaN
+    leverage: np.ndarray  # per position: asked leverage or NaN
+
+
+class CrossCtx(NamedTuple):
+    up_to: np.ndarray
+    initial_rate: np.ndarray
+    maintenance_rate: np.ndarray
+    n_tiers: np.ndarray
+    opt_base: float
+    opt_floor: float
+    opt_maintenance: float
+    hedge_maintenance: float
+    maintenance_cells: np.ndarray  # accounts x underlyings today
+
+
+class SensitivityCtx(NamedTuple):
+    delta_1pct: np.ndarray  # per instrument today
+    vega: np.ndarray
+    tenor_lo: np.ndarray
+    weight_lo: np.ndarray
+    rw: np.ndarray
+    sigma_u: np.ndarray
+    vrw: float
+    sf: np.ndarray
+    tenor_rho: np.ndarray
+    gamma: np.ndarray
+    lambda_base: float
+    mm_fraction: float
+
+
+class PositionCtx(NamedTuple):
+    """Isolated positions on their own margin: today's margin held follows the collateral."""
+
+    up_to: np.ndarray
+    initial_rate: np.ndarray
+    maintenance_rate: np.ndarray
+    n_tiers: np.ndarray
+    opt_base: float
+    opt_floor: float
+    opt_maintenance: float
+    held: np.ndarray  # per position, today
+    value_today: np.ndarray  # per account: collateral value today
+
+
+def state_width(ctx: Any) -> int:
+    """Numbers kept per instrument and level (mark first)."""
+    if isinstance(ctx, PortfolioCtx):
+        return 1 + int(ctx.moves.shape[0])
+    if isinstance(ctx, SensitivityCtx):
+        return 3
+    return 1
+
+
+# ---------------------------------------------------------------- dispatch stubs
+
+
+def inst_state(bk: Any, ctx: Any, i: int, s: float, ratio: float, out: Any) -> None:
+    """Instrument ``i`` at level ``s`` of its underlying: out[0] = mark, then model numbers."""
+    raise NotImplementedError  # compiled only (overloaded below)
+
+
+def gap_at(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, ratio: float, rows: Any,
+           k: int, states: Any, work: Any, iwork: Any, aux: Any) -> float:
+    """Adjusted equity - MM of a job (account or position) with u at ``s``."""
+    raise NotImplementedError
+
+
+def job_rows(bk: Any, ctx: Any, job: int, u: int, rows: Any) -> int:
+    """The position rows of a job that move with u (in book order), and their count."""
+    raise NotImplementedError
+
+
+def _is(ctx: Any, cls: type) -> bool:
+    return isinstance(ctx, types.BaseNamedTuple) and getattr(ctx, "instance_class", None) is cls
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+@no_refcount
+def _base_at(b: BookArrays, i: int, s: float, ratio: float) -> float:
+    return b.base[i] * ratio if b.base_scaled[i] else s
+
+
+@no_refcount
+def _mark_at(b: BookArrays, i: int, s: float, ratio: float) -> float:
+    if not b.live[i]:
+        return float(b.mark[i])
+    base = _base_at(b, i, s, ratio)
+    if b.is_option[i]:
+        return price_scalar_nb(base, b.strike[i], b.years[i], b.sigma[i], b.is_call[i])
+    return base
+
+
+@no_refcount
+def collateral_at(c: Collateral, a: int, u: int, ratio: float, out: np.ndarray) -> None:
+    """out = (value, haircut deduction, exposure to u, depeg loss) of account a's collateral
+    with u's coin at price x ratio (``book_haircuts`` and ``depeg_charge``, column by column)."""
+    value = 0.0
+    taken = 0.0
+    exposure = 0.0
+    depeg = 0.0
+    for col in range(c.price.shape[0]):
+        moved = c.coin[col] == u
+        price = c.price[col] * ratio if moved else c.price[col]
+        x = c.amount[a, col]
+        value += x * price
+        if moved:
+            exposure += x * price
+        if c.haircuts:
+            gross = max(x, 0.0) * price
+            r = min(c.fixed[col] + c.liquidity[col] * math.sqrt(gross), c.cap[col])
+            taken += gross - min(gross * (1.0 - r), c.limit[col])
+        if c.depeg and c.stable[col]:
+            depeg += c.depeg_weight * max(x, 0.0) * max(0.0, price - c.depeg_price)
+    out[0] = value
+    out[1] = taken
+    out[2] = exposure
+    out[3] = depeg
+
+
+@no_refcount
+def exposures_at(c: Collateral, a: int, u: int, ratio: float, out: np.ndarray) -> None:
+    """out[v] = USD value of account a's collateral in underlying v's coin."""
+    out[:] = 0.0
+    for col in range(c.price.shape[0]):
+        v = c.coin[col]
+        if v >= 0:
+            price = c.price[col] * ratio if v == u else c.price[col]
+            out[v] += c.amount[a, col] * price
+
+
+@no_refcount
+def tiered(ch: Any, v: int, notional: float) -> tuple[float, float]:
+    """(initial, maintenance) marginal tier charge of |notional| for underlying v."""
+    amount = abs(notional)
+    initial = 0.0
+    maintenance = 0.0
+    lower = 0.0
+    for t in range(ch.n_tiers[v]):
+        portion = min(max(amount, lower), ch.up_to[v, t]) - lower
+        initial += ch.initial_rate[v, t] * portion
+        maintenance += ch.maintenance_rate[v, t] * portion
+        lower = ch.up_to[v, t]
+    return initial, maintenance
+
+
+@no_refcount
+def _signed_at(b: BookArrays, p: int, i: int, mark: float) -> float:
+    """Signed notional at mark: q x mark, size x contract (inverse perps/futures), 0 settled."""
+    if not b.live[i]:
+        return 0.0
+    if b.inverse[i] and not b.is_option[i]:
+        return float(b.signed[p])
+    return float(b.q[p] * mark)
+
+
+@no_refcount
+def position_charge(b: BookArrays, ch: Any, p: int, i: int, mark: float, spot: float
+                    ) -> tuple[float, float]:
+    """Isolated (initial, maintenance) of position p at ``mark`` and index ``spot``."""
+    if not b.is_option[i]:
+        return tiered(ch, b.und[i], _signed_at(b, p, i, mark))
+    q = b.q[p]
+    if not (b.live[i] and q < 0.0):
+        return 0.0, 0.0
+    strike = b.strike[i]
+    otm = max(0.0, strike - spot) if b.is_call[i] else max(0.0, spot - strike)
+    coins = abs(q)
+    rate = max(ch.opt_base - otm / spot, ch.opt_floor)
+    return coins * (rate * spot + mark), coins * (ch.opt_maintenance * spot + mark)
+
+
+@no_refcount
+def _entry_usd_at(b: BookArrays, p: int, i: int, moved: bool, s: float) -> float:
+    if moved and b.inverse[i] and b.is_option[i]:
+        return float(b.entry[p] * s)  # an inverse option's premium is in coin
+    return float(b.entry_usd[p])
+
+
+@no_refcount
+def _account_rows(b: BookArrays, a: int, u: int, rows: np.ndarray) -> int:
+    k = 0
+    for p in range(b.offsets[a], b.offsets[a + 1]):
+        if b.und[b.inst[p]] == u:
+            rows[k] = p
+            k += 1
+    return k
+
+
+@no_refcount
+def _unrealised(b: BookArrays, a: int, s: float, rows: np.ndarray, k: int,
+                states: np.ndarray) -> float:
+    """sum of q x (mark - entry_usd) over the account, u's rows at their moved state."""
+    total = 0.0
+    kk = 0
+    for p in range(b.offsets[a], b.offsets[a + 1]):
+        i = b.inst[p]
+        if kk < k and rows[kk] == p:
+            total += b.q[p] * (states[kk, 0] - _entry_usd_at(b, p, i, True, s))
+            kk += 1
+        else:
+            total += b.q[p] * (b.mark[i] - b.entry_usd[p])
+    return total
+
+
+# ---------------------------------------------------------------- instrument states
+
+
+@overload(inst_state, jit_options=NO_REFCOUNT)
+def _inst_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def portfolio(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> None:
+            b = bk
+            n_s = ctx.moves.shape[0]
+            if not b.live[i]:
+                out[0] = b.mark[i]
+                for j in range(n_s):
+                    out[1 + j] = 0.0
+                return
+            base = _base_at(b, i, s, ratio)
+            if not b.is_option[i]:
+                out[0] = base
+                for j in range(n_s):
+                    out[1 + j] = base * ctx.lin_moves[j]
+                return
+            strike, years, call = b.strike[i], b.years[i], b.is_call[i]
+            mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
+            out[0] = mark
+            t_days = max(1.0, years * 365.0)
+            power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
+            vol_scale = (ctx.ref_days / t_days) ** power
+            for j in range(n_s):
+                shocked = max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * vol_scale))
+                out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years,
+                                             shocked, call) - mark
+        return portfolio
+    if _is(ctx, SensitivityCtx):
+        def sensitivity(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> None:
+            b = bk
+            if not b.live[i]:
+                out[0] = b.mark[i]
+                out[1] = 0.0
+                out[2] = 0.0
+                return
+            base = _base_at(b, i, s, ratio)
+            if not b.is_option[i]:
+                out[0] = base
+                out[1] = 0.01 * base
+                out[2] = 0.0
+                return
+            f, k, t, sg, c = base, b.strike[i], b.years[i], b.sigma[i], b.is_call[i]
+            out[0] = price_scalar_nb(f, k, t, sg, c)
+            if t <= 0.0 or sg <= 0.0:
+                itm = f > k if c else f < k
+                out[1] = 0.01 * f * ((1.0 if c else -1.0) if itm else 0.0)
+                out[2] = 0.0
+                return
+            sq = math.sqrt(t)
+            root = sg * sq
+            d1 = (math.log(f / k) + 0.5 * root * root) / root
+            pdf = _INV_SQRT_2PI * math.exp(-0.5 * d1 * d1)
+            n_d1 = 0.5 * math.erfc(-d1 / _SQRT2)
+            out[1] = 0.01 * f * (n_d1 if c else n_d1 - 1.0)
+            out[2] = f * pdf * sq
+        return sensitivity
+
+    def mark_only(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> None:
+        out[0] = _mark_at(bk, i, s, ratio)
+    return mark_only
+
+
+@overload(job_rows, jit_options=NO_REFCOUNT)
+def _job_rows_ov(bk: Any, ctx: Any, job: Any, u: Any, rows: Any) -> Any:
+    if _is(ctx, PositionCtx):
+        def one(bk: Any, ctx: Any, job: Any, u: Any, rows: Any) -> int:
+            rows[0] = job
+            return 1
+        return one
+
+    def account(bk: Any, ctx: Any, job: Any, u: Any, rows: Any) -> int:
+        return _account_rows(bk, job, u, rows)
+    return account
+
+
+# ---------------------------------------------------------------- gaps per model
+# Every gap function has the signature (book, collateral, ctx, job, u, s, ratio, rows, k,
+# states, work, iwork, aux) and is inlined at the one place the search evaluates f; ``aux``
+# receives what the model's skip bound needs (see ``variation``).
+
+
+@no_refcount
+def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: int, s: float,
+                   ratio: float, rows: np.ndarray, k: int, states: np.ndarray,
+                   work: np.ndarray, iwork: np.ndarray, aux: np.ndarray) -> float:
+    """``portfolio_margin_nb`` for account a with only u's cell recomputed, + depeg."""
+    n_s = ctx.moves.shape[0]
+    n_u = b.und_index.shape[0]
+    collateral_at(cl, a, u, ratio, aux)  # aux[0:4] = value, haircut, exposure, depeg
+    pnl = work[0:n_s]
+    level = work[n_s:n_s + n_u]
+    direction = work[n_s + n_u:n_s + 2 * n_u]
+    qty = work[n_s + 2 * n_u:]
+    groups = iwork
+    pnl[:] = 0.0
+    has = False
+    longs = 0.0
+    shorts = 0.0
+    gross = 0.0
+    n_opt = 0
+    for kk in range(k):
+        p = rows[kk]
+        i = b.inst[p]
+        q = b.q[p]
+        has = True
+        gross += abs(q * states[kk, 0])
+        for j in range(n_s):
+            pnl[j] += q * states[kk, 1 + j]
+        if b.is_option[i] and b.live[i]:
+            groups[n_opt] = ctx.group[i]
+            qty[n_opt] = q
+            n_opt += 1
+        else:
+            n = _signed_at(b, p, i, states[kk, 0])
+            if n > 0.0:
+                longs += n
+            else:
+                shorts -= n
+    e = aux[2]
+    if e != 0.0:
+        has = True
+        for j in range(n_s):
+            pnl[j] += e * ctx.lin_moves[j]
+    # option contingency: net short contracts per group, groups in id order (stable)
+    for x in range(1, n_opt):
+        g, qx = groups[x], qty[x]
+        y = x - 1
+        while y >= 0 and groups[y] > g:
+            groups[y + 1], qty[y + 1] = groups[y], qty[y]
+            y -= 1
+        groups[y + 1], qty[y + 1] = g, qx
+    opt_cont = 0.0
+    short = 0.0
+    start = 0
+    while start < n_opt:
+        net = 0.0
+        end = start
+        while end < n_opt and groups[end] == groups[start]:
+            net += qty[end]
+            end += 1
+        if net < 0.0:
+            opt_cont += -net * ctx.opt_rate * s
+            short -= net
+        start = end
+    total = 0.0
+    cross = 0.0
+    for v in range(n_u):
+        if v != u:
+            level[v] = ctx.level_other[a, v]
+            direction[v] = ctx.direction_other[a, v]
+            total += level[v]
+            cross += (abs(ctx.rho[u, v]) + abs(ctx.rho[v, u])) * 0.5 * level[v] * abs(
+                direction[v])
+            continue
+        if not has:
+            level[v] = 0.0
+            direction[v] = 0.0
+            continue
+        best = ctx.weights[0] * pnl[0]
+        best_s = 0
+        for j in range(1, n_s):
+            w = ctx.weights[j] * pnl[j]
+            if w < best - ctx.tie * max(1.0, abs(best)):
+                best = w
+                best_s = j
+        risk = max(0.0, -best)
+        level[v] = risk + (opt_cont + ctx.lin_rate * min(longs, shorts))
+        m = ctx.moves[best_s]
+        direction[v] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
+        total += level[v]
+    quad = 0.0
+    for v in range(n_u):
+        quad += level[v] * level[v]
+        for w2 in range(n_u):
+            if w2 != v:
+                quad += ctx.rho[v, w2] * direction[v] * level[v] * direction[w2] * level[w2]
+    agg = math.sqrt(max(0.0, quad))
+    initial = max(agg, (1.0 - ctx.max_offset) * total)
+    maintenance = ctx.mm_fraction * (initial + aux[3])
+    unrealised = _unrealised(b, a, s, rows, k, states)
+    aux[4] = level[u]
+    aux[5] = agg
+    aux[6] = cross
+    aux[7] = short
+    aux[8] = abs(aux[0]) + aux[1] + maintenance + gross + abs(unrealised) + level[u] + 1.0
+    return float(aux[0] + unrealised - aux[1] - maintenance)
+
+
+@no_refcount
+def _isolated_gap(b: BookArrays, cl: Collateral, ctx: IsolatedCtx, a: int, u: int, s: float,
+                  ratio: float, rows: np.ndarray, k: int, states: np.ndarray,
+                  work: np.ndarray, iwork: np.ndarray, aux: np.ndarray) -> float:
+    """``IsolatedModel.compute`` + ``maintenance_gap`` for account a (allocation by IM at
+    entry, from the moved collateral value)."""
+    collateral_at(cl, a, u, ratio, aux)
+    value, taken = aux[0], aux[1]
+    kept = 1.0 - (taken / value if value > 0.0 else 0.0)
+    start, stop = b.offsets[a], b.offsets[a + 1]
+    n = stop - start
+    mm = work[0:n]
+    weight = work[n:2 * n]
+    held = work[2 * n:3 * n]
+    pnl = work[3 * n:4 * n]
+    asked_sum = 0.0
+    weight_sum = 0.0
+    mm_sum = 0.0
+    pnl_sum = 0.0
+    kk = 0
+    for x in range(n):
+        p = start + x
+        i = b.inst[p]
+        moved = kk < k and rows[kk] == p
+        if moved:
+            mark = states[kk, 0]
+            spot = s
+            kk += 1
+        else:
+            mark = b.mark[i]
+            spot = b.und_index[b.und[i]]
+        eu = _entry_usd_at(b, p, i, moved, s)
+        q = b.q[p]
+        im_m, mm_m = position_charge(b, ctx, p, i, mark, spot)
+        if not b.is_option[i]:
+            im_e, _ = tiered(ctx, b.und[i], q * eu if b.live[i] else 0.0)
+        else:
+            im_e = im_m
+        h = ctx.margin[p]
+        if math.isnan(h) and math.isfinite(ctx.leverage[p]):
+            h = abs(q * eu) / ctx.leverage[p]
+        asked = math.isfinite(h)
+        asked_sum += h if asked else 0.0
+        w = 0.0 if asked else im_e
+        weight_sum += w
+        mm_sum += mm_m
+        pnl[x] = q * (mark - eu)
+        pnl_sum += pnl[x]
+        mm[x] = mm_m
+        weight[x] = w
+        held[x] = h if asked else math.nan
+    share = max(value - asked_sum, 0.0) / weight_sum if weight_sum > 0.0 else 0.0
+    worst = math.inf
+    for x in range(n):
+        if mm[x] > 0.0:
+            allocation = held[x] if math.isfinite(held[x]) else weight[x] * share
+            worst = min(worst, allocation * kept + pnl[x] - mm[x])
+    if math.isfinite(worst):
+        return worst
+    return float((value + pnl_sum) - taken - mm_sum)
+
+
+@no_refcount
+def _cross_gap(b: BookArrays, cl: Collateral, ctx: CrossCtx, a: int, u: int, s: float,
+               ratio: float, rows: np.ndarray, k: int, states: np.ndarray, work: np.ndarray,
+               iwork: np.ndarray, aux: np.ndarray) -> float:
+    """``CrossModel.compute`` for account a with u's cell recomputed."""
+    collateral_at(cl, a, u, ratio, aux)
+    net = 0.0
+    longs = 0.0
+    shorts = 0.0
+    cap = 0.0
+    options = 0.0
+    for kk in range(k):
+        p = rows[kk]
+        i = b.inst[p]
+        mark = states[kk, 0]
+        _, mm_p = position_charge(b, ctx, p, i, mark, s)
+        if b.is_option[i]:
+            options += mm_p
+            continue
+        n = _signed_at(b, p, i, mark)
+        net += n
+        longs += max(n, 0.0)
+        shorts += max(-n, 0.0)
+        cap += mm_p
+    _, mm_net = tiered(ctx, u, net)
+    cell = min(mm_net + ctx.hedge_maintenance * min(longs, shorts), cap) + options
+    maintenance = 0.0
+    for v in range(b.und_index.shape[0]):
+        maintenance += cell if v == u else ctx.maintenance_cells[a, v]
+    equity = aux[0] + _unrealised(b, a, s, rows, k, states)
+    return float(equity - aux[1] - maintenance)
+
+
+@no_refcount
+def _sensitivity_gap(b: BookArrays, cl: Collateral, ctx: SensitivityCtx, a: int, u: int,
+                     s: float, ratio: float, rows: np.ndarray, k: int, states: np.ndarray,
+                     work: np.ndarray, iwork: np.ndarray, aux: np.ndarray) -> float:
+    """``sensitivity_margin_nb`` for account a with u's instruments at their moved Greeks."""
+    n_u = b.und_index.shape[0]
+    n_t = ctx.sf.shape[0]
+    collateral_at(cl, a, u, ratio, aux)
+    sd = work[0:n_u]
+    ws = work[n_u:2 * n_u]
+    kv = work[2 * n_u:3 * n_u]
+    sv = work[3 * n_u:4 * n_u]
+    kc = work[4 * n_u:5 * n_u]
+    sc = work[5 * n_u:6 * n_u]
+    expo = work[6 * n_u:7 * n_u]
+    vv = work[7 * n_u:7 * n_u + n_u * n_t].reshape((n_u, n_t))
+    sd[:] = 0.0
+    vv[:, :] = 0.0
+    kk = 0
+    for p in range(b.offsets[a], b.offsets[a + 1]):
+        i = b.inst[p]
+        v = b.und[i]
+        q = b.q[p]
+        if kk < k and rows[kk] == p:
+            d1, vg = states[kk, 1], states[kk, 2]
+            kk += 1
+        else:
+            d1, vg = ctx.delta_1pct[i], ctx.vega[i]
+        sd[v] += q * d1
+        if vg != 0.0:
+            lo = ctx.tenor_lo[i]
+            vv[v, lo] += q * vg * ctx.weight_lo[i]
+            if lo + 1 < n_t:
+                vv[v, lo + 1] += q * vg * (1.0 - ctx.weight_lo[i])
+    exposures_at(cl, a, u, ratio, expo)
+    for v in range(n_u):
+        sd[v] += 0.01 * expo[v]
+    quad = 0.0
+    for v in range(n_u):
+        ws[v] = ctx.rw[v] * sd[v]
+    for v in range(n_u):
+        for w in range(n_u):
+            quad += (1.0 if v == w else ctx.gamma[v, w]) * ws[v] * ws[w]
+    delta = math.sqrt(max(0.0, quad))
+    total_cvr = 0.0
+    total_abs = 0.0
+    for v in range(n_u):
+        kq = 0.0
+        cq = 0.0
+        sum_vr = 0.0
+        sum_cvr = 0.0
+        for t in range(n_t):
+            vr_t = ctx.vrw * ctx.sigma_u[v] * vv[v, t]
+            cv_t = -ctx.sf[t] * ctx.sigma_u[v] * vv[v, t]
+            sum_vr += vr_t
+            sum_cvr += cv_t
+            total_abs += abs(cv_t)
+            for t2 in range(n_t):
+                vr_2 = ctx.vrw * ctx.sigma_u[v] * vv[v, t2]
+                cv_2 = -ctx.sf[t2] * ctx.sigma_u[v] * vv[v, t2]
+                r = 1.0 if t == t2 else ctx.tenor_rho[t, t2]
+                kq += r * vr_t * vr_2
+                cq += r * r * cv_t * cv_2
+        kv[v] = math.sqrt(max(0.0, kq))
+        sv[v] = max(min(sum_vr, kv[v]), -kv[v])
+        kc[v] = math.sqrt(max(0.0, cq))
+        sc[v] = max(min(sum_cvr, kc[v]), -kc[v])
+        total_cvr += sum_cvr
+    vq = 0.0
+    cq = 0.0
+    for v in range(n_u):
+        vq += kv[v] * kv[v]
+        cq += kc[v] * kc[v]
+        for w in range(n_u):
+            if w != v:
+                vq += ctx.gamma[v, w] * sv[v] * sv[w]
+                cq += ctx.gamma[v, w] * ctx.gamma[v, w] * sc[v] * sc[w]
+    vega_margin = math.sqrt(max(0.0, vq))
+    theta = min(total_cvr / total_abs, 0.0) if total_abs > 0.0 else 0.0
+    lam = ctx.lambda_base * (1.0 + theta) - theta
+    curvature = max(total_cvr + lam * math.sqrt(max(0.0, cq)), 0.0)
+    maintenance = ctx.mm_fraction * (delta + vega_margin + curvature)
+    equity = aux[0] + _unrealised(b, a, s, rows, k, states)
+    return float(equity - aux[1] - maintenance)
+
+
+@no_refcount
+def _position_gap(b: BookArrays, cl: Collateral, ctx: PositionCtx, r: int, u: int, s: float,
+                  ratio: float, rows: np.ndarray, k: int, states: np.ndarray,
+                  work: np.ndarray, iwork: np.ndarray, aux: np.ndarray) -> float:
+    """One isolated position: margin held x (collateral value now / today) x (1 - haircut
+    fraction) + its P&L - its MM."""
+    a = b.account[r]
+    collateral_at(cl, a, u, ratio, aux)
+    value, taken = aux[0], aux[1]
+    kept = 1.0 - (taken / value if value > 0.0 else 0.0)
+    today = ctx.value_today[a]
+    follows = value / today if today > 0.0 else 1.0
+    i = b.inst[r]
+    mark = states[0, 0]
+    _, mm_r = position_charge(b, ctx, r, i, mark, s)
+    pnl = b.q[r] * (mark - _entry_usd_at(b, r, i, True, s))
+    return float(ctx.held[r] * follows * kept + pnl - mm_r)
+
+
+@overload(gap_at, jit_options=NO_REFCOUNT)
+def _gap_at_ov(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, s: Any, ratio: Any, rows: Any,
+               k: Any, states: Any, work: Any, iwork: Any, aux: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def portfolio(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, s: Any, ratio: Any,
+                      rows: Any, k: Any, states: Any, work: Any, iwork: Any,
+                      aux: Any) -> float:
+            return _portfolio_gap(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork,
+                                  aux)
+        return portfolio
+    if _is(ctx, IsolatedCtx):
+        def isolated(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, s: Any, ratio: Any,
+                     rows: Any, k: Any, states: Any, work: Any, iwork: Any, aux: Any) -> float:
+            return _isolated_gap(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork,
+                                 aux)
+        return isolated
+    if _is(ctx, CrossCtx):
+        def cross(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, s: Any, ratio: Any,
+                  rows: Any, k: Any, states: Any, work: Any, iwork: Any, aux: Any) -> float:
+            return _cross_gap(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
+        return cross
+    if _is(ctx, SensitivityCtx):
+        def sensitivity(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, s: Any, ratio: Any,
+                        rows: Any, k: Any, states: Any, work: Any, iwork: Any,
+                        aux: Any) -> float:
+            return _sensitivity_gap(bk, cl, ctx, job, u, s, ratio, rows, k, states, work,
+                                    iwork, aux)
+        return sensitivity
+
+    def position(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, s: Any, ratio: Any,
+                 rows: Any, k: Any, states: Any, work: Any, iwork: Any, aux: Any) -> float:
+        return _position_gap(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
+    return position
+
+
+# ---------------------------------------------------------------- skip bounds
+# Between two grid levels x and y, an upper bound V on |f(L) - f(x)| for every grid level L
+# from x to y: when |f(x)| > V (with a margin for rounding) f has f(x)'s sign at all of them,
+# so the scan jumps to y without missing a sign change or a zero. The bound uses, per
+# instrument, the cumulative variation of its mark and of its scenario values along the grid
+# (from the shared table; without one, |d price / d forward| <= 1 for options), and the
+# monotone collateral terms at x and y.
+
+
+def variation(bk: Any, cl: Any, ctx: Any, job: int, u: int, x: int, y: int, levels: Any,
+              index0: float, cum: Any, table_row: Any, rows: Any, k: int, aux: Any,
+              tmp: Any) -> float:
+    """Upper bound of |f(L) - f(x)| over grid levels L between x and y (inf: none known)."""
+    raise NotImplementedError
+
+
+@no_refcount
+def _cumulative(bk: BookArrays, i: int, j: int, which: int, levels: np.ndarray, index0: float,
+                cum: np.ndarray, table_row: np.ndarray, scenario_factor: float) -> float:
+    """Cumulative variation along the grid up to level j of instrument i's mark (which = 0) or
+    largest scenario value (which = 1)."""
+    if cum.shape[0] > 0:
+        return cum[table_row[i], j, which]  # type: ignore[no-any-return]
+    if not bk.live[i]:
+        return 0.0
+    moved = bk.base[i] * levels[j] / index0  # the base moves in proportion to the index
+    if which == 0:
+        return moved  # type: ignore[no-any-return]
+    return moved * scenario_factor  # type: ignore[no-any-return]
+
+
+@overload(variation, jit_options=NO_REFCOUNT)
+def _variation_ov(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, x: Any, y: Any, levels: Any,
+                  index0: Any, cum: Any, table_row: Any, rows: Any, k: Any, aux: Any,
+                  tmp: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def portfolio(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, x: Any, y: Any,
+                      levels: Any, index0: Any, cum: Any, table_row: Any, rows: Any, k: Any,
+                      aux: Any, tmp: Any) -> float:
+            return _portfolio_variation(bk, cl, ctx, job, u, x, y, levels, index0, cum,
+                                        table_row, rows, k, aux, tmp)
+        return portfolio
+
+    def unknown(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, x: Any, y: Any, levels: Any,
+                index0: Any, cum: Any, table_row: Any, rows: Any, k: Any, aux: Any,
+                tmp: Any) -> float:
+        return math.inf
+    return unknown
+
+
+@no_refcount
+def _portfolio_variation(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: int,
+                         x: int, y: int, levels: np.ndarray, index0: float, cum: np.ndarray,
+                         table_row: np.ndarray, rows: np.ndarray, k: int, aux: np.ndarray,
+                         tmp: np.ndarray) -> float:
+    """V for the portfolio model (aux: f's parts at x, written by ``_portfolio_gap``)."""
+    collateral_at(cl, a, u, levels[y] / index0, tmp)
+    d_value = abs(tmp[0] - aux[0])
+    d_haircut = abs(tmp[1] - aux[1])
+    d_exposure = abs(tmp[2] - aux[2])
+    d_depeg = abs(tmp[3] - aux[3])
+    d_s = abs(levels[y] - levels[x])
+    w_max = 0.0
+    lin_max = 0.0
+    factor = 1.0
+    for j in range(ctx.moves.shape[0]):
+        w_max = max(w_max, ctx.weights[j])
+        lin_max = max(lin_max, abs(ctx.lin_moves[j]))
+        factor = max(factor, 1.0 + ctx.moves[j])
+    factor += 1.0
+    pnl = 0.0
+    grid = 0.0
+    linear = 0.0
+    for kk in range(k):
+        p = rows[kk]
+        i = b.inst[p]
+        aq = abs(b.q[p])
+        option = b.is_option[i]
+        scen = factor if option else lin_max
+        dm = abs(_cumulative(b, i, y, 0, levels, index0, cum, table_row, scen)
+                 - _cumulative(b, i, x, 0, levels, index0, cum, table_row, scen))
+        dt = abs(_cumulative(b, i, y, 1, levels, index0, cum, table_row, scen)
+                 - _cumulative(b, i, x, 1, levels, index0, cum, table_row, scen))
+        pnl += aq * dm
+        if option and b.inverse[i]:
+            pnl += abs(b.q[p] * b.entry[p]) * d_s
+        grid += aq * dt
+        if b.live[i] and not option and not b.inverse[i]:
+            linear += aq * dm
+    d_level = (w_max * (grid + d_exposure * lin_max) + ctx.opt_rate * d_s * aux[7]
+               + ctx.lin_rate * linear)
+    level, agg, cross = aux[4], aux[5], aux[6]
+    d_quad = (2.0 * level + d_level) * (d_level + 2.0 * cross)
+    d_agg = math.sqrt(d_quad)
+    if agg > 0.0:
+        d_agg = min(d_agg, d_quad / agg)
+    d_initial = max(d_agg, (1.0 - ctx.max_offset) * d_level)
+    return float(d_value + d_haircut + pnl + ctx.mm_fraction * (d_initial + d_depeg))
+
+
+# ---------------------------------------------------------------- search
+
+
+@no_refcount
+def brent_step(st: np.ndarray, xtol: float, rtol: float) -> bool:
+    """One iteration of scipy's ``brentq`` (Zeros/brentq.c) in reverse communication.
+
+    st = [xpre, xcur, xblk, fpre, fcur, fblk, spre, scur] with fcur = f(xcur) just computed.
+    Returns True when converged (the root is st[1]); otherwise st[1] is the next point to
+    evaluate (store f there in st[4] and call again)."""
+    xpre, xcur, xblk, fpre, fcur, fblk, spre, scur = (st[0], st[1], st[2], st[3], st[4],
+                                                      st[5], st[6], st[7])
+    if fpre != 0.0 and fcur != 0.0 and (math.copysign(1.0, fpre) != math.copysign(1.0, fcur)):
+        xblk = xpre
+        fblk = fpre
+        spre = xcur - xpre
+        scur = spre
+    if abs(fblk) < abs(fcur):
+        xpre = xcur
+        xcur = xblk
+        xblk = xpre
+        fpre = fcur
+        fcur = fblk
+        fblk = fpre
+    delta = (xtol + rtol * abs(xcur)) / 2.0
+    sbis = (xblk - xcur) / 2.0
+    if fcur == 0.0 or abs(sbis) < delta:
+        st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (xpre, xcur, xblk, fpre, fcur,
+                                                                  fblk, spre, scur)
+        return True
+    if abs(spre) > delta and abs(fcur) < abs(fpre):
+        if xpre == xblk:
+            stry = -fcur * (xcur - xpre) / (fcur - fpre)
+        else:
+            dpre = (fpre - fcur) / (xpre - xcur)
+            dblk = (fblk - fcur) / (xblk - xcur)
+            stry = -fcur * (fblk * dblk - fpre * dpre) / (dblk * dpre * (fblk - fpre))
+        if 2.0 * abs(stry) < min(abs(spre), 3.0 * abs(sbis) - delta):
+            spre = scur
+            scur = stry
+        else:
+            spre = sbis
+            scur = sbis
+    else:
+        spre = sbis
+        scur = sbis
+    xpre = xcur
+    fpre = fcur
+    if abs(scur) > delta:
+        xcur += scur
+    else:
+        xcur += delta if sbis > 0.0 else -delta
+    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (xpre, xcur, xblk, fpre, fcur,
+                                                              fblk, spre, scur)
+    return False
+
+
+@no_refcount
+def _evaluate(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, j: int, index0: float,
+              table: np.ndarray, table_row: np.ndarray, rows: np.ndarray, k: int,
+              states: np.ndarray, work: np.ndarray, iwork: np.ndarray,
+              aux: np.ndarray) -> float:
+    """f at level s; at grid level j >= 0 u's instrument states come from the shared table
+    when there is one (the same numbers), else they are computed."""
+    ratio = s / index0
+    if j >= 0 and table.shape[0] > 0:
+        width = states.shape[1]
+        for kk in range(k):
+            r = table_row[bk.inst[rows[kk]]]
+            for w in range(width):
+                states[kk, w] = table[r, j, w]
+    else:
+        for kk in range(k):
+            inst_state(bk, ctx, bk.inst[rows[kk]], s, ratio, states[kk])
+    return gap_at(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
+
+
+@njit(cache=True, nogil=True)
+def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop: int,
+                     u: int, index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
+                     table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
+                     max_rows: int, work_size: int, down: np.ndarray, up: np.ndarray,
+                     evaluations: np.ndarray) -> None:
+    """For jobs[start:stop], the root of f closest below (``down``) and above (``up``) today's
+    index on the grid ``levels`` (ascending, levels[j0] = index0), NaN where f has none;
+    ``evaluations``: f evaluations per job. Releases the GIL: callers run slices of the jobs
+    on several threads."""
+    _search_chunk(bk, cl, ctx, jobs, start, stop, u, index0, levels, j0, table, table_row, cum,
+                  xtol, rtol, max_rows, work_size, down, up, evaluations)
+
+
+SCAN, ZERO_LO, ZERO_HI, SOLVE, DONE = 0, 1, 2, 3, 4
+SKIP_MARGIN = 1e-9  # relative slack on the skip bound (rounding of f and of the bound)
+
+
+@njit(cache=True)
+def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop: int, u: int,
+                  index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
+                  table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
+                  max_rows: int, work_size: int, down: np.ndarray, up: np.ndarray,
+                  evaluations: np.ndarray) -> None:
+    """The search as a state machine around one evaluation of f per step: scan (down from
+    the index, then up), an exact zero widened by a hair, Brent."""
+    n_lv = levels.shape[0]
+    width = state_width_nb(ctx)
+    size = max(max_rows, 1)
+    rows = np.empty(size, dtype=np.int64)
+    states = np.empty((size, width))
+    work = np.empty(work_size)
+    iwork = np.empty(size, dtype=np.int64)
+    aux = np.zeros(16)
+    aux0 = np.zeros(16)
+    tmp = np.zeros(16)
+    st = np.empty(8)
+    for x in range(start, stop):
+        job = jobs[x]
+        k = job_rows(bk, ctx, job, u, rows)
+        down[x] = math.nan
+        up[x] = math.nan
+        count = 0
+        side = -1  # scanning down first, then up
+        phase = SCAN
+        j = j0  # the grid level being evaluated (-1: off the grid)
+        s = levels[j0]
+        f0 = 0.0
+        f_prev = 0.0
+        j_prev = j0
+        skip = True
+        zero = 0.0
+        f_zero_lo = 0.0
+        root = math.nan
+        f = 0.0
+        reuse = False
+        while phase != DONE:
+            if reuse:  # the up side starts from f at the index, known
+                f = f0
+                reuse = False
+            else:
+                f = _evaluate(bk, cl, ctx, job, u, s, j, index0, table, table_row, rows, k,
+                              states, work, iwork, aux)
+                count += 1
+            if phase == SCAN:
+                if j == j0:
+                    f0 = f
+                    for w in range(aux.shape[0]):
+                        aux0[w] = aux[w]
+                zero_here = f == 0.0 and (side < 0 or j != j0)
+                crossed = j != j0 and f * f_prev < 0.0
+                if (zero_here or crossed) and abs(j - j_prev) > 1:
+                    # cannot happen (the skip bound): redo the stretch one level at a time
+                    skip = False
+                    j = j_prev + side
+                    s = levels[j]
+                    continue
+                if zero_here:
+                    phase = ZERO_LO
+                    zero = levels[j]
+                    s = zero * (1.0 - ZERO_WIDTH)
+                    j = -1
+                    continue
+                if crossed:
+                    lo, hi = (levels[j], levels[j_prev]) if side < 0 else (levels[j_prev],
+                                                                           levels[j])
+                    f_lo, f_hi = (f, f_prev) if side < 0 else (f_prev, f)
+                    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
+                        lo, hi, 0.0, f_lo, f_hi, 0.0, 0.0, 0.0)
+                    phase = SOLVE
+                    if not brent_step(st, xtol, rtol):
+                        s = st[1]
+                        j = -1
+                        continue
+                    root = st[1]
+                else:
+                    end = 0 if side < 0 else n_lv - 1
+                    if j != end:
+                        f_prev = f
+                        j_prev = j
+                        j = j + side
+                        if skip and f != 0.0:
+                            j = _skip_to(bk, cl, ctx, job, u, j_prev, side, end, abs(f),
+                                         levels, index0, cum, table_row, rows, k, aux, tmp)
+                        s = levels[j]
+                        continue
+                    root = math.nan
+            elif phase == ZERO_LO:
+                f_zero_lo = f
+                phase = ZERO_HI
+                s = zero * (1.0 + ZERO_WIDTH)
+                continue
+            elif phase == ZERO_HI:
+                lo, hi = zero * (1.0 - ZERO_WIDTH), zero * (1.0 + ZERO_WIDTH)
+                if f_zero_lo == 0.0:
+                    root = lo
+                elif f == 0.0:
+                    root = hi
+                elif math.copysign(1.0, f_zero_lo) == math.copysign(1.0, f):
+                    root = zero  # f touches zero without crossing: the grid level itself
+                else:
+                    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
+                        lo, hi, 0.0, f_zero_lo, f, 0.0, 0.0, 0.0)
+                    phase = SOLVE
+                    if not brent_step(st, xtol, rtol):
+                        s = st[1]
+                        j = -1
+                        continue
+                    root = st[1]
+            else:  # SOLVE
+                st[4] = f
+                if not brent_step(st, xtol, rtol):
+                    s = st[1]
+                    continue
+                root = st[1]
+            # a side is done: record it, then scan up from the index (f0 known)
+            if side < 0:
+                down[x] = root
+                side = 1
+                phase = SCAN
+                skip = True
+                root = math.nan
+                for w in range(aux.shape[0]):
+                    aux[w] = aux0[w]
+                j = j0
+                j_prev = j0
+                s = levels[j0]
+                reuse = True
+            else:
+                up[x] = root
+                phase = DONE
+        evaluations[x] = count
+
+
+@no_refcount
+def _skip_to(bk: Any, cl: Any, ctx: Any, job: int, u: int, x: int, side: int, end: int,
+             margin: float, levels: np.ndarray, index0: float, cum: np.ndarray,
+             table_row: np.ndarray, rows: np.ndarray, k: int, aux: np.ndarray,
+             tmp: np.ndarray) -> int:
+    """The farthest grid level from x towards ``end`` up to which f provably keeps its sign
+    (at least the next level): doubling steps, then bisection between the last good and the
+    first bad level."""
+    limit = margin - SKIP_MARGIN * aux[8]
+    best = x + side
+    if limit <= 0.0 or best == end:
+        return best
+    step = 2
+    bad = -1
+    while True:
+        if bad < 0:
+            y = x + side * step
+            if (y - end) * side > 0:
+                y = end
+        else:
+            if abs(bad - best) <= 1:
+                return best
+            y = (best + bad) // 2
+        bound = variation(bk, cl, ctx, job, u, x, y, levels, index0, cum, table_row, rows, k,
+                          aux, tmp)
+        good = bound * (1.0 + SKIP_MARGIN) < limit
+        if bad < 0:
+            if not good:
+                bad = y
+            elif y == end:
+                return y
+            else:
+                best = y
+                step *= 2
+        elif good:
+            best = y
+        else:
+            bad = y
+
+
+def state_width_nb(ctx: Any) -> int:
+    raise NotImplementedError
+
+
+@overload(state_width_nb)
+def _state_width_ov(ctx: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def portfolio(ctx: Any) -> int:
+            return 1 + ctx.moves.shape[0]  # type: ignore[no-any-return]
+        return portfolio
+    if _is(ctx, SensitivityCtx):
+        def sensitivity(ctx: Any) -> int:
+            return 3
+        return sensitivity
+
+    def one(ctx: Any) -> int:
+        return 1
+    return one
+
+
+@njit(cache=True, nogil=True)
+def fill_table_nb(bk: Any, ctx: Any, instruments: np.ndarray, start: int, stop: int,
+                  levels: np.ndarray, index0: float, table: np.ndarray, cum: np.ndarray) -> None:
+    """For r in [start, stop): table[r, j, :] = state of instrument instruments[r] at grid
+    level j; cum[r, j, 0 / 1] = sum over grid steps below j of |change of its mark| / of its
+    largest scenario change. Releases the GIL."""
+    for r in range(start, stop):
+        _fill_row(bk, ctx, instruments[r], levels, index0, table[r], cum[r])
+
+
+@no_refcount
+def _fill_row(bk: Any, ctx: Any, i: int, levels: np.ndarray, index0: float, out: np.ndarray,
+              cum: np.ndarray) -> None:
+    width = out.shape[1]
+    for j in range(levels.shape[0]):
+        s = levels[j]
+        inst_state(bk, ctx, i, s, s / index0, out[j])
+    cum[0, 0] = 0.0
+    cum[0, 1] = 0.0
+    for j in range(1, levels.shape[0]):
+        step = 0.0
+        for w in range(1, width):
+            step = max(step, abs(out[j, w] - out[j - 1, w]))
+        cum[j, 0] = cum[j - 1, 0] + abs(out[j, 0] - out[j - 1, 0])
+        cum[j, 1] = cum[j - 1, 1] + step

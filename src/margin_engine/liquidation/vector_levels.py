@@ -1,0 +1,349 @@
+"""Liquidation levels of every account, vectorised: the book is bound once, each model's gap
+is re-evaluated from arrays (``level_kernels``) at any level of one underlying.
+
+Per underlying u: the accounts exposed to u are the jobs; the state of each of u's instruments
+(mark, and the portfolio model's scenario values or the sensitivity model's Greeks) at every
+level of the search grid is computed once and shared by all accounts when the book is large
+(accounts x positions in u well above u's distinct instruments), else per account as needed.
+Then one compiled pass scans each account outward from today's index and refines both roots.
+
+Models with a compiled gap: the built-in ``isolated``, ``cross``, ``portfolio`` and
+``sensitivity`` models (looked up by type, so a model built with other data of the same type
+uses its own parameters); any other model returns None here and is searched by the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from margin_engine.book.bound import BoundBook, asset_prices, expiry_forwards
+from margin_engine.collateral.haircuts import DAY_SECONDS, split_collateral_key
+from margin_engine.core.types import FloatArray
+from margin_engine.liquidation import level_kernels as lk
+from margin_engine.margin.common import active_cells, coins_of
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.cross import CrossModel
+from margin_engine.margin.isolated import IsolatedModel
+from margin_engine.margin.portfolio import PortfolioModel
+from margin_engine.margin.protocol import MarginModel
+from margin_engine.margin.registry import get_model
+from margin_engine.margin.sensitivity import SensitivityModel
+
+TABLE_SHARING = 2.0  # build the shared state table when (job, instrument) pairs exceed this x
+XTOL_RELATIVE = 1e-12  # Brent's xtol, relative to today's index (as the reference)
+RTOL = 1e-15
+STATS = {"evaluations": 0, "jobs": 0}  # f evaluations and searches so far (for benchmarks)
+
+
+def book_arrays(bound: BoundBook) -> lk.BookArrays:
+    """The bound book as the kernels read it."""
+    book, table = bound.book, bound.book.instruments
+    forwards = expiry_forwards(book, bound.market)
+    scaled = np.zeros(len(table.instruments), dtype=np.bool_)
+    for row, instrument in enumerate(table.instruments):
+        if not bound.live[row]:
+            continue
+        if table.is_option[row]:
+            u = bound.underlyings[int(table.underlying[row])]
+            scaled[row] = (u, int(table.expiry_ns[row])) in forwards
+        else:
+            scaled[row] = instrument.name in bound.market.marks
+    return lk.BookArrays(
+        offsets=np.ascontiguousarray(book.offsets, dtype=np.int64),
+        inst=np.ascontiguousarray(book.position_instrument, dtype=np.int32),
+        account=np.ascontiguousarray(bound.position_account, dtype=np.int64),
+        q=_f(bound.quantity), entry=_f(book.entry_price), entry_usd=_f(bound.entry_usd),
+        signed=_f(bound.signed_notional),
+        und=np.ascontiguousarray(table.underlying, dtype=np.int32),
+        live=_b(bound.live), is_option=_b(table.is_option), inverse=_b(table.inverse),
+        is_call=_b(table.is_call), strike=_f(table.strike), years=_f(bound.years),
+        sigma=_f(bound.sigma), base=_f(bound.base_price), base_scaled=scaled,
+        mark=_f(bound.mark), und_index=_f(bound.index))
+
+
+def collateral(bound: BoundBook, config: RiskConfig, revalued: frozenset[str],
+               depeg: bool = False) -> lk.Collateral:
+    """Collateral columns with the haircut parameters of ``book_haircuts`` (``revalued``:
+    assets whose volatility part the model leaves out) and, with ``depeg``, the portfolio
+    model's stablecoin depeg."""
+    cfg = config.haircuts
+    keys = bound.book.assets
+    n = len(keys)
+    fixed, liquidity, cap, limit = (np.zeros(n) for _ in range(4))
+    stable = np.zeros(n, dtype=np.bool_)
+    coin = np.full(n, -1, dtype=np.int64)
+    z = NormalDist().inv_cdf(cfg.confidence)
+    for col, key in enumerate(keys):
+        asset, chain = split_collateral_key(key)
+        if asset in bound.underlyings:
+            coin[col] = bound.underlyings.index(asset)
+        stable[col] = asset in cfg.stablecoins
+        spec, tier = cfg.asset(asset), cfg.tier(chain)
+        horizon_days = cfg.mpor_days + tier.finality_seconds / DAY_SECONDS
+        h_vol = 0.0 if asset in revalued else \
+            z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
+        fixed[col] = h_vol + tier.haircut
+        liquidity[col] = spec.liquidity_coefficient / math.sqrt(spec.average_daily_volume_usd) \
+            if math.isfinite(spec.average_daily_volume_usd) else 0.0
+        cap[col] = spec.max_haircut
+        limit[col] = spec.concentration_limit_usd
+    return lk.Collateral(
+        amount=np.ascontiguousarray(bound.book.collateral, dtype=np.float64).reshape(
+            bound.account_count, n),
+        price=_f(asset_prices(bound.book, bound.market)) if n else np.zeros(0),
+        coin=coin, haircuts=bool(cfg.enabled), fixed=fixed, liquidity=liquidity, cap=cap,
+        limit=limit, stable=stable, depeg=bool(depeg and cfg.enabled),
+        depeg_weight=float(cfg.depeg_weight), depeg_price=float(cfg.depeg_price))
+
+
+def charges(bound: BoundBook, config: RiskConfig) -> lk.Charges:
+    """Isolated notional tiers per underlying (padded) and the short-option rule."""
+    cfg = config.isolated
+    tiers = [cfg.tiers_for(u) for u in bound.underlyings]
+    width = max([len(t) for t in tiers] + [1])
+    n_u = len(tiers)
+    up_to, ir, mr = np.full((n_u, width), np.inf), np.zeros((n_u, width)), np.zeros((n_u, width))
+    for v, ladder in enumerate(tiers):
+        for t, tier in enumerate(ladder):
+            up_to[v, t], ir[v, t], mr[v, t] = tier.up_to, tier.initial_rate, tier.maintenance_rate
+    return lk.Charges(up_to=up_to, initial_rate=ir, maintenance_rate=mr,
+                      n_tiers=np.array([len(t) for t in tiers], dtype=np.int64),
+                      opt_base=float(cfg.option_initial_base),
+                      opt_floor=float(cfg.option_initial_floor),
+                      opt_maintenance=float(cfg.option_maintenance_rate))
+
+
+Context = tuple[lk.BookArrays, lk.Collateral, Any, int]  # book, collateral, model, work size
+
+
+def _portfolio(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Context:
+    from margin_engine.margin.scenarios import linear_moves, scenario_sigma, scenario_table
+
+    cfg = config.portfolio
+    scenarios = scenario_table(cfg)
+    moves = np.array([s[0] for s in scenarios])
+    today = model.compute(bound, config).per_underlying
+    worst = np.asarray(today["worst_scenario"], dtype=np.int64)
+    on = worst >= 0
+    level = np.where(on, today["scan_risk"] + today["contingency"], 0.0)
+    move = np.where(on, moves[np.maximum(worst, 0)], 0.0)
+    revalued = coins_of(bound) | frozenset(config.haircuts.stablecoins)
+    ctx = lk.PortfolioCtx(
+        sigma_s=_f(scenario_sigma(bound, cfg)), moves=moves,
+        shocks=np.array([s[1] for s in scenarios]), lin_moves=np.array(linear_moves(cfg)),
+        weights=np.array([s[2] for s in scenarios]), ref_days=float(cfg.vol_shock_reference_days),
+        p_short=float(cfg.vol_shock_power_short), p_long=float(cfg.vol_shock_power_long),
+        floor=float(cfg.vol_floor), group=np.ascontiguousarray(bound.contingency_group,
+                                                                dtype=np.int64),
+        level_other=_f(level), direction_other=_f(np.sign(move)), rho=_f(bound.correlation),
+        opt_rate=float(cfg.option_contingency_rate), lin_rate=float(cfg.linear_contingency_rate),
+        max_offset=float(cfg.max_cross_offset), mm_fraction=float(cfg.maintenance_fraction),
+        tie=float(_tie()))
+    return (book_arrays(bound), collateral(bound, config, revalued, depeg=True), ctx,
+            moves.size + 2 * len(bound.underlyings))
+
+
+def _tie() -> float:
+    from margin_engine.margin.portfolio_kernel import TIE_TOLERANCE
+
+    return TIE_TOLERANCE
+
+
+def _isolated(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Context:
+    book = bound.book
+    ctx = lk.IsolatedCtx(*charges(bound, config),
+                         margin=_optional(book.position_margin, book),
+                         leverage=_optional(book.position_leverage, book))
+    return (book_arrays(bound), collateral(bound, config, frozenset()), ctx,
+            4 * _max_len(bound))
+
+
+def _cross(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Context:
+    today = model.compute(bound, config).per_underlying["maintenance_margin"]
+    ctx = lk.CrossCtx(*charges(bound, config),
+                      hedge_maintenance=float(config.cross.hedge_maintenance_rate),
+                      maintenance_cells=_f(today))
+    return book_arrays(bound), collateral(bound, config, frozenset()), ctx, 1
+
+
+def _sensitivity(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Context:
+    from margin_engine.margin.sensitivity import (
+        LAMBDA_BASE,
+        Z99,
+        instrument_sensitivities,
+        underlying_gamma,
+    )
+
+    assert isinstance(model, SensitivityModel)
+    params = model.params
+    delta_1pct, vega, tenor_lo, weight_lo = instrument_sensitivities(bound, params)
+    rw = np.array([params.risk_weight(u) for u in bound.underlyings])
+    n_t = len(params.tenor_days)
+    ctx = lk.SensitivityCtx(
+        delta_1pct=_f(delta_1pct), vega=_f(vega),
+        tenor_lo=np.ascontiguousarray(tenor_lo, dtype=np.int64), weight_lo=_f(weight_lo),
+        rw=rw, sigma_u=rw / 100.0 * math.sqrt(365.0 / params.mpor_days) / Z99,
+        vrw=float(params.vega_risk_weight),
+        sf=np.array([0.5 * min(1.0, params.mpor_days / t) for t in params.tenor_days]),
+        tenor_rho=_f(params.tenor_correlation), gamma=_f(underlying_gamma(bound, params)),
+        lambda_base=float(LAMBDA_BASE), mm_fraction=float(params.maintenance_fraction))
+    n_u = len(bound.underlyings)
+    return (book_arrays(bound), collateral(bound, config, coins_of(bound)), ctx,
+            7 * n_u + n_u * n_t)
+
+
+Builder = Callable[[BoundBook, RiskConfig, MarginModel], Context]
+BUILDERS: dict[type, Builder] = {
+    PortfolioModel: _portfolio, IsolatedModel: _isolated, CrossModel: _cross,
+    SensitivityModel: _sensitivity,
+}
+
+
+def supports(model: str, models: Mapping[str, MarginModel] | None = None) -> bool:
+    """Whether ``model`` has a compiled gap (else the reference search is used)."""
+    return type(get_model(model, models)) in BUILDERS
+
+
+def account_levels(bound: BoundBook, model: str, config: RiskConfig, grid: FloatArray,
+                   accounts: np.ndarray | None = None,
+                   models: Mapping[str, MarginModel] | None = None
+                   ) -> tuple[FloatArray, FloatArray] | None:
+    """(down, up): accounts x underlyings, the closest root of adjusted equity - MM at or
+    below / above each underlying's index on ``grid`` x index, refined by Brent; None when
+    the model has no compiled gap."""
+    built = get_model(model, models)
+    builder = BUILDERS.get(type(built))
+    if builder is None:
+        return None
+    n_acct, n_u = bound.account_count, len(bound.underlyings)
+    down, up = np.full((n_acct, n_u), np.nan), np.full((n_acct, n_u), np.nan)
+    wanted = np.ones(n_acct, dtype=np.bool_) if accounts is None else np.asarray(accounts)
+    exposed = active_cells(bound) | (bound.collateral_exposure != 0.0)
+    jobs_by_u = [np.nonzero(wanted & exposed[:, u])[0].astype(np.int64) for u in range(n_u)]
+    if all(j.size == 0 for j in jobs_by_u):
+        return down, up
+    context = builder(bound, config, built)
+    max_rows = _max_len(bound)
+    for u, jobs in enumerate(jobs_by_u):
+        if jobs.size == 0:
+            continue
+        pos_rows = _rows_in(bound, jobs, u)
+        d, p = _search(context, jobs, u, float(bound.index[u]), grid, pos_rows, max_rows)
+        down[jobs, u], up[jobs, u] = d, p
+    return down, up
+
+
+def position_levels(bound: BoundBook, model: str, config: RiskConfig, grid: FloatArray,
+                    models: Mapping[str, MarginModel] | None = None,
+                    accounts: np.ndarray | None = None
+                    ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    """(down, up, index per row) of every isolated position on its own margin (1 x positions;
+    ``accounts``: a mask of the accounts searched), or None when the model is not the
+    built-in isolated one."""
+    built = get_model(model, models)
+    if type(built) is not IsolatedModel:
+        return None
+    n_pos = bound.book.position_count
+    down, up = np.full((1, n_pos), np.nan), np.full((1, n_pos), np.nan)
+    position_index = np.full(n_pos, np.nan)
+    today = built.compute(bound, config)
+    maintenance = today.per_position["maintenance_margin"]
+    table = bound.book.instruments
+    book = bound.book
+    context = (book_arrays(bound), collateral(bound, config, frozenset()),
+               lk.PositionCtx(*charges(bound, config), held=_f(today.per_position["margin_held"]),
+                              value_today=_f(bound.collateral_value)), 1)
+    und = table.underlying[book.position_instrument]
+    wanted = np.ones(book.position_count, dtype=np.bool_) if accounts is None else \
+        np.asarray(accounts)[bound.position_account]
+    for u in range(len(table.underlyings)):
+        rows = np.nonzero((maintenance > 0.0) & (und == u) & wanted)[0].astype(np.int64)
+        if rows.size == 0:
+            continue
+        index = float(bound.index[u])
+        position_index[rows] = index
+        d, p = _search(context, rows, u, index, grid, rows, 1)
+        down[0, rows], up[0, rows] = d, p
+    return down, up, position_index
+
+
+def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: FloatArray,
+            pos_rows: np.ndarray, max_rows: int) -> tuple[FloatArray, FloatArray]:
+    bk, cl, ctx, work = context
+    levels = index * grid
+    j0 = int(np.nonzero(grid == 1.0)[0][0])
+    width = lk.state_width(ctx)
+    held = np.unique(bk.inst[pos_rows]).astype(np.int64)
+    if pos_rows.size > TABLE_SHARING * held.size:
+        table = np.empty((held.size, levels.size, width))
+        cum = np.empty((held.size, levels.size, 2))
+        in_threads(held.size, lambda a, b: lk.fill_table_nb(bk, ctx, held, a, b, levels, index,
+                                                             table, cum))
+        table_row = np.full(bk.und.shape[0], -1, dtype=np.int64)
+        table_row[held] = np.arange(held.size)
+    else:
+        table = np.empty((0, levels.size, width))
+        cum = np.empty((0, levels.size, 2))
+        table_row = np.empty(0, dtype=np.int64)
+    down, up = np.empty(jobs.size), np.empty(jobs.size)
+    evaluations = np.zeros(jobs.size, dtype=np.int64)
+    in_threads(jobs.size, lambda a, b: lk.search_levels_nb(
+        bk, cl, ctx, jobs, a, b, u, index, levels, j0, table, table_row, cum,
+        XTOL_RELATIVE * index, RTOL, max_rows, work + max_rows, down, up, evaluations))
+    STATS["evaluations"] += int(evaluations.sum())
+    STATS["jobs"] += int(jobs.size)
+    return down, up
+
+
+def in_threads(n: int, run: Callable[[int, int], None], pieces_per_thread: int = 8) -> None:
+    """run(start, stop) over [0, n) in pieces on numba's thread count (the kernels release
+    the GIL); in the calling thread when that is one or the work is small."""
+    import numba
+
+    threads = numba.get_num_threads()
+    if threads <= 1 or n < 64:
+        run(0, n)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pieces = min(n, threads * pieces_per_thread)
+    bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(lambda k: run(int(bounds[k]), int(bounds[k + 1])), range(pieces)):
+            pass
+
+
+def _rows_in(bound: BoundBook, accounts: np.ndarray, u: int) -> np.ndarray:
+    """Position rows of ``accounts`` in underlying u."""
+    book = bound.book
+    starts, stops = book.offsets[accounts], book.offsets[accounts + 1]
+    counts = stops - starts
+    rows = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + \
+        np.arange(int(counts.sum()), dtype=np.int64)
+    und = book.instruments.underlying[book.position_instrument[rows]]
+    found: np.ndarray = rows[und == u]
+    return found
+
+
+def _max_len(bound: BoundBook) -> int:
+    offsets = bound.book.offsets
+    return max(1, int(np.diff(offsets).max())) if offsets.size > 1 else 1
+
+
+def _optional(values: FloatArray | None, book: Any) -> FloatArray:
+    if values is None:
+        return np.full(book.position_count, np.nan)
+    return _f(values)
+
+
+def _f(values: Any) -> FloatArray:
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def _b(values: Any) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.bool_)

@@ -1,0 +1,115 @@
+"""``margin-engine batch``: a partitioned Parquet book margined one partition per Dask task (a
+LocalCluster of 2 workers here) gives the single-process results bit for bit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from margin_engine.batch.book import partitions, read_book, write_partitioned_book
+from margin_engine.batch.run import RESULT_COLUMNS, read_results, run_batch
+from margin_engine.book.bound import bind_market
+from margin_engine.cli.app import app
+from margin_engine.core.errors import InputError
+from margin_engine.io.market_file import parse_market
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.registry import get_model
+from margin_engine.margin.run import margins_by_mode
+from tests.unit.level_books import declared_instruments_document, level_market, random_level_book
+
+
+@pytest.fixture(scope="module")
+def book_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("batch") / "book"
+    bound = random_level_book(600, seed=31, asked_margins=False)
+    write_partitioned_book(bound.book, folder, 4, declared_instruments_document())
+    return folder
+
+
+def single_process(folder: Path, model: str = "account") -> dict[str, np.ndarray]:
+    """The whole book read and margined at once in this process."""
+    bound = bind_market(read_book(folder), parse_market(level_market()))
+    config = RiskConfig()
+    margins = margins_by_mode(bound, model, lambda name: get_model(name).compute(bound, config))
+    return {"account": np.array(bound.book.account_ids), "equity": margins.equity,
+            "adjusted_equity": margins.adjusted_equity, "initial_margin": margins.initial,
+            "maintenance_margin": margins.maintenance,
+            "gross_notional": bound.account_gross_notional()}
+
+
+def test_local_cluster_of_two_workers_gives_the_single_process_results(
+        book_folder: Path, tmp_path: Path) -> None:
+    summary = run_batch(book_folder, level_market(), RiskConfig().to_dict(),
+                        output=tmp_path / "out", scheduler="local", workers=2)
+    assert summary["partitions"] == 4
+    assert summary["accounts"] == 600
+    assert len(summary["peak_rss_mb_per_worker"]) == 2  # both workers took partitions
+    got = read_results(tmp_path / "out")
+    assert got.column_names == list(RESULT_COLUMNS)
+    want = single_process(book_folder)
+    assert got.column("account").to_pylist() == want["account"].tolist()
+    for name in ("equity", "adjusted_equity", "initial_margin", "maintenance_margin",
+                 "gross_notional"):
+        np.testing.assert_array_equal(got.column(name).to_numpy(), want[name], err_msg=name)
+
+
+def test_a_running_scheduler_is_reached_by_its_address(book_folder: Path,
+                                                       tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://")
+        run_batch(book_folder, level_market(), RiskConfig().to_dict(), model="portfolio",
+                  output=tmp_path / "remote", scheduler=address, only=["part-00001"])
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), model="portfolio",
+              output=tmp_path / "here", scheduler="none", only=["part-00001"])
+    remote = pq.read_table(tmp_path / "remote" / "part-00001.parquet")
+    assert remote.equals(pq.read_table(tmp_path / "here" / "part-00001.parquet"))
+    assert set(remote.column("model").to_pylist()) == {"portfolio"}
+
+
+def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
+                                                            tmp_path: Path) -> None:
+    market = tmp_path / "market.json"
+    market.write_text(json.dumps(level_market()))
+    out = CliRunner().invoke(app, ["batch", "--book", str(book_folder), "--market", str(market),
+                                   "--scheduler", "none", "--output", str(tmp_path / "o"),
+                                   "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["partitions"] == 4
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        f"part-0000{k}.parquet" for k in range(4)]
+    np.testing.assert_array_equal(read_results(tmp_path / "o").column("initial_margin"),
+                                  single_process(book_folder)["initial_margin"])
+
+
+def test_partitions_are_listed_not_read_and_a_missing_part_is_refused(tmp_path: Path) -> None:
+    bound = random_level_book(30, seed=32, asked_margins=False)
+    found = write_partitioned_book(bound.book, tmp_path / "b", 3, declared_instruments_document())
+    assert [p.name for p in found] == ["part-00000", "part-00001", "part-00002"]
+    (tmp_path / "b" / "accounts" / "part-00002.parquet").unlink()
+    with pytest.raises(InputError, match="accounts/part-00002.parquet is missing"):
+        partitions(tmp_path / "b")
+    with pytest.raises(InputError, match="partitioned book folder"):
+        partitions(tmp_path / "nothing")
+
+
+def test_a_bad_partition_is_refused_naming_its_file(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    book = random_level_book(40, seed=33, asked_margins=False).book
+    asked = np.full(book.position_count, np.nan)
+    asked[int(book.offsets[30])] = 1e12  # an isolated margin above the account's collateral
+    write_partitioned_book(replace(book, position_margin=asked), tmp_path / "b", 2,
+                           declared_instruments_document())
+    with pytest.raises(InputError, match="positions/part-00001.parquet"):
+        run_batch(tmp_path / "b", level_market(), RiskConfig().to_dict(),
+                  output=tmp_path / "out", scheduler="none")

@@ -1,0 +1,138 @@
+"""Liquidation levels searched in one compiled pass equal the per-account reference search.
+
+The reference (``liquidation_levels_reference``) rebinds the market and reruns the model at every
+level; the vectorised search revalues u's instruments from arrays. Both scan the same grid and
+refine with the same Brent iterations, so the roots agree to rounding (1e-8 relative asked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from margin_engine.liquidation import vector_levels
+from margin_engine.liquidation.price import (
+    GRID,
+    liquidation_levels,
+    liquidation_levels_reference,
+    position_liquidation_levels,
+    position_liquidation_levels_reference,
+)
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.registry import get_model
+from tests.conftest import NO_HAIRCUTS
+from tests.unit.level_books import random_level_book
+
+REL = 1e-8
+
+
+def assert_same_levels(got: Any, want: Any, rel: float = REL) -> int:
+    """Same NaN pattern; finite levels within ``rel``; returns how many finite levels."""
+    count = 0
+    for side in ("down", "up", "nearest"):
+        g, w = getattr(got, side), getattr(want, side)
+        assert np.array_equal(np.isnan(g), np.isnan(w)), f"{side}: different levels found"
+        both = np.isfinite(w)
+        if both.any():
+            worst = float(np.max(np.abs(g[both] - w[both]) / np.abs(w[both])))
+            assert worst <= rel, f"{side}: relative difference {worst:.1e}"
+        count += int(both.sum())
+    return count
+
+
+@pytest.mark.parametrize("model", ["portfolio", "isolated", "cross", "sensitivity"])
+def test_vectorised_levels_equal_the_reference_search(model: str) -> None:
+    bound = random_level_book(40, seed=3)
+    found = assert_same_levels(liquidation_levels(bound, model, RiskConfig()),
+                               liquidation_levels_reference(bound, model, RiskConfig()))
+    assert found > 20  # the book has levels on both sides of both coins
+
+
+def test_vectorised_levels_equal_the_reference_without_haircuts() -> None:
+    bound = random_level_book(30, seed=4)
+    assert_same_levels(liquidation_levels(bound, "portfolio", NO_HAIRCUTS),
+                       liquidation_levels_reference(bound, "portfolio", NO_HAIRCUTS))
+
+
+def test_isolated_position_levels_equal_the_reference_search() -> None:
+    bound = random_level_book(40, seed=5)
+    found = assert_same_levels(position_liquidation_levels(bound, "isolated", RiskConfig()),
+                               position_liquidation_levels_reference(bound, "isolated",
+                                                                     RiskConfig()))
+    assert found > 20
+
+
+def test_shared_state_table_gives_the_levels_of_the_direct_revaluation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large books read u's instruments from a table computed once per grid level (and skip
+    stretches of the grid with its variation bounds); small ones revalue them per account."""
+    bound = random_level_book(60, seed=6)
+    monkeypatch.setattr(vector_levels, "TABLE_SHARING", 0.0)
+    table = liquidation_levels(bound, "portfolio", RiskConfig())
+    monkeypatch.setattr(vector_levels, "TABLE_SHARING", 1e9)
+    direct = liquidation_levels(bound, "portfolio", RiskConfig())
+    assert_same_levels(table, direct, rel=1e-12)
+
+
+def test_only_the_wanted_accounts_are_searched() -> None:
+    bound = random_level_book(20, seed=7)
+    wanted = np.zeros(bound.account_count, dtype=np.bool_)
+    wanted[[2, 5, 11]] = True
+    some = liquidation_levels(bound, "cross", RiskConfig(), accounts=wanted)
+    every = liquidation_levels(bound, "cross", RiskConfig())
+    assert np.all(np.isnan(some.down[~wanted]))
+    assert np.all(np.isnan(some.up[~wanted]))
+    np.testing.assert_array_equal(some.down[wanted], every.down[wanted])
+    np.testing.assert_array_equal(some.up[wanted], every.up[wanted])
+
+
+class _Wrapped:
+    """A model the vectorised search does not know (a caller's own): the reference is used."""
+
+    name = "portfolio"
+    revalues_coins = True
+
+    def compute(self, bound: Any, config: RiskConfig) -> MarginResult:
+        return get_model("portfolio").compute(bound, config)
+
+
+def test_a_model_without_a_compiled_gap_falls_back_to_the_reference() -> None:
+    bound = random_level_book(15, seed=8)
+    models = {"portfolio": _Wrapped()}
+    assert not vector_levels.supports("portfolio", models)
+    assert vector_levels.account_levels(bound, "portfolio", RiskConfig(), GRID,
+                                        models=models) is None
+    assert_same_levels(liquidation_levels(bound, "portfolio", RiskConfig(), models=models),
+                       liquidation_levels(bound, "portfolio", RiskConfig()))
+
+
+def test_brent_iterations_are_scipys() -> None:
+    """The compiled Brent step reproduces scipy's brentq iterates on a smooth function."""
+    from scipy.optimize import brentq
+
+    from margin_engine.liquidation.level_kernels import brent_step
+
+    def f(x: float) -> float:
+        return x ** 3 - 2.0 * x - 5.0
+
+    calls: list[float] = []
+    want = brentq(lambda x: calls.append(x) or f(x), 1.0, 3.0, xtol=1e-12, rtol=1e-15)
+    st = np.array([1.0, 3.0, 0.0, f(1.0), f(3.0), 0.0, 0.0, 0.0])
+    seen = [1.0, 3.0]
+    while not brent_step(st, 1e-12, 1e-15):
+        seen.append(st[1])
+        st[4] = f(st[1])
+    assert st[1] == want
+    assert seen == calls
+
+
+@pytest.mark.slow
+def test_vectorised_levels_on_a_large_random_book_equal_the_reference() -> None:
+    """1,000 random accounts in every mode: the full reference search, account by account."""
+    bound = random_level_book(1000, seed=11)
+    for model in ("portfolio", "cross"):
+        found = assert_same_levels(liquidation_levels(bound, model, RiskConfig()),
+                                   liquidation_levels_reference(bound, model, RiskConfig()))
+        assert found > 500
