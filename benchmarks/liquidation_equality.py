@@ -21,12 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.unit.level_books import random_level_book  # noqa: E402
+
 from margin_engine.liquidation.price import (  # noqa: E402
     liquidation_levels,
     liquidation_levels_reference,
 )
 from margin_engine.margin.config import RiskConfig  # noqa: E402
-from tests.unit.level_books import random_level_book  # noqa: E402
 
 
 def main() -> None:

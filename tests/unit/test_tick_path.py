@@ -116,8 +116,11 @@ def test_bench_rows_go_to_a_scale_section_of_their_own(tmp_path: Path) -> None:
     section = text[text.index(SCALE_HEADER):]
     assert section.count("| 1,000 x 10 | 0.010 | 0.200 | 20.0x |") == 1
     assert section.index("| 1,000 x 10 |") < section.index("| 2,000 x 10 |")
-    # another section appended after ours later: rows still go under the Scale table
-    results.write_text(text + "\n# Later\n\nmore\n")
+    # text after the table and another section appended later: rows still go in the table
+    results.write_text(text.rstrip("\n") + "\n\nA note on the rows.\n\n# Later\n\nmore\n")
     record_results({**report, "accounts": 3000}, results)
     text = results.read_text()
-    assert text.index("| 3,000 x 10 |") < text.index("# Later")
+    assert text.index("| 2,000 x 10 |") < text.index("| 3,000 x 10 |") \
+        < text.index("A note on the rows.") < text.index("# Later")
+    assert "| 3,000 x 10 |" in text.split("\n")[text.split("\n").index("A note on the rows.")
+                                               - 2]

@@ -534,12 +534,22 @@ def record_results(report: dict[str, Any], path: Any) -> None:
            + (f"{liquidation['seconds']:.2f}" if liquidation else "-") + " | "
            f"{report['tick'].get('peak_rss_mb', math.nan):,.0f} | {report['peak_rss_mb']:,.0f} | "
            f"{load['before'][0]:.1f} / {load['after'][0]:.1f} |")
+    header = SCALE_INTRO.splitlines()[-2]
     if SCALE_HEADER + "\n" not in text:
         text = text.rstrip("\n") + "\n\n" + SCALE_HEADER + "\n\n" + SCALE_INTRO + row + "\n"
-    else:
-        start = text.index(SCALE_HEADER + "\n")
-        following = text.find("\n# ", start + len(SCALE_HEADER))
-        end = len(text) if following < 0 else following + 1
-        section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-        text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
+    else:  # under the last row of the section's table (text may follow the table)
+        lines = text.split("\n")
+        start = lines.index(SCALE_HEADER)
+        at = next((k for k in range(start, len(lines)) if lines[k] == header), None)
+        if at is None:
+            end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("# ")),
+                       len(lines))
+            block = SCALE_INTRO.rstrip("\n").split("\n")[-2:] + [row]
+            lines[end:end] = ["", *block, ""] if end < len(lines) else ["", *block]
+        else:
+            end = at + 2
+            while end < len(lines) and lines[end].startswith("|"):
+                end += 1
+            lines.insert(end, row)
+        text = "\n".join(lines)
     target.write_text(text)

@@ -12,11 +12,16 @@ The search per account mirrors ``liquidation_levels_reference`` step for step: f
 grid of levels (the state of each instrument at each grid level computed once for all accounts
 when the book is large), scanned outward from today's index until the closest sign change on
 each side (an exact zero on the grid is widened by a hair), then scipy's Brent method (the same
-algorithm, compiled) on that bracket with the same tolerances. One compiled pass over all
-accounts, parallel over chunks of them; no market is rebound.
+algorithm, compiled) on that bracket with the same tolerances. Stretches of the grid where f
+provably keeps its sign are jumped over (``variation``: an upper bound of how far f can move,
+portfolio model), which finds the same brackets with fewer evaluations. One compiled pass over
+the accounts (slices of them on several threads: the kernels release the GIL); no market is
+rebound.
 
-Models are told apart by the type of their context (a NamedTuple); ``inst_state``, ``gap_at``
-and ``job_rows`` are dispatched on it at compile time.
+Models are told apart by the type of their context (a NamedTuple); ``inst_state``, ``gap_at``,
+``variation`` and ``job_rows`` are dispatched on it at compile time. The functions evaluated per
+level are compiled without reference counting (``no_refcount``): they allocate nothing, and an
+atomic count per array read from a tuple cost more than their arithmetic.
 """
 
 from __future__ import annotations
