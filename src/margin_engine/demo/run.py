@@ -69,6 +69,23 @@ def _with_entries_and_collateral(book: ColumnarBook, bound: BoundBook, seed: int
     return replace(book, entry_price=entry, assets=("BTC", "USDC"), collateral=collateral)
 
 
+def book_document(book: ColumnarBook) -> dict[str, Any]:
+    """The funded demo book as a portfolio file (margin-engine/portfolio/v1), so the same book
+    can be given to ``compute``, ``compare`` and ``compare --profiles``."""
+    names = [inst.name for inst in book.instruments.instruments]
+    accounts = []
+    for a, account_id in enumerate(book.account_ids):
+        rows = range(int(book.offsets[a]), int(book.offsets[a + 1]))
+        collateral = {asset: float(book.collateral[a, j]) for j, asset in enumerate(book.assets)
+                      if book.collateral[a, j] != 0.0}
+        accounts.append({"id": account_id, "mode": "portfolio", "collateral": collateral,
+                         "positions": [{"instrument": names[int(book.position_instrument[r])],
+                                        "size": float(book.size[r]),
+                                        "entry_price": float(book.entry_price[r])}
+                                       for r in rows]})
+    return {"schema": "margin-engine/portfolio/v1", "accounts": accounts}
+
+
 def run_demo(*, accounts: int, output: Path, seed: int, console: Console | None = None,
              write_chart: bool = True) -> dict[str, Any]:
     console = console or make_console()
@@ -103,14 +120,20 @@ def run_demo(*, accounts: int, output: Path, seed: int, console: Console | None 
     output.mkdir(parents=True, exist_ok=True)
     _print_summary(console, summary, accounts, bound.book.position_count)
     (output / "demo_results.json").write_text(json.dumps(summary, indent=2))
+    book_file, market_file = output / "demo_portfolio.json", output / "demo_market.json"
+    book_file.write_text(json.dumps(book_document(book)))
+    market_file.write_text(json.dumps(demo_market_document(), indent=2))
     chart = output / "demo_efficiency.png"
     if write_chart:
         _chart(summary, chart)
     elapsed = time.perf_counter() - started
     console.print(f"\nWrote {output / 'demo_results.json'}"
-                  + (f" and {chart}" if write_chart else "") + f" in {elapsed:.1f} s.")
-    console.print("Next: `margin-engine compare PORTFOLIO --market MARKET` on your own book,\n"
-                  "`margin-engine report` for all five models, `margin-engine --help` for\n"
+                  + (f", {chart}" if write_chart else "")
+                  + f", the book {book_file} and its market {market_file} in {elapsed:.1f} s.")
+    console.print(f"Next: `margin-engine compare {book_file} --market {market_file} "
+                  "--profiles all`\n(the same book as seven venues would margin it), "
+                  "`margin-engine compare PORTFOLIO --market MARKET`\non your own book, "
+                  "`margin-engine report` for all five models, `margin-engine --help`\nfor "
                   "liquidation replays, backtests and the live monitor.")
     return summary
 

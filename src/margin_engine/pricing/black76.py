@@ -57,6 +57,13 @@ def _greeks_nb(forward: FloatArray, strike: FloatArray, years: FloatArray, sigma
         out[i, 4] = -f * pdf * s / (2.0 * sq)
 
 
+@njit(cache=True)
+def _price_nb(forward: FloatArray, strike: FloatArray, years: FloatArray, sigma: FloatArray,
+              is_call: BoolArray, out: FloatArray) -> None:
+    for i in range(forward.shape[0]):
+        out[i] = price_scalar_nb(forward[i], strike[i], years[i], sigma[i], is_call[i])
+
+
 def _broadcast(
     forward: FloatArray | float, strike: FloatArray | float, years: FloatArray | float,
     sigma: FloatArray | float, is_call: BoolArray | bool,
@@ -89,7 +96,10 @@ def price(
     sigma: FloatArray | float, is_call: BoolArray | bool,
 ) -> FloatArray:
     """Black-76 price (undiscounted, r = 0) of broadcast inputs."""
-    return greeks(forward, strike, years, sigma, is_call)["price"]
+    shape, f, k, t, s, c = _broadcast(forward, strike, years, sigma, is_call)
+    out = np.empty(f.shape[0], dtype=np.float64)
+    _price_nb(f, k, t, s, c, out)
+    return out.reshape(shape)
 
 
 def implied_vol(

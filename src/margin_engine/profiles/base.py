@@ -18,14 +18,14 @@ and inverse options, USD for inverse perps and futures).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook, asset_prices
-from margin_engine.book.columnar import MODE_CODES
+from margin_engine.book.bound import BoundBook, asset_prices, bind_market
+from margin_engine.book.columnar import MODE_CODES, book_subset
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind, MarginMode
 from margin_engine.pricing.black76 import price as black76_price
@@ -85,6 +85,21 @@ class ProfileInfo:
                 "leaves_out": list(self.leaves_out)}
 
 
+def group_sum(groups: IntArray, values: FloatArray, count: int) -> FloatArray:
+    """out[g] = sum of the rows values[i] with groups[i] == g, (count, ...) from (n, ...): the
+    rows of each group are added in their order (as ``np.add.at`` does), one ``reduceat``
+    over the rows sorted by group (stable) instead of one scatter per element."""
+    out = np.zeros((count, *values.shape[1:]))
+    if groups.size == 0:
+        return out
+    if groups.size > 1 and bool(np.any(groups[1:] < groups[:-1])):
+        order = np.argsort(groups, kind="stable")
+        groups, values = groups[order], values[order]
+    starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+    out[groups[starts]] = np.add.reduceat(values, starts, axis=0)
+    return out
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProfileBook:
     """A bound book flattened for profiles (per position, per account, per underlying)."""
@@ -112,6 +127,9 @@ class ProfileBook:
     non_stable_non_coin: FloatArray  # per account, USD of other collateral
     stable_face: FloatArray  # per account, stablecoin amount (units)
     mode: IntArray  # per account, MODE_CODES
+    stablecoins: tuple[str, ...]
+    # state-independent quantities a profile derives once per book (e.g. net short options)
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def accounts(self) -> int:
@@ -122,16 +140,25 @@ class ProfileBook:
         return self.bound.underlyings
 
     def account_sum(self, per_position: FloatArray) -> FloatArray:
-        """Segment sum over positions of a (positions, k) array into (accounts, k)."""
-        out = np.zeros((self.accounts, per_position.shape[1]))
-        np.add.at(out, self.account, per_position)
-        return out
+        """Segment sum over positions of a (positions, ...) array into (accounts, ...)."""
+        return group_sum(self.account, per_position, self.accounts)
 
     def cell_sum(self, per_position: FloatArray, group: IntArray, groups: int) -> FloatArray:
-        """(accounts, groups, k) sums of a (positions, k) array by a per-position group."""
-        out = np.zeros((self.accounts, groups, per_position.shape[1]))
-        np.add.at(out, (self.account, group), per_position)
-        return out
+        """(accounts, groups, ...) sums of a (positions, ...) array by a per-position group."""
+        flat = group_sum(self.account * groups + group, per_position, self.accounts * groups)
+        return flat.reshape((self.accounts, groups, *per_position.shape[1:]))
+
+    def remember(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per book under ``key`` (for state-independent arrays)."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
+    def subset(self, accounts: IntArray) -> ProfileBook:
+        """The same book restricted to some accounts (in the given order), bound to the same
+        market: every per-account number of a kept account is unchanged."""
+        sub = book_subset(self.bound.book, accounts)
+        return ProfileBook.from_bound(bind_market(sub, self.bound.market), self.stablecoins)
 
     def is_mode(self, mode: MarginMode) -> BoolArray:
         flags: BoolArray = self.mode == MODE_CODES[mode]
@@ -166,7 +193,7 @@ class ProfileBook:
             else np.zeros(book.account_count),
             stable_face=book.collateral[:, stable].sum(axis=1) if book.assets else np.zeros(
                 book.account_count),
-            mode=book.mode.astype(np.int64))
+            mode=book.mode.astype(np.int64), stablecoins=stablecoins)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -144,9 +144,8 @@ class DeribitPortfolioMargin:
         # cell id: underlying (coin cell) or n_u + underlying (USD cell)
         cell = np.where(coin_cell, pb.underlying, n_u + pb.underlying)
         values = np.where(coin_cell[:, None, None], coin_pnl, usd_pnl)
-        k, n_s = state.k, len(grid.scenarios)
-        cells = np.zeros((pb.accounts, 2 * n_u, k, n_s))
-        np.add.at(cells, (pb.account, cell), values)
+        k = state.k
+        cells = pb.cell_sum(values, cell, 2 * n_u)
         loss, at = worst(cells, grid)  # (a, cells, k)
         if p.cross_collateral:  # coin collateral may offset its underlying's USD cell
             ranges = np.array([grid.range_of(u) for u in pb.underlyings])
@@ -163,18 +162,17 @@ class DeribitPortfolioMargin:
         extended = np.array([s.extended for s in grid.scenarios])[at]
 
         # roll shock and contingencies, per cell
-        roll = np.zeros((pb.accounts, 2 * n_u, k))
-        expo_coin = np.where(inv_lin[:, None], np.abs(pb.size_cs)[:, None] / state.mark, 0.0)
+        coin_per_usd = np.zeros_like(state.mark)  # 1 / mark on inverse delta-one rows only
+        np.divide(1.0, state.mark, out=coin_per_usd, where=inv_lin[:, None])
+        expo_coin = np.abs(pb.size_cs)[:, None] * coin_per_usd
         lin_lin = ~pb.inverse & ~pb.option & pb.live
         expo_usd = np.where(lin_lin[:, None], np.abs(pb.quantity[:, None] * state.mark), 0.0)
-        np.add.at(roll, (pb.account, cell), p.roll_rate * (expo_coin + expo_usd))
-        signed_coin = np.where(inv_lin[:, None], pb.size_cs[:, None] / state.mark, 0.0)
+        roll = pb.cell_sum(p.roll_rate * (expo_coin + expo_usd), cell, 2 * n_u)
+        signed_coin = pb.size_cs[:, None] * coin_per_usd
         signed_usd = np.where(lin_lin[:, None], pb.quantity[:, None] * state.mark, 0.0)
         signed = signed_coin + signed_usd
-        longs = np.zeros_like(roll)
-        shorts = np.zeros_like(roll)
-        np.add.at(longs, (pb.account, cell), np.maximum(signed, 0.0))
-        np.add.at(shorts, (pb.account, cell), np.maximum(-signed, 0.0))
+        longs = pb.cell_sum(np.maximum(signed, 0.0), cell, 2 * n_u)
+        shorts = pb.cell_sum(np.maximum(-signed, 0.0), cell, 2 * n_u)
         contingency = p.linear_contingency * np.minimum(longs, shorts)
         short_opts = self._net_short_by_cell(pb, cell, 2 * n_u)  # (a, cells) coins
         index_cell = np.concatenate([np.ones(n_u), pb.index])  # coin cells: 1 coin per contract
@@ -210,17 +208,10 @@ class DeribitPortfolioMargin:
         n_u = len(pb.underlyings)
         for coin in (True, False):
             sub = pb.inverse == coin
-            per_u = net_short_option_contracts_masked(pb, sub)
+            per_u = net_short_option_contracts(pb, sub)
             cols = np.arange(n_u) if coin else n_u + np.arange(n_u)
             out[:, cols] += per_u
         return out
-
-
-def net_short_option_contracts_masked(pb: ProfileBook, mask: np.ndarray) -> FloatArray:
-    """``net_short_option_contracts`` over the positions in ``mask`` only."""
-    from dataclasses import replace
-
-    return net_short_option_contracts(replace(pb, option=pb.option & mask))
 
 
 def profile(params: DeribitParams | None = None) -> DeribitPortfolioMargin:

@@ -122,9 +122,7 @@ class DerivePortfolioMargin:
         p, grid = self.params, self.grid
         n_u = len(pb.underlyings)
         reval = revalue(pb, state, grid)
-        k, n_s = state.k, len(grid.scenarios)
-        cells = np.zeros((pb.accounts, n_u, k, n_s))
-        np.add.at(cells, (pb.account, pb.underlying), reval.pnl)
+        cells = pb.cell_sum(reval.pnl, pb.underlying, n_u)
         moves = np.array([s.move * p.spot_range if s.scaled else s.move
                           for s in grid.scenarios])
         exposure = pb.coin_exposure[:, :, None] * state.coin_factor

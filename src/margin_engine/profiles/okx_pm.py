@@ -108,8 +108,7 @@ class OkxPortfolioMargin:
                    with_collateral: bool) -> np.ndarray:
         n_u = len(pb.underlyings)
         reval = revalue(pb, state, grid)
-        cells = np.zeros((pb.accounts, n_u, state.k, len(grid.scenarios)))
-        np.add.at(cells, (pb.account, pb.underlying), reval.pnl)
+        cells = pb.cell_sum(reval.pnl, pb.underlying, n_u)
         if with_collateral:
             ranges = np.array([grid.range_of(u) for u in pb.underlyings])
             moves = np.array([s.move for s in grid.scenarios])[None, :] * ranges[:, None]
@@ -130,23 +129,20 @@ class OkxPortfolioMargin:
         decay = np.zeros((pb.accounts, n_u, state.k))
         if pb.option.any():
             aged = later_marks(later, state)
-            np.add.at(decay, (pb.account, pb.underlying),
-                      np.where(pb.option[:, None], pb.quantity[:, None] * (aged - state.mark),
-                               0.0))
+            decay = pb.cell_sum(np.where(pb.option[:, None], pb.quantity[:, None]
+                                         * (aged - state.mark), 0.0), pb.underlying, n_u)
         mr2 = np.maximum(0.0, -decay)
         future = kind_flags(pb, InstrumentKind.FUTURE) & pb.live
         rate = np.array([p.basis_annual.get(u, p.default_basis_annual)
                          for u in pb.underlyings])[pb.underlying]
         basis_p = np.where(future[:, None], (rate * np.maximum(pb.years, day))[:, None]
                            * np.abs(pb.quantity[:, None] * state.mark), 0.0)
-        mr4 = np.zeros((pb.accounts, n_u, state.k))
-        np.add.at(mr4, (pb.account, pb.underlying), basis_p)
-        gross = np.zeros((pb.accounts, n_u, state.k))
-        np.add.at(gross, (pb.account, pb.underlying),
-                  np.where(pb.live[:, None], np.abs(pb.size_cs)[:, None] * state.index
-                           * np.where(pb.inverse & ~pb.option, 0.0, 1.0)[:, None]
-                           + np.where((pb.inverse & ~pb.option)[:, None],
-                                      np.abs(pb.size_cs)[:, None], 0.0), 0.0))
+        mr4 = pb.cell_sum(basis_p, pb.underlying, n_u)
+        gross = pb.cell_sum(np.where(pb.live[:, None], np.abs(pb.size_cs)[:, None] * state.index
+                                     * np.where(pb.inverse & ~pb.option, 0.0, 1.0)[:, None]
+                                     + np.where((pb.inverse & ~pb.option)[:, None],
+                                                np.abs(pb.size_cs)[:, None], 0.0), 0.0),
+                            pb.underlying, n_u)
         mr7 = p.minimum_rate * gross
         additive = mr1 + mr2 + mr3 + mr4
         unit = np.maximum(np.maximum(additive, mr6), mr7)

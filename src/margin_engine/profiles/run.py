@@ -20,7 +20,7 @@ import numpy as np
 from margin_engine.book.bound import BoundBook
 from margin_engine.book.columnar import MODES_BY_CODE
 from margin_engine.core.timeutil import ns_to_iso
-from margin_engine.core.types import FloatArray
+from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.profiles.base import (
     ProfileBook,
     Requirement,
@@ -34,6 +34,7 @@ from margin_engine.profiles.base import (
 GRID = np.concatenate([np.geomspace(0.02, 1.0, 40, endpoint=False),
                        np.geomspace(1.0, 10.0, 25)])
 ITERATIONS = 60
+VIEW_SHRINK = 0.5  # re-cut the evaluated view when its unsolved accounts fall to this share
 TOLERANCE = 1e-12
 
 
@@ -75,8 +76,78 @@ def _gaps(profile: VenueProfile, pb: ProfileBook, u: int, levels: FloatArray
     return shared, req.position_gap
 
 
-def liquidation_levels(profile: VenueProfile, pb: ProfileBook, supported: np.ndarray,
-                       requirement: Requirement) -> Levels:
+@dataclass(frozen=True, slots=True)
+class UnderlyingView:
+    """The accounts exposed to one underlying (positions in it or its coin as collateral),
+    as their own profile book: a move of that underlying changes nothing else."""
+
+    underlying: int
+    accounts: IntArray  # rows of the full book
+    book: ProfileBook
+
+
+def underlying_views(pb: ProfileBook) -> list[UnderlyingView]:
+    exposed = np.zeros((pb.accounts, len(pb.underlyings)), dtype=np.bool_)
+    exposed[pb.account[pb.live], pb.underlying[pb.live]] = True
+    exposed |= pb.coin_exposure != 0.0
+    views = []
+    for u in range(len(pb.underlyings)):
+        accounts = np.nonzero(exposed[:, u])[0]
+        if accounts.size == 0:
+            continue
+        sub = pb if accounts.size == pb.accounts else pb.subset(accounts)
+        views.append(UnderlyingView(underlying=u, accounts=accounts, book=sub))
+    return views
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """The gaps whose roots are sought in one view: an account's shared gap (``row`` = its
+    account in the view, ``rank`` 0) or an isolated position's own (``row`` = the position,
+    ``rank`` = its order among the account's isolated positions of this underlying)."""
+
+    account: IntArray
+    rank: IntArray
+    is_position: BoolArray
+    row: IntArray
+
+    def take(self, rows: IntArray) -> Targets:
+        return Targets(account=self.account[rows], rank=self.rank[rows],
+                       is_position=self.is_position[rows], row=self.row[rows])
+
+    def values(self, shared: FloatArray, per_position: FloatArray | None) -> FloatArray:
+        """(targets, k) gap values picked from the requirement's arrays."""
+        out = np.empty((self.row.size, shared.shape[1]))
+        out[~self.is_position] = shared[self.row[~self.is_position]]
+        if per_position is not None and self.is_position.any():
+            out[self.is_position] = per_position[self.row[self.is_position]]
+        return out
+
+
+def _targets(view: UnderlyingView, supported: BoolArray, isolated_acct: BoolArray,
+             with_positions: bool) -> Targets:
+    sb, u = view.book, view.underlying
+    ok = supported[view.accounts]
+    iso = isolated_acct[view.accounts]
+    shared_rows = np.nonzero(ok & ~iso)[0]
+    if with_positions:
+        pos_rows = np.nonzero(iso[sb.account] & ok[sb.account] & (sb.underlying == u)
+                              & sb.live)[0]
+    else:
+        pos_rows = np.zeros(0, dtype=np.int64)
+    owners = sb.account[pos_rows]
+    first = np.searchsorted(owners, owners, side="left")  # positions are grouped by account
+    rank = np.arange(pos_rows.size) - first
+    return Targets(account=np.concatenate([shared_rows, owners]).astype(np.int64),
+                   rank=np.concatenate([np.zeros(shared_rows.size, dtype=np.int64), rank]),
+                   is_position=np.concatenate([np.zeros(shared_rows.size, dtype=np.bool_),
+                                               np.ones(pos_rows.size, dtype=np.bool_)]),
+                   row=np.concatenate([shared_rows, pos_rows]).astype(np.int64))
+
+
+def liquidation_levels(profile: VenueProfile, pb: ProfileBook, supported: BoolArray,
+                       requirement: Requirement, views: list[UnderlyingView] | None = None
+                       ) -> Levels:
     n_a, n_u = pb.accounts, len(pb.underlyings)
     n_p = pb.account.shape[0]
     down, up = np.full((n_a, n_u), np.nan), np.full((n_a, n_u), np.nan)
@@ -84,130 +155,161 @@ def liquidation_levels(profile: VenueProfile, pb: ProfileBook, supported: np.nda
     isolated_acct = np.zeros(n_a, dtype=np.bool_)
     if requirement.position_gap is not None:
         isolated_acct[pb.account[~np.isnan(requirement.position_gap[:, 0])]] = True
-    exposed = np.zeros((n_a, n_u), dtype=np.bool_)
-    exposed[pb.account[pb.live], pb.underlying[pb.live]] = True
-    exposed |= pb.coin_exposure != 0.0
-    for u in range(n_u):
+    position_row = np.arange(n_p)  # a view's positions back to the full book's rows
+    for view in underlying_views(pb) if views is None else views:
+        sb, u = view.book, view.underlying
         index = float(pb.index[u])
-        wanted = exposed[:, u] & supported
-        if not wanted.any():
+        targets = _targets(view, supported, isolated_acct,
+                           requirement.position_gap is not None)
+        if targets.row.size == 0:
             continue
-        levels = index * np.broadcast_to(GRID, (n_a, GRID.size))
-        shared, per_position = _gaps(profile, pb, u, np.array(levels))
-        # targets: (account, column of the account's levels, row into gap arrays, kind)
-        shared_rows = np.nonzero(wanted & ~isolated_acct)[0]
-        pos_rows = np.nonzero(isolated_acct[pb.account] & (pb.underlying == u) & pb.live
-                              & wanted[pb.account])[0] if per_position is not None else \
-            np.zeros(0, dtype=np.int64)
-        rank = np.zeros(n_p, dtype=np.int64)
-        seen: dict[int, int] = {}
-        for p in pos_rows.tolist():
-            a = int(pb.account[p])
-            rank[p] = seen.get(a, 0)
-            seen[a] = rank[p] + 1
-        targets: list[tuple[int, int, bool, int]] = []  # (account, rank, is_position, row)
-        targets += [(int(a), 0, False, int(a)) for a in shared_rows]
-        targets += [(int(pb.account[p]), int(rank[p]), True, int(p)) for p in pos_rows]
-        if not targets:
-            continue
-        values = np.array([(per_position[row] if is_pos and per_position is not None
-                            else shared[row]) for _, _, is_pos, row in targets])
-        brackets = [_brackets(values[t], GRID * index, index) for t in range(len(targets))]
-        found = _solve(profile, pb, u, targets, brackets, n_a)
-        for t, (a, _, is_pos, row) in enumerate(targets):
-            lo, hi = found[t]
-            if is_pos:
-                p_down[row], p_up[row] = lo, hi
-            else:
-                down[a, u], up[a, u] = lo, hi
-        for p in pos_rows.tolist():  # an isolated account's level: its first position's
-            a = int(pb.account[p])
-            if not np.isnan(p_down[p]):
-                down[a, u] = p_down[p] if np.isnan(down[a, u]) else max(down[a, u], p_down[p])
-            if not np.isnan(p_up[p]):
-                up[a, u] = p_up[p] if np.isnan(up[a, u]) else min(up[a, u], p_up[p])
+        grid = index * GRID
+        shared, per_position = _gaps(profile, sb, u, np.broadcast_to(grid, (sb.accounts,
+                                                                            GRID.size)).copy())
+        lo, hi = _solve(profile, sb, u, targets, _brackets(targets.values(shared, per_position),
+                                                           grid, index))
+        full_account = view.accounts[targets.account]
+        shared_t = ~targets.is_position
+        down[full_account[shared_t], u] = lo[shared_t]
+        up[full_account[shared_t], u] = hi[shared_t]
+        if targets.is_position.any():
+            rows = position_row[pb.account.searchsorted(view.accounts, side="left")]
+            # the view keeps each account's positions in order: full row = first row of the
+            # account in the full book + offset within the account
+            offset = targets.row[targets.is_position] - sb.account.searchsorted(
+                targets.account[targets.is_position], side="left")
+            full_rows = rows[targets.account[targets.is_position]] + offset
+            p_down[full_rows] = lo[targets.is_position]
+            p_up[full_rows] = hi[targets.is_position]
+            # an isolated account's level: the nearest of its positions'
+            for a, d, h in zip(full_account[targets.is_position].tolist(),
+                               lo[targets.is_position].tolist(),
+                               hi[targets.is_position].tolist(), strict=True):
+                if not math.isnan(d):
+                    down[a, u] = d if math.isnan(down[a, u]) else max(down[a, u], d)
+                if not math.isnan(h):
+                    up[a, u] = h if math.isnan(up[a, u]) else min(up[a, u], h)
     return Levels(down=down, up=up, position_down=p_down, position_up=p_up)
 
 
-def _brackets(values: FloatArray, levels: FloatArray, index: float
-              ) -> tuple[tuple[float, float, float, float] | None,
-                         tuple[float, float, float, float] | None]:
-    """(closest sign change at or below ``index``, closest above) as (x0, x1, f0, f1)."""
-    below = above = None
-    for j in range(levels.size - 1):
-        f0, f1 = float(values[j]), float(values[j + 1])
-        if not (math.isfinite(f0) and math.isfinite(f1)):
-            continue
-        if f0 == 0.0 or f0 * f1 < 0.0:
-            pair = (float(levels[j]), float(levels[j + 1]), f0, f1)
-            if pair[1] <= index * (1 + 1e-12):
-                below = pair
-            elif above is None:
-                above = pair
-    return below, above
+def _brackets(values: FloatArray, levels: FloatArray, index: float) -> FloatArray:
+    """Per target, (closest sign change at or below ``index``, closest above) as an array
+    (targets, 2 sides, 4: x0, x1, f0, f1), NaN where a side has none."""
+    f0, f1 = values[:, :-1], values[:, 1:]
+    change = np.isfinite(f0) & np.isfinite(f1) & ((f0 == 0.0) | (f0 * f1 < 0.0))
+    below_ok = levels[1:] <= index * (1 + 1e-12)
+    out = np.full((values.shape[0], 2, 4), np.nan)
+    rows = np.arange(values.shape[0])
+    n_int = levels.size - 1
+    # closest below: the last qualifying interval; closest above: the first
+    below = change & below_ok[None, :]
+    last = n_int - 1 - np.argmax(below[:, ::-1], axis=1)
+    has = below.any(axis=1)
+    above = change & ~below_ok[None, :]
+    first = np.argmax(above, axis=1)
+    has_up = above.any(axis=1)
+    for side, (j, ok) in enumerate(((last, has), (first, has_up))):
+        r = rows[ok]
+        jj = j[ok]
+        out[r, side, 0] = levels[jj]
+        out[r, side, 1] = levels[jj + 1]
+        out[r, side, 2] = f0[r, jj]
+        out[r, side, 3] = f1[r, jj]
+    return out
 
 
-def _solve(profile: VenueProfile, pb: ProfileBook, u: int,
-           targets: list[tuple[int, int, bool, int]],
-           brackets: list[tuple[tuple[float, float, float, float] | None,
-                                tuple[float, float, float, float] | None]],
-           n_a: int) -> list[tuple[float, float]]:
-    """Illinois false position on every (target, side) at once."""
-    n_t = len(targets)
-    width = 2 * (max(r for _, r, _, _ in targets) + 1)
-    x0, x1 = np.full((n_t, 2), np.nan), np.full((n_t, 2), np.nan)
-    f0, f1 = np.zeros((n_t, 2)), np.zeros((n_t, 2))
-    for t, pair in enumerate(brackets):
-        for side in (0, 1):
-            b = pair[side]
-            if b is not None:
-                x0[t, side], x1[t, side], f0[t, side], f1[t, side] = b
-    active = ~np.isnan(x0)
-    root = np.where(active & (f0 == 0.0), x0, np.nan)
-    active &= f0 != 0.0
-    last = np.zeros((n_t, 2), dtype=np.int64)
+def _solve(profile: VenueProfile, pb: ProfileBook, u: int, targets: Targets,
+           brackets: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Illinois false position on every (target, side) at once: (down roots, up roots).
+
+    Each step evaluates only the accounts that still have an unsolved side, through their own
+    view of the book (re-cut when they have fallen to half of the view); a root is taken when
+    the step or the bracket is within ``TOLERANCE`` of the level, or the gap is 0.
+    """
+    x0, x1 = brackets[:, :, 0].copy(), brackets[:, :, 1].copy()
+    f0, f1 = brackets[:, :, 2].copy(), brackets[:, :, 3].copy()
+    act = ~np.isnan(x0)
+    found = np.where(act & (f0 == 0.0), x0, np.nan)
+    act &= f0 != 0.0
+    last = np.zeros(x0.shape, dtype=np.int64)
+    previous = np.full(x0.shape, np.nan)
     index = float(pb.index[u])
+    view_accounts: IntArray | None = None
+    sub = pb
     for _ in range(ITERATIONS):
-        if not active.any():
+        alive = np.nonzero(act.any(axis=1))[0]
+        if alive.size == 0:
             break
-        x = np.where(active, (x0 * f1 - x1 * f0) / np.where(active, f1 - f0, 1.0), index)
-        x = np.where(active & ~((x > np.minimum(x0, x1)) & (x < np.maximum(x0, x1))),
-                     0.5 * (x0 + x1), x)
-        levels = np.full((n_a, width), index)
-        for t, (a, r, _, _) in enumerate(targets):
-            levels[a, 2 * r] = x[t, 0]
-            levels[a, 2 * r + 1] = x[t, 1]
-        shared, per_position = _gaps(profile, pb, u, levels)
-        fx = np.empty((n_t, 2))
-        for t, (_, r, is_pos, row) in enumerate(targets):
-            src = per_position[row] if is_pos and per_position is not None else shared[row]
-            fx[t] = src[2 * r], src[2 * r + 1]
-        done = active & ((fx == 0.0) | (np.abs(x1 - x0) <= TOLERANCE * np.abs(x)))
-        root = np.where(done, x, root)
+        need = np.unique(targets.account[alive])
+        if view_accounts is None or need.size <= VIEW_SHRINK * view_accounts.size:
+            view_accounts = need
+            sub = pb if need.size == pb.accounts else pb.subset(need)
+        local = _localised(pb, sub, view_accounts, targets.take(alive))
+        x = np.where(act, (x0 * f1 - x1 * f0) / np.where(act, f1 - f0, 1.0), index)
+        inside = (x > np.minimum(x0, x1)) & (x < np.maximum(x0, x1))
+        x = np.where(act & ~inside, 0.5 * (x0 + x1), x)
+        cols = 2 * local.rank
+        levels = np.full((sub.accounts, 2 * (int(local.rank.max()) + 1)), index)
+        levels[local.account, cols] = x[alive, 0]
+        levels[local.account, cols + 1] = x[alive, 1]
+        picked = local.values(*_gaps(profile, sub, u, levels))
+        fx = np.full(x0.shape, np.nan)
+        pick = np.arange(alive.size)
+        fx[alive, 0], fx[alive, 1] = picked[pick, cols], picked[pick, cols + 1]
+        step = np.abs(x - previous)
+        done = act & ((fx == 0.0) | (np.abs(x1 - x0) <= TOLERANCE * np.abs(x))
+                      | (step <= TOLERANCE * np.abs(x)))
+        found = np.where(done, x, found)
+        previous = x
         same = np.sign(fx) == np.sign(f0)
         # replace the endpoint with the same sign; halve the stale one's value (Illinois)
-        new_x0 = np.where(same, x, x0)
-        new_f0 = np.where(same, fx, f0)
-        new_x1 = np.where(same, x1, x)
-        new_f1 = np.where(same, f1, fx)
+        new_x0, new_f0 = np.where(same, x, x0), np.where(same, fx, f0)
+        new_x1, new_f1 = np.where(same, x1, x), np.where(same, f1, fx)
         new_f1 = np.where(same & (last == 1), new_f1 * 0.5, new_f1)
         new_f0 = np.where(~same & (last == -1), new_f0 * 0.5, new_f0)
         last = np.where(same, 1, -1)
         x0, f0, x1, f1 = new_x0, new_f0, new_x1, new_f1
-        active &= ~done
-    root = np.where(active, (x0 * f1 - x1 * f0) / np.where(active, f1 - f0, 1.0), root)
-    return [(float(root[t, 0]), float(root[t, 1])) for t in range(n_t)]
+        act &= ~done
+    found = np.where(act, (x0 * f1 - x1 * f0) / np.where(act, f1 - f0, 1.0), found)
+    return found[:, 0], found[:, 1]
 
 
-def run_profile(profile: VenueProfile, pb: ProfileBook, with_liquidation: bool = True
-                ) -> ProfileRun:
+def _localised(pb: ProfileBook, sub: ProfileBook, accounts: IntArray, targets: Targets
+               ) -> Targets:
+    """``targets`` of ``pb`` re-indexed into ``sub`` = ``pb`` cut to ``accounts`` (sorted)."""
+    local = np.searchsorted(accounts, targets.account)
+    rows = np.where(targets.is_position,
+                    _position_rows(pb, sub, accounts, local, targets.row), local)
+    return Targets(account=local, rank=targets.rank, is_position=targets.is_position, row=rows)
+
+
+def _position_rows(pb: ProfileBook, sub: ProfileBook, accounts: IntArray, local: IntArray,
+                   rows: IntArray) -> IntArray:
+    """Position rows of ``pb`` (owned by ``accounts[local]``) as rows of ``sub``."""
+    owner = accounts[local]
+    offset = rows - pb.account.searchsorted(owner, side="left")
+    result: IntArray = sub.account.searchsorted(local, side="left") + offset
+    return result
+
+
+def run_profile(profile: VenueProfile, pb: ProfileBook, with_liquidation: bool = True,
+                views: list[UnderlyingView] | None = None) -> ProfileRun:
     requirement = profile.requirement(pb, today(pb))
     reasons = profile.unsupported(pb)
     supported = np.array([r is None for r in reasons], dtype=np.bool_)
-    levels = liquidation_levels(profile, pb, supported, requirement) if with_liquidation \
-        else None
+    levels = liquidation_levels(profile, pb, supported, requirement, views) \
+        if with_liquidation else None
     return ProfileRun(profile=profile, requirement=requirement, unsupported=reasons,
                       levels=levels)
+
+
+def _nearest_level(down: float, up: float, index: float) -> float:
+    """The level nearer to ``index`` in log distance (down on a tie; NaN when neither)."""
+    if math.isnan(down):
+        return up
+    if math.isnan(up):
+        return down
+    return down if abs(math.log(down / index)) <= abs(math.log(up / index)) else up
 
 
 def _number(value: float) -> float | None:
@@ -220,7 +322,16 @@ def _level(price: float, index: float) -> dict[str, float] | None:
     return {"price": price, "distance_pct": 100.0 * (price / index - 1.0)}
 
 
-def account_entry(run: ProfileRun, pb: ProfileBook, a: int, gross: float) -> dict[str, Any]:
+def exposure(pb: ProfileBook) -> BoolArray:
+    """accounts x underlyings: a position in the underlying or its coin as collateral."""
+    exposed = np.zeros((pb.accounts, len(pb.underlyings)), dtype=np.bool_)
+    exposed[pb.account, pb.underlying] = True
+    exposed |= pb.coin_exposure != 0.0
+    return exposed
+
+
+def account_entry(run: ProfileRun, pb: ProfileBook, a: int, gross: float,
+                  exposed: BoolArray) -> dict[str, Any]:
     reason = run.unsupported[a]
     if reason is not None:
         return {"supported": False, "unsupported_reason": reason.value}
@@ -239,13 +350,10 @@ def account_entry(run: ProfileRun, pb: ProfileBook, a: int, gross: float) -> dic
         cells: dict[str, Any] = {}
         for u_idx, u in enumerate(pb.underlyings):
             down, up = float(run.levels.down[a, u_idx]), float(run.levels.up[a, u_idx])
-            exposed = bool(((pb.account == a) & (pb.underlying == u_idx)).any()
-                           or pb.coin_exposure[a, u_idx] != 0.0)
-            if not exposed:
+            if not exposed[a, u_idx]:
                 continue
             index = float(pb.index[u_idx])
-            nearest = _nearest(np.array([down / index]), np.array([up / index]))[0] * index
-            cells[u] = {"liquidation_price": _number(float(nearest)),
+            cells[u] = {"liquidation_price": _number(_nearest_level(down, up, index)),
                         "liquidation_prices": {"down": _level(down, index),
                                                "up": _level(up, index)}}
         entry["underlyings"] = cells
@@ -276,11 +384,13 @@ def compare_profiles(bound: BoundBook, profiles: list[VenueProfile],
                      ) -> dict[str, Any]:
     """The ``compare --profiles --json`` document."""
     pb = ProfileBook.from_bound(bound, stablecoins)
-    runs = [run_profile(p, pb, with_liquidation) for p in profiles]
+    views = underlying_views(pb) if with_liquidation else []
+    runs = [run_profile(p, pb, with_liquidation, views) for p in profiles]
     gross = bound.account_gross_notional()
+    exposed = exposure(pb)
     accounts = []
     for a, account_id in enumerate(bound.book.account_ids):
-        entries = {run.profile.info.name: account_entry(run, pb, a, float(gross[a]))
+        entries = {run.profile.info.name: account_entry(run, pb, a, float(gross[a]), exposed)
                    for run in runs}
         accounts.append({"id": account_id,
                          "mode": MODES_BY_CODE[int(bound.book.mode[a])].value,

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
 
-from margin_engine.core.types import FloatArray
-from margin_engine.pricing.black76 import price as black76_price
+from margin_engine.core.types import BoolArray, FloatArray
+from margin_engine.pricing.black76 import price_scalar_nb
 from margin_engine.profiles.base import ProfileBook, State
 
 
@@ -110,19 +111,34 @@ def revalue(pb: ProfileBook, state: State, grid: Grid) -> ScenarioPnl:
     option_value = np.full((n_pos, k, n_s), np.nan)
     opt = np.nonzero(pb.option)[0]
     if opt.size:
+        sigma = np.empty((opt.size, n_s))
         for shock in VolShock:
             cols = [j for j, s in enumerate(grid.scenarios) if s.vol is shock]
-            if not cols:
-                continue
-            sig = shocked_sigma(pb.sigma[opt], pb.years[opt], shock, grid.vol)
-            fwd = state.forward[opt][:, :, None] * (1.0 + moves[opt][:, None, cols])
-            value = black76_price(fwd, pb.strike[opt, None, None], pb.years[opt, None, None],
-                                  sig[:, None, None], pb.is_call[opt, None, None])
-            option_value[np.ix_(opt, np.arange(k), np.array(cols, dtype=np.int64))] = value
-        pnl[opt] = pb.quantity[opt, None, None] * (option_value[opt]
-                                                   - state.mark[opt][:, :, None])
+            if cols:
+                sigma[:, cols] = shocked_sigma(pb.sigma[opt], pb.years[opt], shock,
+                                               grid.vol)[:, None]
+        value = np.empty((opt.size, k, n_s))
+        _scenario_values_nb(np.ascontiguousarray(state.forward[opt]),
+                            np.ascontiguousarray(moves[opt]), sigma, pb.strike[opt],
+                            pb.years[opt], pb.is_call[opt], value)
+        option_value[opt] = value
+        pnl[opt] = pb.quantity[opt, None, None] * (value - state.mark[opt][:, :, None])
     lin_used = np.where(pb.option[:, None], moves, lin_moves)
     return ScenarioPnl(pnl=pnl, move=lin_used, option_value=option_value)
+
+
+@njit(cache=True, parallel=True)
+def _scenario_values_nb(forward: FloatArray, moves: FloatArray, sigma: FloatArray,
+                        strike: FloatArray, years: FloatArray, is_call: BoolArray,
+                        out: FloatArray) -> None:
+    """out[i, l, s] = B76(forward[i, l] x (1 + moves[i, s]), strike[i], years[i],
+    sigma[i, s]) for every option i, state level l and scenario s."""
+    for i in prange(forward.shape[0]):
+        for level in range(forward.shape[1]):
+            f = forward[i, level]
+            for j in range(moves.shape[1]):
+                out[i, level, j] = price_scalar_nb(f * (1.0 + moves[i, j]), strike[i],
+                                                   years[i], sigma[i, j], is_call[i])
 
 
 def weights(grid: Grid) -> FloatArray:
@@ -131,31 +147,50 @@ def weights(grid: Grid) -> FloatArray:
 
 def worst(pnl: FloatArray, grid: Grid) -> tuple[FloatArray, np.ndarray]:
     """(max(0, -min_s w_s P[..., s]), argmin) over the last axis."""
-    weighted = pnl * weights(grid)
-    at = np.argmin(weighted, axis=-1)
-    loss: FloatArray = np.maximum(0.0, -np.take_along_axis(weighted, at[..., None],
-                                                           axis=-1)[..., 0])
-    return loss, at
+    flat = np.ascontiguousarray(pnl).reshape(-1, pnl.shape[-1])
+    loss = np.empty(flat.shape[0])
+    at = np.empty(flat.shape[0], dtype=np.int64)
+    _worst_nb(flat, weights(grid), loss, at)
+    return loss.reshape(pnl.shape[:-1]), at.reshape(pnl.shape[:-1])
 
 
-def net_short_option_contracts(pb: ProfileBook) -> FloatArray:
+@njit(cache=True)
+def _worst_nb(pnl: FloatArray, w: FloatArray, loss: FloatArray, at: np.ndarray) -> None:
+    """Per row: the first argmin of w x P and max(0, -min) (``np.argmin``'s tie rule)."""
+    for r in range(pnl.shape[0]):
+        best = pnl[r, 0] * w[0]
+        where = 0
+        for j in range(1, pnl.shape[1]):
+            value = pnl[r, j] * w[j]
+            if value < best:
+                best = value
+                where = j
+        loss[r] = max(0.0, -best)
+        at[r] = where
+
+
+def net_short_option_contracts(pb: ProfileBook, mask: BoolArray | None = None) -> FloatArray:
     """Per account and underlying, the sum over (expiry, strike) of net short option coins
-    (calls and puts at one strike and expiry net), accounts x underlyings."""
+    (calls and puts at one strike and expiry net), accounts x underlyings; only the options in
+    ``mask`` when given. State-independent: computed once per book."""
+    key = "net_short_options" if mask is None else "net_short_options:" + mask.tobytes().hex()
+    return pb.remember(key, lambda: _net_short_option_contracts(pb, mask))  # type: ignore[no-any-return]
+
+
+def _net_short_option_contracts(pb: ProfileBook, mask: BoolArray | None) -> FloatArray:
     out = np.zeros((pb.accounts, len(pb.underlyings)))
-    groups = pb.bound.contingency_group[pb.bound.book.position_instrument]
-    rows = np.nonzero(pb.option)[0]
+    chosen = pb.option if mask is None else pb.option & mask
+    rows = np.nonzero(chosen)[0]
     if rows.size == 0:
         return out
-    keys = pb.account[rows] * (int(groups.max()) + 1) + groups[rows]
-    net: dict[int, float] = {}
-    for key, q in zip(keys.tolist(), pb.quantity[rows].tolist(), strict=True):
-        net[key] = net.get(key, 0.0) + q
+    groups = pb.bound.contingency_group[pb.bound.book.position_instrument][rows]
     span = int(groups.max()) + 1
-    for key, q in net.items():
-        if q < 0.0:
-            a = key // span
-            row = rows[np.nonzero(keys == key)[0][0]]
-            out[a, pb.underlying[row]] += -q
+    keys = pb.account[rows].astype(np.int64) * span + groups
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    net = np.zeros(unique.size)
+    np.add.at(net, inverse, pb.quantity[rows])
+    short = net < 0.0
+    np.add.at(out, (unique[short] // span, pb.underlying[rows[first[short]]]), -net[short])
     return out
 
 
