@@ -120,15 +120,32 @@ def compute(
     confidence: ConfidenceOpt = None,
     mpor_days: MporOpt = None,
     liquidation_prices: LiquidationOpt = "auto",
+    profile: Annotated[str | None, typer.Option(
+        "--profile", metavar="NAME|FILE", help="Margin as a venue would: a venue profile "
+        "(deribit-pm, derive-pmrm, okx-pm, binance-um, binance-pm, dydx-v4, hyperliquid) or a "
+        "profile file (configs/profiles/*.toml), instead of --model.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Initial and maintenance margin of every account."""
+    """Initial and maintenance margin of every account (under a model, or as a venue would
+    with --profile)."""
 
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
+        from margin_engine.core.errors import InputError
         from margin_engine.margin.explain import explain_account
         from margin_engine.margin.run import compute_document, liquidation_limit
 
+        if profile is not None:
+            if model != "account" or explain or params or history or dvol:
+                raise InputError("--profile alone (a venue profile replaces --model, "
+                                 "--explain, --params, --history and --dvol; its IM terms are "
+                                 "in the output)", field="--profile", value=profile)
+            from margin_engine.profiles.cli import compute_profile_command
+
+            compute_profile_command(portfolio, market, profile, config=config,
+                                    accounts=accounts, liquidation=liquidation_prices,
+                                    as_json=as_json, emit_json=_emit_json)
+            return
         _check_model(model)
         risk, run = prepare_run(portfolio, market, model=model, config=config,
                                 accounts=accounts, data=_model_data(params, history, dvol,

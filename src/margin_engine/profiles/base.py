@@ -271,12 +271,23 @@ class VenueProfile(Protocol):
     """A venue's margin method: pure function of a profile book and a state."""
 
     info: ProfileInfo
+    uses_brackets: bool  # margined by notional brackets (leverage-tier files apply)
 
     def unsupported(self, pb: ProfileBook) -> list[Unsupported | None]:
         """Per account, why the venue cannot carry it (None: it can)."""
         ...
 
     def requirement(self, pb: ProfileBook, state: State) -> Requirement: ...
+
+    def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, Any],
+                   source: str) -> VenueProfile:
+        """The same method with a profile file's parameters (and bracket tables by
+        underlying, for bracket venues) over this one's."""
+        ...
+
+    def parameters(self) -> dict[str, Any]:
+        """The parameters a profile file can set, as its ``[parameters]`` table."""
+        ...
 
 
 def kind_flags(pb: ProfileBook, kind: InstrumentKind) -> BoolArray:

@@ -15,6 +15,7 @@ USD; the market's open interest is a parameter (default: below the lower cap, no
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from margin_engine.profiles.base import ProfileInfo, Source
 from margin_engine.profiles.brackets import BracketTable, flat_table
@@ -64,9 +65,36 @@ INFO = ProfileInfo(
                 "the live open interest: pass it as a parameter"))
 
 
+class DydxProfile(LinearProfile):
+    """dYdX v4: the large-cap tables follow the markets' open interest (a parameter)."""
+
+    def __init__(self, open_interest: Mapping[str, float]) -> None:
+        self.open_interest = dict(open_interest)
+        tables = {u: market_table(f"{u}-USD", LARGE_CAP_IMF, self.open_interest.get(u, 0.0))
+                  for u in LARGE_CAP}
+        super().__init__(INFO, LinearVenue(
+            tables=tables, default_table=market_table("OTHER-USD", SMALL_CAP_IMF, 0.0),
+            lists_dated_futures=False, stable_collateral_only=True))
+
+    def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, BracketTable],
+                   source: str) -> LinearProfile:
+        """``open_interest`` (USD by underlying) rebuilds the tables; the rest as for every
+        bracket venue."""
+        from margin_engine.profiles.files import checked_value
+
+        rest = {k: v for k, v in parameters.items() if k != "open_interest"}
+        oi = self.open_interest
+        if "open_interest" in parameters:
+            oi = checked_value(oi, parameters["open_interest"],
+                               where="parameters.open_interest", source=source)
+        base = DydxProfile(oi)
+        configured = LinearProfile.configured(base, rest, tiers, source)
+        base.venue = configured.venue
+        return base
+
+    def parameters(self) -> dict[str, Any]:
+        return {"open_interest": dict(self.open_interest), **super().parameters()}
+
+
 def profile(open_interest: Mapping[str, float] | None = None) -> LinearProfile:
-    oi = dict(open_interest or {})
-    tables = {u: market_table(f"{u}-USD", LARGE_CAP_IMF, oi.get(u, 0.0)) for u in LARGE_CAP}
-    return LinearProfile(INFO, LinearVenue(
-        tables=tables, default_table=market_table("OTHER-USD", SMALL_CAP_IMF, 0.0),
-        lists_dated_futures=False, stable_collateral_only=True))
+    return DydxProfile(open_interest or {u: 0.0 for u in LARGE_CAP})

@@ -18,7 +18,8 @@ with TMM_1, UPNL_1 the other contracts' MM and unrealised P&L (both 0 when isola
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -59,12 +60,32 @@ def binance_liquidation_price(*, wallet: float, other_maintenance: float, other_
             / (size * maintenance_rate - side * size))
 
 
+# the venue parameters a profile file may set (bracket tables come from leverage-tier files)
+SETTABLE = ("collateral_rates", "liquidation_ratio")
+
+
 class LinearProfile:
     """A bracket-margined venue; ``info`` and ``venue`` describe which one."""
+
+    uses_brackets = True
 
     def __init__(self, info: ProfileInfo, venue: LinearVenue) -> None:
         self.info = info
         self.venue = venue
+
+    def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, BracketTable],
+                   source: str) -> LinearProfile:
+        """The same venue with a profile file's tables (by underlying) and parameters."""
+        from margin_engine.profiles.files import override
+
+        venue = replace(self.venue, tables={**self.venue.tables, **tiers})
+        return LinearProfile(self.info, override(venue, parameters, where="parameters",
+                                                 source=source, settable=SETTABLE))
+
+    def parameters(self) -> dict[str, Any]:
+        from margin_engine.profiles.files import parameters_of
+
+        return parameters_of(self.venue, SETTABLE)
 
     def table_for(self, underlying: str) -> BracketTable:
         return self.venue.tables.get(underlying, self.venue.default_table)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -95,11 +96,26 @@ INFO = ProfileInfo(
 
 
 class OkxPortfolioMargin:
+    uses_brackets = False
+
     def __init__(self, params: OkxParams | None = None) -> None:
         self.params = params or OkxParams()
         self.info = INFO
         self._spot, self._vol = self.params.spot_grid(), self.params.vol_grid()
         self._extreme = self.params.extreme_grid()
+
+    def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, Any],
+                   source: str) -> OkxPortfolioMargin:
+        """The same method with a profile file's parameters merged over these."""
+        from margin_engine.profiles.files import override
+
+        return OkxPortfolioMargin(override(self.params, parameters,
+                                        where="parameters", source=source))
+
+    def parameters(self) -> dict[str, Any]:
+        from margin_engine.profiles.files import parameters_of
+
+        return parameters_of(self.params)
 
     def unsupported(self, pb: ProfileBook) -> list[Unsupported | None]:
         return [None] * pb.accounts
