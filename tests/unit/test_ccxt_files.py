@@ -121,3 +121,59 @@ def test_leverage_tiers_with_a_wrong_maintenance_amount_are_refused(tmp_path: Pa
     tiers["BTC/USDT:USDT"][1]["maintenanceMarginRate"] = 1.5  # ... 150 % is not
     with pytest.raises(InputError, match="maintenanceMarginRate"):
         read_ccxt_tiers(_write(tmp_path / "tiers.json", tiers))
+
+
+def _cli(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "margin_engine.cli.app", *args],
+                          capture_output=True, text=True, check=False)
+
+
+def test_portfolio_from_ccxt_merges_venues_and_the_book_margins_under_a_profile(
+        tmp_path: Path) -> None:
+    """Two venues' saved files -> one portfolio file (an account per venue, snapshot and marks
+    recorded), margined offline under binance-um with the venue's tiers from a profile file."""
+    deribit_p = _write(tmp_path / "deribit_positions.json", POSITIONS[1:3])
+    deribit_b = _write(tmp_path / "deribit_balance.json",
+                       {"timestamp": 1718000300000, "total": {"BTC": 1.0, "ETH": 5.0}})
+    binance_p = _write(tmp_path / "binance_positions.json", [POSITIONS[0]])
+    binance_b = _write(tmp_path / "binance_balance.json", BALANCE)
+    out = tmp_path / "book.json"
+    done = _cli("portfolio", "from-ccxt", "--venue", f"deribit={deribit_p},{deribit_b}",
+                "--venue", f"binance={binance_p},{binance_b}", "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "binance: 1 positions, 2 balances, cross, snapshot 2024-06-10T06:16:40Z" in done.stderr
+    doc = json.loads(out.read_text())
+    assert [a["id"] for a in doc["accounts"]] == ["deribit", "binance"]
+    assert doc["source"]["accounts"]["deribit"]["snapshot"] == "2024-06-10T06:18:20Z"
+    assert doc["source"]["accounts"]["binance"]["marks"] == {"BTC-USDT-USDT-PERP": 66500.0}
+    assert book_from_portfolio(parse_portfolio(doc)).position_count == 3
+
+    tiers = tmp_path / "tiers.json"
+    _write(tiers, _binance_tiers())
+    profile = tmp_path / "binance-2024.toml"
+    profile.write_text('profile = "binance-um"\nparameters_as_of = "2024-06-10"\n'
+                       '[leverage_tiers]\nfile = "tiers.json"\n')
+    market = _write(tmp_path / "market.json", {
+        "schema": "margin-engine/market/v1", "timestamp": "2024-06-10T06:20:00Z",
+        "underlyings": {"BTC": {"index": 66500, "vol": {"type": "flat", "sigma": 0.5}},
+                        "ETH": {"index": 3650, "vol": {"type": "flat", "sigma": 0.6}}},
+        "assets": {"USDT": {"price": 1}, "BTC": {"price": 66500}, "ETH": {"price": 3650}}})
+    margined = _cli("compute", str(out), "--market", str(market), "--profile", str(profile),
+                    "--json")
+    assert margined.returncode == 0, margined.stderr
+    entries = {a["id"]: a for a in json.loads(margined.stdout)["accounts"]}
+    # Binance lists no inverse futures or options in USD-M: the Deribit book is n/a there
+    assert not entries["deribit"]["supported"]
+    # 0.5 BTC at 66,500 = 33,250 USD in the first tier: IM 33,250 / 125, MM 0.4 %
+    assert entries["binance"]["initial_margin"] == pytest.approx(33_250 / 125, rel=1e-12)
+    assert entries["binance"]["maintenance_margin"] == pytest.approx(133.0, rel=1e-12)
+
+
+def test_portfolio_from_ccxt_refuses_a_malformed_venue_option(tmp_path: Path) -> None:
+    done = _cli("portfolio", "from-ccxt", "--venue", "deribit=only-one.json")
+    assert done.returncode == 2
+    assert "NAME=POSITIONS.json,BALANCE.json" in done.stderr
+    assert "Traceback" not in done.stderr

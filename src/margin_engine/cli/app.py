@@ -424,8 +424,47 @@ def batch(
 
 market_app = HelpTyper(no_args_is_help=True, help="Market snapshots.")
 vol_app = HelpTyper(no_args_is_help=True, help="Volatility surfaces from option chains.")
+portfolio_app = HelpTyper(no_args_is_help=True, help="Portfolio files from venues' account "
+                          "data.")
 app.add_typer(market_app, name="market")
 app.add_typer(vol_app, name="vol")
+app.add_typer(portfolio_app, name="portfolio")
+
+
+@portfolio_app.command("from-ccxt")
+def portfolio_from_ccxt(
+    venue: Annotated[list[str], typer.Option(
+        "--venue", metavar="NAME=POSITIONS.json,BALANCE.json", help="One venue's saved ccxt "
+        "fetch_positions and fetch_balance output; repeat for several venues (one account "
+        "each, named NAME).")],
+    mode: Annotated[str | None, typer.Option(
+        "--mode", help="cross, isolated or portfolio for every account (default: isolated "
+        "when every position is, else cross).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", metavar="FILE", help="Portfolio JSON path (default: stdout).")] = None,
+) -> None:
+    """A portfolio file from ccxt's unified account structures, offline (no network): each
+    venue's positions and balances become one account; the snapshot time and the files' marks
+    are recorded under "source"."""
+
+    def body() -> None:
+        from margin_engine.profiles.ccxt_files import merge_ccxt_accounts, parse_venue_files
+
+        document = merge_ccxt_accounts([parse_venue_files(v) for v in venue], mode=mode)
+        if output is None:
+            _emit_json(document)
+            return
+        output.write_text(json.dumps(document, indent=2) + "\n")
+        for name, seen in document["source"]["accounts"].items():
+            account = next(a for a in document["accounts"] if a["id"] == name)
+            typer.echo(f"{name}: {len(account['positions'])} positions, "
+                       f"{len(account['collateral'])} balances, {account['mode']}, snapshot "
+                       f"{seen['snapshot'] or 'not in the files'}", err=True)
+        typer.echo(f"Wrote {output}. Margin it against a market snapshot: margin-engine "
+                   f"compute {output} --market MARKET (--profile NAME for a venue's method).",
+                   err=True)
+
+    _guarded(body)
 ChainFiles = Annotated[list[str], typer.Argument(
     metavar="FILE", help="Deribit chain, book-summary or mark files; UNDERLYING=FILE names the "
     "underlying.")]

@@ -58,7 +58,8 @@ def load_portfolio(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Port
 
 def parse_portfolio(document: Any) -> Portfolio:
     check_schema(document, expected=PORTFOLIO_SCHEMA)
-    require_object(document, field="", allowed=("schema", "accounts", "instruments"),
+    # "source": where the book came from (e.g. ccxt files and their snapshot), not read here
+    require_object(document, field="", allowed=("schema", "accounts", "instruments", "source"),
                    required=("accounts",))
     declared = _parse_instruments(document.get("instruments", {}))
     raw_accounts = require_list(document["accounts"], field="accounts")

@@ -197,3 +197,42 @@ def read_ccxt_tiers(path: Path) -> dict[str, BracketTable]:
         table = table_from_ccxt(str(symbol), tiers, source=str(path))
         tables.setdefault(base, table)
     return tables
+
+
+def merge_ccxt_accounts(venues: list[tuple[str, Path, Path]], *, mode: str | None = None
+                        ) -> dict[str, Any]:
+    """One portfolio document from several venues' files, one account per venue (its id the
+    venue's name); ``source`` records each account's files, snapshot time and the marks the
+    files carried (the book still needs a market snapshot to be margined)."""
+    if mode not in (None, "cross", "isolated", "portfolio"):
+        raise InputError("cross, isolated or portfolio (default: from the files)",
+                         field="--mode", value=mode)
+    names = [name for name, _, _ in venues]
+    if len(set(names)) != len(names):
+        raise InputError("each venue name once", field="--venue", value=",".join(names))
+    instruments: dict[str, dict[str, Any]] = {}
+    accounts: list[dict[str, Any]] = []
+    provenance: dict[str, Any] = {}
+    for name, positions, balance in venues:
+        read = read_ccxt_account(positions, balance, account_id=name, mode=mode)
+        for symbol, spec in read.document["instruments"].items():
+            if instruments.setdefault(symbol, spec) != spec:
+                raise InputError("one contract size per instrument across venues",
+                                 field=f"{name}: {symbol}.contract_size",
+                                 value=spec["contract_size"], source=str(positions))
+        accounts.extend(read.document["accounts"])
+        provenance[name] = {"positions": str(positions), "balance": str(balance),
+                            "snapshot": read.snapshot, "marks": read.marks}
+    return {"schema": "margin-engine/portfolio/v1", "source": {
+        "format": "ccxt fetch_positions + fetch_balance", "accounts": provenance},
+        "instruments": instruments, "accounts": accounts}
+
+
+def parse_venue_files(spec: str) -> tuple[str, Path, Path]:
+    """``NAME=POSITIONS.json,BALANCE.json`` (the ``--venue`` option)."""
+    name, sep, files = spec.partition("=")
+    parts = [f.strip() for f in files.split(",")]
+    if not sep or not name.strip() or len(parts) != 2 or not all(parts):
+        raise InputError("NAME=POSITIONS.json,BALANCE.json (ccxt fetch_positions and "
+                         "fetch_balance output)", field="--venue", value=spec)
+    return name.strip(), Path(parts[0]), Path(parts[1])
