@@ -211,3 +211,37 @@ def test_compute_with_a_profile_equals_the_comparison_and_refuses_a_model_too(
     assert text.returncode == 0
     assert "binance-um" in text.stdout
     assert "n/a" in text.stdout
+
+
+def test_large_books_get_a_summary_and_liquidation_prices_on_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from margin_engine.profiles import cli
+
+    many = [{**ACCOUNTS[k % 2], "id": f"a{k}"} for k in range(6)]
+    portfolio = tmp_path / "book.json"
+    portfolio.write_text(json.dumps({"schema": "margin-engine/portfolio/v1",
+                                     "accounts": many}))
+    market = tmp_path / "market.json"
+    market.write_text(json.dumps(MARKET))
+    monkeypatch.setattr(cli, "PROFILE_LIQUIDATION_LIMIT", 5)
+    monkeypatch.setattr(cli, "ROWS_SHOWN", 4)
+    documents: list[Any] = []
+    cli.compare_profiles_command(portfolio, market, "deribit-pm,binance-um", config=None,
+                                 accounts=None, liquidation="auto", as_json=True,
+                                 emit_json=documents.append)
+    assert "liquidation prices skipped for 6 accounts" in capsys.readouterr().err
+    assert "underlyings" not in documents[0]["accounts"][0]["profiles"]["deribit-pm"]
+    cli.compare_profiles_command(portfolio, market, "deribit-pm,binance-um", config=None,
+                                 accounts=None, liquidation="on", as_json=True,
+                                 emit_json=documents.append)
+    assert "underlyings" in documents[1]["accounts"][0]["profiles"]["deribit-pm"]
+    cli.compare_profiles_command(portfolio, market, "deribit-pm,binance-um", config=None,
+                                 accounts=None, liquidation="off", as_json=False,
+                                 emit_json=documents.append)
+    out = capsys.readouterr().out
+    assert "6 accounts by venue profile" in out
+    assert "... 2 more accounts" in out
+    # the summary's total IM is the sum over the accounts
+    total = sum(a["profiles"]["deribit-pm"]["initial_margin"] for a in documents[1]["accounts"])
+    assert f"{total:,.0f}" in out

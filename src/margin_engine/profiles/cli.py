@@ -10,48 +10,64 @@ from rich.table import Table
 
 from margin_engine.core.errors import InputError
 
+# ``--liquidation-prices auto`` searches every profile's levels for books up to this size
+# (about 2 s per 1,000 accounts with all seven profiles); above it they are
+# opt-in with ``on``.
+PROFILE_LIQUIDATION_LIMIT = 1_000
+ROWS_SHOWN = 40  # accounts listed in the text tables (--json lists them all)
 
-def compare_profiles_command(portfolio: Path, market: Path, spec: str, *,
-                             config: Path | None, accounts: Path | None, liquidation: str,
-                             as_json: bool, emit_json: Callable[[Any], None]) -> None:
+
+def _run(portfolio: Path, market: Path, chosen: list[Any], *, config: Path | None,
+         accounts: Path | None, liquidation: str) -> dict[str, Any]:
+    """Load the book and run ``chosen`` profiles: the ``compare --profiles`` document."""
+    import sys
+
     from margin_engine.cli.loading import load_bound, load_config
-    from margin_engine.margin.run import LIQUIDATION_PRICE_LIMIT
-    from margin_engine.profiles.registry import parse_profiles
     from margin_engine.profiles.run import compare_profiles
 
     if liquidation not in ("auto", "on", "off"):
         raise InputError("auto, on or off", field="--liquidation-prices", value=liquidation)
-    chosen = parse_profiles(spec)
     risk = load_config(config)
     bound = load_bound(portfolio, market, accounts)
+    count = bound.account_count
     wanted = liquidation == "on" or (liquidation == "auto"
-                                     and bound.account_count <= LIQUIDATION_PRICE_LIMIT)
-    document = compare_profiles(bound, chosen, tuple(risk.haircuts.stablecoins), wanted)
+                                     and count <= PROFILE_LIQUIDATION_LIMIT)
+    if liquidation == "auto" and not wanted:
+        sys.stderr.write(f"note: liquidation prices skipped for {count:,} accounts (more than "
+                         f"{PROFILE_LIQUIDATION_LIMIT:,}); --liquidation-prices on to compute "
+                         "them (about 2 s per 1,000 accounts)\n")
+    return compare_profiles(bound, chosen, tuple(risk.haircuts.stablecoins), wanted)
+
+
+def compare_profiles_command(portfolio: Path, market: Path, spec: str, *,
+                             config: Path | None, accounts: Path | None, liquidation: str,
+                             as_json: bool, emit_json: Callable[[Any], None]) -> None:
+    """``compare --profiles``: every profile side by side, the cheapest venue and why."""
+    from margin_engine.profiles.registry import parse_profiles
+
+    document = _run(portfolio, market, parse_profiles(spec), config=config,
+                    accounts=accounts, liquidation=liquidation)
     if as_json:
         emit_json(document)
         return
     from margin_engine.cli.console import make_console
 
-    make_console().print(profiles_table(document))
+    console = make_console()
+    if len(document["accounts"]) > ROWS_SHOWN:
+        console.print(profiles_summary(document))
+    console.print(profiles_table(document))
+    _more(console, len(document["accounts"]))
 
 
 def compute_profile_command(portfolio: Path, market: Path, spec: str, *,
                             config: Path | None, accounts: Path | None, liquidation: str,
                             as_json: bool, emit_json: Callable[[Any], None]) -> None:
     """``compute --profile NAME|FILE``: every account's margin as one venue would compute it."""
-    from margin_engine.cli.loading import load_bound, load_config
-    from margin_engine.margin.run import LIQUIDATION_PRICE_LIMIT
     from margin_engine.profiles.registry import get_profile
-    from margin_engine.profiles.run import compare_profiles
 
-    if liquidation not in ("auto", "on", "off"):
-        raise InputError("auto, on or off", field="--liquidation-prices", value=liquidation)
     chosen = get_profile(spec, option="--profile")
-    risk = load_config(config)
-    bound = load_bound(portfolio, market, accounts)
-    wanted = liquidation == "on" or (liquidation == "auto"
-                                     and bound.account_count <= LIQUIDATION_PRICE_LIMIT)
-    compared = compare_profiles(bound, [chosen], tuple(risk.haircuts.stablecoins), wanted)
+    compared = _run(portfolio, market, [chosen], config=config, accounts=accounts,
+                    liquidation=liquidation)
     name = chosen.info.name
     document = {"timestamp": compared["timestamp"], "profile": compared["profiles"][0],
                 "accounts": [{"id": acc["id"], "mode": acc["mode"],
@@ -62,7 +78,39 @@ def compute_profile_command(portfolio: Path, market: Path, spec: str, *,
         return
     from margin_engine.cli.console import make_console
 
-    make_console().print(profile_table(document))
+    console = make_console()
+    console.print(profile_table(document))
+    _more(console, len(document["accounts"]))
+
+
+def _more(console: Any, count: int) -> None:
+    if count > ROWS_SHOWN:
+        console.print(f"... {count - ROWS_SHOWN:,} more accounts (--json lists them all)")
+
+
+def profiles_summary(document: dict[str, Any]) -> Table:
+    """Per profile over the whole book: accounts it can carry, total IM and MM, efficiency
+    (gross notional of the carried accounts / their IM) and how often it is the cheapest."""
+    table = Table(title=f"{len(document['accounts']):,} accounts by venue profile",
+                  title_justify="left", caption="efficiency: gross notional of the accounts "
+                  "the venue can carry / their total IM")
+    for column in ("profile", "accounts carried", "total IM", "total MM", "efficiency",
+                   "cheapest for"):
+        table.add_column(column, justify="left" if column == "profile" else "right")
+    cheapest: dict[str, int] = {}
+    for acc in document["accounts"]:
+        if acc["comparison"] is not None:
+            name = acc["comparison"]["cheapest"]
+            cheapest[name] = cheapest.get(name, 0) + 1
+    for info in document["profiles"]:
+        name = info["name"]
+        carried = [a for a in document["accounts"] if a["profiles"][name]["supported"]]
+        im = sum(a["profiles"][name]["initial_margin"] for a in carried)
+        mm = sum(a["profiles"][name]["maintenance_margin"] for a in carried)
+        gross = sum(a["gross_notional"] for a in carried)
+        table.add_row(name, f"{len(carried):,}", _money(im), _money(mm),
+                      f"{gross / im:.2f}x" if im > 0 else "-", f"{cheapest.get(name, 0):,}")
+    return table
 
 
 def profile_table(document: dict[str, Any]) -> Table:
@@ -80,7 +128,7 @@ def profile_table(document: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column in ("account", "IM terms",
                                                                 "liquidation prices")
                          else "right")
-    for acc in document["accounts"]:
+    for acc in document["accounts"][:ROWS_SHOWN]:
         if not acc["supported"]:
             table.add_row(acc["id"], "n/a", "", "", "", "", acc["unsupported_reason"], "")
             continue
@@ -115,7 +163,7 @@ def profiles_table(document: dict[str, Any]) -> Table:
         table.add_column(name, justify="right")
     table.add_column("cheapest")
     table.add_column("driving term")
-    for acc in document["accounts"]:
+    for acc in document["accounts"][:ROWS_SHOWN]:
         row = [acc["id"]]
         for name in names:
             entry = acc["profiles"][name]

@@ -34,6 +34,7 @@ from margin_engine.profiles.base import (
 GRID = np.concatenate([np.geomspace(0.02, 1.0, 40, endpoint=False),
                        np.geomspace(1.0, 10.0, 25)])
 ITERATIONS = 60
+LEVEL_CHUNK = 8  # grid levels evaluated together
 VIEW_SHRINK = 0.5  # re-cut the evaluated view when its unsolved accounts fall to this share
 TOLERANCE = 1e-12
 
@@ -164,10 +165,11 @@ def liquidation_levels(profile: VenueProfile, pb: ProfileBook, supported: BoolAr
         if targets.row.size == 0:
             continue
         grid = index * GRID
-        shared, per_position = _gaps(profile, sb, u, np.broadcast_to(grid, (sb.accounts,
-                                                                            GRID.size)).copy())
-        lo, hi = _solve(profile, sb, u, targets, _brackets(targets.values(shared, per_position),
-                                                           grid, index))
+        values = np.concatenate([  # the grid a few levels at a time: arrays that fit in cache
+            targets.values(*_gaps(profile, sb, u, np.broadcast_to(
+                grid[j:j + LEVEL_CHUNK], (sb.accounts, grid[j:j + LEVEL_CHUNK].size)).copy()))
+            for j in range(0, grid.size, LEVEL_CHUNK)], axis=1)
+        lo, hi = _solve(profile, sb, u, targets, _brackets(values, grid, index))
         full_account = view.accounts[targets.account]
         shared_t = ~targets.is_position
         down[full_account[shared_t], u] = lo[shared_t]
