@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -46,6 +45,7 @@ from margin_engine.profiles.base import (
     Term,
     Unsupported,
 )
+from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (
     Grid,
     Scenario,
@@ -114,26 +114,11 @@ INFO = ProfileInfo(
                 "collateral haircuts of X:PM", "open orders"))
 
 
-class DeribitPortfolioMargin:
-    uses_brackets = False
-
+class DeribitPortfolioMargin(ScenarioParameters):
     def __init__(self, params: DeribitParams | None = None) -> None:
         self.params = params or DeribitParams()
         self.grid = self.params.grid()
         self.info = INFO
-
-    def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, Any],
-                   source: str) -> DeribitPortfolioMargin:
-        """The same method with a profile file's parameters merged over these."""
-        from margin_engine.profiles.files import override
-
-        return DeribitPortfolioMargin(override(self.params, parameters,
-                                        where="parameters", source=source))
-
-    def parameters(self) -> dict[str, Any]:
-        from margin_engine.profiles.files import parameters_of
-
-        return parameters_of(self.params)
 
     def unsupported(self, pb: ProfileBook) -> list[Unsupported | None]:
         return [None] * pb.accounts

@@ -17,9 +17,7 @@ rises by 4 x the shortfall (PEG_FACTOR 4). Oracle add-on: a feed confidence belo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -35,6 +33,7 @@ from margin_engine.profiles.base import (
     first_reason,
     kind_flags,
 )
+from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (
     Grid,
     Scenario,
@@ -106,26 +105,11 @@ INFO = ProfileInfo(
                 "cross-underlying accounts (refused by the venue: unsupported here)"))
 
 
-class DerivePortfolioMargin:
-    uses_brackets = False
-
+class DerivePortfolioMargin(ScenarioParameters):
     def __init__(self, params: DeriveParams | None = None) -> None:
         self.params = params or DeriveParams()
         self.grid = self.params.grid()
         self.info = INFO
-
-    def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, Any],
-                   source: str) -> DerivePortfolioMargin:
-        """The same method with a profile file's parameters merged over these."""
-        from margin_engine.profiles.files import override
-
-        return DerivePortfolioMargin(override(self.params, parameters,
-                                        where="parameters", source=source))
-
-    def parameters(self) -> dict[str, Any]:
-        from margin_engine.profiles.files import parameters_of
-
-        return parameters_of(self.params)
 
     def unsupported(self, pb: ProfileBook) -> list[Unsupported | None]:
         exposed = np.zeros((pb.accounts, len(pb.underlyings)), dtype=np.bool_)

@@ -98,6 +98,23 @@ def parameters_of(params: Any, settable: tuple[str, ...] | None = None) -> dict[
     return out
 
 
+class ScenarioParameters:
+    """What a scenario profile (one frozen dataclass of parameters in ``params``, built by
+    ``type(self)(params)``) needs to be configured from a file."""
+
+    params: Any
+    uses_brackets = False
+
+    def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, Any],
+                   source: str) -> Any:
+        """The same method with a profile file's parameters merged over these."""
+        make: Any = type(self)  # each subclass is built from its parameters alone
+        return make(override(self.params, parameters, where="parameters", source=source))
+
+    def parameters(self) -> dict[str, Any]:
+        return parameters_of(self.params)
+
+
 def _date(value: Any, source: str) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from margin_engine.profiles.base import (
     Unsupported,
     kind_flags,
 )
+from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (
     Grid,
     Scenario,
@@ -95,27 +95,12 @@ INFO = ProfileInfo(
                 "numbers from the pages read"))
 
 
-class OkxPortfolioMargin:
-    uses_brackets = False
-
+class OkxPortfolioMargin(ScenarioParameters):
     def __init__(self, params: OkxParams | None = None) -> None:
         self.params = params or OkxParams()
         self.info = INFO
         self._spot, self._vol = self.params.spot_grid(), self.params.vol_grid()
         self._extreme = self.params.extreme_grid()
-
-    def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, Any],
-                   source: str) -> OkxPortfolioMargin:
-        """The same method with a profile file's parameters merged over these."""
-        from margin_engine.profiles.files import override
-
-        return OkxPortfolioMargin(override(self.params, parameters,
-                                        where="parameters", source=source))
-
-    def parameters(self) -> dict[str, Any]:
-        from margin_engine.profiles.files import parameters_of
-
-        return parameters_of(self.params)
 
     def unsupported(self, pb: ProfileBook) -> list[Unsupported | None]:
         return [None] * pb.accounts
