@@ -44,7 +44,7 @@ from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.portfolio import run_portfolio_kernel
 from margin_engine.margin.protocol import MarginModel
-from margin_engine.margin.registry import get_model
+from margin_engine.margin.registry import from_history, get_model, needs_history
 from margin_engine.margin.scenarios import value_change_grid
 from margin_engine.market.snapshot import MarketSnapshot
 from margin_engine.vol.forecast import (
@@ -373,15 +373,16 @@ def _margin_on_day(method: Method, bound: Any, d: int, names: list[str], days: I
                 scale[bound.underlyings.index(u)] = method.rates[d, k] / GRID_MAX_MOVE
         grid = value_change_grid(bound, config.portfolio, scale)
         return float(run_portfolio_kernel(bound, config, grid, scale).initial_margin[0])
-    if method.model == "var":
-        from margin_engine.margin.var import VarHistory, VarModel
+    assert method.model is not None
+    if needs_history(method.model):  # made from the history up to day d
+        from margin_engine.margin.var import VarHistory
 
         if d < 60:
             return math.nan
         cut = VarHistory(underlyings=tuple(names), days_ns=days[:d + 1], closes=closes[:d + 1],
                          dvol=np.full((d + 1, len(names)), np.nan))
-        return float(VarModel(cut).compute(bound, var_config).initial_margin[0])
-    assert method.model is not None
+        model = from_history(method.model, cut)
+        return float(model.compute(bound, var_config).initial_margin[0])
     return float(get_model(method.model, built).compute(bound, config).initial_margin[0])
 
 

@@ -15,8 +15,8 @@ from margin_engine.io.portfolio_file import load_portfolio
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.isolated import check_asked_margins
 from margin_engine.margin.protocol import MarginModel
-from margin_engine.margin.registry import MODEL_NAMES, get_model
-from margin_engine.margin.run import BY_ACCOUNT_MODE, ModelRun, run_models
+from margin_engine.margin.registry import ModelSelection, every_model_name, get_model
+from margin_engine.margin.run import ModelRun, run_models
 
 
 def load_bound(portfolio: Path, market: Path, accounts: Path | None = None) -> BoundBook:
@@ -88,10 +88,9 @@ def prepare_run(portfolio: Path, market: Path, *, model: str, config: Path | Non
         risk = RiskConfig.from_dict({**risk.to_dict(), "var": {**risk.to_dict()["var"],
                                                                **var_overrides}})
     built = build_models(data)
-    if model not in (BY_ACCOUNT_MODE, "all"):
+    if model not in tuple(ModelSelection):
         get_model(model, built)
-    models = [*MODEL_NAMES, *(["var"] if "var" in built else [])] if model == "all" \
-        else [model]
+    models = every_model_name(built) if model == ModelSelection.ALL else [model]
     bound = load_bound(portfolio, market, accounts)
     try:
         check_asked_margins(bound, risk)

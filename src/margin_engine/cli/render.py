@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from margin_engine.app.compute import ModelChoice
+
 
 def money(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
@@ -129,13 +131,14 @@ def print_compute(document: dict[str, Any], console: Console | None = None) -> N
     """One table per margin model (with ``--model account`` each account under its own mode)."""
     console = _console(console)
     model = document["model"]
-    own = " (each account under its own mode)" if model == "account" else ""
+    by_mode = model == ModelChoice.ACCOUNT
+    own = " (each account under its own mode)" if by_mode else ""
     heading(console, f"Margin in USD at {document['timestamp']}, {model} model{own}")
     groups: dict[str, list[dict[str, Any]]] = {}
     for acc in document["accounts"]:
         groups.setdefault(acc["model"], []).append(acc)
     for name, accounts in groups.items():
-        if len(groups) > 1 or model == "account":
+        if len(groups) > 1 or by_mode:
             console.print(Text(f"{name} model: {len(accounts):,} account"
                                f"{'s' if len(accounts) != 1 else ''}", style="bold"))
         fmt = amounts(v for acc in accounts for v in (acc["adjusted_equity"],
@@ -181,52 +184,12 @@ def print_compare(document: dict[str, Any], console: Console | None = None) -> N
 # ----------------------------------------------------------------------------------- explain
 
 def print_explanation(console: Console, explanation: dict[str, Any]) -> None:
+    """One account's explanation: the model's own part (``EXPLANATION_PRINTERS``), then the
+    collateral lines, equity, IM and MM."""
     model = explanation["model"]
     console.print(Text.assemble((explanation["account"], "bold"), " under ",
                                 (model, "bold"), " (amounts in USD)"))
-    if model == "isolated":
-        out = table("instrument", "size", "mark", "notional", "rule", "IM", "MM", "margin held",
-                    "position equity", left=("rule",))
-        for p in explanation["positions"]:
-            out.add_row(p["instrument"], f"{p['size']:g}", money(p["mark"]), money(p["notional"]),
-                        p["rule"], money(p["initial_margin"]), money(p["maintenance_margin"]),
-                        money(p.get("margin_held")), money(p.get("position_equity")))
-        console.print(out)
-    elif model == "sensitivity":
-        for u, cell in explanation["underlyings"].items():
-            vr = ", ".join(f"{t}d {money(v)}" for t, v in cell["vega_risk_by_tenor"].items()
-                           if v)
-            cv = ", ".join(f"{t}d {money(v)}" for t, v in cell["curvature_risk_by_tenor"].items()
-                           if v)
-            console.print(f"  {u}: risk weight {cell['risk_weight']:.2f} %, weighted delta "
-                          f"{money(cell['weighted_delta'])}")
-            console.print(f"    vega risk by tenor: {vr or '-'}")
-            console.print(f"    curvature risk by tenor: {cv or '-'}")
-        console.print(f"  delta {money(explanation['delta_margin'])} + vega "
-                      f"{money(explanation['vega_margin'])} + curvature "
-                      f"{money(explanation['curvature_margin'])}")
-        console.print(f"  (theta {explanation['theta']:.3f}, lambda {explanation['lambda']:.3f})")
-    elif model == "var":
-        for k, v in explanation.items():
-            if k in ("account", "model", "initial_margin", "maintenance_margin", "collateral",
-                     "equity", "adjusted_equity"):
-                continue
-            shown = money(v) if isinstance(v, float) and "day" not in k else str(v)
-            console.print(f"  {k.replace('_', ' ')}: {shown}")
-    elif model == "cross":
-        for u, cell in explanation["underlyings"].items():
-            console.print(f"  {u}: net linear notional {money(cell['net_linear_notional'])}, "
-                          f"hedged {money(cell['hedged_linear_notional'])}")
-            console.print(f"    tiers {money(cell['tiered_on_net'])} + hedge "
-                          f"{money(cell['hedge_charge'])}, capped at isolated "
-                          f"{money(cell['isolated_cap'])} = {money(cell['linear_initial_margin'])}")
-            for p in cell["options"]:
-                console.print(f"    option {p['instrument']} x {p['size']:g}: IM "
-                              f"{money(p['initial_margin'])}, MM {money(p['maintenance_margin'])}")
-            console.print(f"    underlying IM {money(cell['initial_margin'])}, MM "
-                          f"{money(cell['maintenance_margin'])}")
-    else:
-        _print_portfolio_explanation(console, explanation)
+    EXPLANATION_PRINTERS[ModelChoice(model)](console, explanation)
     for line in explanation.get("collateral", []):
         parts = (f"vol {100 * line['volatility']:.2f} %"
                  f"{' (in scenarios)' if line.get('volatility_in_scenarios') else ''}, "
@@ -243,7 +206,61 @@ def print_explanation(console: Console, explanation: dict[str, Any]) -> None:
                        f"{money(explanation['maintenance_margin'])}", style="bold"))
 
 
+def _print_isolated_explanation(console: Console, explanation: dict[str, Any]) -> None:
+    """One row per position: its charges, the margin it holds and its equity."""
+    out = table("instrument", "size", "mark", "notional", "rule", "IM", "MM", "margin held",
+                "position equity", left=("rule",))
+    for p in explanation["positions"]:
+        out.add_row(p["instrument"], f"{p['size']:g}", money(p["mark"]), money(p["notional"]),
+                    p["rule"], money(p["initial_margin"]), money(p["maintenance_margin"]),
+                    money(p.get("margin_held")), money(p.get("position_equity")))
+    console.print(out)
+
+
+def _print_sensitivity_explanation(console: Console, explanation: dict[str, Any]
+                                   ) -> None:
+    """Per underlying the weighted delta, vega and curvature risk; then the three margins."""
+    for u, cell in explanation["underlyings"].items():
+        vr = ", ".join(f"{t}d {money(v)}" for t, v in cell["vega_risk_by_tenor"].items() if v)
+        cv = ", ".join(f"{t}d {money(v)}" for t, v in cell["curvature_risk_by_tenor"].items()
+                       if v)
+        console.print(f"  {u}: risk weight {cell['risk_weight']:.2f} %, weighted delta "
+                      f"{money(cell['weighted_delta'])}")
+        console.print(f"    vega risk by tenor: {vr or '-'}")
+        console.print(f"    curvature risk by tenor: {cv or '-'}")
+    console.print(f"  delta {money(explanation['delta_margin'])} + vega "
+                  f"{money(explanation['vega_margin'])} + curvature "
+                  f"{money(explanation['curvature_margin'])}")
+    console.print(f"  (theta {explanation['theta']:.3f}, lambda {explanation['lambda']:.3f})")
+
+
+def _print_var_explanation(console: Console, explanation: dict[str, Any]) -> None:
+    """The model's components, one per line."""
+    for k, v in explanation.items():
+        if k in ("account", "model", "initial_margin", "maintenance_margin", "collateral",
+                 "equity", "adjusted_equity"):
+            continue
+        shown = money(v) if isinstance(v, float) and "day" not in k else str(v)
+        console.print(f"  {k.replace('_', ' ')}: {shown}")
+
+
+def _print_cross_explanation(console: Console, explanation: dict[str, Any]) -> None:
+    """Per underlying the netted linear charge against its isolated cap, and options."""
+    for u, cell in explanation["underlyings"].items():
+        console.print(f"  {u}: net linear notional {money(cell['net_linear_notional'])}, "
+                      f"hedged {money(cell['hedged_linear_notional'])}")
+        console.print(f"    tiers {money(cell['tiered_on_net'])} + hedge "
+                      f"{money(cell['hedge_charge'])}, capped at isolated "
+                      f"{money(cell['isolated_cap'])} = {money(cell['linear_initial_margin'])}")
+        for p in cell["options"]:
+            console.print(f"    option {p['instrument']} x {p['size']:g}: IM "
+                          f"{money(p['initial_margin'])}, MM {money(p['maintenance_margin'])}")
+        console.print(f"    underlying IM {money(cell['initial_margin'])}, MM "
+                      f"{money(cell['maintenance_margin'])}")
+
+
 def _print_portfolio_explanation(console: Console, explanation: dict[str, Any]) -> None:
+    """Per underlying the worst scenario, contingencies and level; then the aggregation."""
     for u, cell in explanation["underlyings"].items():
         w = cell["worst_scenario"]
         console.print(f"  {u}: scan risk {money(cell['scan_risk'])} in the worst scenario: move "
@@ -263,6 +280,16 @@ def _print_portfolio_explanation(console: Console, explanation: dict[str, Any]) 
     console.print(f"  correlation offset {money(explanation['correlation_offset'])}")
     if explanation.get("stablecoin_depeg"):
         console.print(f"  + stablecoin depeg scenario {money(explanation['stablecoin_depeg'])}")
+
+
+# The model's own part of an explanation, by the model that made it.
+EXPLANATION_PRINTERS: dict[ModelChoice, Callable[[Console, dict[str, Any]], None]] = {
+    ModelChoice.ISOLATED: _print_isolated_explanation,
+    ModelChoice.CROSS: _print_cross_explanation,
+    ModelChoice.PORTFOLIO: _print_portfolio_explanation,
+    ModelChoice.SENSITIVITY: _print_sensitivity_explanation,
+    ModelChoice.VAR: _print_var_explanation,
+}
 
 
 # --------------------------------------------------------------------------------- liquidation

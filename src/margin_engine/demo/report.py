@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from margin_engine.app.compute import ModelChoice
 from margin_engine.book.bound import bind_market
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.demo.canonical import canonical_portfolio
@@ -20,8 +21,12 @@ from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.margin.agreement import pairwise_agreement
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.protocol import MarginModel
-from margin_engine.margin.registry import MODEL_NAMES
+from margin_engine.margin.registry import every_model_name
 from margin_engine.margin.run import efficiency, run_models
+
+# The portfolio model is the benchmark the risk-based models' ranking of books is compared with.
+BENCHMARK = ModelChoice.PORTFOLIO
+AGREEMENT_MODELS = (ModelChoice.SENSITIVITY, ModelChoice.VAR)
 
 
 def build_report(output: Path, built: dict[str, MarginModel],
@@ -29,15 +34,15 @@ def build_report(output: Path, built: dict[str, MarginModel],
     config = config or RiskConfig()
     bound = bind_market(book_from_portfolio(parse_portfolio(canonical_portfolio())),
                         parse_market(demo_market_document()))
-    models = [*MODEL_NAMES, *(["var"] if "var" in built else [])]
+    models = every_model_name(built)
     run = run_models(bound, config, models, built)
     names = list(bound.book.account_ids)
     table = {name: {m: {"initial_margin": float(run.results[m].initial_margin[k]),
                         "efficiency": _finite(efficiency(run, m)[k])} for m in models}
              for k, name in enumerate(names)}
-    agreement = {m: pairwise_agreement(names, run.results["portfolio"].initial_margin,
-                                       run.results[m].initial_margin)
-                 for m in ("sensitivity", "var") if m in run.results}
+    agreement = {m.value: pairwise_agreement(names, run.results[BENCHMARK].initial_margin,
+                                             run.results[m].initial_margin)
+                 for m in AGREEMENT_MODELS if m in run.results}
     output.mkdir(parents=True, exist_ok=True)
     _bars(table, models, "efficiency", "margin efficiency = gross notional / IM (log scale)",
           output / "efficiency.png", log=True)

@@ -117,7 +117,7 @@ class SliceRemargin:
 
         def compute(name: str) -> Any:
             model = get_model(name)
-            recompute = getattr(model, "recompute", None)
+            recompute = model.recompute if model.incremental else None
             if recompute is None:
                 return model.compute(bound, self.config)
             if piece.portfolio is not None and symbol in bound.underlyings:

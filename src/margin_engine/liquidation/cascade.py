@@ -70,7 +70,7 @@ from margin_engine.liquidation.replay import (
     with_settlement_asset,
 )
 from margin_engine.liquidation.shocks import with_index
-from margin_engine.margin.config import SHORTFALL_RULES, RiskConfig
+from margin_engine.margin.config import RiskConfig, ShortfallRule, choice
 from margin_engine.margin.run import AccountMargins
 from margin_engine.market.oracle import OracleConfig
 from margin_engine.market.snapshot import MarketSnapshot
@@ -102,7 +102,7 @@ class CascadeConfig:
     round_seconds: float = 60.0  # time between rounds (and the clock options decay by)
     impact: ImpactConfig = field(default_factory=ImpactConfig)
     penalty_rate: float = 0.01
-    shortfall: str = "adl"  # what pays bad debt beyond the fund: "adl" or "socialised"
+    shortfall: str = "adl"  # a ShortfallRule: what pays bad debt beyond the fund
     # the insurance fund at the start: USD, else this share of the open interest (gross
     # notional at the start, the same in every margin mode)
     insurance_fund: float | None = None
@@ -117,9 +117,8 @@ class CascadeConfig:
         if not (math.isfinite(self.penalty_rate) and 0 <= self.penalty_rate < 1):
             raise InputError("a fraction in [0, 1)", field="penalty_rate",
                              value=self.penalty_rate)
-        if self.shortfall not in SHORTFALL_RULES:
-            raise InputError(f"one of {list(SHORTFALL_RULES)}", field="shortfall",
-                             value=self.shortfall)
+        object.__setattr__(self, "shortfall",
+                           choice(ShortfallRule, self.shortfall, field="shortfall"))
         fund = self.insurance_fund
         if fund is not None and not (math.isfinite(fund) and fund >= 0):
             raise InputError("USD >= 0", field="insurance_fund", value=fund)
@@ -248,7 +247,8 @@ def run_cascade(book: ColumnarBook, market: MarketSnapshot, shock: Shock, *, mod
         else cascade.insurance_fund_share * gross
     liquidation = LiquidationConfig(penalty_rate=cascade.penalty_rate,
                                     latency_seconds=cascade.round_seconds,
-                                    shortfall=cascade.shortfall, insurance_fund=fund,
+                                    shortfall=ShortfallRule(cascade.shortfall),
+                                    insurance_fund=fund,
                                     settlement_asset=SETTLEMENT,
                                     breaker=BreakerConfig(enabled=False))
     config = replace(config, liquidation=liquidation,

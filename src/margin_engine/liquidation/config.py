@@ -1,5 +1,10 @@
 """Liquidation and circuit-breaker parameters (defined with the risk config they belong to)."""
 
-from margin_engine.margin.config import BreakerConfig, LiquidationConfig
+from margin_engine.margin.config import (
+    AdlRanking,
+    BreakerConfig,
+    LiquidationConfig,
+    ShortfallRule,
+)
 
-__all__ = ["BreakerConfig", "LiquidationConfig"]
+__all__ = ["AdlRanking", "BreakerConfig", "LiquidationConfig", "ShortfallRule"]

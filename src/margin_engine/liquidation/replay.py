@@ -34,18 +34,18 @@ from margin_engine.data.prices import PriceSeries, align
 from margin_engine.engine.risk_state import RiskState, numbered, whole_book_margins
 from margin_engine.engine.tick_guard import Verdict
 from margin_engine.ledger.journal import EXTERNAL, INSURANCE_FUND, ZERO, Ledger, to_amount
-from margin_engine.liquidation.config import LiquidationConfig
+from margin_engine.liquidation.config import AdlRanking, LiquidationConfig, ShortfallRule
 from margin_engine.liquidation.partial import PartialLiquidation, partially_liquidate
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.isolated import check_asked_margins
-from margin_engine.margin.registry import get_model
+from margin_engine.margin.registry import ModelSelection, get_model
 from margin_engine.margin.run import AccountMargins
 from margin_engine.market.oracle import OracleConfig
 from margin_engine.market.snapshot import MarketSnapshot
 from margin_engine.store.base import Tick
 
-BY_ACCOUNT = "account"
+BY_ACCOUNT = ModelSelection.ACCOUNT
 # a profit at or below half the ledger quantum rounds to 0 (half-even): nothing to take by ADL
 DUST = 5e-9
 
@@ -478,7 +478,7 @@ def _liquidate_one(a: int, book: ColumnarBook, size: FloatArray, collateral: Flo
     events.append({"time": ns_to_iso(time_ns), "type": "bad_debt", "account": account,
                    "shortfall": float(shortfall), "insurance_fund": float(covered)})
     if remaining > ZERO:
-        if liquidation.shortfall == "adl":
+        if liquidation.shortfall is ShortfallRule.ADL:
             sides = {}
             table = book.instruments
             names = {i.name: k for k, i in enumerate(table.instruments)}
@@ -525,7 +525,8 @@ def _auto_deleverage(a: int, book: ColumnarBook, size: FloatArray, collateral: F
     profit = pnl[rows] / np.maximum(np.abs(notional[rows]), 1e-12)
     held = equity[owners[rows]]
     leverage = np.where(held > 0, gross[owners[rows]] / np.where(held > 0, held, 1.0), np.inf)
-    rank = profit * leverage if liquidation.adl_ranking == "profit_x_leverage" else profit
+    rank = profit * leverage if liquidation.adl_ranking is AdlRanking.PROFIT_X_LEVERAGE \
+        else profit
     asset = liquidation.settlement_asset
     for row in _best_first(rows, rank):
         if remaining <= ZERO:

@@ -10,12 +10,69 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from margin_engine.collateral.haircuts import AssetHaircut, ChainTier, CollateralConfig
 from margin_engine.core.errors import ConfigError, InputError
 from margin_engine.core.numbers import parse_float
+
+
+class VolDynamics(StrEnum):
+    """How implied vols follow a price move in the portfolio scenarios."""
+
+    STICKY_STRIKE = "sticky_strike"
+    STICKY_MONEYNESS = "sticky_moneyness"
+
+
+class TailMeasure(StrEnum):
+    """The var model's tail measure."""
+
+    ES = "es"  # expected shortfall
+    VAR = "var"
+
+
+class ApcRule(StrEnum):
+    """Anti-procyclicality of the var model (EMIR RTS 153/2013 art. 28)."""
+
+    NONE = "none"
+    BUFFER = "buffer"
+    STRESSED_WEIGHT = "stressed_weight"
+    FLOOR = "floor"
+
+
+class ShortfallRule(StrEnum):
+    """Who pays bad debt the insurance fund cannot."""
+
+    ADL = "adl"  # auto-deleveraging of the most profitable opposite positions
+    SOCIALISED = "socialised"
+
+
+class AdlRanking(StrEnum):
+    """How auto-deleveraging ranks the positions it closes."""
+
+    PROFIT_X_LEVERAGE = "profit_x_leverage"
+    PROFIT = "profit"
+
+
+_Choice = TypeVar("_Choice", bound=StrEnum)
+
+
+def choice(kind: type[_Choice], value: Any, *, field: str) -> _Choice:
+    """``value`` as a member of ``kind``; an InputError naming ``field``, the value and the
+    allowed values otherwise."""
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        raise InputError(f"one of {[member.value for member in kind]}", field=field,
+                         value=value) from None
+
+
+def _check_choices(config: Any, kinds: Mapping[str, type[StrEnum]]) -> None:
+    """Replace each named string field of a frozen ``config`` by its enum member."""
+    for name, kind in kinds.items():
+        object.__setattr__(config, name, choice(kind, getattr(config, name), field=name))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,10 +131,10 @@ class PortfolioConfig:
     linear_contingency_rate: float = 0.01
     max_cross_offset: float = 0.5
     maintenance_fraction: float = 0.8
-    vol_dynamics: str = "sticky_strike"  # or "sticky_moneyness"
+    vol_dynamics: VolDynamics = VolDynamics.STICKY_STRIKE
 
-
-VOL_DYNAMICS = ("sticky_strike", "sticky_moneyness")
+    def __post_init__(self) -> None:
+        _check_choices(self, {"vol_dynamics": VolDynamics})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,11 +142,11 @@ class VarConfig:
     """SPEC 3.5: filtered historical simulation, EMIR RTS 153/2013 art. 28 APC options."""
 
     confidence: float = 0.99
-    measure: str = "es"  # "es" (expected shortfall) or "var"
+    measure: TailMeasure = TailMeasure.ES
     mpor_days: float = 1.0
     ewma_lambda: float = 0.94
     scenarios: float = 1000.0  # the most recent h-day windows used
-    apc: str = "none"  # "none", "buffer", "stressed_weight" or "floor"
+    apc: ApcRule = ApcRule.NONE
     apc_buffer: float = 0.25
     stressed_weight: float = 0.25
     stressed_window_days: float = 250.0
@@ -97,11 +154,15 @@ class VarConfig:
     vol_floor: float = 0.01
     maintenance_fraction: float = 0.8
 
+    def __post_init__(self) -> None:
+        _check_choices(self, {"measure": TailMeasure, "apc": ApcRule})
 
-STRING_CHOICES: dict[str, tuple[str, ...]] = {
-    "vol_dynamics": VOL_DYNAMICS,
-    "measure": ("es", "var"),
-    "apc": ("none", "buffer", "stressed_weight", "floor"),
+
+# The enum-valued fields of the config sections, by field name.
+STRING_CHOICES: dict[str, type[StrEnum]] = {
+    "vol_dynamics": VolDynamics,
+    "measure": TailMeasure,
+    "apc": ApcRule,
 }
 
 
@@ -124,15 +185,14 @@ class LiquidationConfig:
     penalty_rate: float = 0.01  # of the closed notional, to the insurance fund
     target_buffer: float = 1.0  # close until equity >= IM x target_buffer
     latency_seconds: float = 60.0  # from trigger to execution
-    shortfall: str = "adl"  # "adl" (auto-deleveraging) or "socialised"
-    adl_ranking: str = "profit_x_leverage"  # or "profit"
+    shortfall: ShortfallRule = ShortfallRule.ADL
+    adl_ranking: AdlRanking = AdlRanking.PROFIT_X_LEVERAGE
     insurance_fund: float = 0.0  # initial fund, USD
     settlement_asset: str = "USD"
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
-
-SHORTFALL_RULES = ("adl", "socialised")
-ADL_RANKINGS = ("profit_x_leverage", "profit")
+    def __post_init__(self) -> None:
+        _check_choices(self, {"shortfall": ShortfallRule, "adl_ranking": AdlRanking})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,6 +290,8 @@ class RiskConfig:
 
 
 def _to_plain(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
     if hasattr(value, "__dataclass_fields__"):
         return {f.name: _to_plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
@@ -287,10 +349,7 @@ def _scalars(data: Mapping[str, Any], cls: type, path: str, base: Any) -> Any:
         value = data[f.name]
         where = f"{path}.{f.name}"
         if f.name in STRING_CHOICES:
-            if value not in STRING_CHOICES[f.name]:
-                raise InputError(f"one of {list(STRING_CHOICES[f.name])}", field=where,
-                                 value=value)
-            updates[f.name] = value
+            updates[f.name] = choice(STRING_CHOICES[f.name], value, field=where)
         elif isinstance(getattr(base, f.name), tuple):
             if not isinstance(value, list) or not value:
                 raise InputError("a non-empty list of numbers", field=where, value=value)
@@ -467,15 +526,18 @@ def _liquidation(data: Any) -> LiquidationConfig:
         raise InputError("true or false", field="liquidation.breaker.enabled", value=enabled)
     breaker = replace(_scalars(breaker_raw, BreakerConfig, "liquidation.breaker",
                                BreakerConfig()), enabled=enabled)
-    choices = {"shortfall": SHORTFALL_RULES, "adl_ranking": ADL_RANKINGS}
+    choices: dict[str, type[StrEnum]] = {"shortfall": ShortfallRule, "adl_ranking": AdlRanking}
     texts: dict[str, Any] = {}
     for name in ("shortfall", "adl_ranking", "settlement_asset"):
         if name in raw:
             value = raw.pop(name)
-            if not isinstance(value, str) or (name in choices and value not in choices[name]):
-                raise InputError(f"one of {list(choices.get(name, ('an asset symbol',)))}",
-                                 field=f"liquidation.{name}", value=value)
-            texts[name] = value
+            if name in choices:
+                texts[name] = choice(choices[name], value, field=f"liquidation.{name}")
+            elif isinstance(value, str):
+                texts[name] = value
+            else:
+                raise InputError("one of ['an asset symbol']", field=f"liquidation.{name}",
+                                 value=value)
     numbers: LiquidationConfig = _scalars(raw, LiquidationConfig, "liquidation",
                                           LiquidationConfig())
     return replace(numbers, breaker=breaker, **texts)

@@ -9,19 +9,28 @@ Options are charged as in `isolated`. The cap makes cross <= isolated by constru
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
 from margin_engine.margin.common import active_cells, collateral_haircuts, per_underlying_sum
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.isolated import position_charges
-from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.protocol import MarginResult, ModelDefaults
 from margin_engine.margin.tiers import tiered_charge
 
 
-class CrossModel:
+class CrossModel(ModelDefaults):
     name = "cross"
     revalues_coins = False
+
+    def explain(self, bound: BoundBook, config: RiskConfig, result: MarginResult,
+                account: int) -> dict[str, Any]:
+        """Per underlying, the netted linear charge against its isolated cap."""
+        from margin_engine.margin.explain import explain_cross
+
+        return explain_cross(bound, config, result, account)
 
     def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult:
         table = bound.book.instruments

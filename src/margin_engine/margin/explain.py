@@ -23,9 +23,9 @@ from margin_engine.domain.instruments import (
     Settlement,
     resolve_name,
 )
-from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.config import RiskConfig, VolDynamics
 from margin_engine.margin.portfolio_kernel import TIE_TOLERANCE
-from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.protocol import MarginModel, MarginResult
 from margin_engine.margin.scenarios import linear_moves, scenario_table
 from margin_engine.margin.tiers import tiered_charge
 from margin_engine.market.snapshot import MarketSnapshot
@@ -37,12 +37,14 @@ def _rows(bound: BoundBook, account: int) -> range:
 
 
 def explain_account(bound: BoundBook, config: RiskConfig, result: MarginResult,
-                    account: int, model: Any = None) -> dict[str, Any]:
+                    account: int, model: MarginModel | None = None) -> dict[str, Any]:
+    """The model's own explanation of ``account`` plus its collateral lines and equity;
+    ``model``: the model that produced ``result`` (by default the registered one of its name)."""
     from margin_engine.margin.registry import get_model
 
-    explanation = _explain_model(bound, config, result, account, model)
-    revalues = (model if model is not None else get_model(result.model)).revalues_coins
-    explanation["collateral"] = collateral_lines(bound, config, account, revalues,
+    chosen = model if model is not None else get_model(result.model)
+    explanation = chosen.explain(bound, config, result, account)
+    explanation["collateral"] = collateral_lines(bound, config, account, chosen.revalues_coins,
                                                  "depeg" in result.per_account)
     equity = float(bound.equity()[account])
     explanation["equity"] = equity
@@ -79,22 +81,6 @@ def collateral_lines(bound: BoundBook, config: RiskConfig, account: int, revalue
     return lines
 
 
-def _explain_model(bound: BoundBook, config: RiskConfig, result: MarginResult,
-                   account: int, model: Any) -> dict[str, Any]:
-    if result.model == "portfolio":
-        return explain_portfolio(bound, config, account)
-    if result.model == "sensitivity":
-        from margin_engine.margin.sensitivity import SensitivityModel
-
-        params = model.params if isinstance(model, SensitivityModel) else None
-        return explain_sensitivity(bound, account, params)
-    if result.model == "var":
-        return _explain_var(bound, result, account)
-    if result.model == "cross":
-        return _explain_cross(bound, config, result, account)
-    return _explain_isolated(bound, result, account)
-
-
 def _position_line(bound: BoundBook, row: int) -> dict[str, Any]:
     inst = int(bound.book.position_instrument[row])
     return {"instrument": bound.book.instruments.instruments[inst].name,
@@ -103,7 +89,8 @@ def _position_line(bound: BoundBook, row: int) -> dict[str, Any]:
             "mark": float(bound.mark[inst])}
 
 
-def _explain_isolated(bound: BoundBook, result: MarginResult, account: int) -> dict[str, Any]:
+def explain_isolated(bound: BoundBook, result: MarginResult, account: int) -> dict[str, Any]:
+    """Each position's own charges (the isolated model's per-position arrays)."""
     table = bound.book.instruments
     lines = []
     for row in _rows(bound, account):
@@ -126,8 +113,9 @@ def _explain_isolated(bound: BoundBook, result: MarginResult, account: int) -> d
             "maintenance_margin": float(result.maintenance_margin[account])}
 
 
-def _explain_cross(bound: BoundBook, config: RiskConfig, result: MarginResult,
-                   account: int) -> dict[str, Any]:
+def explain_cross(bound: BoundBook, config: RiskConfig, result: MarginResult,
+                  account: int) -> dict[str, Any]:
+    """Per underlying, the netted linear charge and its isolated cap, and the options."""
     table = bound.book.instruments
     per_u = result.per_underlying
     underlyings: dict[str, Any] = {}
@@ -298,7 +286,7 @@ def _scenario_changes(market: MarketSnapshot, config: RiskConfig, priced: _Price
     changes = []
     for move, shock, _ in scenarios:
         before = priced.sigma
-        if cfg.vol_dynamics == "sticky_moneyness":
+        if cfg.vol_dynamics is VolDynamics.STICKY_MONEYNESS:
             before = _surface_vol(market, instrument.underlying, priced.years,
                                   strike / (1.0 + move))
         shocked = max(cfg.vol_floor, before * (1.0 + shock * scale))
@@ -470,7 +458,8 @@ def explain_sensitivity(bound: BoundBook, account: int, params: Any = None) -> d
             "maintenance_margin": params.maintenance_fraction * result["initial_margin"]}
 
 
-def _explain_var(bound: BoundBook, result: MarginResult, account: int) -> dict[str, Any]:
+def explain_var(bound: BoundBook, result: MarginResult, account: int) -> dict[str, Any]:
+    """The var model's components of the account (measures and the worst scenario day)."""
     from margin_engine.margin.run import _component
 
     return {"account": bound.book.account_ids[account], "model": "var",

@@ -18,6 +18,8 @@ no more (beyond it is bad debt).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
@@ -25,7 +27,7 @@ from margin_engine.core.errors import InputError
 from margin_engine.core.types import FloatArray
 from margin_engine.margin.common import active_cells, collateral_haircuts, per_underlying_sum
 from margin_engine.margin.config import RiskConfig
-from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.protocol import MarginResult, ModelDefaults
 from margin_engine.margin.tiers import tiered_charge
 
 
@@ -102,9 +104,16 @@ def isolated_allocation(bound: BoundBook, initial: FloatArray, pool: FloatArray)
     return allocated
 
 
-class IsolatedModel:
+class IsolatedModel(ModelDefaults):
     name = "isolated"
     revalues_coins = False
+
+    def explain(self, bound: BoundBook, config: RiskConfig, result: MarginResult,
+                account: int) -> dict[str, Any]:
+        """Each position's charges, margin held and equity."""
+        from margin_engine.margin.explain import explain_isolated
+
+        return explain_isolated(bound, result, account)
 
     def compute(self, bound: BoundBook, config: RiskConfig,
                 allocation: FloatArray | None = None) -> MarginResult:

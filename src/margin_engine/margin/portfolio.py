@@ -10,19 +10,22 @@ and concentration parts of their haircut, not the volatility part.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
 from margin_engine.margin.common import coins_of, collateral_haircuts
-from margin_engine.margin.config import PortfolioConfig, RiskConfig
+from margin_engine.margin.config import PortfolioConfig, RiskConfig, VolDynamics
 from margin_engine.margin.portfolio_kernel import portfolio_margin_nb
-from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.protocol import MarginResult, ModelDefaults
 from margin_engine.margin.scenarios import linear_moves, scenario_table, value_change_grid
 
 
-class PortfolioModel:
+class PortfolioModel(ModelDefaults):
     name = "portfolio"
     revalues_coins = True
+    incremental = True
 
     def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult:
         cfg = config.portfolio
@@ -39,6 +42,13 @@ class PortfolioModel:
         grid = value_change_rows(bound, config.portfolio, rows)
         return run_portfolio_kernel(bound, config, grid, previous=previous, only_underlying=u)
 
+    def explain(self, bound: BoundBook, config: RiskConfig, result: MarginResult,
+                account: int) -> dict[str, Any]:
+        """The scenario risk per underlying, recomputed from scratch (scalar reference)."""
+        from margin_engine.margin.explain import explain_portfolio
+
+        return explain_portfolio(bound, config, account)
+
 
 def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray) -> np.ndarray:
     """``value_change_grid`` for the instrument ``rows`` only (zeros elsewhere): the same
@@ -50,7 +60,7 @@ def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray) 
     out = np.zeros((len(table.instruments), len(scenarios)))
     if rows.size == 0:
         return out
-    if cfg.vol_dynamics == "sticky_moneyness":
+    if cfg.vol_dynamics is VolDynamics.STICKY_MONEYNESS:
         sigma = scenario_sigma(bound, cfg)[rows]
     else:
         sigma = np.repeat(bound.sigma[rows, np.newaxis], len(scenarios), axis=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,11 +58,40 @@ class MarginResult:
 
 
 class MarginModel(Protocol):
-    """A margin model: pure function of a bound book and a risk config. ``revalues_coins``:
-    its scenarios move coin collateral of its underlyings (so haircuts leave out the coins'
-    volatility part)."""
+    """A margin model: pure function of a bound book and a risk config. Callers choose what to
+    do through these members, never through the model's name or class.
+
+    ``revalues_coins``: its scenarios move coin collateral of its underlyings (so haircuts leave
+    out the coins' volatility part). ``needs_history``: it is built from a price history, so
+    there is no default instance of it. ``incremental``: ``recompute`` has an incremental path
+    (otherwise it returns None and the caller runs ``compute``)."""
 
     name: str
     revalues_coins: bool
+    needs_history: bool
+    incremental: bool
 
     def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult: ...
+
+    def recompute(self, bound: BoundBook, config: RiskConfig, previous: MarginResult,
+                  underlying: str) -> MarginResult | None:
+        """After a move of ``underlying`` alone, the result of ``compute`` from ``previous``;
+        None when the model has no incremental path."""
+        ...
+
+    def explain(self, bound: BoundBook, config: RiskConfig, result: MarginResult,
+                account: int) -> dict[str, Any]:
+        """Every contribution to ``account``'s margin in ``result`` (plain data)."""
+        ...
+
+
+class ModelDefaults:
+    """The protocol's defaults for a model class: needs no history, has no incremental path."""
+
+    needs_history = False
+    incremental = False
+
+    def recompute(self, bound: BoundBook, config: RiskConfig, previous: MarginResult,
+                  underlying: str) -> MarginResult | None:
+        """No incremental path: None (the caller runs ``compute``)."""
+        return None

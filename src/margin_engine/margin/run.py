@@ -29,9 +29,11 @@ from margin_engine.liquidation.price import LiquidationLevels
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.greeks import account_greeks
 from margin_engine.margin.protocol import MarginModel, MarginResult
-from margin_engine.margin.registry import MODEL_NAMES, get_model
+from margin_engine.margin.registry import MODEL_NAMES, ModelSelection, get_model
 
-BY_ACCOUNT_MODE = "account"
+BY_ACCOUNT_MODE = ModelSelection.ACCOUNT
+# The models of the account modes, in mode-code order.
+MODE_MODELS: tuple[str, ...] = tuple(mode.value for mode in MODES_BY_CODE.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,7 +252,7 @@ def liquidation_limit(models: Sequence[str],
     from margin_engine.liquidation.vector_levels import supports
 
     names = [m for name in models for m in
-             (("isolated", "cross", "portfolio") if name == BY_ACCOUNT_MODE else (name,))]
+             (MODE_MODELS if name == BY_ACCOUNT_MODE else (name,))]
     fast = all(supports(m, built) for m in dict.fromkeys(names))
     return VECTOR_LIQUIDATION_LIMIT if fast else LIQUIDATION_PRICE_LIMIT
 

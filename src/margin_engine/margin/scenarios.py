@@ -25,7 +25,7 @@ from numba import njit
 
 from margin_engine.book.bound import BoundBook
 from margin_engine.core.types import FloatArray
-from margin_engine.margin.config import PortfolioConfig
+from margin_engine.margin.config import PortfolioConfig, VolDynamics
 from margin_engine.pricing.black76 import price_scalar_nb
 
 
@@ -50,7 +50,7 @@ def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
     table = bound.book.instruments
     moves = np.array([s[0] for s in scenario_table(cfg)])
     out = np.repeat(bound.sigma[:, np.newaxis], moves.size, axis=1)
-    if cfg.vol_dynamics != "sticky_moneyness":
+    if cfg.vol_dynamics is not VolDynamics.STICKY_MONEYNESS:
         return out
     for u_idx, surface in enumerate(bound.surfaces):
         rows = np.nonzero(table.is_option & bound.live & (table.underlying == u_idx))[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -29,7 +30,7 @@ from margin_engine.book.bound import BoundBook
 from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.margin.common import active_cells, coins_of, collateral_haircuts
 from margin_engine.margin.config import RiskConfig
-from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.protocol import MarginResult, ModelDefaults
 from margin_engine.margin.sensitivity_params import SensitivityParams
 from margin_engine.pricing.black76 import greeks
 
@@ -173,7 +174,7 @@ def sensitivity_margin_nb(
                 cvr_out[a, u] = cvr_sum[u]
 
 
-class SensitivityModel:
+class SensitivityModel(ModelDefaults):
     name = "sensitivity"
     revalues_coins = True
 
@@ -211,3 +212,11 @@ class SensitivityModel:
                          "curvature_margin": out["curvature"]},
             collateral_haircut=collateral_haircuts(bound, config, coins_of(bound)).deduction,
         )
+
+    def explain(self, bound: BoundBook, config: RiskConfig, result: MarginResult,
+                account: int) -> dict[str, Any]:
+        """Delta, vega and curvature risk per underlying and tenor, recomputed from scratch
+        with this model's parameters (scalar reference)."""
+        from margin_engine.margin.explain import explain_sensitivity
+
+        return explain_sensitivity(bound, account, self.params)

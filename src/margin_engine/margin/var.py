@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -32,8 +33,8 @@ from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.data.prices import PriceSeries
 from margin_engine.margin.calibration import daily_closes
 from margin_engine.margin.common import active_cells, coins_of, collateral_haircuts
-from margin_engine.margin.config import RiskConfig, VarConfig
-from margin_engine.margin.protocol import MarginResult
+from margin_engine.margin.config import ApcRule, RiskConfig, TailMeasure, VarConfig
+from margin_engine.margin.protocol import MarginResult, ModelDefaults
 from margin_engine.pricing.black76 import price_scalar_nb
 
 CHUNK = 1024
@@ -209,9 +210,10 @@ def tail_measures(bound: BoundBook, scenarios: ScenarioSet,
     return var, es, worst
 
 
-class VarModel:
+class VarModel(ModelDefaults):
     name = "var"
     revalues_coins = True
+    needs_history = True
 
     def __init__(self, history: VarHistory) -> None:
         self.history = history
@@ -221,17 +223,19 @@ class VarModel:
         wanted = bound.underlyings
         sets = scenario_sets(self.history, cfg, wanted)
         var, es, worst = tail_measures(bound, sets["current"], cfg)
-        measure = es if cfg.measure == "es" else var
+        by_es = cfg.measure is TailMeasure.ES
+        measure = es if by_es else var
         components = {"var": var, "es": es}
-        if cfg.apc == "buffer":
+        if cfg.apc is ApcRule.BUFFER:
             initial = (1 + cfg.apc_buffer) * measure
-        elif cfg.apc in ("stressed_weight", "floor"):
-            other_var, other_es, _ = tail_measures(bound, sets[
-                "stressed" if cfg.apc == "stressed_weight" else "floor"], cfg)
-            other = other_es if cfg.measure == "es" else other_var
-            components[f"{cfg.apc}_measure"] = other
+        elif cfg.apc in (ApcRule.STRESSED_WEIGHT, ApcRule.FLOOR):
+            stressed = cfg.apc is ApcRule.STRESSED_WEIGHT
+            other_var, other_es, _ = tail_measures(
+                bound, sets["stressed" if stressed else "floor"], cfg)
+            other = other_es if by_es else other_var
+            components[f"{cfg.apc.value}_measure"] = other
             initial = ((1 - cfg.stressed_weight) * measure + cfg.stressed_weight * other
-                       if cfg.apc == "stressed_weight" else np.maximum(measure, other))
+                       if stressed else np.maximum(measure, other))
         else:
             initial = measure.copy()
         ends = sets["current"].end_days_ns
@@ -244,6 +248,13 @@ class VarModel:
             per_account=components,
             collateral_haircut=collateral_haircuts(bound, config, coins_of(bound)).deduction,
         )
+
+    def explain(self, bound: BoundBook, config: RiskConfig, result: MarginResult,
+                account: int) -> dict[str, Any]:
+        """The measures and the worst scenario day of the account."""
+        from margin_engine.margin.explain import explain_var
+
+        return explain_var(bound, result, account)
 
     def describe(self) -> dict[str, str]:
         return {"first_day": ns_to_iso(int(self.history.days_ns[0])),
