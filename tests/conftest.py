@@ -20,6 +20,21 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NO_HAIRCUTS = RiskConfig(haircuts=CollateralConfig(enabled=False))
 EXAMPLES = SHARED / "examples" / "foundation"
 
+# The monitor's hand-worked book (2024-08-05): long 2 BTC (cross) with 5,000 USDC, margin call
+# below 48,469 and liquidation below 47,980; an isolated short ETH; BTC held as collateral.
+MONITOR_PORTFOLIO: dict[str, Any] = {"schema": "margin-engine/portfolio/v1", "accounts": [
+    {"id": "long-20x", "mode": "cross", "collateral": {"USDC": 5000},
+     "positions": [{"instrument": "BTC-PERP", "size": 2, "entry_price": 50000}]},
+    {"id": "short-eth", "mode": "isolated", "collateral": {"USDC": 20000},
+     "positions": [{"instrument": "ETH-PERP", "size": -10, "entry_price": 2500}]},
+    {"id": "btc-collateral", "mode": "portfolio", "collateral": {"BTC": 1},
+     "positions": []}]}
+MONITOR_MARKET: dict[str, Any] = {
+    "schema": "margin-engine/market/v1", "timestamp": "2024-08-05T00:00:00Z",
+    "underlyings": {"BTC": {"index": 50000, "vol": {"type": "flat", "sigma": 0.6}},
+                    "ETH": {"index": 2500, "vol": {"type": "flat", "sigma": 0.7}}},
+    "assets": {"USDC": {"price": 1.0}, "BTC": {"price": 50000}, "ETH": {"price": 2500}}}
+
 
 @pytest.fixture
 def examples_dir() -> Path:

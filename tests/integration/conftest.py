@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +62,17 @@ def postgres_url() -> Iterator[str]:
 def nats_url() -> str:
     ensure_server(4222, "NATS")
     return NATS_URL
+
+
+def committed_ticks(db: Path) -> int:
+    """The ticks a monitor's SQLite store has committed, read without writing (0 before the
+    store has its tables): sequence numbers start at 1 and are committed in order, so the
+    largest is also the count."""
+    if not db.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            row = con.execute("SELECT MAX(seq) FROM ticks").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0]) if row and row[0] is not None else 0

@@ -8,18 +8,17 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from margin_engine.store.base import Tick, open_store
+from tests.integration.conftest import committed_ticks
 
 BIN = Path(sys.executable).parent / "margin-engine"
 
@@ -46,19 +45,6 @@ def _monitor_args(feed: str, store: str) -> list[str]:
             "--store", store, "--speed", "12000", "--json"]
 
 
-def _committed(db: Path) -> int:
-    """The last committed tick in a monitor's SQLite store, read without writing (0 before
-    the store has its tables)."""
-    if not db.exists():
-        return 0
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
-            row = con.execute("SELECT MAX(seq) FROM ticks").fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return int(row[0]) if row and row[0] is not None else 0
-
-
 @pytest.mark.slow  # seven monitor processes over 3,000 ticks: about 30 s
 def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
     feed = _crash_files(tmp_path)
@@ -81,7 +67,7 @@ def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
         before = progress[-1] if progress else 0
         deadline = time.monotonic() + 120
         while (process.poll() is None and time.monotonic() < deadline
-               and _committed(killed_db) <= before):
+               and committed_ticks(killed_db) <= before):
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.4))
         if process.poll() is not None:
@@ -89,7 +75,7 @@ def test_kill_minus_9_at_random_points_then_resume(tmp_path: Path) -> None:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         kills += 1
-        progress.append(_committed(killed_db))
+        progress.append(committed_ticks(killed_db))
     print(f"kill -9 after ticks {progress}")
     assert kills >= 5, f"the monitor finished before 5 kills (progress {progress})"
     assert progress[0] > 0, "the first kill landed before any tick was committed"

@@ -10,13 +10,11 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,8 @@ import pytest
 
 from margin_engine.feeds.nats import NatsTopology, delete_stream, parse_feed, publish_ticks
 from margin_engine.store.base import EventKind, Tick, open_store
-from tests.integration.conftest import ensure_server
-from tests.integration.test_store_and_monitor import MARKET
+from tests.conftest import MONITOR_MARKET as MARKET
+from tests.integration.conftest import committed_ticks, ensure_server
 
 BIN = Path(sys.executable).parent / "margin-engine"
 T0 = 1_722_816_000 * 10**9  # 2024-08-05 00:00 UTC
@@ -58,17 +56,6 @@ def _feed(server: str, run: str, role: str) -> str:
 def _args(feed: str, store: str, market: Path, *extra: str) -> list[str]:
     return [str(BIN), "monitor", "--feed", feed, "--market", str(market), "--population",
             "300", "--seed", "4", "--store", store, "--idle-seconds", "3", "--json", *extra]
-
-
-def _committed(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
-            row = con.execute("SELECT COUNT(*) FROM ticks").fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return int(row[0]) if row else 0
 
 
 async def _published(server: str, topology: NatsTopology) -> list[str]:
@@ -137,13 +124,13 @@ def test_kill_minus_9_over_nats_applies_and_publishes_each_once(
             before = progress[-1] if progress else 0
             deadline = time.monotonic() + 120
             while (process.poll() is None and time.monotonic() < deadline
-                   and _committed(db) <= before):
+                   and committed_ticks(db) <= before):
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, 0.3))
             assert process.poll() is None, "the monitor ended before it could be killed"
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
-            progress.append(_committed(db))
+            progress.append(committed_ticks(db))
         print(f"SIGKILL after {progress} committed ticks")
         assert 0 < progress[0] < progress[1] < progress[2] < 1000, progress
         final = subprocess.run(_args(killed_feed, f"sqlite:{db}", market_file),
@@ -221,10 +208,10 @@ def test_a_nats_restart_mid_stream_loses_nothing(
                                      "--max-outage", "30"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline and _committed(db) < 100:
+    while process.poll() is None and time.monotonic() < deadline and committed_ticks(db) < 100:
         time.sleep(0.01)
     stop()  # the server dies mid-stream (SIGKILL) ...
-    at_outage = _committed(db)
+    at_outage = committed_ticks(db)
     time.sleep(2.0)
     start()  # ... and comes back on the same port with its JetStream store
     out, err = process.communicate(timeout=300)

@@ -16,22 +16,12 @@ from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.margin.config import RiskConfig
 from margin_engine.store.base import Event, SnapshotRow, Tick, open_store
-from tests.conftest import NO_HAIRCUTS
+from tests.conftest import MONITOR_MARKET, MONITOR_PORTFOLIO, NO_HAIRCUTS
 
 T0 = 1_722_816_000 * 10**9  # 2024-08-05T00:00:00Z
 MIN = 60 * 10**9
 
-PORTFOLIO = {"schema": "margin-engine/portfolio/v1", "accounts": [
-    {"id": "long-20x", "mode": "cross", "collateral": {"USDC": 5000},
-     "positions": [{"instrument": "BTC-PERP", "size": 2, "entry_price": 50000}]},
-    {"id": "short-eth", "mode": "isolated", "collateral": {"USDC": 20000},
-     "positions": [{"instrument": "ETH-PERP", "size": -10, "entry_price": 2500}]},
-    {"id": "btc-collateral", "mode": "portfolio", "collateral": {"BTC": 1},
-     "positions": []}]}
-MARKET = {"schema": "margin-engine/market/v1", "timestamp": "2024-08-05T00:00:00Z",
-          "underlyings": {"BTC": {"index": 50000, "vol": {"type": "flat", "sigma": 0.6}},
-                          "ETH": {"index": 2500, "vol": {"type": "flat", "sigma": 0.7}}},
-          "assets": {"USDC": {"price": 1.0}, "BTC": {"price": 50000}, "ETH": {"price": 2500}}}
+PORTFOLIO, MARKET = MONITOR_PORTFOLIO, MONITOR_MARKET
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -99,6 +99,16 @@ def test_demo_writes_chart_and_table(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "demo_results.json").read_text())
     condor = summary["strategies"]["iron condor"]
     assert condor["portfolio"]["total_initial_margin"] < condor["cross"]["total_initial_margin"]
+    # the book and market files are the demo's own: compute on them gives the same totals
+    computed = runner.invoke(app, ["compute", str(tmp_path / "demo_portfolio.json"), "--market",
+                                   str(tmp_path / "demo_market.json"), "--model", "portfolio",
+                                   "--json", "--liquidation-prices", "off"])
+    assert computed.exit_code == 0, computed.output
+    document = json.loads(computed.stdout)
+    total = sum(a["initial_margin"] for a in document["accounts"])
+    demo_total = sum(s["portfolio"]["total_initial_margin"]
+                     for s in summary["strategies"].values())
+    assert total == pytest.approx(demo_total, rel=1e-9)
 
 
 def test_bench_json_reports_stages_and_baseline() -> None:

@@ -130,11 +130,16 @@ def run_demo(*, accounts: int, output: Path, seed: int, console: Console | None 
     console.print(f"\nWrote {output / 'demo_results.json'}"
                   + (f", {chart}" if write_chart else "")
                   + f", the book {book_file} and its market {market_file} in {elapsed:.1f} s.")
-    console.print(f"Next: `margin-engine compare {book_file} --market {market_file} "
-                  "--profiles all`\n(the same book as seven venues would margin it), "
-                  "`margin-engine compare PORTFOLIO --market MARKET`\non your own book, "
-                  "`margin-engine report` for all five models, `margin-engine --help`\nfor "
-                  "liquidation replays, backtests and the live monitor.")
+    console.print("Next:", highlight=False)
+    console.print(f"  margin-engine compare {book_file} --market {market_file} --profiles all\n"
+                  "      the same book as seven venues would margin it\n"
+                  "  margin-engine compare PORTFOLIO --market MARKET\n"
+                  "      your own book under every model\n"
+                  "  margin-engine report\n"
+                  "      an HTML report of every model's margin efficiency per strategy\n"
+                  "  margin-engine --help\n"
+                  "      liquidation replays, backtests, the live monitor and the service",
+                  highlight=False, soft_wrap=True)
     return summary
 
 
