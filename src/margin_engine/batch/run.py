@@ -29,8 +29,9 @@ from typing import Any
 
 from margin_engine.batch.book import Partition, declared_instruments, partitions
 from margin_engine.core.errors import InputError
+from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
 
-MODELS = ("account", "isolated", "cross", "portfolio", "sensitivity")
+MODELS = (ModelSelection.ACCOUNT.value, *MODEL_NAMES)  # var needs a history: not in batches
 RESULT_COLUMNS = ("account", "mode", "model", "equity", "adjusted_equity", "initial_margin",
                   "maintenance_margin", "excess", "gross_notional")
 
@@ -73,7 +74,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     margins = margins_by_mode(bound, job.model,
                               lambda name: get_model(name).compute(bound, config))
     mode = [MODES_BY_CODE[int(c)].value for c in book.mode]
-    model = mode if job.model == "account" else [job.model] * book.account_count
+    model = mode if job.model == ModelSelection.ACCOUNT else [job.model] * book.account_count
     table = pa.table({
         "account": pa.array(book.account_ids, type=pa.string()),
         "mode": pa.array(mode, type=pa.string()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -74,9 +75,9 @@ def _want_liquidation(choice: str, as_json: bool, accounts: int,
 def _check_model(model: str, *, with_var: bool = True) -> None:
     """``--model``: account (each account under its own mode) or a margin model's name."""
     from margin_engine.core.errors import InputError
-    from margin_engine.margin.registry import ALL_MODEL_NAMES, MODEL_NAMES
+    from margin_engine.margin.registry import ALL_MODEL_NAMES, MODEL_NAMES, ModelSelection
 
-    allowed = ("account", *(ALL_MODEL_NAMES if with_var else MODEL_NAMES))
+    allowed = (ModelSelection.ACCOUNT.value, *(ALL_MODEL_NAMES if with_var else MODEL_NAMES))
     if model not in allowed:
         raise InputError(f"one of {', '.join(allowed)} (account, the default: each account "
                          "under its own mode)", field="--model", value=model)
@@ -136,7 +137,9 @@ def compute(
         from margin_engine.margin.run import compute_document, liquidation_limit
 
         if profile is not None:
-            if model != "account" or explain or params or history or dvol:
+            from margin_engine.margin.registry import ModelSelection
+
+            if model != ModelSelection.ACCOUNT or explain or params or history or dvol:
                 raise InputError("--profile alone (a venue profile replaces --model, "
                                  "--explain, --params, --history and --dvol; its IM terms are "
                                  "in the output)", field="--profile", value=profile)
@@ -289,6 +292,17 @@ def demo(
     _guarded(body)
 
 
+class BenchKind(StrEnum):
+    """What ``bench`` times: a margin model on a random book, the monitor's tick path, or a
+    partitioned book on a Dask cluster."""
+
+    PORTFOLIO = "portfolio"
+    SENSITIVITY = "sensitivity"
+    VAR = "var"
+    MONITOR = "monitor"
+    BATCH = "batch"
+
+
 @app.command()
 def bench(
     accounts: Annotated[int, typer.Option("--accounts", min=1,
@@ -333,7 +347,12 @@ def bench(
         from margin_engine.bench.run import run_bench
         from margin_engine.core.errors import InputError
 
-        if model == "monitor":
+        try:
+            kind = BenchKind(model)
+        except ValueError:
+            raise InputError(", ".join(k.value for k in BenchKind), field="--model",
+                             value=model) from None
+        if kind is BenchKind.MONITOR:
             from margin_engine.bench.monitor_bench import run_monitor_bench
 
             result = run_monitor_bench(accounts=accounts, positions=positions, ticks=ticks,
@@ -345,7 +364,7 @@ def bench(
 
                 print_measures("Monitor benchmark", result)
             return
-        if model == "batch":
+        if kind is BenchKind.BATCH:
             from margin_engine.batch.bench import run_batch_bench
 
             result = run_batch_bench(accounts=accounts, positions=positions,
@@ -358,14 +377,11 @@ def bench(
 
                 print_measures("Batch benchmark", result)
             return
-        if model not in ("portfolio", "sensitivity", "var"):
-            raise InputError("portfolio, sensitivity, var, monitor or batch", field="--model",
-                             value=model)
         report = run_bench(accounts=accounts, positions=positions, instruments=instruments,
                            baseline_positions=baseline_positions, seed=seed,
                            progress=not as_json, model=model, scenarios=scenarios, runs=runs,
                            liquidation=liquidation_prices, files=files)
-        if record is not None and model == "portfolio":
+        if record is not None and kind is BenchKind.PORTFOLIO:
             from margin_engine.bench.run import record_results
 
             record_results(report, record)
