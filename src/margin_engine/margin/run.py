@@ -30,6 +30,16 @@ from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.greeks import account_greeks
 from margin_engine.margin.protocol import MarginModel, MarginResult
 from margin_engine.margin.registry import MODEL_NAMES, ModelSelection, get_model
+from margin_engine.margin.results import (
+    AccountMargin,
+    LiquidationLevel,
+    LiquidationPrices,
+    MarginReport,
+    ModelComparison,
+    PositionMargin,
+    UnderlyingMargin,
+    WorstScenario,
+)
 
 BY_ACCOUNT_MODE = ModelSelection.ACCOUNT
 # The models of the account modes, in mode-code order.
@@ -152,15 +162,20 @@ def _of(models: Sequence[str], model: str) -> np.ndarray:
     return np.array([m == model for m in models], dtype=np.bool_)
 
 
-def _level(price: float, index: float) -> dict[str, float] | None:
+def _level(price: float, index: float) -> LiquidationLevel | None:
     if not math.isfinite(price):
         return None
-    return {"price": price, "distance_pct": 100.0 * (price / index - 1.0)}
+    return LiquidationLevel(price=price, distance_pct=100.0 * (price / index - 1.0))
 
 
-def account_summary(run: ModelRun, account: int, model: str,
-                    liquidation: dict[str, LiquidationLevels] | None = None,
-                    positions: dict[str, LiquidationLevels] | None = None) -> dict[str, Any]:
+def _prices(nearest: float, down: float, up: float, index: float) -> LiquidationPrices:
+    return LiquidationPrices(nearest=_number(nearest), down=_level(down, index),
+                             up=_level(up, index))
+
+
+def account_margin(run: ModelRun, account: int, model: str,
+                   liquidation: dict[str, LiquidationLevels] | None = None,
+                   positions: dict[str, LiquidationLevels] | None = None) -> AccountMargin:
     """Headline numbers of one account under one model."""
     result = run.results[model]
     equity = float(run.equity[account])
@@ -168,27 +183,24 @@ def account_summary(run: ModelRun, account: int, model: str,
     initial = float(result.initial_margin[account])
     maintenance = float(result.maintenance_margin[account])
     gross = float(run.gross_notional[account])
-    return {
-        "equity": equity,
-        "adjusted_equity": adjusted,
-        "initial_margin": initial,
-        "maintenance_margin": maintenance,
-        "excess": adjusted - initial,
-        "margin_ratio": maintenance / adjusted if adjusted > 0.0 else None,
-        "health": adjusted / maintenance if maintenance > 0.0 else None,
-        "gross_notional": gross,
-        "efficiency": gross / initial if initial > 0.0 else None,
-        "underlyings": underlying_breakdown(run, account, model, liquidation),
-        **({"components": {k: _component(k, float(v[account]))
-                           for k, v in result.per_account.items()}}
-           if result.per_account else {}),
-        **({"positions": own_margin_positions(run, account, model, positions)}
-           if result.position_equity is not None else {}),
-    }
+    return AccountMargin(
+        id=run.bound.book.account_ids[account],
+        mode=MODES_BY_CODE[int(run.bound.book.mode[account])].value, model=model,
+        equity=equity, adjusted_equity=adjusted, initial_margin=initial,
+        maintenance_margin=maintenance, excess=adjusted - initial,
+        margin_ratio=maintenance / adjusted if adjusted > 0.0 else None,
+        health=adjusted / maintenance if maintenance > 0.0 else None,
+        gross_notional=gross, efficiency=gross / initial if initial > 0.0 else None,
+        underlyings=underlying_margins(run, account, model, liquidation),
+        components={k: _component(k, float(v[account])) for k, v in result.per_account.items()}
+        if result.per_account else None,
+        positions=own_margin_positions(run, account, model, positions)
+        if result.position_equity is not None else None)
 
 
 def own_margin_positions(run: ModelRun, account: int, model: str,
-                         levels: dict[str, LiquidationLevels] | None) -> list[dict[str, Any]]:
+                         levels: dict[str, LiquidationLevels] | None
+                         ) -> tuple[PositionMargin, ...]:
     """Positions on their own (isolated) margin: margin held, equity, IM, MM, health and,
     with ``levels``, each one's liquidation prices."""
     result, book = run.results[model], run.bound.book
@@ -198,45 +210,50 @@ def own_margin_positions(run: ModelRun, account: int, model: str,
         inst = int(book.position_instrument[row])
         mm = float(per["maintenance_margin"][row])
         equity = float(per["equity"][row])
-        line: dict[str, Any] = {
-            "instrument": book.instruments.instruments[inst].name,
-            "size": float(book.size[row]), "margin_held": float(per["margin_held"][row]),
-            "equity": equity, "initial_margin": float(per["initial_margin"][row]),
-            "maintenance_margin": mm, "health": equity / mm if mm > 0.0 else None}
+        prices = None
         if levels is not None:
             found = levels[model]
             index = float(run.bound.index[int(book.instruments.underlying[inst])])
-            line["liquidation_price"] = _number(float(found.nearest[0, row]))
-            line["liquidation_prices"] = {"down": _level(float(found.down[0, row]), index),
-                                          "up": _level(float(found.up[0, row]), index)}
-        out.append(line)
-    return out
+            prices = _prices(float(found.nearest[0, row]), float(found.down[0, row]),
+                             float(found.up[0, row]), index)
+        out.append(PositionMargin(
+            instrument=book.instruments.instruments[inst].name, size=float(book.size[row]),
+            margin_held=float(per["margin_held"][row]), equity=equity,
+            initial_margin=float(per["initial_margin"][row]), maintenance_margin=mm,
+            health=equity / mm if mm > 0.0 else None, liquidation=prices))
+    return tuple(out)
 
 
-def underlying_breakdown(run: ModelRun, account: int, model: str,
-                         liquidation: dict[str, LiquidationLevels] | None = None) -> dict[str, Any]:
+def underlying_margins(run: ModelRun, account: int, model: str,
+                       liquidation: dict[str, LiquidationLevels] | None = None
+                       ) -> dict[str, UnderlyingMargin]:
+    """Per underlying the account holds (or holds as collateral): the model's terms, its worst
+    scenario, the Greeks and, with ``liquidation``, both liquidation levels."""
     result = run.results[model]
-    out: dict[str, Any] = {}
+    out: dict[str, UnderlyingMargin] = {}
     for u_idx, u in enumerate(run.bound.underlyings):
         if not result.active[account, u_idx] and run.bound.collateral_exposure[account, u_idx] == 0:
             continue
-        cell: dict[str, Any] = {}
+        terms: dict[str, float | None] = {}
+        worst = None
         for key, values in result.per_underlying.items():
             if key == "worst_scenario":
                 s = int(values[account, u_idx])
                 move, shock, _ = result.scenarios[s] if s >= 0 else (0.0, 0.0, 0.0)
-                cell[key] = {"price_move": move, "vol_shock": shock}
+                worst = WorstScenario(price_move=move, vol_shock=shock)
             else:
-                cell[key] = _number(float(values[account, u_idx]))
-        for key, values in run.greeks.items():
-            cell[key] = _number(float(values[account, u_idx]))
+                terms[key] = _number(float(values[account, u_idx]))
+        greeks = {key: _number(float(values[account, u_idx]))
+                  for key, values in run.greeks.items()}
+        prices = None
         if liquidation is not None:
-            levels, index = liquidation[model], float(run.bound.index[u_idx])
-            cell["liquidation_price"] = _number(float(levels.nearest[account, u_idx]))
-            cell["liquidation_prices"] = {
-                "down": _level(float(levels.down[account, u_idx]), index),
-                "up": _level(float(levels.up[account, u_idx]), index)}
-        out[u] = cell
+            levels = liquidation[model]
+            prices = _prices(float(levels.nearest[account, u_idx]),
+                             float(levels.down[account, u_idx]),
+                             float(levels.up[account, u_idx]), float(run.bound.index[u_idx]))
+        out[u] = UnderlyingMargin(underlying=u, terms=terms, worst_scenario=worst,
+                                  delta=greeks.get("delta"), gamma=greeks.get("gamma"),
+                                  vega=greeks.get("vega"), liquidation=prices)
     return out
 
 
@@ -257,41 +274,39 @@ def liquidation_limit(models: Sequence[str],
     return VECTOR_LIQUIDATION_LIMIT if fast else LIQUIDATION_PRICE_LIMIT
 
 
-def compute_document(run: ModelRun, requested: str,
-                     with_liquidation: bool = True) -> dict[str, Any]:
-    """The ``compute --json`` document (``liquidation_price`` only ``with_liquidation``)."""
+def margin_report(run: ModelRun, requested: str,
+                  with_liquidation: bool = True) -> MarginReport:
+    """Every account under ``requested`` (``account``: its own mode's model), with both
+    liquidation levels per underlying (and per isolated position) ``with_liquidation``."""
     book = run.bound.book
     used = [run.model_of(a, requested) for a in range(book.account_count)]
     liquidation = liquidation_by_model(run, used, per_account=True) if with_liquidation \
         else None
     positions = position_levels_by_model(run, used, per_account=True) if with_liquidation \
         else None
-    accounts = []
-    for a, account_id in enumerate(book.account_ids):
-        model = run.model_of(a, requested)
-        entry: dict[str, Any] = {"id": account_id,
-                                 "mode": MODES_BY_CODE[int(book.mode[a])].value,
-                                 "model": model}
-        entry.update(account_summary(run, a, model, liquidation, positions))
-        accounts.append(entry)
-    return {"model": requested, "timestamp": ns_to_iso(run.bound.timestamp_ns),
-            "accounts": accounts}
+    return MarginReport(model=requested, timestamp=ns_to_iso(run.bound.timestamp_ns),
+                        accounts=tuple(account_margin(run, a, used[a], liquidation, positions)
+                                       for a in range(book.account_count)))
+
+
+def compute_document(run: ModelRun, requested: str,
+                     with_liquidation: bool = True) -> dict[str, Any]:
+    """The ``compute --json`` document: ``margin_report`` serialised."""
+    return margin_report(run, requested, with_liquidation).to_json()
+
+
+def model_comparison(run: ModelRun, with_liquidation: bool = True) -> ModelComparison:
+    """Every model per account, side by side."""
+    liquidation = liquidation_by_model(run, list(run.results)) if with_liquidation else None
+    return ModelComparison(
+        timestamp=ns_to_iso(run.bound.timestamp_ns), models=tuple(run.results),
+        accounts=tuple({name: account_margin(run, a, name, liquidation)
+                        for name in run.results} for a in range(run.bound.account_count)))
 
 
 def compare_document(run: ModelRun, with_liquidation: bool = True) -> dict[str, Any]:
-    """The ``compare --json`` document: every model per account."""
-    book = run.bound.book
-    liquidation = liquidation_by_model(run, list(run.results)) if with_liquidation else None
-    accounts = []
-    for a, account_id in enumerate(book.account_ids):
-        accounts.append({
-            "id": account_id,
-            "mode": MODES_BY_CODE[int(book.mode[a])].value,
-            "models": {name: account_summary(run, a, name, liquidation)
-                       for name in run.results},
-        })
-    return {"timestamp": ns_to_iso(run.bound.timestamp_ns), "models": list(run.results),
-            "accounts": accounts}
+    """The ``compare --json`` document: ``model_comparison`` serialised."""
+    return model_comparison(run, with_liquidation).to_json()
 
 
 def efficiency(run: ModelRun, model: str) -> FloatArray:
