@@ -178,7 +178,9 @@ def verdict(comparison: Comparison, confidence: float = 0.99) -> dict[str, Any] 
                           "hindsight_multiplier": _finite(hindsight_multiplier(result,
                                                                                confidence))}
             ewma[side] = {**base.summary,
-                          "hindsight_multiplier": _finite(hindsight_multiplier(base, confidence))}
+                          "hindsight_multiplier": _finite(hindsight_multiplier(base, confidence)),
+                          "kupiec_hindsight_multiplier": _finite(
+                              kupiec_hindsight_multiplier(base, confidence))}
         out[str(method)] = judge(mine, ewma)
         out[str(method)]["days"] = int(rows[Side.LONG].days_ns.size)  # type: ignore[union-attr]
     return out or None
@@ -202,12 +204,15 @@ def judge(rows: Mapping[str, Mapping[str, Any]], ewma: Mapping[str, Mapping[str,
     }
     bounds = [ewma[s]["hindsight_multiplier"] for s in Side]
     hindsight = None if None in bounds else max(float(b) for b in bounds)
+    lenient = [ewma[s].get("kupiec_hindsight_multiplier") for s in Side]
+    kupiec_hindsight = None if None in lenient else max(float(b) for b in lenient)
     return {"exceptions": exceptions, "ewma_exceptions": ewma_exceptions,
             "expected_exceptions": sum(float(rows[s]["expected_exceptions"]) for s in Side),
             "mean_margin_rate": rate, "ewma_mean_margin_rate": ewma_rate,
             "margin_ratio": rate / ewma_rate, "kupiec_p": kupiec,
             "max_5d_rate_increase": rise, "ewma_max_5d_rate_increase": ewma_rise,
             "ewma_hindsight_ratio": hindsight,
+            "ewma_kupiec_hindsight_ratio": kupiec_hindsight,
             "checks": checks, "passed": all(checks.values())}
 
 
@@ -219,6 +224,28 @@ def hindsight_multiplier(result: BacktestResult, confidence: float) -> float:
         ratio = result.loss / result.margin
     ratio = ratio[np.isfinite(ratio)]
     return float(np.quantile(ratio, confidence, method="higher")) if ratio.size else float("nan")
+
+
+def kupiec_hindsight_multiplier(result: BacktestResult, confidence: float,
+                                level: float = KUPIEC_LEVEL) -> float:
+    """The smallest constant k, chosen with hindsight on these very days, by which this margin
+    could be multiplied and still pass Kupiec's test at ``level``: with x the most exceptions
+    the test accepts on T days at rate 1 - confidence, k is the (T - x)-th smallest
+    loss / margin, so that exactly the x largest ratios stay exceptions (a look-ahead bound:
+    the most lenient reading of "passes Kupiec")."""
+    from margin_engine.backtest.stats import kupiec_pof
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = result.loss / result.margin
+    ratio = np.sort(ratio[np.isfinite(ratio)])
+    days = int(ratio.size)
+    if days == 0:
+        return float("nan")
+    rate = 1.0 - confidence
+    most = int(np.floor(rate * days))
+    while most + 1 < days and kupiec_pof(days, most + 1, rate)[1] >= level:
+        most += 1
+    return float(max(ratio[days - most - 1], 0.0))
 
 
 def crash_anticipation(comparison: Comparison, crash_day_ns: int, *, before: int = 30,
