@@ -51,7 +51,7 @@ MporOpt = Annotated[int | None, typer.Option(
 LiquidationOpt = Annotated[str, typer.Option(
     "--liquidation-prices", metavar="auto|on|off", help="Liquidation prices per account and "
     "underlying (a root search each): auto computes them with --json for up to 1,000,000 "
-    "accounts (10,000 with the var model).")]
+    "accounts (10,000 with the var model; with venue profiles, text too, for up to 1,000).")]
 
 
 def _want_liquidation(choice: str, as_json: bool, accounts: int,
@@ -190,7 +190,7 @@ def compare(
     profiles: Annotated[str | None, typer.Option(
         "--profiles", help="Venue profiles instead of models: 'all' or names separated by "
         "commas (deribit-pm, derive-pmrm, okx-pm, binance-um, binance-pm, dydx-v4, "
-        "hyperliquid).")] = None,
+        "hyperliquid) or profile files (configs/profiles/*.toml).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every model side by side with margin efficiency (var joins with --history); with
