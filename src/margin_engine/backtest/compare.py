@@ -205,7 +205,8 @@ def judge(rows: Mapping[str, Mapping[str, Any]], ewma: Mapping[str, Mapping[str,
     bounds = [ewma[s]["hindsight_multiplier"] for s in Side]
     hindsight = None if None in bounds else max(float(b) for b in bounds)
     lenient = [ewma[s].get("kupiec_hindsight_multiplier") for s in Side]
-    kupiec_hindsight = None if None in lenient else max(float(b) for b in lenient)
+    kupiec_hindsight = max(float(b) for b in lenient if b is not None) \
+        if None not in lenient else None
     return {"exceptions": exceptions, "ewma_exceptions": ewma_exceptions,
             "expected_exceptions": sum(float(rows[s]["expected_exceptions"]) for s in Side),
             "mean_margin_rate": rate, "ewma_mean_margin_rate": ewma_rate,
