@@ -279,6 +279,14 @@ class VenueProfile(Protocol):
 
     def requirement(self, pb: ProfileBook, state: State) -> Requirement: ...
 
+    def moved_gap(self, pb: ProfileBook, u: int
+                  ) -> Callable[[IntArray, FloatArray], FloatArray]:
+        """``evaluate(accounts, levels)``: the part of equity - threshold (of accounts sharing
+        one equity) that moves with underlying ``u``, at those (account, level) pairs; today's
+        gap minus it at today's index is the part that does not (the fast liquidation
+        search; ``requirement`` stays the reference)."""
+        ...
+
     def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, Any],
                    source: str) -> VenueProfile:
         """The same method with a profile file's parameters (and bracket tables by

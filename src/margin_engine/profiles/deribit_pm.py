@@ -30,12 +30,13 @@ S:PM is the same cells read one by one (``details`` carry every coin cell's IM i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
-from margin_engine.core.types import FloatArray
+from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.profiles.base import (
     ProfileBook,
     ProfileInfo,
@@ -51,10 +52,15 @@ from margin_engine.profiles.scenarios import (
     Scenario,
     VolShock,
     VolShockParams,
+    leg_mark,
+    leg_scenarios,
+    legs_of,
     net_short_option_contracts,
+    option_scenarios,
     revalue,
     standard_buckets,
     worst,
+    worst_loss,
 )
 
 READ = "2026-12-02"
@@ -213,6 +219,102 @@ class DeribitPortfolioMargin(ScenarioParameters):
             cols = np.arange(n_u) if coin else n_u + np.arange(n_u)
             out[:, cols] += per_u
         return out
+
+
+    def moved_gap(self, pb: ProfileBook, u: int
+                  ) -> Callable[[IntArray, FloatArray], FloatArray]:
+        """``evaluate(accounts, levels)``: the part of equity - threshold that moves with
+        underlying ``u`` at those (account, level) pairs (``requirement`` gives the rest):
+
+            G = C_u x (r - 1) + sum_u P&L - mm x (IM_coin x index x r + IM_usd),
+
+        r = level / index, C_u the account's coin collateral of u (USD today), IM_cell =
+        scan loss + roll + contingency of u's two cells as in ``requirement``."""
+        p = self.params
+        legs = legs_of(pb, u)
+        sc = leg_scenarios(legs, self.grid, pb.underlyings[u])
+        n_u = len(pb.underlyings)
+        short = self._net_short_by_cell(pb, np.zeros(0), 2 * n_u)
+        short_coin = np.ascontiguousarray(short[:, u])
+        short_usd = np.ascontiguousarray(short[:, n_u + u])
+        exposure = np.ascontiguousarray(pb.coin_exposure[:, u])
+        index = float(pb.index[u])
+
+        def evaluate(accounts: IntArray, levels: FloatArray) -> FloatArray:
+            out = np.empty(accounts.size)
+            _deribit_part_nb(legs.start, legs.quantity, legs.size_cs, legs.mark, legs.forward,
+                             legs.entry, legs.option, legs.inverse, legs.strike,
+                             legs.log_strike, legs.years, legs.sigma, legs.is_call, sc.root,
+                             sc.growth, sc.log_growth, sc.lin, sc.weight, short_coin,
+                             short_usd, exposure, index, p.roll_rate, p.linear_contingency,
+                             p.option_contingency, p.maintenance_fraction,
+                             p.cross_collateral, accounts.astype(np.int64),
+                             levels / index, out)
+            return out
+
+        return evaluate
+
+
+@njit(cache=True)
+def _deribit_part_nb(start: IntArray, quantity: FloatArray, size_cs: FloatArray,
+                     mark: FloatArray, forward: FloatArray, entry: FloatArray,
+                     option: BoolArray, inverse: BoolArray, strike: FloatArray,
+                     log_strike: FloatArray, years: FloatArray, sigma: FloatArray,
+                     is_call: BoolArray, root: FloatArray, growth: FloatArray,
+                     log_growth: FloatArray, lin: FloatArray, weight: FloatArray,
+                     short_coin: FloatArray, short_usd: FloatArray, exposure: FloatArray,
+                     index: float, roll_rate: float, lin_cont: float, opt_cont: float,
+                     mm: float, cross: bool, accounts: IntArray, ratios: FloatArray,
+                     out: FloatArray) -> None:
+    """out[j] = moved part of the gap of account accounts[j] at index ratio ratios[j]
+    (see ``DeribitPortfolioMargin.moved_gap``). Coin cell P&L: options q (V_s / F_s - V / F),
+    delta-one N (1 / M - 1 / (M (1 + m_s))); USD cell: options q (V_s - V), delta-one
+    q M m_s, plus (X:PM) the coin collateral C r m_s where that lowers the loss."""
+    n_s = weight.shape[0]
+    for j in range(accounts.shape[0]):
+        a, r = accounts[j], ratios[j]
+        coin, usd, value = np.zeros(n_s), np.zeros(n_s), np.empty(n_s)
+        pnl = roll_c = roll_u = long_c = short_c = long_u = short_u = 0.0
+        for i in range(start[a], start[a + 1]):
+            f, m = leg_mark(forward[i], strike[i], years[i], sigma[i], is_call[i], option[i],
+                            mark[i], r)
+            q = quantity[i]
+            pnl += q * (m - entry[i])
+            if option[i]:
+                option_scenarios(f, strike[i], log_strike[i], is_call[i], root[i], growth,
+                                 log_growth, value)
+                if inverse[i]:
+                    for s in range(n_s):
+                        coin[s] += q * (value[s] / (f * growth[s]) - m / f)
+                else:
+                    for s in range(n_s):
+                        usd[s] += q * (value[s] - m)
+            elif inverse[i]:
+                n = size_cs[i]
+                for s in range(n_s):
+                    coin[s] += n * (1.0 / m - 1.0 / (m * (1.0 + lin[s])))
+                signed = n * (1.0 / m)
+                roll_c += roll_rate * abs(signed)
+                long_c += max(signed, 0.0)
+                short_c += max(-signed, 0.0)
+            else:
+                signed = q * m
+                for s in range(n_s):
+                    usd[s] += signed * lin[s]
+                roll_u += roll_rate * abs(signed)
+                long_u += max(signed, 0.0)
+                short_u += max(-signed, 0.0)
+        loss_c = worst_loss(coin, weight)
+        loss_u = worst_loss(usd, weight)
+        if cross:
+            held = exposure[a] * r
+            for s in range(n_s):
+                usd[s] += held * lin[s]
+            loss_u = min(loss_u, worst_loss(usd, weight))
+        im_c = loss_c + roll_c + (lin_cont * min(long_c, short_c) + opt_cont * short_coin[a] * r)
+        im_u = loss_u + roll_u + (lin_cont * min(long_u, short_u)
+                                  + opt_cont * short_usd[a] * (r * index))
+        out[j] = exposure[a] * (r - 1.0) + pnl - mm * (im_c * (index * r) + im_u)
 
 
 def profile(params: DeribitParams | None = None) -> DeribitPortfolioMargin:

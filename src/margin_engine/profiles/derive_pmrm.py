@@ -17,10 +17,13 @@ rises by 4 x the shortfall (PEG_FACTOR 4). Oracle add-on: a feed confidence belo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
+from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind
 from margin_engine.profiles.base import (
     ProfileBook,
@@ -39,9 +42,14 @@ from margin_engine.profiles.scenarios import (
     Scenario,
     VolShock,
     VolShockParams,
+    leg_mark,
+    leg_scenarios,
+    legs_of,
     net_short_option_contracts,
+    option_scenarios,
     revalue,
     worst,
+    worst_loss,
 )
 
 READ = "2026-12-02"
@@ -153,6 +161,77 @@ class DerivePortfolioMargin(ScenarioParameters):
                    Term.CONTINGENCY: contingency, Term.STABLECOIN: depeg,
                    Term.ORACLE: oracle},
             details={"max_loss": max_loss})
+
+
+    def moved_gap(self, pb: ProfileBook, u: int
+                  ) -> Callable[[IntArray, FloatArray], FloatArray]:
+        """``evaluate(accounts, levels)``: the part of equity - maintenance that moves with
+        underlying ``u`` at those (account, level) pairs (``requirement`` gives the rest):
+
+            G = C_u (r - 1) + sum_u P&L - (mm x maxLoss_u + perp_u + base_u + option_u),
+
+        r = level / index, C_u the account's coin collateral of u (USD today)."""
+        p = self.params
+        legs = legs_of(pb, u)
+        sc = leg_scenarios(legs, self.grid, pb.underlyings[u])
+        perp = legs.kind == int(InstrumentKind.PERPETUAL)
+        short = np.ascontiguousarray(net_short_option_contracts(pb)[:, u])
+        exposure = np.ascontiguousarray(pb.coin_exposure[:, u])
+        index = float(pb.index[u])
+        factors = np.array([p.perp_factor, p.base_factor, p.option_factor,
+                            p.maintenance_factor])
+
+        def evaluate(accounts: IntArray, levels: FloatArray) -> FloatArray:
+            out = np.empty(accounts.size)
+            _derive_part_nb(legs.start, legs.quantity, legs.mark, legs.forward, legs.entry,
+                            legs.option, perp, legs.strike, legs.log_strike, legs.years,
+                            legs.sigma, legs.is_call, sc.root, sc.growth, sc.log_growth,
+                            sc.lin, sc.weight, short, exposure, index, factors,
+                            accounts.astype(np.int64), levels / index, out)
+            return out
+
+        return evaluate
+
+
+@njit(cache=True)
+def _derive_part_nb(start: IntArray, quantity: FloatArray, mark: FloatArray,
+                    forward: FloatArray, entry: FloatArray, option: BoolArray,
+                    perp: BoolArray, strike: FloatArray, log_strike: FloatArray,
+                    years: FloatArray, sigma: FloatArray, is_call: BoolArray,
+                    root: FloatArray, growth: FloatArray, log_growth: FloatArray,
+                    lin: FloatArray, weight: FloatArray, short: FloatArray,
+                    exposure: FloatArray, index: float, factors: FloatArray,
+                    accounts: IntArray, ratios: FloatArray, out: FloatArray) -> None:
+    """out[j] = moved part of the gap of account accounts[j] at index ratio ratios[j]
+    (see ``DerivePortfolioMargin.moved_gap``); factors = (perp, base, option, mm). Cell
+    P&L: options q (V_s - V), delta-one q M m_s, coin collateral C r m_s."""
+    n_s = weight.shape[0]
+    for j in range(accounts.shape[0]):
+        a, r = accounts[j], ratios[j]
+        cell, value = np.zeros(n_s), np.empty(n_s)
+        pnl = perp_cont = 0.0
+        for i in range(start[a], start[a + 1]):
+            f, m = leg_mark(forward[i], strike[i], years[i], sigma[i], is_call[i], option[i],
+                            mark[i], r)
+            q = quantity[i]
+            pnl += q * (m - entry[i])
+            if option[i]:
+                option_scenarios(f, strike[i], log_strike[i], is_call[i], root[i], growth,
+                                 log_growth, value)
+                for s in range(n_s):
+                    cell[s] += q * (value[s] - m)
+            else:
+                notional = q * m
+                for s in range(n_s):
+                    cell[s] += notional * lin[s]
+                if perp[i]:
+                    perp_cont += factors[0] * abs(q) * (index * r)
+        held = exposure[a] * r
+        for s in range(n_s):
+            cell[s] += held * lin[s]
+        contingency = perp_cont + factors[1] * abs(held) + factors[2] * (short[a] * index * r)
+        out[j] = exposure[a] * (r - 1.0) + pnl - (factors[3] * worst_loss(cell, weight)
+                                                  + contingency)
 
 
 def profile(params: DeriveParams | None = None) -> DerivePortfolioMargin:

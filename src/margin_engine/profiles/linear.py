@@ -17,15 +17,16 @@ with TMM_1, UPNL_1 the other contracts' MM and unrealised P&L (both 0 when isola
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from margin_engine.core.types import FloatArray
+from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind, MarginMode
 from margin_engine.margin.isolated import isolated_allocation
+from margin_engine.pricing.black76 import price as black76_price
 from margin_engine.profiles.base import (
     ProfileBook,
     ProfileInfo,
@@ -37,6 +38,7 @@ from margin_engine.profiles.base import (
     kind_flags,
 )
 from margin_engine.profiles.brackets import BracketTable
+from margin_engine.profiles.scenarios import legs_of
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,3 +168,62 @@ class LinearProfile:
             details={"maintenance_ratio_threshold": np.full_like(
                 initial, self.venue.liquidation_ratio)},
             position_gap=position_gap)
+
+    def moved_gap(self, pb: ProfileBook, u: int
+                  ) -> Callable[[IntArray, FloatArray], FloatArray]:
+        """``evaluate(accounts, levels)``: the part of equity - ratio x MM that moves with
+        underlying ``u`` at those (account, level) pairs of accounts sharing one equity
+        (``requirement`` gives the rest; isolated positions are searched through it):
+
+            G = C_u (r - 1) - sum_c (1 - rate_c) max(v_c r, 0)
+                + sum_u [q (M0 r - entry) - ratio x MM(|q M0 r|)],
+
+        r = level / index, C_u the coin collateral of u, v_c its columns with a rate below 1.
+        """
+        legs = legs_of(pb, u)
+        table = self.table_for(pb.underlyings[u])
+        index = float(pb.index[u])
+        exposure = pb.coin_exposure[:, u]
+        haircut, held = self._haircut_columns(pb, pb.underlyings[u])
+        ratio = self.venue.liquidation_ratio
+
+        def evaluate(accounts: IntArray, levels: FloatArray) -> FloatArray:
+            r = levels / index
+            first = legs.start[accounts]
+            counts = legs.start[accounts + 1] - first
+            query = np.repeat(np.arange(accounts.size), counts)
+            rows = first[query] + np.arange(query.size) - np.repeat(np.cumsum(counts) - counts,
+                                                                    counts)
+            mark = legs.mark[rows] * r[query]
+            option = legs.option[rows]
+            if option.any():
+                mark[option] = black76_price(legs.forward[rows][option] * r[query][option],
+                                             legs.strike[rows][option],
+                                             legs.years[rows][option],
+                                             legs.sigma[rows][option],
+                                             legs.is_call[rows][option])
+            notional = np.where(option, 0.0, np.abs(legs.quantity[rows] * mark))
+            per_leg = legs.quantity[rows] * (mark - legs.entry[rows]) - ratio * \
+                table.maintenance(notional)
+            out: FloatArray = exposure[accounts] * (r - 1.0) + np.bincount(
+                query, weights=per_leg, minlength=accounts.size)
+            if haircut.size:
+                out -= (haircut * np.maximum(held[accounts] * r[:, None], 0.0)).sum(axis=1)
+            return out
+
+        return evaluate
+
+    def _haircut_columns(self, pb: ProfileBook, asset: str) -> tuple[FloatArray, FloatArray]:
+        """(1 - rate) per collateral column of ``asset`` with a rate below 1 and its USD
+        values today, (accounts, columns)."""
+        rates = self.venue.collateral_rates
+        book = pb.bound.book
+        cols = [c for c, key in enumerate(book.assets)
+                if key.partition("@")[0] == asset and rates.get(asset, 1.0) != 1.0]
+        if not cols:
+            return np.zeros(0), np.zeros((pb.accounts, 0))
+        from margin_engine.book.bound import asset_prices
+
+        prices = asset_prices(book, pb.bound.market)
+        return (np.full(len(cols), 1.0 - rates[asset]),
+                book.collateral[:, cols] * prices[cols])

@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numba import njit
 
+from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind
+from margin_engine.pricing.black76 import price_scalar_nb
 from margin_engine.profiles.base import (
     ProfileBook,
     ProfileInfo,
@@ -35,8 +38,13 @@ from margin_engine.profiles.scenarios import (
     Scenario,
     VolShock,
     VolShockParams,
+    leg_mark,
+    leg_scenarios,
+    legs_of,
+    option_scenarios,
     revalue,
     worst,
+    worst_loss,
 )
 
 READ = "2026-12-02"
@@ -162,6 +170,95 @@ class OkxPortfolioMargin(ScenarioParameters):
                    Term.MINIMUM_CHARGE: m * np.where(which_min, mr7, 0.0).sum(axis=1)},
             details={"mr1": mr1.sum(axis=1), "mr2": mr2.sum(axis=1), "mr3": mr3.sum(axis=1),
                      "mr4": mr4.sum(axis=1), "mr6": mr6.sum(axis=1), "mr7": mr7.sum(axis=1)})
+
+
+    def moved_gap(self, pb: ProfileBook, u: int
+                  ) -> Callable[[IntArray, FloatArray], FloatArray]:
+        """``evaluate(accounts, levels)``: the part of equity - MMR that moves with underlying
+        ``u`` at those (account, level) pairs (``requirement`` gives the rest):
+
+            G = C_u (r - 1) + sum_u P&L - max(MR1 + MR2 + MR3 + MR4, MR6, MR7) of unit u,
+
+        r = level / index, C_u the account's coin collateral of u (USD today)."""
+        p = self.params
+        legs = legs_of(pb, u)
+        name = pb.underlyings[u]
+        grids = [leg_scenarios(legs, g, name) for g in (self._spot, self._vol, self._extreme)]
+        bounds = np.cumsum([0] + [g.weight.size for g in grids]).astype(np.int64)
+        root = np.ascontiguousarray(np.concatenate([g.root for g in grids], axis=1))
+        growth, log_growth, lin, weight = (np.concatenate([getattr(g, f) for g in grids])
+                                           for f in ("growth", "log_growth", "lin", "weight"))
+        day = 1.0 / 365.0
+        aged = np.maximum(legs.years - day, 0.0)
+        future = legs.kind == int(InstrumentKind.FUTURE)
+        rate = p.basis_annual.get(name, p.default_basis_annual)
+        basis = rate * np.maximum(legs.years, day)
+        inv_lin = legs.inverse & ~legs.option
+        gross_scale = np.where(inv_lin, 0.0, 1.0)
+        gross_add = np.where(inv_lin, np.abs(legs.size_cs), 0.0)
+        exposure = np.ascontiguousarray(pb.coin_exposure[:, u])
+        index = float(pb.index[u])
+
+        def evaluate(accounts: IntArray, levels: FloatArray) -> FloatArray:
+            out = np.empty(accounts.size)
+            _okx_part_nb(legs.start, legs.quantity, legs.size_cs, legs.mark, legs.forward,
+                         legs.entry, legs.option, future, legs.strike, legs.log_strike,
+                         legs.years, aged, legs.sigma, legs.is_call, basis, gross_scale,
+                         gross_add, root, growth, log_growth, lin, weight, bounds, exposure,
+                         index, p.minimum_rate, accounts.astype(np.int64), levels / index,
+                         out)
+            return out
+
+        return evaluate
+
+
+@njit(cache=True)
+def _okx_part_nb(start: IntArray, quantity: FloatArray, size_cs: FloatArray, mark: FloatArray,
+                 forward: FloatArray, entry: FloatArray, option: BoolArray, future: BoolArray,
+                 strike: FloatArray, log_strike: FloatArray, years: FloatArray,
+                 aged: FloatArray, sigma: FloatArray, is_call: BoolArray, basis: FloatArray,
+                 gross_scale: FloatArray, gross_add: FloatArray, root: FloatArray,
+                 growth: FloatArray, log_growth: FloatArray, lin: FloatArray,
+                 weight: FloatArray, bounds: IntArray, exposure: FloatArray, index: float,
+                 minimum_rate: float, accounts: IntArray, ratios: FloatArray,
+                 out: FloatArray) -> None:
+    """out[j] = moved part of the gap of account accounts[j] at index ratio ratios[j]
+    (see ``OkxPortfolioMargin.moved_gap``). Scenarios: spot, vol and extreme grids one after
+    the other (``bounds``); coin collateral C r m_s enters the spot and extreme grids."""
+    n_s = weight.shape[0]
+    spot0, vol0, ext0, end = bounds[0], bounds[1], bounds[2], bounds[3]
+    for j in range(accounts.shape[0]):
+        a, r = accounts[j], ratios[j]
+        cell, value = np.zeros(n_s), np.empty(n_s)
+        pnl = decay = mr4 = gross = 0.0
+        for i in range(start[a], start[a + 1]):
+            f, m = leg_mark(forward[i], strike[i], years[i], sigma[i], is_call[i], option[i],
+                            mark[i], r)
+            q = quantity[i]
+            pnl += q * (m - entry[i])
+            gross += abs(size_cs[i]) * (index * r) * gross_scale[i] + gross_add[i]
+            if option[i]:
+                option_scenarios(f, strike[i], log_strike[i], is_call[i], root[i], growth,
+                                 log_growth, value)
+                for s in range(n_s):
+                    cell[s] += q * (value[s] - m)
+                decay += q * (price_scalar_nb(f, strike[i], aged[i], sigma[i], is_call[i]) - m)
+            else:
+                notional = q * m
+                for s in range(n_s):
+                    cell[s] += notional * lin[s]
+                if future[i]:
+                    mr4 += basis[i] * abs(notional)
+        mr3 = worst_loss(cell[vol0:ext0], weight[vol0:ext0])
+        held = exposure[a] * r
+        for s in range(n_s):
+            if s < vol0 or s >= ext0:
+                cell[s] += held * lin[s]
+        mr1 = worst_loss(cell[spot0:vol0], weight[spot0:vol0])
+        mr6 = worst_loss(cell[ext0:end], weight[ext0:end])
+        additive = mr1 + max(0.0, -decay) + mr3 + mr4
+        unit = max(max(additive, mr6), minimum_rate * gross)
+        out[j] = exposure[a] * (r - 1.0) + pnl - unit
 
 
 def later_marks(pb: ProfileBook, state: State) -> np.ndarray:

@@ -12,6 +12,7 @@ pins (all accounts and sides in one vectorised step per iteration).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,8 +148,11 @@ def _targets(view: UnderlyingView, supported: BoolArray, isolated_acct: BoolArra
 
 
 def liquidation_levels(profile: VenueProfile, pb: ProfileBook, supported: BoolArray,
-                       requirement: Requirement, views: list[UnderlyingView] | None = None
-                       ) -> Levels:
+                       requirement: Requirement, views: list[UnderlyingView] | None = None,
+                       reference: bool = False) -> Levels:
+    """Both levels per account and underlying (and per isolated position). Accounts sharing
+    one equity are searched through the profile's ``moved_gap``; isolated positions, and
+    every account with ``reference``, through ``requirement`` (the reference)."""
     n_a, n_u = pb.accounts, len(pb.underlyings)
     n_p = pb.account.shape[0]
     down, up = np.full((n_a, n_u), np.nan), np.full((n_a, n_u), np.nan)
@@ -163,6 +167,14 @@ def liquidation_levels(profile: VenueProfile, pb: ProfileBook, supported: BoolAr
         targets = _targets(view, supported, isolated_acct,
                            requirement.position_gap is not None)
         if targets.row.size == 0:
+            continue
+        if requirement.position_gap is None and not reference:  # one equity each: fast
+            part = profile.moved_gap(sb, u)
+            today_gap = requirement.equity[view.accounts, 0] - requirement.threshold[
+                view.accounts, 0]
+            lo, hi = _levels_by_parts(part, targets.account, today_gap, index)
+            down[view.accounts[targets.account], u] = lo
+            up[view.accounts[targets.account], u] = hi
             continue
         grid = index * GRID
         values = np.concatenate([  # the grid a few levels at a time: arrays that fit in cache
@@ -194,11 +206,102 @@ def liquidation_levels(profile: VenueProfile, pb: ProfileBook, supported: BoolAr
     return Levels(down=down, up=up, position_down=p_down, position_up=p_up)
 
 
+Part = Callable[[IntArray, FloatArray], FloatArray]
+
+
+def _levels_by_parts(part: Part, accounts: IntArray, today_gap: FloatArray, index: float
+                     ) -> tuple[FloatArray, FloatArray]:
+    """(down, up) roots of every account's shared gap, gap(a, S) = g_a + part(a, S) with
+    g_a = today's gap - part(a, index): the same grid, brackets and Illinois steps as the
+    ``requirement`` search, each step evaluating only the unsolved (account, side) pairs."""
+    base = today_gap[accounts] - part(accounts, np.full(accounts.size, index))
+
+    def gap(rows: IntArray, levels: FloatArray) -> FloatArray:
+        values: FloatArray = base[rows] + part(accounts[rows], levels)
+        return values
+
+    grid = index * GRID
+    return _illinois(lambda rows, _sides, levels: gap(rows, levels),
+                     _brackets(_scan(gap, accounts.size, grid, index), grid, index), index)
+
+
+def _scan(gap: Part, n_t: int, grid: FloatArray, index: float) -> FloatArray:
+    """(targets, levels) gaps on the grid, evaluated outwards from ``index`` a chunk of levels
+    at a time and only until each side's first sign change (NaN beyond it): ``_brackets``
+    finds on them what it finds on the whole grid (the closest changes below and above)."""
+    values = np.full((n_t, grid.size), np.nan)
+    below = grid[1:] <= index * (1 + 1e-12)  # per interval, a prefix
+    centre = int(np.count_nonzero(below))  # the top level of the last interval below
+    values[:, centre] = gap(np.arange(n_t), np.full(n_t, grid[centre]))
+    for offset in range(1, max(centre, grid.size - centre), LEVEL_CHUNK):
+        change = _changes(values)
+        want_down = np.nonzero(~(change & below).any(axis=1))[0]
+        want_up = np.nonzero(~(change & ~below).any(axis=1))[0]
+        down = np.arange(centre - offset, max(centre - offset - LEVEL_CHUNK, -1), -1)
+        up = np.arange(centre + offset, min(centre + offset + LEVEL_CHUNK, grid.size))
+        rows = np.concatenate([np.repeat(want_down, down.size), np.repeat(want_up, up.size)])
+        cols = np.concatenate([np.tile(down, want_down.size), np.tile(up, want_up.size)])
+        if rows.size:
+            values[rows, cols] = gap(rows, grid[cols])
+    return values
+
+
+def _changes(values: FloatArray) -> BoolArray:
+    """Per interval of adjacent levels: the gap changes sign (or is 0 at its lower end)."""
+    f0, f1 = values[:, :-1], values[:, 1:]
+    with np.errstate(invalid="ignore"):
+        change: BoolArray = np.isfinite(f0) & np.isfinite(f1) & ((f0 == 0.0)
+                                                                 | (f0 * f1 < 0.0))
+    return change
+
+
+Evaluate = Callable[[IntArray, IntArray, FloatArray], FloatArray]
+
+
+def _illinois(gap: Evaluate, brackets: FloatArray, index: float
+              ) -> tuple[FloatArray, FloatArray]:
+    """Illinois false position on every (target, side) bracket at once: (down roots, up
+    roots); each step evaluates ``gap(rows, sides, levels)`` at the unsolved pairs only, and
+    a root is taken when the step or the bracket is within ``TOLERANCE`` of the level, or
+    the gap is 0."""
+    x0, x1 = brackets[:, :, 0].copy(), brackets[:, :, 1].copy()
+    f0, f1 = brackets[:, :, 2].copy(), brackets[:, :, 3].copy()
+    act = ~np.isnan(x0)
+    found = np.where(act & (f0 == 0.0), x0, np.nan)
+    act &= f0 != 0.0
+    last = np.zeros(x0.shape, dtype=np.int64)
+    previous = np.full(x0.shape, np.nan)
+    for _ in range(ITERATIONS):
+        rows, sides = np.nonzero(act)
+        if rows.size == 0:
+            break
+        x = np.where(act, (x0 * f1 - x1 * f0) / np.where(act, f1 - f0, 1.0), index)
+        inside = (x > np.minimum(x0, x1)) & (x < np.maximum(x0, x1))
+        x = np.where(act & ~inside, 0.5 * (x0 + x1), x)
+        fx = np.full(x0.shape, np.nan)
+        fx[rows, sides] = gap(rows, sides, x[rows, sides])
+        step = np.abs(x - previous)
+        done = act & ((fx == 0.0) | (np.abs(x1 - x0) <= TOLERANCE * np.abs(x))
+                      | (step <= TOLERANCE * np.abs(x)))
+        found = np.where(done, x, found)
+        previous = x
+        same = np.sign(fx) == np.sign(f0)
+        new_x0, new_f0 = np.where(same, x, x0), np.where(same, fx, f0)
+        new_x1, new_f1 = np.where(same, x1, x), np.where(same, f1, fx)
+        new_f1 = np.where(same & (last == 1), new_f1 * 0.5, new_f1)
+        new_f0 = np.where(~same & (last == -1), new_f0 * 0.5, new_f0)
+        last = np.where(same, 1, -1)
+        x0, f0, x1, f1 = new_x0, new_f0, new_x1, new_f1
+        act &= ~done
+    found = np.where(act, (x0 * f1 - x1 * f0) / np.where(act, f1 - f0, 1.0), found)
+    return found[:, 0], found[:, 1]
+
+
 def _brackets(values: FloatArray, levels: FloatArray, index: float) -> FloatArray:
     """Per target, (closest sign change at or below ``index``, closest above) as an array
     (targets, 2 sides, 4: x0, x1, f0, f1), NaN where a side has none."""
     f0, f1 = values[:, :-1], values[:, 1:]
-    change = np.isfinite(f0) & np.isfinite(f1) & ((f0 == 0.0) | (f0 * f1 < 0.0))
+    change = _changes(values)
     below_ok = levels[1:] <= index * (1 + 1e-12)
     out = np.full((values.shape[0], 2, 4), np.nan)
     rows = np.arange(values.shape[0])
@@ -222,58 +325,27 @@ def _brackets(values: FloatArray, levels: FloatArray, index: float) -> FloatArra
 
 def _solve(profile: VenueProfile, pb: ProfileBook, u: int, targets: Targets,
            brackets: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Illinois false position on every (target, side) at once: (down roots, up roots).
-
-    Each step evaluates only the accounts that still have an unsolved side, through their own
-    view of the book (re-cut when they have fallen to half of the view); a root is taken when
-    the step or the bracket is within ``TOLERANCE`` of the level, or the gap is 0.
-    """
-    x0, x1 = brackets[:, :, 0].copy(), brackets[:, :, 1].copy()
-    f0, f1 = brackets[:, :, 2].copy(), brackets[:, :, 3].copy()
-    act = ~np.isnan(x0)
-    found = np.where(act & (f0 == 0.0), x0, np.nan)
-    act &= f0 != 0.0
-    last = np.zeros(x0.shape, dtype=np.int64)
-    previous = np.full(x0.shape, np.nan)
+    """The Illinois steps with every gap from ``requirement``: each step evaluates the
+    accounts that still have an unsolved side through their own view of the book, re-cut when
+    they have fallen to half of the view."""
     index = float(pb.index[u])
-    view_accounts: IntArray | None = None
-    sub = pb
-    for _ in range(ITERATIONS):
-        alive = np.nonzero(act.any(axis=1))[0]
-        if alive.size == 0:
-            break
-        need = np.unique(targets.account[alive])
-        if view_accounts is None or need.size <= VIEW_SHRINK * view_accounts.size:
-            view_accounts = need
-            sub = pb if need.size == pb.accounts else pb.subset(need)
-        local = _localised(pb, sub, view_accounts, targets.take(alive))
-        x = np.where(act, (x0 * f1 - x1 * f0) / np.where(act, f1 - f0, 1.0), index)
-        inside = (x > np.minimum(x0, x1)) & (x < np.maximum(x0, x1))
-        x = np.where(act & ~inside, 0.5 * (x0 + x1), x)
-        cols = 2 * local.rank
-        levels = np.full((sub.accounts, 2 * (int(local.rank.max()) + 1)), index)
-        levels[local.account, cols] = x[alive, 0]
-        levels[local.account, cols + 1] = x[alive, 1]
-        picked = local.values(*_gaps(profile, sub, u, levels))
-        fx = np.full(x0.shape, np.nan)
-        pick = np.arange(alive.size)
-        fx[alive, 0], fx[alive, 1] = picked[pick, cols], picked[pick, cols + 1]
-        step = np.abs(x - previous)
-        done = act & ((fx == 0.0) | (np.abs(x1 - x0) <= TOLERANCE * np.abs(x))
-                      | (step <= TOLERANCE * np.abs(x)))
-        found = np.where(done, x, found)
-        previous = x
-        same = np.sign(fx) == np.sign(f0)
-        # replace the endpoint with the same sign; halve the stale one's value (Illinois)
-        new_x0, new_f0 = np.where(same, x, x0), np.where(same, fx, f0)
-        new_x1, new_f1 = np.where(same, x1, x), np.where(same, f1, fx)
-        new_f1 = np.where(same & (last == 1), new_f1 * 0.5, new_f1)
-        new_f0 = np.where(~same & (last == -1), new_f0 * 0.5, new_f0)
-        last = np.where(same, 1, -1)
-        x0, f0, x1, f1 = new_x0, new_f0, new_x1, new_f1
-        act &= ~done
-    found = np.where(act, (x0 * f1 - x1 * f0) / np.where(act, f1 - f0, 1.0), found)
-    return found[:, 0], found[:, 1]
+    view: dict[str, Any] = {"accounts": None, "book": pb}
+
+    def gap(rows: IntArray, sides: IntArray, levels: FloatArray) -> FloatArray:
+        need = np.unique(targets.account[rows])
+        if view["accounts"] is None or need.size <= VIEW_SHRINK * view["accounts"].size:
+            view["accounts"] = need
+            view["book"] = pb if need.size == pb.accounts else pb.subset(need)
+        sub: ProfileBook = view["book"]
+        local = _localised(pb, sub, view["accounts"], targets.take(rows))
+        cols = 2 * local.rank + sides
+        grid = np.full((sub.accounts, 2 * (int(local.rank.max()) + 1)), index)
+        grid[local.account, cols] = levels
+        picked = local.values(*_gaps(profile, sub, u, grid))
+        values: FloatArray = picked[np.arange(rows.size), cols]
+        return values
+
+    return _illinois(gap, brackets, index)
 
 
 def _localised(pb: ProfileBook, sub: ProfileBook, accounts: IntArray, targets: Targets
@@ -295,11 +367,12 @@ def _position_rows(pb: ProfileBook, sub: ProfileBook, accounts: IntArray, local:
 
 
 def run_profile(profile: VenueProfile, pb: ProfileBook, with_liquidation: bool = True,
-                views: list[UnderlyingView] | None = None) -> ProfileRun:
+                views: list[UnderlyingView] | None = None, reference: bool = False
+                ) -> ProfileRun:
     requirement = profile.requirement(pb, today(pb))
     reasons = profile.unsupported(pb)
     supported = np.array([r is None for r in reasons], dtype=np.bool_)
-    levels = liquidation_levels(profile, pb, supported, requirement, views) \
+    levels = liquidation_levels(profile, pb, supported, requirement, views, reference) \
         if with_liquidation else None
     return ProfileRun(profile=profile, requirement=requirement, unsupported=reasons,
                       levels=levels)

@@ -15,6 +15,7 @@ positions are cash (0). Moves are fractions of each underlying's range when ``sc
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -201,3 +202,140 @@ def offsetting_linear(pb: ProfileBook, state: State) -> FloatArray:
     shorts = pb.cell_sum(np.maximum(-notional, 0.0), pb.underlying, len(pb.underlyings))
     out: FloatArray = np.minimum(longs, shorts)
     return out
+
+
+# Fast paths for liquidation searches: one underlying moves, every other is fixed, so an
+# account's gap is a constant plus the part that depends on the moved underlying's level
+# (its positions' P&L and cells, its coin collateral). The kernels below evaluate that part
+# at (account, level) queries over the moved underlying's live positions ("legs") only.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Legs:
+    """The live positions of one underlying in a book, grouped by account: account a's are
+    rows ``start[a]:start[a + 1]`` of every array (the book's order kept).
+
+    ``forward``: option forward (delta-one: mark x forward_ratio) at today's index, USD;
+    ``log_strike``: log K (options; 0 elsewhere).
+    """
+
+    underlying: int
+    start: np.ndarray
+    rows: np.ndarray  # rows of the book
+    quantity: FloatArray
+    size_cs: FloatArray
+    mark: FloatArray
+    forward: FloatArray
+    entry: FloatArray
+    option: BoolArray
+    inverse: BoolArray
+    strike: FloatArray
+    log_strike: FloatArray
+    years: FloatArray
+    sigma: FloatArray
+    is_call: BoolArray
+    kind: np.ndarray
+
+
+def legs_of(pb: ProfileBook, u: int) -> Legs:
+    """The live positions of underlying ``u`` (once per book and underlying)."""
+    return pb.remember(f"legs:{u}", lambda: _legs_of(pb, u))  # type: ignore[no-any-return]
+
+
+def _legs_of(pb: ProfileBook, u: int) -> Legs:
+    rows = np.nonzero(pb.live & (pb.underlying == u))[0]
+    start = np.searchsorted(pb.account[rows], np.arange(pb.accounts + 1)).astype(np.int64)
+    option = pb.option[rows]
+    strike = pb.strike[rows]
+    log_strike = np.zeros(rows.size)
+    np.log(strike, out=log_strike, where=option & (strike > 0.0))
+    return Legs(underlying=u, start=start, rows=rows, quantity=pb.quantity[rows],
+                size_cs=pb.size_cs[rows], mark=pb.mark[rows],
+                forward=pb.forward_ratio[rows] * pb.index[u], entry=pb.entry_usd[rows],
+                option=option, inverse=pb.inverse[rows], strike=strike,
+                log_strike=log_strike, years=pb.years[rows], sigma=pb.sigma[rows],
+                is_call=pb.is_call[rows], kind=pb.kind[rows])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegScenarios:
+    """One grid's scenarios for the legs of one underlying.
+
+    ``root``: per leg and scenario sigma' x sqrt(T) of options (0: priced at intrinsic, as
+    when T <= 0 or sigma' <= 0); ``growth`` 1 + m and ``log_growth`` log(1 + m) per scenario
+    (options' move); ``lin``: the delta-one move m_lin; ``weight``: w_s.
+    """
+
+    root: FloatArray
+    growth: FloatArray
+    log_growth: FloatArray
+    lin: FloatArray
+    weight: FloatArray
+
+
+def leg_scenarios(legs: Legs, grid: Grid, underlying: str) -> LegScenarios:
+    r = grid.range_of(underlying)
+    moves = np.array([s.move * r if s.scaled else s.move for s in grid.scenarios])
+    lin = np.array([np.sign(m) * r if s.extended and not grid.extended_moves_linear else m
+                    for s, m in zip(grid.scenarios, moves, strict=True)])
+    sigma = np.empty((legs.sigma.size, len(grid.scenarios)))
+    for j, s in enumerate(grid.scenarios):
+        sigma[:, j] = shocked_sigma(legs.sigma, legs.years, s.vol, grid.vol)
+    intrinsic = (legs.years[:, None] <= 0.0) | ~(sigma > 0.0)
+    root = np.where(intrinsic, 0.0, sigma * np.sqrt(np.maximum(legs.years, 0.0))[:, None])
+    return LegScenarios(root=np.ascontiguousarray(root), growth=1.0 + moves,
+                        log_growth=np.log(1.0 + moves), lin=lin, weight=weights(grid))
+
+
+_HALF_SQRT2 = 1.0 / np.sqrt(2.0)
+
+
+@njit(cache=True)
+def b76_at(forward: float, log_moneyness: float, strike: float, root: float,
+           is_call: bool) -> float:
+    """Black-76 (r = 0) from log(F / K) and sigma x sqrt(T) = root (root <= 0: intrinsic):
+    d1 = (log(F / K) + root^2 / 2) / root, d2 = d1 - root,
+    call F N(d1) - K N(d2), put K N(-d2) - F N(-d1)."""
+    if root <= 0.0:
+        intrinsic = forward - strike if is_call else strike - forward
+        return max(intrinsic, 0.0)
+    d1 = (log_moneyness + 0.5 * root * root) / root
+    d2 = d1 - root
+    if is_call:
+        return forward * 0.5 * math.erfc(-d1 * _HALF_SQRT2) - strike * 0.5 * math.erfc(
+            -d2 * _HALF_SQRT2)
+    return strike * 0.5 * math.erfc(d2 * _HALF_SQRT2) - forward * 0.5 * math.erfc(
+        d1 * _HALF_SQRT2)
+
+
+@njit(cache=True)
+def leg_mark(forward: float, strike: float, years: float, sigma: float, is_call: bool,
+             option: bool, mark: float, ratio: float) -> tuple[float, float]:
+    """(forward, mark) of a leg at index ratio ``ratio``: F = F0 x ratio; options
+    B76(F, K, T, sigma), delta-one mark0 x ratio."""
+    f = forward * ratio
+    if option:
+        return f, price_scalar_nb(f, strike, years, sigma, is_call)
+    return f, mark * ratio
+
+
+@njit(cache=True)
+def option_scenarios(f: float, strike: float, log_strike: float, is_call: bool,
+                     root: FloatArray, growth: FloatArray, log_growth: FloatArray,
+                     out: FloatArray) -> None:
+    """out[s] = B76(F (1 + m_s), K, T, sigma'_s) with log(F (1 + m_s) / K) =
+    log F + log(1 + m_s) - log K."""
+    log_f = math.log(f) - log_strike
+    for s in range(out.shape[0]):
+        out[s] = b76_at(f * growth[s], log_f + log_growth[s], strike, root[s], is_call)
+
+
+@njit(cache=True)
+def worst_loss(cell: FloatArray, w: FloatArray) -> float:
+    """max(0, -min_s w_s P_s)."""
+    best: float = cell[0] * w[0]
+    for s in range(1, cell.shape[0]):
+        value = cell[s] * w[s]
+        if value < best:
+            best = value
+    return max(0.0, -best)
