@@ -103,7 +103,10 @@ def _guarded(action: Callable[[], _R]) -> _R:
 
 
 def _emit_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    """``--json`` on stdout: indented for a terminal, one compact line for a pipe or a file
+    (the compiled encoder: a 20 MB document in a fraction of a second instead of over one)."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(document, indent=indent, allow_nan=False) + "\n")
 
 
 @app.command()
