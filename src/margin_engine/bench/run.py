@@ -423,8 +423,9 @@ def _files_stage(console: Any, book: ColumnarBook, columns: dict[str, Any],
 
 
 def write_book_files(book: ColumnarBook, folder: Any) -> tuple[Any, Any]:
-    """The book as a Parquet positions file (account and instrument dictionary-encoded) and
-    an accounts file (``account, mode, collateral_<ASSET>``)."""
+    """The book as a Parquet positions file (account and instrument dictionary-encoded, one
+    row group whose dictionaries are kept whole rather than falling back to plain text) and an
+    accounts file (``account, mode, collateral_<ASSET>``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -433,7 +434,8 @@ def write_book_files(book: ColumnarBook, folder: Any) -> tuple[Any, Any]:
     ids = pa.array(book.account_ids, type=pa.string())
     names = pa.array([i.name for i in book.instruments.instruments], type=pa.string())
     positions = pa.table({
-        "account": pa.DictionaryArray.from_arrays(pa.array(book.position_account()), ids),
+        "account": pa.DictionaryArray.from_arrays(
+            pa.array(book.position_account().astype(np.int32)), ids),
         "instrument": pa.DictionaryArray.from_arrays(pa.array(book.position_instrument), names),
         "size": book.size, "entry_price": book.entry_price})
     modes = [MODES_BY_CODE[int(c)].value for c in range(3)]
@@ -442,8 +444,10 @@ def write_book_files(book: ColumnarBook, folder: Any) -> tuple[Any, Any]:
         "mode": pa.DictionaryArray.from_arrays(pa.array(book.mode), pa.array(modes)),
         **{f"collateral_{a}": book.collateral[:, k] for k, a in enumerate(book.assets)}})
     positions_path, accounts_path = folder / "positions.parquet", folder / "accounts.parquet"
-    pq.write_table(positions, positions_path)
-    pq.write_table(accounts, accounts_path)
+    whole = {"dictionary_pagesize_limit": 1 << 30}
+    pq.write_table(positions, positions_path, row_group_size=max(1, positions.num_rows),
+                   **whole)
+    pq.write_table(accounts, accounts_path, row_group_size=max(1, accounts.num_rows), **whole)
     return positions_path, accounts_path
 
 

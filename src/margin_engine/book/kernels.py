@@ -50,3 +50,17 @@ def position_account_nb(offsets: IntArray) -> IntArray:
     for a in range(offsets.shape[0] - 1):
         out[offsets[a]:offsets[a + 1]] = a
     return out
+
+
+@njit(cache=True)
+def first_repeat_nb(offsets: IntArray, inst: np.ndarray, n_inst: int) -> int:
+    """The first position row (in book order) whose instrument the account already holds, or
+    -1: one pass, ``seen[i]`` = the last account seen holding instrument i."""
+    seen = np.full(max(n_inst, 1), -1, dtype=np.int64)
+    for a in range(offsets.shape[0] - 1):
+        for p in range(offsets[a], offsets[a + 1]):
+            i = inst[p]
+            if seen[i] == a:
+                return p
+            seen[i] = a
+    return -1

@@ -139,7 +139,7 @@ def run_demo(*, accounts: int, output: Path, seed: int, console: Console | None 
                   "      an HTML report of every model's margin efficiency per strategy\n"
                   "  margin-engine --help\n"
                   "      liquidation replays, backtests, the live monitor and the service",
-                  highlight=False, soft_wrap=True)
+                  highlight=False)
     return summary
 
 

@@ -82,10 +82,11 @@ def _numbers(table: Any, name: str, source: str, account_of: Callable[[int], str
 
 
 def _optional_numbers(table: Any, name: str, source: str,
-                      account_of: Callable[[int], str]) -> np.ndarray:
-    """An optional numeric column (NaN where absent or empty); NaN written out is refused."""
+                      account_of: Callable[[int], str]) -> np.ndarray | None:
+    """An optional numeric column (None when absent, NaN where empty); NaN written out is
+    refused."""
     if name not in table.column_names:
-        return np.full(table.num_rows, np.nan)
+        return None
     values, missing = _numbers(table, name, source, account_of)
     written_nan = np.isnan(values) & ~missing
     if written_nan.any():
@@ -97,22 +98,106 @@ def _optional_numbers(table: Any, name: str, source: str,
 
 
 def _strings(table: Any, name: str, source: str) -> tuple[list[str], np.ndarray]:
-    """Dictionary-encode a string column: (unique values, code per row)."""
+    """Dictionary-encode a string column: (distinct values, code per row)."""
+    values, codes = _codes(table, name, source)
+    return [str(v) for v in values.to_pylist()], codes
+
+
+def _codes(table: Any, name: str, source: str, *, distinct: bool = True
+           ) -> tuple[Any, np.ndarray]:
+    """A text column as (its values, an Arrow string array, each used by some row; the int64
+    code of every row). A dictionary column (Parquet written from Arrow) is read through its
+    dictionary, so each value is checked once and no row is cast to text; other columns are
+    cast to text and encoded. ``distinct=False``: the values may repeat (a dictionary holding
+    a value twice), for a caller that looks them up by value. Empty or blank cells are
+    refused, naming the first such row."""
+    import pyarrow as pa
+
+    column = _column(table, name, source)
+    merged = _dictionary_codes(column, distinct) if pa.types.is_dictionary(column.type) \
+        else None
+    if merged is None:
+        return _encoded_codes(column, name, source)
+    dictionary, codes = merged
+    if column.null_count:
+        _refuse_blank(np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool),
+                      name, source)
+    used = np.bincount(codes, minlength=len(dictionary)) > 0
+    if (_blank(dictionary) & used).any():
+        _refuse_blank(_blank(dictionary)[codes], name, source)
+    if not used.all():
+        codes = (np.cumsum(used) - 1)[codes]
+        dictionary = dictionary.filter(pa.array(used))
+    return dictionary, codes
+
+
+def _dictionary_codes(column: Any, distinct: bool) -> tuple[Any, np.ndarray] | None:
+    """(distinct values, code per row) of a dictionary column of text, or None for another
+    value type. Chunks sharing a dictionary (one Parquet row group) share it here; distinct
+    dictionaries are merged by encoding their values (not the rows) once."""
+    import pyarrow as pa
+
+    value_type = column.type.value_type
+    if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
+        return None
+    if column.num_chunks == 0:
+        return pa.array([], type=pa.string()), np.zeros(0, dtype=np.int64)
+    dictionaries: list[Any] = []
+    where: dict[tuple[int, ...], int] = {}  # buffers of a dictionary -> its offset in the merge
+    offsets, parts = [], []
+    total = 0
+    for chunk in column.chunks:
+        dictionary = chunk.dictionary
+        key = tuple(b.address if b is not None else 0 for b in dictionary.buffers())
+        if key not in where:
+            where[key] = total
+            dictionaries.append(dictionary.cast(pa.string()))
+            total += len(dictionary)
+        offsets.append(where[key])
+        parts.append(np.asarray(chunk.indices.fill_null(0).to_numpy(zero_copy_only=False),
+                                dtype=np.int64))
+    values = pa.concat_arrays(dictionaries)
+    codes = np.concatenate([part + offset if offset else part
+                            for part, offset in zip(parts, offsets, strict=True)])
+    if not distinct and len(dictionaries) == 1:
+        return values, codes
+    encoded = values.dictionary_encode()  # a value in two dictionaries (or twice in one): one code
+    if len(encoded.dictionary) < len(values):  # else the merge is the identity
+        codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[codes]
+    return encoded.dictionary, codes
+
+
+def _blank(values: Any) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    blank = pc.equal(pc.utf8_trim_whitespace(values), "").fill_null(True)
+    return np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _refuse_blank(blank: np.ndarray, name: str, source: str) -> None:
+    if blank.any():
+        row = _first(blank)
+        raise InputError(f"a value on every row (row {row + 1} is empty)", source=source,
+                         field=name)
+
+
+def _text(column: Any, name: str, source: str) -> Any:
+    """A column cast to one Arrow string array, no cell empty or blank."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     try:
-        column = pc.cast(_column(table, name, source), pa.string()).combine_chunks()
+        text = pc.cast(column, pa.string()).combine_chunks()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise InputError(f"text in column {name!r} ({exc})", source=source, field=name) from None
-    blank = pc.equal(pc.utf8_trim_whitespace(column), "").fill_null(True)
-    if pc.any(blank).as_py():
-        row = _first(np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool))
-        raise InputError(f"a value on every row (row {row + 1} is empty)", source=source,
-                         field=name)
-    encoded = column.dictionary_encode()
-    return ([str(v) for v in encoded.dictionary.to_pylist()],
-            encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+    _refuse_blank(_blank(text), name, source)
+    return text
+
+
+def _encoded_codes(column: Any, name: str, source: str) -> tuple[Any, np.ndarray]:
+    """Cast to text and dictionary-encode (plain text columns)."""
+    encoded = _text(column, name, source).dictionary_encode()
+    return encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def read_bulk_book(
@@ -126,10 +211,11 @@ def read_bulk_book(
     source = str(positions_path)
     table = _read_table(positions_path)
     names, inst_codes = _strings(table, "instrument", source)
-    account_names, account_codes = _strings(table, "account", source)
+    account_values, account_codes = _codes(table, "account", source,
+                                           distinct=accounts_path is None)
 
     def account_of(row: int) -> str:
-        return account_names[int(account_codes[row])]
+        return str(account_values[int(account_codes[row])].as_py())
 
     size, _ = _numbers(table, "size", source, account_of)
     entry, _ = _numbers(table, "entry_price", source, account_of)
@@ -144,70 +230,97 @@ def read_bulk_book(
             row = _first(inst_codes == k)
             raise InputError(str(exc), source=source, field=f"instrument (row {row + 1})",
                              value=name) from None
-    is_option = np.array([i.is_option for i in instruments], dtype=bool)[inst_codes]
-    too_large = f"of magnitude <= {MAX_MAGNITUDE:g}"
-    for label, values, bad, expected in (
-        ("size", size, ~np.isfinite(size), "a finite number"),
-        ("size", size, np.abs(size) > MAX_MAGNITUDE, f"a finite number {too_large}"),
-        ("entry_price", entry, ~(np.isfinite(entry) & (entry >= 0.0)), "a finite number >= 0"),
-        ("entry_price", entry, entry > MAX_MAGNITUDE, f"a finite number >= 0 {too_large}"),
-        ("entry_price", entry, (entry == 0.0) & ~is_option,
-         "an entry price > 0 for a spot, perpetual or future"),
-        ("margin", margin, ~np.isnan(margin) & ~((margin >= 0.0) & (margin <= MAX_MAGNITUDE)),
-         f"an empty cell or a finite number >= 0 {too_large}"),
-        ("leverage", leverage, ~np.isnan(leverage) & ~((leverage > 0.0)
-                                                       & (leverage <= MAX_MAGNITUDE)),
-         f"an empty cell or a finite number > 0 {too_large}"),
-        ("margin", margin, ~np.isnan(margin) & ~np.isnan(leverage),
-         "either margin or leverage on a row, not both"),
-    ):
-        if bad.any():
-            row = _first(bad)
-            raise InputError(expected, source=source, field=f"{label} (row {row + 1})",
-                             value=float(values[row]), account=account_of(row))
-    key = account_codes * max(len(names), 1) + inst_codes
-    sorted_key = np.sort(key)
-    repeated = np.nonzero(sorted_key[1:] == sorted_key[:-1])[0]
-    if repeated.size:
-        dup = sorted_key[repeated[0]]
-        raise InputError("each instrument once per account (merge the rows)", source=source,
-                         field="instrument", value=names[int(dup % max(len(names), 1))],
-                         account=account_names[int(dup // max(len(names), 1))])
-
+    is_option = np.array([i.is_option for i in instruments], dtype=bool)
+    _check_rows(size, entry, margin, leverage, is_option, inst_codes, source, account_of)
     if accounts_path is None:
-        account_ids = account_names
+        account_ids = [str(a) for a in account_values.to_pylist()]
         mode = np.full(len(account_ids), MODE_CODES[default_mode], dtype=np.int32)
         assets: list[str] = []
         collateral = np.zeros((len(account_ids), 0))
         position_account = account_codes
     else:
-        account_ids, mode, assets, collateral = _read_accounts(Path(accounts_path))
-        index_of = {a: k for k, a in enumerate(account_ids)}
-        missing = [a for a in account_names if a not in index_of]
-        if missing:
-            raise InputError(f"an account listed in {accounts_path}", source=source,
-                             field="account", value=missing[0])
-        remap = np.array([index_of[a] for a in account_names], dtype=np.int64)
-        position_account = remap[account_codes]
+        account_ids, mode, assets, collateral, id_values = _read_accounts(Path(accounts_path))
+        position_account = _account_rows(account_values, id_values, source,
+                                         str(accounts_path))[account_codes]
     if not account_ids:
         raise InputError("a portfolio with at least one account", field="account",
                          value="no rows", source=source if accounts_path is None
                          else str(accounts_path))
-    return book_from_columns(
+    book = book_from_columns(
         account_ids=account_ids, mode=mode, instruments=instruments,
         position_account=position_account, position_instrument=inst_codes.astype(np.int32),
         size=size, entry_price=entry, assets=assets, collateral=collateral,
-        position_margin=margin if np.isfinite(margin).any() else None,
-        position_leverage=leverage if np.isfinite(leverage).any() else None,
+        position_margin=margin if margin is not None and np.isfinite(margin).any() else None,
+        position_leverage=leverage if leverage is not None and np.isfinite(leverage).any()
+        else None,
     )
+    _refuse_repeats(book, source)
+    return book
 
 
-def _read_accounts(path: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+def _check_rows(size: np.ndarray, entry: np.ndarray, margin: np.ndarray | None,
+                leverage: np.ndarray | None, inst_is_option: np.ndarray,
+                inst_codes: np.ndarray, source: str, account_of: Callable[[int], str]) -> None:
+    """The per-row checks of the JSON reader (``io.row_checks``); the first check that fails
+    is reported at its first row."""
+    from margin_engine.io.row_checks import first_bad_rows_nb
+
+    too_large = f"of magnitude <= {MAX_MAGNITUDE:g}"
+    none = np.zeros(0)
+    first = first_bad_rows_nb(size, entry, none if margin is None else margin,
+                              none if leverage is None else leverage, inst_codes,
+                              inst_is_option, MAX_MAGNITUDE)
+    checks = (
+        ("size", size, "a finite number"),
+        ("size", size, f"a finite number {too_large}"),
+        ("entry_price", entry, "a finite number >= 0"),
+        ("entry_price", entry, f"a finite number >= 0 {too_large}"),
+        ("entry_price", entry, "an entry price > 0 for a spot, perpetual or future"),
+        ("margin", margin, f"an empty cell or a finite number >= 0 {too_large}"),
+        ("leverage", leverage, f"an empty cell or a finite number > 0 {too_large}"),
+        ("margin", margin, "either margin or leverage on a row, not both"))
+    for (label, values, expected), row in zip(checks, first.tolist(), strict=True):
+        if row >= 0 and values is not None:
+            raise InputError(expected, source=source, field=f"{label} (row {row + 1})",
+                             value=float(values[row]), account=account_of(row))
+
+
+def _account_rows(position_ids: Any, account_ids: Any, source: str,
+                  accounts_source: str) -> np.ndarray:
+    """Row of the accounts file of every account value of the positions file (the identity
+    when both list the same ids in the same order)."""
+    import pyarrow.compute as pc
+
+    if position_ids.equals(account_ids):
+        return np.arange(len(account_ids), dtype=np.int64)
+    rows = pc.index_in(position_ids, value_set=account_ids)
+    if rows.null_count:
+        missing = position_ids.filter(rows.is_null())[0].as_py()
+        raise InputError(f"an account listed in {accounts_source}", source=source,
+                         field="account", value=missing)
+    return np.asarray(rows.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _refuse_repeats(book: ColumnarBook, source: str) -> None:
+    """Each instrument at most once per account (the first repeat in book order is named)."""
+    from margin_engine.book.kernels import first_repeat_nb
+
+    row = int(first_repeat_nb(book.offsets, book.position_instrument,
+                              len(book.instruments.instruments)))
+    if row >= 0:
+        account, _ = book.locate(row)
+        name = book.instruments.instruments[int(book.position_instrument[row])].name
+        raise InputError("each instrument once per account (merge the rows)", source=source,
+                         field="instrument", value=name, account=account)
+
+
+def _read_accounts(path: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray, Any]:
+    """(account ids, mode codes, assets, collateral, the ids as an Arrow array)."""
     source = str(path)
     table = _read_table(path)
-    unique_ids, id_codes = _strings(table, "account", source)
-    ids = [unique_ids[c] for c in id_codes]
-    if len(unique_ids) != len(ids):
+    id_text = _text(_column(table, "account", source), "account", source)
+    ids = [str(a) for a in id_text.to_pylist()]
+    if len(id_text.unique()) != len(ids):
         seen: set[str] = set()
         dup = next(a for a in ids if a in seen or seen.add(a))  # type: ignore[func-returns-value]
         raise InputError("a unique account id per row", source=source, field="account", value=dup)
@@ -239,4 +352,4 @@ def _read_accounts(path: Path) -> tuple[list[str], np.ndarray, list[str], np.nda
                 raise InputError(expected, source=source, account=ids[row],
                                  field=f"collateral.{asset}", value=float(values[row]))
         collateral[:, col] = values
-    return ids, mode, assets, collateral
+    return ids, mode, assets, collateral, id_text

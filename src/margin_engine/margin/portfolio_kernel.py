@@ -4,8 +4,11 @@ One pass over each account's CSR slice of positions (no per-account Python), par
 chunks of accounts. For account a and underlying u:
     P_u[s] = sum_p q_p x grid[inst_p, s] + collateral_u x m_lin_s
     (m_lin: the move of linear instruments, clamped at the standard grid's extremes)
-    R_u = max(0, -min_s w_s P_u[s]) (first scenario in order wins ties, within 1e-12 relative)
+    R_u = max(0, -min_s w_s P_u[s]) (first scenario in order wins ties, within 1e-12 relative:
+    scanning s in order, a scenario replaces the worst b only if w_s P_u[s] < b - 1e-12 max(1, |b|))
     C_u = opt_rate x index_u x sum_groups max(0, -net_coins) + lin_rate x min(long, short)
+    (groups in ascending order, each net summed in position order: netted on the fly when the
+    account holds its options in group order, the usual case; else the rows are sorted first)
     L_u = R_u + C_u, d_u = sign(m_worst)
     agg = sqrt(max(0, sum_u L_u^2 + sum_{u != v} rho_uv d_u L_u d_v L_v))
     IM = max(agg, (1 - max_offset) x sum_u L_u), MM = mm_fraction x IM
@@ -38,6 +41,81 @@ def _sort_groups(groups: IntArray, qty: FloatArray, und: IntArray, count: int) -
         groups[j + 1], qty[j + 1], und[j + 1] = g, q, u
 
 
+@njit(cache=True)
+def _sorted_option_nets(groups: IntArray, qty: FloatArray, und: IntArray, count: int,
+                        opt_rate: float, und_index: FloatArray, opt_cont: FloatArray) -> None:
+    """opt_cont[u] = sum over groups g of u (in group order) of opt_rate x index_u x
+    max(0, -sum_{p in g} q_p): the option rows sorted by group (stable), then netted."""
+    for u in range(opt_cont.shape[0]):
+        opt_cont[u] = 0.0
+    if count <= 32:
+        _sort_groups(groups, qty, und, count)
+    else:
+        order = np.argsort(groups[:count], kind="mergesort")
+        groups[:count] = groups[:count][order]
+        qty[:count] = qty[:count][order]
+        und[:count] = und[:count][order]
+    start = 0
+    while start < count:
+        net = 0.0
+        end = start
+        while end < count and groups[end] == groups[start]:
+            net += qty[end]
+            end += 1
+        if net < 0.0:
+            u = und[start]
+            opt_cont[u] += -net * opt_rate * und_index[u]
+        start = end
+
+
+@njit(cache=True, inline="always")
+def _beat(best: float) -> float:
+    """What a later scenario must be below to replace the worst ``best``."""
+    return best - TIE_TOLERANCE * max(1.0, abs(best))
+
+
+@njit(cache=True, inline="always")
+def _worst_scenario(pnl: FloatArray, u: int, weights: FloatArray, n_s: int,
+                    v: FloatArray) -> int:
+    """The worst scenario of row ``u`` under the in-order rule (see the module docstring).
+
+    With v_s = w_s x pnl[u, s], m = min_s v_s and f the first s with v_f = m: when
+    m < beat(v_s) for every s != f, the in-order scan ends at f (it replaces whatever it holds
+    before f, since m beats it, and nothing after f beats m). Otherwise (a near tie) the scan
+    runs in order. Same comparisons, same result, without a branch per scenario."""
+    for s in range(n_s):
+        v[s] = weights[s] * pnl[u, s]
+    m0 = v[0]
+    m1, m2, m3 = m0, m0, m0
+    s = 1
+    while s + 3 < n_s:  # four running minima: no chain of n_s dependent steps
+        m0 = min(m0, v[s])
+        m1 = min(m1, v[s + 1])
+        m2 = min(m2, v[s + 2])
+        m3 = min(m3, v[s + 3])
+        s += 4
+    while s < n_s:
+        m0 = min(m0, v[s])
+        s += 1
+    m = min(min(m0, m1), min(m2, m3))
+    first = n_s
+    blocked = 0
+    for s in range(n_s):
+        first = min(first, s if v[s] == m else n_s)
+        blocked += v[s] - TIE_TOLERANCE * max(1.0, abs(v[s])) <= m
+    if blocked == 1:  # only f itself (beat(m) <= m)
+        return first
+    best = v[0]
+    best_s = 0
+    beat = _beat(best)
+    for s in range(1, n_s):
+        if v[s] < beat:
+            best = v[s]
+            best_s = s
+            beat = _beat(best)
+    return best_s
+
+
 @njit(cache=True, parallel=True)
 def portfolio_margin_nb(
     offsets: IntArray, pos_inst: np.ndarray, pos_q: FloatArray, pos_notional: FloatArray,
@@ -65,6 +143,7 @@ def portfolio_margin_nb(
         groups = np.empty(max(max_len, 1), dtype=np.int64)
         qty = np.empty(max(max_len, 1))
         und = np.empty(max(max_len, 1), dtype=np.int64)
+        weighted = np.empty(n_s)
         stop = min(n_acct, (c + 1) * CHUNK)
         for a in range(c * CHUNK, stop):
             if only_u >= 0:
@@ -76,6 +155,7 @@ def portfolio_margin_nb(
             opt_cont[:] = 0.0
             has[:] = False
             n_opt = 0
+            in_order, cur_g, cur_net, cur_u = True, -1, 0.0, 0
             for p in range(offsets[a], offsets[a + 1]):
                 i = pos_inst[p]
                 u = inst_und[i]
@@ -86,10 +166,18 @@ def portfolio_margin_nb(
                 for s in range(n_s):
                     pnl[u, s] += q * grid[i, s]
                 if inst_is_option[i]:
-                    groups[n_opt] = inst_group[i]
+                    g = inst_group[i]
+                    groups[n_opt] = g
                     qty[n_opt] = q
                     und[n_opt] = u
                     n_opt += 1
+                    if g == cur_g:
+                        cur_net += q
+                        continue
+                    in_order = in_order and g > cur_g
+                    if cur_net < 0.0:  # the previous group is complete (groups in order)
+                        opt_cont[cur_u] += -cur_net * opt_rate * und_index[cur_u]
+                    cur_g, cur_net, cur_u = g, q, u
                 else:
                     n = pos_notional[p]
                     if n > 0.0:
@@ -104,25 +192,11 @@ def portfolio_margin_nb(
                     has[u] = True
                     for s in range(n_s):
                         pnl[u, s] += e * lin_moves[s] * move_scale[u]
-            if n_opt > 0:
-                if n_opt <= 32:
-                    _sort_groups(groups, qty, und, n_opt)
-                else:
-                    order = np.argsort(groups[:n_opt], kind="mergesort")
-                    groups[:n_opt] = groups[:n_opt][order]
-                    qty[:n_opt] = qty[:n_opt][order]
-                    und[:n_opt] = und[:n_opt][order]
-                start = 0
-                while start < n_opt:
-                    net = 0.0
-                    end = start
-                    while end < n_opt and groups[end] == groups[start]:
-                        net += qty[end]
-                        end += 1
-                    if net < 0.0:
-                        u = und[start]
-                        opt_cont[u] += -net * opt_rate * und_index[u]
-                    start = end
+            if in_order:
+                if cur_net < 0.0:
+                    opt_cont[cur_u] += -cur_net * opt_rate * und_index[cur_u]
+            else:
+                _sorted_option_nets(groups, qty, und, n_opt, opt_rate, und_index, opt_cont)
             total = 0.0
             for u in range(n_u):
                 if only_u >= 0 and u != only_u:
@@ -148,16 +222,8 @@ def portfolio_margin_nb(
                     level[u] = 0.0
                     direction[u] = 0.0
                     continue
-                best = weights[0] * pnl[u, 0]
-                best_s = 0
-                beat = best - TIE_TOLERANCE * max(1.0, abs(best))  # what a new worst must beat
-                for s in range(1, n_s):
-                    v = weights[s] * pnl[u, s]
-                    if v < beat:
-                        best = v
-                        best_s = s
-                        beat = best - TIE_TOLERANCE * max(1.0, abs(best))
-                risk = max(0.0, -best)
+                best_s = _worst_scenario(pnl, u, weights, n_s, weighted)
+                risk = max(0.0, -(weights[best_s] * pnl[u, best_s]))
                 contingency = opt_cont[u] + lin_rate * min(longs[u], shorts[u])
                 scan[a, u] = risk
                 cont[a, u] = contingency
@@ -227,6 +293,7 @@ def tick_margin_nb(
         groups = np.empty(size, dtype=np.int64)
         qty = np.empty(size)
         und = np.empty(size, dtype=np.int64)
+        weighted = np.empty(width)
         for a in range(c * TICK_CHUNK, min(n_acct, (c + 1) * TICK_CHUNK)):
             for u in range(n_u):
                 for s in range(width):
@@ -237,6 +304,7 @@ def tick_margin_nb(
                 exposure[u] = 0.0
                 has[u] = False
             n_opt = 0
+            in_order, cur_g, cur_net, cur_u = True, -1, 0.0, 0
             for p in range(offsets[a], offsets[a + 1]):
                 i = pos_inst[p]
                 u = inst_und[i]
@@ -246,10 +314,18 @@ def tick_margin_nb(
                     pnl[u, s] += q * grid[i, s]
                 kind = inst_kind[i]
                 if kind == KIND_OPTION:
-                    groups[n_opt] = inst_group[i]
+                    g = inst_group[i]
+                    groups[n_opt] = g
                     qty[n_opt] = q
                     und[n_opt] = u
                     n_opt += 1
+                    if g == cur_g:
+                        cur_net += q
+                        continue
+                    in_order = in_order and g > cur_g
+                    if cur_net < 0.0:  # the previous group is complete (groups in order)
+                        opt_cont[cur_u] += -cur_net * opt_rate * und_index[cur_u]
+                    cur_g, cur_net, cur_u = g, q, u
                 else:
                     if kind == KIND_LINEAR:
                         n = q * inst_mark[i]
@@ -271,25 +347,11 @@ def tick_margin_nb(
                     has[u] = True
                     for s in range(n_s):
                         pnl[u, s] += e * lin_moves[s] * 1.0
-            if n_opt > 0:
-                if n_opt <= 32:
-                    _sort_groups(groups, qty, und, n_opt)
-                else:
-                    order = np.argsort(groups[:n_opt], kind="mergesort")
-                    groups[:n_opt] = groups[:n_opt][order]
-                    qty[:n_opt] = qty[:n_opt][order]
-                    und[:n_opt] = und[:n_opt][order]
-                start = 0
-                while start < n_opt:
-                    net = 0.0
-                    end = start
-                    while end < n_opt and groups[end] == groups[start]:
-                        net += qty[end]
-                        end += 1
-                    if net < 0.0:
-                        u = und[start]
-                        opt_cont[u] += -net * opt_rate * und_index[u]
-                    start = end
+            if in_order:
+                if cur_net < 0.0:
+                    opt_cont[cur_u] += -cur_net * opt_rate * und_index[cur_u]
+            else:
+                _sorted_option_nets(groups, qty, und, n_opt, opt_rate, und_index, opt_cont)
             total = 0.0
             for u in range(n_u):
                 if detail:
@@ -302,16 +364,8 @@ def tick_margin_nb(
                     level[u] = 0.0
                     direction[u] = 0.0
                     continue
-                best = weights[0] * pnl[u, 0]
-                best_s = 0
-                beat = best - TIE_TOLERANCE * max(1.0, abs(best))  # what a new worst must beat
-                for s in range(1, n_s):
-                    v = weights[s] * pnl[u, s]
-                    if v < beat:
-                        best = v
-                        best_s = s
-                        beat = best - TIE_TOLERANCE * max(1.0, abs(best))
-                risk = max(0.0, -best)
+                best_s = _worst_scenario(pnl, u, weights, n_s, weighted)
+                risk = max(0.0, -(weights[best_s] * pnl[u, best_s]))
                 contingency = opt_cont[u] + lin_rate * min(longs[u], shorts[u])
                 if detail:
                     scan[a, u] = risk
