@@ -158,7 +158,8 @@ class Monitor:
         reason = self.validate(tick)
         if reason is not None:
             return self._reject(tick, reason)
-        step = self.state.step([tick], now_ns=self.clock() if commit else None)
+        step = self.state.step([tick], now_ns=self.clock() if commit else None,
+                               follow_expiries=True)
         admission = step.admissions[0]
         if admission.verdict is Verdict.DUPLICATE:
             log.info("tick %s %s skipped: %s", tick.seq, tick.symbol, admission.reason)

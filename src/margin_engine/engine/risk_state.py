@@ -24,7 +24,7 @@ import numpy as np
 
 from margin_engine.book.bound import BoundBook, bind_market, reprice
 from margin_engine.book.columnar import ColumnarBook, book_subset
-from margin_engine.core.timeutil import NS_PER_SECOND
+from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
 from margin_engine.core.types import IntArray
 from margin_engine.engine.tick_guard import Admission, TickGuard, Verdict, symbol_vol
 from margin_engine.liquidation.breaker import CircuitBreaker
@@ -157,6 +157,8 @@ class RiskState:
     sources: dict[str, dict[str, OracleSource]] = field(default_factory=dict)
     flagged: dict[str, tuple[str, ...]] = field(default_factory=dict)  # symbol -> dropped
     history: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
+    # (expiry ns, underlying) of the book's dated instruments still live, soonest first
+    expiries: list[tuple[int, str]] = field(default_factory=list)
 
     @staticmethod
     def start(full: BoundBook, config: RiskConfig, *, model: str, oracle: OracleConfig,
@@ -183,14 +185,20 @@ class RiskState:
             marked=marks_by_underlying(market, {i.name: i.underlying
                                                 for i in book.instruments.instruments}))
         state.status[:] = state._new_status(np.arange(n))
+        table = book.instruments
+        state.expiries = sorted({(int(e), table.underlyings[int(u)]) for e, u in zip(
+            table.expiry_ns.tolist(), table.underlying.tolist(), strict=True)
+            if e > market.timestamp_ns})
         return state
 
     # ------------------------------------------------------------------ the step
     def step(self, ticks: Sequence[Tick], *, now_ns: int | None = None,
-             clock_ns: int | None = None) -> StepResult:
+             clock_ns: int | None = None, follow_expiries: bool = False) -> StepResult:
         """Admit and apply ``ticks`` (``now_ns``: the wall clock for the gap and skew checks;
         None when rebuilding from a log), move the clock to ``clock_ns`` if given, then the
-        breaker, the margins and the statuses."""
+        breaker, the margins and the statuses. ``follow_expiries``: an admitted tick at or
+        after one of the book's expiries first settles it at the index before that tick and
+        moves the clock to the tick's time (the monitor; a replay moves its own clock)."""
         events: list[RiskEvent] = []
         admissions: list[Admission] = []
         velocity: dict[str, float] = {}
@@ -200,6 +208,9 @@ class RiskState:
             admissions.append(admission)
             if admission.verdict in (Verdict.DUPLICATE, Verdict.REJECT):
                 continue
+            if follow_expiries and self.expiries and tick.time_ns >= self.expiries[0][0]:
+                events += self._settle_due(tick.time_ns)
+                clock_ns = max(clock_ns or tick.time_ns, tick.time_ns)
             events += _admission_events(tick, admission)
             if admission.verdict is Verdict.APPLY:
                 price = self._guarded(tick, admission, events)
@@ -283,6 +294,22 @@ class RiskState:
             self.flagged[symbol] = dropped
             events.append(RiskEvent(EventKind.ORACLE_FLAGGED, None, {
                 "symbol": symbol, "reason": reason, "price": price, "dropped": list(dropped)}))
+
+    def _settle_due(self, time_ns: int) -> list[RiskEvent]:
+        """Settle every expiry at or before ``time_ns``: its settlement price is the
+        underlying's index now (the last one applied before the expiry), written into the
+        market so that later index moves leave the settled cash alone."""
+        events: list[RiskEvent] = []
+        settlements = dict(self.market.settlements)
+        while self.expiries and self.expiries[0][0] <= time_ns:
+            expiry_ns, underlying = self.expiries.pop(0)
+            price = float(self.market.underlyings[underlying].index)
+            settlements.setdefault((underlying, expiry_ns), price)
+            events.append(RiskEvent(EventKind.SETTLEMENT, None, {
+                "underlying": underlying, "expiry": ns_to_iso(expiry_ns),
+                "price": settlements[(underlying, expiry_ns)]}))
+        self.market = replace(self.market, settlements=settlements)
+        return events
 
     def _move_market(self, symbol: str, price: float) -> None:
         if symbol in self.market.underlyings:

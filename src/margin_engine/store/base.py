@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     QUARANTINE_DROPPED = "quarantine_dropped"  # the next ticks went back: never applied
     FEED_DOWN = "feed_down"  # the feed connection was lost
     FEED_UP = "feed_up"  # back, with the catch-up
+    SETTLEMENT = "settlement"  # dated instruments reached expiry (08:00 UTC): settled at the index
     # Audit of changes made through the HTTP service or the key commands (tick_seq 0; the
     # payload names the API key that made the change: store/service.py).
     ACCOUNT_PUT = "account_put"  # an account created or its mode changed
