@@ -3,13 +3,15 @@
 A SQLite store holds one portfolio-margined account with 10 positions (BTC and ETH perps,
 futures and options) and two collateral assets; ``margin-engine serve`` runs as a subprocess
 (no access log, a key with no effective rate limit); each what-if adds one order.
-A lean asyncio HTTP/1.1 keep-alive client keeps ``--connections`` requests in flight. Reports
-requests/s and latency percentiles for the full what-if (liquidation prices before and after),
-for margins only (``"liquidation_prices": false``), and the floor of the HTTP stack (``GET`` of
-the account: auth and a store read, no margin).
+The load generator keeps ``--connections`` keep-alive HTTP/1.1 requests in flight: ``wrk``
+(C, two threads; Debian: ``apt-get install -y wrk``) when it is installed, else a lean asyncio
+client in this process (which then takes a good part of the machine's CPU from the server: the
+report says which client ran). Reports requests/s and latency percentiles for the full what-if
+(liquidation prices before and after), for margins only (``"liquidation_prices": false``), and
+the floor of the HTTP stack (``GET`` of the account: auth and a store read, no margin).
 
     .venv/bin/python benchmarks/service_load.py [--seconds 10] [--connections 16]
-        [--workers 1] [--append benchmarks/RESULTS.md]
+        [--workers 1] [--client auto|wrk|asyncio] [--append benchmarks/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import asyncio
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -156,15 +160,74 @@ async def load(port: int, key: str, body: dict[str, Any] | None, seconds: float,
             "max_ms": round(float(ms.max()), 2) if ms.size else None}
 
 
+WRK_SCRIPT = """wrk.method = "{method}"
+wrk.headers["Authorization"] = "Bearer {key}"
+wrk.headers["Content-Type"] = "application/json"
+{body}
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def wrk_load(port: int, key: str, body: dict[str, Any] | None, seconds: float,
+             connections: int, warmup: float, folder: Path) -> dict[str, Any]:
+    """The same measure with ``wrk`` (a warm-up run first, not counted)."""
+    script = folder / "request.lua"
+    script.write_text(WRK_SCRIPT.format(
+        method="GET" if body is None else "POST", key=key,
+        body="" if body is None else f"wrk.body = {json.dumps(json.dumps(body))}"))
+    path = "/v1/accounts/bench" + ("" if body is None else "/what-if")
+    command = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "--latency",
+               "-s", str(script)]
+    url = f"http://127.0.0.1:{port}{path}"
+    if warmup > 0:
+        subprocess.run([*command, "-d", f"{max(1, round(warmup))}s", url], check=True,
+                       capture_output=True)
+    out = subprocess.run([*command, "-d", f"{max(1, round(seconds))}s", url], check=True,
+                         capture_output=True, text=True).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """requests, errors (non-2xx and socket errors), requests/s and latency percentiles
+    from ``wrk --latency`` output."""
+    def percentile(name: str) -> float | None:
+        found = re.search(rf"^\s*{name}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
+        return round(float(found.group(1)) * _UNITS[found.group(2)], 2) if found else None
+
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    if total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                              r"timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    seconds = float(total.group(2)) * _UNITS[total.group(3)] / 1e3
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return {"requests": int(total.group(1)), "errors": errors, "seconds": round(seconds, 2),
+            "requests_per_second": round(float(rate.group(1)), 1) if rate else None,
+            "p50_ms": percentile("50"), "p99_ms": percentile("99"), "max_ms": None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--client", choices=("auto", "wrk", "asyncio"), default="auto",
+                        help="load generator: wrk when installed (auto), or the asyncio one")
     parser.add_argument("--append", type=Path, default=None,
                         help="Append a table row per mode to this RESULTS.md")
     args = parser.parse_args()
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "asyncio"
+        if client == "asyncio":
+            print("wrk is not installed (Debian: apt-get install -y wrk): using the asyncio "
+                  "client, which shares the CPU with the server", file=sys.stderr)
+    elif client == "wrk" and not shutil.which("wrk"):
+        parser.error("--client wrk: wrk is not installed (Debian: apt-get install -y wrk)")
     with tempfile.TemporaryDirectory() as tmp:
         store, market, admin = setup(Path(tmp))
         port = free_port()
@@ -178,13 +241,18 @@ def main() -> None:
                      {"orders": [ORDER], "liquidation_prices": True}),
                     ("what-if, margins only", {"orders": [ORDER], "liquidation_prices": False}),
                     ("floor: GET the account (auth, store read, no margin)", None)):
-                results[mode] = asyncio.run(load(port, admin, body, args.seconds,
-                                                 args.connections, args.warmup))
+                if client == "wrk":
+                    results[mode] = wrk_load(port, admin, body, args.seconds,
+                                             args.connections, args.warmup, Path(tmp))
+                else:
+                    results[mode] = asyncio.run(load(port, admin, body, args.seconds,
+                                                     args.connections, args.warmup))
         finally:
             server.terminate()
             server.wait(timeout=30)
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "workers":
-              args.workers, "connections": args.connections, "results": results}
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "client": client,
+              "load_average": list(os.getloadavg()), "workers": args.workers,
+              "connections": args.connections, "results": results}
     print(json.dumps(report, indent=2))
     if args.append is not None:
         with args.append.open("a") as out:

@@ -6,10 +6,18 @@ per-account reference search it replaced (the same run, the same account).
 The account and order are those of ``benchmarks/service_load.py`` (a portfolio-margined account
 of 10 BTC and ETH positions, USDC and BTC collateral; buy 0.5 BTC-PERP). ``margin_engine.what_if``
 margins the account before and after the order with liquidation prices (both levels of each
-underlying, before and after); "reference" swaps in ``liquidation_levels_reference`` (one market
-binding and model run per grid level, then Brent per account on a rebound one-account book).
-Prints p50 / p99 / mean milliseconds of each and the largest relative difference between their
-liquidation prices. One numba thread, as the service runs.
+underlying, before and after). Three ways, each timed per call:
+
+* "warm": what-ifs one after another on the account at one market, as a pre-trade check runs:
+  the margin before the orders is kept from the first call and the liquidation search reads the
+  instrument states kept for the market (``forget_kept`` not called);
+* "cold": every call from nothing (both kept stores emptied before each call);
+* "reference": cold, with ``liquidation_levels_reference`` swapped in (one market binding and
+  model run per grid level, then Brent per account on a rebound one-account book).
+
+Prints p50 / p99 / mean milliseconds of each and the largest relative difference between the
+liquidation prices of warm and cold against the reference's. One numba thread, as the service
+runs.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np  # noqa: E402
 from service_load import MARKET, ORDER, POSITIONS  # noqa: E402
 
 import margin_engine  # noqa: E402
+from margin_engine.app.whatif import forget_kept  # noqa: E402
 from margin_engine.io.market_file import parse_market  # noqa: E402
 from margin_engine.liquidation import price  # noqa: E402
 
@@ -49,38 +58,51 @@ def levels(result: Any) -> list[float]:
     return out
 
 
-def timed(account: dict[str, Any], iterations: int) -> tuple[np.ndarray, list[float]]:
+def timed(account: dict[str, Any], iterations: int, cold: bool
+          ) -> tuple[np.ndarray, list[float]]:
     market = parse_market(MARKET)
     order = margin_engine.Order(**ORDER)
-    result = margin_engine.what_if(account, [order], market)  # warm
+    forget_kept()
+    result = margin_engine.what_if(account, [order], market)  # compiles / loads the kernels
     seconds = []
     for _ in range(iterations):
+        if cold:
+            forget_kept()
         t = time.perf_counter()
         result = margin_engine.what_if(account, [order], market)
         seconds.append(time.perf_counter() - t)
     return 1e3 * np.array(seconds), levels(result)
 
 
+def _summary(ms: np.ndarray) -> dict[str, float]:
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+            "mean": float(ms.mean())}
+
+
+def _difference(found: list[float], wanted: list[float]) -> dict[str, Any]:
+    a, b = np.array(found), np.array(wanted)
+    both = np.isfinite(b)
+    return {"levels": int(both.sum()),
+            "same_missing": bool(np.array_equal(np.isnan(a), np.isnan(b))),
+            "max_relative_difference": float(np.max(np.abs(a[both] - b[both])
+                                                    / np.abs(b[both]))) if both.any() else 0.0}
+
+
 def compare(account: dict[str, Any], iterations: int) -> dict[str, Any]:
-    after, found = timed(account, iterations)
+    warm, warm_levels = timed(account, iterations, cold=False)
+    cold, cold_levels = timed(account, iterations, cold=True)
     compiled = price.liquidation_levels
     price.liquidation_levels = price.liquidation_levels_reference  # type: ignore[assignment]
     try:
-        before, wanted = timed(account, max(20, iterations // 10))
+        reference, wanted = timed(account, max(20, iterations // 10), cold=True)
     finally:
         price.liquidation_levels = compiled  # type: ignore[assignment]
-    a, b = np.array(found), np.array(wanted)
-    both = np.isfinite(b)
+        forget_kept()
     return {
-        "iterations": {"compiled": len(after), "reference": len(before)},
-        "compiled_ms": {"p50": float(np.percentile(after, 50)),
-                        "p99": float(np.percentile(after, 99)), "mean": float(after.mean())},
-        "reference_ms": {"p50": float(np.percentile(before, 50)),
-                         "p99": float(np.percentile(before, 99)), "mean": float(before.mean())},
-        "levels": int(both.sum()),
-        "same_missing": bool(np.array_equal(np.isnan(a), np.isnan(b))),
-        "max_relative_difference": float(np.max(np.abs(a[both] - b[both]) / np.abs(b[both])))
-        if both.any() else 0.0,
+        "iterations": {"warm": len(warm), "cold": len(cold), "reference": len(reference)},
+        "warm_ms": _summary(warm), "cold_ms": _summary(cold), "reference_ms": _summary(reference),
+        "warm_against_reference": _difference(warm_levels, wanted),
+        "cold_against_reference": _difference(cold_levels, wanted),
     }
 
 

@@ -72,6 +72,7 @@ def test_shared_state_table_gives_the_levels_of_the_direct_revaluation(
     monkeypatch.setattr(vector_levels, "TABLE_SHARING", 0.0)
     table = liquidation_levels(bound, "portfolio", RiskConfig())
     monkeypatch.setattr(vector_levels, "TABLE_SHARING", 1e9)
+    monkeypatch.setattr(vector_levels, "STATE_CACHE", False)
     direct = liquidation_levels(bound, "portfolio", RiskConfig())
     assert_same_levels(table, direct, rel=1e-12)
 

@@ -109,6 +109,7 @@ def compute_bound(bound: BoundBook, config: RiskConfig, *,
                   models: Mapping[str, MarginModel] | None = None) -> MarginReport:
     """Margins of every account of a bound book: the ``compute --json`` document as typed
     results. ``models``: models built with data (var with its history)."""
+    from margin_engine.liquidation.vector_levels import known_results
     from margin_engine.margin.explain import explain_account
     from margin_engine.margin.isolated import check_asked_margins
     from margin_engine.margin.registry import get_model
@@ -132,7 +133,9 @@ def compute_bound(bound: BoundBook, config: RiskConfig, *,
                          value=f"on for {bound.account_count:,} accounts")
     with_liquidation = choice is LiquidationChoice.ON or (
         choice is LiquidationChoice.AUTO and bound.account_count <= limit)
-    document = compute_document(run, name, with_liquidation)
+    with known_results(bound, config, [(get_model(m, run.built), result)
+                                       for m, result in run.results.items()]):
+        document = compute_document(run, name, with_liquidation)
     if explain:
         for a, entry in enumerate(document["accounts"]):
             entry["explain"] = explain_account(run.bound, config, run.results[entry["model"]],

@@ -17,7 +17,10 @@ and the margins after are those of the merged book under the same model.
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -202,24 +205,99 @@ def what_if(account: Mapping[str, Any], orders: Sequence[Order], market: MarketS
     """``account`` (an account object of a portfolio document; ``instruments``: the
     portfolio's declared instruments) before and after ``orders`` at ``market``. ``before``:
     the account's margin already computed with the same inputs (a cache)."""
-    from margin_engine.io.portfolio_file import parse_portfolio
-
     if not orders:
         raise InputError("at least one order", field="orders", value="[]")
-    risk = config or RiskConfig()
-    declared = parse_portfolio({"schema": "margin-engine/portfolio/v1",
-                                "instruments": dict(instruments or {}),
-                                "accounts": [{"id": "-", "mode": "cross"}]}).instruments
+    risk = config if config is not None else _default_config()
+    declared = _declared(instruments)
     positions, realised = merge_orders(_positions_of(account), orders, declared, market)
     after_market = _with_cash(market) if realised != 0.0 else market
     if before is None:
-        before = account_margin(account, market, risk, model=model, instruments=instruments,
-                                liquidation=liquidation)
+        before = _account_before(account, market, risk, model, instruments, liquidation)
     after = account_margin(_account_document(account, positions, realised), after_market, risk,
                            model=model, instruments=instruments, liquidation=liquidation)
     return WhatIf(account=before.id, model=before.model, orders=tuple(orders),
                   realised_pnl=realised, before=before, after=after,
                   change=change_of(before, after))
+
+
+class _Recent:
+    """A small least-recently-used map (thread-safe: the service runs what-ifs on several
+    threads)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def forget_kept() -> None:
+    """Drop the margins kept before orders and the instrument states kept for liquidation
+    searches (benchmarks of the first what-if on an account)."""
+    from margin_engine.liquidation.vector_levels import STATE_TABLES
+
+    _BEFORE.clear()
+    STATE_TABLES.clear()
+
+
+_DECLARED = _Recent(16)  # declared instruments (JSON) -> parsed instruments
+_BEFORE = _Recent(256)  # account, model, instruments, liquidation -> (market, config, margin)
+_DEFAULT: list[RiskConfig] = []
+
+
+def _default_config() -> RiskConfig:
+    if not _DEFAULT:
+        _DEFAULT.append(RiskConfig())
+    return _DEFAULT[0]
+
+
+def _declared(instruments: Mapping[str, Any] | None) -> Mapping[str, Instrument]:
+    """The portfolio's declared instruments, parsed (once per distinct declaration)."""
+    from margin_engine.io.portfolio_file import parse_portfolio
+
+    key = json.dumps(instruments, sort_keys=True, default=str) if instruments else "{}"
+    found: Mapping[str, Instrument] | None = _DECLARED.get(key)
+    if found is None:
+        found = parse_portfolio({"schema": "margin-engine/portfolio/v1",
+                                 "instruments": dict(instruments or {}),
+                                 "accounts": [{"id": "-", "mode": "cross"}]}).instruments
+        _DECLARED.put(key, found)
+    return found
+
+
+def _account_before(account: Mapping[str, Any], market: MarketSnapshot, config: RiskConfig,
+                    model: str | ModelChoice, instruments: Mapping[str, Any] | None,
+                    liquidation: bool) -> AccountMargin:
+    """The account's margin before the orders: computed once per account content, model,
+    declared instruments, market and config (the same objects: both are immutable), then
+    reused by the next what-ifs on that account."""
+    key = json.dumps([account, str(model), instruments or {}, liquidation], sort_keys=True,
+                     default=str)
+    found = _BEFORE.get(key)
+    if found is not None and found[0] is market and found[1] is config:
+        margin: AccountMargin = found[2]
+        return margin
+    margin = account_margin(account, market, config, model=model, instruments=instruments,
+                            liquidation=liquidation)
+    _BEFORE.put(key, (market, config, margin))
+    return margin
 
 
 def change_of(before: AccountMargin, after: AccountMargin) -> MarginChange:

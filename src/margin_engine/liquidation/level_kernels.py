@@ -115,6 +115,9 @@ class PortfolioCtx(NamedTuple):
     max_offset: float
     mm_fraction: float
     tie: float
+    w_max: float  # largest scenario weight
+    lin_max: float  # largest |linear move|
+    factor: float  # max(1, largest 1 + move) + 1: bound factor of an option's scenario values
 
 
 class Charges(NamedTuple):
@@ -834,14 +837,6 @@ def _portfolio_variation(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: in
     d_exposure = abs(tmp[2] - aux[2])
     d_depeg = abs(tmp[3] - aux[3])
     d_s = abs(levels[y] - levels[x])
-    w_max = 0.0
-    lin_max = 0.0
-    factor = 1.0
-    for j in range(ctx.moves.shape[0]):
-        w_max = max(w_max, ctx.weights[j])
-        lin_max = max(lin_max, abs(ctx.lin_moves[j]))
-        factor = max(factor, 1.0 + ctx.moves[j])
-    factor += 1.0
     pnl = 0.0
     grid = 0.0
     linear = 0.0
@@ -850,7 +845,7 @@ def _portfolio_variation(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: in
         i = b.inst[p]
         aq = abs(b.q[p])
         option = b.is_option[i]
-        scen = factor if option else lin_max
+        scen = ctx.factor if option else ctx.lin_max
         dm = abs(_cumulative(b, i, y, 0, levels, index0, cum, table_row, scen)
                  - _cumulative(b, i, x, 0, levels, index0, cum, table_row, scen))
         dt = abs(_cumulative(b, i, y, 1, levels, index0, cum, table_row, scen)
@@ -861,7 +856,7 @@ def _portfolio_variation(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: in
         grid += aq * dt
         if b.live[i] and not option and not b.inverse[i]:
             linear += aq * dm
-    d_level = (w_max * (grid + d_exposure * lin_max) + ctx.opt_rate * d_s * aux[7]
+    d_level = (ctx.w_max * (grid + d_exposure * ctx.lin_max) + ctx.opt_rate * d_s * aux[7]
                + ctx.lin_rate * linear)
     level, agg, cross = aux[4], aux[5], aux[6]
     d_quad = (2.0 * level + d_level) * (d_level + 2.0 * cross)
@@ -935,12 +930,16 @@ def _evaluate(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, j: int, in
               states: np.ndarray, work: np.ndarray, iwork: np.ndarray,
               aux: np.ndarray) -> float:
     """f at level s; at grid level j >= 0 u's instrument states come from the shared table
-    when there is one (the same numbers), else they are computed."""
+    when there is one (the same numbers; an entry still NaN is computed into it first), else
+    they are computed."""
     ratio = s / index0
     if j >= 0 and table.shape[0] > 0:
         width = states.shape[1]
         for kk in range(k):
-            r = table_row[bk.inst[rows[kk]]]
+            i = bk.inst[rows[kk]]
+            r = table_row[i]
+            if math.isnan(table[r, j, 0]):  # a kept table (``StateTables``): filled on use
+                inst_state(bk, ctx, i, s, ratio, table[r, j])
             for w in range(width):
                 states[kk, w] = table[r, j, w]
     else:
@@ -953,14 +952,15 @@ def _evaluate(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, j: int, in
 def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop: int,
                      u: int, index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
                      table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
-                     max_rows: int, work_size: int, down: np.ndarray, up: np.ndarray,
-                     evaluations: np.ndarray) -> None:
+                     max_rows: int, work_size: int, exposure: np.ndarray, down: np.ndarray,
+                     up: np.ndarray, evaluations: np.ndarray) -> None:
     """For jobs[start:stop], the root of f closest below (``down``) and above (``up``) today's
-    index on the grid ``levels`` (ascending, levels[j0] = index0), NaN where f has none;
-    ``evaluations``: f evaluations per job. Releases the GIL: callers run slices of the jobs
-    on several threads."""
+    index on the grid ``levels`` (ascending, levels[j0] = index0), NaN where f has none or the
+    job holds nothing in u (no row and, when ``exposure`` (accounts x underlyings) is given,
+    no coin of u); ``evaluations``: f evaluations per job. Releases the GIL: callers run
+    slices of the jobs on several threads."""
     _search_chunk(bk, cl, ctx, jobs, start, stop, u, index0, levels, j0, table, table_row, cum,
-                  xtol, rtol, max_rows, work_size, down, up, evaluations)
+                  xtol, rtol, max_rows, work_size, exposure, down, up, evaluations)
 
 
 SCAN, ZERO_LO, ZERO_HI, SOLVE, DONE = 0, 1, 2, 3, 4
@@ -971,8 +971,8 @@ SKIP_MARGIN = 1e-9  # relative slack on the skip bound (rounding of f and of the
 def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop: int, u: int,
                   index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
                   table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
-                  max_rows: int, work_size: int, down: np.ndarray, up: np.ndarray,
-                  evaluations: np.ndarray) -> None:
+                  max_rows: int, work_size: int, exposure: np.ndarray, down: np.ndarray,
+                  up: np.ndarray, evaluations: np.ndarray) -> None:
     """The search as a state machine around one evaluation of f per step: scan (down from
     the index, then up), an exact zero widened by a hair, Brent."""
     n_lv = levels.shape[0]
@@ -991,6 +991,9 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
         k = job_rows(bk, ctx, job, u, rows)
         down[x] = math.nan
         up[x] = math.nan
+        evaluations[x] = 0
+        if k == 0 and (exposure.shape[0] == 0 or exposure[job, u] == 0.0):
+            continue  # nothing of u in the account
         count = 0
         side = -1  # scanning down first, then up
         phase = SCAN
@@ -1109,38 +1112,30 @@ def _skip_to(bk: Any, cl: Any, ctx: Any, job: int, u: int, x: int, side: int, en
              table_row: np.ndarray, rows: np.ndarray, k: int, aux: np.ndarray,
              tmp: np.ndarray) -> int:
     """The farthest grid level from x towards ``end`` up to which f provably keeps its sign
-    (at least the next level): doubling steps, then bisection between the last good and the
-    first bad level."""
+    (at least the next level): the one after next, then ``end`` itself when their bounds
+    allow, else bisection between the last good and the first bad level (the bound grows
+    with the distance from x; a model without a bound stops at the first test)."""
     limit = margin - SKIP_MARGIN * aux[8]
     best = x + side
     if limit <= 0.0 or best == end:
         return best
-    step = 2
-    bad = -1
-    while True:
-        if bad < 0:
-            y = x + side * step
-            if (y - end) * side > 0:
-                y = end
-        else:
-            if abs(bad - best) <= 1:
-                return best
-            y = (best + bad) // 2
+    for y in (best + side, end):
+        if variation(bk, cl, ctx, job, u, x, y, levels, index0, cum, table_row, rows, k, aux,
+                     tmp) * (1.0 + SKIP_MARGIN) >= limit:
+            break
+        best = y
+        if y == end:
+            return end
+    bad = end if best != x + side or best + side == end else best + side
+    while abs(bad - best) > 1:
+        y = (best + bad) // 2
         bound = variation(bk, cl, ctx, job, u, x, y, levels, index0, cum, table_row, rows, k,
                           aux, tmp)
-        good = bound * (1.0 + SKIP_MARGIN) < limit
-        if bad < 0:
-            if not good:
-                bad = y
-            elif y == end:
-                return y
-            else:
-                best = y
-                step *= 2
-        elif good:
+        if bound * (1.0 + SKIP_MARGIN) < limit:
             best = y
         else:
             bad = y
+    return best
 
 
 def state_width_nb(ctx: Any) -> int:

@@ -4,8 +4,11 @@ is re-evaluated from arrays (``level_kernels``) at any level of one underlying.
 Per underlying u: the accounts exposed to u are the jobs; the state of each of u's instruments
 (mark, and the portfolio model's scenario values or the sensitivity model's Greeks) at every
 level of the search grid is computed once and shared by all accounts when the book is large
-(accounts x positions in u well above u's distinct instruments), else per account as needed.
-Then one compiled pass scans each account outward from today's index and refines both roots.
+(accounts x positions in u well above u's distinct instruments), else filled as the search needs
+it into tables kept from one call to the next (``StateTables``: one what-if after another at the
+same market reads them). Then one compiled pass scans each account outward from today's index
+and refines both roots. Today's result of the model is taken from the caller when it has one
+(``known_results``), else computed.
 
 Models with a compiled gap: the built-in ``isolated``, ``cross``, ``portfolio`` and
 ``sensitivity`` models (looked up by type, so a model built with other data of the same type
@@ -15,7 +18,10 @@ uses its own parameters); any other model returns None here and is searched by t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from statistics import NormalDist
 from typing import Any
 
@@ -25,7 +31,7 @@ from margin_engine.book.bound import BoundBook, asset_prices, expiry_forwards
 from margin_engine.collateral.haircuts import DAY_SECONDS, split_collateral_key
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation import level_kernels as lk
-from margin_engine.margin.common import active_cells, coins_of
+from margin_engine.margin.common import coins_of
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.cross import CrossModel
 from margin_engine.margin.isolated import IsolatedModel
@@ -119,6 +125,30 @@ def charges(bound: BoundBook, config: RiskConfig) -> lk.Charges:
 
 
 Context = tuple[lk.BookArrays, lk.Collateral, Any, int]  # book, collateral, model, work size
+_KNOWN: ContextVar[tuple[BoundBook, RiskConfig, dict[int, Any]] | None] = ContextVar(
+    "known_results", default=None)
+
+
+@contextmanager
+def known_results(bound: BoundBook, config: RiskConfig,
+                  results: Iterable[tuple[MarginModel, Any]]) -> Iterator[None]:
+    """Within the block, searches on ``bound`` with ``config`` take today's result of a
+    model from ``results`` ((model, its result on this bound book and config) pairs) instead
+    of running it again."""
+    token = _KNOWN.set((bound, config, {id(m): r for m, r in results}))
+    try:
+        yield
+    finally:
+        _KNOWN.reset(token)
+
+
+def _today(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Any:
+    """The model's result on the bound book today (known, or computed)."""
+    known = _KNOWN.get()
+    if known is not None and known[0] is bound and known[1] is config and \
+            id(model) in known[2]:
+        return known[2][id(model)]
+    return model.compute(bound, config)
 
 
 def _portfolio(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Context:
@@ -127,7 +157,9 @@ def _portfolio(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Cont
     cfg = config.portfolio
     scenarios = scenario_table(cfg)
     moves = np.array([s[0] for s in scenarios])
-    today = model.compute(bound, config).per_underlying
+    lin_moves = [float(m) for m in linear_moves(cfg)]
+    weights = [float(s[2]) for s in scenarios]
+    today = _today(bound, config, model).per_underlying
     worst = np.asarray(today["worst_scenario"], dtype=np.int64)
     on = worst >= 0
     level = np.where(on, today["scan_risk"] + today["contingency"], 0.0)
@@ -135,15 +167,17 @@ def _portfolio(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Cont
     revalued = coins_of(bound) | frozenset(config.haircuts.stablecoins)
     ctx = lk.PortfolioCtx(
         sigma_s=_f(scenario_sigma(bound, cfg)), moves=moves,
-        shocks=np.array([s[1] for s in scenarios]), lin_moves=np.array(linear_moves(cfg)),
-        weights=np.array([s[2] for s in scenarios]), ref_days=float(cfg.vol_shock_reference_days),
+        shocks=np.array([s[1] for s in scenarios]), lin_moves=np.array(lin_moves),
+        weights=np.array(weights), ref_days=float(cfg.vol_shock_reference_days),
         p_short=float(cfg.vol_shock_power_short), p_long=float(cfg.vol_shock_power_long),
         floor=float(cfg.vol_floor), group=np.ascontiguousarray(bound.contingency_group,
                                                                 dtype=np.int64),
         level_other=_f(level), direction_other=_f(np.sign(move)), rho=_f(bound.correlation),
         opt_rate=float(cfg.option_contingency_rate), lin_rate=float(cfg.linear_contingency_rate),
         max_offset=float(cfg.max_cross_offset), mm_fraction=float(cfg.maintenance_fraction),
-        tie=float(_tie()))
+        tie=float(_tie()), w_max=max([0.0, *weights]),
+        lin_max=max([0.0, *(abs(m) for m in lin_moves)]),
+        factor=max([1.0, *(1.0 + float(s[0]) for s in scenarios)]) + 1.0)
     return (book_arrays(bound), collateral(bound, config, revalued, depeg=True), ctx,
             moves.size + 2 * len(bound.underlyings))
 
@@ -164,7 +198,7 @@ def _isolated(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Conte
 
 
 def _cross(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Context:
-    today = model.compute(bound, config).per_underlying["maintenance_margin"]
+    today = _today(bound, config, model).per_underlying["maintenance_margin"]
     ctx = lk.CrossCtx(*charges(bound, config),
                       hedge_maintenance=float(config.cross.hedge_maintenance_rate),
                       maintenance_cells=_f(today))
@@ -223,19 +257,36 @@ def account_levels(bound: BoundBook, model: str, config: RiskConfig, grid: Float
     n_acct, n_u = bound.account_count, len(bound.underlyings)
     down, up = np.full((n_acct, n_u), np.nan), np.full((n_acct, n_u), np.nan)
     wanted = np.ones(n_acct, dtype=np.bool_) if accounts is None else np.asarray(accounts)
-    exposed = active_cells(bound) | (bound.collateral_exposure != 0.0)
-    jobs_by_u = [np.nonzero(wanted & exposed[:, u])[0].astype(np.int64) for u in range(n_u)]
-    if all(j.size == 0 for j in jobs_by_u):
+    jobs = np.nonzero(wanted)[0].astype(np.int64)
+    exposure = np.ascontiguousarray(bound.collateral_exposure, dtype=np.float64)
+    held = _held_by_underlying(bound, None if accounts is None else wanted)
+    if jobs.size == 0 or not (any(count for _, count in held) or np.any(exposure[jobs] != 0.0)):
         return down, up
     context = builder(bound, config, built)
     max_rows = _max_len(bound)
-    for u, jobs in enumerate(jobs_by_u):
-        if jobs.size == 0:
-            continue
-        pos_rows = _rows_in(bound, jobs, u)
-        d, p = _search(context, jobs, u, float(bound.index[u]), grid, pos_rows, max_rows)
+    for u in range(n_u):
+        instruments, positions = held[u]
+        d, p = _search(context, jobs, u, float(bound.index[u]), grid, instruments, positions,
+                       max_rows, exposure)
         down[jobs, u], up[jobs, u] = d, p
     return down, up
+
+
+def _held_by_underlying(bound: BoundBook, wanted: np.ndarray | None
+                        ) -> list[tuple[np.ndarray, int]]:
+    """Per underlying: the instruments the (wanted) accounts hold in it, and how many
+    positions that is."""
+    book = bound.book
+    inst = book.position_instrument if wanted is None else \
+        book.position_instrument[wanted[bound.position_account]]
+    n_inst = len(book.instruments.instruments)
+    counts = np.bincount(inst, minlength=n_inst) if inst.size else np.zeros(n_inst, np.int64)
+    und = np.asarray(book.instruments.underlying)
+    out = []
+    for u in range(len(bound.underlyings)):
+        held = np.nonzero((counts > 0) & (und == u))[0].astype(np.int64)
+        out.append((held, int(counts[held].sum())))
+    return out
 
 
 def position_levels(bound: BoundBook, model: str, config: RiskConfig, grid: FloatArray,
@@ -267,37 +318,146 @@ def position_levels(bound: BoundBook, model: str, config: RiskConfig, grid: Floa
             continue
         index = float(bound.index[u])
         position_index[rows] = index
-        d, p = _search(context, rows, u, index, grid, rows, 1)
+        d, p = _search(context, rows, u, index, grid, np.unique(book.position_instrument[rows]),
+                       rows.size, 1, np.zeros((0, 0)))
         down[0, rows], up[0, rows] = d, p
     return down, up, position_index
 
 
 def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: FloatArray,
-            pos_rows: np.ndarray, max_rows: int) -> tuple[FloatArray, FloatArray]:
+            held: np.ndarray, positions: int, max_rows: int, exposure: np.ndarray
+            ) -> tuple[FloatArray, FloatArray]:
+    """Both levels of every job on u (``held``: u's instruments in the jobs' positions,
+    ``positions`` of them; ``exposure``: accounts x underlyings coin collateral, or empty for
+    jobs that are positions). Jobs with no position in u and no coin of u are left NaN."""
     bk, cl, ctx, work = context
     levels = index * grid
     j0 = int(np.nonzero(grid == 1.0)[0][0])
     width = lk.state_width(ctx)
-    held = np.unique(bk.inst[pos_rows]).astype(np.int64)
-    if pos_rows.size > TABLE_SHARING * held.size:
+    held = np.asarray(held, dtype=np.int64)
+    down, up = np.empty(jobs.size), np.empty(jobs.size)
+    evaluations = np.zeros(jobs.size, dtype=np.int64)
+
+    def run(table: np.ndarray, table_row: np.ndarray, cum: np.ndarray) -> None:
+        in_threads(jobs.size, lambda a, b: lk.search_levels_nb(
+            bk, cl, ctx, jobs, a, b, u, index, levels, j0, table, table_row, cum,
+            XTOL_RELATIVE * index, RTOL, max_rows, work + max_rows, exposure, down, up,
+            evaluations))
+
+    if positions > TABLE_SHARING * held.size:
         table = np.empty((held.size, levels.size, width))
         cum = np.empty((held.size, levels.size, 2))
         in_threads(held.size, lambda a, b: lk.fill_table_nb(bk, ctx, held, a, b, levels, index,
                                                              table, cum))
         table_row = np.full(bk.und.shape[0], -1, dtype=np.int64)
         table_row[held] = np.arange(held.size)
+        run(table, table_row, cum)
+    elif STATE_CACHE and 0 < held.size <= STATE_TABLES.capacity:
+        with STATE_TABLES.family(bk, ctx, held, levels, width) as (table, table_row):
+            run(table, table_row, np.empty((0, levels.size, 2)))
     else:
-        table = np.empty((0, levels.size, width))
-        cum = np.empty((0, levels.size, 2))
-        table_row = np.empty(0, dtype=np.int64)
-    down, up = np.empty(jobs.size), np.empty(jobs.size)
-    evaluations = np.zeros(jobs.size, dtype=np.int64)
-    in_threads(jobs.size, lambda a, b: lk.search_levels_nb(
-        bk, cl, ctx, jobs, a, b, u, index, levels, j0, table, table_row, cum,
-        XTOL_RELATIVE * index, RTOL, max_rows, work + max_rows, down, up, evaluations))
+        run(np.empty((0, levels.size, width)), np.empty(0, dtype=np.int64),
+            np.empty((0, levels.size, 2)))
     STATS["evaluations"] += int(evaluations.sum())
-    STATS["jobs"] += int(jobs.size)
+    STATS["jobs"] += int(np.count_nonzero(evaluations))
     return down, up
+
+
+class StateTables:
+    """Instrument states on the search grid kept from one call to the next (a small book:
+    one account's what-if after another at the same market), filled on first use of each
+    (instrument, level) by the search itself (entries are NaN until then). Keyed by
+    everything ``inst_state`` reads: the grid levels, the model's scenario constants and, per
+    instrument, its bound numbers (mark, base, strike, expiry, vol, flags and its scenario
+    vols), so a changed market or book reads other rows and the states are those the search
+    would compute."""
+
+    def __init__(self, capacity: int = 512, families: int = 4) -> None:
+        self.capacity = capacity  # instruments per family (rows of 150 x width floats)
+        self.families = families
+        self._items: dict[Hashable, _Family] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def family(self, bk: lk.BookArrays, ctx: Any, held: np.ndarray, levels: FloatArray,
+               width: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(table, table_row) with rows for the ``held`` instruments, locked while the
+        caller's search reads and fills it."""
+        keys = [_instrument_key(bk, ctx, int(i)) for i in held]
+        with self._lock:
+            found = self._family_for((type(ctx).__name__, width, levels.tobytes(),
+                                      _scenario_key(ctx)), levels.size, width, len(keys))
+            table_row = np.full(bk.und.shape[0], -1, dtype=np.int64)
+            table_row[held] = [found.row(key) for key in keys]
+            found.grow(self.capacity)
+            yield found.table, table_row
+
+    def _family_for(self, key: Hashable, n_levels: int, width: int, wanted: int) -> _Family:
+        found = self._items.pop(key, None)
+        if found is None or found.free(self.capacity) < wanted:
+            found = _Family(n_levels, width)
+        self._items[key] = found  # most recent last
+        while len(self._items) > self.families:
+            self._items.pop(next(iter(self._items)))
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        """Families kept."""
+        return len(self._items)
+
+
+class _Family:
+    """One grid and scenario set: a table of instrument states, NaN where not yet filled."""
+
+    def __init__(self, n_levels: int, width: int) -> None:
+        self.table = np.full((0, n_levels, width), np.nan)
+        self.rows: dict[Hashable, int] = {}
+
+    def free(self, capacity: int) -> int:
+        return capacity - len(self.rows)
+
+    def grow(self, capacity: int) -> None:
+        """Room for every row handed out (doubling, at most ``capacity`` rows; the rows
+        filled so far are copied)."""
+        have = self.table.shape[0]
+        if len(self.rows) <= have:
+            return
+        size = min(capacity, max(len(self.rows), 2 * have, 16))
+        table = np.full((size, *self.table.shape[1:]), np.nan)
+        table[:have] = self.table
+        self.table = table
+
+    def row(self, key: Hashable) -> int:
+        found = self.rows.get(key)
+        if found is None:
+            found = self.rows[key] = len(self.rows)
+        return found
+
+
+def _instrument_key(bk: lk.BookArrays, ctx: Any, i: int) -> Hashable:
+    """What ``inst_state`` reads of instrument i (its scenario vols with the portfolio
+    model)."""
+    own = (bool(bk.live[i]), bool(bk.is_option[i]), bool(bk.is_call[i]), float(bk.strike[i]),
+           float(bk.years[i]), float(bk.sigma[i]), float(bk.base[i]), bool(bk.base_scaled[i]),
+           float(bk.mark[i]))
+    if isinstance(ctx, lk.PortfolioCtx):
+        return own + (ctx.sigma_s[i].tobytes(),)
+    return own
+
+
+def _scenario_key(ctx: Any) -> Hashable:
+    if isinstance(ctx, lk.PortfolioCtx):
+        return (ctx.moves.tobytes(), ctx.shocks.tobytes(), ctx.lin_moves.tobytes(),
+                ctx.ref_days, ctx.p_short, ctx.p_long, ctx.floor)
+    return None
+
+
+STATE_CACHE = True  # keep small books' instrument states between calls (``StateTables``)
+STATE_TABLES = StateTables()
 
 
 def in_threads(n: int, run: Callable[[int, int], None], pieces_per_thread: int = 8) -> None:
@@ -316,18 +476,6 @@ def in_threads(n: int, run: Callable[[int, int], None], pieces_per_thread: int =
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for _ in pool.map(lambda k: run(int(bounds[k]), int(bounds[k + 1])), range(pieces)):
             pass
-
-
-def _rows_in(bound: BoundBook, accounts: np.ndarray, u: int) -> np.ndarray:
-    """Position rows of ``accounts`` in underlying u."""
-    book = bound.book
-    starts, stops = book.offsets[accounts], book.offsets[accounts + 1]
-    counts = stops - starts
-    rows = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + \
-        np.arange(int(counts.sum()), dtype=np.int64)
-    und = book.instruments.underlying[book.position_instrument[rows]]
-    found: np.ndarray = rows[und == u]
-    return found
 
 
 def _max_len(bound: BoundBook) -> int:

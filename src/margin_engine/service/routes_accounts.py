@@ -260,7 +260,7 @@ async def post_what_if(account_id: AccountId, body: WhatIfRequest, request: Requ
         result = await compute(lambda: what_if(
             account_document(rows), orders, market, follower.config, model=name,
             instruments=follower.instruments, liquidation=body.liquidation_prices,
-            before=before), small=not body.liquidation_prices and before is not None)
+            before=before), small=before is not None)
     except InputError as exc:
         raise from_input_error(exc) from None
     if before is None:

@@ -97,7 +97,8 @@ def _single_threaded(action: Callable[[], _T]) -> _T:
 
 async def compute(action: Callable[[], _T], *, small: bool = False) -> _T:
     """Run a computation in the thread pool, or, when ``small`` (about a millisecond: one
-    account's margins without a liquidation-price search), on the event loop itself, which
+    account's what-if with its margins before known, liquidation prices included: their
+    search reads the instrument states kept for the market), on the event loop itself, which
     saves the hand-over to a thread (Python holds one lock either way)."""
     if small:
         return _single_threaded(action)
