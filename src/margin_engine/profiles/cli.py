@@ -158,11 +158,11 @@ def profiles_table(document: dict[str, Any]) -> Table:
                   caption="IM in USD; liq.: nearest liquidation price of the account's first "
                   "underlying; driving term: the IM term with the largest gap between the "
                   "cheapest and the dearest venue")
-    table.add_column("account")
-    for name in names:
-        table.add_column(name, justify="right")
-    table.add_column("cheapest")
-    table.add_column("driving term")
+    table.add_column("account", overflow="fold", min_width=10)
+    for name in names:  # "deribit-pm" as "deribit-" over "pm": narrow columns, whole names
+        table.add_column(name.replace("-", "-\n", 1), justify="right")
+    table.add_column("cheapest", overflow="fold")
+    table.add_column("driving term", overflow="fold", min_width=10)
     for acc in document["accounts"][:ROWS_SHOWN]:
         row = [acc["id"]]
         for name in names:
