@@ -51,7 +51,7 @@ MporOpt = Annotated[int | None, typer.Option(
 LiquidationOpt = Annotated[str, typer.Option(
     "--liquidation-prices", metavar="auto|on|off", help="Liquidation prices per account and "
     "underlying (a root search each): auto computes them with --json for up to 1,000,000 "
-    "accounts (10,000 with the var model; with venue profiles, text too, for up to 1,000).")]
+    "accounts (10,000 with the var model; with venue profiles, text too, for up to 2,000).")]
 
 
 def _want_liquidation(choice: str, as_json: bool, accounts: int,
