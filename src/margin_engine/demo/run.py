@@ -127,9 +127,12 @@ def run_demo(*, accounts: int, output: Path, seed: int, console: Console | None 
     if write_chart:
         _chart(summary, chart)
     elapsed = time.perf_counter() - started
-    console.print(f"\nWrote {output / 'demo_results.json'}"
-                  + (f", {chart}" if write_chart else "")
-                  + f", the book {book_file} and its market {market_file} in {elapsed:.1f} s.")
+    written = [(output / "demo_results.json", "the numbers above"),
+               *([(chart, "the chart")] if write_chart else []),
+               (book_file, "the book, a portfolio file"), (market_file, "its market")]
+    console.print(f"\nWrote, in {elapsed:.1f} s:", highlight=False)
+    for path, what in written:
+        console.print(f"  {path}  {what}", highlight=False)
     console.print("Next:", highlight=False)
     console.print(f"  margin-engine compare {book_file} --market {market_file} --profiles all\n"
                   "      the same book as seven venues would margin it\n"
