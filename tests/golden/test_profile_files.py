@@ -245,3 +245,17 @@ def test_large_books_get_a_summary_and_liquidation_prices_on_request(
     # the summary's total IM is the sum over the accounts
     total = sum(a["profiles"]["deribit-pm"]["initial_margin"] for a in documents[1]["accounts"])
     assert f"{total:,.0f}" in out
+
+
+def test_dydx_fee_cap_and_hyperliquid_backstop_are_reported() -> None:
+    """dYdX caps a liquidation's fee at 1.5 % of the closed notional; Hyperliquid's vault
+    takes an account over below 2/3 of MM (both from the venues' pages in the profiles)."""
+    document = compare_profiles(_bound(ACCOUNTS[:1]), parse_profiles("dydx-v4,hyperliquid"),
+                                STABLES, with_liquidation=False)
+    entry = document["accounts"][0]["profiles"]
+    # 2 BTC perp at 65,000: 130,000 USD of notional
+    assert entry["dydx-v4"]["details"]["liquidation_fee_cap"] == pytest.approx(0.015 * 130_000)
+    # Hyperliquid BTC at 40x: MM = 1.25 % x 130,000 = 1,625; backstop below 2/3 of it
+    assert entry["hyperliquid"]["maintenance_margin"] == pytest.approx(1_625.0)
+    assert entry["hyperliquid"]["details"]["backstop_threshold"] == pytest.approx(
+        1_625.0 * 2 / 3)

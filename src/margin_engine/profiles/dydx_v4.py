@@ -74,7 +74,8 @@ class DydxProfile(LinearProfile):
                   for u in LARGE_CAP}
         super().__init__(INFO, LinearVenue(
             tables=tables, default_table=market_table("OTHER-USD", SMALL_CAP_IMF, 0.0),
-            lists_dated_futures=False, stable_collateral_only=True))
+            lists_dated_futures=False, stable_collateral_only=True,
+            liquidation_fee_cap=MAX_LIQUIDATION_FEE))
 
     def configured(self, parameters: Mapping[str, Any], tiers: Mapping[str, BracketTable],
                    source: str) -> LinearProfile:

@@ -45,4 +45,5 @@ INFO = ProfileInfo(
 def profile() -> LinearProfile:
     return LinearProfile(INFO, LinearVenue(tables={"BTC": BTC, "ETH": ETH},
                                            default_table=OTHER, lists_dated_futures=False,
-                                           stable_collateral_only=True))
+                                           stable_collateral_only=True,
+                                           backstop_fraction=BACKSTOP_FRACTION_OF_MM))

@@ -51,6 +51,10 @@ class LinearVenue:
     stable_collateral_only: bool = False
     collateral_rates: Mapping[str, float] = field(default_factory=dict)  # asset -> rate
     liquidation_ratio: float = 1.0  # liquidated when equity < ratio x MM
+    # the most a liquidation charges, as a fraction of the notional it closes (dYdX's cap)
+    liquidation_fee_cap: float | None = None
+    # below this fraction of MM the venue's backstop takes the account over (Hyperliquid)
+    backstop_fraction: float | None = None
 
 
 def binance_liquidation_price(*, wallet: float, other_maintenance: float, other_pnl: float,
@@ -165,9 +169,24 @@ class LinearProfile:
             initial=initial, maintenance=maintenance, equity=equity,
             threshold=self.venue.liquidation_ratio * maintenance,
             terms={Term.LINEAR_TIERS: initial},
-            details={"maintenance_ratio_threshold": np.full_like(
-                initial, self.venue.liquidation_ratio)},
+            details=self._details(pb, state, initial, maintenance),
             position_gap=position_gap)
+
+    def _details(self, pb: ProfileBook, state: State, initial: FloatArray,
+                 maintenance: FloatArray) -> dict[str, FloatArray]:
+        """The liquidation ratio, and where the venue publishes them: the most its
+        liquidation can charge (fee cap x the delta-one notional it would close) and the
+        equity below which its backstop takes over (fraction x MM)."""
+        details = {"maintenance_ratio_threshold": np.full_like(
+            initial, self.venue.liquidation_ratio)}
+        if self.venue.liquidation_fee_cap is not None:
+            notional = np.where((pb.option | ~pb.live)[:, None], 0.0,
+                                np.abs(pb.quantity[:, None] * state.mark))
+            details["liquidation_fee_cap"] = self.venue.liquidation_fee_cap * \
+                pb.account_sum(notional)
+        if self.venue.backstop_fraction is not None:
+            details["backstop_threshold"] = self.venue.backstop_fraction * maintenance
+        return details
 
     def moved_gap(self, pb: ProfileBook, u: int
                   ) -> Callable[[IntArray, FloatArray], FloatArray]:
