@@ -138,3 +138,13 @@ def test_liquidation_prices_are_opt_in_for_big_books(files: tuple[Path, Path]) -
                               "--liquidation-prices", "sometimes"])
     assert bad.exit_code == 2
     assert "auto, on or off" in bad.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = runner.invoke(app, ["demo", "--accounts", "100", "--output", str(blocker / "out")])
+    assert out.exit_code == 2
+    assert "margin-engine: error:" in out.output
+    assert str(blocker) in out.output
+    assert "Traceback" not in out.output

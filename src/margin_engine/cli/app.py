@@ -100,6 +100,10 @@ def _guarded(action: Callable[[], _R]) -> _R:
     except MarginEngineError as exc:
         typer.echo(f"margin-engine: error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    except OSError as exc:  # a file that cannot be written or read, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"margin-engine: error: {where}{exc.strerror or exc}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 def _emit_json(document: Any) -> None:
