@@ -93,6 +93,7 @@ class Monitor:
         self.rejected: list[tuple[Tick, str]] = []
         self.row_of = {account: k for k, account in enumerate(book.account_ids)}
         self.transcript = hashlib.sha256()
+        self._by_asset: tuple[tuple[float, ...] | None, Any] = (None, [])  # (key, values)
 
     # ------------------------------------------------------------------ the state's numbers
     @property
@@ -200,9 +201,18 @@ class Monitor:
         a = self.row_of[account_id]
         return float(self.equity[a]), float(self.initial[a]), float(self.maintenance[a])
 
-    def _metrics(self, tick: Tick) -> dict[str, Any]:
+    def _collateral_by_asset(self) -> Any:
+        """USD value of the book's collateral per asset, sum_a amount_a,c x price_c (kept
+        while no asset price moves)."""
         prices = asset_prices(self.book, self.market)
-        by_asset = (self.book.collateral * prices).sum(axis=0) if self.book.assets else []
+        key = (id(self.book.collateral), *prices.tolist())
+        if key != self._by_asset[0]:
+            self._by_asset = (key, (self.book.collateral * prices).sum(axis=0)
+                              if self.book.assets else [])
+        return self._by_asset[1]
+
+    def _metrics(self, tick: Tick) -> dict[str, Any]:
+        by_asset = self._collateral_by_asset()
         total = float(np.sum(by_asset))
         equity, maintenance = self.equity, self.maintenance
         mm_total = float(maintenance.sum())

@@ -21,17 +21,21 @@ from enum import IntEnum
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from margin_engine.book.bound import BoundBook, bind_market, reprice
-from margin_engine.book.columnar import ColumnarBook, book_subset
+from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_subset
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
 from margin_engine.core.types import IntArray
+from margin_engine.domain.instruments import MarginMode
 from margin_engine.engine.tick_guard import Admission, TickGuard, Verdict, symbol_vol
 from margin_engine.liquidation.breaker import CircuitBreaker
 from margin_engine.liquidation.shocks import marks_by_underlying, with_index
 from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.portfolio import PortfolioModel
 from margin_engine.margin.registry import get_model
-from margin_engine.margin.run import AccountMargins, margins_by_mode
+from margin_engine.margin.run import BY_ACCOUNT_MODE, AccountMargins, margins_by_mode
+from margin_engine.margin.tick import IncrementalSlice
 from margin_engine.market.oracle import OracleConfig, OracleSource, guard_price
 from margin_engine.market.snapshot import MarketSnapshot
 from margin_engine.store.base import EventKind, Tick
@@ -42,6 +46,8 @@ class RiskStatus(IntEnum):
     CALL = 1  # equity < IM x multiplier
     LIQUIDATION = 2  # below MM x multiplier (an isolated account: one of its positions)
 
+
+PORTFOLIO = MODE_CODES[MarginMode.PORTFOLIO]
 
 STATUS_EVENT = {RiskStatus.CALL: EventKind.MARGIN_CALL,
                 RiskStatus.LIQUIDATION: EventKind.LIQUIDATION,
@@ -71,14 +77,25 @@ Remargin = Callable[[MarketSnapshot, frozenset[str], bool], list[tuple[IntArray,
 @dataclass(slots=True)
 class _Slice:
     accounts: IntArray  # global account indices
-    bound: BoundBook
+    bound: BoundBook  # bound at the last clock move (its prices: of the last generic step)
     portfolio: Any = None  # the last incremental model result
+    fast: IncrementalSlice | None = None  # the portfolio model after moves of the symbol
+    mixed: bool = False  # accounts of other modes under the account model
 
 
 class SliceRemargin:
     """The monitor's re-margin: the accounts holding each underlying or collateral asset are a
     slice bound once at start and repriced in place; an incremental model (one with
-    ``recompute``) recomputes only the moved underlying's scenarios."""
+    ``recompute``) recomputes only the moved underlying's scenarios.
+
+    Where the portfolio model margins the slice (``model`` portfolio, or account with
+    portfolio accounts in the slice), a move of the slice's underlying alone, the clock
+    standing still, goes through ``IncrementalSlice``: only the instruments are repriced and
+    only the underlying's positions revalued, the numbers equal to the path above bit for bit.
+    Accounts in other modes are margined by their models on the slice repriced. Either way a
+    slice keeps the other underlyings' cells (scan risk, contingency, worst scenario) of its
+    own last result, from its last binding on, also when those underlyings have moved since
+    through their own slices (tests/unit/test_incremental_slice.py)."""
 
     def __init__(self, full: BoundBook, model: str, config: RiskConfig) -> None:
         self.model, self.config = model, config
@@ -107,10 +124,43 @@ class SliceRemargin:
             piece = self.slices.get(symbol)
             if piece is None:
                 continue
+            if piece.fast is not None and not clock_moved:
+                groups.append((piece.accounts, self._fast_margins(piece, market)))
+                continue
             piece.bound = bind_market(piece.bound.book, market) if clock_moved else \
                 reprice(piece.bound, market)
             groups.append((piece.accounts, self._margins(piece, symbol)))
+            piece.fast = self._incremental(piece, symbol)
         return groups
+
+    def _incremental(self, piece: _Slice, symbol: str) -> IncrementalSlice | None:
+        """The slice's incremental portfolio path, when the portfolio model margins some of
+        its accounts and ``symbol`` is one of its underlyings."""
+        modes = piece.bound.book.mode
+        by_mode = self.model == BY_ACCOUNT_MODE
+        uses = self.model == PortfolioModel.name or (by_mode and bool(np.any(modes == PORTFOLIO)))
+        if not uses or piece.portfolio is None or symbol not in piece.bound.underlyings:
+            return None
+        piece.mixed = by_mode and bool(np.any(modes != PORTFOLIO))
+        return IncrementalSlice.start(piece.bound, piece.portfolio, symbol, self.config)
+
+    def _fast_margins(self, piece: _Slice, market: MarketSnapshot) -> AccountMargins:
+        """Margins after a move of the slice's underlying alone: the portfolio accounts from
+        the incremental path; any others from their models on the slice repriced."""
+        assert piece.fast is not None
+        piece.portfolio = result = piece.fast.tick(market, self.config)
+        book = piece.bound.book
+        if piece.mixed:
+            piece.bound = bound = reprice(piece.bound, market)
+            return margins_by_mode(bound, self.model, lambda name: result
+                                   if name == PortfolioModel.name
+                                   else get_model(name).compute(bound, self.config))
+        equity = piece.fast.equity()
+        every = np.ones(book.account_count, dtype=np.bool_)
+        # the bound's prices are not this tick's: only the shared gap is formed from it
+        return AccountMargins(result.initial_margin, result.maintenance_margin,
+                              result.adjusted_equity(equity), ((every, result),),
+                              piece.bound, equity)
 
     def _margins(self, piece: _Slice, symbol: str) -> AccountMargins:
         bound = piece.bound
@@ -341,16 +391,10 @@ class RiskState:
         liquidation (gap < 0: the account, or for isolated accounts one of its positions,
         below MM at the breaker multiplier m) lasts while gap < b x m x MM, a margin call
         (equity < IM x m) while equity < IM x m x (1 + b). b = 0: the bare thresholds."""
-        m, band = self.multiplier, self.config.monitor.hysteresis_band
-        equity, gap = self.equity[accounts], self.gap[accounts]
-        initial = self.initial[accounts] * m
-        was = self.status[accounts]
-        liquidation = (gap < 0.0) | ((was == RiskStatus.LIQUIDATION)
-                                     & (gap < band * m * self.maintenance[accounts]))
-        call = (equity < initial) | ((was != RiskStatus.OK) & (equity < initial * (1.0 + band)))
-        new = np.where(liquidation, RiskStatus.LIQUIDATION,
-                       np.where(call, RiskStatus.CALL, RiskStatus.OK)).astype(np.int8)
-        new[~self.holding[accounts]] = RiskStatus.OK
+        new: np.ndarray = _status_nb(np.asarray(accounts, dtype=np.int64), self.equity,
+                                     self.gap, self.initial, self.maintenance, self.status,
+                                     self.holding, float(self.multiplier),
+                                     float(self.config.monitor.hysteresis_band))
         return new
 
     def _update_status(self, accounts: IntArray, events: list[RiskEvent]) -> None:
@@ -372,6 +416,29 @@ class RiskState:
         hysteresis band, which only quiets the events)."""
         below: np.ndarray = (self.gap < 0.0) & self.holding
         return below
+
+
+@njit(cache=True)
+def _status_nb(accounts: IntArray, equity: np.ndarray, gap: np.ndarray, initial: np.ndarray,
+               maintenance: np.ndarray, status: np.ndarray, holding: np.ndarray, m: float,
+               band: float) -> np.ndarray:
+    """``RiskState._new_status`` per account a of ``accounts``: LIQUIDATION when gap < 0 or
+    (was LIQUIDATION and gap < band x m x MM), else CALL when equity < IM x m or (was not OK
+    and equity < IM x m x (1 + band)), else OK; OK without positions."""
+    new = np.empty(accounts.shape[0], dtype=np.int8)
+    for k in range(accounts.shape[0]):
+        a = accounts[k]
+        if not holding[a]:
+            new[k] = 0
+            continue
+        g, e, im, was = gap[a], equity[a], initial[a] * m, status[a]
+        if g < 0.0 or (was == 2 and g < band * m * maintenance[a]):
+            new[k] = 2
+        elif e < im or (was != 0 and e < im * (1.0 + band)):
+            new[k] = 1
+        else:
+            new[k] = 0
+    return new
 
 
 def _admission_events(tick: Tick, admission: Admission) -> list[RiskEvent]:

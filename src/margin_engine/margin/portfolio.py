@@ -10,6 +10,7 @@ and concentration parts of their haircut, not the volatility part.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -50,20 +51,30 @@ class PortfolioModel(ModelDefaults):
         return explain_portfolio(bound, config, account)
 
 
-def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray) -> np.ndarray:
+def rows_sigma(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray) -> np.ndarray:
+    """The instrument ``rows`` x scenarios vol before the shock (``scenario_sigma``'s rows):
+    no price in it, so it holds while only prices move."""
+    from margin_engine.margin.scenarios import scenario_sigma
+
+    if cfg.vol_dynamics is VolDynamics.STICKY_MONEYNESS:
+        return np.ascontiguousarray(scenario_sigma(bound, cfg)[rows])
+    return np.repeat(bound.sigma[rows, np.newaxis], len(scenario_table(cfg)), axis=1)
+
+
+def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray,
+                      sigma: np.ndarray | None = None, width: int = 0) -> np.ndarray:
     """``value_change_grid`` for the instrument ``rows`` only (zeros elsewhere): the same
-    numbers, from the same compiled pricing loop."""
-    from margin_engine.margin.scenarios import _grid_nb, scenario_sigma
+    numbers, from the same compiled pricing loop (``sigma``: ``rows_sigma`` when known;
+    ``width``: that many columns, the ones past the scenarios zero)."""
+    from margin_engine.margin.scenarios import _grid_nb
 
     table = bound.book.instruments
     scenarios = scenario_table(cfg)
-    out = np.zeros((len(table.instruments), len(scenarios)))
+    out = np.zeros((len(table.instruments), max(width, len(scenarios))))
     if rows.size == 0:
         return out
-    if cfg.vol_dynamics is VolDynamics.STICKY_MONEYNESS:
-        sigma = scenario_sigma(bound, cfg)[rows]
-    else:
-        sigma = np.repeat(bound.sigma[rows, np.newaxis], len(scenarios), axis=1)
+    if sigma is None:
+        sigma = rows_sigma(bound, cfg, rows)
     part = np.empty((rows.size, len(scenarios)))
     _grid_nb(table.is_option[rows], table.is_call[rows], table.strike[rows], bound.years[rows],
              np.ascontiguousarray(sigma), bound.base_price[rows], bound.mark[rows],
@@ -72,7 +83,7 @@ def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray) 
              cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
              np.ones(rows.size), part)
     part[~bound.live[rows]] = 0.0  # settled: a fixed cash value
-    out[rows] = part
+    out[rows, :len(scenarios)] = part
     return out
 
 
@@ -126,13 +137,21 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
 
 def depeg_charge(bound: BoundBook, config: RiskConfig) -> np.ndarray:
     """Per account: depeg_weight x the loss of its stablecoins at the depeg price."""
+    return collateral_depeg(bound.book.collateral, bound.book.assets,
+                            bound.market.asset_prices, config)
+
+
+def collateral_depeg(collateral: np.ndarray, assets: tuple[str, ...],
+                     prices: Mapping[str, float], config: RiskConfig) -> np.ndarray:
+    """``depeg_charge`` of the balances ``collateral`` (accounts x ``assets``) at ``prices``:
+    sum over stablecoin columns of w x max(amount, 0) x max(0, price - depeg_price)."""
     cfg = config.haircuts
-    charge = np.zeros(bound.account_count)
+    charge = np.zeros(collateral.shape[0])
     if not cfg.enabled:
         return charge
-    for col, key in enumerate(bound.book.assets):
+    for col, key in enumerate(assets):
         asset = key.partition("@")[0]
         if asset in cfg.stablecoins:
-            drop = max(0.0, bound.market.asset_prices[asset] - cfg.depeg_price)
-            charge += cfg.depeg_weight * np.maximum(bound.book.collateral[:, col], 0.0) * drop
+            drop = max(0.0, prices[asset] - cfg.depeg_price)
+            charge += cfg.depeg_weight * np.maximum(collateral[:, col], 0.0) * drop
     return charge

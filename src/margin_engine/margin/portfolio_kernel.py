@@ -395,3 +395,156 @@ def stream_read_nb(pos_inst: np.ndarray, pos_q: FloatArray) -> float:
     for p in prange(pos_q.shape[0]):
         total += pos_q[p] + pos_inst[p]
     return total
+
+
+
+# ---------------------------------------------------------------- one underlying moved
+# A monitor slice after a move of underlying u alone: what does not move with prices is
+# indexed once (``option_terms_nb``, the long / short split of u's delta-one positions), so
+# the pass below only accumulates u's scenario P&L, reads u's notionals at the new marks and
+# aggregates with the other underlyings' last cells (``portfolio_margin_nb`` with only_u = u:
+# the same arithmetic in the same order, so the same numbers bit for bit).
+
+
+@njit(cache=True)
+def option_terms_nb(u_offsets: IntArray, u_inst: np.ndarray, u_q: FloatArray,
+                    inst_option: np.ndarray, inst_group: np.ndarray, opt_rate: float,
+                    max_len: int) -> tuple[IntArray, FloatArray]:
+    """Per account, -net x opt_rate of each option group of its positions with a net short
+    (net = sum of q over the group in position order), groups in ascending order: the option
+    contingency is then sum_g term_g x index_u, added in that order."""
+    n_acct = u_offsets.shape[0] - 1
+    counts = np.zeros(n_acct + 1, dtype=np.int64)
+    terms = np.empty(max(u_q.shape[0], 1))
+    groups = np.empty(max(max_len, 1), dtype=np.int64)
+    qty = np.empty(max(max_len, 1))
+    und = np.zeros(max(max_len, 1), dtype=np.int64)
+    n_terms = 0
+    for a in range(n_acct):
+        n_opt = 0
+        for p in range(u_offsets[a], u_offsets[a + 1]):
+            i = u_inst[p]
+            if inst_option[i]:
+                groups[n_opt] = inst_group[i]
+                qty[n_opt] = u_q[p]
+                n_opt += 1
+        _sort_groups(groups, qty, und, n_opt)  # stable: position order within a group
+        start = 0
+        while start < n_opt:
+            net = 0.0
+            end = start
+            while end < n_opt and groups[end] == groups[start]:
+                net += qty[end]
+                end += 1
+            if net < 0.0:
+                terms[n_terms] = -net * opt_rate
+                n_terms += 1
+            start = end
+        counts[a + 1] = n_terms
+    return counts, terms[:n_terms].copy()
+
+
+@njit(cache=True, parallel=True)
+def slice_margin_nb(
+    u: int, u_offsets: IntArray, u_inst: np.ndarray, u_q: FloatArray,
+    long_offsets: IntArray, long_rows: IntArray, short_offsets: IntArray,
+    short_rows: IntArray, u_fixed: FloatArray, inst_kind: np.ndarray, inst_mark: FloatArray,
+    opt_offsets: IntArray, opt_terms: FloatArray, und_index: FloatArray, grid: FloatArray,
+    n_s: int, weights: FloatArray, moves: FloatArray, lin_moves: FloatArray,
+    exposure: FloatArray, rho: FloatArray, lin_rate: float, max_offset: float,
+    mm_fraction: float, pos_offsets: IntArray, pos_inst: np.ndarray, pos_q: FloatArray,
+    pos_entry_usd: FloatArray, im: FloatArray, mm: FloatArray, scan: FloatArray,
+    cont: FloatArray, worst: np.ndarray, active: np.ndarray, upnl: FloatArray,
+) -> None:
+    """IM and MM of every account after a move of u alone (the other underlyings' cells of
+    ``scan``, ``cont``, ``worst`` are the last ones, read and kept; u's are rewritten), and
+    the unrealised P&L sum_p q_p (mark_i(p) - entry_usd_p) over every position.
+
+    ``grid``: instruments x S (S >= n_s, zero padded); ``long_rows`` / ``short_rows``: per
+    account the rows of u's delta-one positions with a positive / negative notional, in
+    position order (notional = q x mark linear, ``u_fixed`` inverse); ``exposure``: e_a,u."""
+    n_acct = u_offsets.shape[0] - 1
+    n_u = und_index.shape[0]
+    width = grid.shape[1]
+    index_u = und_index[u]
+    n_chunks = (n_acct + TICK_CHUNK - 1) // TICK_CHUNK
+    for c in prange(n_chunks):
+        pnl = np.zeros((n_u, width))
+        row = np.zeros(width)
+        level = np.empty(n_u)
+        direction = np.empty(n_u)
+        weighted = np.empty(width)
+        for a in range(c * TICK_CHUNK, min(n_acct, (c + 1) * TICK_CHUNK)):
+            total_pnl = 0.0
+            for p in range(pos_offsets[a], pos_offsets[a + 1]):
+                total_pnl += pos_q[p] * (inst_mark[pos_inst[p]] - pos_entry_usd[p])
+            upnl[a] = total_pnl
+            for s in range(width):
+                row[s] = 0.0
+            for p in range(u_offsets[a], u_offsets[a + 1]):
+                i = u_inst[p]
+                q = u_q[p]
+                for s in range(width):
+                    row[s] += q * grid[i, s]
+            e = exposure[a]
+            has = u_offsets[a + 1] > u_offsets[a] or e != 0.0
+            if e != 0.0:
+                for s in range(n_s):
+                    row[s] += e * lin_moves[s] * 1.0
+            longs = 0.0
+            for k in range(long_offsets[a], long_offsets[a + 1]):
+                p = long_rows[k]
+                longs += u_q[p] * inst_mark[u_inst[p]] if inst_kind[u_inst[p]] == KIND_LINEAR \
+                    else u_fixed[p]
+            shorts = 0.0
+            for k in range(short_offsets[a], short_offsets[a + 1]):
+                p = short_rows[k]
+                shorts -= u_q[p] * inst_mark[u_inst[p]] if inst_kind[u_inst[p]] == KIND_LINEAR \
+                    else u_fixed[p]
+            opt_cont = 0.0
+            for k in range(opt_offsets[a], opt_offsets[a + 1]):
+                opt_cont += opt_terms[k] * index_u
+            total = 0.0
+            for v in range(n_u):
+                if v != u:
+                    s_prev = worst[a, v]
+                    active[a, v] = s_prev >= 0
+                    if s_prev < 0:
+                        level[v] = 0.0
+                        direction[v] = 0.0
+                        continue
+                    level[v] = scan[a, v] + cont[a, v]
+                    m = moves[s_prev]
+                    direction[v] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
+                    total += level[v]
+                    continue
+                active[a, u] = has
+                if not has:
+                    scan[a, u] = 0.0
+                    cont[a, u] = 0.0
+                    worst[a, u] = -1
+                    level[u] = 0.0
+                    direction[u] = 0.0
+                    continue
+                for s in range(width):
+                    pnl[u, s] = row[s]
+                best_s = _worst_scenario(pnl, u, weights, n_s, weighted)
+                risk = max(0.0, -(weights[best_s] * pnl[u, best_s]))
+                contingency = opt_cont + lin_rate * min(longs, shorts)
+                scan[a, u] = risk
+                cont[a, u] = contingency
+                worst[a, u] = best_s
+                level[u] = risk + contingency
+                m = moves[best_s]
+                direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
+                total += level[u]
+            quad = 0.0
+            for v in range(n_u):
+                quad += level[v] * level[v]
+                for w in range(n_u):
+                    if w != v:
+                        quad += rho[v, w] * direction[v] * level[v] * direction[w] * level[w]
+            agg = math.sqrt(max(0.0, quad))
+            initial = max(agg, (1.0 - max_offset) * total)
+            im[a] = initial
+            mm[a] = mm_fraction * initial

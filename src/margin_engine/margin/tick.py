@@ -9,26 +9,36 @@ every instrument (padded to whole vectors). ``tick_margins`` is the fused pass o
 (``portfolio_kernel.tick_margin_nb``): scenario P&L, scan risk, contingencies, correlation
 aggregation, parallel over chunks of accounts. Results equal ``PortfolioModel.compute`` on the
 bound book bit for bit (tests/unit/test_tick_path.py), hence the scalar reference to 1e-12.
+
+``IncrementalSlice`` is the monitor's path for a slice of accounts after a move of one
+underlying: the instruments repriced, only that underlying's positions revalued through
+per-(account, underlying) indexes built once (``portfolio_kernel.slice_margin_nb``); equal to
+``PortfolioModel.recompute`` on the repriced slice bit for bit
+(tests/unit/test_incremental_slice.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook, asset_prices, bind_market
+from margin_engine.book.bound import BoundBook, asset_prices, bind_market, reprice
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_from_columns
+from margin_engine.book.kernels import position_account_nb
 from margin_engine.collateral.haircuts import book_haircuts
 from margin_engine.core.errors import InputError
-from margin_engine.core.types import FloatArray
+from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.domain.instruments import MarginMode
-from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.config import PortfolioConfig, RiskConfig
+from margin_engine.margin.portfolio import collateral_depeg, rows_sigma, value_change_rows
 from margin_engine.margin.portfolio_kernel import (
     KIND_INVERSE,
     KIND_LINEAR,
     KIND_OPTION,
     KIND_SETTLED,
+    option_terms_nb,
+    slice_margin_nb,
     tick_margin_nb,
 )
 from margin_engine.margin.protocol import MarginResult
@@ -85,22 +95,29 @@ def bind_tick(tick_book: TickBook, market: MarketSnapshot, config: RiskConfig) -
     except InputError:
         bind_market(tick_book.book, market)  # the same refusal, naming the book's position
         raise
-    table = bound.book.instruments
     grid = value_change_grid(bound, config.portfolio)
     n_s = grid.shape[1]
     width = -(-n_s // VECTOR) * VECTOR
     padded = np.zeros((grid.shape[0], width))
     padded[:, :n_s] = grid
-    kind = np.full(len(table.instruments), KIND_LINEAR, dtype=np.uint8)
-    kind[table.inverse & ~table.is_option] = KIND_INVERSE
-    kind[table.is_option] = KIND_OPTION
-    kind[~bound.live] = KIND_SETTLED
+    kind = instrument_kinds(bound)
     assets = tick_book.book.assets
     coin = np.array([bound.underlyings.index(a.partition("@")[0])
                      if a.partition("@")[0] in bound.underlyings else -1 for a in assets],
                     dtype=np.int64)
     prices = asset_prices(tick_book.book, market) if assets else np.zeros(0)
     return TickMarket(instruments=bound, grid=padded, kind=kind, prices=prices, coin=coin)
+
+
+def instrument_kinds(bound: BoundBook) -> np.ndarray:
+    """uint8 per instrument: KIND_SETTLED past expiry, else KIND_OPTION, KIND_INVERSE (inverse
+    perpetual / future) or KIND_LINEAR."""
+    table = bound.book.instruments
+    kind = np.full(len(table.instruments), KIND_LINEAR, dtype=np.uint8)
+    kind[table.inverse & ~table.is_option] = KIND_INVERSE
+    kind[table.is_option] = KIND_OPTION
+    kind[~bound.live] = KIND_SETTLED
+    return kind
 
 
 def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
@@ -152,3 +169,207 @@ def _depeg(tick_book: TickBook, tick: TickMarket, config: RiskConfig) -> FloatAr
             drop = max(0.0, float(tick.prices[col]) - cfg.depeg_price)
             charge += cfg.depeg_weight * np.maximum(book.collateral[:, col], 0.0) * drop
     return charge
+
+
+# ---------------------------------------------------------------- one underlying moved
+def probe_of(book: ColumnarBook) -> ColumnarBook:
+    """Every instrument of ``book``'s own table once (size 1, no collateral): binding it binds
+    the instruments alone, with the same table and so the same underlyings."""
+    n_inst = len(book.instruments.instruments)
+    return ColumnarBook(
+        account_ids=("instruments",),
+        mode=np.array([MODE_CODES[MarginMode.PORTFOLIO]], dtype=np.int32),
+        instruments=book.instruments, offsets=np.array([0, n_inst], dtype=np.int64),
+        position_instrument=np.arange(n_inst, dtype=np.int32), size=np.ones(n_inst),
+        entry_price=np.ones(n_inst), assets=book.assets,
+        collateral=np.zeros((1, len(book.assets))))
+
+
+def _rows_in(offsets: IntArray, keep: np.ndarray) -> tuple[IntArray, IntArray]:
+    """The CSR index of the position rows where ``keep``: (offsets per account, rows), each
+    account's rows in book order."""
+    rows = np.nonzero(keep)[0]
+    counts = np.bincount(position_account_nb(offsets)[rows], minlength=offsets.shape[0] - 1)
+    sub = np.zeros(offsets.shape[0], dtype=np.int64)
+    np.cumsum(counts, out=sub[1:])
+    return sub, rows
+
+
+@dataclass(slots=True)
+class IncrementalSlice:
+    """The portfolio model on the accounts holding underlying u (a monitor slice), after moves
+    of u alone: the same numbers, bit for bit, as ``PortfolioModel.recompute`` on the slice
+    repriced (``reprice``), without rebinding a position.
+
+    Per tick only the instruments are repriced (a probe book holding each once) and u's rows
+    of the grid built; then one pass over the accounts (``slice_margin_nb``):
+        P_a,u[s] = sum over a's positions in u (in book order) of q_p grid[i_p, s]
+                   + e_a,u x m_lin[s]
+        C_a,u = sum_g term_g x index_u + lin_rate x min(longs, shorts)
+    through per-(account, u) indexes built once (u's positions; the net-short option groups'
+    term_g = -net x opt_rate; u's delta-one positions split by the sign of their notional),
+    the other underlyings' scan risk, contingency and worst scenario kept from the last
+    result, and equity = collateral . prices + sum_p q_p (mark_i(p) - entry_usd_p) over every
+    position (entry_usd = entry x index for inverse options). Collateral value, haircuts,
+    depeg and exposures are recomputed only when an asset price moved."""
+
+    u: int
+    probe: BoundBook  # the instruments at the last tick's market
+    kind: np.ndarray  # KIND_* per instrument
+    inst_rows: IntArray  # u's instruments
+    sigma_key: tuple[int, int | None]
+    sigma: FloatArray  # u's instruments x scenarios vol before the shock
+    # every position of the slice (equity)
+    offsets: IntArray
+    inst: np.ndarray
+    quantity: FloatArray
+    entry_usd: FloatArray
+    inverse_options: IntArray  # rows of inverse options: entry_usd = entry x index
+    inverse_entry: FloatArray
+    # the slice's positions in u, per account in book order (margin)
+    u_offsets: IntArray
+    u_inst: np.ndarray
+    u_quantity: FloatArray
+    u_fixed: FloatArray  # notional of inverse perps / futures: size x contract size
+    longs: tuple[IntArray, IntArray]  # (offsets, rows) of u's positive notionals
+    shorts: tuple[IntArray, IntArray]  # (offsets, rows) of u's negative notionals
+    option_terms: tuple[IntArray, FloatArray]  # (offsets, -net x opt_rate)
+    # the last result's breakdown, updated in place
+    scan: FloatArray
+    cont: FloatArray
+    worst: np.ndarray
+    active: np.ndarray
+    # the collateral (the slice's own array) and what the asset prices make of it
+    collateral: FloatArray
+    prices_key: tuple[float, ...] = ()
+    collateral_value: FloatArray | None = None
+    haircut: FloatArray | None = None
+    depeg: FloatArray | None = None
+    exposure: FloatArray | None = None  # e_a,u per account
+    stable_key: tuple[float, ...] = ()  # the stablecoin prices of ``depeg``
+    upnl: FloatArray | None = None  # the last tick's unrealised P&L
+
+    @staticmethod
+    def start(bound: BoundBook, result: MarginResult, underlying: str,
+              config: RiskConfig) -> IncrementalSlice:
+        """From the slice ``bound`` just bound or repriced and the portfolio ``result`` on it."""
+        book, table = bound.book, bound.book.instruments
+        u = bound.underlyings.index(underlying)
+        inst = book.position_instrument
+        inverse_options = np.nonzero((table.inverse & table.is_option)[inst])[0]
+        u_offsets, u_rows = _rows_in(book.offsets, table.underlying[inst] == u)
+        u_inst = np.ascontiguousarray(inst[u_rows])
+        u_quantity = bound.quantity[u_rows]
+        kind = instrument_kinds(bound)
+        lengths = np.diff(u_offsets)
+        terms = option_terms_nb(u_offsets, u_inst, u_quantity, table.is_option & bound.live,
+                                bound.contingency_group, config.portfolio.option_contingency_rate,
+                                int(lengths.max()) if lengths.size else 0)
+        notional = bound.signed_notional[u_rows]
+        delta_one = (kind[u_inst] == KIND_LINEAR) | (kind[u_inst] == KIND_INVERSE)
+        breakdown = result.per_underlying
+        return IncrementalSlice(
+            u=u, probe=reprice(replace(bound, book=probe_of(book)), bound.market), kind=kind,
+            inst_rows=np.nonzero(table.underlying == u)[0], sigma_key=(-1, None),
+            sigma=np.zeros((0, 0)), offsets=book.offsets, inst=inst,
+            quantity=bound.quantity, entry_usd=bound.entry_usd.copy(),
+            inverse_options=inverse_options, inverse_entry=book.entry_price[inverse_options],
+            u_offsets=u_offsets, u_inst=u_inst, u_quantity=u_quantity, u_fixed=notional,
+            longs=_rows_in(u_offsets, delta_one & (notional > 0.0)),
+            shorts=_rows_in(u_offsets, delta_one & (notional < 0.0)), option_terms=terms,
+            scan=np.array(breakdown["scan_risk"]), cont=np.array(breakdown["contingency"]),
+            worst=np.array(breakdown["worst_scenario"]), active=np.array(result.active),
+            collateral=book.collateral)
+
+    def tick(self, market: MarketSnapshot, config: RiskConfig) -> MarginResult:
+        """The portfolio result of the slice at ``market`` (u moved, nothing else); the
+        unrealised P&L of its accounts is left in ``upnl``."""
+        self.probe = probe = reprice(self.probe, market)
+        self._at_prices(market, config)
+        if self.inverse_options.size:
+            spot = probe.index[probe.book.instruments.underlying]
+            self.entry_usd[self.inverse_options] = \
+                self.inverse_entry * spot[self.inst[self.inverse_options]]
+        cfg = config.portfolio
+        scenarios = scenario_table(cfg)
+        n_acct = self.offsets.shape[0] - 1
+        im, mm, self.upnl = np.empty(n_acct), np.empty(n_acct), np.empty(n_acct)
+        assert self.exposure is not None
+        assert self.depeg is not None
+        slice_margin_nb(
+            self.u, self.u_offsets, self.u_inst, self.u_quantity, *self.longs, *self.shorts,
+            self.u_fixed, self.kind, probe.mark, *self.option_terms, probe.index,
+            self._grid(market, cfg), len(scenarios), np.array([s[2] for s in scenarios]),
+            np.array([s[0] for s in scenarios]), np.array(linear_moves(cfg)), self.exposure,
+            probe.correlation, cfg.linear_contingency_rate, cfg.max_cross_offset,
+            cfg.maintenance_fraction, self.offsets, self.inst, self.quantity, self.entry_usd,
+            im, mm, self.scan, self.cont, self.worst, self.active, self.upnl)
+        if self.depeg.any():
+            im = im + self.depeg
+            mm = cfg.maintenance_fraction * im
+        return MarginResult(
+            model="portfolio", initial_margin=im, maintenance_margin=mm, active=self.active,
+            per_underlying={"scan_risk": self.scan, "contingency": self.cont,
+                            "worst_scenario": self.worst},
+            per_account={"depeg": self.depeg} if config.haircuts.enabled else {},
+            scenarios=scenarios, collateral_haircut=self.haircut)
+
+    def equity(self) -> FloatArray:
+        """Mark-to-market equity of the slice's accounts at the last tick's market."""
+        assert self.collateral_value is not None
+        assert self.upnl is not None
+        equity: FloatArray = self.collateral_value + self.upnl
+        return equity
+
+    def _grid(self, market: MarketSnapshot, cfg: PortfolioConfig) -> FloatArray:
+        """u's rows of the grid (``value_change_rows``), padded to whole vectors; their vols
+        before the shock are kept while the clock and the vols' time stand still."""
+        key = (market.timestamp_ns, market.vol_as_of_ns)
+        if key != self.sigma_key:
+            self.sigma = rows_sigma(self.probe, cfg, self.inst_rows)
+            self.sigma_key = key
+        width = -(-len(scenario_table(cfg)) // VECTOR) * VECTOR
+        grid: FloatArray = value_change_rows(self.probe, cfg, self.inst_rows, self.sigma,
+                                             width)
+        return grid
+
+    def _at_prices(self, market: MarketSnapshot, config: RiskConfig) -> None:
+        """Collateral value, haircut, depeg and e_a,u per account (``bind_market``'s and the
+        model's arithmetic), recomputed when an asset price moved."""
+        probe, assets = self.probe, self.probe.book.assets
+        prices = asset_prices(probe.book, market)
+        key = tuple(prices.tolist())
+        if key == self.prices_key and self.exposure is not None:
+            return
+        n_acct = self.collateral.shape[0]
+        self.collateral_value = np.asarray(self.collateral @ prices if assets else
+                                           np.zeros(n_acct), dtype=np.float64)
+        self.haircut = self._haircut(prices, config)
+        stable = tuple(market.asset_prices[a] for a in config.haircuts.stablecoins
+                       if a in market.asset_prices)
+        if self.depeg is None or stable != self.stable_key:
+            self.depeg = collateral_depeg(self.collateral, assets, market.asset_prices, config)
+            self.stable_key = stable
+        exposure = np.zeros(n_acct)
+        for col, asset in enumerate(assets):
+            if asset.partition("@")[0] == probe.underlyings[self.u]:
+                exposure += self.collateral[:, col] * prices[col]
+        self.exposure = exposure
+        self.prices_key = key
+
+    def _haircut(self, prices: FloatArray, config: RiskConfig) -> FloatArray:
+        """Per account, what haircuts take off (``book_haircuts``, per account row): after a
+        move of some asset prices only the rows holding a non-zero amount of those assets are
+        recomputed (a zero balance is taken nothing from at any price)."""
+        probe, assets = self.probe, self.probe.book.assets
+        revalued = frozenset(probe.underlyings) | frozenset(config.haircuts.stablecoins)
+        if self.haircut is None or len(self.prices_key) != prices.size:
+            deduction: FloatArray = book_haircuts(self.collateral, assets, prices,
+                                                  config.haircuts, revalued).deduction
+            return deduction
+        moved = np.nonzero(prices != np.array(self.prices_key))[0]
+        rows = np.nonzero((self.collateral[:, moved] != 0.0).any(axis=1))[0]
+        haircut = self.haircut.copy()
+        haircut[rows] = book_haircuts(self.collateral[rows], assets, prices, config.haircuts,
+                                      revalued).deduction
+        return haircut
