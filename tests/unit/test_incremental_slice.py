@@ -6,10 +6,10 @@ stablecoin and bridged collateral; isolated, cross and portfolio accounts):
 * over a random walk of every symbol with an expiry crossed, every account's equity, IM, MM,
   gap and status, every event and the state hash equal bit for bit those of the slices bound
   or repriced and margined by ``PortfolioModel.recompute`` at every tick (the path before);
-* over ticks of one underlying (and a stablecoin), they equal a recompute from scratch
-  (``PortfolioModel.compute`` on every slice at every tick) bit for bit. (With several
-  underlyings moving, a slice keeps the other underlyings' cells of its own last result, as
-  the path before did: see ``SliceRemargin``.)
+* over ticks of one underlying (and a stablecoin), and over ticks of every symbol with an
+  expiry crossed, they equal a recompute from scratch (``PortfolioModel.compute`` on every
+  slice at every tick) bit for bit: a slice takes the other underlyings' cells from the table
+  the slices share (see ``SliceRemargin``).
 """
 
 from __future__ import annotations
@@ -137,3 +137,20 @@ def test_incremental_path_equals_a_full_recompute_bit_for_bit(
     assert slices["BTC"].fast is not None
     assert slices["ETH"].fast is not None
     assert {EventKind.MARGIN_CALL, EventKind.LIQUIDATION, EventKind.RECOVERY} & set(kinds)
+
+
+@pytest.mark.parametrize(("model", "config", "seed"), CASES)
+def test_several_underlyings_moving_equal_a_full_recompute(
+        model: str, config: RiskConfig, seed: int) -> None:
+    """Accounts holding BTC and ETH (and SOL collateral) re-margined by BTC ticks take ETH's
+    cells as ETH's own slice last computed them (the shared table), so every number equals a
+    recompute from scratch at every tick, an expiry crossed on the way (every slice anew)."""
+    bound = random_level_book(400, seed=seed, asked_margins=False)
+    fast, other = _monitors(bound, config, model, FullRecompute)
+    ticks = _ticks(120, seed, fast.market.timestamp_ns,
+                   ("BTC", "ETH", "BTC", "ETH", "SOL", "USDC"), settle=True)
+    kinds = _run(fast, other, ticks)
+    assert EventKind.SETTLEMENT in kinds
+    slices = fast.state.remargin.slices  # type: ignore[attr-defined]
+    assert slices["BTC"].fast is not None
+    assert slices["ETH"].fast is not None

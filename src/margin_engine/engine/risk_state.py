@@ -15,7 +15,7 @@ happened.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
@@ -92,10 +92,14 @@ class SliceRemargin:
     portfolio accounts in the slice), a move of the slice's underlying alone, the clock
     standing still, goes through ``IncrementalSlice``: only the instruments are repriced and
     only the underlying's positions revalued, the numbers equal to the path above bit for bit.
-    Accounts in other modes are margined by their models on the slice repriced. Either way a
-    slice keeps the other underlyings' cells (scan risk, contingency, worst scenario) of its
-    own last result, from its last binding on, also when those underlyings have moved since
-    through their own slices (tests/unit/test_incremental_slice.py)."""
+    Accounts in other modes are margined by their models on the slice repriced.
+
+    An account holding several underlyings is in several slices; the portfolio cells (scan
+    risk, contingency, worst scenario) each slice last computed are shared in one table per
+    (account, underlying), so a slice re-margined for u takes the other underlyings' cells as
+    their own slices last computed them (a cell depends on its underlying's prices only), not
+    its own older copy. A clock move (an expiry) re-margins every slice from scratch.
+    (tests/unit/test_incremental_slice.py)"""
 
     def __init__(self, full: BoundBook, model: str, config: RiskConfig) -> None:
         self.model, self.config = model, config
@@ -116,22 +120,62 @@ class SliceRemargin:
             if accounts.size:
                 self.slices[symbol] = _Slice(accounts, bind_market(
                     book_subset(book, accounts), market))
+        # the latest portfolio cells of every (account, underlying), from whichever slice
+        self.cells: dict[str, np.ndarray] = {}
+        self.known = np.zeros((n, len(full.underlyings)), dtype=np.bool_)
 
     def __call__(self, market: MarketSnapshot, moved: frozenset[str],
                  clock_moved: bool) -> list[tuple[IntArray, AccountMargins]]:
         groups = []
-        for symbol in sorted(moved):
+        for symbol in sorted(self.slices) if clock_moved else sorted(moved):
             piece = self.slices.get(symbol)
             if piece is None:
                 continue
-            if piece.fast is not None and not clock_moved:
+            if clock_moved:  # every time to expiry moved: every cell anew
+                piece.portfolio, piece.fast = None, None
+                piece.bound = bind_market(piece.bound.book, market)
+            if piece.fast is not None:
+                self._refresh(piece.accounts, self._cells_of(piece), piece.fast.u)
                 groups.append((piece.accounts, self._fast_margins(piece, market)))
+                self._publish(piece.accounts, self._cells_of(piece))
                 continue
-            piece.bound = bind_market(piece.bound.book, market) if clock_moved else \
-                reprice(piece.bound, market)
+            if not clock_moved:
+                piece.bound = reprice(piece.bound, market)
+            if piece.portfolio is not None and symbol in piece.bound.underlyings:
+                self._refresh(piece.accounts, piece.portfolio.per_underlying,
+                              piece.bound.underlyings.index(symbol))
             groups.append((piece.accounts, self._margins(piece, symbol)))
+            if piece.portfolio is not None:
+                self._publish(piece.accounts, piece.portfolio.per_underlying)
             piece.fast = self._incremental(piece, symbol)
         return groups
+
+    @staticmethod
+    def _cells_of(piece: _Slice) -> dict[str, np.ndarray]:
+        assert piece.fast is not None
+        return {"scan_risk": piece.fast.scan, "contingency": piece.fast.cont,
+                "worst_scenario": piece.fast.worst}
+
+    def _refresh(self, accounts: IntArray, cells: Mapping[str, np.ndarray], u: int) -> None:
+        """Overwrite a slice's cells of the underlyings other than ``u`` with the latest any
+        slice computed for its accounts (in place)."""
+        if not self.cells:
+            return
+        take = self.known[accounts]
+        take[:, u] = False
+        if not take.any():
+            return
+        for key, values in cells.items():
+            np.copyto(values, self.cells[key][accounts], where=take)
+
+    def _publish(self, accounts: IntArray, cells: Mapping[str, np.ndarray]) -> None:
+        """A slice's cells after its re-margin become the latest for its accounts."""
+        for key, values in cells.items():
+            if key not in self.cells:
+                self.cells[key] = np.zeros((self.known.shape[0], values.shape[1]),
+                                           dtype=values.dtype)
+            self.cells[key][accounts] = values
+        self.known[accounts] = True
 
     def _incremental(self, piece: _Slice, symbol: str) -> IncrementalSlice | None:
         """The slice's incremental portfolio path, when the portfolio model margins some of
