@@ -120,6 +120,11 @@ def test_nats_jetstream_ticks_in_events_out(tmp_path: Path, nats_url: str) -> No
         await nc.drain()
         store = open_store(f"sqlite:{tmp_path / 'nats.db'}")
         monitor = _monitor(store)
+        # compile the tick path first (an empty numba cache takes seconds): the event listener
+        # below stops after 4 s without a message
+        warm = _monitor()
+        for tick in _path()[:3]:
+            warm.process(tick, commit=False)
 
         def handle(item: Tick | str, seq: int) -> list[Event]:
             if isinstance(item, str):
