@@ -159,23 +159,20 @@ class SliceRemargin:
     def _refresh(self, accounts: IntArray, cells: Mapping[str, np.ndarray], u: int) -> None:
         """Overwrite a slice's cells of the underlyings other than ``u`` with the latest any
         slice computed for its accounts (in place)."""
-        if not self.cells:
-            return
-        take = self.known[accounts]
-        take[:, u] = False
-        if not take.any():
-            return
-        for key, values in cells.items():
-            np.copyto(values, self.cells[key][accounts], where=take)
+        if self.cells:
+            _refresh_cells_nb(accounts, u, self.known, self.cells["scan_risk"],
+                              self.cells["contingency"], self.cells["worst_scenario"],
+                              cells["scan_risk"], cells["contingency"], cells["worst_scenario"])
 
     def _publish(self, accounts: IntArray, cells: Mapping[str, np.ndarray]) -> None:
         """A slice's cells after its re-margin become the latest for its accounts."""
-        for key, values in cells.items():
-            if key not in self.cells:
-                self.cells[key] = np.zeros((self.known.shape[0], values.shape[1]),
-                                           dtype=values.dtype)
-            self.cells[key][accounts] = values
-        self.known[accounts] = True
+        if not self.cells:
+            n, n_u = self.known.shape
+            self.cells = {"scan_risk": np.zeros((n, n_u)), "contingency": np.zeros((n, n_u)),
+                          "worst_scenario": np.zeros((n, n_u), dtype=np.int64)}
+        _publish_cells_nb(accounts, self.known, self.cells["scan_risk"],
+                          self.cells["contingency"], self.cells["worst_scenario"],
+                          cells["scan_risk"], cells["contingency"], cells["worst_scenario"])
 
     def _incremental(self, piece: _Slice, symbol: str) -> IncrementalSlice | None:
         """The slice's incremental portfolio path, when the portfolio model margins some of
@@ -221,6 +218,34 @@ class SliceRemargin:
             return piece.portfolio
 
         return margins_by_mode(bound, self.model, compute)
+
+
+@njit(cache=True)
+def _refresh_cells_nb(accounts: IntArray, u: int, known: np.ndarray, scan: np.ndarray,
+                      cont: np.ndarray, worst: np.ndarray, own_scan: np.ndarray,
+                      own_cont: np.ndarray, own_worst: np.ndarray) -> None:
+    """own[j, v] = shared[accounts[j], v] for every known cell of an underlying v != u."""
+    for j in range(accounts.shape[0]):
+        a = accounts[j]
+        for v in range(known.shape[1]):
+            if v != u and known[a, v]:
+                own_scan[j, v] = scan[a, v]
+                own_cont[j, v] = cont[a, v]
+                own_worst[j, v] = worst[a, v]
+
+
+@njit(cache=True)
+def _publish_cells_nb(accounts: IntArray, known: np.ndarray, scan: np.ndarray,
+                      cont: np.ndarray, worst: np.ndarray, own_scan: np.ndarray,
+                      own_cont: np.ndarray, own_worst: np.ndarray) -> None:
+    """shared[accounts[j], v] = own[j, v] for every underlying; the cells become known."""
+    for j in range(accounts.shape[0]):
+        a = accounts[j]
+        for v in range(known.shape[1]):
+            scan[a, v] = own_scan[j, v]
+            cont[a, v] = own_cont[j, v]
+            worst[a, v] = own_worst[j, v]
+            known[a, v] = True
 
 
 def whole_book_margins(bound: BoundBook, model: str, config: RiskConfig) -> AccountMargins:
