@@ -75,6 +75,22 @@ def _beat(best: float) -> float:
 
 
 @njit(cache=True, inline="always")
+def _correlated_initial(level: FloatArray, direction: FloatArray, rho: FloatArray, n_u: int,
+                        total: float, max_offset: float) -> float:
+    """IM from the per-underlying levels L_u (scan risk + contingency) and the directions d_u
+    of their worst moves: max(sqrt(max(0, sum_u L_u^2 + sum_{u != v} rho_uv d_u L_u d_v L_v)),
+    (1 - max_offset) x sum_u L_u)."""
+    quad = 0.0
+    for u in range(n_u):
+        quad += level[u] * level[u]
+        for v in range(n_u):
+            if v != u:
+                quad += rho[u, v] * direction[u] * level[u] * direction[v] * level[v]
+    agg = math.sqrt(max(0.0, quad))
+    return max(agg, (1.0 - max_offset) * total)
+
+
+@njit(cache=True, inline="always")
 def _worst_scenario(pnl: FloatArray, u: int, weights: FloatArray, n_s: int,
                     v: FloatArray) -> int:
     """The worst scenario of row ``u`` under the in-order rule (see the module docstring).
@@ -232,14 +248,7 @@ def portfolio_margin_nb(
                 m = moves[best_s]
                 direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
                 total += level[u]
-            quad = 0.0
-            for u in range(n_u):
-                quad += level[u] * level[u]
-                for v in range(n_u):
-                    if v != u:
-                        quad += rho[u, v] * direction[u] * level[u] * direction[v] * level[v]
-            agg = math.sqrt(max(0.0, quad))
-            initial = max(agg, (1.0 - max_offset) * total)
+            initial = _correlated_initial(level, direction, rho, n_u, total, max_offset)
             im[a] = initial
             mm[a] = mm_fraction * initial
 
@@ -375,14 +384,7 @@ def tick_margin_nb(
                 m = moves[best_s]
                 direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
                 total += level[u]
-            quad = 0.0
-            for u in range(n_u):
-                quad += level[u] * level[u]
-                for v2 in range(n_u):
-                    if v2 != u:
-                        quad += rho[u, v2] * direction[u] * level[u] * direction[v2] * level[v2]
-            agg = math.sqrt(max(0.0, quad))
-            initial = max(agg, (1.0 - max_offset) * total)
+            initial = _correlated_initial(level, direction, rho, n_u, total, max_offset)
             im[a] = initial
             mm[a] = mm_fraction * initial
 
@@ -538,13 +540,6 @@ def slice_margin_nb(
                 m = moves[best_s]
                 direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
                 total += level[u]
-            quad = 0.0
-            for v in range(n_u):
-                quad += level[v] * level[v]
-                for w in range(n_u):
-                    if w != v:
-                        quad += rho[v, w] * direction[v] * level[v] * direction[w] * level[w]
-            agg = math.sqrt(max(0.0, quad))
-            initial = max(agg, (1.0 - max_offset) * total)
+            initial = _correlated_initial(level, direction, rho, n_u, total, max_offset)
             im[a] = initial
             mm[a] = mm_fraction * initial
