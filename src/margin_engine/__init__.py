@@ -14,9 +14,9 @@ The public Python API: margin a book, or ask what an order would do to an accoun
 >>> report = margin_engine.compute(portfolio, market, model="portfolio")
 >>> account = report.accounts[0]
 >>> round(account.initial_margin, 2), round(account.maintenance_margin, 2)
-(12815.13, 10252.11)
+(10648.47, 8518.77)
 >>> round(account.underlyings["BTC"].liquidation.down.price, 2)
-17186.51
+15180.34
 >>> order = margin_engine.Order(instrument="BTC-PERP", size=-1, price=65000)
 >>> result = margin_engine.what_if(portfolio["accounts"][0], [order],
 ...                                margin_engine.load_market_input(market),

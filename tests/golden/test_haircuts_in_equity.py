@@ -14,6 +14,8 @@ from tests.conftest import NO_HAIRCUTS, account, bind, market_doc, portfolio_doc
 Z99 = 2.3263478740408408
 H_VOL_BTC = Z99 * 0.52 * math.sqrt(2 / 365)  # 0.08954: volatility part over the 2-day MPOR
 H_VOL_USDC = Z99 * 0.03 * math.sqrt(2 / 365)  # 0.00517
+# the depeg scenario is opt-in: every stablecoin at 0.87, its loss at weight 1/3
+DEPEG = RiskConfig.from_dict({"haircuts": {"depeg_weight": 1 / 3}})
 
 
 def _adjusted(model: str, doc: dict, config: RiskConfig | None = None
@@ -58,7 +60,7 @@ def test_stablecoin_depeg_is_a_portfolio_scenario() -> None:
     # (0.1 sqrt(1e5 / 5e9) = 0.000447), vol part too under cross (0.00517 + 0.000447).
     doc = portfolio_doc(account("a", [("BTC-PERP", 1, 50000)], collateral={"USDC": 100000}))
     bound = bind(doc, market_doc())
-    result = get_model("portfolio").compute(bound, RiskConfig())
+    result = get_model("portfolio").compute(bound, DEPEG)
     assert result.initial_margin[0] == pytest.approx(8000 + 100000 * 0.13 / 3, rel=1e-12)
     assert result.maintenance_margin[0] == pytest.approx(0.8 * result.initial_margin[0],
                                                          rel=1e-12)
@@ -72,7 +74,7 @@ def test_stablecoin_depeg_is_a_portfolio_scenario() -> None:
     # scenario loss is 0.
     market = market_doc(assets={"USDC": {"price": 0.80}, "BTC": {"price": 50000},
                                 "ETH": {"price": 2000}})
-    deep = get_model("portfolio").compute(bind(doc, market), RiskConfig())
+    deep = get_model("portfolio").compute(bind(doc, market), DEPEG)
     assert deep.per_account["depeg"][0] == 0.0
 
 
@@ -113,16 +115,16 @@ def test_explain_lists_each_assets_haircut() -> None:
                                 collateral={"BTC": 1, "USDC": 20000}))
     bound = bind(doc, market_doc())
     for model, btc_vol in (("cross", H_VOL_BTC), ("portfolio", 0.0)):
-        result = get_model(model).compute(bound, RiskConfig())
-        explained = explain_account(bound, RiskConfig(), result, 0)
+        result = get_model(model).compute(bound, DEPEG)
+        explained = explain_account(bound, DEPEG, result, 0)
         lines = {line["asset"]: line for line in explained["collateral"]}
         assert lines["BTC"]["volatility"] == pytest.approx(btc_vol, abs=1e-15), model
         assert lines["BTC"]["haircut_usd"] == pytest.approx(
             50000 * (btc_vol + 0.1 * math.sqrt(50000 / 2e10)), rel=1e-12), model
         assert explained["adjusted_equity"] == pytest.approx(
             float(result.adjusted_equity(bound.equity())[0]), rel=1e-12), model
-    portfolio = explain_account(bound, RiskConfig(),
-                                get_model("portfolio").compute(bound, RiskConfig()), 0)
+    portfolio = explain_account(bound, DEPEG,
+                                get_model("portfolio").compute(bound, DEPEG), 0)
     assert portfolio["stablecoin_depeg"] == pytest.approx(20000 * 0.13 / 3, rel=1e-12)
 
 
