@@ -158,17 +158,11 @@ def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
 
 
 def _depeg(tick_book: TickBook, tick: TickMarket, config: RiskConfig) -> FloatArray:
-    """``portfolio.depeg_charge`` from the tick's asset prices."""
-    cfg = config.haircuts
+    """``portfolio.collateral_depeg`` at the tick's asset prices."""
     book = tick_book.book
-    charge = np.zeros(book.account_count)
-    if not cfg.enabled:
-        return charge
-    for col, key in enumerate(book.assets):
-        if key.partition("@")[0] in cfg.stablecoins:
-            drop = max(0.0, float(tick.prices[col]) - cfg.depeg_price)
-            charge += cfg.depeg_weight * np.maximum(book.collateral[:, col], 0.0) * drop
-    return charge
+    prices = {key.partition("@")[0]: float(price) for key, price in zip(
+        book.assets, tick.prices, strict=True)}
+    return collateral_depeg(book.collateral, book.assets, prices, config)
 
 
 # ---------------------------------------------------------------- one underlying moved
