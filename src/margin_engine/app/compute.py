@@ -10,6 +10,7 @@ results; only the inputs differ (documents or objects instead of file paths).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.protocol import MarginModel
 from margin_engine.market.snapshot import MarketSnapshot
 
-from .results import MarginReport
+from .results import Explanation, MarginReport
 
 PortfolioInput = Mapping[str, Any] | Portfolio | ColumnarBook | str | Path
 MarketInput = Mapping[str, Any] | MarketSnapshot | str | Path
@@ -113,7 +114,7 @@ def compute_bound(bound: BoundBook, config: RiskConfig, *,
     from margin_engine.margin.explain import explain_account
     from margin_engine.margin.isolated import check_asked_margins
     from margin_engine.margin.registry import get_model
-    from margin_engine.margin.run import compute_document, run_models
+    from margin_engine.margin.run import margin_report, run_models
     from margin_engine.margin.run import liquidation_limit as default_limit
 
     name = model_choice(model).value
@@ -135,12 +136,13 @@ def compute_bound(bound: BoundBook, config: RiskConfig, *,
         choice is LiquidationChoice.AUTO and bound.account_count <= limit)
     with known_results(bound, config, [(get_model(m, run.built), result)
                                        for m, result in run.results.items()]):
-        document = compute_document(run, name, with_liquidation)
-    if explain:
-        for a, entry in enumerate(document["accounts"]):
-            entry["explain"] = explain_account(run.bound, config, run.results[entry["model"]],
-                                               a, run.built.get(entry["model"]))
-    return MarginReport.from_json(document)
+        report = margin_report(run, name, with_liquidation)
+    if not explain:
+        return report
+    return replace(report, accounts=tuple(
+        replace(entry, explanation=Explanation.from_json(explain_account(
+            run.bound, config, run.results[entry.model], a, run.built.get(entry.model))))
+        for a, entry in enumerate(report.accounts)))
 
 
 def compute(portfolio: PortfolioInput, market: MarketInput, *,

@@ -13,6 +13,7 @@ its premium is quoted in coin per coin (Deribit style).
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -84,8 +85,10 @@ _SHORTHAND = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_shorthand(name: str) -> Instrument | None:
-    """Shorthand name -> linear instrument of contract size 1, or None if it is not one.
+    """Shorthand name -> linear instrument of contract size 1, or None if it is not one
+    (kept per name: instruments are immutable, and a book names the same ones again and again).
 
     Raises ValueError for names of the right shape with an impossible date or zero strike.
     """
