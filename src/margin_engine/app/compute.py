@@ -114,8 +114,8 @@ def compute_bound(bound: BoundBook, config: RiskConfig, *,
     from margin_engine.margin.explain import explain_account
     from margin_engine.margin.isolated import check_asked_margins
     from margin_engine.margin.registry import get_model
-    from margin_engine.margin.run import margin_report, run_models
     from margin_engine.margin.run import liquidation_limit as default_limit
+    from margin_engine.margin.run import margin_report, run_models
 
     name = model_choice(model).value
     if name == ModelChoice.VAR and not (models and ModelChoice.VAR.value in models):

@@ -21,10 +21,13 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
+from margin_engine.book.bound import BoundBook, reprice, resized
 from margin_engine.core.errors import InputError
 from margin_engine.domain.instruments import (
     Instrument,
@@ -167,6 +170,29 @@ def _account_document(account: Mapping[str, Any], positions: Mapping[str, tuple[
                           for name, (size, entry) in positions.items()]}
 
 
+def bound_after(account: Mapping[str, Any], positions: Mapping[str, tuple[float, float]],
+                cash: float, market: MarketSnapshot, instruments: Mapping[str, Any] | None
+                ) -> BoundBook:
+    """The account after the orders (``positions``, ``cash`` USD realised) bound to
+    ``market``. A realised loss beyond the account's USD balance leaves that balance
+    negative: a debt counted at face value (haircuts take nothing off a negative balance).
+    A portfolio file holds no negative balance, so it is set on the bound book."""
+    account_after = _account_document(account, positions, cash)
+    owed = float(account_after["collateral"].get(CASH, 0.0))
+    if owed < 0.0:
+        account_after["collateral"][CASH] = 0.0
+    document: dict[str, Any] = {"schema": "margin-engine/portfolio/v1",
+                                "accounts": [account_after]}
+    if instruments:
+        document["instruments"] = dict(instruments)
+    bound = bind(document, market)
+    if owed >= 0.0:
+        return bound
+    collateral = bound.book.collateral.copy()
+    collateral[0, bound.book.assets.index(CASH)] = owed
+    return resized(bound, replace(bound.book, collateral=collateral))
+
+
 def _positions_of(account: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
     for item in account.get("positions", []):
@@ -185,7 +211,20 @@ def account_margin(account: Mapping[str, Any], market: MarketSnapshot, config: R
     if model_choice(model) is ModelChoice.ACCOUNT and account.get("mode") in _MODES:
         # the account's own model: the same numbers, without running the other models
         model = ModelChoice(account["mode"])
-    bound = bind(document, market)
+    return _margin_of(bind(document, market), config, _own_model(account, model), liquidation,
+                      explain)
+
+
+def _own_model(account: Mapping[str, Any], model: str | ModelChoice) -> str | ModelChoice:
+    """``account``: the account's own mode's model (the same numbers as running every
+    model, without running the others)."""
+    if model_choice(model) is ModelChoice.ACCOUNT and account.get("mode") in _MODES:
+        return ModelChoice(account["mode"])
+    return model
+
+
+def _margin_of(bound: BoundBook, config: RiskConfig, model: str | ModelChoice,
+               liquidation: bool, explain: bool = False) -> AccountMargin:
     report = compute_bound(bound, config, model=model, explain=explain,
                            liquidation=LiquidationChoice.ON if liquidation
                            else LiquidationChoice.OFF)
@@ -201,20 +240,30 @@ def _with_cash(market: MarketSnapshot) -> MarketSnapshot:
 def what_if(account: Mapping[str, Any], orders: Sequence[Order], market: MarketSnapshot,
             config: RiskConfig | None = None, *, model: str | ModelChoice = ModelChoice.ACCOUNT,
             instruments: Mapping[str, Any] | None = None, liquidation: bool = True,
-            before: AccountMargin | None = None) -> WhatIf:
+            before: AccountMargin | None = None, content: Hashable | None = None) -> WhatIf:
     """``account`` (an account object of a portfolio document; ``instruments``: the
     portfolio's declared instruments) before and after ``orders`` at ``market``. ``before``:
-    the account's margin already computed with the same inputs (a cache)."""
+    the account's margin already computed with the same inputs (a cache); ``content``: a key
+    that stands for the account's and the instruments' content (by default their JSON), under
+    which the account's bound book is kept between calls."""
     if not orders:
         raise InputError("at least one order", field="orders", value="[]")
     risk = config if config is not None else _default_config()
     declared = _declared(instruments)
-    positions, realised = merge_orders(_positions_of(account), orders, declared, market)
+    held = _positions_of(account)
+    positions, realised = merge_orders(held, orders, declared, market)
     after_market = _with_cash(market) if realised != 0.0 else market
+    if content is None:
+        content = _content(account, instruments)
     if before is None:
-        before = _account_before(account, market, risk, model, instruments, liquidation)
-    after = account_margin(_account_document(account, positions, realised), after_market, risk,
-                           model=model, instruments=instruments, liquidation=liquidation)
+        before = _account_before(account, market, risk, model, instruments, liquidation,
+                                 content)
+    bound = _kept_bound(account, market, instruments, content)
+    after_bound = None if bound is None else \
+        after_orders(bound, held, positions, realised, after_market)
+    if after_bound is None:
+        after_bound = bound_after(account, positions, realised, after_market, instruments)
+    after = _margin_of(after_bound, risk, _own_model(account, model), liquidation)
     return WhatIf(account=before.id, model=before.model, orders=tuple(orders),
                   realised_pnl=realised, before=before, after=after,
                   change=change_of(before, after))
@@ -226,17 +275,17 @@ class _Recent:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> Any:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -251,14 +300,18 @@ class _Recent:
 def forget_kept() -> None:
     """Drop the margins kept before orders and the instrument states kept for liquidation
     searches (benchmarks of the first what-if on an account)."""
+    from margin_engine.core.kept import KEPT
     from margin_engine.liquidation.vector_levels import STATE_TABLES
 
+    KEPT.clear()
     _BEFORE.clear()
+    _BOUND.clear()
     STATE_TABLES.clear()
 
 
 _DECLARED = _Recent(16)  # declared instruments (JSON) -> parsed instruments
 _BEFORE = _Recent(256)  # account, model, instruments, liquidation -> (market, config, margin)
+_BOUND = _Recent(256)  # account, instruments -> (market, the account bound to it)
 _DEFAULT: list[RiskConfig] = []
 
 
@@ -284,12 +337,11 @@ def _declared(instruments: Mapping[str, Any] | None) -> Mapping[str, Instrument]
 
 def _account_before(account: Mapping[str, Any], market: MarketSnapshot, config: RiskConfig,
                     model: str | ModelChoice, instruments: Mapping[str, Any] | None,
-                    liquidation: bool) -> AccountMargin:
-    """The account's margin before the orders: computed once per account content, model,
-    declared instruments, market and config (the same objects: both are immutable), then
-    reused by the next what-ifs on that account."""
-    key = json.dumps([account, str(model), instruments or {}, liquidation], sort_keys=True,
-                     default=str)
+                    liquidation: bool, content: Hashable) -> AccountMargin:
+    """The account's margin before the orders: computed once per account content and
+    declared instruments (``content``: their JSON), model, market and config (the same
+    objects: both are immutable), then reused by the next what-ifs on that account."""
+    key = (content, str(model), liquidation)
     found = _BEFORE.get(key)
     if found is not None and found[0] is market and found[1] is config:
         margin: AccountMargin = found[2]
@@ -298,6 +350,62 @@ def _account_before(account: Mapping[str, Any], market: MarketSnapshot, config: 
                             liquidation=liquidation)
     _BEFORE.put(key, (market, config, margin))
     return margin
+
+
+def _content(account: Mapping[str, Any], instruments: Mapping[str, Any] | None) -> str:
+    """The account's and declared instruments' content as a key (JSON, keys sorted)."""
+    return json.dumps([account, instruments or {}], sort_keys=True, default=str)
+
+
+def _kept_bound(account: Mapping[str, Any], market: MarketSnapshot,
+                instruments: Mapping[str, Any] | None, content: Hashable) -> BoundBook | None:
+    """The account's one-account book bound to ``market``, kept per account content and
+    declared instruments (``content``: their JSON) and market (bound on first use); None when
+    the account cannot be bound (the what-if then goes the whole way and reports the
+    error)."""
+    key = content
+    found = _BOUND.get(key)
+    if found is not None and found[0] is market:
+        bound: BoundBook = found[1]
+        return bound
+    document: dict[str, Any] = {"schema": "margin-engine/portfolio/v1", "accounts": [account]}
+    if instruments:
+        document["instruments"] = dict(instruments)
+    try:
+        bound = bind(document, market)
+    except InputError:
+        return None
+    _BOUND.put(key, (market, bound))
+    return bound
+
+
+def after_orders(bound: BoundBook, held: Mapping[str, tuple[float, float]],
+            positions: Mapping[str, tuple[float, float]], cash: float,
+            market: MarketSnapshot) -> BoundBook | None:
+    """The one-account ``bound`` book (holding ``held``: instrument -> (size, entry)) with
+    ``positions`` instead and ``cash`` USD more, re-priced at ``market``: the book the
+    account's document after the orders binds to, without parsing and binding it again.
+    None when that book differs in more than sizes, entries and USD cash (an instrument
+    opened or closed, cash in an account with no USD, isolated margins or leverage given per
+    position, which the merged document does not carry)."""
+    book = bound.book
+    if book.account_count != 1 or list(held) != list(positions) or \
+            book.position_margin is not None or book.position_leverage is not None:
+        return None
+    collateral = book.collateral
+    if cash != 0.0:
+        if CASH not in book.assets:
+            return None
+        collateral = collateral.copy()
+        column = book.assets.index(CASH)
+        collateral[0, column] = float(collateral[0, column]) + cash
+    names = [book.instruments.instruments[int(i)].name for i in book.position_instrument]
+    if names != list(positions):
+        return None
+    size = np.array([positions[n][0] for n in names], dtype=np.float64)
+    entry = np.array([positions[n][1] for n in names], dtype=np.float64)
+    return resized(bound if market is bound.market else reprice(bound, market),
+                   replace(book, size=size, entry_price=entry, collateral=collateral))
 
 
 def change_of(before: AccountMargin, after: AccountMargin) -> MarginChange:

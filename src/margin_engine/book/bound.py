@@ -159,6 +159,21 @@ def instruments_live(book: ColumnarBook, timestamp_ns: int) -> BoolArray:
     return live
 
 
+def resized(bound: BoundBook, book: ColumnarBook) -> BoundBook:
+    """``bound`` with ``book`` instead: the same accounts, instruments (the same instrument
+    table) and collateral assets, other position sizes, entry prices or collateral amounts.
+    The per-instrument prices are kept; the position and collateral arrays are computed
+    again (what ``bind_market(book, bound.market)`` gives, without checking or pricing the
+    instruments again)."""
+    if book.instruments is not bound.book.instruments or book.assets != bound.book.assets or \
+            book.account_ids != bound.book.account_ids:
+        raise ValueError("resized: the same accounts, instrument table and assets")
+    inst_index = bound.index[book.instruments.underlying] if len(book.instruments.instruments) \
+        else np.zeros(0)
+    return replace(bound, book=book, **_positions_priced(book, bound.market, bound.underlyings,
+                                                         bound.live, inst_index, bound.mark))
+
+
 def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, ...],
             years: FloatArray, sigma: FloatArray, live: BoolArray) -> dict[str, Any]:
     """Every price-dependent array of a bound book (index, marks, position quantities and
@@ -186,6 +201,17 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
         direction = np.where(table.is_call[settled_options], 1.0, -1.0)
         mark[settled_options] = np.maximum(
             0.0, direction * (base[settled_options] - table.strike[settled_options]))
+    return {"index": index, "base_price": base, "mark": mark,
+            **_positions_priced(book, market, underlyings, live, inst_index, mark)}
+
+
+def _positions_priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, ...],
+                      live: BoolArray, inst_index: FloatArray, mark: FloatArray
+                      ) -> dict[str, Any]:
+    """The per-position and per-account arrays of a bound book (quantities, notionals,
+    collateral value and exposure) from the instruments' index and marks."""
+    table = book.instruments
+    settled = np.nonzero(~live)[0]
     n_pos = book.position_count
     quantity, entry_usd = np.empty(n_pos), np.empty(n_pos)
     signed_notional, gross_notional = np.empty(n_pos), np.empty(n_pos)
@@ -203,8 +229,7 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
         coin = asset.partition("@")[0]  # ASSET@CHAIN is priced and moved as ASSET
         if coin in underlyings:
             exposure[:, underlyings.index(coin)] += book.collateral[:, col] * prices[col]
-    return {"index": index, "base_price": base, "mark": mark, "quantity": quantity,
-            "entry_usd": entry_usd, "signed_notional": signed_notional,
+    return {"quantity": quantity, "entry_usd": entry_usd, "signed_notional": signed_notional,
             "gross_notional": gross_notional,
             "collateral_value": np.asarray(collateral_value, dtype=np.float64),
             "collateral_exposure": exposure}

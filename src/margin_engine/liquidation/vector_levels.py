@@ -29,6 +29,7 @@ import numpy as np
 
 from margin_engine.book.bound import BoundBook, asset_prices, expiry_forwards
 from margin_engine.collateral.haircuts import DAY_SECONDS, split_collateral_key
+from margin_engine.core.kept import KEPT
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation import level_kernels as lk
 from margin_engine.margin.common import coins_of
@@ -49,16 +50,8 @@ STATS = {"evaluations": 0, "jobs": 0}  # f evaluations and searches so far (for 
 def book_arrays(bound: BoundBook) -> lk.BookArrays:
     """The bound book as the kernels read it."""
     book, table = bound.book, bound.book.instruments
-    forwards = expiry_forwards(book, bound.market)
-    scaled = np.zeros(len(table.instruments), dtype=np.bool_)
-    for row, instrument in enumerate(table.instruments):
-        if not bound.live[row]:
-            continue
-        if table.is_option[row]:
-            u = bound.underlyings[int(table.underlying[row])]
-            scaled[row] = (u, int(table.expiry_ns[row])) in forwards
-        else:
-            scaled[row] = instrument.name in bound.market.marks
+    scaled = KEPT.get((table, bound.market), "scaled", lambda: _scaled(bound),
+                      len(table.instruments))
     return lk.BookArrays(
         offsets=np.ascontiguousarray(book.offsets, dtype=np.int64),
         inst=np.ascontiguousarray(book.position_instrument, dtype=np.int32),
@@ -72,11 +65,46 @@ def book_arrays(bound: BoundBook) -> lk.BookArrays:
         mark=_f(bound.mark), und_index=_f(bound.index))
 
 
+def _scaled(bound: BoundBook) -> np.ndarray:
+    """Per instrument: whether its base price is a mark that moves with the index (a live
+    option whose expiry has a forward, a marked delta-one instrument)."""
+    table = bound.book.instruments
+    forwards = expiry_forwards(bound.book, bound.market)
+    scaled = np.zeros(len(table.instruments), dtype=np.bool_)
+    for row, instrument in enumerate(table.instruments):
+        if not bound.live[row]:
+            continue
+        if table.is_option[row]:
+            u = bound.underlyings[int(table.underlying[row])]
+            scaled[row] = (u, int(table.expiry_ns[row])) in forwards
+        else:
+            scaled[row] = instrument.name in bound.market.marks
+    return scaled
+
+
 def collateral(bound: BoundBook, config: RiskConfig, revalued: frozenset[str],
                depeg: bool = False) -> lk.Collateral:
     """Collateral columns with the haircut parameters of ``book_haircuts`` (``revalued``:
     assets whose volatility part the model leaves out) and, with ``depeg``, the portfolio
     model's stablecoin depeg."""
+    cfg = config.haircuts
+    keys = bound.book.assets
+    coin, stable, fixed, liquidity, cap, limit = KEPT.get(
+        (config,), ("collateral", keys, bound.underlyings, revalued),
+        lambda: _collateral_parameters(bound, config, revalued))
+    return lk.Collateral(
+        amount=np.ascontiguousarray(bound.book.collateral, dtype=np.float64).reshape(
+            bound.account_count, len(keys)),
+        price=_f(asset_prices(bound.book, bound.market)) if keys else np.zeros(0),
+        coin=coin, haircuts=bool(cfg.enabled), fixed=fixed, liquidity=liquidity, cap=cap,
+        limit=limit, stable=stable, depeg=bool(depeg and cfg.enabled),
+        depeg_weight=float(cfg.depeg_weight), depeg_price=float(cfg.depeg_price))
+
+
+def _collateral_parameters(bound: BoundBook, config: RiskConfig, revalued: frozenset[str]
+                           ) -> tuple[np.ndarray, ...]:
+    """Per collateral column: (coin's underlying or -1, stablecoin, fixed haircut, liquidity
+    coefficient, haircut cap, concentration limit)."""
     cfg = config.haircuts
     keys = bound.book.assets
     n = len(keys)
@@ -98,13 +126,7 @@ def collateral(bound: BoundBook, config: RiskConfig, revalued: frozenset[str],
             if math.isfinite(spec.average_daily_volume_usd) else 0.0
         cap[col] = spec.max_haircut
         limit[col] = spec.concentration_limit_usd
-    return lk.Collateral(
-        amount=np.ascontiguousarray(bound.book.collateral, dtype=np.float64).reshape(
-            bound.account_count, n),
-        price=_f(asset_prices(bound.book, bound.market)) if n else np.zeros(0),
-        coin=coin, haircuts=bool(cfg.enabled), fixed=fixed, liquidity=liquidity, cap=cap,
-        limit=limit, stable=stable, depeg=bool(depeg and cfg.enabled),
-        depeg_weight=float(cfg.depeg_weight), depeg_price=float(cfg.depeg_price))
+    return coin, stable, fixed, liquidity, cap, limit
 
 
 def charges(bound: BoundBook, config: RiskConfig) -> lk.Charges:
@@ -152,34 +174,44 @@ def _today(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Any:
 
 
 def _portfolio(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Context:
-    from margin_engine.margin.scenarios import linear_moves, scenario_sigma, scenario_table
-
-    cfg = config.portfolio
-    scenarios = scenario_table(cfg)
-    moves = np.array([s[0] for s in scenarios])
-    lin_moves = [float(m) for m in linear_moves(cfg)]
-    weights = [float(s[2]) for s in scenarios]
+    table = bound.book.instruments
+    template, revalued = KEPT.get(
+        (table, bound.market, config), ("portfolio", bound.underlyings, bound.book.assets),
+        lambda: _portfolio_template(bound, config), len(table.instruments))
     today = _today(bound, config, model).per_underlying
     worst = np.asarray(today["worst_scenario"], dtype=np.int64)
     on = worst >= 0
     level = np.where(on, today["scan_risk"] + today["contingency"], 0.0)
-    move = np.where(on, moves[np.maximum(worst, 0)], 0.0)
-    revalued = coins_of(bound) | frozenset(config.haircuts.stablecoins)
+    move = np.where(on, template.moves[np.maximum(worst, 0)], 0.0)
+    ctx = template._replace(level_other=_f(level), direction_other=_f(np.sign(move)))
+    return (book_arrays(bound), collateral(bound, config, revalued, depeg=True), ctx,
+            template.moves.size + 2 * len(bound.underlyings))
+
+
+def _portfolio_template(bound: BoundBook, config: RiskConfig
+                        ) -> tuple[lk.PortfolioCtx, frozenset[str]]:
+    """The portfolio context's parts that do not depend on today's result (scenarios,
+    scenario vols, groups, correlations, rates; today's cells empty), and the assets the
+    model revalues."""
+    from margin_engine.margin.scenarios import scenario_columns, scenario_sigma
+
+    cfg = config.portfolio
+    columns = scenario_columns(cfg)
     ctx = lk.PortfolioCtx(
-        sigma_s=_f(scenario_sigma(bound, cfg)), moves=moves,
-        shocks=np.array([s[1] for s in scenarios]), lin_moves=np.array(lin_moves),
-        weights=np.array(weights), ref_days=float(cfg.vol_shock_reference_days),
+        sigma_s=_f(scenario_sigma(bound, cfg)), moves=columns.moves, shocks=columns.shocks,
+        lin_moves=columns.linear, weights=columns.weights,
+        ref_days=float(cfg.vol_shock_reference_days),
         p_short=float(cfg.vol_shock_power_short), p_long=float(cfg.vol_shock_power_long),
         floor=float(cfg.vol_floor), group=np.ascontiguousarray(bound.contingency_group,
                                                                 dtype=np.int64),
-        level_other=_f(level), direction_other=_f(np.sign(move)), rho=_f(bound.correlation),
+        level_other=np.zeros((0, 0)), direction_other=np.zeros((0, 0)),
+        rho=_f(bound.correlation),
         opt_rate=float(cfg.option_contingency_rate), lin_rate=float(cfg.linear_contingency_rate),
         max_offset=float(cfg.max_cross_offset), mm_fraction=float(cfg.maintenance_fraction),
-        tie=float(_tie()), w_max=max([0.0, *weights]),
-        lin_max=max([0.0, *(abs(m) for m in lin_moves)]),
-        factor=max([1.0, *(1.0 + float(s[0]) for s in scenarios)]) + 1.0)
-    return (book_arrays(bound), collateral(bound, config, revalued, depeg=True), ctx,
-            moves.size + 2 * len(bound.underlyings))
+        tie=float(_tie()), w_max=max(0.0, float(columns.weights.max(initial=0.0))),
+        lin_max=float(np.abs(columns.linear).max(initial=0.0)),
+        factor=max(1.0, float((1.0 + columns.moves).max(initial=1.0))) + 1.0)
+    return ctx, coins_of(bound) | frozenset(config.haircuts.stablecoins)
 
 
 def _tie() -> float:
@@ -267,7 +299,7 @@ def account_levels(bound: BoundBook, model: str, config: RiskConfig, grid: Float
     for u in range(n_u):
         instruments, positions = held[u]
         d, p = _search(context, jobs, u, float(bound.index[u]), grid, instruments, positions,
-                       max_rows, exposure)
+                       max_rows, exposure, (bound.book.instruments, bound.market, config))
         down[jobs, u], up[jobs, u] = d, p
     return down, up
 
@@ -319,17 +351,18 @@ def position_levels(bound: BoundBook, model: str, config: RiskConfig, grid: Floa
         index = float(bound.index[u])
         position_index[rows] = index
         d, p = _search(context, rows, u, index, grid, np.unique(book.position_instrument[rows]),
-                       rows.size, 1, np.zeros((0, 0)))
+                       rows.size, 1, np.zeros((0, 0)), (table, bound.market, config))
         down[0, rows], up[0, rows] = d, p
     return down, up, position_index
 
 
 def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: FloatArray,
-            held: np.ndarray, positions: int, max_rows: int, exposure: np.ndarray
-            ) -> tuple[FloatArray, FloatArray]:
+            held: np.ndarray, positions: int, max_rows: int, exposure: np.ndarray,
+            origin: tuple[Any, ...] | None = None) -> tuple[FloatArray, FloatArray]:
     """Both levels of every job on u (``held``: u's instruments in the jobs' positions,
     ``positions`` of them; ``exposure``: accounts x underlyings coin collateral, or empty for
-    jobs that are positions). Jobs with no position in u and no coin of u are left NaN."""
+    jobs that are positions; ``origin``: see ``StateTables.family``). Jobs with no position
+    in u and no coin of u are left NaN."""
     bk, cl, ctx, work = context
     levels = index * grid
     j0 = int(np.nonzero(grid == 1.0)[0][0])
@@ -353,7 +386,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
         table_row[held] = np.arange(held.size)
         run(table, table_row, cum)
     elif STATE_CACHE and 0 < held.size <= STATE_TABLES.capacity:
-        with STATE_TABLES.family(bk, ctx, held, levels, width) as (table, table_row):
+        with STATE_TABLES.family(bk, ctx, held, levels, width, origin) as (table, table_row):
             run(table, table_row, np.empty((0, levels.size, 2)))
     else:
         run(np.empty((0, levels.size, width)), np.empty(0, dtype=np.int64),
@@ -380,10 +413,15 @@ class StateTables:
 
     @contextmanager
     def family(self, bk: lk.BookArrays, ctx: Any, held: np.ndarray, levels: FloatArray,
-               width: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+               width: int, origin: tuple[Any, ...] | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(table, table_row) with rows for the ``held`` instruments, locked while the
-        caller's search reads and fills it."""
-        keys = [_instrument_key(bk, ctx, int(i)) for i in held]
+        caller's search reads and fills it. ``origin``: the objects ``bk``'s instrument
+        columns and ``ctx``'s instrument states derive from (instrument table, market,
+        config), under which their keys are kept."""
+        keys = [_instrument_key(bk, ctx, int(i)) for i in held] if origin is None else \
+            KEPT.get(origin, ("keys", type(ctx).__name__, held.tobytes()),
+                     lambda: [_instrument_key(bk, ctx, int(i)) for i in held], held.size)
         with self._lock:
             found = self._family_for((type(ctx).__name__, width, levels.tobytes(),
                                       _scenario_key(ctx)), levels.size, width, len(keys))
@@ -458,6 +496,8 @@ def _scenario_key(ctx: Any) -> Hashable:
 
 STATE_CACHE = True  # keep small books' instrument states between calls (``StateTables``)
 STATE_TABLES = StateTables()
+
+
 
 
 def in_threads(n: int, run: Callable[[int, int], None], pieces_per_thread: int = 8) -> None:

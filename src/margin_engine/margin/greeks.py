@@ -10,12 +10,30 @@ from __future__ import annotations
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
+from margin_engine.core.kept import KEPT
 from margin_engine.core.types import FloatArray
 from margin_engine.margin.common import per_underlying_sum
 from margin_engine.pricing.black76 import greeks
 
 
 def account_greeks(bound: BoundBook) -> dict[str, FloatArray]:
+    table = bound.book.instruments
+    inst_delta, inst_gamma, inst_vega = KEPT.get(
+        (table, bound.market), "greeks", lambda: instrument_greeks(bound),
+        len(table.instruments))
+    inst = bound.book.position_instrument
+    q = bound.quantity
+    delta = per_underlying_sum(bound, q * inst_delta[inst])
+    delta += bound.collateral_exposure / bound.index[np.newaxis, :]
+    return {
+        "delta": delta,
+        "gamma": per_underlying_sum(bound, q * inst_gamma[inst]),
+        "vega": per_underlying_sum(bound, q * inst_vega[inst] / 100.0),
+    }
+
+
+def instrument_greeks(bound: BoundBook) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per instrument: delta and gamma with respect to the index, vega per unit of vol."""
     table = bound.book.instruments
     n_inst = len(table.instruments)
     inst_delta = np.ones(n_inst)
@@ -31,12 +49,4 @@ def account_greeks(bound: BoundBook) -> dict[str, FloatArray]:
         inst_delta[rows] = g["delta"] * basis
         inst_gamma[rows] = g["gamma"] * basis * basis
         inst_vega[rows] = g["vega"]
-    inst = bound.book.position_instrument
-    q = bound.quantity
-    delta = per_underlying_sum(bound, q * inst_delta[inst])
-    delta += bound.collateral_exposure / bound.index[np.newaxis, :]
-    return {
-        "delta": delta,
-        "gamma": per_underlying_sum(bound, q * inst_gamma[inst]),
-        "vega": per_underlying_sum(bound, q * inst_vega[inst] / 100.0),
-    }
+    return inst_delta, inst_gamma, inst_vega

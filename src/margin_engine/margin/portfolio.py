@@ -16,11 +16,16 @@ from typing import Any
 import numpy as np
 
 from margin_engine.book.bound import BoundBook
+from margin_engine.core.kept import KEPT
 from margin_engine.margin.common import coins_of, collateral_haircuts
 from margin_engine.margin.config import PortfolioConfig, RiskConfig, VolDynamics
 from margin_engine.margin.portfolio_kernel import portfolio_margin_nb
 from margin_engine.margin.protocol import MarginResult, ModelDefaults
-from margin_engine.margin.scenarios import linear_moves, scenario_table, value_change_grid
+from margin_engine.margin.scenarios import (
+    scenario_columns,
+    scenario_table,
+    value_change_grid,
+)
 
 
 class PortfolioModel(ModelDefaults):
@@ -30,7 +35,9 @@ class PortfolioModel(ModelDefaults):
 
     def compute(self, bound: BoundBook, config: RiskConfig) -> MarginResult:
         cfg = config.portfolio
-        grid = value_change_grid(bound, cfg)
+        table = bound.book.instruments
+        grid = KEPT.get((table, bound.market), ("value_change_grid", cfg),
+                        lambda: value_change_grid(bound, cfg), len(table.instruments))
         return run_portfolio_kernel(bound, config, grid)
 
     def recompute(self, bound: BoundBook, config: RiskConfig, previous: MarginResult,
@@ -70,6 +77,7 @@ def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray,
 
     table = bound.book.instruments
     scenarios = scenario_table(cfg)
+    columns = scenario_columns(cfg)
     out = np.zeros((len(table.instruments), max(width, len(scenarios))))
     if rows.size == 0:
         return out
@@ -78,8 +86,7 @@ def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray,
     part = np.empty((rows.size, len(scenarios)))
     _grid_nb(table.is_option[rows], table.is_call[rows], table.strike[rows], bound.years[rows],
              np.ascontiguousarray(sigma), bound.base_price[rows], bound.mark[rows],
-             np.array([s[0] for s in scenarios]), np.array(linear_moves(cfg)),
-             np.array([s[1] for s in scenarios]), cfg.vol_shock_reference_days,
+             columns.moves, columns.linear, columns.shocks, cfg.vol_shock_reference_days,
              cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
              np.ones(rows.size), part)
     part[~bound.live[rows]] = 0.0  # settled: a fixed cash value
@@ -95,6 +102,7 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
     built with the same ``move_scale``)."""
     cfg = config.portfolio
     scenarios = scenario_table(cfg)
+    columns = scenario_columns(cfg)
     book, table = bound.book, bound.book.instruments
     n_acct, n_u = book.account_count, len(bound.underlyings)
     im = np.empty(n_acct)
@@ -111,8 +119,7 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
     portfolio_margin_nb(
         book.offsets, book.position_instrument, bound.quantity, bound.signed_notional,
         table.underlying, bound.contingency_group, table.is_option & bound.live, bound.index,
-        np.ascontiguousarray(grid), np.array([s[2] for s in scenarios]),
-        np.array([s[0] for s in scenarios]), np.array(linear_moves(cfg)),
+        np.ascontiguousarray(grid), columns.weights, columns.moves, columns.linear,
         np.ascontiguousarray(bound.collateral_exposure),
         bound.correlation, cfg.option_contingency_rate, cfg.linear_contingency_rate,
         cfg.max_cross_offset, cfg.maintenance_fraction, max_len,

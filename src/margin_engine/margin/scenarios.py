@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -45,10 +46,28 @@ def linear_moves(cfg: PortfolioConfig) -> tuple[float, ...]:
     return tuple(min(high, max(low, move)) for move, _, _ in scenario_table(cfg))
 
 
+class ScenarioColumns(NamedTuple):
+    """``scenario_table`` and ``linear_moves`` as arrays (shared: read, never written)."""
+
+    moves: FloatArray
+    shocks: FloatArray
+    weights: FloatArray
+    linear: FloatArray
+
+
+@functools.lru_cache(maxsize=64)
+def scenario_columns(cfg: PortfolioConfig) -> ScenarioColumns:
+    table = scenario_table(cfg)
+    return ScenarioColumns(moves=np.array([s[0] for s in table]),
+                           shocks=np.array([s[1] for s in table]),
+                           weights=np.array([s[2] for s in table]),
+                           linear=np.array(linear_moves(cfg)))
+
+
 def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
     """instruments x scenarios vol before the shock (NaN rows for non-options)."""
     table = bound.book.instruments
-    moves = np.array([s[0] for s in scenario_table(cfg)])
+    moves = scenario_columns(cfg).moves
     out = np.repeat(bound.sigma[:, np.newaxis], moves.size, axis=1)
     if cfg.vol_dynamics is not VolDynamics.STICKY_MONEYNESS:
         return out
@@ -87,12 +106,11 @@ def value_change_grid(bound: BoundBook, cfg: PortfolioConfig,
     (per underlying) multiplies the price moves, e.g. to a forecast price range."""
     table = bound.book.instruments
     scenarios = scenario_table(cfg)
-    moves = np.array([s[0] for s in scenarios])
-    shocks = np.array([s[1] for s in scenarios])
+    columns = scenario_columns(cfg)
     out = np.empty((len(table.instruments), len(scenarios)))
     _grid_nb(table.is_option, table.is_call, table.strike, bound.years,
              np.ascontiguousarray(scenario_sigma(bound, cfg)), bound.base_price, bound.mark,
-             moves, np.array(linear_moves(cfg)), shocks, cfg.vol_shock_reference_days,
+             columns.moves, columns.linear, columns.shocks, cfg.vol_shock_reference_days,
              cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
              _instrument_scale(bound, move_scale), out)
     out[~bound.live] = 0.0  # settled: a fixed cash value

@@ -42,7 +42,11 @@ from margin_engine.margin.portfolio_kernel import (
     tick_margin_nb,
 )
 from margin_engine.margin.protocol import MarginResult
-from margin_engine.margin.scenarios import linear_moves, scenario_table, value_change_grid
+from margin_engine.margin.scenarios import (
+    scenario_columns,
+    scenario_table,
+    value_change_grid,
+)
 from margin_engine.market.snapshot import MarketSnapshot
 
 VECTOR = 4  # scenario columns padded to a multiple of this (float64 lanes of a 256-bit vector)
@@ -126,6 +130,7 @@ def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
     (``detail``: with the per-underlying breakdown; without it only IM and MM are filled)."""
     cfg = config.portfolio
     scenarios = scenario_table(cfg)
+    columns = scenario_columns(cfg)
     book, bound = tick_book.book, tick.instruments
     table = bound.book.instruments
     n_acct, n_u = book.account_count, len(bound.underlyings)
@@ -137,8 +142,7 @@ def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
     tick_margin_nb(
         book.offsets, book.position_instrument, tick_book.quantity, book.size,
         table.underlying, bound.contingency_group, tick.kind, table.contract_size, bound.mark,
-        bound.index, tick.grid, len(scenarios), np.array([s[2] for s in scenarios]),
-        np.array([s[0] for s in scenarios]), np.array(linear_moves(cfg)),
+        bound.index, tick.grid, len(scenarios), columns.weights, columns.moves, columns.linear,
         np.ascontiguousarray(book.collateral), tick.prices, tick.coin, bound.correlation,
         cfg.option_contingency_rate, cfg.linear_contingency_rate, cfg.max_cross_offset,
         cfg.maintenance_fraction, tick_book.max_len, detail, im, mm, scan, cont, worst, active)
@@ -286,6 +290,7 @@ class IncrementalSlice:
                 self.inverse_entry * spot[self.inst[self.inverse_options]]
         cfg = config.portfolio
         scenarios = scenario_table(cfg)
+        columns = scenario_columns(cfg)
         n_acct = self.offsets.shape[0] - 1
         im, mm, self.upnl = np.empty(n_acct), np.empty(n_acct), np.empty(n_acct)
         assert self.exposure is not None
@@ -293,8 +298,8 @@ class IncrementalSlice:
         slice_margin_nb(
             self.u, self.u_offsets, self.u_inst, self.u_quantity, *self.longs, *self.shorts,
             self.u_fixed, self.kind, probe.mark, *self.option_terms, probe.index,
-            self._grid(market, cfg), len(scenarios), np.array([s[2] for s in scenarios]),
-            np.array([s[0] for s in scenarios]), np.array(linear_moves(cfg)), self.exposure,
+            self._grid(market, cfg), len(scenarios), columns.weights, columns.moves,
+            columns.linear, self.exposure,
             probe.correlation, cfg.linear_contingency_rate, cfg.max_cross_offset,
             cfg.maintenance_fraction, self.offsets, self.inst, self.quantity, self.entry_usd,
             im, mm, self.scan, self.cont, self.worst, self.active, self.upnl)

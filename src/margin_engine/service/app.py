@@ -61,7 +61,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                   lifespan=lifespan)
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    for module in (routes_margin, routes_accounts, routes_pool, stream, dashboard):
+    for module in (routes_accounts, routes_margin, routes_pool, stream, dashboard):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -25,6 +25,7 @@ class MarketFollower:
         self.monitor: Any = None
         self.seq = 0  # the last tick applied
         self.instruments: dict[str, Any] = {}
+        self.instruments_key = "{}"  # the declared instruments' JSON (a cache key)
         self._market: MarketSnapshot | None = None
         setup = store.load_setup()
         if setup:
@@ -34,6 +35,7 @@ class MarketFollower:
             self.config = RiskConfig.from_dict(json.loads(setup["config"]))
             self.model = setup["model"]
             self.instruments = dict(json.loads(setup["portfolio"]).get("instruments", {}))
+            self.instruments_key = json.dumps(self.instruments, sort_keys=True)
             self.catch_up(store)
             return
         self.config = RiskConfig() if settings.config is None else RiskConfig.load(

@@ -73,6 +73,61 @@ def _apply(state: ServiceState, principal: Principal, write: BookWrite,
     return document, seq
 
 
+# The hot routes first: a request is matched against the routes in order.
+@router.get("/accounts/{account_id}/margin", summary="An account's margin now",
+            responses={200: {"description": "`tick`: the last tick of the market; `account`: "
+                             "equity, IM, MM, breakdown and liquidation prices."}})
+async def get_margin(account_id: AccountId, request: Request, principal: Auth,
+                     model: ModelChoice | None = None, explain: bool = False) -> JSONResponse:
+    """At the current market (the monitor's, after its last tick), under the service's model
+    unless `model` is given."""
+    principal.require(Scope.READ, account_id)
+    state = service_state(request)
+    rows = state.account_rows(account_id)
+    market = state.market()
+    follower = state.follower
+    name = (model or ModelChoice(follower.model)).value
+    key = ("margin", rows, state.market_version, name, explain, True)
+    margin = state.margins.get(key)
+    if margin is None:
+        try:
+            margin = await compute(lambda: account_margin(
+                account_document(rows), market, follower.config, model=name,
+                instruments=follower.instruments, explain=explain))
+        except InputError as exc:
+            raise from_input_error(exc) from None
+        state.margins.put(key, margin)
+    return JSONResponse({"tick": state.market_version, "account": margin.to_json()})
+
+
+@router.post("/accounts/{account_id}/what-if", summary="Pre-trade what-if on a stored account",
+             responses={200: {"description": "IM, MM, adjusted equity and liquidation prices "
+                              "before and after the orders, and the change."}})
+async def post_what_if(account_id: AccountId, body: WhatIfRequest, request: Request,
+                       principal: Auth) -> JSONResponse:
+    """The orders are merged into the account's positions (an average entry when adding, the
+    closed part's P&L realised into USD cash when reducing); nothing is stored. Needs `read`."""
+    principal.require(Scope.READ, account_id)
+    state = service_state(request)
+    rows = state.account_rows(account_id)
+    market = state.market()
+    follower = state.follower
+    name = (body.model or ModelChoice(follower.model)).value
+    key = ("margin", rows, state.market_version, name, False, body.liquidation_prices)
+    before = state.margins.get(key)
+    orders = [Order(instrument=o.instrument, size=o.size, price=o.price) for o in body.orders]
+    try:
+        result = await compute(lambda: what_if(
+            account_document(rows), orders, market, follower.config, model=name,
+            instruments=follower.instruments, liquidation=body.liquidation_prices,
+            before=before, content=(rows, follower.instruments_key)), small=before is not None)
+    except InputError as exc:
+        raise from_input_error(exc) from None
+    if before is None:
+        state.margins.put(key, result.before)
+    return JSONResponse({"tick": state.market_version, **result.to_json()})
+
+
 @router.get("/accounts", response_model=AccountList, summary="List accounts")
 async def list_accounts(request: Request, principal: Auth,
                         after: Annotated[str, Query(max_length=64)] = "",
@@ -212,57 +267,3 @@ async def delete_collateral(account_id: AccountId, asset: AssetName, request: Re
     document, seq = _apply(state, principal, write, rows, old, None)
     assert document is not None
     return _account_out(document, seq)
-
-
-@router.get("/accounts/{account_id}/margin", summary="An account's margin now",
-            responses={200: {"description": "`tick`: the last tick of the market; `account`: "
-                             "equity, IM, MM, breakdown and liquidation prices."}})
-async def get_margin(account_id: AccountId, request: Request, principal: Auth,
-                     model: ModelChoice | None = None, explain: bool = False) -> JSONResponse:
-    """At the current market (the monitor's, after its last tick), under the service's model
-    unless `model` is given."""
-    principal.require(Scope.READ, account_id)
-    state = service_state(request)
-    rows = state.account_rows(account_id)
-    market = state.market()
-    follower = state.follower
-    name = (model or ModelChoice(follower.model)).value
-    key = ("margin", rows, state.market_version, name, explain, True)
-    margin = state.margins.get(key)
-    if margin is None:
-        try:
-            margin = await compute(lambda: account_margin(
-                account_document(rows), market, follower.config, model=name,
-                instruments=follower.instruments, explain=explain))
-        except InputError as exc:
-            raise from_input_error(exc) from None
-        state.margins.put(key, margin)
-    return JSONResponse({"tick": state.market_version, "account": margin.to_json()})
-
-
-@router.post("/accounts/{account_id}/what-if", summary="Pre-trade what-if on a stored account",
-             responses={200: {"description": "IM, MM, adjusted equity and liquidation prices "
-                              "before and after the orders, and the change."}})
-async def post_what_if(account_id: AccountId, body: WhatIfRequest, request: Request,
-                       principal: Auth) -> JSONResponse:
-    """The orders are merged into the account's positions (an average entry when adding, the
-    closed part's P&L realised into USD cash when reducing); nothing is stored. Needs `read`."""
-    principal.require(Scope.READ, account_id)
-    state = service_state(request)
-    rows = state.account_rows(account_id)
-    market = state.market()
-    follower = state.follower
-    name = (body.model or ModelChoice(follower.model)).value
-    key = ("margin", rows, state.market_version, name, False, body.liquidation_prices)
-    before = state.margins.get(key)
-    orders = [Order(instrument=o.instrument, size=o.size, price=o.price) for o in body.orders]
-    try:
-        result = await compute(lambda: what_if(
-            account_document(rows), orders, market, follower.config, model=name,
-            instruments=follower.instruments, liquidation=body.liquidation_prices,
-            before=before), small=before is not None)
-    except InputError as exc:
-        raise from_input_error(exc) from None
-    if before is None:
-        state.margins.put(key, result.before)
-    return JSONResponse({"tick": state.market_version, **result.to_json()})
