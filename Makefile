@@ -8,7 +8,7 @@ LOCK := requirements.lock
 LOCK_VENV := .venv-lock
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: demo test lint bench clean lock
+.PHONY: demo test lint bench bench-service clean lock
 
 # Exact versions with hashes from the lock file (pip, setuptools and wheel included), then the
 # project itself, built by those pinned setuptools (no build isolation, nothing resolved anew).
@@ -40,6 +40,17 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## the acceptance benchmark (not part of the test suite)
 	$(BIN)/margin-engine bench --accounts 1000000 --positions 10
+
+# The service load test drives Debian's wrk (C, loopback only; the script falls back to its own
+# asyncio client without it, which takes CPU from the server on this 2-core machine).
+WRK := /usr/bin/wrk
+
+$(WRK):
+	apt-get install -y --no-install-recommends wrk || \
+		(apt-get update && apt-get install -y --no-install-recommends wrk)
+
+bench-service: $(STAMP) $(WRK)  ## bounded loopback load test of the what-if endpoint
+	$(BIN)/python benchmarks/service_load.py --seconds 10 --connections 4 --workers 2
 
 lock:  ## regenerate the lock file from pyproject.toml's ranges (PyPI only, with hashes)
 	$(PYTHON) -m venv $(LOCK_VENV)

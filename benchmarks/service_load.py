@@ -174,7 +174,7 @@ def wrk_load(port: int, key: str, body: dict[str, Any] | None, seconds: float,
     script = folder / "request.lua"
     script.write_text(WRK_SCRIPT.format(
         method="GET" if body is None else "POST", key=key,
-        body="" if body is None else f"wrk.body = {json.dumps(json.dumps(body))}"))
+        body="" if body is None else _varied_orders(body)))
     path = "/v1/accounts/bench" + ("" if body is None else "/what-if")
     command = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "--latency",
                "-s", str(script)]
@@ -185,6 +185,21 @@ def wrk_load(port: int, key: str, body: dict[str, Any] | None, seconds: float,
     out = subprocess.run([*command, "-d", f"{max(1, round(seconds))}s", url], check=True,
                          capture_output=True, text=True).stdout
     return parse_wrk(out)
+
+
+def _varied_orders(body: dict[str, Any]) -> str:
+    """A wrk ``request`` function that sends ``body`` with each order's size drawn anew per
+    request (0.1 to 2.0 in steps of 0.1, either sign), so no two consecutive what-ifs need
+    the same after."""
+    text = json.dumps(body)
+    for order in body["orders"]:
+        text = text.replace(f'"size": {json.dumps(order["size"])}', '"size": SIZE', 1)
+    parts = text.split("SIZE")
+    pieces = " .. size() .. ".join(json.dumps(p) for p in parts)
+    return ("function size()\n  local s = math.random(1, 20) / 10\n"
+            "  if math.random() < 0.5 then s = -s end\n  return string.format('%.1f', s)\n"
+            "end\n"
+            f"request = function()\n  return wrk.format(nil, nil, nil, {pieces})\nend\n")
 
 
 def parse_wrk(out: str) -> dict[str, Any]:

@@ -90,7 +90,7 @@ PRICES = {"BTC-PERP": 50000.0, "BTC-27JUN25": 50400.0, "BTC-27JUN25-55000-C": 60
           "ETH-26SEP25": 2030.0, "ETH-27JUN25-2200-C": 40.0, "ETH-27JUN25-1800-P": 35.0}
 
 
-def _random_case(rng: Any) -> tuple[dict[str, Any], list[Order]]:
+def _random_case(rng: Any, usd: bool) -> tuple[dict[str, Any], list[Order]]:
     """An account of 2-6 positions (any mode, USDC, BTC and sometimes USD collateral) and
     1-3 orders on instruments it holds: adding, reducing (cash realised) and flipping."""
     import numpy as np
@@ -100,7 +100,7 @@ def _random_case(rng: Any) -> tuple[dict[str, Any], list[Order]]:
                   PRICES[n] * float(rng.uniform(0.9, 1.1))) for n in names]
     collateral: dict[str, Any] = {"USDC": float(rng.integers(5, 200)) * 1000.0,
                                   "BTC": float(rng.integers(0, 3)) / 2}
-    if rng.random() < 0.5:
+    if usd and rng.random() < 0.5:
         collateral["USD"] = float(rng.integers(0, 50)) * 1000.0
     mode = str(rng.choice(["portfolio", "cross", "isolated"]))
     holder = account("r", positions, collateral=collateral, mode=mode)
@@ -112,21 +112,25 @@ def _random_case(rng: Any) -> tuple[dict[str, Any], list[Order]]:
     return holder, orders
 
 
-@pytest.mark.parametrize("model", ["account", "portfolio", "cross", "sensitivity"])
-def test_the_after_from_the_kept_book_equals_the_whole_way(model: str) -> None:
+@pytest.mark.parametrize(("model", "usd_priced"), [
+    ("account", True), ("portfolio", True), ("portfolio", False), ("cross", True),
+    ("cross", False), ("sensitivity", True)])
+def test_the_after_from_the_kept_book_equals_the_whole_way(model: str, usd_priced: bool
+                                                           ) -> None:
     """Orders on instruments the account holds re-size its kept bound book instead of parsing
     and binding the merged document; the after (liquidation prices included) is bit for bit
     what the whole way gives (``account_margin`` of the merged document), over random
     accounts, modes and orders (adding, reducing with cash realised into USD, flipping)."""
     import numpy as np
 
-    market = parse_market(market_doc(assets={"USDC": {"price": 0.9995}, "USD": {"price": 1.0},
-                                             "BTC": {"price": 50000}, "ETH": {"price": 2000}}))
+    assets = {"USDC": {"price": 0.9995}, "BTC": {"price": 50000}, "ETH": {"price": 2000},
+              **({"USD": {"price": 1.0}} if usd_priced else {})}
+    market = parse_market(market_doc(assets=assets))
     rng = np.random.default_rng(7)
     config = RiskConfig()
     fast = 0
     for _ in range(40):
-        holder, orders = _random_case(rng)
+        holder, orders = _random_case(rng, usd_priced)
         whatif.forget_kept()
         whatif.what_if(holder, orders, market, config, model=model)  # keeps the bound book
         result = whatif.what_if(holder, orders, market, config, model=model)
@@ -134,8 +138,7 @@ def test_the_after_from_the_kept_book_equals_the_whole_way(model: str) -> None:
                                                   market)
         kept = whatif._kept_bound(holder, market, None, whatif._content(holder, None))
         fast += kept is not None and whatif.after_orders(
-            kept, whatif._positions_of(holder), positions, realised,
-            whatif._with_cash(market) if realised else market) is not None
+            kept, whatif._positions_of(holder), positions, realised) is not None
         whatif.forget_kept()
         whole = whatif._margin_of(
             whatif.bound_after(holder, positions, realised,
@@ -146,8 +149,9 @@ def test_the_after_from_the_kept_book_equals_the_whole_way(model: str) -> None:
 
 
 def test_the_kept_book_is_not_used_when_the_book_changes_shape() -> None:
-    """A new instrument, a position closed to zero, cash realised into an account without
-    USD, or positions with their own isolated margin go the whole way (None here)."""
+    """A new instrument, a position closed to zero, or positions with their own isolated
+    margin go the whole way (None here); cash realised into an account that held no USD goes
+    to the kept book's USD column (0 until then)."""
     market = parse_market(market_doc(assets={"USDC": {"price": 1.0}, "USD": {"price": 1.0},
                                              "BTC": {"price": 50000}, "ETH": {"price": 2000}}))
     holder = account("h", [("BTC-PERP", 2.0, 49000.0), ("ETH-PERP", -20.0, 2100.0)],
@@ -158,20 +162,21 @@ def test_the_kept_book_is_not_used_when_the_book_changes_shape() -> None:
 
     def after(orders: list[Order]) -> Any:
         positions, cash = whatif.merge_orders(held, orders, {}, market)
-        return whatif.after_orders(bound, held, positions, cash, market)
+        return whatif.after_orders(bound, held, positions, cash)
 
     assert after([Order(instrument="BTC-PERP", size=1.0, price=50000.0)]) is not None
     assert after([Order(instrument="BTC-27JUN25", size=1.0, price=50000.0)]) is None  # new
     assert after([Order(instrument="ETH-PERP", size=20.0, price=2000.0)]) is None  # closed
-    assert after([Order(instrument="BTC-PERP", size=-1.0, price=50000.0)]) is None  # no USD
+    reduced = after([Order(instrument="BTC-PERP", size=-1.0, price=50000.0)])
+    assert reduced is not None  # realised 1 x (50,000 - 49,000) = 1,000 USD
+    assert reduced.book.collateral[0, reduced.book.assets.index("USD")] == 1000.0
     isolated = {**holder, "mode": "isolated", "positions": [
         {"instrument": "BTC-PERP", "size": 2.0, "entry_price": 49000.0, "margin": 20000.0}]}
     kept = whatif._kept_bound(isolated, market, None, whatif._content(isolated, None))
     assert kept is not None
     positions, cash = whatif.merge_orders(whatif._positions_of(isolated), [
         Order(instrument="BTC-PERP", size=1.0, price=50000.0)], {}, market)
-    assert whatif.after_orders(kept, whatif._positions_of(isolated), positions, cash,
-                               market) is None
+    assert whatif.after_orders(kept, whatif._positions_of(isolated), positions, cash) is None
 
 
 def test_instrument_columns_are_kept_per_table_and_market() -> None:
@@ -211,6 +216,7 @@ def test_a_realised_loss_beyond_the_usd_balance_is_a_debt(keep: bool) -> None:
                                              "BTC": {"price": 50000}, "ETH": {"price": 2000}}))
     held = [("BTC-PERP", 2.0, 55000.0)] + ([("ETH-PERP", 1.0, 2000.0)] if keep else [])
     holder = account("h", held, collateral={"USDC": 30000, "USD": 4000})
+    no_usd = account("n", held, collateral={"USDC": 30000})
     size = -1.0 if keep else -2.0
     whatif.forget_kept()
     whatif.what_if(holder, [Order(instrument="BTC-PERP", size=size, price=50000.0)], market)
@@ -222,3 +228,6 @@ def test_a_realised_loss_beyond_the_usd_balance_is_a_debt(keep: bool) -> None:
     if not keep:
         assert result.after.initial_margin == 0.0
         assert result.after.equity == pytest.approx(30000.0 - 6000.0, rel=1e-12)
+    bare = whatif.what_if(no_usd, [Order(instrument="BTC-PERP", size=size, price=50000.0)],
+                          market)  # no USD before: a USD debt after
+    assert bare.after.equity == pytest.approx(bare.before.equity, rel=1e-12)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook, reprice, resized
+from margin_engine.book.bound import BoundBook, resized
 from margin_engine.core.errors import InputError
 from margin_engine.domain.instruments import (
     Instrument,
@@ -232,9 +232,14 @@ def _margin_of(bound: BoundBook, config: RiskConfig, model: str | ModelChoice,
 
 
 def _with_cash(market: MarketSnapshot) -> MarketSnapshot:
+    """``market`` with USD priced at 1 (the same object when it prices USD; else one kept
+    per market)."""
+    from margin_engine.core.kept import KEPT
+
     if CASH in market.asset_prices:
         return market
-    return replace(market, asset_prices={**market.asset_prices, CASH: 1.0})
+    return KEPT.get((market,), "with_cash", lambda: replace(
+        market, asset_prices={**market.asset_prices, CASH: 1.0}))
 
 
 def what_if(account: Mapping[str, Any], orders: Sequence[Order], market: MarketSnapshot,
@@ -259,8 +264,7 @@ def what_if(account: Mapping[str, Any], orders: Sequence[Order], market: MarketS
         before = _account_before(account, market, risk, model, instruments, liquidation,
                                  content)
     bound = _kept_bound(account, market, instruments, content)
-    after_bound = None if bound is None else \
-        after_orders(bound, held, positions, realised, after_market)
+    after_bound = None if bound is None else after_orders(bound, held, positions, realised)
     if after_bound is None:
         after_bound = bound_after(account, positions, realised, after_market, instruments)
     after = _margin_of(after_bound, risk, _own_model(account, model), liquidation)
@@ -359,53 +363,52 @@ def _content(account: Mapping[str, Any], instruments: Mapping[str, Any] | None) 
 
 def _kept_bound(account: Mapping[str, Any], market: MarketSnapshot,
                 instruments: Mapping[str, Any] | None, content: Hashable) -> BoundBook | None:
-    """The account's one-account book bound to ``market``, kept per account content and
-    declared instruments (``content``: their JSON) and market (bound on first use); None when
-    the account cannot be bound (the what-if then goes the whole way and reports the
-    error)."""
-    key = content
-    found = _BOUND.get(key)
+    """The account's one-account book bound to ``market`` with USD priced at 1 and a USD
+    balance (0 when it holds none: the column the orders' realised P&L goes to; a zero
+    balance adds exactly nothing to any sum), kept per account content and declared
+    instruments (``content``: their JSON) and market, bound on first use. None when the
+    account cannot be bound (the what-if then goes the whole way and reports the error)."""
+    found = _BOUND.get(content)
     if found is not None and found[0] is market:
         bound: BoundBook = found[1]
         return bound
-    document: dict[str, Any] = {"schema": "margin-engine/portfolio/v1", "accounts": [account]}
+    with_cash = {**account, "collateral": {CASH: 0.0, **account.get("collateral", {})}}
+    document: dict[str, Any] = {"schema": "margin-engine/portfolio/v1", "accounts": [with_cash]}
     if instruments:
         document["instruments"] = dict(instruments)
     try:
-        bound = bind(document, market)
-    except InputError:
+        bound = bind(document, _with_cash(market))
+    except (InputError, TypeError, ValueError):
         return None
-    _BOUND.put(key, (market, bound))
+    _BOUND.put(content, (market, bound))
     return bound
 
 
 def after_orders(bound: BoundBook, held: Mapping[str, tuple[float, float]],
-            positions: Mapping[str, tuple[float, float]], cash: float,
-            market: MarketSnapshot) -> BoundBook | None:
-    """The one-account ``bound`` book (holding ``held``: instrument -> (size, entry)) with
-    ``positions`` instead and ``cash`` USD more, re-priced at ``market``: the book the
-    account's document after the orders binds to, without parsing and binding it again.
+                 positions: Mapping[str, tuple[float, float]], cash: float
+                 ) -> BoundBook | None:
+    """The one-account ``bound`` book (``_kept_bound``: holding ``held``, instrument ->
+    (size, entry)) with ``positions`` instead and ``cash`` USD more: the book the account's
+    document after the orders binds to, without parsing and binding it again (positions and
+    collateral re-priced, the instruments' prices and everything derived from them kept).
     None when that book differs in more than sizes, entries and USD cash (an instrument
-    opened or closed, cash in an account with no USD, isolated margins or leverage given per
-    position, which the merged document does not carry)."""
+    opened or closed, isolated margins or leverage given per position, which the merged
+    document does not carry)."""
     book = bound.book
-    if book.account_count != 1 or list(held) != list(positions) or \
-            book.position_margin is not None or book.position_leverage is not None:
+    if book.account_count != 1 or CASH not in book.assets or list(held) != list(positions) \
+            or book.position_margin is not None or book.position_leverage is not None:
         return None
-    collateral = book.collateral
-    if cash != 0.0:
-        if CASH not in book.assets:
-            return None
-        collateral = collateral.copy()
-        column = book.assets.index(CASH)
-        collateral[0, column] = float(collateral[0, column]) + cash
     names = [book.instruments.instruments[int(i)].name for i in book.position_instrument]
     if names != list(positions):
         return None
+    collateral = book.collateral
+    if cash != 0.0:
+        collateral = collateral.copy()
+        column = book.assets.index(CASH)
+        collateral[0, column] = float(collateral[0, column]) + cash
     size = np.array([positions[n][0] for n in names], dtype=np.float64)
     entry = np.array([positions[n][1] for n in names], dtype=np.float64)
-    return resized(bound if market is bound.market else reprice(bound, market),
-                   replace(book, size=size, entry_price=entry, collateral=collateral))
+    return resized(bound, replace(book, size=size, entry_price=entry, collateral=collateral))
 
 
 def change_of(before: AccountMargin, after: AccountMargin) -> MarginChange:

@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -165,6 +166,44 @@ class CollateralHaircuts:
     rates: FloatArray  # accounts x asset columns: the haircut rate applied before the cap
 
 
+class ColumnHaircuts(NamedTuple):
+    """Per collateral column, the parameters of its haircut (shared arrays: read only)."""
+
+    fixed: FloatArray  # h_vol (0 for a revalued asset) + h_chain
+    liquidity: FloatArray  # liquidity_coefficient / sqrt(average_daily_volume_usd)
+    cap: FloatArray  # max_haircut
+    limit: FloatArray  # concentration_limit_usd
+
+
+def column_haircuts(config: CollateralConfig, assets: tuple[str, ...],
+                    revalued: frozenset[str] = frozenset()) -> ColumnHaircuts:
+    """The haircut parameters of each collateral column (keys ``ASSET`` or ``ASSET@CHAIN``;
+    ``revalued``: assets whose volatility part is left out), kept per config and columns."""
+    from margin_engine.core.kept import KEPT
+
+    return KEPT.get((config,), ("column_haircuts", assets, revalued),
+                    lambda: _column_haircuts(config, assets, revalued), len(assets))
+
+
+def _column_haircuts(config: CollateralConfig, assets: tuple[str, ...],
+                     revalued: frozenset[str]) -> ColumnHaircuts:
+    n = len(assets)
+    fixed, liquidity, cap, limit = (np.zeros(n) for _ in range(4))
+    z = NormalDist().inv_cdf(config.confidence)
+    for col, key in enumerate(assets):
+        asset, chain = split_collateral_key(key)
+        spec, tier = config.asset(asset), config.tier(chain)
+        horizon_days = config.mpor_days + tier.finality_seconds / DAY_SECONDS
+        h_vol = 0.0 if asset in revalued else \
+            z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
+        fixed[col] = h_vol + tier.haircut
+        liquidity[col] = spec.liquidity_coefficient / math.sqrt(spec.average_daily_volume_usd) \
+            if math.isfinite(spec.average_daily_volume_usd) else 0.0
+        cap[col] = spec.max_haircut
+        limit[col] = spec.concentration_limit_usd
+    return ColumnHaircuts(fixed=fixed, liquidity=liquidity, cap=cap, limit=limit)
+
+
 def book_haircuts(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArray,
                   config: CollateralConfig, revalued: frozenset[str] = frozenset()
                   ) -> CollateralHaircuts:
@@ -176,18 +215,12 @@ def book_haircuts(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArr
     rates = np.zeros((n_acct, len(assets)))
     if not config.enabled:
         return CollateralHaircuts(deduction=np.zeros(n_acct), by_asset=by_asset, rates=rates)
-    z = NormalDist().inv_cdf(config.confidence)
-    for col, key in enumerate(assets):
-        asset, chain = split_collateral_key(key)
-        spec, tier = config.asset(asset), config.tier(chain)
-        horizon_days = config.mpor_days + tier.finality_seconds / DAY_SECONDS
-        h_vol = 0.0 if asset in revalued else \
-            z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
-        liquidity = spec.liquidity_coefficient / math.sqrt(spec.average_daily_volume_usd) \
-            if math.isfinite(spec.average_daily_volume_usd) else 0.0
+    columns = column_haircuts(config, assets, revalued)
+    for col in range(len(assets)):
         _column_haircut_nb(np.ascontiguousarray(amounts[:, col]), float(prices[col]),
-                           h_vol + tier.haircut, liquidity, spec.max_haircut,
-                           spec.concentration_limit_usd, rates[:, col], by_asset[:, col])
+                           float(columns.fixed[col]), float(columns.liquidity[col]),
+                           float(columns.cap[col]), float(columns.limit[col]), rates[:, col],
+                           by_asset[:, col])
     return CollateralHaircuts(deduction=by_asset.sum(axis=1), by_asset=by_asset, rates=rates)
 
 

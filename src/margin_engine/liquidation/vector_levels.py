@@ -22,13 +22,12 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from margin_engine.book.bound import BoundBook, asset_prices, expiry_forwards
-from margin_engine.collateral.haircuts import DAY_SECONDS, split_collateral_key
+from margin_engine.collateral.haircuts import column_haircuts, split_collateral_key
 from margin_engine.core.kept import KEPT
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation import level_kernels as lk
@@ -107,26 +106,15 @@ def _collateral_parameters(bound: BoundBook, config: RiskConfig, revalued: froze
     coefficient, haircut cap, concentration limit)."""
     cfg = config.haircuts
     keys = bound.book.assets
-    n = len(keys)
-    fixed, liquidity, cap, limit = (np.zeros(n) for _ in range(4))
-    stable = np.zeros(n, dtype=np.bool_)
-    coin = np.full(n, -1, dtype=np.int64)
-    z = NormalDist().inv_cdf(cfg.confidence)
+    stable = np.zeros(len(keys), dtype=np.bool_)
+    coin = np.full(len(keys), -1, dtype=np.int64)
     for col, key in enumerate(keys):
-        asset, chain = split_collateral_key(key)
+        asset, _ = split_collateral_key(key)
         if asset in bound.underlyings:
             coin[col] = bound.underlyings.index(asset)
         stable[col] = asset in cfg.stablecoins
-        spec, tier = cfg.asset(asset), cfg.tier(chain)
-        horizon_days = cfg.mpor_days + tier.finality_seconds / DAY_SECONDS
-        h_vol = 0.0 if asset in revalued else \
-            z * spec.annual_vol * math.sqrt(horizon_days / 365.0)
-        fixed[col] = h_vol + tier.haircut
-        liquidity[col] = spec.liquidity_coefficient / math.sqrt(spec.average_daily_volume_usd) \
-            if math.isfinite(spec.average_daily_volume_usd) else 0.0
-        cap[col] = spec.max_haircut
-        limit[col] = spec.concentration_limit_usd
-    return coin, stable, fixed, liquidity, cap, limit
+    columns = column_haircuts(cfg, keys, revalued)
+    return coin, stable, columns.fixed, columns.liquidity, columns.cap, columns.limit
 
 
 def charges(bound: BoundBook, config: RiskConfig) -> lk.Charges:
