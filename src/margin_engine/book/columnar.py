@@ -7,8 +7,9 @@ an ``InstrumentTable``; ``position_instrument`` indexes it. Collateral is a dens
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
 
 import numpy as np
 
@@ -39,10 +40,10 @@ class InstrumentTable:
     expiry_ns: IntArray
     strike: FloatArray
     is_call: BoolArray
+    is_option: BoolArray = field(init=False)  # kind is option (from ``kind``, computed once)
 
-    @property
-    def is_option(self) -> BoolArray:
-        return np.asarray(self.kind == int(InstrumentKind.OPTION))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_option", np.asarray(self.kind == int(InstrumentKind.OPTION)))
 
     @staticmethod
     def build(instruments: Sequence[Instrument]) -> InstrumentTable:
@@ -63,9 +64,63 @@ class InstrumentTable:
         )
 
 
+class TextColumn(Sequence[str]):
+    """Account ids held as an Arrow string array (as a bulk file gives them), turned into
+    Python strings on first use: a margin run reads the ids only to name accounts, so a big
+    book need not build a million strings it may never show. Equal to any sequence of the
+    same strings (a tuple of them included)."""
+
+    __slots__ = ("_array", "_strings")
+
+    def __init__(self, array: Any) -> None:
+        self._array = array  # pyarrow StringArray (or LargeStringArray), no nulls
+        self._strings: tuple[str, ...] | None = None
+
+    @property
+    def arrow(self) -> Any:
+        """The ids as the Arrow array they were read as (no copy)."""
+        return self._array
+
+    def strings(self) -> tuple[str, ...]:
+        if self._strings is None:
+            self._strings = tuple(self._array.to_pylist())
+        return self._strings
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
+        return self.strings()[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.strings())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TextColumn) and self._array.equals(other._array):
+            return True
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == len(self) and self.strings() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.strings())
+
+    def __repr__(self) -> str:
+        return f"TextColumn({len(self)} ids)"
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return TextColumn, (self._array,)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ColumnarBook:
-    account_ids: tuple[str, ...]
+    account_ids: tuple[str, ...] | TextColumn  # a TextColumn from bulk files
     mode: Int32Array  # MODE_CODES
     instruments: InstrumentTable
     offsets: IntArray  # length accounts + 1
@@ -187,7 +242,7 @@ def book_from_columns(
     offsets = np.zeros(n_accounts + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.bincount(account_col, minlength=n_accounts))
     return ColumnarBook(
-        account_ids=tuple(account_ids),
+        account_ids=account_ids if isinstance(account_ids, TextColumn) else tuple(account_ids),
         mode=np.asarray(mode, dtype=np.int32),
         instruments=InstrumentTable.build(instruments),
         offsets=offsets,

@@ -18,22 +18,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 
-from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_from_columns
+from margin_engine.book.columnar import MODE_CODES, ColumnarBook, TextColumn, book_from_columns
 from margin_engine.core.errors import InputError
 from margin_engine.core.numbers import MAX_MAGNITUDE, PLAIN_NOTATION, PLAIN_NUMBER
 from margin_engine.domain.instruments import Instrument, MarginMode
 from margin_engine.io.portfolio_file import resolve_instrument_name
 
+REQUIRED = ("account", "instrument", "size", "entry_price")  # of a positions file
+OPTIONAL = ("margin", "leverage")
 
-def _read_table(path: Path) -> Any:
+
+def _read_table(path: Path, wanted: tuple[str, ...] = ()) -> Any:
+    """The table of a CSV or Parquet file. Of a Parquet file with every ``REQUIRED`` column,
+    only the ``wanted`` columns are decoded (else all, so that the error lists them all)."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pq.read_table(path)
+            columns = None
+            if wanted:
+                names = pq.read_schema(path, memory_map=True).names
+                present = [n for n in names if n in wanted]
+                if len(set(present)) == len(present) and set(REQUIRED) <= set(present):
+                    columns = present
+            return pq.read_table(path, columns=columns, memory_map=True)
         # only an empty cell is missing: words such as "nan" or "NULL" are values, and refused
         return pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(null_values=[""]))
     except FileNotFoundError:
@@ -77,7 +89,8 @@ def _numbers(table: Any, name: str, source: str, account_of: Callable[[int], str
         values = pc.cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise InputError(f"numbers in column {name!r} ({exc})", source=source, field=name) from None
-    missing = np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    missing = np.zeros(len(values), dtype=bool) if values.null_count == 0 \
+        else np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64), missing
 
 
@@ -97,54 +110,56 @@ def _optional_numbers(table: Any, name: str, source: str,
     return values
 
 
-def _strings(table: Any, name: str, source: str) -> tuple[list[str], np.ndarray]:
+def _strings(table: Any, name: str, source: str,
+             dtype: type[np.signedinteger[Any]] = np.int64) -> tuple[list[str], np.ndarray]:
     """Dictionary-encode a string column: (distinct values, code per row)."""
-    values, codes = _codes(table, name, source)
+    values, codes = _codes(table, name, source, dtype=dtype)
     return [str(v) for v in values.to_pylist()], codes
 
 
-def _codes(table: Any, name: str, source: str, *, distinct: bool = True
-           ) -> tuple[Any, np.ndarray]:
-    """A text column as (its values, an Arrow string array, each used by some row; the int64
-    code of every row). A dictionary column (Parquet written from Arrow) is read through its
-    dictionary, so each value is checked once and no row is cast to text; other columns are
-    cast to text and encoded. ``distinct=False``: the values may repeat (a dictionary holding
-    a value twice), for a caller that looks them up by value. Empty or blank cells are
-    refused, naming the first such row."""
+def _codes(table: Any, name: str, source: str, *, distinct: bool = True,
+           dtype: type[np.signedinteger[Any]] = np.int64) -> tuple[Any, np.ndarray]:
+    """A text column as (its values, an Arrow string array, each used by some row; the code
+    of every row, of ``dtype``). A dictionary column (Parquet written from Arrow) is read
+    through its dictionaries, so each value is checked once and no row is cast to text; other
+    columns are cast to text and encoded. ``distinct=False``: the values may repeat (a
+    dictionary holding a value twice, or the dictionaries of several row groups sharing one),
+    for a caller that looks them up by value. Empty or blank cells are refused, naming the
+    first such row."""
     import pyarrow as pa
 
     column = _column(table, name, source)
-    merged = _dictionary_codes(column, distinct) if pa.types.is_dictionary(column.type) \
-        else None
+    merged = _dictionary_codes(column, distinct, dtype) \
+        if pa.types.is_dictionary(column.type) else None
     if merged is None:
-        return _encoded_codes(column, name, source)
-    dictionary, codes = merged
+        values, codes = _encoded_codes(column, name, source)
+        return values, codes.astype(dtype, copy=False)
+    dictionary, codes, used = merged
     if column.null_count:
         _refuse_blank(np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool),
                       name, source)
-    used = np.bincount(codes, minlength=len(dictionary)) > 0
     if (_blank(dictionary) & used).any():
         _refuse_blank(_blank(dictionary)[codes], name, source)
     if not used.all():
-        codes = (np.cumsum(used) - 1)[codes]
+        codes = (np.cumsum(used) - 1).astype(dtype)[codes]
         dictionary = dictionary.filter(pa.array(used))
     return dictionary, codes
 
 
-def _dictionary_codes(column: Any, distinct: bool) -> tuple[Any, np.ndarray] | None:
-    """(distinct values, code per row) of a dictionary column of text, or None for another
-    value type. Chunks sharing a dictionary (one Parquet row group) share it here; distinct
-    dictionaries are merged by encoding their values (not the rows) once."""
+def _dictionary_codes(column: Any, distinct: bool, dtype: type[np.signedinteger[Any]]
+                      ) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """(values, code per row, whether a row has the value) of a dictionary column of text, or
+    None for another value type. Chunks sharing a dictionary (one Parquet row group) share it
+    here; distinct dictionaries are merged by encoding their values (not the rows) once,
+    unless ``distinct`` is False. The codes are mapped in one compiled pass a chunk."""
     import pyarrow as pa
 
     value_type = column.type.value_type
     if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
         return None
-    if column.num_chunks == 0:
-        return pa.array([], type=pa.string()), np.zeros(0, dtype=np.int64)
     dictionaries: list[Any] = []
     where: dict[tuple[int, ...], int] = {}  # buffers of a dictionary -> its offset in the merge
-    offsets, parts = [], []
+    bases, parts = [], []
     total = 0
     for chunk in column.chunks:
         dictionary = chunk.dictionary
@@ -153,25 +168,140 @@ def _dictionary_codes(column: Any, distinct: bool) -> tuple[Any, np.ndarray] | N
             where[key] = total
             dictionaries.append(dictionary.cast(pa.string()))
             total += len(dictionary)
-        offsets.append(where[key])
-        parts.append(np.asarray(chunk.indices.fill_null(0).to_numpy(zero_copy_only=False),
-                                dtype=np.int64))
-    values = pa.concat_arrays(dictionaries)
-    codes = np.concatenate([part + offset if offset else part
-                            for part, offset in zip(parts, offsets, strict=True)])
-    if not distinct and len(dictionaries) == 1:
-        return values, codes
-    encoded = values.dictionary_encode()  # a value in two dictionaries (or twice in one): one code
-    if len(encoded.dictionary) < len(values):  # else the merge is the identity
-        codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[codes]
-    return encoded.dictionary, codes
+        bases.append(where[key])
+        indices = chunk.indices.fill_null(0) if chunk.null_count else chunk.indices
+        part = indices.to_numpy(zero_copy_only=False)
+        parts.append(part if part.dtype.kind == "i" else part.astype(np.int64))
+    values = pa.concat_arrays(dictionaries) if dictionaries else pa.array([], type=pa.string())
+    mapping = np.arange(len(values), dtype=dtype)
+    if distinct and dictionaries:
+        # a value in two dictionaries (or twice in one): one code
+        encoded = values.dictionary_encode()
+        if len(encoded.dictionary) < len(values):  # else the merge is the identity
+            mapping = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=dtype)
+            values = encoded.dictionary
+    codes = np.empty(sum(len(p) for p in parts), dtype=dtype)
+    used = np.zeros(len(values), dtype=np.bool_)
+    start = 0
+    for part, base in zip(parts, bases, strict=True):  # chunk by chunk: no concatenated copy
+        _mapped_codes_nb(part, base, mapping, codes[start:start + len(part)], used)
+        start += len(part)
+    return values, codes, used
+
+
+@njit(cache=True)
+def _mapped_codes_nb(indices: np.ndarray, base: int, mapping: np.ndarray, codes: np.ndarray,
+                     used: np.ndarray) -> None:
+    """``codes[r] = mapping[base + indices[r]]`` of the rows of one chunk; ``used`` set for
+    every code given to a row."""
+    for r in range(indices.shape[0]):
+        k = mapping[base + indices[r]]
+        codes[r] = k
+        used[k] = True
+
+
+def _text_buffers(text: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of an Arrow string or large string array, without a copy."""
+    import pyarrow as pa
+
+    _, offsets_buffer, data_buffer = text.buffers()
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, dtype=width, count=text.offset + len(text) + 1
+                            )[text.offset:] if offsets_buffer is not None \
+        else np.zeros(len(text) + 1, dtype=width)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None \
+        else np.zeros(0, dtype=np.uint8)
+    return offsets, data
+
+
+def _repeats_text(text: Any) -> bool:
+    """Whether a string array holds some value twice (no nulls): its rows hashed and
+    partitioned by hash, then each part checked in a small hash table (a table over all rows
+    would miss the cache on nearly every row)."""
+    return bool(_repeats_text_nb(*_text_buffers(text)))
+
+
+@njit(cache=True)
+def _repeats_text_nb(offsets: np.ndarray, data: np.ndarray) -> bool:
+    n = offsets.shape[0] - 1
+    hashes = np.empty(n, dtype=np.uint64)
+    for r in range(n):  # FNV-1a over the bytes, then the murmur3 finaliser
+        h = np.uint64(14695981039346656037)
+        for b in range(offsets[r], offsets[r + 1]):
+            h = (h ^ np.uint64(data[b])) * np.uint64(1099511628211)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        hashes[r] = h | np.uint64(1)  # 0 marks an empty slot
+    bits = 1  # parts of about 2,048 rows: their table stays in the cache
+    while (n >> bits) > 2048:
+        bits += 1
+    shift = np.uint64(64 - bits)
+    parts = np.zeros((1 << bits) + 1, dtype=np.int64)
+    for r in range(n):
+        parts[(hashes[r] >> shift) + np.uint64(1)] += 1
+    largest = 0
+    for p in range(1 << bits):
+        largest = max(largest, parts[p + 1])
+        parts[p + 1] += parts[p]
+    order = np.empty(n, dtype=np.int64)  # rows part by part, and their hashes
+    ordered = np.empty(n, dtype=np.uint64)
+    fill = parts[:-1].copy()
+    for r in range(n):
+        p = hashes[r] >> shift
+        order[fill[p]] = r
+        ordered[fill[p]] = hashes[r]
+        fill[p] += 1
+    size = 2
+    while size < 2 * largest:
+        size *= 2
+    mask = np.uint64(size - 1)
+    table = np.zeros(size, dtype=np.uint64)
+    rows = np.zeros(size, dtype=np.int64)
+    for p in range(1 << bits):
+        for k in range(parts[p], parts[p + 1]):
+            h = ordered[k]
+            j = h & mask
+            while table[j] != 0:
+                if table[j] == h:
+                    r, s = order[k], rows[j]
+                    length = offsets[r + 1] - offsets[r]
+                    if offsets[s + 1] - offsets[s] == length:
+                        same = True
+                        for i in range(length):
+                            if data[offsets[s] + i] != data[offsets[r] + i]:
+                                same = False
+                                break
+                        if same:
+                            return True
+                j = (j + np.uint64(1)) & mask
+            table[j] = h
+            rows[j] = order[k]
+        for k in range(parts[p], parts[p + 1]):  # empty the table for the next part
+            j = ordered[k] & mask
+            while table[j] != 0:
+                table[j] = 0
+                j = (j + np.uint64(1)) & mask
+    return False
 
 
 def _blank(values: Any) -> np.ndarray:
+    """Whether each value is null, empty or white space only."""
     import pyarrow.compute as pc
 
+    if values.null_count == 0 and _printable_starts_nb(*_text_buffers(values)):
+        return np.zeros(len(values), dtype=bool)  # each starts with a visible ASCII character
     blank = pc.equal(pc.utf8_trim_whitespace(values), "").fill_null(True)
     return np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+@njit(cache=True)
+def _printable_starts_nb(offsets: np.ndarray, data: np.ndarray) -> bool:
+    """Whether every value starts with a visible ASCII character (so none is blank)."""
+    for r in range(offsets.shape[0] - 1):
+        if offsets[r + 1] == offsets[r] or not 0x21 <= data[offsets[r]] <= 0x7E:
+            return False
+    return True
 
 
 def _refuse_blank(blank: np.ndarray, name: str, source: str) -> None:
@@ -207,10 +337,12 @@ def read_bulk_book(
     declared: Mapping[str, Instrument] | None = None,
     default_mode: MarginMode = MarginMode.PORTFOLIO,
 ) -> ColumnarBook:
+    """The book of a positions file (and its accounts file); its account ids are a
+    ``TextColumn`` (Arrow text, Python strings only once a caller reads them)."""
     positions_path = Path(positions_path)
     source = str(positions_path)
-    table = _read_table(positions_path)
-    names, inst_codes = _strings(table, "instrument", source)
+    table = _read_table(positions_path, REQUIRED + OPTIONAL)
+    names, inst_codes = _strings(table, "instrument", source, dtype=np.int32)
     account_values, account_codes = _codes(table, "account", source,
                                            distinct=accounts_path is None)
 
@@ -233,7 +365,7 @@ def read_bulk_book(
     is_option = np.array([i.is_option for i in instruments], dtype=bool)
     _check_rows(size, entry, margin, leverage, is_option, inst_codes, source, account_of)
     if accounts_path is None:
-        account_ids = [str(a) for a in account_values.to_pylist()]
+        account_ids = TextColumn(account_values)
         mode = np.full(len(account_ids), MODE_CODES[default_mode], dtype=np.int32)
         assets: list[str] = []
         collateral = np.zeros((len(account_ids), 0))
@@ -242,13 +374,13 @@ def read_bulk_book(
         account_ids, mode, assets, collateral, id_values = _read_accounts(Path(accounts_path))
         position_account = _account_rows(account_values, id_values, source,
                                          str(accounts_path))[account_codes]
-    if not account_ids:
+    if not len(account_ids):
         raise InputError("a portfolio with at least one account", field="account",
                          value="no rows", source=source if accounts_path is None
                          else str(accounts_path))
     book = book_from_columns(
         account_ids=account_ids, mode=mode, instruments=instruments,
-        position_account=position_account, position_instrument=inst_codes.astype(np.int32),
+        position_account=position_account, position_instrument=inst_codes,
         size=size, entry_price=entry, assets=assets, collateral=collateral,
         position_margin=margin if margin is not None and np.isfinite(margin).any() else None,
         position_leverage=leverage if leverage is not None and np.isfinite(leverage).any()
@@ -314,13 +446,13 @@ def _refuse_repeats(book: ColumnarBook, source: str) -> None:
                          field="instrument", value=name, account=account)
 
 
-def _read_accounts(path: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray, Any]:
+def _read_accounts(path: Path) -> tuple[TextColumn, np.ndarray, list[str], np.ndarray, Any]:
     """(account ids, mode codes, assets, collateral, the ids as an Arrow array)."""
     source = str(path)
     table = _read_table(path)
     id_text = _text(_column(table, "account", source), "account", source)
-    ids = [str(a) for a in id_text.to_pylist()]
-    if len(id_text.unique()) != len(ids):
+    ids = TextColumn(id_text)  # Python strings only when a result or an error names one
+    if _repeats_text(id_text):
         seen: set[str] = set()
         dup = next(a for a in ids if a in seen or seen.add(a))  # type: ignore[func-returns-value]
         raise InputError("a unique account id per row", source=source, field="account", value=dup)

@@ -1,0 +1,231 @@
+"""The bulk reader on the bench's file layout (a row group per block of accounts, each with a
+dictionary of its own ids, no compression) and on other layouts (one row group with whole
+dictionaries, compressed; plain text in several row groups; CSV; extra columns): the same book
+and the same margins bit for bit. Account ids are held as Arrow text until a caller reads
+them, and compare, index, slice, hash and pickle as the tuple of the same strings."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+
+from margin_engine.bench.run import instrument_names, random_book_columns, write_book_files
+from margin_engine.book.columnar import (
+    MODES_BY_CODE,
+    ColumnarBook,
+    TextColumn,
+    book_from_columns,
+    book_subset,
+)
+from margin_engine.core.errors import InputError
+from margin_engine.demo.market import demo_market_document
+from margin_engine.domain.instruments import parse_shorthand
+from margin_engine.io.bulk import read_bulk_book
+from margin_engine.io.market_file import parse_market
+from margin_engine.margin.tick import TickBook, bind_tick, tick_margins
+from tests.conftest import NO_HAIRCUTS
+from tests.unit.test_tick_path import assert_same_result
+
+
+def seeded_book(accounts: int = 240, positions: int = 6) -> ColumnarBook:
+    names = instrument_names(120)
+    columns = random_book_columns(accounts, positions, names, seed=3)
+    instruments = [parse_shorthand(n) for n in names]
+    return book_from_columns(
+        account_ids=[f"acc-{j:04d}" for j in range(accounts)],
+        mode=np.random.default_rng(4).integers(0, 3, accounts).astype(np.int32),
+        instruments=[i for i in instruments if i is not None],
+        position_account=columns["position_account"],
+        position_instrument=columns["position_instrument"],
+        size=columns["size"], entry_price=columns["entry_price"],
+        assets=("BTC", "USDC"), collateral=columns["collateral"])
+
+
+def previous_layout(book: ColumnarBook, folder: Path) -> tuple[Path, Path]:
+    """One row group, whole dictionaries (every id in the account dictionary), snappy."""
+    ids = pa.array(list(book.account_ids), type=pa.string())
+    names = pa.array([i.name for i in book.instruments.instruments], type=pa.string())
+    positions = pa.table({
+        "account": pa.DictionaryArray.from_arrays(
+            pa.array(book.position_account().astype(np.int32)), ids),
+        "instrument": pa.DictionaryArray.from_arrays(pa.array(book.position_instrument), names),
+        "size": book.size, "entry_price": book.entry_price})
+    paths = folder / "positions.parquet", folder / "accounts.parquet"
+    pq.write_table(positions, paths[0], row_group_size=positions.num_rows,
+                   dictionary_pagesize_limit=1 << 30)
+    pq.write_table(accounts_table(book), paths[1])
+    return paths
+
+
+def accounts_table(book: ColumnarBook) -> pa.Table:
+    return pa.table({"account": list(book.account_ids),
+                     "mode": [MODES_BY_CODE[int(c)].value for c in book.mode],
+                     **{f"collateral_{a}": book.collateral[:, k]
+                        for k, a in enumerate(book.assets)}})
+
+
+def text_positions(book: ColumnarBook) -> pa.Table:
+    """Plain text columns, columns in another order, an extra column."""
+    ids = np.array(list(book.account_ids), dtype=object)[book.position_account()]
+    names = np.array([i.name for i in book.instruments.instruments],
+                     dtype=object)[book.position_instrument]
+    return pa.table({"entry_price": book.entry_price, "note": ["x"] * book.position_count,
+                     "instrument": names.tolist(), "size": book.size,
+                     "account": ids.tolist()})
+
+
+def margins(book: ColumnarBook) -> object:
+    tick_book = TickBook.from_book(book)
+    market = parse_market(demo_market_document())
+    return tick_margins(tick_book, bind_tick(tick_book, market, NO_HAIRCUTS), NO_HAIRCUTS)
+
+
+def assert_same_book(got: ColumnarBook, want: ColumnarBook) -> None:
+    assert got.account_ids == want.account_ids
+    assert tuple(got.account_ids) == tuple(want.account_ids)
+    for name in ("mode", "offsets", "size", "entry_price", "collateral"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert got.assets == want.assets
+    got_names = [i.name for i in got.instruments.instruments]
+    want_names = [i.name for i in want.instruments.instruments]
+    assert [got_names[i] for i in got.position_instrument] == \
+        [want_names[i] for i in want.position_instrument]
+
+
+def test_bench_layout_has_row_groups_with_dictionaries_of_their_own(tmp_path: Path) -> None:
+    book = seeded_book()
+    positions, accounts = write_book_files(book, tmp_path, accounts_per_group=50)
+    meta = pq.ParquetFile(positions).metadata
+    assert meta.num_row_groups == 5
+    assert all(meta.row_group(g).column(c).compression == "UNCOMPRESSED"
+               for g in range(5) for c in range(4))
+    table = pq.read_table(positions)
+    assert pa.types.is_dictionary(table.schema.field("account").type)
+    dictionaries = {len(chunk.dictionary) for chunk in table.column("account").chunks}
+    assert dictionaries == {50, 40}  # each group's own ids, not all 240
+    loaded = read_bulk_book(positions, accounts)
+    assert_same_book(loaded, book)
+    assert_same_result(margins(loaded), margins(book))
+
+
+@pytest.mark.parametrize("layout", ["previous", "text", "csv", "bench-lz4", "one-group"])
+def test_every_layout_gives_the_same_book_and_margins(tmp_path: Path, layout: str) -> None:
+    book = seeded_book()
+    bench = read_bulk_book(*write_book_files(book, tmp_path, accounts_per_group=64))
+    folder = tmp_path / layout
+    folder.mkdir()
+    if layout == "previous":
+        paths = previous_layout(book, folder)
+    elif layout in ("text", "csv"):
+        suffix = "parquet" if layout == "text" else "csv"
+        paths = folder / f"positions.{suffix}", folder / f"accounts.{suffix}"
+        if layout == "text":
+            pq.write_table(text_positions(book), paths[0], row_group_size=100)
+            pq.write_table(accounts_table(book), paths[1], row_group_size=70)
+        else:
+            pa_csv.write_csv(text_positions(book), paths[0])
+            pa_csv.write_csv(accounts_table(book), paths[1])
+    else:
+        paths = write_book_files(book, folder, compression="lz4",
+                                 accounts_per_group=64 if layout == "bench-lz4" else 10**6)
+    loaded = read_bulk_book(*paths)
+    assert_same_book(loaded, book)
+    assert_same_book(loaded, bench)
+    if layout in ("text", "csv"):  # instruments listed in row order: sums in another order
+        got, want = margins(loaded), margins(bench)
+        for name in ("initial_margin", "maintenance_margin"):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12)
+    else:  # the same instrument table: bit for bit
+        assert_same_result(margins(loaded), margins(bench))
+
+
+def test_positions_alone_in_row_groups_list_each_account_once(tmp_path: Path) -> None:
+    book = seeded_book(accounts=90)
+    positions, _ = write_book_files(book, tmp_path, accounts_per_group=7)
+    loaded = read_bulk_book(positions)
+    assert loaded.account_ids == book.account_ids
+    np.testing.assert_array_equal(loaded.offsets, book.offsets)
+
+
+def test_account_ids_are_held_as_arrow_text_and_behave_as_a_tuple(tmp_path: Path) -> None:
+    book = seeded_book(accounts=30)
+    loaded = read_bulk_book(*write_book_files(book, tmp_path, accounts_per_group=8))
+    ids = loaded.account_ids
+    assert isinstance(ids, TextColumn)
+    assert isinstance(ids.arrow, pa.Array)
+    want = tuple(f"acc-{j:04d}" for j in range(30))
+    assert ids == want
+    assert want == ids
+    assert ids != want[:-1]
+    assert ids != (*want[:-1], "other")
+    assert len(ids) == 30
+    assert ids[0] == "acc-0000"
+    assert ids[-1] == "acc-0029"
+    assert ids[3:6] == ("acc-0003", "acc-0004", "acc-0005")
+    assert list(ids) == list(want)
+    assert "acc-0007" in ids
+    assert ids.index("acc-0007") == 7
+    assert hash(ids) == hash(want)
+    assert pickle.loads(pickle.dumps(ids)) == want
+    assert book_subset(loaded, [4, 1]).account_ids == ("acc-0004", "acc-0001")
+    assert loaded.locate(int(loaded.offsets[5]) + 1) == ("acc-0005", 1)
+    # a book read back from files it was written to: the same ids
+    again = tmp_path / "again"
+    again.mkdir()
+    assert read_bulk_book(*write_book_files(loaded, again)).account_ids == want
+
+
+def test_errors_name_the_file_the_column_the_row_and_the_value(tmp_path: Path) -> None:
+    book = seeded_book(accounts=20)
+    positions, accounts = write_book_files(book, tmp_path, accounts_per_group=6)
+    table = pq.read_table(accounts)
+    repeated = tmp_path / "repeated.parquet"
+    ids = table.column("account").to_pylist()
+    ids[13] = ids[4]
+    pq.write_table(table.set_column(0, "account", pa.array(ids)), repeated)
+    with pytest.raises(InputError, match="a unique account id per row") as caught:
+        read_bulk_book(positions, repeated)
+    assert "acc-0004" in str(caught.value)
+    assert str(repeated) in str(caught.value)
+    for blank in ("", " ", "\u3000", "\u00a0\t"):
+        bad = tmp_path / "blank.parquet"
+        ids = table.column("account").to_pylist()
+        ids[2] = blank
+        pq.write_table(table.set_column(0, "account", pa.array(ids)), bad)
+        with pytest.raises(InputError, match=r"row 3 is empty"):
+            read_bulk_book(positions, bad)
+    text = text_positions(book)
+    names = text.column("account").to_pylist()
+    names[8] = "\u2003"
+    blank_positions = tmp_path / "blank_positions.parquet"
+    pq.write_table(text.set_column(4, "account", pa.array(names)).drop_columns(["note"]),
+                   blank_positions, row_group_size=5)
+    with pytest.raises(InputError, match=r"row 9 is empty"):
+        read_bulk_book(blank_positions)
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(text.drop_columns(["entry_price"]), missing)
+    with pytest.raises(InputError, match="entry_price") as caught:
+        read_bulk_book(missing)
+    assert "'note'" in str(caught.value)  # every column of the file is listed
+    assert str(missing) in str(caught.value)
+    sizes = tmp_path / "sizes.parquet"
+    values = text.column("size").to_numpy().copy()
+    values[11] = np.inf
+    pq.write_table(text.set_column(3, "size", pa.array(values)), sizes, row_group_size=4)
+    with pytest.raises(InputError, match=r"size \(row 12\)") as caught:
+        read_bulk_book(sizes)
+    assert repr(text.column("account")[11].as_py()) in str(caught.value)
+
+
+def test_ids_with_leading_spaces_or_other_scripts_are_kept_as_written(tmp_path: Path) -> None:
+    positions = tmp_path / "p.csv"
+    positions.write_text("account,instrument,size,entry_price\n"
+                         " a1,BTC-PERP,1,50000\n\u00e9t\u00e9,ETH-PERP,2,2000\n")
+    book = read_bulk_book(positions)
+    assert book.account_ids == (" a1", "\u00e9t\u00e9")
