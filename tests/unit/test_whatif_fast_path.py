@@ -145,6 +145,9 @@ def test_the_after_from_the_kept_book_equals_the_whole_way(model: str, usd_price
                                whatif._with_cash(market) if realised else market, None),
             config, whatif._own_model(holder, model), True)
         assert result.after.to_json() == whole.to_json()
+        # the before, margined on the kept book (with its USD column), is the plain account's
+        assert result.before.to_json() == whatif.account_margin(holder, market, config,
+                                                                 model=model).to_json()
     assert fast >= 20  # most cases took the kept book (the others: a position closed, ...)
 
 

@@ -260,10 +260,10 @@ def what_if(account: Mapping[str, Any], orders: Sequence[Order], market: MarketS
     after_market = _with_cash(market) if realised != 0.0 else market
     if content is None:
         content = _content(account, instruments)
+    bound = _kept_bound(account, market, instruments, content)
     if before is None:
         before = _account_before(account, market, risk, model, instruments, liquidation,
-                                 content)
-    bound = _kept_bound(account, market, instruments, content)
+                                 content, bound)
     after_bound = None if bound is None else after_orders(bound, held, positions, realised)
     if after_bound is None:
         after_bound = bound_after(account, positions, realised, after_market, instruments)
@@ -341,17 +341,21 @@ def _declared(instruments: Mapping[str, Any] | None) -> Mapping[str, Instrument]
 
 def _account_before(account: Mapping[str, Any], market: MarketSnapshot, config: RiskConfig,
                     model: str | ModelChoice, instruments: Mapping[str, Any] | None,
-                    liquidation: bool, content: Hashable) -> AccountMargin:
+                    liquidation: bool, content: Hashable, bound: BoundBook | None = None
+                    ) -> AccountMargin:
     """The account's margin before the orders: computed once per account content and
     declared instruments (``content``: their JSON), model, market and config (the same
-    objects: both are immutable), then reused by the next what-ifs on that account."""
+    objects: both are immutable), then reused by the next what-ifs on that account.
+    ``bound``: the account's kept book (``_kept_bound``), margined instead of binding the
+    account again (its USD column adds exactly nothing)."""
     key = (content, str(model), liquidation)
     found = _BEFORE.get(key)
     if found is not None and found[0] is market and found[1] is config:
         margin: AccountMargin = found[2]
         return margin
     margin = account_margin(account, market, config, model=model, instruments=instruments,
-                            liquidation=liquidation)
+                            liquidation=liquidation) if bound is None else \
+        _margin_of(bound, config, _own_model(account, model), liquidation)
     _BEFORE.put(key, (market, config, margin))
     return margin
 
