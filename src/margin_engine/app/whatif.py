@@ -208,9 +208,6 @@ def account_margin(account: Mapping[str, Any], market: MarketSnapshot, config: R
     document: dict[str, Any] = {"schema": "margin-engine/portfolio/v1", "accounts": [account]}
     if instruments:
         document["instruments"] = dict(instruments)
-    if model_choice(model) is ModelChoice.ACCOUNT and account.get("mode") in _MODES:
-        # the account's own model: the same numbers, without running the other models
-        model = ModelChoice(account["mode"])
     return _margin_of(bind(document, market), config, _own_model(account, model), liquidation,
                       explain)
 
