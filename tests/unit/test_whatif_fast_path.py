@@ -12,6 +12,7 @@ import pytest
 from margin_engine.app import whatif
 from margin_engine.app.compute import compute
 from margin_engine.app.whatif import Order, what_if
+from margin_engine.core.kept import Recent
 from margin_engine.io.market_file import parse_market
 from margin_engine.margin.config import RiskConfig
 from margin_engine.service.server import no_delay
@@ -57,7 +58,7 @@ def test_what_if_equals_compute_of_the_documents_before_and_after() -> None:
 
 
 def test_kept_befores_are_bounded() -> None:
-    kept = whatif._Recent(2)
+    kept = Recent(2)
     for key in ("a", "b", "c"):
         kept.put(key, key)
     assert kept.get("a") is None

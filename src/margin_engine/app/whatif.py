@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 
 from margin_engine.book.bound import BoundBook, resized
 from margin_engine.core.errors import InputError
+from margin_engine.core.kept import Recent
 from margin_engine.domain.instruments import (
     Instrument,
     InstrumentKind,
@@ -270,34 +269,6 @@ def what_if(account: Mapping[str, Any], orders: Sequence[Order], market: MarketS
                   change=change_of(before, after))
 
 
-class _Recent:
-    """A small least-recently-used map (thread-safe: the service runs what-ifs on several
-    threads)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
 def forget_kept() -> None:
     """Drop the margins kept before orders and the instrument states kept for liquidation
     searches (benchmarks of the first what-if on an account)."""
@@ -310,9 +281,9 @@ def forget_kept() -> None:
     STATE_TABLES.clear()
 
 
-_DECLARED = _Recent(16)  # declared instruments (JSON) -> parsed instruments
-_BEFORE = _Recent(256)  # account, model, instruments, liquidation -> (market, config, margin)
-_BOUND = _Recent(256)  # account, instruments -> (market, the account bound to it)
+_DECLARED = Recent(16)  # declared instruments (JSON) -> parsed instruments
+_BEFORE = Recent(256)  # account, model, instruments, liquidation -> (market, config, margin)
+_BOUND = Recent(256)  # account, instruments -> (market, the account bound to it)
 _DEFAULT: list[RiskConfig] = []
 
 

@@ -4,13 +4,13 @@ so far, and caches of pure results keyed by everything they depend on."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from margin_engine.core.kept import Recent
 from margin_engine.market.snapshot import MarketSnapshot
 from margin_engine.store.base import open_store
 from margin_engine.store.service import AccountRows, ServiceRepository
@@ -21,26 +21,6 @@ from .ratelimit import RateLimiter
 from .settings import ServiceSettings
 
 _T = TypeVar("_T")
-
-
-class LruCache:
-    """A small least-recently-used map of pure results."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-
-    def get(self, key: Hashable) -> Any:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
 
 
 class ServiceState:
@@ -55,8 +35,8 @@ class ServiceState:
             raise
         self.limiter = RateLimiter()
         self.verified: dict[str, bytes] = {}  # key id -> sha256 of the secret verified
-        self.margins = LruCache(4096)  # (rows, market version, model, ...) -> AccountMargin
-        self.pool = LruCache(8)  # (last event, market version, ...) -> pool view
+        self.margins = Recent(4096)  # (rows, market version, model, ...) -> AccountMargin
+        self.pool = Recent(8)  # (last event, market version, ...) -> pool view
 
     def close(self) -> None:
         self.store.close()
