@@ -229,18 +229,22 @@ def book_from_columns(
 ) -> ColumnarBook:
     """Build a book from per-position columns (any row order); rows are grouped by account
     with a stable sort, so positions keep their order within each account."""
+    from margin_engine.book.kernels import OUT_OF_RANGE, UNGROUPED, grouped_offsets_nb
+
     n_accounts = len(account_ids)
-    account_col = np.asarray(position_account, dtype=np.int64)
-    if account_col.size and np.any(account_col[1:] < account_col[:-1]):
+    account_col = np.asarray(position_account)
+    if account_col.dtype.kind != "i":
+        account_col = account_col.astype(np.int64)
+    offsets, status = grouped_offsets_nb(account_col, n_accounts)
+    if status == OUT_OF_RANGE:
+        raise ValueError(f"every position's account must lie in [0, {n_accounts})")
+    if status == UNGROUPED:  # a stable sort keeps each account's rows in their order
         order = np.argsort(account_col, kind="stable")
-        account_col = account_col[order]
         position_instrument = position_instrument[order]
         size = size[order]
         entry_price = entry_price[order]
         position_margin = None if position_margin is None else position_margin[order]
         position_leverage = None if position_leverage is None else position_leverage[order]
-    offsets = np.zeros(n_accounts + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(np.bincount(account_col, minlength=n_accounts))
     return ColumnarBook(
         account_ids=account_ids if isinstance(account_ids, TextColumn) else tuple(account_ids),
         mode=np.asarray(mode, dtype=np.int32),

@@ -31,6 +31,20 @@ def position_arrays_nb(inst: np.ndarray, size: FloatArray, entry: FloatArray,
 
 
 @njit(cache=True)
+def quantity_nb(inst: np.ndarray, size: FloatArray, entry: FloatArray,
+                contract_size: FloatArray, inverse: BoolArray, is_option: BoolArray
+                ) -> FloatArray:
+    """q per position: size x contract size, in coin for an inverse delta-one contract
+    (/ entry price), as ``position_arrays_nb``."""
+    quantity = np.empty(inst.shape[0])
+    for p in range(inst.shape[0]):
+        i = inst[p]
+        size_cs = size[p] * contract_size[i]
+        quantity[p] = size_cs / entry[p] if inverse[i] and not is_option[i] else size_cs
+    return quantity
+
+
+@njit(cache=True)
 def unrealised_pnl_nb(offsets: IntArray, inst: np.ndarray, quantity: FloatArray,
                       mark: FloatArray, entry_usd: FloatArray) -> FloatArray:
     """Per account sum of q x (mark - entry_usd) over its CSR slice of positions."""
@@ -64,3 +78,27 @@ def first_repeat_nb(offsets: IntArray, inst: np.ndarray, n_inst: int) -> int:
                 return p
             seen[i] = a
     return -1
+
+
+GROUPED, UNGROUPED, OUT_OF_RANGE = 0, 1, 2
+
+
+@njit(cache=True)
+def grouped_offsets_nb(account: np.ndarray, n_accounts: int) -> tuple[IntArray, int]:
+    """(CSR offsets (n_accounts + 1), GROUPED) of position rows grouped by account in
+    ascending order, in one pass; UNGROUPED when a row's account is below the previous row's
+    (the caller sorts then), OUT_OF_RANGE when one lies outside [0, n_accounts)."""
+    offsets = np.zeros(n_accounts + 1, dtype=np.int64)
+    previous = 0
+    status = GROUPED
+    for p in range(account.shape[0]):
+        a = account[p]
+        if a < 0 or a >= n_accounts:
+            return offsets, OUT_OF_RANGE
+        if a < previous:
+            status = UNGROUPED
+        previous = a
+        offsets[a + 1] += 1
+    for a in range(n_accounts):
+        offsets[a + 1] += offsets[a]
+    return offsets, status

@@ -343,8 +343,9 @@ def read_bulk_book(
     source = str(positions_path)
     table = _read_table(positions_path, REQUIRED + OPTIONAL)
     names, inst_codes = _strings(table, "instrument", source, dtype=np.int32)
-    account_values, account_codes = _codes(table, "account", source,
-                                           distinct=accounts_path is None)
+    account_values, account_codes = _codes(
+        table, "account", source, distinct=accounts_path is None,
+        dtype=np.int32 if table.num_rows < np.iinfo(np.int32).max else np.int64)
 
     def account_of(row: int) -> str:
         return str(account_values[int(account_codes[row])].as_py())
@@ -372,8 +373,8 @@ def read_bulk_book(
         position_account = account_codes
     else:
         account_ids, mode, assets, collateral, id_values = _read_accounts(Path(accounts_path))
-        position_account = _account_rows(account_values, id_values, source,
-                                         str(accounts_path))[account_codes]
+        rows = _account_rows(account_values, id_values, source, str(accounts_path))
+        position_account = account_codes if rows is None else rows[account_codes]
     if not len(account_ids):
         raise InputError("a portfolio with at least one account", field="account",
                          value="no rows", source=source if accounts_path is None
@@ -418,13 +419,13 @@ def _check_rows(size: np.ndarray, entry: np.ndarray, margin: np.ndarray | None,
 
 
 def _account_rows(position_ids: Any, account_ids: Any, source: str,
-                  accounts_source: str) -> np.ndarray:
-    """Row of the accounts file of every account value of the positions file (the identity
-    when both list the same ids in the same order)."""
+                  accounts_source: str) -> np.ndarray | None:
+    """Row of the accounts file of every account value of the positions file; None for the
+    identity (both list the same ids in the same order)."""
     import pyarrow.compute as pc
 
     if position_ids.equals(account_ids):
-        return np.arange(len(account_ids), dtype=np.int64)
+        return None
     rows = pc.index_in(position_ids, value_set=account_ids)
     if rows.null_count:
         missing = position_ids.filter(rows.is_null())[0].as_py()

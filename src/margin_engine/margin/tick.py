@@ -25,7 +25,7 @@ import numpy as np
 
 from margin_engine.book.bound import BoundBook, asset_prices, bind_market, reprice
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_from_columns
-from margin_engine.book.kernels import position_account_nb
+from margin_engine.book.kernels import position_account_nb, quantity_nb
 from margin_engine.collateral.haircuts import book_haircuts
 from margin_engine.core.errors import InputError
 from margin_engine.core.types import FloatArray, IntArray
@@ -65,10 +65,8 @@ class TickBook:
     def from_book(book: ColumnarBook) -> TickBook:
         table = book.instruments
         n_inst = len(table.instruments)
-        size_cs = book.size * table.contract_size[book.position_instrument]
-        inverse_linear = (table.inverse & ~table.is_option)[book.position_instrument]
-        quantity = np.divide(size_cs, book.entry_price, out=size_cs.copy(),
-                             where=inverse_linear)
+        quantity = quantity_nb(book.position_instrument, book.size, book.entry_price,
+                               table.contract_size, table.inverse, table.is_option)
         probe = book_from_columns(
             account_ids=["instruments"], mode=np.array([MODE_CODES[MarginMode.PORTFOLIO]],
                                                        dtype=np.int32),
