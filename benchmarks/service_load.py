@@ -227,7 +227,9 @@ def parse_wrk(out: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="seconds of load before each measure, not counted (a server"
+                        " started cold shows a tail in its first seconds)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--client", choices=("auto", "wrk", "asyncio"), default="auto",
