@@ -123,6 +123,10 @@ class SliceRemargin:
         # the latest portfolio cells of every (account, underlying), from whichever slice
         self.cells: dict[str, np.ndarray] = {}
         self.known = np.zeros((n, len(full.underlyings)), dtype=np.bool_)
+        for symbol, piece in self.slices.items():  # the first tick of each takes the fast path
+            if self._uses_portfolio(piece) and symbol in piece.bound.underlyings:
+                self._margins(piece, symbol)
+                piece.fast = self._incremental(piece, symbol)
 
     def __call__(self, market: MarketSnapshot, moved: frozenset[str],
                  clock_moved: bool) -> list[tuple[IntArray, AccountMargins]]:
@@ -177,13 +181,17 @@ class SliceRemargin:
     def _incremental(self, piece: _Slice, symbol: str) -> IncrementalSlice | None:
         """The slice's incremental portfolio path, when the portfolio model margins some of
         its accounts and ``symbol`` is one of its underlyings."""
-        modes = piece.bound.book.mode
-        by_mode = self.model == BY_ACCOUNT_MODE
-        uses = self.model == PortfolioModel.name or (by_mode and bool(np.any(modes == PORTFOLIO)))
-        if not uses or piece.portfolio is None or symbol not in piece.bound.underlyings:
+        if (not self._uses_portfolio(piece) or piece.portfolio is None
+                or symbol not in piece.bound.underlyings):
             return None
-        piece.mixed = by_mode and bool(np.any(modes != PORTFOLIO))
+        piece.mixed = self.model == BY_ACCOUNT_MODE and bool(
+            np.any(piece.bound.book.mode != PORTFOLIO))
         return IncrementalSlice.start(piece.bound, piece.portfolio, symbol, self.config)
+
+    def _uses_portfolio(self, piece: _Slice) -> bool:
+        """Whether the portfolio model margins some of the slice's accounts."""
+        return self.model == PortfolioModel.name or (
+            self.model == BY_ACCOUNT_MODE and bool(np.any(piece.bound.book.mode == PORTFOLIO)))
 
     def _fast_margins(self, piece: _Slice, market: MarketSnapshot) -> AccountMargins:
         """Margins after a move of the slice's underlying alone: the portfolio accounts from
