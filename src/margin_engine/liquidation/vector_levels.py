@@ -467,12 +467,19 @@ class _Family:
 def _instrument_key(bk: lk.BookArrays, ctx: Any, i: int) -> Hashable:
     """What ``inst_state`` reads of instrument i (its scenario vols with the portfolio
     model)."""
-    own = (bool(bk.live[i]), bool(bk.is_option[i]), bool(bk.is_call[i]), float(bk.strike[i]),
-           float(bk.years[i]), float(bk.sigma[i]), float(bk.base[i]), bool(bk.base_scaled[i]),
-           float(bk.mark[i]))
+    own = (bool(bk.live[i]), bool(bk.is_option[i]), bool(bk.is_call[i]), _number(bk.strike[i]),
+           _number(bk.years[i]), _number(bk.sigma[i]), _number(bk.base[i]),
+           bool(bk.base_scaled[i]), _number(bk.mark[i]))
     if isinstance(ctx, lk.PortfolioCtx):
         return own + (ctx.sigma_s[i].tobytes(),)
     return own
+
+
+def _number(value: float) -> float | None:
+    """A float for a key: None for NaN (a delta-one instrument's strike and vol), which equals
+    nothing, itself included, so a key holding it would never be found again."""
+    number = float(value)
+    return None if math.isnan(number) else number
 
 
 def _scenario_key(ctx: Any) -> Hashable:
