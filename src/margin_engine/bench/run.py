@@ -260,6 +260,8 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
                      names: list[str], *, accounts: int, positions: int,
                      baseline_positions: int, seed: int, runs: int, liquidation: bool,
                      files: bool) -> dict[str, Any]:
+    from rich.console import Console
+
     from margin_engine.bench.numpy_baseline import numpy_layout, numpy_margins
     from margin_engine.margin.portfolio_kernel import stream_read_nb
     from margin_engine.margin.tick import TickBook, bind_tick, tick_margins
@@ -274,7 +276,7 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
         numpy_margins(small, state, numpy_layout(small), config)
         stream_read_nb(small.book.position_instrument, small.quantity)
         if files:
-            _files_stage(console, small.book, {}, market, config, 1, quiet=True)
+            _files_stage(Console(quiet=True), small.book, market, config, 1)
         if liquidation:
             from margin_engine.liquidation.price import liquidation_levels
 
@@ -345,7 +347,7 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
         report["liquidation"] = _liquidation_stage(console, book, market, config)
     del tick_book, state, result, margins, im
     if files:
-        report["files"] = _files_stage(console, book, columns, market, config, runs)
+        report["files"] = _files_stage(console, book, market, config, runs)
     report["peak_rss_mb"] = _peak_rss_mb()
     report["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     return report
@@ -400,11 +402,9 @@ def _liquidation_stage(console: Any, book: ColumnarBook, market: MarketSnapshot,
             / max(1, searches)}
 
 
-def _files_stage(console: Any, book: ColumnarBook, columns: dict[str, Any],
-                 market: MarketSnapshot, config: RiskConfig, runs: int,
-                 quiet: bool = False) -> dict[str, Any]:
-    """Full runs from a Parquet positions file and its accounts file (``quiet``: no
-    progress line, as in the warm-up)."""
+def _files_stage(console: Any, book: ColumnarBook, market: MarketSnapshot,
+                 config: RiskConfig, runs: int) -> dict[str, Any]:
+    """Full runs from a Parquet positions file and its accounts file."""
     import tempfile
     from pathlib import Path
 
@@ -412,11 +412,11 @@ def _files_stage(console: Any, book: ColumnarBook, columns: dict[str, Any],
     from margin_engine.margin.tick import TickBook, bind_tick, tick_margins
 
     with tempfile.TemporaryDirectory(prefix="margin-bench-") as folder:
-        with _status(console, "writing the book to Parquet", quiet):
+        with console.status("writing the book to Parquet"):
             positions_path, accounts_path = write_book_files(book, Path(folder))
             written = positions_path.stat().st_size + accounts_path.stat().st_size
         times: list[float] = []
-        with _status(console, f"full runs from files (1 untimed + {runs})", quiet):
+        with console.status(f"full runs from files (1 untimed + {runs})"):
             for _ in range(runs + 1):
                 t0 = time.perf_counter()
                 loaded = TickBook.from_book(read_bulk_book(positions_path, accounts_path))
@@ -428,12 +428,6 @@ def _files_stage(console: Any, book: ColumnarBook, columns: dict[str, Any],
     # reported, not counted
     return {"seconds": _median(times[1:]), "runs": times[1:], "first_run": times[0],
             "bytes": written}
-
-
-def _status(console: Any, text: str, quiet: bool) -> Any:
-    from contextlib import nullcontext
-
-    return nullcontext() if quiet else console.status(text)
 
 
 def write_book_files(book: ColumnarBook, folder: Any, *, accounts_per_group: int = 50_000,

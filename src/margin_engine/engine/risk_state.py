@@ -123,7 +123,9 @@ class SliceRemargin:
         # the latest portfolio cells of every (account, underlying), from whichever slice
         self.cells: dict[str, np.ndarray] = {}
         self.known = np.zeros((n, len(full.underlyings)), dtype=np.bool_)
-        for symbol, piece in self.slices.items():  # the first tick of each takes the fast path
+        # each underlying's first tick takes the incremental path: its start needs the
+        # slice's portfolio result, which ``_margins`` leaves in ``piece.portfolio``
+        for symbol, piece in self.slices.items():
             if self._uses_portfolio(piece) and symbol in piece.bound.underlyings:
                 self._margins(piece, symbol)
                 piece.fast = self._incremental(piece, symbol)
