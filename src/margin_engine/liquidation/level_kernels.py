@@ -498,6 +498,7 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
         start = end
     total = 0.0
     cross = 0.0
+    lowest = 0.0  # the exact smallest weighted scenario P&L (no tie rule), for the bound
     for v in range(n_u):
         if v != u:
             level[v] = ctx.level_other[a, v]
@@ -514,20 +515,28 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
         best_s = 0
         for j in range(1, n_s):
             w = ctx.weights[j] * pnl[j]
+            lowest = min(lowest, w)
             if w < best - ctx.tie * max(1.0, abs(best)):
                 best = w
                 best_s = j
+        lowest = min(lowest, ctx.weights[0] * pnl[0])
         risk = max(0.0, -best)
         level[v] = risk + (opt_cont + ctx.lin_rate * min(longs, shorts))
         m = ctx.moves[best_s]
         direction[v] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
         total += level[v]
     quad = 0.0
+    others = 0.0  # the terms of quad without u
     for v in range(n_u):
         quad += level[v] * level[v]
+        if v != u:
+            others += level[v] * level[v]
         for w2 in range(n_u):
             if w2 != v:
-                quad += ctx.rho[v, w2] * direction[v] * level[v] * direction[w2] * level[w2]
+                term = ctx.rho[v, w2] * direction[v] * level[v] * direction[w2] * level[w2]
+                quad += term
+                if v != u and w2 != u:
+                    others += term
     agg = math.sqrt(max(0.0, quad))
     initial = max(agg, (1.0 - ctx.max_offset) * total)
     maintenance = ctx.mm_fraction * (initial + aux[3])
@@ -537,6 +546,14 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
     aux[6] = cross
     aux[7] = short
     aux[8] = abs(aux[0]) + aux[1] + maintenance + gross + abs(unrealised) + level[u] + 1.0
+    # the chord bound's value here (``chord_certified``): u's level without the tie rule and
+    # an aggregation that is convex, nondecreasing and 1-Lipschitz in it, above the true one
+    bound_level = (max(0.0, -lowest) if has else 0.0) + opt_cont + ctx.lin_rate * min(longs, shorts)
+    bound_agg = math.sqrt((bound_level + cross) ** 2 + max(0.0, others - cross * cross))
+    bound_initial = max(bound_agg, (1.0 - ctx.max_offset) * (total - level[u] + bound_level))
+    aux[9] = aux[0] + unrealised - aux[1] - ctx.mm_fraction * (bound_initial + aux[3])
+    aux[10] = longs
+    aux[11] = shorts
     return float(aux[0] + unrealised - aux[1] - maintenance)
 
 
@@ -953,14 +970,17 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
                      u: int, index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
                      table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
                      max_rows: int, work_size: int, exposure: np.ndarray, down: np.ndarray,
-                     up: np.ndarray, evaluations: np.ndarray) -> None:
+                     up: np.ndarray, evaluations: np.ndarray, chords: np.ndarray,
+                     node: np.ndarray) -> None:
     """For jobs[start:stop], the root of f closest below (``down``) and above (``up``) today's
     index on the grid ``levels`` (ascending, levels[j0] = index0), NaN where f has none or the
     job holds nothing in u (no row and, when ``exposure`` (accounts x underlyings) is given,
-    no coin of u); ``evaluations``: f evaluations per job. Releases the GIL: callers run
-    slices of the jobs on several threads."""
+    no coin of u); ``evaluations``: f evaluations per job; ``chords`` and ``node``: the
+    chord deviations of the table's instruments (``chord_deviations_nb``; empty: none).
+    Releases the GIL: callers run slices of the jobs on several threads."""
     _search_chunk(bk, cl, ctx, jobs, start, stop, u, index0, levels, j0, table, table_row, cum,
-                  xtol, rtol, max_rows, work_size, exposure, down, up, evaluations)
+                  xtol, rtol, max_rows, work_size, exposure, down, up, evaluations, chords,
+                  node)
 
 
 SCAN, ZERO_LO, ZERO_HI, SOLVE, DONE = 0, 1, 2, 3, 4
@@ -972,7 +992,8 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                   index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
                   table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
                   max_rows: int, work_size: int, exposure: np.ndarray, down: np.ndarray,
-                  up: np.ndarray, evaluations: np.ndarray) -> None:
+                  up: np.ndarray, evaluations: np.ndarray, chords: np.ndarray,
+                  node: np.ndarray) -> None:
     """The search as a state machine around one evaluation of f per step: scan (down from
     the index, then up), an exact zero widened by a hair, Brent."""
     n_lv = levels.shape[0]
@@ -986,6 +1007,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
     aux0 = np.zeros(16)
     tmp = np.zeros(16)
     st = np.empty(8)
+    cstack = np.empty((2 + 32, 7))
     for x in range(start, stop):
         job = jobs[x]
         k = job_rows(bk, ctx, job, u, rows)
@@ -1017,48 +1039,65 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                               states, work, iwork, aux)
                 count += 1
             if phase == SCAN:
+                chord_none = False
                 if j == j0:
                     f0 = f
                     for w in range(aux.shape[0]):
                         aux0[w] = aux[w]
-                zero_here = f == 0.0 and (side < 0 or j != j0)
-                crossed = j != j0 and f * f_prev < 0.0
-                if (zero_here or crossed) and abs(j - j_prev) > 1:
-                    # cannot happen (the skip bound): redo the stretch one level at a time
-                    skip = False
-                    j = j_prev + side
-                    s = levels[j]
-                    continue
-                if zero_here:
-                    phase = ZERO_LO
-                    zero = levels[j]
-                    s = zero * (1.0 - ZERO_WIDTH)
-                    j = -1
-                    continue
-                if crossed:
-                    lo, hi = (levels[j], levels[j_prev]) if side < 0 else (levels[j_prev],
-                                                                           levels[j])
-                    f_lo, f_hi = (f, f_prev) if side < 0 else (f_prev, f)
-                    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
-                        lo, hi, 0.0, f_lo, f_hi, 0.0, 0.0, 0.0)
-                    phase = SOLVE
-                    if not brent_step(st, xtol, rtol):
-                        s = st[1]
-                        j = -1
-                        continue
-                    root = st[1]
+                    if chords.shape[0] > 0 and f > 0.0:
+                        # the side's closest bracket by certified blocks (or none)
+                        end = 0 if side < 0 else n_lv - 1
+                        found, f_prev, f, used = _chord_bracket(
+                            bk, cl, ctx, job, u, j0, end, f, levels, index0, table, table_row,
+                            rows, k, states, work, iwork, aux, chords, node, cstack)
+                        count += used
+                        if found < 0:
+                            chord_none = True
+                        else:
+                            j = found
+                            j_prev = found - side
+                            s = levels[j]
+                if chord_none:
+                    root = math.nan
                 else:
-                    end = 0 if side < 0 else n_lv - 1
-                    if j != end:
-                        f_prev = f
-                        j_prev = j
-                        j = j + side
-                        if skip and f != 0.0:
-                            j = _skip_to(bk, cl, ctx, job, u, j_prev, side, end, abs(f),
-                                         levels, index0, cum, table_row, rows, k, aux, tmp)
+                    zero_here = f == 0.0 and (side < 0 or j != j0)
+                    crossed = j != j0 and f * f_prev < 0.0
+                    if (zero_here or crossed) and abs(j - j_prev) > 1:
+                        # cannot happen (the skip bound): redo the stretch one level at a time
+                        skip = False
+                        j = j_prev + side
                         s = levels[j]
                         continue
-                    root = math.nan
+                    if zero_here:
+                        phase = ZERO_LO
+                        zero = levels[j]
+                        s = zero * (1.0 - ZERO_WIDTH)
+                        j = -1
+                        continue
+                    if crossed:
+                        lo, hi = (levels[j], levels[j_prev]) if side < 0 else (levels[j_prev],
+                                                                               levels[j])
+                        f_lo, f_hi = (f, f_prev) if side < 0 else (f_prev, f)
+                        st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
+                            lo, hi, 0.0, f_lo, f_hi, 0.0, 0.0, 0.0)
+                        phase = SOLVE
+                        if not brent_step(st, xtol, rtol):
+                            s = st[1]
+                            j = -1
+                            continue
+                        root = st[1]
+                    else:
+                        end = 0 if side < 0 else n_lv - 1
+                        if j != end:
+                            f_prev = f
+                            j_prev = j
+                            j = j + side
+                            if skip and f != 0.0:
+                                j = _skip_to(bk, cl, ctx, job, u, j_prev, side, end, abs(f),
+                                             levels, index0, cum, table_row, rows, k, aux, tmp)
+                            s = levels[j]
+                            continue
+                        root = math.nan
             elif phase == ZERO_LO:
                 f_zero_lo = f
                 phase = ZERO_HI
@@ -1104,6 +1143,167 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                 up[x] = root
                 phase = DONE
         evaluations[x] = count
+
+
+# ---------------------------------------------------------------- chord certificates
+# Over a block of grid levels [x, y] the portfolio gap is bounded below by a concave function of
+# the level (the instruments' states replaced by their chords between x and y: collateral,
+# marks, scenario P&L, contingencies and longs/shorts are affine in the level there; u's scan
+# risk max(0, -min_w w_w P_w) is convex, the aggregation bound ``aux[9]`` convex, nondecreasing
+# and 1-Lipschitz in it) minus what the chords miss: the states' largest deviations from their
+# chords at the block's grid levels (``chord_deviations_nb``) weighted by |q|, min(longs,
+# shorts) above its chord, the haircut's change (it grows with the level). A concave function
+# is smallest at an end, so when both ends' bounds exceed the deviation, f > 0 at every grid
+# level of the block: no zero and no sign change, the same brackets as the scan level by
+# level.
+
+
+def chord_certified(bk: Any, ctx: Any, rows: Any, k: int, table_row: Any, chords: Any,
+                    nd: int, ends: Any) -> bool:
+    """Whether f > 0 at every grid level of block ``nd`` (``ends``: the bound parts at its two
+    ends, rows 0 and 1 of [f, bound, longs, shorts, haircut, scale, level])."""
+    raise NotImplementedError
+
+
+@overload(chord_certified, jit_options=NO_REFCOUNT)
+def _chord_certified_ov(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any,
+                        nd: Any, ends: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def portfolio(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any,
+                      nd: Any, ends: Any) -> bool:
+            return _portfolio_certified(bk, ctx, rows, k, table_row, chords, nd, ends)
+        return portfolio
+
+    def none(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any, nd: Any,
+             ends: Any) -> bool:
+        return False
+    return none
+
+
+@no_refcount
+def _portfolio_certified(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
+                         table_row: np.ndarray, chords: np.ndarray, nd: int,
+                         ends: np.ndarray) -> bool:
+    mm = ctx.mm_fraction
+    dev = 0.0
+    for kk in range(k):
+        p = rows[kk]
+        r = table_row[b.inst[p]]
+        dev += abs(b.q[p]) * (chords[r, nd, 0] * (1.0 + mm * ctx.lin_rate)
+                              + mm * ctx.w_max * chords[r, nd, 1])
+    longs_x, shorts_x, longs_y, shorts_y = ends[0, 2], ends[0, 3], ends[1, 2], ends[1, 3]
+    gap_x, gap_y = longs_x - shorts_x, longs_y - shorts_y
+    if gap_x * gap_y < 0.0:  # min(longs, shorts) bends where they cross
+        t = gap_x / (gap_x - gap_y)
+        low_x, low_y = min(longs_x, shorts_x), min(longs_y, shorts_y)
+        dev += mm * ctx.lin_rate * max(0.0, longs_x + t * (longs_y - longs_x)
+                                       - (low_x + t * (low_y - low_x)))
+    dev += abs(ends[1, 4] - ends[0, 4])
+    scale = max(ends[0, 5], ends[1, 5])
+    return bool(min(ends[0, 1], ends[1, 1]) > dev * (1.0 + SKIP_MARGIN) + SKIP_MARGIN * scale)
+
+
+@no_refcount
+def _bound_parts(f: float, level: int, aux: np.ndarray, out: np.ndarray) -> None:
+    out[0] = f
+    out[1] = aux[9]
+    out[2] = aux[10]
+    out[3] = aux[11]
+    out[4] = aux[1]
+    out[5] = aux[8]
+    out[6] = level
+
+
+@no_refcount
+def _chord_bracket(bk: Any, cl: Any, ctx: Any, job: int, u: int, j0: int, end: int, f0: float,
+                   levels: np.ndarray, index0: float, table: np.ndarray,
+                   table_row: np.ndarray, rows: np.ndarray, k: int, states: np.ndarray,
+                   work: np.ndarray, iwork: np.ndarray, aux: np.ndarray, chords: np.ndarray,
+                   node: np.ndarray, stack: np.ndarray) -> tuple[int, float, float, int]:
+    """The closest grid level from j0 towards ``end`` where f (> 0 at j0, ``aux`` its parts
+    there) is zero or has changed sign, as (level, f at the level before it, f there,
+    evaluations); level -1 when there is none. Blocks of the fixed halving tree of [j0, end]
+    (``chord_tree``) are taken nearest first: certified blocks are passed over, the others
+    halved, down to adjacent levels."""
+    used = 0
+    if j0 == end:
+        return -1, 0.0, 0.0, used
+    ends = stack[0:2]
+    _bound_parts(f0, j0, aux, ends[0])
+    y = end
+    f = _evaluate(bk, cl, ctx, job, u, levels[y], y, index0, table, table_row, rows, k,
+                  states, work, iwork, aux)
+    used += 1
+    _bound_parts(f, y, aux, ends[1])
+    depth = 0
+    while True:
+        x = int(ends[0, 6])
+        advance = ends[1, 0] > 0.0 and chord_certified(bk, ctx, rows, k, table_row, chords,
+                                                        node[x, y], ends)
+        if not advance and abs(y - x) == 1:
+            if ends[1, 0] <= 0.0:
+                return y, ends[0, 0], ends[1, 0], used
+            advance = True
+        if advance:
+            for w in range(7):
+                ends[0, w] = ends[1, w]
+            if depth == 0:
+                return -1, 0.0, 0.0, used
+            depth -= 1
+            for w in range(7):
+                ends[1, w] = stack[2 + depth, w]
+            y = int(ends[1, 6])
+            continue
+        for w in range(7):
+            stack[2 + depth, w] = ends[1, w]
+        depth += 1
+        y = (x + y) // 2
+        f = _evaluate(bk, cl, ctx, job, u, levels[y], y, index0, table, table_row, rows, k,
+                      states, work, iwork, aux)
+        used += 1
+        _bound_parts(f, y, aux, ends[1])
+
+
+def chord_tree(j0: int, end: int) -> list[tuple[int, int]]:
+    """The blocks (near, far) ``_chord_bracket`` can visit: [j0, end] halved at
+    (near + far) // 2 down to adjacent levels."""
+    blocks: list[tuple[int, int]] = []
+    pending = [(j0, end)]
+    while pending:
+        near, far = pending.pop()
+        if near == far:
+            continue
+        blocks.append((near, far))
+        if abs(far - near) > 1:
+            middle = (near + far) // 2
+            pending += [(near, middle), (middle, far)]
+    return blocks
+
+
+@njit(cache=True, nogil=True)
+def chord_deviations_nb(table: np.ndarray, levels: np.ndarray, near: np.ndarray,
+                        far: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
+    """For table rows [start, stop) and every block b (grid levels between near[b] and far[b]):
+    out[r, b, 0] = the largest |mark - its chord| at the block's levels, out[r, b, 1] the
+    same over the scenario values. Releases the GIL."""
+    width = table.shape[2]
+    for r in range(start, stop):
+        for b in range(near.shape[0]):
+            lo, hi = min(near[b], far[b]), max(near[b], far[b])
+            span = levels[hi] - levels[lo]
+            d_mark = 0.0
+            d_scen = 0.0
+            for j in range(lo + 1, hi):
+                t = (levels[j] - levels[lo]) / span
+                for w in range(width):
+                    chord = table[r, lo, w] + t * (table[r, hi, w] - table[r, lo, w])
+                    d = abs(table[r, j, w] - chord)
+                    if w == 0:
+                        d_mark = max(d_mark, d)
+                    else:
+                        d_scen = max(d_scen, d)
+            out[r, b, 0] = d_mark
+            out[r, b, 1] = d_scen
 
 
 @no_refcount

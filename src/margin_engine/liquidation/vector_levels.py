@@ -359,11 +359,14 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     down, up = np.empty(jobs.size), np.empty(jobs.size)
     evaluations = np.zeros(jobs.size, dtype=np.int64)
 
-    def run(table: np.ndarray, table_row: np.ndarray, cum: np.ndarray) -> None:
+    no_chords = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64))
+
+    def run(table: np.ndarray, table_row: np.ndarray, cum: np.ndarray,
+            chords: tuple[np.ndarray, np.ndarray] = no_chords) -> None:
         in_threads(jobs.size, lambda a, b: lk.search_levels_nb(
             bk, cl, ctx, jobs, a, b, u, index, levels, j0, table, table_row, cum,
             XTOL_RELATIVE * index, RTOL, max_rows, work + max_rows, exposure, down, up,
-            evaluations))
+            evaluations, *chords))
 
     if positions > TABLE_SHARING * held.size:
         table = np.empty((held.size, levels.size, width))
@@ -372,7 +375,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
                                                              table, cum))
         table_row = np.full(bk.und.shape[0], -1, dtype=np.int64)
         table_row[held] = np.arange(held.size)
-        run(table, table_row, cum)
+        run(table, table_row, cum, _chords(ctx, table, levels, j0))
     elif STATE_CACHE and 0 < held.size <= STATE_TABLES.capacity:
         with STATE_TABLES.family(bk, ctx, held, levels, width, origin) as (table, table_row):
             run(table, table_row, np.empty((0, levels.size, 2)))
@@ -382,6 +385,29 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     STATS["evaluations"] += int(evaluations.sum())
     STATS["jobs"] += int(np.count_nonzero(evaluations))
     return down, up
+
+
+CHORDS = True  # certify blocks of grid levels by chords (portfolio model, shared table)
+
+
+def _chords(ctx: Any, table: np.ndarray, levels: FloatArray, j0: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(deviations, node): the chord deviations of the table's instruments on the blocks the
+    bracket search can visit on either side of j0 (``level_kernels.chord_tree``), and each
+    block's number by its two ends (-1: not a block); empty where the model has no chord
+    bound (or its scenario weights are not all >= 0, which the bound assumes)."""
+    if not CHORDS or not isinstance(ctx, lk.PortfolioCtx) or np.any(ctx.weights < 0.0):
+        return np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64)
+    blocks = lk.chord_tree(j0, 0) + lk.chord_tree(j0, levels.size - 1)
+    near = np.array([b[0] for b in blocks], dtype=np.int64)
+    far = np.array([b[1] for b in blocks], dtype=np.int64)
+    node = np.full((levels.size, levels.size), -1, dtype=np.int64)
+    node[near, far] = np.arange(near.size)
+    node[far, near] = np.arange(near.size)
+    deviations = np.empty((table.shape[0], near.size, 2))
+    in_threads(table.shape[0], lambda a, b: lk.chord_deviations_nb(
+        table, levels, near, far, a, b, deviations))
+    return deviations, node
 
 
 class StateTables:

@@ -1,0 +1,109 @@
+"""Chord certificates of the liquidation-level scan (portfolio model, shared state table).
+
+A block of grid levels is passed over when the concave lower bound of the gap built from the
+chords of its instruments' states stays above zero; the brackets, hence the levels, must be
+exactly those of the scan that evaluates every level (the skip bounds only), with fewer
+evaluations. The bound itself is checked level by level against the gap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+from margin_engine.liquidation import level_kernels as lk
+from margin_engine.liquidation import vector_levels
+from margin_engine.liquidation.price import GRID, liquidation_levels
+from margin_engine.margin.config import RiskConfig
+from margin_engine.margin.registry import get_model
+from tests.conftest import NO_HAIRCUTS
+from tests.unit.level_books import random_level_book
+
+
+@pytest.mark.parametrize(("seed", "config"), [(11, RiskConfig()), (12, NO_HAIRCUTS),
+                                              (13, RiskConfig())])
+def test_chord_certificates_find_the_brackets_of_the_scan(monkeypatch: pytest.MonkeyPatch,
+                                                          seed: int,
+                                                          config: RiskConfig) -> None:
+    bound = random_level_book(150, seed=seed)
+    monkeypatch.setattr(vector_levels, "TABLE_SHARING", 0.0)  # the shared table for all
+    found = {}
+    evaluations = {}
+    for chords in (True, False):
+        monkeypatch.setattr(vector_levels, "CHORDS", chords)
+        before = vector_levels.STATS["evaluations"]
+        found[chords] = liquidation_levels(bound, "portfolio", config)
+        evaluations[chords] = vector_levels.STATS["evaluations"] - before
+    for side in ("down", "up"):
+        got, want = getattr(found[True], side), getattr(found[False], side)
+        assert np.array_equal(got, want, equal_nan=True), side  # bit for bit
+    assert np.isfinite(found[True].down).sum() > 20
+    assert np.isfinite(found[True].up).sum() > 20
+    assert evaluations[True] < 0.8 * evaluations[False]
+
+
+@njit(cache=False)
+def _certified(bk, ctx, rows, k, table_row, chords, nd, ends):  # type: ignore[no-untyped-def]
+    return lk.chord_certified(bk, ctx, rows, k, table_row, chords, nd, ends)
+
+
+@njit(cache=False)
+def _dense(bk, cl, ctx, a, u, levels, index0, table, table_row, rows, k, work,  # type: ignore[no-untyped-def]
+           parts):
+    """parts[j] = (f, bound, longs, shorts, haircut, scale, j) at every grid level j."""
+    states = np.empty((max(k, 1), table.shape[2]))
+    iwork = np.empty(max(k, 1), dtype=np.int64)
+    aux = np.zeros(16)
+    for j in range(levels.shape[0]):
+        f = lk._evaluate(bk, cl, ctx, a, u, levels[j], j, index0, table, table_row, rows, k,
+                         states, work, iwork, aux)
+        lk._bound_parts(f, j, aux, parts[j])
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_a_certified_block_keeps_the_gap_positive_at_its_levels(seed: int) -> None:
+    bound = random_level_book(60, seed=seed)
+    config = RiskConfig()
+    bk, cl, ctx, work_size = vector_levels._portfolio(bound, config, get_model("portfolio"))
+    max_rows = vector_levels._max_len(bound)
+    j0 = int(np.nonzero(GRID == 1.0)[0][0])
+    certified = 0
+    for u in range(len(bound.underlyings)):
+        held = vector_levels._held_by_underlying(bound, None)[u][0]
+        if held.size == 0:
+            continue
+        index = float(bound.index[u])
+        levels = index * GRID
+        table = np.empty((held.size, levels.size, lk.state_width(ctx)))
+        cum = np.empty((held.size, levels.size, 2))
+        lk.fill_table_nb(bk, ctx, held, 0, held.size, levels, index, table, cum)
+        table_row = np.full(bk.und.shape[0], -1, dtype=np.int64)
+        table_row[held] = np.arange(held.size)
+        chords, node = vector_levels._chords(ctx, table, levels, j0)
+        blocks = lk.chord_tree(j0, 0) + lk.chord_tree(j0, levels.size - 1)
+        rows = np.empty(max_rows, dtype=np.int64)
+        work = np.empty(work_size + max_rows)
+        parts = np.empty((levels.size, 7))
+        for a in range(bound.account_count):
+            k = lk._account_rows(bk, a, u, rows)
+            _dense(bk, cl, ctx, a, u, levels, index, table, table_row, rows, k, work, parts)
+            f, lower = parts[:, 0], parts[:, 1]
+            assert np.all(lower <= f + 1e-9 * parts[:, 5])  # the bound is below the gap
+            for near, far in blocks:
+                ends = np.stack([parts[near], parts[far]])
+                if ends[1, 0] <= 0.0 or ends[0, 0] <= 0.0:
+                    continue
+                if _certified(bk, ctx, rows, k, table_row, chords, node[near, far], ends):
+                    certified += 1
+                    lo, hi = min(near, far), max(near, far)
+                    assert np.all(f[lo:hi + 1] > 0.0), (a, u, near, far)
+    assert certified > 200  # the certificates do pass blocks over
+
+
+def test_chords_are_not_built_for_negative_scenario_weights() -> None:
+    bound = random_level_book(10, seed=1)
+    _, _, ctx, _ = vector_levels._portfolio(bound, RiskConfig(), get_model("portfolio"))
+    table = np.zeros((3, GRID.size, lk.state_width(ctx)))
+    assert vector_levels._chords(ctx, table, GRID, 90)[0].shape[0] == 3
+    negative = ctx._replace(weights=-ctx.weights)
+    assert vector_levels._chords(negative, table, GRID, 90)[0].shape[0] == 0
