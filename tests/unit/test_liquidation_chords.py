@@ -107,3 +107,78 @@ def test_chords_are_not_built_for_negative_scenario_weights() -> None:
     assert vector_levels._chords(ctx, table, GRID, 90)[0].shape[0] == 3
     negative = ctx._replace(weights=-ctx.weights)
     assert vector_levels._chords(negative, table, GRID, 90)[0].shape[0] == 0
+
+
+@pytest.mark.parametrize(("seed", "sharing"), [(31, 0.0), (32, 1e9)])
+def test_brent_steps_on_candidate_scenarios_give_the_levels_of_full_steps(
+        monkeypatch: pytest.MonkeyPatch, seed: int, sharing: float) -> None:
+    """Off the grid, scenarios that cannot be the worst are left out; the levels are the
+    same bit for bit (shared table, and the tables kept between calls of small books)."""
+    bound = random_level_book(120, seed=seed)
+    monkeypatch.setattr(vector_levels, "TABLE_SHARING", sharing)
+    found = {}
+    for prune in (True, False):
+        monkeypatch.setattr(vector_levels, "PRUNE", prune)
+        vector_levels.STATE_TABLES.clear()
+        found[prune] = liquidation_levels(bound, "portfolio", RiskConfig())
+    for side in ("down", "up"):
+        got, want = getattr(found[True], side), getattr(found[False], side)
+        assert np.array_equal(got, want, equal_nan=True), side
+    assert np.isfinite(found[True].down).sum() + np.isfinite(found[True].up).sum() > 40
+
+
+@njit(cache=False)
+def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type: ignore[no-untyped-def]
+                            steps, out):
+    """For grid levels x and points s = x (1 + step): out = (candidates, whether the worst
+    scenario of the full evaluation at s is one of them)."""
+    width = ctx.moves.shape[0] + 1
+    known = np.empty((max(k, 1), width))
+    states = np.empty((max(k, 1), width))
+    tmp = np.zeros(16)
+    bounds = np.empty((2, width - 1))
+    chosen = np.empty(width - 1, dtype=np.bool_)
+    n = 0
+    for j in range(0, levels.shape[0], 7):
+        x = levels[j]
+        for kk in range(k):
+            lk.inst_state(bk, ctx, bk.inst[rows[kk]], x, x / index0, known[kk])
+        for step in steps:
+            s = x * (1.0 + step)
+            lk.collateral_at(cl, a, u, s / index0, tmp)
+            count = lk.candidates(bk, ctx, rows, k, s, x, index0, known, tmp[2], bounds,
+                                  chosen)
+            for kk in range(k):
+                lk.inst_state(bk, ctx, bk.inst[rows[kk]], s, s / index0, states[kk])
+            pnl = np.zeros(width - 1)
+            for kk in range(k):
+                for w in range(width - 1):
+                    pnl[w] += bk.q[rows[kk]] * states[kk, 1 + w]
+            for w in range(width - 1):
+                pnl[w] = ctx.weights[w] * (pnl[w] + tmp[2] * ctx.lin_moves[w])
+            out[n, 0] = count
+            out[n, 1] = chosen[np.argmin(pnl)]
+            n += 1
+    return n
+
+
+def test_the_worst_scenario_is_always_a_candidate() -> None:
+    bound = random_level_book(40, seed=33)
+    bk, cl, ctx, _ = vector_levels._portfolio(bound, RiskConfig(), get_model("portfolio"))
+    rows = np.empty(vector_levels._max_len(bound), dtype=np.int64)
+    steps = np.array([-3e-2, -1e-3, -1e-6, 1e-9, 1e-4, 2e-2])
+    out = np.empty((GRID.size * steps.size, 2))
+    counts = []
+    for u in range(len(bound.underlyings)):
+        index = float(bound.index[u])
+        for a in range(bound.account_count):
+            k = lk._account_rows(bk, a, u, rows)
+            if k == 0:
+                continue
+            n = _worst_among_candidates(bk, cl, ctx, a, u, index * GRID, index, rows, k, steps,
+                                        out)
+            assert np.all(out[:n, 1] == 1.0)
+            counts.append(out[:n, 0])
+    counts_all = np.concatenate(counts)
+    assert counts_all.min() >= 1
+    assert np.median(counts_all) < ctx.moves.size / 2  # most scenarios are left out

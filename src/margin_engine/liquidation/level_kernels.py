@@ -475,6 +475,10 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
         has = True
         for j in range(n_s):
             pnl[j] += e * ctx.lin_moves[j]
+    if aux[12] != 0.0:  # scenarios left out (``_refined``) can be nobody's worst
+        for j in range(n_s):
+            if math.isnan(pnl[j]):
+                pnl[j] = LEFT_OUT
     # option contingency: net short contracts per group, groups in id order (stable)
     for x in range(1, n_opt):
         g, qx = groups[x], qty[x]
@@ -950,6 +954,7 @@ def _evaluate(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, j: int, in
     when there is one (the same numbers; an entry still NaN is computed into it first), else
     they are computed."""
     ratio = s / index0
+    aux[12] = 0.0
     if j >= 0 and table.shape[0] > 0:
         width = states.shape[1]
         for kk in range(k):
@@ -965,22 +970,210 @@ def _evaluate(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, j: int, in
     return gap_at(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
 
 
+# ---------------------------------------------------------------- refinement by candidates
+# Brent's steps off the grid re-price u's options on every scenario. Near a point x where all
+# scenario values are known (``pool``: the bracket's grid levels, and the steps evaluated in
+# full), a scenario value moves by at most (|1 + move| + 1) x |change of the option's base| (a
+# Black-76 price moves by at most its forward's change: |delta| <= 1), a linear one by |linear
+# move| x the change; scenarios whose lower bound lies above the smallest upper bound (with a
+# margin far above rounding) cannot be the worst nor tie with it, and are left out (NaN, then
+# ``LEFT_OUT`` in the gap). The worst scenario, hence f, is the same number as the full
+# evaluation's.
+
+LEFT_OUT = 1e300
+CANDIDATE_MARGIN = 1e-9  # relative to the scale of the scenario P&L
+POOL = 6  # fully evaluated points kept per root
+
+
+def prunes(ctx: Any) -> bool:
+    """Whether the model's off-grid evaluation can leave scenarios out."""
+    raise NotImplementedError
+
+
+@overload(prunes)
+def _prunes_ov(ctx: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def yes(ctx: Any) -> bool:
+            return True
+        return yes
+
+    def no(ctx: Any) -> bool:
+        return False
+    return no
+
+
+def candidates(bk: Any, ctx: Any, rows: Any, k: int, s: float, x: float, index0: float,
+               known: Any, exposure: float, bounds: Any, chosen: Any) -> int:
+    """chosen[w]: whether scenario w can be the worst at s, from the states ``known`` at x;
+    returns how many can."""
+    raise NotImplementedError
+
+
+@overload(candidates, jit_options=NO_REFCOUNT)
+def _candidates_ov(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any,
+                   known: Any, exposure: Any, bounds: Any, chosen: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def portfolio(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any,
+                      known: Any, exposure: Any, bounds: Any, chosen: Any) -> int:
+            return _portfolio_candidates(bk, ctx, rows, k, s, x, index0, known, exposure,
+                                         bounds, chosen)
+        return portfolio
+
+    def every(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any, known: Any,
+              exposure: Any, bounds: Any, chosen: Any) -> int:
+        chosen[:] = True
+        return int(chosen.shape[0])
+    return every
+
+
+@no_refcount
+def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
+                          s: float, x: float, index0: float, known: np.ndarray,
+                          exposure: float, bounds: np.ndarray, chosen: np.ndarray) -> int:
+    n_s = ctx.moves.shape[0]
+    lo = bounds[0]
+    hi = bounds[1]
+    scale = 1.0
+    for w in range(n_s):
+        lo[w] = exposure * ctx.lin_moves[w]
+        hi[w] = lo[w]
+    for kk in range(k):
+        p = rows[kk]
+        i = b.inst[p]
+        q = b.q[p]
+        aq = abs(q)
+        moved = 0.0
+        if b.live[i]:
+            moved = abs(_base_at(b, i, s, s / index0) - _base_at(b, i, x, x / index0))
+        option = b.is_option[i]
+        scale += aq * (abs(known[kk, 0]) + moved)
+        for w in range(n_s):
+            value = q * known[kk, 1 + w]
+            if option:
+                reach = aq * (abs(1.0 + ctx.moves[w]) + 1.0) * moved
+            else:
+                reach = aq * abs(ctx.lin_moves[w]) * moved
+            lo[w] += value - reach
+            hi[w] += value + reach
+            scale += abs(value)
+    ceiling = math.inf
+    for w in range(n_s):
+        ceiling = min(ceiling, ctx.weights[w] * hi[w])
+    ceiling += CANDIDATE_MARGIN * scale
+    count = 0
+    for w in range(n_s):
+        chosen[w] = ctx.weights[w] * lo[w] <= ceiling
+        if chosen[w]:
+            count += 1
+    return count
+
+
+def chosen_state(bk: Any, ctx: Any, i: int, s: float, ratio: float, out: Any,
+                 chosen: Any) -> None:
+    """``inst_state`` for the chosen scenarios only (the others NaN)."""
+    raise NotImplementedError
+
+
+@overload(chosen_state, jit_options=NO_REFCOUNT)
+def _chosen_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any,
+                     chosen: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def portfolio(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any,
+                      chosen: Any) -> None:
+            b = bk
+            if not (b.live[i] and b.is_option[i]):
+                inst_state(bk, ctx, i, s, ratio, out)
+                return
+            n_s = ctx.moves.shape[0]
+            base = _base_at(b, i, s, ratio)
+            strike, years, call = b.strike[i], b.years[i], b.is_call[i]
+            mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
+            out[0] = mark
+            t_days = max(1.0, years * 365.0)
+            power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
+            vol_scale = (ctx.ref_days / t_days) ** power
+            for j in range(n_s):
+                if not chosen[j]:
+                    out[1 + j] = math.nan
+                    continue
+                shocked = max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * vol_scale))
+                out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years,
+                                             shocked, call) - mark
+        return portfolio
+
+    def every(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any, chosen: Any) -> None:
+        inst_state(bk, ctx, i, s, ratio, out)
+    return every
+
+
+@no_refcount
+def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: float,
+             rows: np.ndarray, k: int, states: np.ndarray, work: np.ndarray,
+             iwork: np.ndarray, aux: np.ndarray, pool_x: np.ndarray, pool: np.ndarray,
+             n_pool: int, bounds: np.ndarray, chosen: np.ndarray, tmp: np.ndarray) -> int:
+    """f at the off-grid level s into aux[13] (its states in ``states``), the scenarios that
+    cannot be the worst left out when the closest fully known point of ``pool`` allows it;
+    returns the pool's new size (a full evaluation is added to it)."""
+    ratio = s / index0
+    nearest = 0
+    for m in range(1, n_pool):
+        if abs(pool_x[m] - s) < abs(pool_x[nearest] - s):
+            nearest = m
+    collateral_at(cl, job, u, ratio, tmp)
+    count = candidates(bk, ctx, rows, k, s, pool_x[nearest], index0, pool[nearest], tmp[2],
+                       bounds, chosen)
+    if 2 * count > chosen.shape[0]:  # too many: evaluate in full and keep it
+        aux[13] = _full(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
+        slot = n_pool if n_pool < pool_x.shape[0] else _farthest(pool_x, n_pool, s)
+        pool_x[slot] = s
+        for kk in range(k):
+            for w in range(states.shape[1]):
+                pool[slot, kk, w] = states[kk, w]
+        return min(n_pool + 1, int(pool_x.shape[0]))
+    for kk in range(k):
+        chosen_state(bk, ctx, bk.inst[rows[kk]], s, ratio, states[kk], chosen)
+    aux[12] = 1.0
+    aux[13] = gap_at(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
+    aux[12] = 0.0
+    return n_pool
+
+
+@no_refcount
+def _full(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, ratio: float,
+          rows: np.ndarray, k: int, states: np.ndarray, work: np.ndarray, iwork: np.ndarray,
+          aux: np.ndarray) -> float:
+    aux[12] = 0.0
+    for kk in range(k):
+        inst_state(bk, ctx, bk.inst[rows[kk]], s, ratio, states[kk])
+    return gap_at(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
+
+
+@no_refcount
+def _farthest(pool_x: np.ndarray, n_pool: int, s: float) -> int:
+    far = 0
+    for m in range(1, n_pool):
+        if abs(pool_x[m] - s) > abs(pool_x[far] - s):
+            far = m
+    return far
+
+
 @njit(cache=True, nogil=True)
 def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop: int,
                      u: int, index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
                      table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
                      max_rows: int, work_size: int, exposure: np.ndarray, down: np.ndarray,
                      up: np.ndarray, evaluations: np.ndarray, chords: np.ndarray,
-                     node: np.ndarray) -> None:
+                     node: np.ndarray, prune: bool) -> None:
     """For jobs[start:stop], the root of f closest below (``down``) and above (``up``) today's
     index on the grid ``levels`` (ascending, levels[j0] = index0), NaN where f has none or the
     job holds nothing in u (no row and, when ``exposure`` (accounts x underlyings) is given,
     no coin of u); ``evaluations``: f evaluations per job; ``chords`` and ``node``: the
-    chord deviations of the table's instruments (``chord_deviations_nb``; empty: none).
+    chord deviations of the table's instruments (``chord_deviations_nb``; empty: none);
+    ``prune``: Brent's steps leave out the scenarios that cannot be the worst (``_refined``).
     Releases the GIL: callers run slices of the jobs on several threads."""
     _search_chunk(bk, cl, ctx, jobs, start, stop, u, index0, levels, j0, table, table_row, cum,
                   xtol, rtol, max_rows, work_size, exposure, down, up, evaluations, chords,
-                  node)
+                  node, prune)
 
 
 SCAN, ZERO_LO, ZERO_HI, SOLVE, DONE = 0, 1, 2, 3, 4
@@ -993,7 +1186,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                   table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
                   max_rows: int, work_size: int, exposure: np.ndarray, down: np.ndarray,
                   up: np.ndarray, evaluations: np.ndarray, chords: np.ndarray,
-                  node: np.ndarray) -> None:
+                  node: np.ndarray, prune: bool) -> None:
     """The search as a state machine around one evaluation of f per step: scan (down from
     the index, then up), an exact zero widened by a hair, Brent."""
     n_lv = levels.shape[0]
@@ -1008,6 +1201,11 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
     tmp = np.zeros(16)
     st = np.empty(8)
     cstack = np.empty((2 + 32, 7))
+    pool_x = np.empty(POOL)
+    pool = np.empty((POOL, size, width))
+    bounds = np.empty((2, max(width - 1, 1)))
+    chosen = np.empty(max(width - 1, 1), dtype=np.bool_)
+    n_pool = 0
     for x in range(start, stop):
         job = jobs[x]
         k = job_rows(bk, ctx, job, u, rows)
@@ -1034,6 +1232,11 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
             if reuse:  # the up side starts from f at the index, known
                 f = f0
                 reuse = False
+            elif phase == SOLVE and n_pool > 0:
+                n_pool = _refined(bk, cl, ctx, job, u, s, index0, rows, k, states, work, iwork,
+                                  aux, pool_x, pool, n_pool, bounds, chosen, tmp)
+                f = aux[13]
+                count += 1
             else:
                 f = _evaluate(bk, cl, ctx, job, u, s, j, index0, table, table_row, rows, k,
                               states, work, iwork, aux)
@@ -1069,6 +1272,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                         s = levels[j]
                         continue
                     if zero_here:
+                        n_pool = 0
                         phase = ZERO_LO
                         zero = levels[j]
                         s = zero * (1.0 - ZERO_WIDTH)
@@ -1078,6 +1282,16 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                         lo, hi = (levels[j], levels[j_prev]) if side < 0 else (levels[j_prev],
                                                                                levels[j])
                         f_lo, f_hi = (f, f_prev) if side < 0 else (f_prev, f)
+                        n_pool = 0
+                        if prune and prunes(ctx) and table.shape[0] > 0:  # bracket's states known
+                            for m in range(2):
+                                jj = j if m == 0 else j_prev
+                                pool_x[m] = levels[jj]
+                                for kk in range(k):
+                                    r = table_row[bk.inst[rows[kk]]]
+                                    for w in range(width):
+                                        pool[m, kk, w] = table[r, jj, w]
+                            n_pool = 2
                         st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
                             lo, hi, 0.0, f_lo, f_hi, 0.0, 0.0, 0.0)
                         phase = SOLVE

@@ -362,11 +362,16 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     no_chords = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64))
 
     def run(table: np.ndarray, table_row: np.ndarray, cum: np.ndarray,
-            chords: tuple[np.ndarray, np.ndarray] = no_chords) -> None:
-        in_threads(jobs.size, lambda a, b: lk.search_levels_nb(
-            bk, cl, ctx, jobs, a, b, u, index, levels, j0, table, table_row, cum,
-            XTOL_RELATIVE * index, RTOL, max_rows, work + max_rows, exposure, down, up,
-            evaluations, *chords))
+            chords: tuple[np.ndarray, np.ndarray] = no_chords, threads: bool = True) -> None:
+        def piece(a: int, b: int) -> None:
+            lk.search_levels_nb(bk, cl, ctx, jobs, a, b, u, index, levels, j0, table,
+                                table_row, cum, XTOL_RELATIVE * index, RTOL, max_rows,
+                                work + max_rows, exposure, down, up, evaluations, *chords,
+                                PRUNE)
+        if threads:
+            in_threads(jobs.size, piece)
+        else:
+            piece(0, jobs.size)
 
     if positions > TABLE_SHARING * held.size:
         table = np.empty((held.size, levels.size, width))
@@ -378,7 +383,9 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
         run(table, table_row, cum, _chords(ctx, table, levels, j0))
     elif STATE_CACHE and 0 < held.size <= STATE_TABLES.capacity:
         with STATE_TABLES.family(bk, ctx, held, levels, width, origin) as (table, table_row):
-            run(table, table_row, np.empty((0, levels.size, 2)))
+            # one thread: the search fills the kept table as it reads it, and a row being
+            # written (mark first) must not be read by another thread
+            run(table, table_row, np.empty((0, levels.size, 2)), threads=False)
     else:
         run(np.empty((0, levels.size, width)), np.empty(0, dtype=np.int64),
             np.empty((0, levels.size, 2)))
@@ -387,6 +394,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     return down, up
 
 
+PRUNE = True  # Brent's steps leave out scenarios that cannot be the worst (portfolio model)
 CHORDS = True  # certify blocks of grid levels by chords (portfolio model, shared table)
 
 
