@@ -43,31 +43,31 @@ def test_chord_certificates_find_the_brackets_of_the_scan(monkeypatch: pytest.Mo
 
 
 @njit(cache=False)
-def _certified(bk, ctx, rows, k, table_row, chords, nd, ends):  # type: ignore[no-untyped-def]
-    return lk.chord_certified(bk, ctx, rows, k, table_row, chords, nd, ends)
+def _certified(bk, ctx, rows, k, table_row, chords, nd, ends, pnls):  # type: ignore[no-untyped-def]
+    return lk.chord_certified(bk, ctx, rows, k, table_row, chords, nd, ends, pnls)
 
 
 @njit(cache=False)
 def _dense(bk, cl, ctx, a, u, levels, index0, table, table_row, rows, k, work,  # type: ignore[no-untyped-def]
-           parts):
-    """parts[j] = (f, bound, longs, shorts, haircut, scale, j) at every grid level j."""
+           parts, pnls):
+    """parts[j], pnls[j]: the bound's parts of f at every grid level j (``_bound_parts``)."""
     states = np.empty((max(k, 1), table.shape[2]))
     iwork = np.empty(max(k, 1), dtype=np.int64)
-    aux = np.zeros(16)
+    aux = np.zeros(lk.AUX)
     for j in range(levels.shape[0]):
         f = lk._evaluate(bk, cl, ctx, a, u, levels[j], j, index0, table, table_row, rows, k,
                          states, work, iwork, aux)
-        lk._bound_parts(f, j, aux, parts[j])
+        lk._bound_parts(f, j, aux, work, parts[j], pnls[j])
 
 
 @pytest.mark.parametrize("seed", [21, 22])
-def test_a_certified_block_keeps_the_gap_positive_at_its_levels(seed: int) -> None:
+def test_a_certified_block_keeps_the_sign_of_the_gap_at_its_levels(seed: int) -> None:
     bound = random_level_book(60, seed=seed)
     config = RiskConfig()
     bk, cl, ctx, work_size = vector_levels._portfolio(bound, config, get_model("portfolio"))
     max_rows = vector_levels._max_len(bound)
     j0 = int(np.nonzero(GRID == 1.0)[0][0])
-    certified = 0
+    certified: dict[float, int] = {}
     for u in range(len(bound.underlyings)):
         held = vector_levels._held_by_underlying(bound, None)[u][0]
         if held.size == 0:
@@ -83,21 +83,24 @@ def test_a_certified_block_keeps_the_gap_positive_at_its_levels(seed: int) -> No
         blocks = lk.chord_tree(j0, 0) + lk.chord_tree(j0, levels.size - 1)
         rows = np.empty(max_rows, dtype=np.int64)
         work = np.empty(work_size + max_rows)
-        parts = np.empty((levels.size, 7))
+        parts = np.empty((levels.size, lk.PARTS))
+        pnls = np.empty((levels.size, ctx.moves.size))
         for a in range(bound.account_count):
             k = lk._account_rows(bk, a, u, rows)
-            _dense(bk, cl, ctx, a, u, levels, index, table, table_row, rows, k, work, parts)
+            _dense(bk, cl, ctx, a, u, levels, index, table, table_row, rows, k, work, parts,
+                   pnls)
             f, lower = parts[:, 0], parts[:, 1]
             assert np.all(lower <= f + 1e-9 * parts[:, 5])  # the bound is below the gap
             for near, far in blocks:
                 ends = np.stack([parts[near], parts[far]])
-                if ends[1, 0] <= 0.0 or ends[0, 0] <= 0.0:
-                    continue
-                if _certified(bk, ctx, rows, k, table_row, chords, node[near, far], ends):
-                    certified += 1
+                if _certified(bk, ctx, rows, k, table_row, chords, node[near, far], ends,
+                              np.stack([pnls[near], pnls[far]])):
+                    sign = np.sign(ends[0, 0])
+                    certified[sign] = certified.get(sign, 0) + 1
                     lo, hi = min(near, far), max(near, far)
-                    assert np.all(f[lo:hi + 1] > 0.0), (a, u, near, far)
-    assert certified > 200  # the certificates do pass blocks over
+                    assert np.all(sign * f[lo:hi + 1] > 0.0), (a, u, near, far)
+    assert certified[1.0] > 200  # the certificates do pass blocks over, on both signs
+    assert certified[-1.0] > 20
 
 
 def test_chords_are_not_built_for_negative_scenario_weights() -> None:
@@ -135,7 +138,7 @@ def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type:
     width = ctx.moves.shape[0] + 1
     known = np.empty((max(k, 1), width))
     states = np.empty((max(k, 1), width))
-    tmp = np.zeros(16)
+    tmp = np.zeros(lk.AUX)
     bounds = np.empty((2, width - 1))
     chosen = np.empty(width - 1, dtype=np.bool_)
     n = 0

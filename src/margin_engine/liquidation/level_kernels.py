@@ -49,6 +49,7 @@ def no_refcount(fn: _F) -> _F:
     return compiled
 
 
+AUX = 24  # numbers a gap evaluation leaves for the bounds (``aux``)
 ZERO_WIDTH = 1e-12  # an exact zero on the grid is bracketed by level x (1 -/+ this)
 MAX_ITER = 200
 _SQRT2 = math.sqrt(2.0)
@@ -503,6 +504,7 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
     total = 0.0
     cross = 0.0
     lowest = 0.0  # the exact smallest weighted scenario P&L (no tie rule), for the bound
+    best_u = -1  # u's worst scenario (-1: none)
     for v in range(n_u):
         if v != u:
             level[v] = ctx.level_other[a, v]
@@ -524,6 +526,7 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
                 best = w
                 best_s = j
         lowest = min(lowest, ctx.weights[0] * pnl[0])
+        best_u = best_s
         risk = max(0.0, -best)
         level[v] = risk + (opt_cont + ctx.lin_rate * min(longs, shorts))
         m = ctx.moves[best_s]
@@ -558,6 +561,11 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
     aux[9] = aux[0] + unrealised - aux[1] - ctx.mm_fraction * (bound_initial + aux[3])
     aux[10] = longs
     aux[11] = shorts
+    aux[14] = initial
+    aux[15] = opt_cont
+    aux[16] = best_u
+    aux[17] = total - level[u]
+    aux[18] = others
     return float(aux[0] + unrealised - aux[1] - maintenance)
 
 
@@ -1195,12 +1203,14 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
     rows = np.empty(size, dtype=np.int64)
     states = np.empty((size, width))
     work = np.empty(work_size)
+    work0 = np.empty(work_size)
     iwork = np.empty(size, dtype=np.int64)
-    aux = np.zeros(16)
-    aux0 = np.zeros(16)
-    tmp = np.zeros(16)
+    aux = np.zeros(AUX)
+    aux0 = np.zeros(AUX)
+    tmp = np.zeros(AUX)
     st = np.empty(8)
-    cstack = np.empty((2 + 32, 7))
+    cstack = np.empty((2 + 32, PARTS))
+    cpnls = np.empty((2 + 32, max(width - 1, 1)))
     pool_x = np.empty(POOL)
     pool = np.empty((POOL, size, width))
     bounds = np.empty((2, max(width - 1, 1)))
@@ -1247,12 +1257,14 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                     f0 = f
                     for w in range(aux.shape[0]):
                         aux0[w] = aux[w]
-                    if chords.shape[0] > 0 and f > 0.0:
+                    for w in range(work.shape[0]):
+                        work0[w] = work[w]
+                    if chords.shape[0] > 0 and f != 0.0:
                         # the side's closest bracket by certified blocks (or none)
                         end = 0 if side < 0 else n_lv - 1
                         found, f_prev, f, used = _chord_bracket(
                             bk, cl, ctx, job, u, j0, end, f, levels, index0, table, table_row,
-                            rows, k, states, work, iwork, aux, chords, node, cstack)
+                            rows, k, states, work, iwork, aux, chords, node, cstack, cpnls)
                         count += used
                         if found < 0:
                             chord_none = True
@@ -1349,6 +1361,8 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                 root = math.nan
                 for w in range(aux.shape[0]):
                     aux[w] = aux0[w]
+                for w in range(work.shape[0]):
+                    work[w] = work0[w]
                 j = j0
                 j_prev = j0
                 s = levels[j0]
@@ -1360,36 +1374,44 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
 
 
 # ---------------------------------------------------------------- chord certificates
-# Over a block of grid levels [x, y] the portfolio gap is bounded below by a concave function of
-# the level (the instruments' states replaced by their chords between x and y: collateral,
-# marks, scenario P&L, contingencies and longs/shorts are affine in the level there; u's scan
-# risk max(0, -min_w w_w P_w) is convex, the aggregation bound ``aux[9]`` convex, nondecreasing
-# and 1-Lipschitz in it) minus what the chords miss: the states' largest deviations from their
-# chords at the block's grid levels (``chord_deviations_nb``) weighted by |q|, min(longs,
-# shorts) above its chord, the haircut's change (it grows with the level). A concave function
-# is smallest at an end, so when both ends' bounds exceed the deviation, f > 0 at every grid
-# level of the block: no zero and no sign change, the same brackets as the scan level by
-# level.
+# Over a block of grid levels [x, y] the portfolio gap is bounded by functions of the level
+# built from the chords of its instruments' states between x and y: collateral, marks,
+# scenario P&L, contingencies and longs/shorts are affine in the level there, and what the
+# chords miss is the states' largest deviations from them at the block's levels
+# (``chord_deviations_nb``) weighted by |q|, min(longs, shorts) above its chord, the haircut's
+# and the depeg's changes (both grow with the level).
+# * f > 0 at both ends: u's scan risk max(0, -min_w w_w P_w) is convex in the level, the
+#   aggregation bound (``aux[9]``) convex, nondecreasing and 1-Lipschitz in it, so the lower
+#   bound is concave: smallest at an end.
+# * f < 0 at both ends: u's level is at least -w* P_w* (+ contingencies) for one scenario w*
+#   (the worst at either end), and the IM at least (1 - max offset) x the levels' total and,
+#   when the other underlyings' own terms allow it, u's level - their cross term: affine
+#   lower bounds, so the upper bounds of f are affine: largest at an end.
+# When the bound keeps f's sign at both ends, f has that sign at every grid level of the
+# block: no zero and no sign change, the same brackets as the scan level by level.
+
+PARTS = 14  # [f, lower bound, longs, shorts, haircut, scale, level, IM, option contingency,
+#             depeg, worst scenario, other levels' total, cross, other terms of the quad]
 
 
 def chord_certified(bk: Any, ctx: Any, rows: Any, k: int, table_row: Any, chords: Any,
-                    nd: int, ends: Any) -> bool:
-    """Whether f > 0 at every grid level of block ``nd`` (``ends``: the bound parts at its two
-    ends, rows 0 and 1 of [f, bound, longs, shorts, haircut, scale, level])."""
+                    nd: int, ends: Any, pnls: Any) -> bool:
+    """Whether f keeps the sign it has at both ends at every grid level of block ``nd``
+    (``ends``: the parts of f at its two ends (``PARTS``); ``pnls``: the scenario P&L there)."""
     raise NotImplementedError
 
 
 @overload(chord_certified, jit_options=NO_REFCOUNT)
 def _chord_certified_ov(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any,
-                        nd: Any, ends: Any) -> Any:
+                        nd: Any, ends: Any, pnls: Any) -> Any:
     if _is(ctx, PortfolioCtx):
         def portfolio(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any,
-                      nd: Any, ends: Any) -> bool:
-            return _portfolio_certified(bk, ctx, rows, k, table_row, chords, nd, ends)
+                      nd: Any, ends: Any, pnls: Any) -> bool:
+            return _portfolio_certified(bk, ctx, rows, k, table_row, chords, nd, ends, pnls)
         return portfolio
 
     def none(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any, nd: Any,
-             ends: Any) -> bool:
+             ends: Any, pnls: Any) -> bool:
         return False
     return none
 
@@ -1397,7 +1419,7 @@ def _chord_certified_ov(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, ch
 @no_refcount
 def _portfolio_certified(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
                          table_row: np.ndarray, chords: np.ndarray, nd: int,
-                         ends: np.ndarray) -> bool:
+                         ends: np.ndarray, pnls: np.ndarray) -> bool:
     mm = ctx.mm_fraction
     dev = 0.0
     for kk in range(k):
@@ -1412,13 +1434,34 @@ def _portfolio_certified(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: 
         low_x, low_y = min(longs_x, shorts_x), min(longs_y, shorts_y)
         dev += mm * ctx.lin_rate * max(0.0, longs_x + t * (longs_y - longs_x)
                                        - (low_x + t * (low_y - low_x)))
-    dev += abs(ends[1, 4] - ends[0, 4])
-    scale = max(ends[0, 5], ends[1, 5])
-    return bool(min(ends[0, 1], ends[1, 1]) > dev * (1.0 + SKIP_MARGIN) + SKIP_MARGIN * scale)
+    dev += abs(ends[1, 4] - ends[0, 4]) + mm * abs(ends[1, 9] - ends[0, 9])
+    slack = dev * (1.0 + SKIP_MARGIN) + SKIP_MARGIN * max(ends[0, 5], ends[1, 5])
+    if ends[0, 0] > 0.0 and ends[1, 0] > 0.0:
+        return bool(min(ends[0, 1], ends[1, 1]) > slack)
+    if not (ends[0, 0] < 0.0 and ends[1, 0] < 0.0):
+        return False
+    best = math.inf
+    for side in range(2):
+        w = int(ends[side, 10])
+        if w < 0:
+            continue
+        for form in range(2):
+            if form == 1 and ends[0, 13] < ends[0, 12] * ends[0, 12]:
+                continue  # the IM >= level - cross needs the other terms >= cross^2
+            top = -math.inf
+            for e in range(2):
+                level = (-ctx.weights[w] * pnls[e, w] + ends[e, 8]
+                         + ctx.lin_rate * min(ends[e, 2], ends[e, 3]))
+                low = (1.0 - ctx.max_offset) * (level + ends[e, 11]) if form == 0 else \
+                    level - ends[e, 12]
+                top = max(top, ends[e, 0] + mm * (ends[e, 7] - low))
+            best = min(best, top)
+    return bool(best < -slack)
 
 
 @no_refcount
-def _bound_parts(f: float, level: int, aux: np.ndarray, out: np.ndarray) -> None:
+def _bound_parts(f: float, level: int, aux: np.ndarray, work: np.ndarray, out: np.ndarray,
+                 pnl: np.ndarray) -> None:
     out[0] = f
     out[1] = aux[9]
     out[2] = aux[10]
@@ -1426,6 +1469,15 @@ def _bound_parts(f: float, level: int, aux: np.ndarray, out: np.ndarray) -> None
     out[4] = aux[1]
     out[5] = aux[8]
     out[6] = level
+    out[7] = aux[14]
+    out[8] = aux[15]
+    out[9] = aux[3]
+    out[10] = aux[16]
+    out[11] = aux[17]
+    out[12] = aux[6]
+    out[13] = aux[18]
+    for w in range(min(pnl.shape[0], work.shape[0])):
+        pnl[w] = work[w]
 
 
 @no_refcount
@@ -1433,49 +1485,55 @@ def _chord_bracket(bk: Any, cl: Any, ctx: Any, job: int, u: int, j0: int, end: i
                    levels: np.ndarray, index0: float, table: np.ndarray,
                    table_row: np.ndarray, rows: np.ndarray, k: int, states: np.ndarray,
                    work: np.ndarray, iwork: np.ndarray, aux: np.ndarray, chords: np.ndarray,
-                   node: np.ndarray, stack: np.ndarray) -> tuple[int, float, float, int]:
-    """The closest grid level from j0 towards ``end`` where f (> 0 at j0, ``aux`` its parts
-    there) is zero or has changed sign, as (level, f at the level before it, f there,
-    evaluations); level -1 when there is none. Blocks of the fixed halving tree of [j0, end]
-    (``chord_tree``) are taken nearest first: certified blocks are passed over, the others
-    halved, down to adjacent levels."""
+                   node: np.ndarray, stack: np.ndarray,
+                   pnls: np.ndarray) -> tuple[int, float, float, int]:
+    """The closest grid level from j0 towards ``end`` where f (!= 0 at j0; ``aux`` and
+    ``work``: its parts there) is zero or has changed sign, as (level, f at the level before
+    it, f there, evaluations); level -1 when there is none. Blocks of the fixed halving tree
+    of [j0, end] (``chord_tree``) are taken nearest first: certified blocks are passed over,
+    the others halved, down to adjacent levels."""
     used = 0
     if j0 == end:
         return -1, 0.0, 0.0, used
-    ends = stack[0:2]
-    _bound_parts(f0, j0, aux, ends[0])
+    sign = 1.0 if f0 > 0.0 else -1.0
+    _bound_parts(f0, j0, aux, work, stack[0], pnls[0])
     y = end
     f = _evaluate(bk, cl, ctx, job, u, levels[y], y, index0, table, table_row, rows, k,
                   states, work, iwork, aux)
     used += 1
-    _bound_parts(f, y, aux, ends[1])
+    _bound_parts(f, y, aux, work, stack[1], pnls[1])
     depth = 0
     while True:
-        x = int(ends[0, 6])
-        advance = ends[1, 0] > 0.0 and chord_certified(bk, ctx, rows, k, table_row, chords,
-                                                        node[x, y], ends)
+        x = int(stack[0, 6])
+        advance = sign * stack[1, 0] > 0.0 and chord_certified(
+            bk, ctx, rows, k, table_row, chords, node[x, y], stack[0:2], pnls[0:2])
         if not advance and abs(y - x) == 1:
-            if ends[1, 0] <= 0.0:
-                return y, ends[0, 0], ends[1, 0], used
+            if sign * stack[1, 0] <= 0.0:
+                return y, stack[0, 0], stack[1, 0], used
             advance = True
         if advance:
-            for w in range(7):
-                ends[0, w] = ends[1, w]
+            _move(stack, pnls, 1, 0)
             if depth == 0:
                 return -1, 0.0, 0.0, used
             depth -= 1
-            for w in range(7):
-                ends[1, w] = stack[2 + depth, w]
-            y = int(ends[1, 6])
+            _move(stack, pnls, 2 + depth, 1)
+            y = int(stack[1, 6])
             continue
-        for w in range(7):
-            stack[2 + depth, w] = ends[1, w]
+        _move(stack, pnls, 1, 2 + depth)
         depth += 1
         y = (x + y) // 2
         f = _evaluate(bk, cl, ctx, job, u, levels[y], y, index0, table, table_row, rows, k,
                       states, work, iwork, aux)
         used += 1
-        _bound_parts(f, y, aux, ends[1])
+        _bound_parts(f, y, aux, work, stack[1], pnls[1])
+
+
+@no_refcount
+def _move(stack: np.ndarray, pnls: np.ndarray, source: int, target: int) -> None:
+    for w in range(stack.shape[1]):
+        stack[target, w] = stack[source, w]
+    for w in range(pnls.shape[1]):
+        pnls[target, w] = pnls[source, w]
 
 
 def chord_tree(j0: int, end: int) -> list[tuple[int, int]]:
