@@ -13,13 +13,17 @@ grid of levels (the state of each instrument at each grid level computed once fo
 when the book is large), scanned outward from today's index until the closest sign change on
 each side (an exact zero on the grid is widened by a hair), then scipy's Brent method (the same
 algorithm, compiled) on that bracket with the same tolerances. Stretches of the grid where f
-provably keeps its sign are jumped over (``variation``: an upper bound of how far f can move,
-portfolio model), which finds the same brackets with fewer evaluations. One compiled pass over
-the accounts (slices of them on several threads: the kernels release the GIL); no market is
-rebound.
+provably keeps its sign are jumped over, which finds the same brackets with fewer evaluations:
+with the shared table, blocks of a fixed halving tree of the side certified by bounds built
+from the chords of the instruments' states (``chord_certified``, portfolio model), else
+``variation`` (an upper bound of how far f can move). Brent's steps price only the scenarios
+that can be the worst there (``candidates``, portfolio model): the same f. One compiled pass
+over the accounts (slices of them on several threads: the kernels release the GIL); no market
+is rebound.
 
 Models are told apart by the type of their context (a NamedTuple); ``inst_state``, ``gap_at``,
-``variation`` and ``job_rows`` are dispatched on it at compile time. The functions evaluated per
+``variation``, ``chord_certified``, ``candidates`` and ``job_rows`` are dispatched on it at
+compile time. The functions evaluated per
 level are compiled without reference counting (``no_refcount``): they allocate nothing, and an
 atomic count per array read from a tuple cost more than their arithmetic.
 """
@@ -352,6 +356,26 @@ def _unrealised(b: BookArrays, a: int, s: float, rows: np.ndarray, k: int,
 # ---------------------------------------------------------------- instrument states
 
 
+@no_refcount
+def _option_scenarios(b: BookArrays, ctx: PortfolioCtx, i: int, base: float, out: np.ndarray,
+                      chosen: np.ndarray, only_chosen: bool) -> None:
+    """out = [mark, value change on each scenario] of live option i on the forward ``base``;
+    with ``only_chosen``, the scenarios not chosen are NaN."""
+    strike, years, call = b.strike[i], b.years[i], b.is_call[i]
+    mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
+    out[0] = mark
+    t_days = max(1.0, years * 365.0)
+    power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
+    vol_scale = (ctx.ref_days / t_days) ** power
+    for j in range(ctx.moves.shape[0]):
+        if only_chosen and not chosen[j]:
+            out[1 + j] = math.nan
+            continue
+        shocked = max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * vol_scale))
+        out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years, shocked,
+                                     call) - mark
+
+
 @overload(inst_state, jit_options=NO_REFCOUNT)
 def _inst_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> Any:
     if _is(ctx, PortfolioCtx):
@@ -369,16 +393,7 @@ def _inst_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> A
                 for j in range(n_s):
                     out[1 + j] = base * ctx.lin_moves[j]
                 return
-            strike, years, call = b.strike[i], b.years[i], b.is_call[i]
-            mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
-            out[0] = mark
-            t_days = max(1.0, years * 365.0)
-            power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
-            vol_scale = (ctx.ref_days / t_days) ** power
-            for j in range(n_s):
-                shocked = max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * vol_scale))
-                out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years,
-                                             shocked, call) - mark
+            _option_scenarios(b, ctx, i, base, out, ctx.moves, False)  # every scenario
         return portfolio
     if _is(ctx, SensitivityCtx):
         def sensitivity(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> None:
@@ -1088,25 +1103,10 @@ def _chosen_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any,
     if _is(ctx, PortfolioCtx):
         def portfolio(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any,
                       chosen: Any) -> None:
-            b = bk
-            if not (b.live[i] and b.is_option[i]):
+            if not (bk.live[i] and bk.is_option[i]):
                 inst_state(bk, ctx, i, s, ratio, out)
                 return
-            n_s = ctx.moves.shape[0]
-            base = _base_at(b, i, s, ratio)
-            strike, years, call = b.strike[i], b.years[i], b.is_call[i]
-            mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
-            out[0] = mark
-            t_days = max(1.0, years * 365.0)
-            power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
-            vol_scale = (ctx.ref_days / t_days) ** power
-            for j in range(n_s):
-                if not chosen[j]:
-                    out[1 + j] = math.nan
-                    continue
-                shocked = max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * vol_scale))
-                out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years,
-                                             shocked, call) - mark
+            _option_scenarios(bk, ctx, i, _base_at(bk, i, s, ratio), out, chosen, True)
         return portfolio
 
     def every(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any, chosen: Any) -> None:
