@@ -103,13 +103,15 @@ def test_a_certified_block_keeps_the_sign_of_the_gap_at_its_levels(seed: int) ->
     assert certified[-1.0] > 20
 
 
-def test_chords_are_not_built_for_negative_scenario_weights() -> None:
+def test_no_chords_nor_candidates_with_negative_scenario_weights() -> None:
     bound = random_level_book(10, seed=1)
     _, _, ctx, _ = vector_levels._portfolio(bound, RiskConfig(), get_model("portfolio"))
     table = np.zeros((3, GRID.size, lk.state_width(ctx)))
     assert vector_levels._chords(ctx, table, GRID, 90)[0].shape[0] == 3
     negative = ctx._replace(weights=-ctx.weights)
     assert vector_levels._chords(negative, table, GRID, 90)[0].shape[0] == 0
+    assert vector_levels._weights_not_negative(ctx)  # Brent's steps leave scenarios out
+    assert not vector_levels._weights_not_negative(negative)  # they do not
 
 
 @pytest.mark.parametrize(("seed", "sharing"), [(31, 0.0), (32, 1e9)])

@@ -360,6 +360,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     evaluations = np.zeros(jobs.size, dtype=np.int64)
 
     no_chords = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64))
+    prune = PRUNE and _weights_not_negative(ctx)
 
     def run(table: np.ndarray, table_row: np.ndarray, cum: np.ndarray,
             chords: tuple[np.ndarray, np.ndarray] = no_chords, threads: bool = True) -> None:
@@ -367,7 +368,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
             lk.search_levels_nb(bk, cl, ctx, jobs, a, b, u, index, levels, j0, table,
                                 table_row, cum, XTOL_RELATIVE * index, RTOL, max_rows,
                                 work + max_rows, exposure, down, up, evaluations, *chords,
-                                PRUNE)
+                                prune)
         if threads:
             in_threads(jobs.size, piece)
         else:
@@ -404,7 +405,7 @@ def _chords(ctx: Any, table: np.ndarray, levels: FloatArray, j0: int
     bracket search can visit on either side of j0 (``level_kernels.chord_tree``), and each
     block's number by its two ends (-1: not a block); empty where the model has no chord
     bound (or its scenario weights are not all >= 0, which the bound assumes)."""
-    if not CHORDS or not isinstance(ctx, lk.PortfolioCtx) or np.any(ctx.weights < 0.0):
+    if not CHORDS or not isinstance(ctx, lk.PortfolioCtx) or not _weights_not_negative(ctx):
         return np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64)
     blocks = lk.chord_tree(j0, 0) + lk.chord_tree(j0, levels.size - 1)
     near = np.array([b[0] for b in blocks], dtype=np.int64)
@@ -416,6 +417,13 @@ def _chords(ctx: Any, table: np.ndarray, levels: FloatArray, j0: int
     in_threads(table.shape[0], lambda a, b: lk.chord_deviations_nb(
         table, levels, near, far, a, b, deviations))
     return deviations, node
+
+
+def _weights_not_negative(ctx: Any) -> bool:
+    """Whether the scenario weights (portfolio model) are all >= 0, as the chord and candidate
+    bounds assume (a weighted lower bound stays a lower bound)."""
+    weights = getattr(ctx, "weights", None)
+    return weights is None or not bool(np.any(np.asarray(weights) < 0.0))
 
 
 class StateTables:
