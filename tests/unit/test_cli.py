@@ -123,6 +123,17 @@ def test_bench_json_reports_stages_and_baseline() -> None:
     assert report["baseline"]["speed_ratio"] > 1
 
 
+def test_bench_reports_the_liquidation_search() -> None:
+    args = ["bench", "--accounts", "300", "--positions", "4", "--baseline-positions", "100",
+            "--runs", "1", "--no-files", "--liquidation-prices"]
+    report = json.loads(runner.invoke(app, [*args, "--json"]).stdout)["liquidation"]
+    assert 300 < report["searches"] <= 600  # accounts x the underlyings each is exposed to
+    assert 1.0 < report["evaluations_per_search"] < 40.0
+    assert report["down_found"] + report["up_found"] > 0
+    text = runner.invoke(app, args).stdout
+    assert "liquidation searches / gap evaluations each" in text
+
+
 def test_liquidation_prices_are_opt_in_for_big_books(files: tuple[Path, Path]) -> None:
     from margin_engine.cli.app import _want_liquidation
 

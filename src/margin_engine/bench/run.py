@@ -504,6 +504,8 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row("liquidation prices, both sides (s)", f"{q['seconds']:.3f}")
         table.add_row("liquidation levels found (down / up)",
                       f"{q['down_found']:,} / {q['up_found']:,}")
+        table.add_row("liquidation searches / gap evaluations each",
+                      f"{q['searches']:,} / {q['evaluations_per_search']:.2f}")
     table.add_row("peak RSS (MB)", f"{report['peak_rss_mb']:,.0f}")
     table.add_row("warm-up, not in total (s)", f"{report['warmup_seconds']:.2f}")
     if "load_average" in report:
