@@ -996,12 +996,12 @@ def _evaluate(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, j: int, in
 # ---------------------------------------------------------------- refinement by candidates
 # Brent's steps off the grid re-price u's options on every scenario. Near a point x where all
 # scenario values are known (``pool``: the bracket's grid levels, and the steps evaluated in
-# full), a scenario value moves by at most (|1 + move| + 1) x |change of the option's base| (a
-# Black-76 price moves by at most its forward's change: |delta| <= 1), a linear one by |linear
-# move| x the change; scenarios whose lower bound lies above the smallest upper bound (with a
-# margin far above rounding) cannot be the worst nor tie with it, and are left out (NaN, then
-# ``LEFT_OUT`` in the gap). The worst scenario, hence f, is the same number as the full
-# evaluation's.
+# full), a scenario value moves by at most max(1, 1 + move) x |change of the option's base|
+# (``_option_slope``: (1 + move) x one delta less another, both in [0, 1] or both in [-1, 0]),
+# a linear one by |linear move| x the change; scenarios whose lower bound lies above the
+# smallest upper bound (with a margin far above rounding) cannot be the worst nor tie with it,
+# and are left out (NaN, then ``LEFT_OUT`` in the gap). The worst scenario, hence f, is the
+# same number as the full evaluation's.
 
 LEFT_OUT = 1e300
 CANDIDATE_MARGIN = 1e-9  # relative to the scale of the scenario P&L
@@ -1073,7 +1073,7 @@ def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k:
         for w in range(n_s):
             value = q * known[kk, 1 + w]
             if option:
-                reach = aq * (abs(1.0 + ctx.moves[w]) + 1.0) * moved
+                reach = aq * _option_slope(ctx.moves[w]) * moved
             else:
                 reach = aq * abs(ctx.lin_moves[w]) * moved
             lo[w] += value - reach
@@ -1089,6 +1089,14 @@ def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k:
         if chosen[w]:
             count += 1
     return count
+
+
+@no_refcount
+def _option_slope(move: float) -> float:
+    """Largest |d (V(F (1 + move)) - V(F)) / dF| of a Black-76 price V: (1 + move) x one delta
+    less another, each delta in [0, 1] (calls) or [-1, 0] (puts)."""
+    grown = 1.0 + move
+    return max(1.0, grown) if grown >= 0.0 else 1.0 - grown
 
 
 def chosen_state(bk: Any, ctx: Any, i: int, s: float, ratio: float, out: Any,
