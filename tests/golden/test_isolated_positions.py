@@ -178,6 +178,36 @@ def test_isolated_margin_refusals(tmp_path: Path, positions: list[dict], message
     assert "account 'iso'" in out.stderr
 
 
+def test_a_margin_of_the_whole_stablecoin_balance_is_accepted_below_par(tmp_path: Path) -> None:
+    """120,000 asked on 120,000 USDC with USDC at 0.9995: the margin is posted in USDC, so it
+    is within the balance (before: refused, 120,000 USD > 119,940 USD)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from margin_engine.cli.app import app
+
+    portfolio, market, config = _write(tmp_path, [
+        {"instrument": "BTC-PERP", "size": 20, "entry_price": 60000, "margin": 120000}],
+        collateral=120000)
+    doc = json.loads(market.read_text())
+    doc.setdefault("assets", {})["USDC"] = {"price": 0.9995}
+    market.write_text(json.dumps(doc))
+    out = CliRunner().invoke(app, ["compute", str(portfolio), "--market", str(market),
+                                   "--config", str(config), "--model", "isolated", "--json"])
+    assert out.exit_code == 0, out.output
+    position = json.loads(out.stdout)["accounts"][0]["positions"][0]
+    assert position["margin_held"] == 120000.0
+    (tmp_path / "over").mkdir()
+    over, _, _ = _write(tmp_path / "over", [
+        {"instrument": "BTC-PERP", "size": 20, "entry_price": 60000, "margin": 120001}],
+        collateral=120000)
+    refused = CliRunner().invoke(app, ["compute", str(over), "--market", str(market),
+                                       "--config", str(config), "--model", "isolated"])
+    assert refused.exit_code == 2
+    assert "within the account's collateral value" in refused.stderr
+
+
 def test_bulk_positions_file_takes_margin_and_leverage(tmp_path: Path) -> None:
     from margin_engine.io.bulk import read_bulk_book
 

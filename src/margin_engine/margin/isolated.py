@@ -77,17 +77,36 @@ def asked_margins(bound: BoundBook) -> FloatArray:
 
 
 def check_asked_margins(bound: BoundBook, config: RiskConfig) -> None:
-    """Refuse an account whose asked-for isolated margins exceed its collateral value (input
-    validation; the model itself holds what was asked for)."""
+    """Refuse an account whose asked-for isolated margins exceed its collateral value, its
+    stablecoins counted at face (a margin is posted in them: 120,000 asked on 120,000 USDC is
+    accepted with USDC at 0.9995); input validation, the model itself holds what was asked
+    for."""
     held = asked_margins(bound)
     asked_sum = bound.account_sum(np.where(np.isfinite(held), held, 0.0))
-    pool = bound.collateral_value
+    pool = _value_at_face(bound, config)
     over = np.nonzero((asked_sum > 0.0) & (asked_sum > pool * (1 + 1e-12) + 1e-9))[0]
     if over.size:
         a = int(over[0])
         raise InputError(f"isolated margins within the account's collateral value "
                          f"({pool[a]:,.2f} USD)", field="margin",
                          value=f"{asked_sum[a]:,.2f} USD", account=bound.book.account_ids[a])
+
+
+def _value_at_face(bound: BoundBook, config: RiskConfig) -> FloatArray:
+    """Per account, the collateral value with each stablecoin worth at least 1 USD a unit."""
+    from margin_engine.book.bound import asset_prices
+    from margin_engine.collateral.haircuts import split_collateral_key
+
+    book = bound.book
+    if not book.assets:
+        return bound.collateral_value
+    amounts = np.asarray(book.collateral, dtype=np.float64).reshape(bound.account_count,
+                                                                    len(book.assets))
+    stable = np.array([split_collateral_key(a)[0] in config.haircuts.stablecoins
+                       for a in book.assets])
+    below_par = np.where(stable, np.maximum(0.0, 1.0 - asset_prices(book, bound.market)), 0.0)
+    face: FloatArray = bound.collateral_value + np.maximum(amounts, 0.0) @ below_par
+    return face
 
 
 def isolated_allocation(bound: BoundBook, initial: FloatArray, pool: FloatArray) -> FloatArray:
