@@ -1008,23 +1008,6 @@ CANDIDATE_MARGIN = 1e-9  # relative to the scale of the scenario P&L
 POOL = 6  # fully evaluated points kept per root
 
 
-def prunes(ctx: Any) -> bool:
-    """Whether the model's off-grid evaluation can leave scenarios out."""
-    raise NotImplementedError
-
-
-@overload(prunes)
-def _prunes_ov(ctx: Any) -> Any:
-    if _is(ctx, PortfolioCtx):
-        def yes(ctx: Any) -> bool:
-            return True
-        return yes
-
-    def no(ctx: Any) -> bool:
-        return False
-    return no
-
-
 def candidates(bk: Any, ctx: Any, rows: Any, k: int, s: float, x: float, index0: float,
                known: Any, exposure: float, bounds: Any, chosen: Any) -> int:
     """chosen[w]: whether scenario w can be the worst at s, from the states ``known`` at x;
@@ -1185,7 +1168,8 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
     job holds nothing in u (no row and, when ``exposure`` (accounts x underlyings) is given,
     no coin of u); ``evaluations``: f evaluations per job; ``chords`` and ``node``: the
     chord deviations of the table's instruments (``chord_deviations_nb``; empty: none);
-    ``prune``: Brent's steps leave out the scenarios that cannot be the worst (``_refined``).
+    ``prune``: Brent's steps leave out the scenarios that cannot be the worst (``_refined``;
+    the portfolio model only).
     Releases the GIL: callers run slices of the jobs on several threads."""
     _search_chunk(bk, cl, ctx, jobs, start, stop, u, index0, levels, j0, table, table_row, cum,
                   xtol, rtol, max_rows, work_size, exposure, down, up, evaluations, chords,
@@ -1303,7 +1287,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                                                                                levels[j])
                         f_lo, f_hi = (f, f_prev) if side < 0 else (f_prev, f)
                         n_pool = 0
-                        if prune and prunes(ctx) and table.shape[0] > 0:  # bracket's states known
+                        if prune and table.shape[0] > 0:  # the bracket's states are known
                             for m in range(2):
                                 jj = j if m == 0 else j_prev
                                 pool_x[m] = levels[jj]

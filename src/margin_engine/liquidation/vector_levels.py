@@ -360,7 +360,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     evaluations = np.zeros(jobs.size, dtype=np.int64)
 
     no_chords = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64))
-    prune = PRUNE and _weights_not_negative(ctx)
+    prune = PRUNE and isinstance(ctx, lk.PortfolioCtx) and _weights_not_negative(ctx)
 
     def run(table: np.ndarray, table_row: np.ndarray, cum: np.ndarray,
             chords: tuple[np.ndarray, np.ndarray] = no_chords, threads: bool = True) -> None:
@@ -405,7 +405,7 @@ def _chords(ctx: Any, table: np.ndarray, levels: FloatArray, j0: int
     bracket search can visit on either side of j0 (``level_kernels.chord_tree``), and each
     block's number by its two ends (-1: not a block); empty where the model has no chord
     bound (or its scenario weights are not all >= 0, which the bound assumes)."""
-    if not CHORDS or not isinstance(ctx, lk.PortfolioCtx) or not _weights_not_negative(ctx):
+    if not (CHORDS and isinstance(ctx, lk.PortfolioCtx) and _weights_not_negative(ctx)):
         return np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64)
     blocks = lk.chord_tree(j0, 0) + lk.chord_tree(j0, levels.size - 1)
     near = np.array([b[0] for b in blocks], dtype=np.int64)
@@ -419,11 +419,10 @@ def _chords(ctx: Any, table: np.ndarray, levels: FloatArray, j0: int
     return deviations, node
 
 
-def _weights_not_negative(ctx: Any) -> bool:
-    """Whether the scenario weights (portfolio model) are all >= 0, as the chord and candidate
-    bounds assume (a weighted lower bound stays a lower bound)."""
-    weights = getattr(ctx, "weights", None)
-    return weights is None or not bool(np.any(np.asarray(weights) < 0.0))
+def _weights_not_negative(ctx: lk.PortfolioCtx) -> bool:
+    """Whether the scenario weights are all >= 0, as the chord and candidate bounds assume (a
+    weighted lower bound stays a lower bound)."""
+    return not bool(np.any(ctx.weights < 0.0))
 
 
 class StateTables:
