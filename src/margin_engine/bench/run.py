@@ -49,6 +49,7 @@ from margin_engine.margin.scenarios import value_change_grid
 from margin_engine.market.snapshot import MarketSnapshot
 
 SPOT = {"BTC": 65000.0, "ETH": 2500.0}
+WARM_LIQUIDATION_ACCOUNTS = 2_000  # the liquidation warm-up's book (the shared-table path)
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
@@ -280,7 +281,11 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
         if liquidation:
             from margin_engine.liquidation.price import liquidation_levels
 
-            liquidation_levels(bind_market(small.book, market), "portfolio", config)
+            # enough positions per instrument for the shared state table, as the big book
+            # (64 accounts take the path of the tables kept between calls: other kernels)
+            shared = _book(names, random_book_columns(WARM_LIQUIDATION_ACCOUNTS, positions,
+                                                      names, seed + 2))
+            liquidation_levels(bind_market(shared, market), "portfolio", config)
         warmup = time.perf_counter() - t
     with console.status(f"building a seeded book of {accounts:,} x {positions} positions"):
         columns = random_book_columns(accounts, positions, names, seed)
