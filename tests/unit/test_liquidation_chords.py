@@ -7,6 +7,8 @@ evaluations. The bound itself is checked level by level against the gap."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from numba import njit
@@ -152,7 +154,7 @@ def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type:
             s = x * (1.0 + step)
             lk.collateral_at(cl, a, u, s / index0, tmp)
             count = lk.candidates(bk, ctx, rows, k, s, x, index0, known, tmp[2], bounds,
-                                  chosen)
+                                  chosen, math.nan, known)
             for kk in range(k):
                 lk.inst_state(bk, ctx, bk.inst[rows[kk]], s, s / index0, states[kk])
             pnl = np.zeros(width - 1)
@@ -187,3 +189,70 @@ def test_the_worst_scenario_is_always_a_candidate() -> None:
     counts_all = np.concatenate(counts)
     assert counts_all.min() >= 1
     assert np.median(counts_all) < ctx.moves.size / 2  # most scenarios are left out
+
+
+@njit(cache=False)
+def _worst_between(bk, cl, ctx, a, u, levels, index0, rows, k, out):  # type: ignore[no-untyped-def]
+    """For grid steps [xa, xb] and points s inside them: out = (candidates from the nearer
+    end alone, candidates from both ends' chords, whether the worst scenario of the full
+    evaluation at s is among the latter)."""
+    width = ctx.moves.shape[0] + 1
+    known_a = np.empty((max(k, 1), width))
+    known_b = np.empty((max(k, 1), width))
+    states = np.empty((max(k, 1), width))
+    tmp = np.zeros(lk.AUX)
+    bounds = np.empty((2, width - 1))
+    chosen = np.empty(width - 1, dtype=np.bool_)
+    pnl = np.zeros(width - 1)
+    n = 0
+    for j in range(0, levels.shape[0] - 1, 2):
+        xa, xb = levels[j], levels[j + 1]
+        for kk in range(k):
+            lk.inst_state(bk, ctx, bk.inst[rows[kk]], xa, xa / index0, known_a[kk])
+            lk.inst_state(bk, ctx, bk.inst[rows[kk]], xb, xb / index0, known_b[kk])
+        for t in (1e-9, 0.02, 0.3, 0.5, 0.77, 1.0 - 1e-7):
+            s = xa + t * (xb - xa)
+            lk.collateral_at(cl, a, u, s / index0, tmp)
+            near, near_known, far, far_known = (xa, known_a, xb, known_b) if t < 0.5 else \
+                (xb, known_b, xa, known_a)
+            out[n, 0] = lk.candidates(bk, ctx, rows, k, s, near, index0, near_known, tmp[2],
+                                      bounds, chosen, math.nan, near_known)
+            out[n, 1] = lk.candidates(bk, ctx, rows, k, s, near, index0, near_known, tmp[2],
+                                      bounds, chosen, far, far_known)
+            for kk in range(k):
+                lk.inst_state(bk, ctx, bk.inst[rows[kk]], s, s / index0, states[kk])
+            pnl[:] = 0.0
+            for kk in range(k):
+                for w in range(width - 1):
+                    pnl[w] += bk.q[rows[kk]] * states[kk, 1 + w]
+            for w in range(width - 1):
+                pnl[w] = ctx.weights[w] * (pnl[w] + tmp[2] * ctx.lin_moves[w])
+            out[n, 2] = chosen[np.argmin(pnl)]
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize("seed", [5, 34])
+def test_the_chords_between_two_known_points_keep_the_worst_scenario_and_leave_out_more(
+        seed: int) -> None:
+    """Between two points where every scenario value is known, a scenario value lies within
+    its chord +- (s - xa)(xb - s) / 2 x the bound on its second derivative (Black-76 gammas
+    at most 1 / (sqrt(2 pi) F vol sqrt(T))): the worst scenario stays a candidate, and fewer
+    scenarios are priced than from the nearer point alone."""
+    bound = random_level_book(60, seed=seed)
+    bk, cl, ctx, _ = vector_levels._portfolio(bound, RiskConfig(), get_model("portfolio"))
+    rows = np.empty(vector_levels._max_len(bound), dtype=np.int64)
+    out = np.empty((GRID.size * 6, 3))
+    found = []
+    for u in range(len(bound.underlyings)):
+        index = float(bound.index[u])
+        for a in range(bound.account_count):
+            k = lk._account_rows(bk, a, u, rows)
+            if k == 0:
+                continue
+            n = _worst_between(bk, cl, ctx, a, u, index * GRID, index, rows, k, out)
+            assert np.all(out[:n, 2] == 1.0)
+            found.append(out[:n].copy())
+    every = np.concatenate(found)
+    assert np.all(every[:, 1] <= every[:, 0])  # the chords only narrow the intervals
+    assert every[:, 1].mean() < 0.85 * every[:, 0].mean()

@@ -364,16 +364,28 @@ def _option_scenarios(b: BookArrays, ctx: PortfolioCtx, i: int, base: float, out
     strike, years, call = b.strike[i], b.years[i], b.is_call[i]
     mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
     out[0] = mark
-    t_days = max(1.0, years * 365.0)
-    power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
-    vol_scale = (ctx.ref_days / t_days) ** power
+    vol_scale = _vol_scale(ctx, years)
     for j in range(ctx.moves.shape[0]):
         if only_chosen and not chosen[j]:
             out[1 + j] = math.nan
             continue
-        shocked = max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * vol_scale))
-        out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years, shocked,
-                                     call) - mark
+        out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years,
+                                     _shocked_sigma(ctx, i, j, vol_scale), call) - mark
+
+
+@no_refcount
+def _vol_scale(ctx: PortfolioCtx, years: float) -> float:
+    """(reference days / days to expiry) ** power: how much of a scenario's vol shock an
+    option of this tenor takes."""
+    t_days = max(1.0, years * 365.0)
+    power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
+    return float((ctx.ref_days / t_days) ** power)
+
+
+@no_refcount
+def _shocked_sigma(ctx: PortfolioCtx, i: int, j: int, vol_scale: float) -> float:
+    """Instrument i's vol on scenario j: its scenario vol shocked, floored."""
+    return float(max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * vol_scale)))
 
 
 @overload(inst_state, jit_options=NO_REFCOUNT)
@@ -1009,24 +1021,28 @@ POOL = 6  # fully evaluated points kept per root
 
 
 def candidates(bk: Any, ctx: Any, rows: Any, k: int, s: float, x: float, index0: float,
-               known: Any, exposure: float, bounds: Any, chosen: Any) -> int:
-    """chosen[w]: whether scenario w can be the worst at s, from the states ``known`` at x;
-    returns how many can."""
+               known: Any, exposure: float, bounds: Any, chosen: Any, x2: float,
+               known2: Any) -> int:
+    """chosen[w]: whether scenario w can be the worst at s, from the states ``known`` at x
+    and, when x2 is a number on the other side of s, ``known2`` at x2; returns how many
+    can."""
     raise NotImplementedError
 
 
 @overload(candidates, jit_options=NO_REFCOUNT)
 def _candidates_ov(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any,
-                   known: Any, exposure: Any, bounds: Any, chosen: Any) -> Any:
+                   known: Any, exposure: Any, bounds: Any, chosen: Any, x2: Any,
+                   known2: Any) -> Any:
     if _is(ctx, PortfolioCtx):
         def portfolio(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any,
-                      known: Any, exposure: Any, bounds: Any, chosen: Any) -> int:
+                      known: Any, exposure: Any, bounds: Any, chosen: Any, x2: Any,
+                      known2: Any) -> int:
             return _portfolio_candidates(bk, ctx, rows, k, s, x, index0, known, exposure,
-                                         bounds, chosen)
+                                         bounds, chosen, x2, known2)
         return portfolio
 
     def every(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any, known: Any,
-              exposure: Any, bounds: Any, chosen: Any) -> int:
+              exposure: Any, bounds: Any, chosen: Any, x2: Any, known2: Any) -> int:
         chosen[:] = True
         return int(chosen.shape[0])
     return every
@@ -1035,7 +1051,8 @@ def _candidates_ov(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0:
 @no_refcount
 def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
                           s: float, x: float, index0: float, known: np.ndarray,
-                          exposure: float, bounds: np.ndarray, chosen: np.ndarray) -> int:
+                          exposure: float, bounds: np.ndarray, chosen: np.ndarray,
+                          x2: float, known2: np.ndarray) -> int:
     n_s = ctx.moves.shape[0]
     lo = bounds[0]
     hi = bounds[1]
@@ -1043,25 +1060,49 @@ def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k:
     for w in range(n_s):
         lo[w] = exposure * ctx.lin_moves[w]
         hi[w] = lo[w]
+    chord = (x < s < x2) or (x2 < s < x)  # x2 NaN: no chord
+    xa, xb = min(x, x2), max(x, x2)
+    t = (s - xa) / (xb - xa) if chord else 0.0
     for kk in range(k):
         p = rows[kk]
         i = b.inst[p]
         q = b.q[p]
         aq = abs(q)
-        moved = 0.0
-        if b.live[i]:
-            moved = abs(_base_at(b, i, s, s / index0) - _base_at(b, i, x, x / index0))
+        live = b.live[i]
+        base = _base_at(b, i, s, s / index0) if live else 0.0
+        moved = abs(base - _base_at(b, i, x, x / index0)) if live else 0.0
         option = b.is_option[i]
         scale += aq * (abs(known[kk, 0]) + moved)
+        # the chord's reach: (s - xa)(xb - s) / 2 x a bound on the second derivative
+        bend = math.nan
+        if chord and live and option and b.years[i] > 0.0 and b.sigma[i] > 0.0:
+            bend = _gamma_bound(b, i, s, xa, xb, index0)
+            vol_scale = _vol_scale(ctx, b.years[i])
         for w in range(n_s):
-            value = q * known[kk, 1 + w]
-            if option:
-                reach = aq * _option_slope(ctx.moves[w]) * moved
+            value = known[kk, 1 + w]
+            scale += aq * abs(value)
+            if live and not option:  # a delta-one value change is exact: base x move
+                v_lo = base * ctx.lin_moves[w]
+                v_hi = v_lo
             else:
-                reach = aq * abs(ctx.lin_moves[w]) * moved
-            lo[w] += value - reach
-            hi[w] += value + reach
-            scale += abs(value)
+                reach = _option_slope(ctx.moves[w]) * moved if option else 0.0
+                v_lo = value - reach
+                v_hi = value + reach
+                if not math.isnan(bend) and 1.0 + ctx.moves[w] > 0.0:
+                    shocked = _shocked_sigma(ctx, i, w, vol_scale)
+                    if shocked > 0.0:
+                        a_w = known[kk, 1 + w] if x == xa else known2[kk, 1 + w]
+                        b_w = known2[kk, 1 + w] if x == xa else known[kk, 1 + w]
+                        mid = a_w + t * (b_w - a_w)
+                        dev = bend * ((1.0 + ctx.moves[w]) / shocked + 1.0 / b.sigma[i])
+                        v_lo = max(v_lo, mid - dev)
+                        v_hi = min(v_hi, mid + dev)
+            if q >= 0.0:
+                lo[w] += q * v_lo
+                hi[w] += q * v_hi
+            else:
+                lo[w] += q * v_hi
+                hi[w] += q * v_lo
     ceiling = math.inf
     for w in range(n_s):
         ceiling = min(ceiling, ctx.weights[w] * hi[w])
@@ -1072,6 +1113,18 @@ def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k:
         if chosen[w]:
             count += 1
     return count
+
+
+@no_refcount
+def _gamma_bound(b: BookArrays, i: int, s: float, xa: float, xb: float,
+                 index0: float) -> float:
+    """(s - xa)(xb - s) / 2 x c / (sqrt(2 pi) xa sqrt(T)), for option i whose base is c x
+    level: times (1 + move) / scenario vol + 1 / vol, it bounds how far a scenario value
+    change V(c s (1 + move), vol_w) - V(c s, vol) lies from its chord between xa and xb
+    (|second derivative in s| <= c^2 ((1 + move)^2 Gamma_w + Gamma), a Black-76 gamma at
+    forward F being at most 1 / (sqrt(2 pi) F vol sqrt(T)), F >= c xa (1 + move))."""
+    c = b.base[i] / index0 if b.base_scaled[i] else 1.0
+    return (s - xa) * (xb - s) * 0.5 * c * _INV_SQRT_2PI / (xa * math.sqrt(b.years[i]))
 
 
 @no_refcount
@@ -1118,9 +1171,15 @@ def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: flo
     for m in range(1, n_pool):
         if abs(pool_x[m] - s) < abs(pool_x[nearest] - s):
             nearest = m
+    other = -1  # the nearest on the other side of s
+    for m in range(n_pool):
+        if (pool_x[m] - s) * (pool_x[nearest] - s) < 0.0 and (
+                other < 0 or abs(pool_x[m] - s) < abs(pool_x[other] - s)):
+            other = m
     collateral_at(cl, job, u, ratio, tmp)
     count = candidates(bk, ctx, rows, k, s, pool_x[nearest], index0, pool[nearest], tmp[2],
-                       bounds, chosen)
+                       bounds, chosen, pool_x[other] if other >= 0 else math.nan,
+                       pool[max(other, 0)])
     if 2 * count > chosen.shape[0]:  # too many: evaluate in full and keep it
         aux[13] = _full(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
         slot = n_pool if n_pool < pool_x.shape[0] else _farthest(pool_x, n_pool, s)
