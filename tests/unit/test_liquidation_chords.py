@@ -145,6 +145,7 @@ def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type:
     tmp = np.zeros(lk.AUX)
     bounds = np.empty((2, width - 1))
     chosen = np.empty(width - 1, dtype=np.bool_)
+    sums = np.empty((lk.SUMS, width - 1))
     n = 0
     for j in range(0, levels.shape[0], 7):
         x = levels[j]
@@ -154,7 +155,7 @@ def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type:
             s = x * (1.0 + step)
             lk.collateral_at(cl, a, u, s / index0, tmp)
             count = lk.candidates(bk, ctx, rows, k, s, x, index0, known, tmp[2], bounds,
-                                  chosen, math.nan, known)
+                                  chosen, math.nan, known, sums, np.zeros(3))
             for kk in range(k):
                 lk.inst_state(bk, ctx, bk.inst[rows[kk]], s, s / index0, states[kk])
             pnl = np.zeros(width - 1)
@@ -203,6 +204,7 @@ def _worst_between(bk, cl, ctx, a, u, levels, index0, rows, k, out):  # type: ig
     tmp = np.zeros(lk.AUX)
     bounds = np.empty((2, width - 1))
     chosen = np.empty(width - 1, dtype=np.bool_)
+    sums = np.empty((lk.SUMS, width - 1))
     pnl = np.zeros(width - 1)
     n = 0
     for j in range(0, levels.shape[0] - 1, 2):
@@ -216,9 +218,11 @@ def _worst_between(bk, cl, ctx, a, u, levels, index0, rows, k, out):  # type: ig
             near, near_known, far, far_known = (xa, known_a, xb, known_b) if t < 0.5 else \
                 (xb, known_b, xa, known_a)
             out[n, 0] = lk.candidates(bk, ctx, rows, k, s, near, index0, near_known, tmp[2],
-                                      bounds, chosen, math.nan, near_known)
+                                      bounds, chosen, math.nan, near_known, sums,
+                                      np.zeros(3))
             out[n, 1] = lk.candidates(bk, ctx, rows, k, s, near, index0, near_known, tmp[2],
-                                      bounds, chosen, far, far_known)
+                                      bounds, chosen, far, far_known, sums,
+                                      np.zeros(3))
             for kk in range(k):
                 lk.inst_state(bk, ctx, bk.inst[rows[kk]], s, s / index0, states[kk])
             pnl[:] = 0.0

@@ -1022,87 +1022,74 @@ POOL = 6  # fully evaluated points kept per root
 
 def candidates(bk: Any, ctx: Any, rows: Any, k: int, s: float, x: float, index0: float,
                known: Any, exposure: float, bounds: Any, chosen: Any, x2: float,
-               known2: Any) -> int:
+               known2: Any, sums: Any, key: Any) -> int:
     """chosen[w]: whether scenario w can be the worst at s, from the states ``known`` at x
     and, when x2 is a number on the other side of s, ``known2`` at x2; returns how many
-    can."""
+    can. ``sums``, ``key``: the bound's sums over the positions for these points, kept from
+    one call to the next (key[2] = 0: none kept)."""
     raise NotImplementedError
 
 
 @overload(candidates, jit_options=NO_REFCOUNT)
 def _candidates_ov(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any,
                    known: Any, exposure: Any, bounds: Any, chosen: Any, x2: Any,
-                   known2: Any) -> Any:
+                   known2: Any, sums: Any, key: Any) -> Any:
     if _is(ctx, PortfolioCtx):
         def portfolio(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any,
                       known: Any, exposure: Any, bounds: Any, chosen: Any, x2: Any,
-                      known2: Any) -> int:
+                      known2: Any, sums: Any, key: Any) -> int:
             return _portfolio_candidates(bk, ctx, rows, k, s, x, index0, known, exposure,
-                                         bounds, chosen, x2, known2)
+                                         bounds, chosen, x2, known2, sums, key)
         return portfolio
 
     def every(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any, known: Any,
-              exposure: Any, bounds: Any, chosen: Any, x2: Any, known2: Any) -> int:
+              exposure: Any, bounds: Any, chosen: Any, x2: Any, known2: Any, sums: Any,
+              key: Any) -> int:
         chosen[:] = True
         return int(chosen.shape[0])
     return every
+
+
+SUMS = 6  # rows of ``candidate_sums``
 
 
 @no_refcount
 def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
                           s: float, x: float, index0: float, known: np.ndarray,
                           exposure: float, bounds: np.ndarray, chosen: np.ndarray,
-                          x2: float, known2: np.ndarray) -> int:
+                          x2: float, known2: np.ndarray, sums: np.ndarray,
+                          key: np.ndarray) -> int:
+    """Per scenario w, bounds of the P&L at s: the value at the nearer known point +- the
+    distance x the option slopes (``_option_slope``), and between two known points xa < s <
+    xb also the chord +- (s - xa)(xb - s) / (2 xa) x the curvature sum (``candidate_sums``),
+    the tighter of the two; delta-one positions and the coin exposure exactly."""
     n_s = ctx.moves.shape[0]
+    two = (x < s < x2) or (x2 < s < x)  # x2 NaN: one point only
+    xa, xb = (min(x, x2), max(x, x2)) if two else (x, -1.0)
+    if not (key[2] == 1.0 and key[0] == xa and key[1] == xb):
+        if two and x2 < x:
+            candidate_sums(b, ctx, rows, k, index0, known2, known, True, sums)
+        else:
+            candidate_sums(b, ctx, rows, k, index0, known, known2, two, sums)
+        key[0], key[1], key[2] = xa, xb, 1.0
     lo = bounds[0]
     hi = bounds[1]
-    scale = 1.0
+    near_b = two and abs(s - xb) < abs(s - xa)
+    dist = abs(s - xb) if near_b else abs(s - xa)
+    t = (s - xa) / (xb - xa) if two else 0.0
+    bend = (s - xa) * (xb - s) / (2.0 * xa) if two else 0.0
+    scale = 1.0 + sums[5, 0] + dist * sums[5, 1]
     for w in range(n_s):
-        lo[w] = exposure * ctx.lin_moves[w]
-        hi[w] = lo[w]
-    chord = (x < s < x2) or (x2 < s < x)  # x2 NaN: no chord
-    xa, xb = min(x, x2), max(x, x2)
-    t = (s - xa) / (xb - xa) if chord else 0.0
-    for kk in range(k):
-        p = rows[kk]
-        i = b.inst[p]
-        q = b.q[p]
-        aq = abs(q)
-        live = b.live[i]
-        base = _base_at(b, i, s, s / index0) if live else 0.0
-        moved = abs(base - _base_at(b, i, x, x / index0)) if live else 0.0
-        option = b.is_option[i]
-        scale += aq * (abs(known[kk, 0]) + moved)
-        # the chord's reach: (s - xa)(xb - s) / 2 x a bound on the second derivative
-        bend = math.nan
-        if chord and live and option and b.years[i] > 0.0 and b.sigma[i] > 0.0:
-            bend = _gamma_bound(b, i, s, xa, xb, index0)
-            vol_scale = _vol_scale(ctx, b.years[i])
-        for w in range(n_s):
-            value = known[kk, 1 + w]
-            scale += aq * abs(value)
-            if live and not option:  # a delta-one value change is exact: base x move
-                v_lo = base * ctx.lin_moves[w]
-                v_hi = v_lo
-            else:
-                reach = _option_slope(ctx.moves[w]) * moved if option else 0.0
-                v_lo = value - reach
-                v_hi = value + reach
-                if not math.isnan(bend) and 1.0 + ctx.moves[w] > 0.0:
-                    shocked = _shocked_sigma(ctx, i, w, vol_scale)
-                    if shocked > 0.0:
-                        a_w = known[kk, 1 + w] if x == xa else known2[kk, 1 + w]
-                        b_w = known2[kk, 1 + w] if x == xa else known[kk, 1 + w]
-                        mid = a_w + t * (b_w - a_w)
-                        dev = bend * ((1.0 + ctx.moves[w]) / shocked + 1.0 / b.sigma[i])
-                        v_lo = max(v_lo, mid - dev)
-                        v_hi = min(v_hi, mid + dev)
-            if q >= 0.0:
-                lo[w] += q * v_lo
-                hi[w] += q * v_hi
-            else:
-                lo[w] += q * v_hi
-                hi[w] += q * v_lo
+        near = sums[0, w] + sums[1, w] if near_b else sums[0, w]
+        lo[w] = near - dist * sums[3, w]
+        hi[w] = near + dist * sums[3, w]
+        if two and sums[2, w] < math.inf:
+            chord = sums[0, w] + t * sums[1, w]
+            lo[w] = max(lo[w], chord - bend * sums[2, w])
+            hi[w] = min(hi[w], chord + bend * sums[2, w])
+        linear = s * sums[4, w] + exposure * ctx.lin_moves[w]
+        lo[w] += linear
+        hi[w] += linear
     ceiling = math.inf
     for w in range(n_s):
         ceiling = min(ceiling, ctx.weights[w] * hi[w])
@@ -1116,15 +1103,56 @@ def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k:
 
 
 @no_refcount
-def _gamma_bound(b: BookArrays, i: int, s: float, xa: float, xb: float,
-                 index0: float) -> float:
-    """(s - xa)(xb - s) / 2 x c / (sqrt(2 pi) xa sqrt(T)), for option i whose base is c x
-    level: times (1 + move) / scenario vol + 1 / vol, it bounds how far a scenario value
-    change V(c s (1 + move), vol_w) - V(c s, vol) lies from its chord between xa and xb
-    (|second derivative in s| <= c^2 ((1 + move)^2 Gamma_w + Gamma), a Black-76 gamma at
-    forward F being at most 1 / (sqrt(2 pi) F vol sqrt(T)), F >= c xa (1 + move))."""
-    c = b.base[i] / index0 if b.base_scaled[i] else 1.0
-    return (s - xa) * (xb - s) * 0.5 * c * _INV_SQRT_2PI / (xa * math.sqrt(b.years[i]))
+def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int, index0: float,
+                   known_a: np.ndarray, known_b: np.ndarray, two: bool,
+                   sums: np.ndarray) -> None:
+    """Sums over the positions for scenario values V_w known at xa (and at xb > xa with
+    ``two``), c being d base / d level:
+    0: sum q V_w(xa) over options and settled positions; 1: sum q (V_w(xb) - V_w(xa));
+    2: sum over options of |q| c / sqrt(2 pi T) x ((1 + move) / scenario vol + 1 / vol)
+    (inf when one has no such bound: at or past expiry, a zero vol, a move of -100 %), which
+    x (s - xa)(xb - s) / (2 xa) bounds the distance of sum q V_w(s) from its chord (|d2 V_w /
+    ds2| <= c^2 ((1 + move)^2 Gamma_w + Gamma), a Black-76 gamma at forward F being at most
+    1 / (sqrt(2 pi) F vol sqrt T), F >= c xa (1 + move));
+    3: sum over options of |q| c x ``_option_slope`` (the P&L's slope in the level);
+    4: sum over live delta-one positions of q c x linear move (exact: base x move);
+    5: [sum |q| (|mark| + sum_w |V_w|) at xa, sum |q| c] (the P&L's scale)."""
+    n_s = ctx.moves.shape[0]
+    for r in range(SUMS):
+        for w in range(n_s):
+            sums[r, w] = 0.0
+    for kk in range(k):
+        p = rows[kk]
+        i = b.inst[p]
+        q = b.q[p]
+        aq = abs(q)
+        live = b.live[i]
+        c = (b.base[i] / index0 if b.base_scaled[i] else 1.0) if live else 0.0
+        sums[5, 0] += aq * abs(known_a[kk, 0])
+        sums[5, 1] += aq * c
+        if live and not b.is_option[i]:
+            for w in range(n_s):
+                sums[4, w] += q * c * ctx.lin_moves[w]
+                sums[5, 0] += aq * abs(known_a[kk, 1 + w])
+            continue
+        curved = live and b.years[i] > 0.0 and b.sigma[i] > 0.0
+        root = _INV_SQRT_2PI / math.sqrt(b.years[i]) if curved else 0.0
+        vol_scale = _vol_scale(ctx, b.years[i]) if curved else 0.0
+        for w in range(n_s):
+            value = known_a[kk, 1 + w]
+            sums[0, w] += q * value
+            sums[5, 0] += aq * abs(value)
+            if two:
+                sums[1, w] += q * (known_b[kk, 1 + w] - value)
+            if not live:
+                continue  # a settled position's value change: 0 at every level
+            sums[3, w] += aq * c * _option_slope(ctx.moves[w])
+            grown = 1.0 + ctx.moves[w]
+            shocked = _shocked_sigma(ctx, i, w, vol_scale) if curved else 0.0
+            if curved and grown > 0.0 and shocked > 0.0:
+                sums[2, w] += aq * c * root * (grown / shocked + 1.0 / b.sigma[i])
+            else:
+                sums[2, w] = math.inf
 
 
 @no_refcount
@@ -1162,10 +1190,12 @@ def _chosen_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any,
 def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: float,
              rows: np.ndarray, k: int, states: np.ndarray, work: np.ndarray,
              iwork: np.ndarray, aux: np.ndarray, pool_x: np.ndarray, pool: np.ndarray,
-             n_pool: int, bounds: np.ndarray, chosen: np.ndarray, tmp: np.ndarray) -> int:
+             n_pool: int, bounds: np.ndarray, chosen: np.ndarray, tmp: np.ndarray,
+             sums: np.ndarray, key: np.ndarray) -> int:
     """f at the off-grid level s into aux[13] (its states in ``states``), the scenarios that
-    cannot be the worst left out when the closest fully known point of ``pool`` allows it;
-    returns the pool's new size (a full evaluation is added to it)."""
+    cannot be the worst left out when the closest fully known points of ``pool`` allow it
+    (``sums``, ``key``: see ``candidates``); returns the pool's new size (a full evaluation
+    is added to it)."""
     ratio = s / index0
     nearest = 0
     for m in range(1, n_pool):
@@ -1179,7 +1209,7 @@ def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: flo
     collateral_at(cl, job, u, ratio, tmp)
     count = candidates(bk, ctx, rows, k, s, pool_x[nearest], index0, pool[nearest], tmp[2],
                        bounds, chosen, pool_x[other] if other >= 0 else math.nan,
-                       pool[max(other, 0)])
+                       pool[max(other, 0)], sums, key)
     if 2 * count > chosen.shape[0]:  # too many: evaluate in full and keep it
         aux[13] = _full(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
         slot = n_pool if n_pool < pool_x.shape[0] else _farthest(pool_x, n_pool, s)
@@ -1266,6 +1296,8 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
     pool = np.empty((POOL, size, width))
     bounds = np.empty((2, max(width - 1, 1)))
     chosen = np.empty(max(width - 1, 1), dtype=np.bool_)
+    sums = np.empty((SUMS, max(width - 1, 1)))
+    key = np.zeros(3)
     n_pool = 0
     for x in range(start, stop):
         job = jobs[x]
@@ -1295,7 +1327,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                 reuse = False
             elif phase == SOLVE and n_pool > 0:
                 n_pool = _refined(bk, cl, ctx, job, u, s, index0, rows, k, states, work, iwork,
-                                  aux, pool_x, pool, n_pool, bounds, chosen, tmp)
+                                  aux, pool_x, pool, n_pool, bounds, chosen, tmp, sums, key)
                 f = aux[13]
                 count += 1
             else:
@@ -1346,6 +1378,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                                                                                levels[j])
                         f_lo, f_hi = (f, f_prev) if side < 0 else (f_prev, f)
                         n_pool = 0
+                        key[2] = 0.0  # another root: the candidates' sums are not these
                         if prune and table.shape[0] > 0:  # the bracket's states are known
                             for m in range(2):
                                 jj = j if m == 0 else j_prev
