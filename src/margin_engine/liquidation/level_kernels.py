@@ -123,6 +123,7 @@ class PortfolioCtx(NamedTuple):
     w_max: float  # largest scenario weight
     lin_max: float  # largest |linear move|
     factor: float  # max(1, largest 1 + move) + 1: bound factor of an option's scenario values
+    vol_scale: np.ndarray  # per instrument: the share of the vol shocks its tenor takes
 
 
 class Charges(NamedTuple):
@@ -364,7 +365,7 @@ def _option_scenarios(b: BookArrays, ctx: PortfolioCtx, i: int, base: float, out
     strike, years, call = b.strike[i], b.years[i], b.is_call[i]
     mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
     out[0] = mark
-    vol_scale = _vol_scale(ctx, years)
+    vol_scale = ctx.vol_scale[i]
     for j in range(ctx.moves.shape[0]):
         if only_chosen and not chosen[j]:
             out[1 + j] = math.nan
@@ -373,13 +374,18 @@ def _option_scenarios(b: BookArrays, ctx: PortfolioCtx, i: int, base: float, out
                                      _shocked_sigma(ctx, i, j, vol_scale), call) - mark
 
 
-@no_refcount
-def _vol_scale(ctx: PortfolioCtx, years: float) -> float:
-    """(reference days / days to expiry) ** power: how much of a scenario's vol shock an
-    option of this tenor takes."""
-    t_days = max(1.0, years * 365.0)
-    power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
-    return float((ctx.ref_days / t_days) ** power)
+@njit(cache=True)
+def vol_scales_nb(years: np.ndarray, ref_days: float, p_short: float,
+                  p_long: float) -> np.ndarray:
+    """Per instrument, (reference days / days to expiry) ** power: how much of a scenario's
+    vol shock an option of this tenor takes (days at least 1; the short power below the
+    reference tenor, the long one from it)."""
+    out = np.empty(years.shape[0])
+    for i in range(years.shape[0]):
+        t_days = max(1.0, years[i] * 365.0)
+        power = p_short if t_days < ref_days else p_long
+        out[i] = (ref_days / t_days) ** power
+    return out
 
 
 @no_refcount
@@ -1137,7 +1143,7 @@ def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int, i
             continue
         curved = live and b.years[i] > 0.0 and b.sigma[i] > 0.0
         root = _INV_SQRT_2PI / math.sqrt(b.years[i]) if curved else 0.0
-        vol_scale = _vol_scale(ctx, b.years[i]) if curved else 0.0
+        vol_scale = ctx.vol_scale[i]
         for w in range(n_s):
             value = known_a[kk, 1 + w]
             sums[0, w] += q * value

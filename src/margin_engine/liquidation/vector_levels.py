@@ -198,7 +198,10 @@ def _portfolio_template(bound: BoundBook, config: RiskConfig
         max_offset=float(cfg.max_cross_offset), mm_fraction=float(cfg.maintenance_fraction),
         tie=float(_tie()), w_max=max(0.0, float(columns.weights.max(initial=0.0))),
         lin_max=float(np.abs(columns.linear).max(initial=0.0)),
-        factor=max(1.0, float((1.0 + columns.moves).max(initial=1.0))) + 1.0)
+        factor=max(1.0, float((1.0 + columns.moves).max(initial=1.0))) + 1.0,
+        vol_scale=lk.vol_scales_nb(_f(bound.years), float(cfg.vol_shock_reference_days),
+                                   float(cfg.vol_shock_power_short),
+                                   float(cfg.vol_shock_power_long)))
     return ctx, coins_of(bound) | frozenset(config.haircuts.stablecoins)
 
 
