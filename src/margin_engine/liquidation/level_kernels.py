@@ -124,6 +124,9 @@ class PortfolioCtx(NamedTuple):
     lin_max: float  # largest |linear move|
     factor: float  # max(1, largest 1 + move) + 1: bound factor of an option's scenario values
     vol_scale: np.ndarray  # per instrument: the share of the vol shocks its tenor takes
+    slope: np.ndarray  # per scenario: ``_option_slope`` of its move
+    curvature: np.ndarray  # instruments x scenarios: see ``curvatures_nb``
+    dbase: np.ndarray  # per instrument: d base / d level of its underlying (0 when settled)
 
 
 class Charges(NamedTuple):
@@ -1074,9 +1077,9 @@ def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k:
     xa, xb = (min(x, x2), max(x, x2)) if two else (x, -1.0)
     if not (key[2] == 1.0 and key[0] == xa and key[1] == xb):
         if two and x2 < x:
-            candidate_sums(b, ctx, rows, k, index0, known2, known, True, sums)
+            candidate_sums(b, ctx, rows, k, known2, known, True, sums)
         else:
-            candidate_sums(b, ctx, rows, k, index0, known, known2, two, sums)
+            candidate_sums(b, ctx, rows, k, known, known2, two, sums)
         key[0], key[1], key[2] = xa, xb, 1.0
     lo = bounds[0]
     hi = bounds[1]
@@ -1109,20 +1112,16 @@ def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k:
 
 
 @no_refcount
-def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int, index0: float,
+def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
                    known_a: np.ndarray, known_b: np.ndarray, two: bool,
                    sums: np.ndarray) -> None:
     """Sums over the positions for scenario values V_w known at xa (and at xb > xa with
-    ``two``), c being d base / d level:
+    ``two``), c being d base / d level (``ctx.dbase``):
     0: sum q V_w(xa) over options and settled positions; 1: sum q (V_w(xb) - V_w(xa));
-    2: sum over options of |q| c / sqrt(2 pi T) x ((1 + move) / scenario vol + 1 / vol)
-    (inf when one has no such bound: at or past expiry, a zero vol, a move of -100 %), which
-    x (s - xa)(xb - s) / (2 xa) bounds the distance of sum q V_w(s) from its chord (|d2 V_w /
-    ds2| <= c^2 ((1 + move)^2 Gamma_w + Gamma), a Black-76 gamma at forward F being at most
-    1 / (sqrt(2 pi) F vol sqrt T), F >= c xa (1 + move));
-    3: sum over options of |q| c x ``_option_slope`` (the P&L's slope in the level);
-    4: sum over live delta-one positions of q c x linear move (exact: base x move);
-    5: [sum |q| (|mark| + sum_w |V_w|) at xa, sum |q| c] (the P&L's scale)."""
+    2: sum |q| x ``ctx.curvature`` (x (s - xa)(xb - s) / (2 xa): how far sum q V_w(s) can lie
+    from its chord); 3: sum over live options of |q| c x ``_option_slope`` (the P&L's slope
+    in the level); 4: sum over live delta-one positions of q c x linear move (exact: base x
+    move); 5: [sum |q| (|mark| + sum_w |V_w|) at xa, sum |q| c] (the P&L's scale)."""
     n_s = ctx.moves.shape[0]
     for r in range(SUMS):
         for w in range(n_s):
@@ -1133,7 +1132,7 @@ def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int, i
         q = b.q[p]
         aq = abs(q)
         live = b.live[i]
-        c = (b.base[i] / index0 if b.base_scaled[i] else 1.0) if live else 0.0
+        c = ctx.dbase[i]
         sums[5, 0] += aq * abs(known_a[kk, 0])
         sums[5, 1] += aq * c
         if live and not b.is_option[i]:
@@ -1141,24 +1140,51 @@ def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int, i
                 sums[4, w] += q * c * ctx.lin_moves[w]
                 sums[5, 0] += aq * abs(known_a[kk, 1 + w])
             continue
-        curved = live and b.years[i] > 0.0 and b.sigma[i] > 0.0
-        root = _INV_SQRT_2PI / math.sqrt(b.years[i]) if curved else 0.0
-        vol_scale = ctx.vol_scale[i]
         for w in range(n_s):
             value = known_a[kk, 1 + w]
             sums[0, w] += q * value
             sums[5, 0] += aq * abs(value)
             if two:
                 sums[1, w] += q * (known_b[kk, 1 + w] - value)
-            if not live:
-                continue  # a settled position's value change: 0 at every level
-            sums[3, w] += aq * c * _option_slope(ctx.moves[w])
+            if live:  # a settled position's value change is 0 at every level
+                sums[2, w] += aq * ctx.curvature[i, w]
+                sums[3, w] += aq * c * ctx.slope[w]
+
+
+@njit(cache=True)
+def candidate_constants_nb(bk: Any, ctx: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(slope, curvature, dbase) of ``PortfolioCtx``: per scenario ``_option_slope`` of its
+    move; instruments x scenarios, for a live option c / sqrt(2 pi T) x ((1 + move) /
+    scenario vol + 1 / vol), which x (s - xa)(xb - s) / (2 xa) bounds how far its scenario
+    value change lies from its chord between levels xa < s < xb (|d2 / ds2| <= c^2 ((1 +
+    move)^2 Gamma_w + Gamma), a Black-76 gamma at forward F being at most 1 / (sqrt(2 pi) F vol
+    sqrt T), F >= c xa (1 + move)), inf when it has no such bound (at or past expiry, a zero
+    vol, a move of -100 % or more), 0 for the other instruments; per instrument c = d base / d
+    level: base / index for a mark that moves with the index, 1 for the index itself, 0 when
+    settled."""
+    n_s = ctx.moves.shape[0]
+    n_i = bk.live.shape[0]
+    slope = np.empty(n_s)
+    for w in range(n_s):
+        slope[w] = _option_slope(ctx.moves[w])
+    dbase = np.zeros(n_i)
+    curvature = np.zeros((n_i, n_s))
+    for i in range(n_i):
+        if not bk.live[i]:
+            continue
+        dbase[i] = bk.base[i] / bk.und_index[bk.und[i]] if bk.base_scaled[i] else 1.0
+        if not bk.is_option[i]:
+            continue
+        curved = bk.years[i] > 0.0 and bk.sigma[i] > 0.0
+        for w in range(n_s):
             grown = 1.0 + ctx.moves[w]
-            shocked = _shocked_sigma(ctx, i, w, vol_scale) if curved else 0.0
+            shocked = _shocked_sigma(ctx, i, w, ctx.vol_scale[i]) if curved else 0.0
             if curved and grown > 0.0 and shocked > 0.0:
-                sums[2, w] += aq * c * root * (grown / shocked + 1.0 / b.sigma[i])
+                curvature[i, w] = (dbase[i] * _INV_SQRT_2PI / math.sqrt(bk.years[i])
+                                   * (grown / shocked + 1.0 / bk.sigma[i]))
             else:
-                sums[2, w] = math.inf
+                curvature[i, w] = math.inf
+    return slope, curvature, dbase
 
 
 @no_refcount
