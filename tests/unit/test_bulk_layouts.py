@@ -26,6 +26,7 @@ from margin_engine.book.columnar import (
 from margin_engine.core.errors import InputError
 from margin_engine.demo.market import demo_market_document
 from margin_engine.domain.instruments import parse_shorthand
+from margin_engine.io import bulk
 from margin_engine.io.bulk import read_bulk_book
 from margin_engine.io.market_file import parse_market
 from margin_engine.margin.tick import TickBook, bind_tick, tick_margins
@@ -114,8 +115,14 @@ def test_bench_layout_has_row_groups_with_dictionaries_of_their_own(tmp_path: Pa
     assert_same_result(margins(loaded), margins(book))
 
 
+@pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("layout", ["previous", "text", "csv", "bench-lz4", "one-group"])
-def test_every_layout_gives_the_same_book_and_margins(tmp_path: Path, layout: str) -> None:
+def test_every_layout_gives_the_same_book_and_margins(tmp_path: Path, layout: str,
+                                                      threaded: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``threaded``: the dictionary codes mapped on several threads, as for a big file."""
+    if threaded:
+        monkeypatch.setattr(bulk, "THREADED_ROWS", 0)
     book = seeded_book()
     bench = read_bulk_book(*write_book_files(book, tmp_path, accounts_per_group=64))
     folder = tmp_path / layout
@@ -229,3 +236,56 @@ def test_ids_with_leading_spaces_or_other_scripts_are_kept_as_written(tmp_path: 
                          " a1,BTC-PERP,1,50000\n\u00e9t\u00e9,ETH-PERP,2,2000\n")
     book = read_bulk_book(positions)
     assert book.account_ids == (" a1", "\u00e9t\u00e9")
+
+
+def test_the_row_checks_in_pieces_report_each_checks_first_row() -> None:
+    """The rows are checked in parallel pieces; each check still names its first failing row
+    (a straight scan of the same rows is the reference), whichever piece it lies in."""
+    from margin_engine.io.row_checks import CHECKS, PIECE, first_bad_rows_nb
+
+    n = 3 * PIECE + 17
+    rng = np.random.default_rng(4)
+    size = rng.normal(size=n)
+    entry = rng.uniform(1.0, 2.0, size=n)
+    inst = rng.integers(0, 3, size=n).astype(np.int32)
+    is_option = np.array([False, True, False])
+    margin = np.full(n, np.nan)
+    size[[PIECE + 5, 2 * PIECE + 1, 3 * PIECE + 3]] = np.nan  # check 0 in pieces 1, 2, 3
+    entry[[3 * PIECE + 16, 2 * PIECE - 1]] = 1e300  # check 3 at the end of piece 1 and in 3
+    margin[[0, PIECE]] = -1.0  # check 5 on the very first row
+    first = first_bad_rows_nb(size, entry, margin, np.zeros(0), inst, is_option, 1e15)
+    want = np.full(CHECKS, -1)
+    for k, bad in ((0, ~np.isfinite(size)), (3, entry > 1e15), (5, margin < 0.0)):
+        want[k] = np.nonzero(bad)[0][0]
+    assert first.tolist() == want.tolist()
+    assert first.tolist()[:4] == [PIECE + 5, -1, -1, 2 * PIECE - 1]
+    one = first_bad_rows_nb(size[:1], entry[:1], margin[:1], np.zeros(0), inst[:1], is_option,
+                            1e15)
+    assert one[5] == 0
+    assert one[0] == -1
+    empty = first_bad_rows_nb(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0),
+                              np.zeros(0, np.int32), is_option, 1e15)
+    assert empty.tolist() == [-1] * CHECKS
+
+
+def test_a_bad_positions_file_is_reported_before_a_bad_accounts_file(tmp_path: Path) -> None:
+    """The accounts file is read alongside the positions; the positions' error still comes
+    first, and an accounts error alone is reported as before."""
+    book = seeded_book(accounts=20)
+    positions, accounts = write_book_files(book, tmp_path, accounts_per_group=6)
+    table = pq.read_table(accounts)
+    ids = table.column("account").to_pylist()
+    ids[7] = ids[2]
+    repeated = tmp_path / "repeated.parquet"
+    pq.write_table(table.set_column(0, "account", pa.array(ids)), repeated)
+    text = text_positions(book).drop_columns(["note"])
+    values = text.column("size").to_numpy().copy()
+    values[5] = np.nan
+    sizes = tmp_path / "sizes.parquet"
+    pq.write_table(text.set_column(text.schema.get_field_index("size"), "size",
+                                   pa.array(values)), sizes)
+    with pytest.raises(InputError, match=r"size \(row 6\)"):
+        read_bulk_book(sizes, repeated)
+    with pytest.raises(InputError, match="a unique account id per row"):
+        read_bulk_book(positions, repeated)
+    assert read_bulk_book(positions, accounts).account_ids == book.account_ids

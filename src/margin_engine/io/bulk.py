@@ -23,6 +23,7 @@ from numba import njit
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, TextColumn, book_from_columns
 from margin_engine.core.errors import InputError
 from margin_engine.core.numbers import MAX_MAGNITUDE, PLAIN_NOTATION, PLAIN_NUMBER
+from margin_engine.core.threads import in_threads
 from margin_engine.domain.instruments import Instrument, MarginMode
 from margin_engine.io.portfolio_file import resolve_instrument_name
 
@@ -180,16 +181,27 @@ def _dictionary_codes(column: Any, distinct: bool, dtype: type[np.signedinteger[
         if len(encoded.dictionary) < len(values):  # else the merge is the identity
             mapping = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=dtype)
             values = encoded.dictionary
-    codes = np.empty(sum(len(p) for p in parts), dtype=dtype)
-    used = np.zeros(len(values), dtype=np.bool_)
-    start = 0
-    for part, base in zip(parts, bases, strict=True):  # chunk by chunk: no concatenated copy
-        _mapped_codes_nb(part, base, mapping, codes[start:start + len(part)], used)
-        start += len(part)
+    starts = np.concatenate(([0], np.cumsum([len(p) for p in parts], dtype=np.int64)))
+    codes = np.empty(int(starts[-1]), dtype=dtype)
+    used_by: dict[int, np.ndarray] = {}
+
+    def mapped(first: int, last: int) -> None:  # chunk by chunk: no concatenated copy
+        used_by[first] = used = np.zeros(len(values), dtype=np.bool_)
+        for c in range(first, last):
+            _mapped_codes_nb(parts[c], bases[c], mapping, codes[starts[c]:starts[c + 1]], used)
+
+    # a few chunks a thread when the rows are many (each thread marks the codes it gives)
+    in_threads(len(parts), mapped, pieces_per_thread=1,
+               least=2 if codes.size >= THREADED_ROWS else len(parts) + 1)
+    used = np.logical_or.reduce(list(used_by.values())) if used_by else \
+        np.zeros(len(values), dtype=np.bool_)
     return values, codes, used
 
 
-@njit(cache=True)
+THREADED_ROWS = 1_000_000  # rows from which the codes are mapped on several threads
+
+
+@njit(cache=True, nogil=True)
 def _mapped_codes_nb(indices: np.ndarray, base: int, mapping: np.ndarray, codes: np.ndarray,
                      used: np.ndarray) -> None:
     """``codes[r] = mapping[base + indices[r]]`` of the rows of one chunk; ``used`` set for
@@ -221,7 +233,7 @@ def _repeats_text(text: Any) -> bool:
     return bool(_repeats_text_nb(*_text_buffers(text)))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _repeats_text_nb(offsets: np.ndarray, data: np.ndarray) -> bool:
     n = offsets.shape[0] - 1
     hashes = np.empty(n, dtype=np.uint64)
@@ -295,7 +307,7 @@ def _blank(values: Any) -> np.ndarray:
     return np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _printable_starts_nb(offsets: np.ndarray, data: np.ndarray) -> bool:
     """Whether every value starts with a visible ASCII character (so none is blank)."""
     for r in range(offsets.shape[0] - 1):
@@ -338,8 +350,23 @@ def read_bulk_book(
     default_mode: MarginMode = MarginMode.PORTFOLIO,
 ) -> ColumnarBook:
     """The book of a positions file (and its accounts file); its account ids are a
-    ``TextColumn`` (Arrow text, Python strings only once a caller reads them)."""
-    positions_path = Path(positions_path)
+    ``TextColumn`` (Arrow text, Python strings only once a caller reads them). The accounts
+    file is read on a second thread while the positions are decoded (the decoding kernels
+    release the GIL); a bad positions file is reported before a bad accounts file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        accounts = None if accounts_path is None else \
+            pool.submit(_read_accounts, Path(accounts_path))
+        return _read_positions(Path(positions_path), accounts, accounts_path, declared,
+                               default_mode)
+
+
+def _read_positions(positions_path: Path, accounts: Any, accounts_path: str | Path | None,
+                    declared: Mapping[str, Instrument] | None,
+                    default_mode: MarginMode) -> ColumnarBook:
+    """``read_bulk_book`` with the accounts file's reading (``_read_accounts``) under way as
+    the future ``accounts`` (None: no accounts file)."""
     source = str(positions_path)
     table = _read_table(positions_path, REQUIRED + OPTIONAL)
     names, inst_codes = _strings(table, "instrument", source, dtype=np.int32)
@@ -365,14 +392,14 @@ def read_bulk_book(
                              value=name) from None
     is_option = np.array([i.is_option for i in instruments], dtype=bool)
     _check_rows(size, entry, margin, leverage, is_option, inst_codes, source, account_of)
-    if accounts_path is None:
+    if accounts is None:
         account_ids = TextColumn(account_values)
         mode = np.full(len(account_ids), MODE_CODES[default_mode], dtype=np.int32)
         assets: list[str] = []
         collateral = np.zeros((len(account_ids), 0))
         position_account = account_codes
     else:
-        account_ids, mode, assets, collateral, id_values = _read_accounts(Path(accounts_path))
+        account_ids, mode, assets, collateral, id_values = accounts.result()
         rows = _account_rows(account_values, id_values, source, str(accounts_path))
         position_account = account_codes if rows is None else rows[account_codes]
     if not len(account_ids):

@@ -16,22 +16,45 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from margin_engine.core.types import FloatArray, IntArray
 
 CHECKS = 8
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def first_bad_rows_nb(size: FloatArray, entry: FloatArray, margin: FloatArray,
                       leverage: FloatArray, inst: np.ndarray, inst_is_option: np.ndarray,
                       max_magnitude: float) -> IntArray:
-    """``first[k]`` of every check (``margin``/``leverage``: empty when the column is absent)."""
+    """``first[k]`` of every check (``margin``/``leverage``: empty when the column is absent),
+    the rows checked in pieces of ``PIECE`` rows in parallel: a check's first failing row is
+    its first in the first piece where it fails."""
+    n = size.shape[0]
+    pieces = max(1, (n + PIECE - 1) // PIECE)
+    firsts = np.full((pieces, CHECKS), -1, dtype=np.int64)
+    for p in prange(pieces):
+        _first_bad_rows(size, entry, margin, leverage, inst, inst_is_option, max_magnitude,
+                        n * p // pieces, n * (p + 1) // pieces, firsts[p])
     first = np.full(CHECKS, -1, dtype=np.int64)
+    for k in range(CHECKS):
+        for p in range(pieces):
+            if firsts[p, k] >= 0:
+                first[k] = firsts[p, k]
+                break
+    return first
+
+
+PIECE = 262_144  # rows a piece
+
+
+@njit(cache=True)
+def _first_bad_rows(size: FloatArray, entry: FloatArray, margin: FloatArray,
+                    leverage: FloatArray, inst: np.ndarray, inst_is_option: np.ndarray,
+                    max_magnitude: float, start: int, stop: int, first: IntArray) -> None:
     has_margin = margin.shape[0] > 0
     has_leverage = leverage.shape[0] > 0
-    for r in range(size.shape[0]):
+    for r in range(start, stop):
         s, e = size[r], entry[r]
         m = margin[r] if has_margin else math.nan
         lev = leverage[r] if has_leverage else math.nan
@@ -43,7 +66,6 @@ def first_bad_rows_nb(size: FloatArray, entry: FloatArray, margin: FloatArray,
         _mark(first, 5, r, not math.isnan(m) and not (0.0 <= m <= max_magnitude))
         _mark(first, 6, r, not math.isnan(lev) and not (0.0 < lev <= max_magnitude))
         _mark(first, 7, r, not math.isnan(m) and not math.isnan(lev))
-    return first
 
 
 @njit(cache=True, inline="always")

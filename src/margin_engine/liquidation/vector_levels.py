@@ -29,6 +29,7 @@ import numpy as np
 from margin_engine.book.bound import BoundBook, asset_prices, expiry_forwards
 from margin_engine.collateral.haircuts import column_haircuts, split_collateral_key
 from margin_engine.core.kept import KEPT
+from margin_engine.core.threads import in_threads
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation import level_kernels as lk
 from margin_engine.margin.common import coins_of
@@ -538,26 +539,6 @@ def _scenario_key(ctx: Any) -> Hashable:
 
 STATE_CACHE = True  # keep small books' instrument states between calls (``StateTables``)
 STATE_TABLES = StateTables()
-
-
-
-
-def in_threads(n: int, run: Callable[[int, int], None], pieces_per_thread: int = 8) -> None:
-    """run(start, stop) over [0, n) in pieces on numba's thread count (the kernels release
-    the GIL); in the calling thread when that is one or the work is small."""
-    import numba
-
-    threads = numba.get_num_threads()
-    if threads <= 1 or n < 64:
-        run(0, n)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    pieces = min(n, threads * pieces_per_thread)
-    bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(lambda k: run(int(bounds[k]), int(bounds[k + 1])), range(pieces)):
-            pass
 
 
 def _max_len(bound: BoundBook) -> int:
