@@ -66,3 +66,23 @@ def test_quantity_kernel_equals_the_numpy_formula() -> None:
     assert np.array_equal(got, expected)
     assert inverse_linear.any()
     assert (~inverse_linear).any()
+
+
+def test_the_first_repeated_instrument_is_found_in_book_order_across_pieces() -> None:
+    """Accounts are checked in parallel pieces; the row named is still the first repeat in
+    book order (a straight scan is the reference), or -1 when none."""
+    from margin_engine.book.kernels import ACCOUNT_PIECE, first_repeat_nb
+
+    n_acct = 3 * ACCOUNT_PIECE + 5
+    offsets = np.arange(n_acct + 1, dtype=np.int64) * 3
+    rng = np.random.default_rng(8)
+    inst = np.concatenate([rng.choice(50, size=3, replace=False) for _ in range(n_acct)])
+    inst = inst.astype(np.int32)
+    assert first_repeat_nb(offsets, inst, 50) == -1
+    for accounts in ([2 * ACCOUNT_PIECE + 9, ACCOUNT_PIECE + 1], [n_acct - 1], [0, 5]):
+        repeated = inst.copy()
+        for a in accounts:
+            repeated[3 * a + 2] = repeated[3 * a]
+        want = next(p for p in range(repeated.size)
+                    if repeated[p] in repeated[3 * (p // 3):p])
+        assert first_repeat_nb(offsets, repeated, 50) == want == 3 * min(accounts) + 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 
@@ -30,14 +30,14 @@ def position_arrays_nb(inst: np.ndarray, size: FloatArray, entry: FloatArray,
             gross_notional[p] = abs(size_cs) * spot[i]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def quantity_nb(inst: np.ndarray, size: FloatArray, entry: FloatArray,
                 contract_size: FloatArray, inverse: BoolArray, is_option: BoolArray
                 ) -> FloatArray:
     """q per position: size x contract size, in coin for an inverse delta-one contract
     (/ entry price), as ``position_arrays_nb``."""
     quantity = np.empty(inst.shape[0])
-    for p in range(inst.shape[0]):
+    for p in prange(inst.shape[0]):
         i = inst[p]
         size_cs = size[p] * contract_size[i]
         quantity[p] = size_cs / entry[p] if inverse[i] and not is_option[i] else size_cs
@@ -66,18 +66,30 @@ def position_account_nb(offsets: IntArray) -> IntArray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def first_repeat_nb(offsets: IntArray, inst: np.ndarray, n_inst: int) -> int:
     """The first position row (in book order) whose instrument the account already holds, or
-    -1: one pass, ``seen[i]`` = the last account seen holding instrument i."""
-    seen = np.full(max(n_inst, 1), -1, dtype=np.int64)
-    for a in range(offsets.shape[0] - 1):
-        for p in range(offsets[a], offsets[a + 1]):
-            i = inst[p]
-            if seen[i] == a:
-                return p
-            seen[i] = a
+    -1: the accounts in pieces of ``ACCOUNT_PIECE`` checked in parallel, each in one pass
+    (``seen[i]`` = the last account seen holding instrument i); the first piece that finds
+    one gives it."""
+    n_acct = offsets.shape[0] - 1
+    pieces = max(1, (n_acct + ACCOUNT_PIECE - 1) // ACCOUNT_PIECE)
+    found = np.full(pieces, -1, dtype=np.int64)
+    for c in prange(pieces):
+        seen = np.full(max(n_inst, 1), -1, dtype=np.int64)
+        for a in range(c * ACCOUNT_PIECE, min(n_acct, (c + 1) * ACCOUNT_PIECE)):
+            for p in range(offsets[a], offsets[a + 1]):
+                i = inst[p]
+                if seen[i] == a and found[c] < 0:
+                    found[c] = p
+                seen[i] = a
+    for c in range(pieces):
+        if found[c] >= 0:
+            return int(found[c])
     return -1
+
+
+ACCOUNT_PIECE = 65_536  # accounts a piece of ``first_repeat_nb``
 
 
 GROUPED, UNGROUPED, OUT_OF_RANGE = 0, 1, 2
