@@ -8,6 +8,8 @@ evaluations. The bound itself is checked level by level against the gap."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,6 +137,21 @@ def test_brent_steps_on_candidate_scenarios_give_the_levels_of_full_steps(
 
 
 @njit(cache=False)
+def _worst_at(bk, ctx, s, index0, rows, k, states, exposure):  # type: ignore[no-untyped-def]
+    """The worst scenario at s of the full evaluation (every scenario priced)."""
+    n_s = ctx.moves.shape[0]
+    for kk in range(k):
+        lk.inst_state(bk, ctx, bk.inst[rows[kk]], s, s / index0, states[kk])
+    pnl = np.zeros(n_s)
+    for kk in range(k):
+        for w in range(n_s):
+            pnl[w] += bk.q[rows[kk]] * states[kk, 1 + w]
+    for w in range(n_s):
+        pnl[w] = ctx.weights[w] * (pnl[w] + exposure * ctx.lin_moves[w])
+    return np.argmin(pnl)
+
+
+@njit(cache=False)
 def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type: ignore[no-untyped-def]
                             steps, out):
     """For grid levels x and points s = x (1 + step): out = (candidates, whether the worst
@@ -156,37 +173,35 @@ def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type:
             lk.collateral_at(cl, a, u, s / index0, tmp)
             count = lk.candidates(bk, ctx, rows, k, s, x, index0, known, tmp[2], bounds,
                                   chosen, math.nan, known, sums, np.zeros(3))
-            for kk in range(k):
-                lk.inst_state(bk, ctx, bk.inst[rows[kk]], s, s / index0, states[kk])
-            pnl = np.zeros(width - 1)
-            for kk in range(k):
-                for w in range(width - 1):
-                    pnl[w] += bk.q[rows[kk]] * states[kk, 1 + w]
-            for w in range(width - 1):
-                pnl[w] = ctx.weights[w] * (pnl[w] + tmp[2] * ctx.lin_moves[w])
             out[n, 0] = count
-            out[n, 1] = chosen[np.argmin(pnl)]
+            out[n, 1] = chosen[_worst_at(bk, ctx, s, index0, rows, k, states, tmp[2])]
             n += 1
     return n
 
 
-def test_the_worst_scenario_is_always_a_candidate() -> None:
-    bound = random_level_book(40, seed=33)
+def _portfolio_jobs(accounts: int, seed: int) -> Iterator[tuple[Any, ...]]:
+    """(book arrays, collateral, portfolio context, account, underlying, index, rows, k) of
+    every account and underlying it holds, on a random book."""
+    bound = random_level_book(accounts, seed=seed)
     bk, cl, ctx, _ = vector_levels._portfolio(bound, RiskConfig(), get_model("portfolio"))
     rows = np.empty(vector_levels._max_len(bound), dtype=np.int64)
-    steps = np.array([-3e-2, -1e-3, -1e-6, 1e-9, 1e-4, 2e-2])
-    out = np.empty((GRID.size * steps.size, 2))
-    counts = []
     for u in range(len(bound.underlyings)):
         index = float(bound.index[u])
         for a in range(bound.account_count):
             k = lk._account_rows(bk, a, u, rows)
-            if k == 0:
-                continue
-            n = _worst_among_candidates(bk, cl, ctx, a, u, index * GRID, index, rows, k, steps,
-                                        out)
-            assert np.all(out[:n, 1] == 1.0)
-            counts.append(out[:n, 0])
+            if k > 0:
+                yield bk, cl, ctx, a, u, index, rows, k
+
+
+def test_the_worst_scenario_is_always_a_candidate() -> None:
+    steps = np.array([-3e-2, -1e-3, -1e-6, 1e-9, 1e-4, 2e-2])
+    out = np.empty((GRID.size * steps.size, 2))
+    counts = []
+    for bk, cl, ctx, a, u, index, rows, k in _portfolio_jobs(40, seed=33):
+        n = _worst_among_candidates(bk, cl, ctx, a, u, index * GRID, index, rows, k, steps,
+                                    out)
+        assert np.all(out[:n, 1] == 1.0)
+        counts.append(out[:n, 0])
     counts_all = np.concatenate(counts)
     assert counts_all.min() >= 1
     assert np.median(counts_all) < ctx.moves.size / 2  # most scenarios are left out
@@ -205,7 +220,6 @@ def _worst_between(bk, cl, ctx, a, u, levels, index0, rows, k, out):  # type: ig
     bounds = np.empty((2, width - 1))
     chosen = np.empty(width - 1, dtype=np.bool_)
     sums = np.empty((lk.SUMS, width - 1))
-    pnl = np.zeros(width - 1)
     n = 0
     for j in range(0, levels.shape[0] - 1, 2):
         xa, xb = levels[j], levels[j + 1]
@@ -223,15 +237,7 @@ def _worst_between(bk, cl, ctx, a, u, levels, index0, rows, k, out):  # type: ig
             out[n, 1] = lk.candidates(bk, ctx, rows, k, s, near, index0, near_known, tmp[2],
                                       bounds, chosen, far, far_known, sums,
                                       np.zeros(3))
-            for kk in range(k):
-                lk.inst_state(bk, ctx, bk.inst[rows[kk]], s, s / index0, states[kk])
-            pnl[:] = 0.0
-            for kk in range(k):
-                for w in range(width - 1):
-                    pnl[w] += bk.q[rows[kk]] * states[kk, 1 + w]
-            for w in range(width - 1):
-                pnl[w] = ctx.weights[w] * (pnl[w] + tmp[2] * ctx.lin_moves[w])
-            out[n, 2] = chosen[np.argmin(pnl)]
+            out[n, 2] = chosen[_worst_at(bk, ctx, s, index0, rows, k, states, tmp[2])]
             n += 1
     return n
 
@@ -243,20 +249,12 @@ def test_the_chords_between_two_known_points_keep_the_worst_scenario_and_leave_o
     its chord +- (s - xa)(xb - s) / 2 x the bound on its second derivative (Black-76 gammas
     at most 1 / (sqrt(2 pi) F vol sqrt(T))): the worst scenario stays a candidate, and fewer
     scenarios are priced than from the nearer point alone."""
-    bound = random_level_book(60, seed=seed)
-    bk, cl, ctx, _ = vector_levels._portfolio(bound, RiskConfig(), get_model("portfolio"))
-    rows = np.empty(vector_levels._max_len(bound), dtype=np.int64)
     out = np.empty((GRID.size * 6, 3))
     found = []
-    for u in range(len(bound.underlyings)):
-        index = float(bound.index[u])
-        for a in range(bound.account_count):
-            k = lk._account_rows(bk, a, u, rows)
-            if k == 0:
-                continue
-            n = _worst_between(bk, cl, ctx, a, u, index * GRID, index, rows, k, out)
-            assert np.all(out[:n, 2] == 1.0)
-            found.append(out[:n].copy())
+    for bk, cl, ctx, a, u, index, rows, k in _portfolio_jobs(60, seed=seed):
+        n = _worst_between(bk, cl, ctx, a, u, index * GRID, index, rows, k, out)
+        assert np.all(out[:n, 2] == 1.0)
+        found.append(out[:n].copy())
     every = np.concatenate(found)
     assert np.all(every[:, 1] <= every[:, 0])  # the chords only narrow the intervals
     assert every[:, 1].mean() < 0.85 * every[:, 0].mean()
