@@ -1018,11 +1018,12 @@ def _evaluate(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, j: int, in
 # Brent's steps off the grid re-price u's options on every scenario. Near a point x where all
 # scenario values are known (``pool``: the bracket's grid levels, and the steps evaluated in
 # full), a scenario value moves by at most max(1, 1 + move) x |change of the option's base|
-# (``_option_slope``: (1 + move) x one delta less another, both in [0, 1] or both in [-1, 0]),
-# a linear one by |linear move| x the change; scenarios whose lower bound lies above the
-# smallest upper bound (with a margin far above rounding) cannot be the worst nor tie with it,
-# and are left out (NaN, then ``LEFT_OUT`` in the gap). The worst scenario, hence f, is the
-# same number as the full evaluation's.
+# (``_option_slope``: (1 + move) x one delta less another, both in [0, 1] or both in [-1, 0]);
+# between two such points xa < s < xb it lies within its chord +- (s - xa)(xb - s) / (2 xa) x
+# a curvature bound (``candidate_constants_nb``); a delta-one value change is exact. Scenarios
+# whose lower bound lies above the smallest upper bound (with a margin far above rounding)
+# cannot be the worst nor tie with it, and are left out (NaN, then ``LEFT_OUT`` in the gap).
+# The worst scenario, hence f, is the same number as the full evaluation's.
 
 LEFT_OUT = 1e300
 CANDIDATE_MARGIN = 1e-9  # relative to the scale of the scenario P&L
