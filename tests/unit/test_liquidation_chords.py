@@ -152,17 +152,21 @@ def _worst_at(bk, ctx, s, index0, rows, k, states, exposure):  # type: ignore[no
 
 
 @njit(cache=False)
+def _scratch(ctx, k):  # type: ignore[no-untyped-def]
+    """(known states, states, tmp, bounds, chosen, sums): the arrays ``candidates`` and a full
+    evaluation of k positions use."""
+    width = ctx.moves.shape[0] + 1
+    return (np.empty((max(k, 1), width)), np.empty((max(k, 1), width)), np.zeros(lk.AUX),
+            np.empty((2, width - 1)), np.empty(width - 1, dtype=np.bool_),
+            np.empty((lk.SUMS, width - 1)))
+
+
+@njit(cache=False)
 def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type: ignore[no-untyped-def]
                             steps, out):
     """For grid levels x and points s = x (1 + step): out = (candidates, whether the worst
     scenario of the full evaluation at s is one of them)."""
-    width = ctx.moves.shape[0] + 1
-    known = np.empty((max(k, 1), width))
-    states = np.empty((max(k, 1), width))
-    tmp = np.zeros(lk.AUX)
-    bounds = np.empty((2, width - 1))
-    chosen = np.empty(width - 1, dtype=np.bool_)
-    sums = np.empty((lk.SUMS, width - 1))
+    known, states, tmp, bounds, chosen, sums = _scratch(ctx, k)
     n = 0
     for j in range(0, levels.shape[0], 7):
         x = levels[j]
@@ -171,8 +175,8 @@ def _worst_among_candidates(bk, cl, ctx, a, u, levels, index0, rows, k,  # type:
         for step in steps:
             s = x * (1.0 + step)
             lk.collateral_at(cl, a, u, s / index0, tmp)
-            count = lk.candidates(bk, ctx, rows, k, s, x, index0, known, tmp[2], bounds,
-                                  chosen, math.nan, known, sums, np.zeros(3))
+            count = lk.candidates(bk, ctx, rows, k, s, x, known, tmp[2], bounds, chosen,
+                                  math.nan, known, sums, np.zeros(3))
             out[n, 0] = count
             out[n, 1] = chosen[_worst_at(bk, ctx, s, index0, rows, k, states, tmp[2])]
             n += 1
@@ -212,14 +216,8 @@ def _worst_between(bk, cl, ctx, a, u, levels, index0, rows, k, out):  # type: ig
     """For grid steps [xa, xb] and points s inside them: out = (candidates from the nearer
     end alone, candidates from both ends' chords, whether the worst scenario of the full
     evaluation at s is among the latter)."""
-    width = ctx.moves.shape[0] + 1
-    known_a = np.empty((max(k, 1), width))
-    known_b = np.empty((max(k, 1), width))
-    states = np.empty((max(k, 1), width))
-    tmp = np.zeros(lk.AUX)
-    bounds = np.empty((2, width - 1))
-    chosen = np.empty(width - 1, dtype=np.bool_)
-    sums = np.empty((lk.SUMS, width - 1))
+    known_a, states, tmp, bounds, chosen, sums = _scratch(ctx, k)
+    known_b = np.empty_like(known_a)
     n = 0
     for j in range(0, levels.shape[0] - 1, 2):
         xa, xb = levels[j], levels[j + 1]
@@ -231,12 +229,10 @@ def _worst_between(bk, cl, ctx, a, u, levels, index0, rows, k, out):  # type: ig
             lk.collateral_at(cl, a, u, s / index0, tmp)
             near, near_known, far, far_known = (xa, known_a, xb, known_b) if t < 0.5 else \
                 (xb, known_b, xa, known_a)
-            out[n, 0] = lk.candidates(bk, ctx, rows, k, s, near, index0, near_known, tmp[2],
-                                      bounds, chosen, math.nan, near_known, sums,
-                                      np.zeros(3))
-            out[n, 1] = lk.candidates(bk, ctx, rows, k, s, near, index0, near_known, tmp[2],
-                                      bounds, chosen, far, far_known, sums,
-                                      np.zeros(3))
+            out[n, 0] = lk.candidates(bk, ctx, rows, k, s, near, near_known, tmp[2], bounds,
+                                      chosen, math.nan, near_known, sums, np.zeros(3))
+            out[n, 1] = lk.candidates(bk, ctx, rows, k, s, near, near_known, tmp[2], bounds,
+                                      chosen, far, far_known, sums, np.zeros(3))
             out[n, 2] = chosen[_worst_at(bk, ctx, s, index0, rows, k, states, tmp[2])]
             n += 1
     return n

@@ -290,20 +290,12 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
     with console.status(f"building a seeded book of {accounts:,} x {positions} positions"):
         columns = random_book_columns(accounts, positions, names, seed)
     stages: list[dict[str, float]] = []
-    held: list[Any] = []  # the last run's book, tick book, state and result
+    held: tuple[Any, ...] = ()
     with console.status(f"full runs from columns ({runs})"):
         for _ in range(runs):
-            held.clear()  # one book at a time, as a venue holds it: the last run's goes first
-            t0 = time.perf_counter()
-            held.append(_book(names, columns))
-            held.append(TickBook.from_book(held[0]))
-            t1 = time.perf_counter()
-            held.append(bind_tick(held[1], market, config))
-            t2 = time.perf_counter()
-            held.append(tick_margins(held[1], held[2], config))
-            t3 = time.perf_counter()
-            stages.append({"resolve": t1 - t0, "price_grid": t2 - t1, "aggregation": t3 - t2,
-                           "total": t3 - t0})
+            held = ()  # one book at a time, as a venue holds it: the last run's goes first
+            stage, held = _full_run(names, columns, market, config)
+            stages.append(stage)
     book, tick_book, state, result = held
     del held
     seconds = {key: _median([s[key] for s in stages]) for key in stages[0]}
@@ -360,6 +352,24 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
     report["peak_rss_mb"] = _peak_rss_mb()
     report["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     return report
+
+
+def _full_run(names: list[str], columns: dict[str, Any], market: MarketSnapshot,
+              config: RiskConfig) -> tuple[dict[str, float], tuple[Any, ...]]:
+    """One full run from columns, timed by stage, and what it built: (book, tick book, tick
+    state, result)."""
+    from margin_engine.margin.tick import TickBook, bind_tick, tick_margins
+
+    t0 = time.perf_counter()
+    book = _book(names, columns)
+    tick_book = TickBook.from_book(book)
+    t1 = time.perf_counter()
+    state = bind_tick(tick_book, market, config)
+    t2 = time.perf_counter()
+    result = tick_margins(tick_book, state, config)
+    t3 = time.perf_counter()
+    return ({"resolve": t1 - t0, "price_grid": t2 - t1, "aggregation": t3 - t2,
+             "total": t3 - t0}, (book, tick_book, state, result))
 
 
 def _max_rel(got: np.ndarray, want: np.ndarray) -> float:

@@ -123,9 +123,10 @@ class PortfolioCtx(NamedTuple):
     w_max: float  # largest scenario weight
     lin_max: float  # largest |linear move|
     factor: float  # max(1, largest 1 + move) + 1: bound factor of an option's scenario values
+    # filled by ``vol_scales_nb`` and ``candidate_constants_nb`` (empty until then):
     vol_scale: np.ndarray  # per instrument: the share of the vol shocks its tenor takes
     slope: np.ndarray  # per scenario: ``_option_slope`` of its move
-    curvature: np.ndarray  # instruments x scenarios: see ``curvatures_nb``
+    curvature: np.ndarray  # instruments x scenarios: the chord bound's curvature factor
     dbase: np.ndarray  # per instrument: d base / d level of its underlying (0 when settled)
 
 
@@ -368,33 +369,19 @@ def _option_scenarios(b: BookArrays, ctx: PortfolioCtx, i: int, base: float, out
     strike, years, call = b.strike[i], b.years[i], b.is_call[i]
     mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
     out[0] = mark
-    vol_scale = ctx.vol_scale[i]
     for j in range(ctx.moves.shape[0]):
         if only_chosen and not chosen[j]:
             out[1 + j] = math.nan
             continue
         out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years,
-                                     _shocked_sigma(ctx, i, j, vol_scale), call) - mark
-
-
-@njit(cache=True)
-def vol_scales_nb(years: np.ndarray, ref_days: float, p_short: float,
-                  p_long: float) -> np.ndarray:
-    """Per instrument, (reference days / days to expiry) ** power: how much of a scenario's
-    vol shock an option of this tenor takes (days at least 1; the short power below the
-    reference tenor, the long one from it)."""
-    out = np.empty(years.shape[0])
-    for i in range(years.shape[0]):
-        t_days = max(1.0, years[i] * 365.0)
-        power = p_short if t_days < ref_days else p_long
-        out[i] = (ref_days / t_days) ** power
-    return out
+                                     _shocked_sigma(ctx, i, j), call) - mark
 
 
 @no_refcount
-def _shocked_sigma(ctx: PortfolioCtx, i: int, j: int, vol_scale: float) -> float:
-    """Instrument i's vol on scenario j: its scenario vol shocked, floored."""
-    return float(max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * vol_scale)))
+def _shocked_sigma(ctx: PortfolioCtx, i: int, j: int) -> float:
+    """Instrument i's vol on scenario j: its scenario vol shocked by its tenor's share,
+    floored."""
+    return float(max(ctx.floor, ctx.sigma_s[i, j] * (1.0 + ctx.shocks[j] * ctx.vol_scale[i])))
 
 
 @overload(inst_state, jit_options=NO_REFCOUNT)
@@ -1030,9 +1017,9 @@ CANDIDATE_MARGIN = 1e-9  # relative to the scale of the scenario P&L
 POOL = 6  # fully evaluated points kept per root
 
 
-def candidates(bk: Any, ctx: Any, rows: Any, k: int, s: float, x: float, index0: float,
-               known: Any, exposure: float, bounds: Any, chosen: Any, x2: float,
-               known2: Any, sums: Any, key: Any) -> int:
+def candidates(bk: Any, ctx: Any, rows: Any, k: int, s: float, x: float, known: Any,
+               exposure: float, bounds: Any, chosen: Any, x2: float, known2: Any, sums: Any,
+               key: Any) -> int:
     """chosen[w]: whether scenario w can be the worst at s, from the states ``known`` at x
     and, when x2 is a number on the other side of s, ``known2`` at x2; returns how many
     can. ``sums``, ``key``: the bound's sums over the positions for these points, kept from
@@ -1041,18 +1028,18 @@ def candidates(bk: Any, ctx: Any, rows: Any, k: int, s: float, x: float, index0:
 
 
 @overload(candidates, jit_options=NO_REFCOUNT)
-def _candidates_ov(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any,
-                   known: Any, exposure: Any, bounds: Any, chosen: Any, x2: Any,
-                   known2: Any, sums: Any, key: Any) -> Any:
+def _candidates_ov(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, known: Any,
+                   exposure: Any, bounds: Any, chosen: Any, x2: Any, known2: Any, sums: Any,
+                   key: Any) -> Any:
     if _is(ctx, PortfolioCtx):
-        def portfolio(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any,
-                      known: Any, exposure: Any, bounds: Any, chosen: Any, x2: Any,
-                      known2: Any, sums: Any, key: Any) -> int:
-            return _portfolio_candidates(bk, ctx, rows, k, s, x, index0, known, exposure,
-                                         bounds, chosen, x2, known2, sums, key)
+        def portfolio(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, known: Any,
+                      exposure: Any, bounds: Any, chosen: Any, x2: Any, known2: Any,
+                      sums: Any, key: Any) -> int:
+            return _portfolio_candidates(bk, ctx, rows, k, s, x, known, exposure, bounds,
+                                         chosen, x2, known2, sums, key)
         return portfolio
 
-    def every(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, index0: Any, known: Any,
+    def every(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, known: Any,
               exposure: Any, bounds: Any, chosen: Any, x2: Any, known2: Any, sums: Any,
               key: Any) -> int:
         chosen[:] = True
@@ -1065,10 +1052,9 @@ SUMS = 6  # rows of ``candidate_sums``
 
 @no_refcount
 def _portfolio_candidates(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
-                          s: float, x: float, index0: float, known: np.ndarray,
-                          exposure: float, bounds: np.ndarray, chosen: np.ndarray,
-                          x2: float, known2: np.ndarray, sums: np.ndarray,
-                          key: np.ndarray) -> int:
+                          s: float, x: float, known: np.ndarray, exposure: float,
+                          bounds: np.ndarray, chosen: np.ndarray, x2: float,
+                          known2: np.ndarray, sums: np.ndarray, key: np.ndarray) -> int:
     """Per scenario w, bounds of the P&L at s: the value at the nearer known point +- the
     distance x the option slopes (``_option_slope``), and between two known points xa < s <
     xb also the chord +- (s - xa)(xb - s) / (2 xa) x the curvature sum (``candidate_sums``),
@@ -1153,16 +1139,30 @@ def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
 
 
 @njit(cache=True)
+def vol_scales_nb(years: np.ndarray, ctx: Any) -> np.ndarray:
+    """``PortfolioCtx.vol_scale``: per instrument (reference days / days to expiry) ** power,
+    the share of a scenario's vol shock an option of this tenor takes (days at least 1; the
+    short power below the reference tenor, the long one from it)."""
+    out = np.empty(years.shape[0])
+    for i in range(years.shape[0]):
+        t_days = max(1.0, years[i] * 365.0)
+        power = ctx.p_short if t_days < ctx.ref_days else ctx.p_long
+        out[i] = (ctx.ref_days / t_days) ** power
+    return out
+
+
+@njit(cache=True)
 def candidate_constants_nb(bk: Any, ctx: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(slope, curvature, dbase) of ``PortfolioCtx``: per scenario ``_option_slope`` of its
-    move; instruments x scenarios, for a live option c / sqrt(2 pi T) x ((1 + move) /
-    scenario vol + 1 / vol), which x (s - xa)(xb - s) / (2 xa) bounds how far its scenario
-    value change lies from its chord between levels xa < s < xb (|d2 / ds2| <= c^2 ((1 +
-    move)^2 Gamma_w + Gamma), a Black-76 gamma at forward F being at most 1 / (sqrt(2 pi) F vol
-    sqrt T), F >= c xa (1 + move)), inf when it has no such bound (at or past expiry, a zero
-    vol, a move of -100 % or more), 0 for the other instruments; per instrument c = d base / d
-    level: base / index for a mark that moves with the index, 1 for the index itself, 0 when
-    settled."""
+    """(slope, curvature, dbase) of ``PortfolioCtx`` (its ``vol_scale`` filled):
+    per scenario ``_option_slope`` of its move;
+    instruments x scenarios, for a live option c / sqrt(2 pi T) x ((1 + move) / scenario vol
+    + 1 / vol), which x (s - xa)(xb - s) / (2 xa) bounds how far its scenario value change
+    lies from its chord between levels xa < s < xb (|d2 / ds2| <= c^2 ((1 + move)^2 Gamma_w +
+    Gamma), a Black-76 gamma at forward F being at most 1 / (sqrt(2 pi) F vol sqrt T), F >= c
+    xa (1 + move)), inf when it has no such bound (at or past expiry, a zero vol, a move of
+    -100 % or more), 0 for the other instruments;
+    per instrument c = d base / d level: base / index for a mark that moves with the index, 1
+    for the index itself, 0 when settled."""
     n_s = ctx.moves.shape[0]
     n_i = bk.live.shape[0]
     slope = np.empty(n_s)
@@ -1179,7 +1179,7 @@ def candidate_constants_nb(bk: Any, ctx: Any) -> tuple[np.ndarray, np.ndarray, n
         curved = bk.years[i] > 0.0 and bk.sigma[i] > 0.0
         for w in range(n_s):
             grown = 1.0 + ctx.moves[w]
-            shocked = _shocked_sigma(ctx, i, w, ctx.vol_scale[i]) if curved else 0.0
+            shocked = _shocked_sigma(ctx, i, w) if curved else 0.0
             if curved and grown > 0.0 and shocked > 0.0:
                 curvature[i, w] = (dbase[i] * _INV_SQRT_2PI / math.sqrt(bk.years[i])
                                    * (grown / shocked + 1.0 / bk.sigma[i]))
@@ -1240,9 +1240,9 @@ def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: flo
                 other < 0 or abs(pool_x[m] - s) < abs(pool_x[other] - s)):
             other = m
     collateral_at(cl, job, u, ratio, tmp)
-    count = candidates(bk, ctx, rows, k, s, pool_x[nearest], index0, pool[nearest], tmp[2],
-                       bounds, chosen, pool_x[other] if other >= 0 else math.nan,
-                       pool[max(other, 0)], sums, key)
+    count = candidates(bk, ctx, rows, k, s, pool_x[nearest], pool[nearest], tmp[2], bounds,
+                       chosen, pool_x[other] if other >= 0 else math.nan, pool[max(other, 0)],
+                       sums, key)
     if 2 * count > chosen.shape[0]:  # too many: evaluate in full and keep it
         aux[13] = _full(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
         slot = n_pool if n_pool < pool_x.shape[0] else _farthest(pool_x, n_pool, s)

@@ -200,10 +200,9 @@ def _portfolio_template(bound: BoundBook, config: RiskConfig
         tie=float(_tie()), w_max=max(0.0, float(columns.weights.max(initial=0.0))),
         lin_max=float(np.abs(columns.linear).max(initial=0.0)),
         factor=max(1.0, float((1.0 + columns.moves).max(initial=1.0))) + 1.0,
-        vol_scale=lk.vol_scales_nb(_f(bound.years), float(cfg.vol_shock_reference_days),
-                                   float(cfg.vol_shock_power_short),
-                                   float(cfg.vol_shock_power_long)),
-        slope=np.zeros(0), curvature=np.zeros((0, 0)), dbase=np.zeros(0))
+        vol_scale=np.zeros(0), slope=np.zeros(0), curvature=np.zeros((0, 0)),
+        dbase=np.zeros(0))
+    ctx = ctx._replace(vol_scale=lk.vol_scales_nb(_f(bound.years), ctx))
     slope, curvature, dbase = lk.candidate_constants_nb(book_arrays(bound), ctx)
     ctx = ctx._replace(slope=slope, curvature=curvature, dbase=dbase)
     return ctx, coins_of(bound) | frozenset(config.haircuts.stablecoins)
