@@ -46,10 +46,13 @@ NO_REFCOUNT: Any = {"_nrt": False}
 
 
 def no_refcount(fn: _F) -> _F:
-    """Compiled by numba without reference counting: the function allocates nothing, so its
-    array arguments and the arrays of its tuples are read without an atomic count each (which
-    costs more than the arithmetic in the search's inner loops)."""
-    compiled: _F = _NJIT(cache=True, _nrt=False)(fn)
+    """Compiled by numba without reference counting and inlined where it is called: the
+    function allocates nothing, so its array arguments and the arrays of its tuples are read
+    without an atomic count each (which costs more than the arithmetic in the search's inner
+    loops, and more again when two threads count the same arrays), and a call passes no tuple
+    of arrays by value. Called from the search (compiled without reference counting itself),
+    it is compiled into it."""
+    compiled: _F = _NJIT(cache=True, _nrt=False, inline="always")(fn)
     return compiled
 
 
@@ -1293,44 +1296,66 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
     ``prune``: Brent's steps leave out the scenarios that cannot be the worst (``_refined``;
     the portfolio model only).
     Releases the GIL: callers run slices of the jobs on several threads."""
+    width = state_width_nb(ctx)
+    size = max(max_rows, 1)
+    scenarios = max(width - 1, 1)
+    scratch = Scratch(
+        rows=np.empty(size, dtype=np.int64), states=np.empty((size, width)),
+        work=np.empty(work_size), work0=np.empty(work_size),
+        iwork=np.empty(size, dtype=np.int64), aux=np.zeros(AUX), aux0=np.zeros(AUX),
+        tmp=np.zeros(AUX), st=np.empty(8), cstack=np.empty((2 + 32, PARTS)),
+        cpnls=np.empty((2 + 32, scenarios)), pool_x=np.empty(POOL),
+        pool=np.empty((POOL, size, width)), bounds=np.empty((2, scenarios)),
+        chosen=np.empty(scenarios, dtype=np.bool_), sums=np.empty((SUMS, scenarios)),
+        key=np.zeros(3))
     _search_chunk(bk, cl, ctx, jobs, start, stop, u, index0, levels, j0, table, table_row, cum,
-                  xtol, rtol, max_rows, work_size, exposure, down, up, evaluations, chords,
-                  node, prune)
+                  xtol, rtol, exposure, down, up, evaluations, chords, node, prune, scratch)
+
+
+class Scratch(NamedTuple):
+    """The search's working arrays (allocated by the caller: the search itself is compiled
+    without reference counting, so the functions it calls are read in place)."""
+
+    rows: np.ndarray  # the job's rows in u
+    states: np.ndarray  # their instrument states at the level evaluated
+    work: np.ndarray  # the gap's work space
+    work0: np.ndarray  # ... at today's index
+    iwork: np.ndarray
+    aux: np.ndarray  # what the gap leaves for the bounds
+    aux0: np.ndarray  # ... at today's index
+    tmp: np.ndarray
+    st: np.ndarray  # Brent's state
+    cstack: np.ndarray  # the chord bracket's stack of block ends
+    cpnls: np.ndarray  # ... their scenario P&L
+    pool_x: np.ndarray  # levels fully evaluated near the root
+    pool: np.ndarray  # ... their states
+    bounds: np.ndarray  # the candidates' bounds
+    chosen: np.ndarray  # the candidate scenarios
+    sums: np.ndarray  # ``candidate_sums``
+    key: np.ndarray  # the bracket the sums are for
 
 
 SCAN, ZERO_LO, ZERO_HI, SOLVE, DONE = 0, 1, 2, 3, 4
 SKIP_MARGIN = 1e-9  # relative slack on the skip bound (rounding of f and of the bound)
 
 
-@njit(cache=True)
+@_NJIT(cache=True, _nrt=False)
 def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop: int, u: int,
                   index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
                   table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
-                  max_rows: int, work_size: int, exposure: np.ndarray, down: np.ndarray,
-                  up: np.ndarray, evaluations: np.ndarray, chords: np.ndarray,
-                  node: np.ndarray, prune: bool) -> None:
+                  exposure: np.ndarray, down: np.ndarray, up: np.ndarray,
+                  evaluations: np.ndarray, chords: np.ndarray, node: np.ndarray, prune: bool,
+                  scratch: Scratch) -> None:
     """The search as a state machine around one evaluation of f per step: scan (down from
-    the index, then up), an exact zero widened by a hair, Brent."""
+    the index, then up), an exact zero widened by a hair, Brent. Without reference counting:
+    the arrays of the book, the context and ``scratch`` are read in place."""
     n_lv = levels.shape[0]
-    width = state_width_nb(ctx)
-    size = max(max_rows, 1)
-    rows = np.empty(size, dtype=np.int64)
-    states = np.empty((size, width))
-    work = np.empty(work_size)
-    work0 = np.empty(work_size)
-    iwork = np.empty(size, dtype=np.int64)
-    aux = np.zeros(AUX)
-    aux0 = np.zeros(AUX)
-    tmp = np.zeros(AUX)
-    st = np.empty(8)
-    cstack = np.empty((2 + 32, PARTS))
-    cpnls = np.empty((2 + 32, max(width - 1, 1)))
-    pool_x = np.empty(POOL)
-    pool = np.empty((POOL, size, width))
-    bounds = np.empty((2, max(width - 1, 1)))
-    chosen = np.empty(max(width - 1, 1), dtype=np.bool_)
-    sums = np.empty((SUMS, max(width - 1, 1)))
-    key = np.zeros(3)
+    rows, states, work, work0, iwork = (scratch.rows, scratch.states, scratch.work,
+                                        scratch.work0, scratch.iwork)
+    aux, aux0, tmp, st = scratch.aux, scratch.aux0, scratch.tmp, scratch.st
+    cstack, cpnls, pool_x, pool = scratch.cstack, scratch.cpnls, scratch.pool_x, scratch.pool
+    bounds, chosen, sums, key = scratch.bounds, scratch.chosen, scratch.sums, scratch.key
+    width = states.shape[1]
     n_pool = 0
     for x in range(start, stop):
         job = jobs[x]
