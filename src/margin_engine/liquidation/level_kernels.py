@@ -56,6 +56,13 @@ def no_refcount(fn: _F) -> _F:
     return compiled
 
 
+def no_refcount_body(fn: _F) -> _F:
+    """Compiled without reference counting, not inlined: the loop the ``no_refcount``
+    functions are compiled into (it allocates nothing either)."""
+    compiled: _F = _NJIT(cache=True, _nrt=False)(fn)
+    return compiled
+
+
 AUX = 24  # numbers a gap evaluation leaves for the bounds (``aux``)
 ZERO_WIDTH = 1e-12  # an exact zero on the grid is bracketed by level x (1 -/+ this)
 MAX_ITER = 200
@@ -1339,7 +1346,7 @@ SCAN, ZERO_LO, ZERO_HI, SOLVE, DONE = 0, 1, 2, 3, 4
 SKIP_MARGIN = 1e-9  # relative slack on the skip bound (rounding of f and of the bound)
 
 
-@_NJIT(cache=True, _nrt=False)
+@no_refcount_body
 def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop: int, u: int,
                   index0: float, levels: np.ndarray, j0: int, table: np.ndarray,
                   table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
