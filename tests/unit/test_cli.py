@@ -130,8 +130,10 @@ def test_bench_reports_the_liquidation_search() -> None:
     assert 300 < report["searches"] <= 600  # accounts x the underlyings each is exposed to
     assert 1.0 < report["evaluations_per_search"] < 40.0
     assert report["down_found"] + report["up_found"] > 0
+    assert report["warmup_seconds"] > 0.0  # its own warm-up, after the ticks' RSS is read
     text = runner.invoke(app, args).stdout
     assert "liquidation searches / gap evaluations each" in text
+    assert "liquidation warm-up, not in it (s)" in text
 
 
 def test_the_liquidation_warm_up_compiles_the_big_books_path() -> None:

@@ -18,7 +18,8 @@ Portfolio model, each measure the median of ``runs`` runs in one invocation:
   float64 quantity), what no pass over them can beat;
 * files: the full run from a Parquet positions file and its accounts file (read, resolve, bind,
   grid, aggregation), after one untimed run (the first touch of that much memory);
-* liquidation prices (``--liquidation-prices``): both levels of every account and underlying;
+* liquidation prices (``--liquidation-prices``): both levels of every account and underlying,
+  after a warm-up of their own (after the ticks: the RSS up to the ticks is not theirs);
 * the scalar per-position reference (plain Python) on the first accounts holding about
   ``baseline_positions`` positions: seconds per position against the engine's, and the largest
   relative IM difference.
@@ -278,14 +279,6 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
         stream_read_nb(small.book.position_instrument, small.quantity)
         if files:
             _files_stage(Console(quiet=True), small.book, market, config, 1)
-        if liquidation:
-            from margin_engine.liquidation.price import liquidation_levels
-
-            # enough positions per instrument for the shared state table, as the big book
-            # (64 accounts take the path of the tables kept between calls: other kernels)
-            shared = _book(names, random_book_columns(WARM_LIQUIDATION_ACCOUNTS, positions,
-                                                      names, seed + 2))
-            liquidation_levels(bind_market(shared, market), "portfolio", config)
         warmup = time.perf_counter() - t
     with console.status(f"building a seeded book of {accounts:,} x {positions} positions"):
         columns = random_book_columns(accounts, positions, names, seed)
@@ -345,7 +338,8 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
     report["baseline"] = _scalar_baseline(console, book, market, config, result.initial_margin,
                                           baseline_positions, positions, seconds["total"])
     if liquidation:
-        report["liquidation"] = _liquidation_stage(console, book, market, config)
+        report["liquidation"] = _liquidation_stage(console, book, market, config, names,
+                                                   positions, seed)
     del tick_book, state, result, margins, im
     if files:
         report["files"] = _files_stage(console, book, market, config, runs)
@@ -402,12 +396,22 @@ def _scalar_baseline(console: Any, book: ColumnarBook, market: MarketSnapshot,
 
 
 def _liquidation_stage(console: Any, book: ColumnarBook, market: MarketSnapshot,
-                       config: RiskConfig) -> dict[str, Any]:
-    """Both liquidation levels of every account on every underlying (one run: minutes on a
-    big book)."""
+                       config: RiskConfig, names: list[str], positions: int,
+                       seed: int) -> dict[str, Any]:
+    """Both liquidation levels of every account on every underlying (one run), after a
+    warm-up of its own (here, not before the ticks: the kernels it loads are not part of the
+    per-tick process's memory)."""
     from margin_engine.liquidation.price import liquidation_levels
     from margin_engine.liquidation.vector_levels import STATS
 
+    with console.status("warming up the liquidation search (numba kernels)"):
+        t = time.perf_counter()
+        # enough positions per instrument for the shared state table, as the big book
+        # (a small book takes the path of the tables kept between calls: other kernels)
+        shared = _book(names, random_book_columns(WARM_LIQUIDATION_ACCOUNTS, positions,
+                                                  names, seed + 2))
+        liquidation_levels(bind_market(shared, market), "portfolio", config)
+        warmup = time.perf_counter() - t
     with console.status(f"liquidation prices of {book.account_count:,} accounts"):
         bound = bind_market(book, market)
         before = dict(STATS)
@@ -415,7 +419,8 @@ def _liquidation_stage(console: Any, book: ColumnarBook, market: MarketSnapshot,
         levels = liquidation_levels(bound, "portfolio", config)
         seconds = time.perf_counter() - t
     searches = STATS["jobs"] - before["jobs"]
-    return {"seconds": seconds, "down_found": int(np.isfinite(levels.down).sum()),
+    return {"seconds": seconds, "warmup_seconds": warmup,
+            "down_found": int(np.isfinite(levels.down).sum()),
             "up_found": int(np.isfinite(levels.up).sum()), "searches": searches,
             "evaluations_per_search": (STATS["evaluations"] - before["evaluations"])
             / max(1, searches)}
@@ -521,6 +526,7 @@ def print_report(report: dict[str, Any]) -> None:
     if "liquidation" in report:
         q = report["liquidation"]
         table.add_row("liquidation prices, both sides (s)", f"{q['seconds']:.3f}")
+        table.add_row("liquidation warm-up, not in it (s)", f"{q['warmup_seconds']:.2f}")
         table.add_row("liquidation levels found (down / up)",
                       f"{q['down_found']:,} / {q['up_found']:,}")
         table.add_row("liquidation searches / gap evaluations each",

@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from margin_engine.margin.portfolio_kernel import first_worst
 from margin_engine.pricing.black76 import price_scalar_nb
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -57,9 +58,9 @@ def no_refcount(fn: _F) -> _F:
 
 
 def no_refcount_body(fn: _F) -> _F:
-    """Compiled without reference counting, not inlined: the loop the ``no_refcount``
-    functions are compiled into (it allocates nothing either)."""
-    compiled: _F = _NJIT(cache=True, _nrt=False)(fn)
+    """Compiled without reference counting, not inlined, releasing the GIL: a loop the
+    ``no_refcount`` functions are compiled into (it allocates nothing either)."""
+    compiled: _F = _NJIT(cache=True, nogil=True, _nrt=False)(fn)
     return compiled
 
 
@@ -129,7 +130,6 @@ class PortfolioCtx(NamedTuple):
     lin_rate: float
     max_offset: float
     mm_fraction: float
-    tie: float
     w_max: float  # largest scenario weight
     lin_max: float  # largest |linear move|
     factor: float  # max(1, largest 1 + move) + 1: bound factor of an option's scenario values
@@ -478,7 +478,8 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
     pnl = work[0:n_s]
     level = work[n_s:n_s + n_u]
     direction = work[n_s + n_u:n_s + 2 * n_u]
-    qty = work[n_s + 2 * n_u:]
+    weighted = work[n_s + 2 * n_u:2 * n_s + 2 * n_u]
+    qty = work[2 * n_s + 2 * n_u:]
     groups = iwork
     pnl[:] = 0.0
     has = False
@@ -550,15 +551,13 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
             level[v] = 0.0
             direction[v] = 0.0
             continue
-        best = ctx.weights[0] * pnl[0]
-        best_s = 0
         for j in range(1, n_s):
-            w = ctx.weights[j] * pnl[j]
-            lowest = min(lowest, w)
-            if w < best - ctx.tie * max(1.0, abs(best)):
-                best = w
-                best_s = j
-        lowest = min(lowest, ctx.weights[0] * pnl[0])
+            weighted[j] = ctx.weights[j] * pnl[j]
+            lowest = min(lowest, weighted[j])
+        weighted[0] = ctx.weights[0] * pnl[0]
+        lowest = min(lowest, weighted[0])
+        best_s = first_worst(weighted, n_s)  # the portfolio model's in-order rule
+        best = weighted[best_s]
         best_u = best_s
         risk = max(0.0, -best)
         level[v] = risk + (opt_cont + ctx.lin_rate * min(longs, shorts))
@@ -1701,7 +1700,7 @@ def chord_tree(j0: int, end: int) -> list[tuple[int, int]]:
     return blocks
 
 
-@njit(cache=True, nogil=True)
+@no_refcount_body
 def chord_deviations_nb(table: np.ndarray, levels: np.ndarray, near: np.ndarray,
                         far: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
     """For table rows [start, stop) and every block b (grid levels between near[b] and far[b]):
@@ -1779,7 +1778,7 @@ def _state_width_ov(ctx: Any) -> Any:
     return one
 
 
-@njit(cache=True, nogil=True)
+@no_refcount_body
 def fill_table_nb(bk: Any, ctx: Any, instruments: np.ndarray, start: int, stop: int,
                   levels: np.ndarray, index0: float, table: np.ndarray, cum: np.ndarray) -> None:
     """For r in [start, stop): table[r, j, :] = state of instrument instruments[r] at grid

@@ -174,7 +174,7 @@ def _portfolio(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Cont
     move = np.where(on, template.moves[np.maximum(worst, 0)], 0.0)
     ctx = template._replace(level_other=_f(level), direction_other=_f(np.sign(move)))
     return (book_arrays(bound), collateral(bound, config, revalued, depeg=True), ctx,
-            template.moves.size + 2 * len(bound.underlyings))
+            2 * template.moves.size + 2 * len(bound.underlyings))
 
 
 def _portfolio_template(bound: BoundBook, config: RiskConfig
@@ -197,7 +197,7 @@ def _portfolio_template(bound: BoundBook, config: RiskConfig
         rho=_f(bound.correlation),
         opt_rate=float(cfg.option_contingency_rate), lin_rate=float(cfg.linear_contingency_rate),
         max_offset=float(cfg.max_cross_offset), mm_fraction=float(cfg.maintenance_fraction),
-        tie=float(_tie()), w_max=max(0.0, float(columns.weights.max(initial=0.0))),
+        w_max=max(0.0, float(columns.weights.max(initial=0.0))),
         lin_max=float(np.abs(columns.linear).max(initial=0.0)),
         factor=max(1.0, float((1.0 + columns.moves).max(initial=1.0))) + 1.0,
         vol_scale=np.zeros(0), slope=np.zeros(0), curvature=np.zeros((0, 0)),
@@ -206,12 +206,6 @@ def _portfolio_template(bound: BoundBook, config: RiskConfig
     slope, curvature, dbase = lk.candidate_constants_nb(book_arrays(bound), ctx)
     ctx = ctx._replace(slope=slope, curvature=curvature, dbase=dbase)
     return ctx, coins_of(bound) | frozenset(config.haircuts.stablecoins)
-
-
-def _tie() -> float:
-    from margin_engine.margin.portfolio_kernel import TIE_TOLERANCE
-
-    return TIE_TOLERANCE
 
 
 def _isolated(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Context:

@@ -93,14 +93,22 @@ def _correlated_initial(level: FloatArray, direction: FloatArray, rho: FloatArra
 @njit(cache=True, inline="always")
 def _worst_scenario(pnl: FloatArray, u: int, weights: FloatArray, n_s: int,
                     v: FloatArray) -> int:
-    """The worst scenario of row ``u`` under the in-order rule (see the module docstring).
-
-    With v_s = w_s x pnl[u, s], m = min_s v_s and f the first s with v_f = m: when
-    m < beat(v_s) for every s != f, the in-order scan ends at f (it replaces whatever it holds
-    before f, since m beats it, and nothing after f beats m). Otherwise (a near tie) the scan
-    runs in order. Same comparisons, same result, without a branch per scenario."""
+    """The worst scenario of row ``u`` under the in-order rule (see the module docstring), with
+    v_s = w_s x pnl[u, s] (``v``: scratch of n_s)."""
     for s in range(n_s):
         v[s] = weights[s] * pnl[u, s]
+    return first_worst(v, n_s)
+
+
+@njit(cache=True, inline="always")
+def first_worst(v: FloatArray, n_s: int) -> int:
+    """The scenario an in-order scan of the weighted P&L v[:n_s] ends at: the first, replaced
+    by each later one below beat(its current).
+
+    With m = min_s v_s and f the first s with v_f = m: when m < beat(v_s) for every s != f,
+    the in-order scan ends at f (it replaces whatever it holds before f, since m beats it, and
+    nothing after f beats m). Otherwise (a near tie) the scan runs in order. Same comparisons,
+    same result, without a branch per scenario."""
     m0 = v[0]
     m1, m2, m3 = m0, m0, m0
     s = 1
