@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,6 +200,14 @@ def test_monitor_cli_and_replay_cli(tmp_path: Path) -> None:
     assert json.loads(replayed.stdout)["gaps"] == [[5, 5]]
 
 
+def _lease_held(store: Any) -> int:
+    """How many sessions hold the writer lease of a PostgreSQL store's schema."""
+    key = store._lease_key()
+    rows = store._select(f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                         f"granted AND objid::bigint = ({key}::bigint & 4294967295)")
+    return int(rows[0][0])
+
+
 def test_a_second_monitor_on_the_same_store_is_refused(store_spec: str) -> None:
     """Two writers on one store corrupted it: the second now gets a clear refusal, and the
     lease dies with its holder."""
@@ -212,9 +221,37 @@ def test_a_second_monitor_on_the_same_store_is_refused(store_spec: str) -> None:
     with pytest.raises(InputError, match="no other monitor is writing"):
         open_session(second, values)
     assert second.count("ticks") == 3  # the refusal changed nothing
+    postgres = store_spec.startswith("postgresql")
+    if postgres:
+        assert _lease_held(second) == 1
     first.close()  # the holder ends (a kill -9 ends its connection and lock the same way)
+    if postgres:
+        # given back by close itself, not later when the server's backend has exited (a
+        # monitor opened right after was refused under load)
+        assert _lease_held(second) == 0
     monitor, last = open_session(second, values)
     assert last == 3
+    second.close()
+
+
+def test_closing_a_postgresql_store_gives_its_writer_lease_back_itself(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server frees a closed connection's locks only when its backend has exited, after
+    ``close`` returned: a monitor opened right then was refused (seen once under load). Here the
+    connection's end is held back, as a slow backend would: the lease must be free anyway."""
+    from margin_engine.store.postgres import PostgresRepository
+
+    first = PostgresRepository(postgres_url)
+    first.take_writer_lease()
+    second = PostgresRepository(postgres_url)
+    assert _lease_held(second) == 1
+    connection = first.connection
+    monkeypatch.setattr(connection, "close", lambda: None)  # the backend has not exited yet
+    first.close()
+    assert _lease_held(second) == 0
+    second.take_writer_lease()
+    monkeypatch.undo()
+    connection.close()
     second.close()
 
 

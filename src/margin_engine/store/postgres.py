@@ -118,13 +118,16 @@ class PostgresRepository:
         """Refuse a second writer on the same schema (a session advisory lock)."""
         if self.leased:
             return
-        row = self._select(f"SELECT pg_try_advisory_lock(hashtext('margin_engine.' || "
-                           f"'{self.schema}'))")
+        row = self._select(f"SELECT pg_try_advisory_lock({self._lease_key()})")
         if not row[0][0]:
             raise InputError(f"a store no other monitor is writing (another monitor holds "
                              f"schema {self.schema}; stop it or use another schema)",
                              field="--store", value=self.schema)
         self.leased = True
+
+    def _lease_key(self) -> str:
+        """The SQL of the writer lease's advisory-lock key (one per schema)."""
+        return f"hashtext('margin_engine.' || '{self.schema}')"
 
     def follow(self, stream: str) -> None:
         """Ticks committed from now on advance ``stream``'s cursor in their transaction."""
@@ -274,6 +277,16 @@ class PostgresRepository:
         self.connection.commit()
 
     def close(self) -> None:
+        """Ends the connection, giving the writer lease back first: the server frees a closed
+        connection's locks only once its backend has exited, after ``close`` returns, and a
+        monitor opened right then was refused."""
+        import psycopg
+
+        if self.leased and not self.connection.closed:
+            with contextlib.suppress(psycopg.Error):  # a broken connection frees it by ending
+                self.connection.rollback()
+                self._select(f"SELECT pg_advisory_unlock({self._lease_key()})")
+            self.leased = False
         self.connection.close()
 
     # ------------------------------------------------------------------ the HTTP service
