@@ -43,7 +43,10 @@ from margin_engine.pricing.black76 import price_scalar_nb
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NJIT: Any = njit
-NO_REFCOUNT: Any = {"_nrt": False}
+# the model-dispatched functions (``@overload``): without reference counting, and inlined by
+# LLVM into their caller (a call would pass the book's, the collateral's and the model's tuples
+# of arrays by value, hundreds of words, on every evaluation)
+NO_REFCOUNT: Any = {"_nrt": False, "forceinline": True}
 
 
 def no_refcount(fn: _F) -> _F:
