@@ -133,7 +133,7 @@ def test_bench_reports_the_liquidation_search() -> None:
     assert report["warmup_seconds"] > 0.0  # its own warm-up, after the ticks' RSS is read
     text = runner.invoke(app, args).stdout
     assert "liquidation searches / gap evaluations each" in text
-    assert "liquidation warm-up, not in it (s)" in text
+    assert "liquidation warm-up, not timed above (s)" in text
 
 
 def test_the_liquidation_warm_up_compiles_the_big_books_path() -> None:

@@ -526,7 +526,7 @@ def print_report(report: dict[str, Any]) -> None:
     if "liquidation" in report:
         q = report["liquidation"]
         table.add_row("liquidation prices, both sides (s)", f"{q['seconds']:.3f}")
-        table.add_row("liquidation warm-up, not in it (s)", f"{q['warmup_seconds']:.2f}")
+        table.add_row("liquidation warm-up, not timed above (s)", f"{q['warmup_seconds']:.2f}")
         table.add_row("liquidation levels found (down / up)",
                       f"{q['down_found']:,} / {q['up_found']:,}")
         table.add_row("liquidation searches / gap evaluations each",
