@@ -190,9 +190,10 @@ def _dictionary_codes(column: Any, distinct: bool, dtype: type[np.signedinteger[
         for c in range(first, last):
             _mapped_codes_nb(parts[c], bases[c], mapping, codes[starts[c]:starts[c + 1]], used)
 
-    # a few chunks a thread when the rows are many (each thread marks the codes it gives)
-    in_threads(len(parts), mapped, pieces_per_thread=1,
-               least=2 if codes.size >= THREADED_ROWS else len(parts) + 1)
+    if codes.size >= THREADED_ROWS:  # a few chunks a thread (each marks the codes it gives)
+        in_threads(len(parts), mapped, pieces_per_thread=1, least=2)
+    else:
+        mapped(0, len(parts))
     used = np.logical_or.reduce(list(used_by.values())) if used_by else \
         np.zeros(len(values), dtype=np.bool_)
     return values, codes, used

@@ -69,7 +69,6 @@ def no_refcount_body(fn: _F) -> _F:
 
 AUX = 24  # numbers a gap evaluation leaves for the bounds (``aux``)
 ZERO_WIDTH = 1e-12  # an exact zero on the grid is bracketed by level x (1 -/+ this)
-MAX_ITER = 200
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
