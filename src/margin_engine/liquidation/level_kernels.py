@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from margin_engine.core.prefetch import prefetch_row
 from margin_engine.margin.portfolio_kernel import first_worst
 from margin_engine.pricing.black76 import price_scalar_nb
 
@@ -1308,7 +1309,8 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
     size = max(max_rows, 1)
     scenarios = max(width - 1, 1)
     scratch = Scratch(
-        rows=np.empty(size, dtype=np.int64), states=np.empty((size, width)),
+        rows=np.empty(size, dtype=np.int64), ahead=np.empty(size, dtype=np.int64),
+        states=np.empty((size, width)),
         work=np.empty(work_size), work0=np.empty(work_size),
         iwork=np.empty(size, dtype=np.int64), aux=np.zeros(AUX), aux0=np.zeros(AUX),
         tmp=np.zeros(AUX), st=np.empty(8), cstack=np.empty((2 + 32, PARTS)),
@@ -1325,6 +1327,7 @@ class Scratch(NamedTuple):
     without reference counting, so the functions it calls are read in place)."""
 
     rows: np.ndarray  # the job's rows in u
+    ahead: np.ndarray  # the next job's
     states: np.ndarray  # their instrument states at the level evaluated
     work: np.ndarray  # the gap's work space
     work0: np.ndarray  # ... at today's index
@@ -1368,6 +1371,10 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
     for x in range(start, stop):
         job = jobs[x]
         k = job_rows(bk, ctx, job, u, rows)
+        if x + 1 < stop and table.shape[0] > 0:  # the next job's first levels, on their way
+            ahead = job_rows(bk, ctx, jobs[x + 1], u, scratch.ahead)
+            for j_first in (j0, 0, n_lv - 1):
+                _prefetch_level(bk, table, table_row, scratch.ahead, ahead, j_first)
         down[x] = math.nan
         up[x] = math.nan
         evaluations[x] = 0
@@ -1648,6 +1655,7 @@ def _chord_bracket(bk: Any, cl: Any, ctx: Any, job: int, u: int, j0: int, end: i
     sign = 1.0 if f0 > 0.0 else -1.0
     _bound_parts(f0, j0, aux, work, stack[0], pnls[0])
     y = end
+    _prefetch_level(bk, table, table_row, rows, k, (j0 + end) // 2)
     f = _evaluate(bk, cl, ctx, job, u, levels[y], y, index0, table, table_row, rows, k,
                   states, work, iwork, aux)
     used += 1
@@ -1671,11 +1679,23 @@ def _chord_bracket(bk: Any, cl: Any, ctx: Any, job: int, u: int, j0: int, end: i
             continue
         _move(stack, pnls, 1, 2 + depth)
         depth += 1
+        far = y
         y = (x + y) // 2
+        # the next level evaluated is the middle of [x, y] or of [y, far]: on its way
+        _prefetch_level(bk, table, table_row, rows, k, (x + y) // 2)
+        _prefetch_level(bk, table, table_row, rows, k, (y + far) // 2)
         f = _evaluate(bk, cl, ctx, job, u, levels[y], y, index0, table, table_row, rows, k,
                       states, work, iwork, aux)
         used += 1
         _bound_parts(f, y, aux, work, stack[1], pnls[1])
+
+
+@no_refcount
+def _prefetch_level(bk: Any, table: np.ndarray, table_row: np.ndarray, rows: np.ndarray,
+                    k: int, j: int) -> None:
+    """Start loading the table rows of the job's instruments at grid level j."""
+    for kk in range(k):
+        prefetch_row(table, table_row[bk.inst[rows[kk]]], j)
 
 
 @no_refcount
