@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from llvmlite import ir
+from llvmlite import ir as llvm_ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils as numba_cgutils
 from numba.extending import intrinsic
+
+ir: Any = llvm_ir
+cgutils: Any = numba_cgutils  # numba's code generation helpers carry no annotations
 
 LINE = 64  # bytes in a cache line
 
 
-@intrinsic
-def prefetch_row(typingctx: Any, table: Any, r: Any, j: Any) -> Any:
+def _prefetch_row(typingctx: Any, table: Any, r: Any, j: Any) -> Any:
     """Prefetch table[r, j, :] of a C-contiguous 3-d float64 array (every cache line it
     spans); no effect on the program's results."""
     if not (isinstance(table, types.Array) and table.ndim == 3):
@@ -47,3 +49,6 @@ def prefetch_row(typingctx: Any, table: Any, r: Any, j: Any) -> Any:
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+prefetch_row: Any = intrinsic(_prefetch_row)  # prefetch_row(table, r, j) in compiled code
