@@ -48,7 +48,8 @@ def test_chord_certificates_find_the_brackets_of_the_scan(monkeypatch: pytest.Mo
 
 @njit(cache=False)
 def _certified(bk, ctx, rows, k, table_row, chords, nd, ends, pnls):  # type: ignore[no-untyped-def]
-    return lk.chord_certified(bk, ctx, rows, k, table_row, chords, nd, ends, pnls)
+    return lk.chord_certified(bk, ctx, rows, k, table_row, chords, nd, ends[0], ends[1],
+                              pnls[0], pnls[1])
 
 
 @njit(cache=False)

@@ -1314,7 +1314,8 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
         work=np.empty(work_size), work0=np.empty(work_size),
         iwork=np.empty(size, dtype=np.int64), aux=np.zeros(AUX), aux0=np.zeros(AUX),
         tmp=np.zeros(AUX), st=np.empty(8), cstack=np.empty((2 + 32, PARTS)),
-        cpnls=np.empty((2 + 32, scenarios)), pool_x=np.empty(POOL),
+        cpnls=np.empty((2 + 32, scenarios)), cslots=np.empty(2 + 32, dtype=np.int64),
+        pool_x=np.empty(POOL),
         pool=np.empty((POOL, size, width)), bounds=np.empty((2, scenarios)),
         chosen=np.empty(scenarios, dtype=np.bool_), sums=np.empty((SUMS, scenarios)),
         key=np.zeros(3))
@@ -1336,8 +1337,9 @@ class Scratch(NamedTuple):
     aux0: np.ndarray  # ... at today's index
     tmp: np.ndarray
     st: np.ndarray  # Brent's state
-    cstack: np.ndarray  # the chord bracket's stack of block ends
+    cstack: np.ndarray  # the chord bracket's block ends (their bound parts)
     cpnls: np.ndarray  # ... their scenario P&L
+    cslots: np.ndarray  # ... which rows are free, which are far ends to visit
     pool_x: np.ndarray  # levels fully evaluated near the root
     pool: np.ndarray  # ... their states
     bounds: np.ndarray  # the candidates' bounds
@@ -1420,7 +1422,8 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                         end = 0 if side < 0 else n_lv - 1
                         found, f_prev, f, used = _chord_bracket(
                             bk, cl, ctx, job, u, j0, end, f, levels, index0, table, table_row,
-                            rows, k, states, work, iwork, aux, chords, node, cstack, cpnls)
+                            rows, k, states, work, iwork, aux, chords, node, cstack, cpnls,
+                            scratch.cslots)
                         count += used
                         if found < 0:
                             chord_none = True
@@ -1552,23 +1555,25 @@ PARTS = 14  # [f, lower bound, longs, shorts, haircut, scale, level, IM, option 
 
 
 def chord_certified(bk: Any, ctx: Any, rows: Any, k: int, table_row: Any, chords: Any,
-                    nd: int, ends: Any, pnls: Any) -> bool:
+                    nd: int, near: Any, far: Any, pnl_near: Any, pnl_far: Any) -> bool:
     """Whether f keeps the sign it has at both ends at every grid level of block ``nd``
-    (``ends``: the parts of f at its two ends (``PARTS``); ``pnls``: the scenario P&L there)."""
+    (``near``, ``far``: the parts of f at its two ends (``PARTS``); ``pnl_near``,
+    ``pnl_far``: the scenario P&L there)."""
     raise NotImplementedError
 
 
 @overload(chord_certified, jit_options=NO_REFCOUNT)
 def _chord_certified_ov(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any,
-                        nd: Any, ends: Any, pnls: Any) -> Any:
+                        nd: Any, near: Any, far: Any, pnl_near: Any, pnl_far: Any) -> Any:
     if _is(ctx, PortfolioCtx):
         def portfolio(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any,
-                      nd: Any, ends: Any, pnls: Any) -> bool:
-            return _portfolio_certified(bk, ctx, rows, k, table_row, chords, nd, ends, pnls)
+                      nd: Any, near: Any, far: Any, pnl_near: Any, pnl_far: Any) -> bool:
+            return _portfolio_certified(bk, ctx, rows, k, table_row, chords, nd, near, far,
+                                        pnl_near, pnl_far)
         return portfolio
 
     def none(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, chords: Any, nd: Any,
-             ends: Any, pnls: Any) -> bool:
+             near: Any, far: Any, pnl_near: Any, pnl_far: Any) -> bool:
         return False
     return none
 
@@ -1576,7 +1581,8 @@ def _chord_certified_ov(bk: Any, ctx: Any, rows: Any, k: Any, table_row: Any, ch
 @no_refcount
 def _portfolio_certified(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
                          table_row: np.ndarray, chords: np.ndarray, nd: int,
-                         ends: np.ndarray, pnls: np.ndarray) -> bool:
+                         x: np.ndarray, y: np.ndarray, pnl_x: np.ndarray,
+                         pnl_y: np.ndarray) -> bool:
     mm = ctx.mm_fraction
     dev = 0.0
     for kk in range(k):
@@ -1584,36 +1590,40 @@ def _portfolio_certified(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: 
         r = table_row[b.inst[p]]
         dev += abs(b.q[p]) * (chords[r, nd, 0] * (1.0 + mm * ctx.lin_rate)
                               + mm * ctx.w_max * chords[r, nd, 1])
-    longs_x, shorts_x, longs_y, shorts_y = ends[0, 2], ends[0, 3], ends[1, 2], ends[1, 3]
+    longs_x, shorts_x, longs_y, shorts_y = x[2], x[3], y[2], y[3]
     gap_x, gap_y = longs_x - shorts_x, longs_y - shorts_y
     if gap_x * gap_y < 0.0:  # min(longs, shorts) bends where they cross
         t = gap_x / (gap_x - gap_y)
         low_x, low_y = min(longs_x, shorts_x), min(longs_y, shorts_y)
         dev += mm * ctx.lin_rate * max(0.0, longs_x + t * (longs_y - longs_x)
                                        - (low_x + t * (low_y - low_x)))
-    dev += abs(ends[1, 4] - ends[0, 4]) + mm * abs(ends[1, 9] - ends[0, 9])
-    slack = dev * (1.0 + SKIP_MARGIN) + SKIP_MARGIN * max(ends[0, 5], ends[1, 5])
-    if ends[0, 0] > 0.0 and ends[1, 0] > 0.0:
-        return bool(min(ends[0, 1], ends[1, 1]) > slack)
-    if not (ends[0, 0] < 0.0 and ends[1, 0] < 0.0):
+    dev += abs(y[4] - x[4]) + mm * abs(y[9] - x[9])
+    slack = dev * (1.0 + SKIP_MARGIN) + SKIP_MARGIN * max(x[5], y[5])
+    if x[0] > 0.0 and y[0] > 0.0:
+        return bool(min(x[1], y[1]) > slack)
+    if not (x[0] < 0.0 and y[0] < 0.0):
         return False
     best = math.inf
     for side in range(2):
-        w = int(ends[side, 10])
+        w = int(x[10]) if side == 0 else int(y[10])
         if w < 0:
             continue
         for form in range(2):
-            if form == 1 and ends[0, 13] < ends[0, 12] * ends[0, 12]:
+            if form == 1 and x[13] < x[12] * x[12]:
                 continue  # the IM >= level - cross needs the other terms >= cross^2
-            top = -math.inf
-            for e in range(2):
-                level = (-ctx.weights[w] * pnls[e, w] + ends[e, 8]
-                         + ctx.lin_rate * min(ends[e, 2], ends[e, 3]))
-                low = (1.0 - ctx.max_offset) * (level + ends[e, 11]) if form == 0 else \
-                    level - ends[e, 12]
-                top = max(top, ends[e, 0] + mm * (ends[e, 7] - low))
+            top = max(_upper_at(ctx, x, pnl_x[w], w, form), _upper_at(ctx, y, pnl_y[w], w, form))
             best = min(best, top)
     return bool(best < -slack)
+
+
+@no_refcount
+def _upper_at(ctx: PortfolioCtx, e: np.ndarray, pnl: float, w: int, form: int) -> float:
+    """At a block end with parts ``e``: f's upper bound there with scenario w's P&L ``pnl``
+    as u's level, the IM bounded below by (1 - max offset) x the levels' total (form 0) or
+    by u's level less the cross term (form 1)."""
+    level = -ctx.weights[w] * pnl + e[8] + ctx.lin_rate * min(e[2], e[3])
+    low = (1.0 - ctx.max_offset) * (level + e[11]) if form == 0 else level - e[12]
+    return float(e[0] + ctx.mm_fraction * (e[7] - low))
 
 
 @no_refcount
@@ -1642,52 +1652,67 @@ def _chord_bracket(bk: Any, cl: Any, ctx: Any, job: int, u: int, j0: int, end: i
                    levels: np.ndarray, index0: float, table: np.ndarray,
                    table_row: np.ndarray, rows: np.ndarray, k: int, states: np.ndarray,
                    work: np.ndarray, iwork: np.ndarray, aux: np.ndarray, chords: np.ndarray,
-                   node: np.ndarray, stack: np.ndarray,
-                   pnls: np.ndarray) -> tuple[int, float, float, int]:
+                   node: np.ndarray, parts: np.ndarray, pnls: np.ndarray,
+                   slots: np.ndarray) -> tuple[int, float, float, int]:
     """The closest grid level from j0 towards ``end`` where f (!= 0 at j0; ``aux`` and
     ``work``: its parts there) is zero or has changed sign, as (level, f at the level before
     it, f there, evaluations); level -1 when there is none. Blocks of the fixed halving tree
     of [j0, end] (``chord_tree``) are taken nearest first: certified blocks are passed over,
-    the others halved, down to adjacent levels."""
+    the others halved, down to adjacent levels. ``parts`` and ``pnls``: rows for the block
+    ends' bound parts and scenario P&L, referred to by number, not copied (``slots``: the
+    free rows first, the far ends still to visit at the end)."""
     used = 0
     if j0 == end:
         return -1, 0.0, 0.0, used
+    n_slots = parts.shape[0]
+    for m in range(n_slots):
+        slots[m] = m
+    free = n_slots  # slots[:free] are free; slots[n_slots - depth:] the far ends to visit
     sign = 1.0 if f0 > 0.0 else -1.0
-    _bound_parts(f0, j0, aux, work, stack[0], pnls[0])
+    free -= 1
+    near = slots[free]
+    _bound_parts(f0, j0, aux, work, parts[near], pnls[near])
     y = end
     _prefetch_level(bk, table, table_row, rows, k, (j0 + end) // 2)
     f = _evaluate(bk, cl, ctx, job, u, levels[y], y, index0, table, table_row, rows, k,
                   states, work, iwork, aux)
     used += 1
-    _bound_parts(f, y, aux, work, stack[1], pnls[1])
+    free -= 1
+    far = slots[free]
+    _bound_parts(f, y, aux, work, parts[far], pnls[far])
     depth = 0
     while True:
-        x = int(stack[0, 6])
-        advance = sign * stack[1, 0] > 0.0 and chord_certified(
-            bk, ctx, rows, k, table_row, chords, node[x, y], stack[0:2], pnls[0:2])
+        x = int(parts[near, 6])
+        advance = sign * parts[far, 0] > 0.0 and chord_certified(
+            bk, ctx, rows, k, table_row, chords, node[x, y], parts[near], parts[far],
+            pnls[near], pnls[far])
         if not advance and abs(y - x) == 1:
-            if sign * stack[1, 0] <= 0.0:
-                return y, stack[0, 0], stack[1, 0], used
+            if sign * parts[far, 0] <= 0.0:
+                return y, parts[near, 0], parts[far, 0], used
             advance = True
         if advance:
-            _move(stack, pnls, 1, 0)
+            slots[free] = near  # the block is passed: its near end is not needed again
+            free += 1
+            near = far
             if depth == 0:
                 return -1, 0.0, 0.0, used
+            far = slots[n_slots - depth]
             depth -= 1
-            _move(stack, pnls, 2 + depth, 1)
-            y = int(stack[1, 6])
+            y = int(parts[far, 6])
             continue
-        _move(stack, pnls, 1, 2 + depth)
         depth += 1
-        far = y
+        slots[n_slots - depth] = far
+        last = y
         y = (x + y) // 2
-        # the next level evaluated is the middle of [x, y] or of [y, far]: on its way
+        # the next level evaluated is the middle of [x, y] or of [y, last]: on its way
         _prefetch_level(bk, table, table_row, rows, k, (x + y) // 2)
-        _prefetch_level(bk, table, table_row, rows, k, (y + far) // 2)
+        _prefetch_level(bk, table, table_row, rows, k, (y + last) // 2)
         f = _evaluate(bk, cl, ctx, job, u, levels[y], y, index0, table, table_row, rows, k,
                       states, work, iwork, aux)
         used += 1
-        _bound_parts(f, y, aux, work, stack[1], pnls[1])
+        free -= 1
+        far = slots[free]
+        _bound_parts(f, y, aux, work, parts[far], pnls[far])
 
 
 @no_refcount
@@ -1696,14 +1721,6 @@ def _prefetch_level(bk: Any, table: np.ndarray, table_row: np.ndarray, rows: np.
     """Start loading the table rows of the job's instruments at grid level j."""
     for kk in range(k):
         prefetch_row(table, table_row[bk.inst[rows[kk]]], j)
-
-
-@no_refcount
-def _move(stack: np.ndarray, pnls: np.ndarray, source: int, target: int) -> None:
-    for w in range(stack.shape[1]):
-        stack[target, w] = stack[source, w]
-    for w in range(pnls.shape[1]):
-        pnls[target, w] = pnls[source, w]
 
 
 def chord_tree(j0: int, end: int) -> list[tuple[int, int]]:
