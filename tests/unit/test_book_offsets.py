@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from margin_engine.book.columnar import book_from_columns
-from margin_engine.book.kernels import quantity_nb
+from margin_engine.book.kernels import instrument_counts_nb, quantity_nb
 from margin_engine.domain.instruments import parse_shorthand
 
 NAMES = ["BTC-PERP", "ETH-PERP", "BTC-27JUN25", "BTC-27JUN25-70000-C", "ETH-26SEP25-2500-P"]
@@ -86,3 +86,12 @@ def test_the_first_repeated_instrument_is_found_in_book_order_across_pieces() ->
         want = next(p for p in range(repeated.size)
                     if repeated[p] in repeated[3 * (p // 3):p])
         assert first_repeat_nb(offsets, repeated, 50) == want == 3 * min(accounts) + 2
+
+
+@pytest.mark.parametrize("rows", [0, 1, 10_000])
+def test_instrument_counts_are_numpys_bincount(rows: int) -> None:
+    inst = np.random.default_rng(rows).integers(0, 7, rows).astype(np.int32)
+    counts = instrument_counts_nb(inst, 9)
+    assert np.array_equal(counts, np.bincount(inst, minlength=9))
+    assert counts[7:].sum() == 0
+    assert counts.sum() == rows

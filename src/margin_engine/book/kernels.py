@@ -58,6 +58,16 @@ def unrealised_pnl_nb(offsets: IntArray, inst: np.ndarray, quantity: FloatArray,
 
 
 @njit(cache=True)
+def instrument_counts_nb(inst: np.ndarray, n_inst: int) -> IntArray:
+    """How many position rows hold each instrument (``np.bincount`` without its int64 copy
+    of the rows: on a large book that copy is fresh memory the first time, page by page)."""
+    out = np.zeros(n_inst, dtype=np.int64)
+    for p in range(inst.shape[0]):
+        out[inst[p]] += 1
+    return out
+
+
+@njit(cache=True)
 def position_account_nb(offsets: IntArray) -> IntArray:
     """Account index of every position row from CSR offsets."""
     out = np.empty(offsets[-1], dtype=np.int64)

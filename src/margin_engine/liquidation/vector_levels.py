@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from margin_engine.book.bound import BoundBook, asset_prices, expiry_forwards
+from margin_engine.book.kernels import instrument_counts_nb
 from margin_engine.collateral.haircuts import column_haircuts, split_collateral_key
 from margin_engine.core.kept import KEPT
 from margin_engine.core.threads import in_threads
@@ -300,7 +301,7 @@ def _held_by_underlying(bound: BoundBook, wanted: np.ndarray | None
     inst = book.position_instrument if wanted is None else \
         book.position_instrument[wanted[bound.position_account]]
     n_inst = len(book.instruments.instruments)
-    counts = np.bincount(inst, minlength=n_inst) if inst.size else np.zeros(n_inst, np.int64)
+    counts = instrument_counts_nb(inst, n_inst)
     und = np.asarray(book.instruments.underlying)
     out = []
     for u in range(len(bound.underlyings)):
