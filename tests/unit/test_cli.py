@@ -183,3 +183,27 @@ def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: 
     assert "margin-engine: error:" in out.output
     assert str(blocker) in out.output
     assert "Traceback" not in out.output
+
+
+def test_the_bench_compiles_in_a_child_and_then_loads_the_cache(tmp_path: Path) -> None:
+    """The portfolio bench compiles its kernels in a child process first: with a cold cache
+    the child compiles and writes the cache, and a later process (the bench itself) loads the
+    per-tick kernel from it instead of compiling (which would keep the compiler's memory)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    child = ("import sys; from margin_engine.bench.run import compile_in_child; "
+             "sys.exit(0 if compile_in_child(2400, 1000, 4, 1, False, False) else 1)")
+    assert subprocess.run([sys.executable, "-c", child], env=env, timeout=600).returncode == 0
+    later = ("from margin_engine.bench.run import _bench_inputs, _warm_portfolio; "
+             "from margin_engine.margin.portfolio_kernel import tick_margin_nb as k; "
+             "c, m, n = _bench_inputs(2400, 1000); _warm_portfolio(n, m, c, 4, 1, False); "
+             "print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))")
+    out = subprocess.run([sys.executable, "-c", later], env=env, timeout=600,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    hits, misses = (int(x) for x in out.stdout.split())
+    assert hits >= 1
+    assert misses == 0
