@@ -1313,7 +1313,7 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
         states=np.empty((size, width)),
         work=np.empty(work_size), work0=np.empty(work_size),
         iwork=np.empty(size, dtype=np.int64), aux=np.zeros(AUX), aux0=np.zeros(AUX),
-        tmp=np.zeros(AUX), st=np.empty(8), cstack=np.empty((2 + 32, PARTS)),
+        tmp=np.zeros(AUX), st=np.empty(8), cparts=np.empty((2 + 32, PARTS)),
         cpnls=np.empty((2 + 32, scenarios)), cslots=np.empty(2 + 32, dtype=np.int64),
         pool_x=np.empty(POOL),
         pool=np.empty((POOL, size, width)), bounds=np.empty((2, scenarios)),
@@ -1337,7 +1337,7 @@ class Scratch(NamedTuple):
     aux0: np.ndarray  # ... at today's index
     tmp: np.ndarray
     st: np.ndarray  # Brent's state
-    cstack: np.ndarray  # the chord bracket's block ends (their bound parts)
+    cparts: np.ndarray  # the chord bracket's block ends (their bound parts)
     cpnls: np.ndarray  # ... their scenario P&L
     cslots: np.ndarray  # ... which rows are free, which are far ends to visit
     pool_x: np.ndarray  # levels fully evaluated near the root
@@ -1366,7 +1366,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
     rows, states, work, work0, iwork = (scratch.rows, scratch.states, scratch.work,
                                         scratch.work0, scratch.iwork)
     aux, aux0, tmp, st = scratch.aux, scratch.aux0, scratch.tmp, scratch.st
-    cstack, cpnls, pool_x, pool = scratch.cstack, scratch.cpnls, scratch.pool_x, scratch.pool
+    cparts, cpnls, pool_x, pool = scratch.cparts, scratch.cpnls, scratch.pool_x, scratch.pool
     bounds, chosen, sums, key = scratch.bounds, scratch.chosen, scratch.sums, scratch.key
     width = states.shape[1]
     n_pool = 0
@@ -1422,7 +1422,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                         end = 0 if side < 0 else n_lv - 1
                         found, f_prev, f, used = _chord_bracket(
                             bk, cl, ctx, job, u, j0, end, f, levels, index0, table, table_row,
-                            rows, k, states, work, iwork, aux, chords, node, cstack, cpnls,
+                            rows, k, states, work, iwork, aux, chords, node, cparts, cpnls,
                             scratch.cslots)
                         count += used
                         if found < 0:
