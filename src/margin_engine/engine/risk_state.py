@@ -129,6 +129,27 @@ class SliceRemargin:
             if self._uses_portfolio(piece) and symbol in piece.bound.underlyings:
                 self._margins(piece, symbol)
                 piece.fast = self._incremental(piece, symbol)
+        self._warm(market)
+
+    def _warm(self, market: MarketSnapshot) -> None:
+        """Compile (or load from the cache) the per-tick kernels now, not on the first ticks:
+        from a cold cache the incremental slice's kernel took 4.75 s of the first tick of a
+        100,000-account monitor. Each incremental slice is re-margined at today's market (the
+        numbers it already holds: its kernel's arithmetic is the model's), and the cells are
+        published and refreshed for no account."""
+        fast = [piece.fast for piece in self.slices.values() if piece.fast is not None]
+        for incremental in fast:
+            incremental.tick(market, self.config)
+        if not fast:
+            return
+        n_u = self.known.shape[1]
+        none = np.empty(0, dtype=np.int64)
+        scan, cont = np.zeros((0, n_u)), np.zeros((0, n_u))
+        worst = np.zeros((0, n_u), dtype=np.int64)
+        own = fast[0]
+        _publish_cells_nb(none, self.known, scan, cont, worst, own.scan, own.cont, own.worst)
+        _refresh_cells_nb(none, own.u, self.known, scan, cont, worst, own.scan, own.cont,
+                          own.worst)
 
     def __call__(self, market: MarketSnapshot, moved: frozenset[str],
                  clock_moved: bool) -> list[tuple[IntArray, AccountMargins]]:
