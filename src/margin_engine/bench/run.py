@@ -248,6 +248,7 @@ def compile_in_child(instruments: int, scenarios: int, positions: int, seed: int
 
 def _warm_all(instruments: int, scenarios: int, positions: int, seed: int, files: bool,
               liquidation: bool) -> None:
+    """The child's work (``compile_in_child``): the bench's inputs rebuilt, its warm-ups."""
     config, market, names = _bench_inputs(instruments, scenarios)
     _warm_portfolio(names, market, config, positions, seed, files)
     if liquidation:
@@ -300,7 +301,6 @@ def _portfolio_bench(console: Any, config: RiskConfig, market: MarketSnapshot,
                      names: list[str], *, accounts: int, positions: int,
                      baseline_positions: int, seed: int, runs: int, liquidation: bool,
                      files: bool) -> dict[str, Any]:
-
     from margin_engine.bench.numpy_baseline import numpy_layout, numpy_margins
     from margin_engine.margin.portfolio_kernel import stream_read_nb
     from margin_engine.margin.tick import bind_tick, tick_margins
