@@ -14,11 +14,13 @@ ir: Any = llvm_ir
 cgutils: Any = numba_cgutils  # numba's code generation helpers carry no annotations
 
 LINE = 64  # bytes in a cache line
+ROW_LINES = 5  # lines of a row prefetched (a state row of 30 numbers spans 4 or 5)
 
 
 def _prefetch_row(typingctx: Any, table: Any, r: Any, j: Any) -> Any:
-    """Prefetch table[r, j, :] of a C-contiguous 3-d float64 array (every cache line it
-    spans); no effect on the program's results."""
+    """Prefetch table[r, j, :] of a C-contiguous 3-d float64 array: every cache line of its
+    first ``ROW_LINES`` x 64 bytes (a row of up to 40 numbers whole) and its last byte; no
+    effect on the program's results."""
     if not (isinstance(table, types.Array) and table.ndim == 3):
         return None
     sig = types.void(table, r, j)
@@ -39,10 +41,10 @@ def _prefetch_row(typingctx: Any, table: Any, r: Any, j: Any) -> Any:
         fnty = ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32),
                                                ir.IntType(32)])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        # lines at 0, 64, ... and the row's last byte
-        for offset in range(0, 5 * LINE, LINE):
+        last = builder.sub(nbytes, context.get_constant(types.intp, 1))
+        # lines at 0, 64, ... (past the row: its last byte instead)
+        for offset in range(0, ROW_LINES * LINE, LINE):
             off = context.get_constant(types.intp, offset)
-            last = builder.sub(nbytes, context.get_constant(types.intp, 1))
             use = builder.select(builder.icmp_signed("<", off, nbytes), off, last)
             builder.call(fn, [builder.gep(raw, [use]), ir.Constant(ir.IntType(32), 0),
                               ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])

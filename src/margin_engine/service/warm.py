@@ -7,7 +7,6 @@ on an account of each margin mode at start-up moves that wait before the service
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from margin_engine.app.compute import ModelChoice
@@ -21,11 +20,10 @@ MODES = ("portfolio", "cross", "isolated")
 STRATEGIES = ("delta-hedged short straddle", "BTC/ETH pair", "perp-future basis")
 
 
-def warm_kernels(config: RiskConfig | None = None) -> float:
+def warm_kernels(config: RiskConfig | None = None) -> None:
     """What-ifs with liquidation prices on the demo market, one account of every margin mode
     holding options, futures and perpetuals of both coins, under ``config`` (the service's);
-    what they kept is dropped afterwards. Returns the seconds it took."""
-    started = time.perf_counter()
+    what they kept is dropped afterwards."""
     market = parse_market(demo_market_document())
     by_id = {a["id"]: a for a in canonical_portfolio()["accounts"]}
     held = {p["instrument"]: p for name in STRATEGIES for p in by_id[name]["positions"]}
@@ -36,4 +34,3 @@ def warm_kernels(config: RiskConfig | None = None) -> float:
                                    "collateral": {"USDC": 20_000.0}, "positions": positions}
         what_if(account, [order], market, config, model=ModelChoice.ACCOUNT)
     forget_kept()
-    return time.perf_counter() - started
