@@ -125,14 +125,18 @@ def test_bench_json_reports_stages_and_baseline() -> None:
 
 def test_bench_reports_the_liquidation_search() -> None:
     args = ["bench", "--accounts", "300", "--positions", "4", "--baseline-positions", "100",
-            "--runs", "1", "--no-files", "--liquidation-prices"]
+            "--runs", "2", "--no-files", "--liquidation-prices"]
     report = json.loads(runner.invoke(app, [*args, "--json"]).stdout)["liquidation"]
+    assert len(report["runs"]) == 2  # as many as the other figures', the median reported
+    assert report["seconds"] == pytest.approx(sum(report["runs"]) / 2)
+    assert report["same_every_run"] is True
     assert 300 < report["searches"] <= 600  # accounts x the underlyings each is exposed to
     assert 1.0 < report["evaluations_per_search"] < 40.0
     assert report["down_found"] + report["up_found"] > 0
     assert report["warmup_seconds"] > 0.0  # its own warm-up, after the ticks' RSS is read
     text = runner.invoke(app, args).stdout
     assert "liquidation searches / gap evaluations each" in text
+    assert "liquidation prices, both sides, median of 2 (s)" in text
     assert "liquidation warm-up, not timed above (s)" in text
 
 
