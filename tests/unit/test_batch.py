@@ -86,7 +86,7 @@ def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
     summary = json.loads(out.stdout)
     assert summary["partitions"] == 4
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
-        f"part-0000{k}.parquet" for k in range(4)]
+        "_batch.json", *(f"part-0000{k}.parquet" for k in range(4))]  # no temporary left
     np.testing.assert_array_equal(read_results(tmp_path / "o").column("initial_margin"),
                                   single_process(book_folder)["initial_margin"])
 
@@ -113,3 +113,97 @@ def test_a_bad_partition_is_refused_naming_its_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="positions/part-00001.parquet"):
         run_batch(tmp_path / "b", level_market(), RiskConfig().to_dict(),
                   output=tmp_path / "out", scheduler="none")
+
+
+def test_a_part_is_written_whole_or_not_at_all(book_folder: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped while it writes a part leaves the earlier part whole, no temporary file
+    and no manifest: the folder is refused until the batch runs again."""
+    out = tmp_path / "out"
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=out,
+              scheduler="none")
+    before = pq.read_table(out / "part-00001.parquet")
+    real_write = pq.write_table
+
+    def stopped_mid_write(table: object, where: object, **kwargs: object) -> None:
+        if Path(str(where)).name.startswith(".part-00001"):
+            Path(str(where)).write_bytes(b"PAR1 half a file")
+            raise KeyboardInterrupt  # the process stopped here
+        real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", stopped_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=out,
+                  scheduler="none")
+    assert pq.read_table(out / "part-00001.parquet").equals(before)  # the old part, whole
+    assert not list(out.glob(".*"))  # no temporary left
+    with pytest.raises(InputError, match="stopped before its end"):
+        read_results(out)
+    monkeypatch.setattr(pq, "write_table", real_write)
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=out,
+              scheduler="none")
+    np.testing.assert_array_equal(read_results(out).column("initial_margin"),
+                                  single_process(book_folder)["initial_margin"])
+
+
+def test_kill_minus_9_mid_batch_then_run_again(tmp_path: Path) -> None:
+    """The batch command killed with SIGKILL after its first part: every part on disk is
+    whole, no manifest claims the run; the same command again completes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bound = random_level_book(1600, seed=34, asked_margins=False)
+    write_partitioned_book(bound.book, tmp_path / "book", 16, declared_instruments_document())
+    market = tmp_path / "market.json"
+    market.write_text(json.dumps(level_market()))
+    out = tmp_path / "out"
+    args = [str(Path(sys.executable).parent / "margin-engine"), "batch", "--book",
+            str(tmp_path / "book"), "--market", str(market), "--scheduler", "none",
+            "--output", str(out), "--json"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and not (
+            out.is_dir() and any(out.glob("part-*.parquet"))):
+        time.sleep(0.005)
+    killed = process.poll() is None
+    if killed:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    print(f"killed: {killed}, parts on disk: {len(list(out.glob('*.parquet')))} of 16")
+    for part in out.glob("*.parquet"):
+        assert pq.read_table(part).column_names == list(RESULT_COLUMNS), part.name
+    if killed and not (out / "_batch.json").exists():
+        with pytest.raises(InputError, match="stopped before its end"):
+            read_results(out)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["partitions"] == 16
+    assert not list(out.glob(".*"))
+    got = read_results(out)
+    want = single_process(tmp_path / "book")
+    assert got.column("account").to_pylist() == want["account"].tolist()
+    np.testing.assert_array_equal(got.column("initial_margin").to_numpy(),
+                                  want["initial_margin"])
+
+
+def test_an_output_folder_of_another_book_or_inside_the_book_is_refused(
+        book_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=out,
+              scheduler="none")  # 4 parts
+    small = random_level_book(20, seed=35, asked_margins=False)
+    write_partitioned_book(small.book, tmp_path / "small", 2, declared_instruments_document())
+    with pytest.raises(InputError, match="part-00002.parquet, part-00003.parquet"):
+        run_batch(tmp_path / "small", level_market(), RiskConfig().to_dict(), output=out,
+                  scheduler="none")
+    assert len(read_results(out)) == 600  # the first run's results, untouched
+    positions = sorted((book_folder / "positions").iterdir())
+    sizes = [p.stat().st_size for p in positions]
+    for inside in (book_folder, book_folder / "positions"):
+        with pytest.raises(InputError, match="outside the book folder"):
+            run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=inside,
+                      scheduler="none")
+    assert [p.stat().st_size for p in sorted((book_folder / "positions").iterdir())] == sizes

@@ -11,6 +11,13 @@ Result columns: ``account, mode, model, equity, adjusted_equity, initial_margin,
 maintenance_margin, excess, gross_notional`` (USD; ``model`` is the model the account was
 margined under: its own mode with ``--model account``).
 
+Every part is written whole or not at all (a hidden temporary file beside it, renamed over it
+once complete), and ``OUTPUT/_batch.json`` (``MANIFEST``: the book, the model, each part's file
+and rows) is written last, when every part is: a run stopped part-way (a worker or the client
+killed) leaves no manifest and no truncated part, and ``read_results`` refuses the folder until
+the batch is run again. The output folder must lie outside the book and hold no result part
+that is not a partition of this book (a folder of another book's results would be read as one).
+
 Schedulers: ``local`` starts a ``LocalCluster`` of ``workers`` processes (one thread each) on
 this machine; ``tcp://HOST:PORT`` connects to a running scheduler (every worker needs
 margin-engine installed and the book and output folders at the same paths: a shared or
@@ -19,6 +26,7 @@ network filesystem); ``none`` runs the partitions one after the other in this pr
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import time
@@ -32,6 +40,8 @@ from margin_engine.core.errors import InputError
 from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
 
 MODELS = (ModelSelection.ACCOUNT.value, *MODEL_NAMES)  # var needs a history: not in batches
+MANIFEST = "_batch.json"  # written last: the parts of the run that completed
+MANIFEST_FORMAT = "margin-engine/batch-result/v1"
 RESULT_COLUMNS = ("account", "mode", "model", "equity", "adjusted_equity", "initial_margin",
                   "maintenance_margin", "excess", "gross_notional")
 
@@ -85,10 +95,22 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
         "gross_notional": np.asarray(bound.account_gross_notional()),
     })
     target = Path(job.output) / f"{partition.name}.parquet"
-    pq.write_table(table, target)
+    _write_whole(target, lambda path: pq.write_table(table, path))
     return {"partition": partition.name, "accounts": book.account_count,
             "positions": book.position_count, "seconds": time.perf_counter() - started,
             "worker": _worker_name(), "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
+
+
+def _write_whole(target: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to a hidden temporary file beside ``target``, then rename it over ``target``
+    (atomic within a folder): ``target`` is the old file or the whole new one, never a part of
+    it, whenever the process stops."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _peak_rss_mb() -> float:
@@ -114,12 +136,10 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     if model not in MODELS:
         raise InputError(f"one of {', '.join(MODELS)} (account: each account under its own "
                          "mode)", field="--model", value=model)
-    parts = partitions(book)
-    if only is not None:
-        wanted = set(only)
-        parts = [p for p in parts if p.name in wanted]
+    every = partitions(book)
+    parts = every if only is None else [p for p in every if p.name in set(only)]
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_output(out, Path(book), every)
     job = BatchJob(market=market, config=config, model=model,
                    instruments=declared_instruments(book), output=str(out.resolve()))
     started = time.perf_counter()
@@ -132,6 +152,12 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     else:
         done = _on_dask(parts, job, scheduler, workers, progress)
     wall = time.perf_counter() - started
+    manifest = {"format": MANIFEST_FORMAT, "book": str(book), "model": model,
+                "market_timestamp": market.get("timestamp"),
+                "accounts": sum(d["accounts"] for d in done),
+                "parts": [{"partition": d["partition"], "file": Path(d["output"]).name,
+                           "accounts": d["accounts"]} for d in done]}
+    _write_whole(out / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
     per_worker: dict[str, float] = {}
     for item in done:
         per_worker[item["worker"]] = max(per_worker.get(item["worker"], 0.0),
@@ -140,6 +166,25 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
             "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
             "positions": sum(d["positions"] for d in done), "wall_seconds": wall,
             "peak_rss_mb_per_worker": per_worker, "parts": done}
+
+
+def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
+    """Refuse an output folder inside the book (results would be written over its parts) or
+    holding result parts that are not partitions of this book (they would be read with this
+    run's); forget the last run's manifest and what a stopped run left half-written."""
+    if out.resolve() == book.resolve() or book.resolve() in out.resolve().parents:
+        raise InputError("an output folder outside the book folder", field="--output",
+                         value=str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    mine = {f"{p.name}.parquet" for p in every}
+    foreign = sorted(f.name for f in out.glob("*.parquet") if f.name not in mine)
+    if foreign:
+        raise InputError(f"an empty output folder or one of this book's runs (it holds "
+                         f"{len(foreign)} result part(s) that are not partitions of this book: "
+                         f"{', '.join(foreign[:3])})", field="--output", value=str(out))
+    (out / MANIFEST).unlink(missing_ok=True)
+    for leftover in out.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,
@@ -174,11 +219,30 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
 
 
 def read_results(output: str | Path) -> Any:
-    """All result parts of a batch output folder as one Arrow table (in part order)."""
+    """The result parts of the last complete batch run into ``output`` (those its manifest
+    lists, in part order) as one Arrow table; refused when no run completed there or a part
+    no longer has the rows the run wrote."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = sorted(Path(output).glob("*.parquet"))
-    if not files:
-        raise InputError("a batch output folder with result parts", source=str(output))
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    folder = Path(output)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise InputError(f"the output folder of a batch run that completed (no readable "
+                         f"{MANIFEST}: the run was stopped before its end, or this folder is "
+                         "not a batch output; run the batch again)", source=str(output)) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"a {MANIFEST} of format {MANIFEST_FORMAT}",
+                         source=str(folder / MANIFEST))
+    tables = []
+    for part in manifest["parts"]:
+        path = folder / part["file"]
+        table = pq.read_table(path) if path.is_file() else None
+        if table is None or table.num_rows != part["accounts"]:
+            raise InputError(f"{part['accounts']} result rows in {part['file']}, as the run "
+                             "wrote them (the part is missing or was changed since: run the "
+                             "batch again)", source=str(path))
+        tables.append(table)
+    return pa.concat_tables(tables) if tables else pa.table(
+        {name: pa.array([]) for name in RESULT_COLUMNS})
