@@ -50,6 +50,31 @@ def test_vectorised_levels_equal_the_reference_search(model: str) -> None:
     assert found > 20  # the book has levels on both sides of both coins
 
 
+@pytest.mark.parametrize(("model", "timestamp"), [
+    ("portfolio", "2025-06-06T07:59:59Z"), ("sensitivity", "2025-06-06T07:59:59Z"),
+    ("portfolio", "2025-06-06T08:00:00Z"), ("cross", "2025-06-06T08:00:00Z")])
+def test_levels_equal_the_reference_on_an_expiry_day(model: str, timestamp: str) -> None:
+    """The 6JUN25 options and futures one second before their 08:00 UTC expiry (a year
+    fraction of 3e-8: prices at intrinsic but for a hair, unbounded curvature) and at it
+    (settled at the settlement prices): the same levels as the reference."""
+    from margin_engine.book.bound import bind_market
+    from margin_engine.io.market_file import parse_market
+    from tests.unit.level_books import level_market
+
+    market = level_market()
+    market["timestamp"] = timestamp
+    at_expiry = timestamp.endswith("08:00:00Z")
+    if at_expiry:
+        market["settlements"].update({"BTC-6JUN25": 50100, "ETH-6JUN25": 2001})
+    bound = bind_market(random_level_book(60, seed=11).book, parse_market(market))
+    june6 = np.array(["-6JUN25" in i.name for i in bound.book.instruments.instruments])
+    assert not bound.live[june6].any() if at_expiry else bound.live[june6].all()
+    assert june6[bound.book.position_instrument].sum() >= 10  # positions the expiry moves
+    found = assert_same_levels(liquidation_levels(bound, model, RiskConfig()),
+                               liquidation_levels_reference(bound, model, RiskConfig()))
+    assert found > 30
+
+
 def test_vectorised_levels_equal_the_reference_without_haircuts() -> None:
     bound = random_level_book(30, seed=4)
     assert_same_levels(liquidation_levels(bound, "portfolio", NO_HAIRCUTS),
