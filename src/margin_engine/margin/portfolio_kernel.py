@@ -456,24 +456,25 @@ def option_terms_nb(u_offsets: IntArray, u_inst: np.ndarray, u_q: FloatArray,
 
 @njit(cache=True, parallel=True)
 def slice_margin_nb(
-    u: int, u_offsets: IntArray, u_inst: np.ndarray, u_q: FloatArray,
-    long_offsets: IntArray, long_rows: IntArray, short_offsets: IntArray,
-    short_rows: IntArray, u_fixed: FloatArray, inst_kind: np.ndarray, inst_mark: FloatArray,
+    u: int, inst_und: np.ndarray, inst_kind: np.ndarray, inst_mark: FloatArray,
     opt_offsets: IntArray, opt_terms: FloatArray, und_index: FloatArray, grid: FloatArray,
     n_s: int, weights: FloatArray, moves: FloatArray, lin_moves: FloatArray,
     exposure: FloatArray, rho: FloatArray, lin_rate: float, max_offset: float,
     mm_fraction: float, pos_offsets: IntArray, pos_inst: np.ndarray, pos_q: FloatArray,
-    pos_entry_usd: FloatArray, im: FloatArray, mm: FloatArray, scan: FloatArray,
-    cont: FloatArray, worst: np.ndarray, active: np.ndarray, upnl: FloatArray,
+    pos_entry_usd: FloatArray, pos_fixed: FloatArray, im: FloatArray, mm: FloatArray,
+    scan: FloatArray, cont: FloatArray, worst: np.ndarray, active: np.ndarray,
+    upnl: FloatArray,
 ) -> None:
     """IM and MM of every account after a move of u alone (the other underlyings' cells of
     ``scan``, ``cont``, ``worst`` are the last ones, read and kept; u's are rewritten), and
     the unrealised P&L sum_p q_p (mark_i(p) - entry_usd_p) over every position.
 
-    ``grid``: instruments x S (S >= n_s, zero padded); ``long_rows`` / ``short_rows``: per
-    account the rows of u's delta-one positions with a positive / negative notional, in
-    position order (notional = q x mark linear, ``u_fixed`` inverse); ``exposure``: e_a,u."""
-    n_acct = u_offsets.shape[0] - 1
+    One pass over each account's positions in book order: every position adds to the
+    unrealised P&L; u's add q x grid row to u's scenario P&L and, delta-one ones, their notional
+    (q x mark linear, ``pos_fixed`` inverse: size x contract size) to the longs or the shorts
+    by its sign (the same sums, in the same order, as over u's positions alone).
+    ``grid``: instruments x S (S >= n_s, zero padded; u's rows filled); ``exposure``: e_a,u."""
+    n_acct = pos_offsets.shape[0] - 1
     n_u = und_index.shape[0]
     width = grid.shape[1]
     index_u = und_index[u]
@@ -486,31 +487,33 @@ def slice_margin_nb(
         weighted = np.empty(width)
         for a in range(c * TICK_CHUNK, min(n_acct, (c + 1) * TICK_CHUNK)):
             total_pnl = 0.0
-            for p in range(pos_offsets[a], pos_offsets[a + 1]):
-                total_pnl += pos_q[p] * (inst_mark[pos_inst[p]] - pos_entry_usd[p])
-            upnl[a] = total_pnl
             for s in range(width):
                 row[s] = 0.0
-            for p in range(u_offsets[a], u_offsets[a + 1]):
-                i = u_inst[p]
-                q = u_q[p]
+            held = False
+            longs = 0.0
+            shorts = 0.0
+            for p in range(pos_offsets[a], pos_offsets[a + 1]):
+                i = pos_inst[p]
+                q = pos_q[p]
+                total_pnl += q * (inst_mark[i] - pos_entry_usd[p])
+                if inst_und[i] != u:
+                    continue
+                held = True
                 for s in range(width):
                     row[s] += q * grid[i, s]
+                kind = inst_kind[i]
+                if kind in (KIND_LINEAR, KIND_INVERSE):
+                    n = q * inst_mark[i] if kind == KIND_LINEAR else pos_fixed[p]
+                    if n > 0.0:
+                        longs += n
+                    elif n < 0.0:
+                        shorts -= n
+            upnl[a] = total_pnl
             e = exposure[a]
-            has = u_offsets[a + 1] > u_offsets[a] or e != 0.0
+            has = held or e != 0.0
             if e != 0.0:
                 for s in range(n_s):
                     row[s] += e * lin_moves[s] * 1.0
-            longs = 0.0
-            for k in range(long_offsets[a], long_offsets[a + 1]):
-                p = long_rows[k]
-                longs += u_q[p] * inst_mark[u_inst[p]] if inst_kind[u_inst[p]] == KIND_LINEAR \
-                    else u_fixed[p]
-            shorts = 0.0
-            for k in range(short_offsets[a], short_offsets[a + 1]):
-                p = short_rows[k]
-                shorts -= u_q[p] * inst_mark[u_inst[p]] if inst_kind[u_inst[p]] == KIND_LINEAR \
-                    else u_fixed[p]
             opt_cont = 0.0
             for k in range(opt_offsets[a], opt_offsets[a + 1]):
                 opt_cont += opt_terms[k] * index_u

@@ -202,9 +202,10 @@ class IncrementalSlice:
         P_a,u[s] = sum over a's positions in u (in book order) of q_p grid[i_p, s]
                    + e_a,u x m_lin[s]
         C_a,u = sum_g term_g x index_u + lin_rate x min(longs, shorts)
-    through per-(account, u) indexes built once (u's positions; the net-short option groups'
-    term_g = -net x opt_rate; u's delta-one positions split by the sign of their notional),
-    the other underlyings' scan risk, contingency and worst scenario kept from the last
+    in one pass over each account's positions (which also sums the unrealised P&L; u's
+    delta-one positions go to the longs or the shorts by the sign of their notional), the
+    net-short option groups' term_g = -net x opt_rate indexed once, the other underlyings'
+    scan risk, contingency and worst scenario kept from the last
     result, and equity = collateral . prices + sum_p q_p (mark_i(p) - entry_usd_p) over every
     position (entry_usd = entry x index for inverse options). Collateral value, haircuts,
     depeg and exposures are recomputed only when an asset price moved."""
@@ -222,13 +223,7 @@ class IncrementalSlice:
     entry_usd: FloatArray
     inverse_options: IntArray  # rows of inverse options: entry_usd = entry x index
     inverse_entry: FloatArray
-    # the slice's positions in u, per account in book order (margin)
-    u_offsets: IntArray
-    u_inst: np.ndarray
-    u_quantity: FloatArray
-    u_fixed: FloatArray  # notional of inverse perps / futures: size x contract size
-    longs: tuple[IntArray, IntArray]  # (offsets, rows) of u's positive notionals
-    shorts: tuple[IntArray, IntArray]  # (offsets, rows) of u's negative notionals
+    fixed: FloatArray  # signed notional as bound: size x contract size for inverse ones
     option_terms: tuple[IntArray, FloatArray]  # (offsets, -net x opt_rate)
     # the last result's breakdown, updated in place
     scan: FloatArray
@@ -261,8 +256,6 @@ class IncrementalSlice:
         terms = option_terms_nb(u_offsets, u_inst, u_quantity, table.is_option & bound.live,
                                 bound.contingency_group, config.portfolio.option_contingency_rate,
                                 int(lengths.max()) if lengths.size else 0)
-        notional = bound.signed_notional[u_rows]
-        delta_one = (kind[u_inst] == KIND_LINEAR) | (kind[u_inst] == KIND_INVERSE)
         breakdown = result.per_underlying
         return IncrementalSlice(
             u=u, probe=reprice(replace(bound, book=probe_of(book)), bound.market), kind=kind,
@@ -270,9 +263,7 @@ class IncrementalSlice:
             sigma=np.zeros((0, 0)), offsets=book.offsets, inst=inst,
             quantity=bound.quantity, entry_usd=bound.entry_usd.copy(),
             inverse_options=inverse_options, inverse_entry=book.entry_price[inverse_options],
-            u_offsets=u_offsets, u_inst=u_inst, u_quantity=u_quantity, u_fixed=notional,
-            longs=_rows_in(u_offsets, delta_one & (notional > 0.0)),
-            shorts=_rows_in(u_offsets, delta_one & (notional < 0.0)), option_terms=terms,
+            fixed=bound.signed_notional, option_terms=terms,
             scan=np.array(breakdown["scan_risk"]), cont=np.array(breakdown["contingency"]),
             worst=np.array(breakdown["worst_scenario"]), active=np.array(result.active),
             collateral=book.collateral)
@@ -294,12 +285,11 @@ class IncrementalSlice:
         assert self.exposure is not None
         assert self.depeg is not None
         slice_margin_nb(
-            self.u, self.u_offsets, self.u_inst, self.u_quantity, *self.longs, *self.shorts,
-            self.u_fixed, self.kind, probe.mark, *self.option_terms, probe.index,
-            self._grid(market, cfg), len(scenarios), columns.weights, columns.moves,
-            columns.linear, self.exposure,
-            probe.correlation, cfg.linear_contingency_rate, cfg.max_cross_offset,
-            cfg.maintenance_fraction, self.offsets, self.inst, self.quantity, self.entry_usd,
+            self.u, self.probe.book.instruments.underlying, self.kind, probe.mark,
+            *self.option_terms, probe.index, self._grid(market, cfg), len(scenarios),
+            columns.weights, columns.moves, columns.linear, self.exposure, probe.correlation,
+            cfg.linear_contingency_rate, cfg.max_cross_offset, cfg.maintenance_fraction,
+            self.offsets, self.inst, self.quantity, self.entry_usd, self.fixed,
             im, mm, self.scan, self.cont, self.worst, self.active, self.upnl)
         if self.depeg.any():
             im = im + self.depeg
