@@ -207,3 +207,24 @@ def test_an_output_folder_of_another_book_or_inside_the_book_is_refused(
             run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=inside,
                       scheduler="none")
     assert [p.stat().st_size for p in sorted((book_folder / "positions").iterdir())] == sizes
+
+
+def test_a_changed_part_or_a_broken_manifest_is_refused(book_folder: Path,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=out,
+              scheduler="none")
+    (out / ".notes.tmp").write_text("a file of the user's")  # not the run's: left alone
+    part = pq.read_table(out / "part-00002.parquet")
+    pq.write_table(part.slice(0, 10), out / "part-00002.parquet")
+    with pytest.raises(InputError, match="rows in part-00002.parquet"):
+        read_results(out)
+    manifest = json.loads((out / "_batch.json").read_text())
+    manifest["parts"][0] = {"file": 3}
+    (out / "_batch.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="parts of"):
+        read_results(out)
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=out,
+              scheduler="none")
+    assert len(read_results(out)) == 600
+    assert (out / ".notes.tmp").read_text() == "a file of the user's"

@@ -183,8 +183,9 @@ def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
                          f"{len(foreign)} result part(s) that are not partitions of this book: "
                          f"{', '.join(foreign[:3])})", field="--output", value=str(out))
     (out / MANIFEST).unlink(missing_ok=True)
-    for leftover in out.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+    for name in (*sorted(mine), MANIFEST):  # this run's own temporaries, nothing else
+        for leftover in out.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,
@@ -236,7 +237,11 @@ def read_results(output: str | Path) -> Any:
         raise InputError(f"a {MANIFEST} of format {MANIFEST_FORMAT}",
                          source=str(folder / MANIFEST))
     tables = []
-    for part in manifest["parts"]:
+    for part in manifest.get("parts", ()):
+        if not (isinstance(part, dict) and isinstance(part.get("file"), str)
+                and isinstance(part.get("accounts"), int)):
+            raise InputError("parts of {file, accounts}", field="parts", value=str(part),
+                             source=str(folder / MANIFEST))
         path = folder / part["file"]
         table = pq.read_table(path) if path.is_file() else None
         if table is None or table.num_rows != part["accounts"]:
