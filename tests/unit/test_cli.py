@@ -211,3 +211,12 @@ def test_the_bench_compiles_in_a_child_and_then_loads_the_cache(tmp_path: Path) 
     hits, misses = (int(x) for x in out.stdout.split())
     assert hits >= 1
     assert misses == 0
+
+
+def test_a_book_larger_than_memory_is_one_line_not_a_traceback() -> None:
+    """numpy refuses a 373 GiB array at once: the command says so in one line, exit 2."""
+    out = runner.invoke(app, ["bench", "--accounts", "5000000000", "--positions", "10",
+                              "--runs", "1", "--no-files"])
+    assert out.exit_code == 2, out.output
+    assert "out of memory (Unable to allocate" in out.output
+    assert "Traceback" not in out.output

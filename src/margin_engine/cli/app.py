@@ -104,6 +104,11 @@ def _guarded(action: Callable[[], _R]) -> _R:
         where = f"{exc.filename}: " if exc.filename else ""
         typer.echo(f"margin-engine: error: {where}{exc.strerror or exc}", err=True)
         raise typer.Exit(code=2) from None
+    except MemoryError as exc:  # a book larger than this machine's memory
+        typer.echo(f"margin-engine: error: out of memory ({exc or 'an allocation failed'}): "
+                   "a smaller book, or a machine with more memory (`batch` streams a "
+                   "partitioned book)", err=True)
+        raise typer.Exit(code=2) from None
 
 
 def _emit_json(document: Any) -> None:
