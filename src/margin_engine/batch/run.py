@@ -137,7 +137,8 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
         raise InputError(f"one of {', '.join(MODELS)} (account: each account under its own "
                          "mode)", field="--model", value=model)
     every = partitions(book)
-    parts = every if only is None else [p for p in every if p.name in set(only)]
+    wanted = None if only is None else set(only)
+    parts = every if wanted is None else [p for p in every if p.name in wanted]
     out = Path(output)
     _prepare_output(out, Path(book), every)
     job = BatchJob(market=market, config=config, model=model,

@@ -482,11 +482,11 @@ def _liquidation_stage(console: Any, book: ColumnarBook, market: MarketSnapshot,
             levels = liquidation_levels(bound, "portfolio", config)
             times.append(time.perf_counter() - t)
             del bound
-        found.add((int(np.isfinite(levels.down).sum()), int(np.isfinite(levels.up).sum())))
+        counts = (int(np.isfinite(levels.down).sum()), int(np.isfinite(levels.up).sum()))
+        found.add(counts)
     searches = STATS["jobs"] - before["jobs"]
     return {"seconds": _median(times), "runs": times, "warmup_seconds": warmup,
-            "down_found": int(np.isfinite(levels.down).sum()),
-            "up_found": int(np.isfinite(levels.up).sum()),
+            "down_found": counts[0], "up_found": counts[1],
             "same_every_run": len(found) == 1, "searches": searches,
             "evaluations_per_search": (STATS["evaluations"] - before["evaluations"])
             / max(1, searches)}

@@ -13,10 +13,10 @@ from margin_engine.app.compute import ModelChoice
 from margin_engine.app.whatif import Order, forget_kept, what_if
 from margin_engine.demo.canonical import canonical_portfolio
 from margin_engine.demo.market import demo_market_document
+from margin_engine.domain.instruments import MarginMode
 from margin_engine.io.market_file import parse_market
 from margin_engine.margin.config import RiskConfig
 
-MODES = ("portfolio", "cross", "isolated")
 STRATEGIES = ("delta-hedged short straddle", "BTC/ETH pair", "perp-future basis")
 
 
@@ -29,8 +29,8 @@ def warm_kernels(config: RiskConfig | None = None) -> None:
     held = {p["instrument"]: p for name in STRATEGIES for p in by_id[name]["positions"]}
     positions = list(held.values())
     order = Order(instrument="BTC-PERP", size=0.1, price=65000.0)
-    for mode in MODES:
-        account: dict[str, Any] = {"id": f"warm-{mode}", "mode": mode,
+    for mode in MarginMode:
+        account: dict[str, Any] = {"id": f"warm-{mode.value}", "mode": mode.value,
                                    "collateral": {"USDC": 20_000.0}, "positions": positions}
         what_if(account, [order], market, config, model=ModelChoice.ACCOUNT)
     forget_kept()
