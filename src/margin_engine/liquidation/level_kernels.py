@@ -12,7 +12,8 @@ The search per account mirrors ``liquidation_levels_reference`` step for step: f
 grid of levels (the state of each instrument at each grid level computed once for all accounts
 when the book is large), scanned outward from today's index until the closest sign change on
 each side (an exact zero on the grid is widened by a hair), then scipy's Brent method (the same
-algorithm, compiled) on that bracket with the same tolerances. Stretches of the grid where f
+algorithm, compiled) on that bracket with the same tolerances, or with the portfolio model
+Newton's steps to the same tolerance (``_newton_step``). Stretches of the grid where f
 provably keeps its sign are jumped over, which finds the same brackets with fewer evaluations:
 with the shared table, blocks of a fixed halving tree of the side certified by bounds built
 from the chords of the instruments' states (``chord_certified``, portfolio model), else
@@ -40,7 +41,7 @@ from numba.extending import overload
 
 from margin_engine.core.prefetch import prefetch_row
 from margin_engine.margin.portfolio_kernel import first_worst
-from margin_engine.pricing.black76 import price_scalar_nb
+from margin_engine.pricing.black76 import price_delta_scalar_nb, price_scalar_nb
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NJIT: Any = njit
@@ -375,19 +376,30 @@ def _unrealised(b: BookArrays, a: int, s: float, rows: np.ndarray, k: int,
 
 
 @no_refcount
-def _option_scenarios(b: BookArrays, ctx: PortfolioCtx, i: int, base: float, out: np.ndarray,
-                      chosen: np.ndarray, only_chosen: bool) -> None:
+def _option_scenarios(b: BookArrays, ctx: PortfolioCtx, i: int, base: float, c: float,
+                      out: np.ndarray, slope: np.ndarray, sloped: bool, chosen: np.ndarray,
+                      only_chosen: bool) -> None:
     """out = [mark, value change on each scenario] of live option i on the forward ``base``;
-    with ``only_chosen``, the scenarios not chosen are NaN."""
+    with ``only_chosen``, the scenarios not chosen are NaN. With ``sloped``, ``slope`` = their
+    derivatives in the level, c = d base / d level: c x delta for the mark, c x ((1 + move) x
+    the scenario's delta - delta) for a value change (0 where not chosen)."""
     strike, years, call = b.strike[i], b.years[i], b.is_call[i]
-    mark = price_scalar_nb(base, strike, years, b.sigma[i], call)
+    mark, delta = price_delta_scalar_nb(base, strike, years, b.sigma[i], call)
     out[0] = mark
+    if sloped:
+        slope[0] = c * delta
     for j in range(ctx.moves.shape[0]):
         if only_chosen and not chosen[j]:
             out[1 + j] = math.nan
+            if sloped:
+                slope[1 + j] = 0.0
             continue
-        out[1 + j] = price_scalar_nb(base * (1.0 + ctx.moves[j]), strike, years,
-                                     _shocked_sigma(ctx, i, j), call) - mark
+        grown = 1.0 + ctx.moves[j]
+        value, moved_delta = price_delta_scalar_nb(base * grown, strike, years,
+                                                   _shocked_sigma(ctx, i, j), call)
+        out[1 + j] = value - mark
+        if sloped:
+            slope[1 + j] = c * (grown * moved_delta - delta)
 
 
 @no_refcount
@@ -414,7 +426,8 @@ def _inst_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> A
                 for j in range(n_s):
                     out[1 + j] = base * ctx.lin_moves[j]
                 return
-            _option_scenarios(b, ctx, i, base, out, ctx.moves, False)  # every scenario
+            _option_scenarios(b, ctx, i, base, 0.0, out, out, False, ctx.moves,
+                              False)  # every scenario, no slopes
         return portfolio
     if _is(ctx, SensitivityCtx):
         def sensitivity(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any) -> None:
@@ -1208,26 +1221,38 @@ def _option_slope(move: float) -> float:
     return max(1.0, grown) if grown >= 0.0 else 1.0 - grown
 
 
-def chosen_state(bk: Any, ctx: Any, i: int, s: float, ratio: float, out: Any,
-                 chosen: Any) -> None:
-    """``inst_state`` for the chosen scenarios only (the others NaN)."""
+def chosen_state(bk: Any, ctx: Any, i: int, s: float, ratio: float, out: Any, chosen: Any,
+                 only_chosen: bool, slope: Any, sloped: bool) -> None:
+    """``inst_state``, with ``only_chosen`` for the chosen scenarios only (the others NaN);
+    with ``sloped``, ``slope`` = the state's derivatives in the level s (the portfolio model;
+    NaN for the others)."""
     raise NotImplementedError
 
 
 @overload(chosen_state, jit_options=NO_REFCOUNT)
-def _chosen_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any,
-                     chosen: Any) -> Any:
+def _chosen_state_ov(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any, chosen: Any,
+                     only_chosen: Any, slope: Any, sloped: Any) -> Any:
     if _is(ctx, PortfolioCtx):
-        def portfolio(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any,
-                      chosen: Any) -> None:
+        def portfolio(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any, chosen: Any,
+                      only_chosen: Any, slope: Any, sloped: Any) -> None:
+            c = ctx.dbase[i]  # 0 when settled
             if not (bk.live[i] and bk.is_option[i]):
-                inst_state(bk, ctx, i, s, ratio, out)
+                inst_state(bk, ctx, i, s, ratio, out)  # base, base x linear moves
+                if sloped:
+                    slope[0] = c
+                    for j in range(ctx.moves.shape[0]):
+                        slope[1 + j] = c * ctx.lin_moves[j]
                 return
-            _option_scenarios(bk, ctx, i, _base_at(bk, i, s, ratio), out, chosen, True)
+            _option_scenarios(bk, ctx, i, _base_at(bk, i, s, ratio), c, out, slope, sloped,
+                              chosen, only_chosen)
         return portfolio
 
-    def every(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any, chosen: Any) -> None:
+    def every(bk: Any, ctx: Any, i: Any, s: Any, ratio: Any, out: Any, chosen: Any,
+              only_chosen: Any, slope: Any, sloped: Any) -> None:
         inst_state(bk, ctx, i, s, ratio, out)
+        if sloped:
+            for w in range(slope.shape[0]):
+                slope[w] = math.nan
     return every
 
 
@@ -1236,11 +1261,11 @@ def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: flo
              rows: np.ndarray, k: int, states: np.ndarray, work: np.ndarray,
              iwork: np.ndarray, aux: np.ndarray, pool_x: np.ndarray, pool: np.ndarray,
              n_pool: int, bounds: np.ndarray, chosen: np.ndarray, tmp: np.ndarray,
-             sums: np.ndarray, key: np.ndarray) -> int:
-    """f at the off-grid level s into aux[13] (its states in ``states``), the scenarios that
-    cannot be the worst left out when the closest fully known points of ``pool`` allow it
-    (``sums``, ``key``: see ``candidates``); returns the pool's new size (a full evaluation
-    is added to it)."""
+             sums: np.ndarray, key: np.ndarray, slopes: np.ndarray, sloped: bool) -> int:
+    """f at the off-grid level s into aux[13] (its states in ``states``, with ``sloped``
+    their derivatives in ``slopes``), the scenarios that cannot be the worst left out when
+    the closest fully known points of ``pool`` allow it (``sums``, ``key``: see
+    ``candidates``); returns the pool's new size (a full evaluation is added to it)."""
     ratio = s / index0
     nearest = 0
     for m in range(1, n_pool):
@@ -1256,7 +1281,8 @@ def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: flo
                        chosen, pool_x[other] if other >= 0 else math.nan, pool[max(other, 0)],
                        sums, key)
     if 2 * count > chosen.shape[0]:  # too many: evaluate in full and keep it
-        aux[13] = _full(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
+        aux[13] = _full(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux,
+                        chosen, slopes, sloped)
         slot = n_pool if n_pool < pool_x.shape[0] else _farthest(pool_x, n_pool, s)
         pool_x[slot] = s
         for kk in range(k):
@@ -1264,7 +1290,8 @@ def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: flo
                 pool[slot, kk, w] = states[kk, w]
         return min(n_pool + 1, int(pool_x.shape[0]))
     for kk in range(k):
-        chosen_state(bk, ctx, bk.inst[rows[kk]], s, ratio, states[kk], chosen)
+        chosen_state(bk, ctx, bk.inst[rows[kk]], s, ratio, states[kk], chosen, True,
+                     slopes[kk], sloped)
     aux[12] = 1.0
     aux[13] = gap_at(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
     aux[12] = 0.0
@@ -1274,10 +1301,13 @@ def _refined(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: flo
 @no_refcount
 def _full(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, ratio: float,
           rows: np.ndarray, k: int, states: np.ndarray, work: np.ndarray, iwork: np.ndarray,
-          aux: np.ndarray) -> float:
+          aux: np.ndarray, chosen: np.ndarray, slopes: np.ndarray, sloped: bool) -> float:
+    """f at s from u's instrument states there on every scenario (and with ``sloped``
+    their derivatives in ``slopes``)."""
     aux[12] = 0.0
     for kk in range(k):
-        inst_state(bk, ctx, bk.inst[rows[kk]], s, ratio, states[kk])
+        chosen_state(bk, ctx, bk.inst[rows[kk]], s, ratio, states[kk], chosen, False,
+                     slopes[kk], sloped)
     return gap_at(bk, cl, ctx, job, u, s, ratio, rows, k, states, work, iwork, aux)
 
 
@@ -1296,21 +1326,23 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
                      table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
                      max_rows: int, work_size: int, exposure: np.ndarray, down: np.ndarray,
                      up: np.ndarray, evaluations: np.ndarray, chords: np.ndarray,
-                     node: np.ndarray, prune: bool) -> None:
+                     node: np.ndarray, prune: bool, newton: bool) -> None:
     """For jobs[start:stop], the root of f closest below (``down``) and above (``up``) today's
     index on the grid ``levels`` (ascending, levels[j0] = index0), NaN where f has none or the
     job holds nothing in u (no row and, when ``exposure`` (accounts x underlyings) is given,
     no coin of u); ``evaluations``: f evaluations per job; ``chords`` and ``node``: the
     chord deviations of the table's instruments (``chord_deviations_nb``; empty: none);
     ``prune``: Brent's steps leave out the scenarios that cannot be the worst (``_refined``;
-    the portfolio model only).
+    the portfolio model only); ``newton``: a bracket is refined by Newton's steps first
+    (``_newton_step``; the portfolio model only).
     Releases the GIL: callers run slices of the jobs on several threads."""
     width = state_width_nb(ctx)
     size = max(max_rows, 1)
     scenarios = max(width - 1, 1)
     scratch = Scratch(
         rows=np.empty(size, dtype=np.int64), ahead=np.empty(size, dtype=np.int64),
-        states=np.empty((size, width)),
+        states=np.empty((size, width)), slopes=np.zeros((size, width)),
+        shifted=np.empty((size, width)), nt=np.zeros(7),
         work=np.empty(work_size), work0=np.empty(work_size),
         iwork=np.empty(size, dtype=np.int64), aux=np.zeros(AUX), aux0=np.zeros(AUX),
         tmp=np.zeros(AUX), st=np.empty(8), cparts=np.empty((2 + 32, PARTS)),
@@ -1320,7 +1352,8 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
         chosen=np.empty(scenarios, dtype=np.bool_), sums=np.empty((SUMS, scenarios)),
         key=np.zeros(3))
     _search_chunk(bk, cl, ctx, jobs, start, stop, u, index0, levels, j0, table, table_row, cum,
-                  xtol, rtol, exposure, down, up, evaluations, chords, node, prune, scratch)
+                  xtol, rtol, exposure, down, up, evaluations, chords, node, prune, newton,
+                  scratch)
 
 
 class Scratch(NamedTuple):
@@ -1330,6 +1363,9 @@ class Scratch(NamedTuple):
     rows: np.ndarray  # the job's rows in u
     ahead: np.ndarray  # the next job's
     states: np.ndarray  # their instrument states at the level evaluated
+    slopes: np.ndarray  # ... their derivatives in the level (Newton's steps)
+    shifted: np.ndarray  # ... the states moved along them (``_slope_by_shift``)
+    nt: np.ndarray  # Newton's state: [lo, hi, f(lo), f(hi), last step, steps, next point]
     work: np.ndarray  # the gap's work space
     work0: np.ndarray  # ... at today's index
     iwork: np.ndarray
@@ -1348,7 +1384,7 @@ class Scratch(NamedTuple):
     key: np.ndarray  # the bracket the sums are for
 
 
-SCAN, ZERO_LO, ZERO_HI, SOLVE, DONE = 0, 1, 2, 3, 4
+SCAN, ZERO_LO, ZERO_HI, SOLVE, DONE, NEWTON_SOLVE = 0, 1, 2, 3, 4, 5
 SKIP_MARGIN = 1e-9  # relative slack on the skip bound (rounding of f and of the bound)
 
 
@@ -1358,7 +1394,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                   table_row: np.ndarray, cum: np.ndarray, xtol: float, rtol: float,
                   exposure: np.ndarray, down: np.ndarray, up: np.ndarray,
                   evaluations: np.ndarray, chords: np.ndarray, node: np.ndarray, prune: bool,
-                  scratch: Scratch) -> None:
+                  newton: bool, scratch: Scratch) -> None:
     """The search as a state machine around one evaluation of f per step: scan (down from
     the index, then up), an exact zero widened by a hair, Brent. Without reference counting:
     the arrays of the book, the context and ``scratch`` are read in place."""
@@ -1368,6 +1404,7 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
     aux, aux0, tmp, st = scratch.aux, scratch.aux0, scratch.tmp, scratch.st
     cparts, cpnls, pool_x, pool = scratch.cparts, scratch.cpnls, scratch.pool_x, scratch.pool
     bounds, chosen, sums, key = scratch.bounds, scratch.chosen, scratch.sums, scratch.key
+    slopes, nt = scratch.slopes, scratch.nt
     width = states.shape[1]
     n_pool = 0
     for x in range(start, stop):
@@ -1400,10 +1437,15 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
             if reuse:  # the up side starts from f at the index, known
                 f = f0
                 reuse = False
-            elif phase == SOLVE and n_pool > 0:
+            elif phase in (SOLVE, NEWTON_SOLVE) and n_pool > 0:
                 n_pool = _refined(bk, cl, ctx, job, u, s, index0, rows, k, states, work, iwork,
-                                  aux, pool_x, pool, n_pool, bounds, chosen, tmp, sums, key)
+                                  aux, pool_x, pool, n_pool, bounds, chosen, tmp, sums, key,
+                                  slopes, phase == NEWTON_SOLVE)
                 f = aux[13]
+                count += 1
+            elif phase == NEWTON_SOLVE:
+                f = _full(bk, cl, ctx, job, u, s, s / index0, rows, k, states, work, iwork,
+                          aux, chosen, slopes, True)
                 count += 1
             else:
                 f = _evaluate(bk, cl, ctx, job, u, s, j, index0, table, table_row, rows, k,
@@ -1464,6 +1506,16 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                                     for w in range(width):
                                         pool[m, kk, w] = table[r, jj, w]
                             n_pool = 2
+                        if newton and hi - lo > xtol + rtol * hi:
+                            # the secant first, then Newton's steps (``_newton_step``)
+                            nt[0], nt[1], nt[2], nt[3], nt[4], nt[5] = (lo, hi, f_lo, f_hi,
+                                                                        0.0, 0.0)
+                            s = lo - f_lo * (hi - lo) / (f_hi - f_lo)
+                            if not lo < s < hi:
+                                s = 0.5 * (lo + hi)
+                            phase = NEWTON_SOLVE
+                            j = -1
+                            continue
                         st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
                             lo, hi, 0.0, f_lo, f_hi, 0.0, 0.0, 0.0)
                         phase = SOLVE
@@ -1506,6 +1558,23 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                         j = -1
                         continue
                     root = st[1]
+            elif phase == NEWTON_SOLVE:
+                slope = _slope_by_shift(bk, cl, ctx, job, u, s, index0, rows, k, states,
+                                        slopes, scratch.shifted, work, iwork, aux, f)
+                nxt = _newton_step(nt, s, f, slope, xtol + rtol * abs(s))
+                if nxt == NEWTON_DONE:
+                    root = nt[6]
+                elif nxt == NEWTON_ON:
+                    s = nt[6]
+                    continue
+                else:  # Brent on what is left of the bracket
+                    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
+                        nt[0], nt[1], 0.0, nt[2], nt[3], 0.0, 0.0, 0.0)
+                    phase = SOLVE
+                    if not brent_step(st, xtol, rtol):
+                        s = st[1]
+                        continue
+                    root = st[1]
             else:  # SOLVE
                 st[4] = f
                 if not brent_step(st, xtol, rtol):
@@ -1531,6 +1600,74 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                 up[x] = root
                 phase = DONE
         evaluations[x] = count
+
+
+# ---------------------------------------------------------------- Newton's steps
+# A bracket's off-grid evaluations price u's options with their deltas (the same normal tail),
+# so each gives f and its slope: Newton's method converges quadratically where Brent's
+# interpolations need about four evaluations a root, the last one a step of the tolerance to
+# close the bracket. The slope of f is taken by moving u's instrument states along their
+# derivatives by a relative NEWTON_SHIFT and evaluating the rest of f (collateral, haircuts,
+# contingencies, the aggregation) exactly there, so no model's formula is differentiated by
+# hand. A root is taken when the step is within Brent's tolerance, or when the error the last
+# step leaves, estimated from the last two (quadratic convergence: e ~ step^3 / last step^2),
+# is; the bracket is kept and any step out of it, a slope that is no number or zero, or
+# NEWTON_STEPS steps, hand what is left of the bracket to Brent.
+
+NEWTON_SHIFT = 1e-7  # relative move of the level for f's slope
+NEWTON_STEPS = 6
+NEWTON_ON, NEWTON_DONE, NEWTON_BRENT = 0, 1, 2
+
+
+@no_refcount
+def _slope_by_shift(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, index0: float,
+                    rows: np.ndarray, k: int, states: np.ndarray, slopes: np.ndarray,
+                    shifted: np.ndarray, work: np.ndarray, iwork: np.ndarray, aux: np.ndarray,
+                    f: float) -> float:
+    """df/ds at s (f there, its states and their slopes known): (f(s + h) - f) / h, u's states
+    at s + h moved along their slopes, h = NEWTON_SHIFT x s (scenarios left out stay out)."""
+    t = s * (1.0 + NEWTON_SHIFT)
+    h = t - s
+    for kk in range(k):
+        for w in range(states.shape[1]):
+            shifted[kk, w] = states[kk, w] + h * slopes[kk, w]
+    aux[12] = 1.0
+    moved = gap_at(bk, cl, ctx, job, u, t, t / index0, rows, k, shifted, work, iwork, aux)
+    aux[12] = 0.0
+    return (moved - f) / h
+
+
+@no_refcount
+def _newton_step(nt: np.ndarray, x: float, f: float, slope: float, tol: float) -> int:
+    """After f and its slope at x inside the bracket [nt[0], nt[1]]: the bracket kept on the
+    side of x where f changes sign, Newton's next point x - f / slope in nt[6]. Returns
+    NEWTON_DONE (nt[6] is the root: f is 0 at x, the step is within ``tol``, or so is the
+    error it is estimated to leave), NEWTON_ON (evaluate f at nt[6]) or NEWTON_BRENT."""
+    if f == 0.0:
+        nt[6] = x
+        return NEWTON_DONE
+    if (f > 0.0) == (nt[2] > 0.0):
+        nt[0], nt[2] = x, f
+    else:
+        nt[1], nt[3] = x, f
+    if not (math.isfinite(slope) and slope != 0.0):
+        return NEWTON_BRENT
+    nxt = x - f / slope
+    step = abs(nxt - x)
+    if step <= tol:  # (x may be an end of the bracket now: the root is kept inside it)
+        nt[6] = min(max(nxt, nt[0]), nt[1])
+        return NEWTON_DONE
+    if not nt[0] < nxt < nt[1]:
+        return NEWTON_BRENT
+    last = nt[4]
+    nt[6] = nxt
+    if last > 0.0 and step * step * step <= tol * last * last:
+        return NEWTON_DONE
+    if nt[5] >= NEWTON_STEPS:
+        return NEWTON_BRENT
+    nt[4] = step
+    nt[5] += 1.0
+    return NEWTON_ON
 
 
 # ---------------------------------------------------------------- chord certificates

@@ -3,7 +3,8 @@ haircuts) = MM, all else fixed.
 
 f(S) = equity(S) - MM(S) on a log grid of index levels in (0, 10 x index]: the sign change
 closest below today's index brackets the ``down`` root and the one closest above it the ``up``
-root; Brent's method pins each. ``nearest`` is whichever of the two lies closer to the index
+root; Brent's method pins each (the vectorised search: Newton's steps with the portfolio
+model, to Brent's tolerance). ``nearest`` is whichever of the two lies closer to the index
 in log distance (the single ``liquidation_price`` of the JSON contract). NaN where f has no root
 on that side within the range. Marks of perps/futures and coin collateral move with the index;
 vols are sticky strike; settled positions stay fixed cash.

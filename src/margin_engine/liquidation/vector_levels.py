@@ -269,7 +269,8 @@ def account_levels(bound: BoundBook, model: str, config: RiskConfig, grid: Float
                    models: Mapping[str, MarginModel] | None = None
                    ) -> tuple[FloatArray, FloatArray] | None:
     """(down, up): accounts x underlyings, the closest root of adjusted equity - MM at or
-    below / above each underlying's index on ``grid`` x index, refined by Brent; None when
+    below / above each underlying's index on ``grid`` x index, refined by Brent (by Newton's
+    steps with the portfolio model, to Brent's tolerance); None when
     the model has no compiled gap."""
     built = get_model(model, models)
     builder = BUILDERS.get(type(built))
@@ -362,6 +363,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
 
     no_chords = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64))
     prune = PRUNE and isinstance(ctx, lk.PortfolioCtx) and _weights_not_negative(ctx)
+    newton = NEWTON and isinstance(ctx, lk.PortfolioCtx)
 
     def run(table: np.ndarray, table_row: np.ndarray, cum: np.ndarray,
             chords: tuple[np.ndarray, np.ndarray] = no_chords, threads: bool = True) -> None:
@@ -369,7 +371,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
             lk.search_levels_nb(bk, cl, ctx, jobs, a, b, u, index, levels, j0, table,
                                 table_row, cum, XTOL_RELATIVE * index, RTOL, max_rows,
                                 work + max_rows, exposure, down, up, evaluations, *chords,
-                                prune)
+                                prune, newton)
         if threads:
             in_threads(jobs.size, piece, pieces_per_thread=SEARCH_PIECES)
         else:
@@ -399,6 +401,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
 SEARCH_PIECES = 64  # pieces of the jobs per thread: the costs of jobs vary, and the last
 # piece taken keeps one thread busy while the other waits (with 8 a thread, up to 0.3 s of 4)
 PRUNE = True  # Brent's steps leave out scenarios that cannot be the worst (portfolio model)
+NEWTON = True  # Newton's steps refine a bracket before Brent (portfolio model)
 CHORDS = True  # certify blocks of grid levels by chords (portfolio model, shared table)
 
 

@@ -32,6 +32,27 @@ def price_scalar_nb(forward: float, strike: float, years: float, sigma: float,
     return strike * 0.5 * math.erfc(d2 / _SQRT2) - forward * 0.5 * math.erfc(d1 / _SQRT2)
 
 
+@njit(cache=True, fastmath=False)
+def price_delta_scalar_nb(forward: float, strike: float, years: float, sigma: float,
+                          is_call: bool) -> tuple[float, float]:
+    """(price, d price / d forward) of one option: ``price_scalar_nb``'s price (the same
+    operations, the same number) and its delta N(d1) (call) or N(d1) - 1 (put) from the same
+    normal tail; at or past expiry, or at zero vol, the intrinsic value's slope (1 / -1 in the
+    money, 0 out of it and at the strike)."""
+    if years <= 0.0 or sigma <= 0.0:
+        if is_call:
+            return max(forward - strike, 0.0), 1.0 if forward > strike else 0.0
+        return max(strike - forward, 0.0), -1.0 if forward < strike else 0.0
+    root = sigma * math.sqrt(years)
+    d1 = (math.log(forward / strike) + 0.5 * root * root) / root
+    d2 = d1 - root
+    if is_call:
+        n_d1 = 0.5 * math.erfc(-d1 / _SQRT2)
+        return forward * n_d1 - strike * 0.5 * math.erfc(-d2 / _SQRT2), n_d1
+    tail = 0.5 * math.erfc(d1 / _SQRT2)  # N(-d1)
+    return strike * 0.5 * math.erfc(d2 / _SQRT2) - forward * tail, -tail
+
+
 @njit(cache=True)
 def _greeks_nb(forward: FloatArray, strike: FloatArray, years: FloatArray, sigma: FloatArray,
                is_call: BoolArray, out: FloatArray) -> None:
