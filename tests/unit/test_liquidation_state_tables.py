@@ -22,6 +22,9 @@ from tests.unit.test_liquidation_vector import assert_same_levels
 def _levels(bound: Any, model: str, kept: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(vector_levels, "TABLE_SHARING", 1e9)  # the small-book path
     monkeypatch.setattr(vector_levels, "STATE_CACHE", kept)
+    # Brent on both paths, for levels bit for bit: Newton's steps start from the bracket's
+    # states, which only a table holds (they agree with Brent to its tolerance)
+    monkeypatch.setattr(vector_levels, "NEWTON", False)
     return liquidation_levels(bound, model, RiskConfig())
 
 
@@ -65,6 +68,7 @@ def test_kept_states_are_keyed_by_the_scenarios(monkeypatch: pytest.MonkeyPatch)
     wide = RiskConfig.from_dict({"portfolio": {"price_moves": [-0.3, -0.1, 0.0, 0.1, 0.3]}})
     monkeypatch.setattr(vector_levels, "TABLE_SHARING", 1e9)
     monkeypatch.setattr(vector_levels, "STATE_CACHE", True)
+    monkeypatch.setattr(vector_levels, "NEWTON", False)  # as ``_levels``
     liquidation_levels(bound, "portfolio", RiskConfig())
     kept = liquidation_levels(bound, "portfolio", wide)
     monkeypatch.setattr(vector_levels, "STATE_CACHE", False)

@@ -40,7 +40,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from margin_engine.core.prefetch import prefetch_row
-from margin_engine.margin.portfolio_kernel import first_worst
+from margin_engine.margin.portfolio_kernel import TIE_TOLERANCE, first_worst
 from margin_engine.pricing.black76 import price_delta_scalar_nb, price_scalar_nb
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -1506,7 +1506,9 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                                     for w in range(width):
                                         pool[m, kk, w] = table[r, jj, w]
                             n_pool = 2
-                        if newton and hi - lo > xtol + rtol * hi:
+                        if newton and n_pool == 2 and hi - lo > xtol + rtol * hi and \
+                                continuous_between(bk, cl, ctx, job, u, rows, k, index0,
+                                                   pool_x, pool, sums, key, tmp):
                             # the secant first, then Newton's steps (``_newton_step``)
                             nt[0], nt[1], nt[2], nt[3], nt[4], nt[5] = (lo, hi, f_lo, f_hi,
                                                                         0.0, 0.0)
@@ -1635,6 +1637,114 @@ def _slope_by_shift(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, inde
     moved = gap_at(bk, cl, ctx, job, u, t, t / index0, rows, k, shifted, work, iwork, aux)
     aux[12] = 0.0
     return (moved - f) / h
+
+
+def continuous_between(bk: Any, cl: Any, ctx: Any, job: int, u: int, rows: Any, k: int,
+                       index0: float, pool_x: Any, pool: Any, sums: Any, key: Any,
+                       tmp: Any) -> bool:
+    """Whether f is provably continuous between the bracket's grid levels pool_x[0] and
+    pool_x[1] (their states in ``pool``), which Newton's steps need to find Brent's root: f
+    jumps where u's worst scenario turns to a move of another direction (the correlation term
+    takes the direction's sign), and a bracket holding such a jump can hold several sign
+    changes, of which Brent and Newton may take different ones. False for the models without
+    the bound."""
+    raise NotImplementedError
+
+
+@overload(continuous_between, jit_options=NO_REFCOUNT)
+def _continuous_between_ov(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, rows: Any, k: Any,
+                           index0: Any, pool_x: Any, pool: Any, sums: Any, key: Any,
+                           tmp: Any) -> Any:
+    if _is(ctx, PortfolioCtx):
+        def portfolio(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, rows: Any, k: Any,
+                      index0: Any, pool_x: Any, pool: Any, sums: Any, key: Any,
+                      tmp: Any) -> bool:
+            return _one_direction(bk, cl, ctx, job, u, rows, k, index0, pool_x, pool, sums,
+                                  key, tmp)
+        return portfolio
+
+    def other(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, rows: Any, k: Any, index0: Any,
+              pool_x: Any, pool: Any, sums: Any, key: Any, tmp: Any) -> bool:
+        return False
+    return other
+
+
+@no_refcount
+def _one_direction(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: int,
+                   rows: np.ndarray, k: int, index0: float, pool_x: np.ndarray,
+                   pool: np.ndarray, sums: np.ndarray, key: np.ndarray,
+                   tmp: np.ndarray) -> bool:
+    """``continuous_between`` for the portfolio model: true when no other underlying's cell
+    meets u's in the correlation term, or when for one direction D (the sign of a scenario's
+    move) a scenario r of direction D lies below every scenario of another direction at
+    every level of the bracket, by the bounds of ``_portfolio_candidates`` over the whole
+    bracket: each scenario's weighted P&L within its chord +- (xb - xa)^2 / (8 xa) x its
+    curvature sum (``candidate_sums``; the delta-one and coin parts exact and, like the chord,
+    affine in the level, so a difference of two bounds is smallest at an end)."""
+    n_s = ctx.moves.shape[0]
+    meets = False
+    for v in range(b.und_index.shape[0]):
+        if v != u and ctx.level_other[a, v] * ctx.direction_other[a, v] * (
+                abs(ctx.rho[u, v]) + abs(ctx.rho[v, u])) != 0.0:
+            meets = True
+    if not meets:
+        return True
+    m_a = 0 if pool_x[0] < pool_x[1] else 1
+    xa, xb = pool_x[m_a], pool_x[1 - m_a]
+    candidate_sums(b, ctx, rows, k, pool[m_a], pool[1 - m_a], True, sums)
+    key[0], key[1], key[2] = xa, xb, 1.0  # the first Newton step's candidates reuse them
+    bend = (xb - xa) * (xb - xa) / (8.0 * xa)
+    collateral_at(cl, a, u, xa / index0, tmp)
+    e_a = tmp[2]
+    collateral_at(cl, a, u, xb / index0, tmp)
+    e_b = tmp[2]
+    scale = (1.0 + sums[5, 0] + (xb - xa) * sums[5, 1]) * max(1.0, ctx.w_max)
+    margin = (CANDIDATE_MARGIN + TIE_TOLERANCE) * scale
+    for direction in (-1.0, 0.0, 1.0):
+        r = -1  # the scenario of this direction with the lowest upper bounds
+        top_r = math.inf
+        for w in range(n_s):
+            if _direction(ctx.moves[w]) != direction:
+                continue
+            top = 0.0
+            for end in range(2):
+                top += ctx.weights[w] * (_affine_at(ctx, sums, w, end, xa, xb, e_a, e_b)
+                                         + bend * sums[2, w])
+            if top < top_r:
+                r, top_r = w, top
+        if r < 0:
+            continue
+        below = True
+        for w in range(n_s):
+            if _direction(ctx.moves[w]) == direction:
+                continue
+            for end in range(2):
+                rival = ctx.weights[w] * (_affine_at(ctx, sums, w, end, xa, xb, e_a, e_b)
+                                          - bend * sums[2, w])
+                ref = ctx.weights[r] * (_affine_at(ctx, sums, r, end, xa, xb, e_a, e_b)
+                                        + bend * sums[2, r])
+                if not rival > ref + margin:
+                    below = False
+            if not below:
+                break
+        if below:
+            return True
+    return False
+
+
+@no_refcount
+def _direction(move: float) -> float:
+    return 1.0 if move > 0.0 else (-1.0 if move < 0.0 else 0.0)
+
+
+@no_refcount
+def _affine_at(ctx: PortfolioCtx, sums: np.ndarray, w: int, end: int, xa: float, xb: float,
+               e_a: float, e_b: float) -> float:
+    """Scenario w's P&L at the bracket's end ``end`` (0: xa, 1: xb) less the options' bend:
+    the chord's end, the delta-one positions' and the coin's exact parts."""
+    if end == 0:
+        return float(sums[0, w] + xa * sums[4, w] + e_a * ctx.lin_moves[w])
+    return float(sums[0, w] + sums[1, w] + xb * sums[4, w] + e_b * ctx.lin_moves[w])
 
 
 @no_refcount
