@@ -1342,7 +1342,7 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
     scratch = Scratch(
         rows=np.empty(size, dtype=np.int64), ahead=np.empty(size, dtype=np.int64),
         states=np.empty((size, width)), slopes=np.zeros((size, width)),
-        shifted=np.empty((size, width)), nt=np.zeros(7),
+        shifted=np.empty((size, width)), nt=np.zeros(7), ends=np.empty((4, scenarios)),
         work=np.empty(work_size), work0=np.empty(work_size),
         iwork=np.empty(size, dtype=np.int64), aux=np.zeros(AUX), aux0=np.zeros(AUX),
         tmp=np.zeros(AUX), st=np.empty(8), cparts=np.empty((2 + 32, PARTS)),
@@ -1366,6 +1366,7 @@ class Scratch(NamedTuple):
     slopes: np.ndarray  # ... their derivatives in the level (Newton's steps)
     shifted: np.ndarray  # ... the states moved along them (``_slope_by_shift``)
     nt: np.ndarray  # Newton's state: [lo, hi, f(lo), f(hi), last step, steps, next point]
+    ends: np.ndarray  # the scenarios' bounds at the bracket's ends (``continuous_between``)
     work: np.ndarray  # the gap's work space
     work0: np.ndarray  # ... at today's index
     iwork: np.ndarray
@@ -1508,7 +1509,8 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                             n_pool = 2
                         if newton and n_pool == 2 and hi - lo > xtol + rtol * hi and \
                                 continuous_between(bk, cl, ctx, job, u, rows, k, index0,
-                                                   pool_x, pool, sums, key, tmp):
+                                                   pool_x, pool, sums, key, tmp,
+                                                   scratch.ends):
                             # the secant first, then Newton's steps (``_newton_step``)
                             nt[0], nt[1], nt[2], nt[3], nt[4], nt[5] = (lo, hi, f_lo, f_hi,
                                                                         0.0, 0.0)
@@ -1641,7 +1643,7 @@ def _slope_by_shift(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, inde
 
 def continuous_between(bk: Any, cl: Any, ctx: Any, job: int, u: int, rows: Any, k: int,
                        index0: float, pool_x: Any, pool: Any, sums: Any, key: Any,
-                       tmp: Any) -> bool:
+                       tmp: Any, ends: Any) -> bool:
     """Whether f is provably continuous between the bracket's grid levels pool_x[0] and
     pool_x[1] (their states in ``pool``), which Newton's steps need to find Brent's root: f
     jumps where u's worst scenario turns to a move of another direction (the correlation term
@@ -1654,17 +1656,17 @@ def continuous_between(bk: Any, cl: Any, ctx: Any, job: int, u: int, rows: Any, 
 @overload(continuous_between, jit_options=NO_REFCOUNT)
 def _continuous_between_ov(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, rows: Any, k: Any,
                            index0: Any, pool_x: Any, pool: Any, sums: Any, key: Any,
-                           tmp: Any) -> Any:
+                           tmp: Any, ends: Any) -> Any:
     if _is(ctx, PortfolioCtx):
         def portfolio(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, rows: Any, k: Any,
                       index0: Any, pool_x: Any, pool: Any, sums: Any, key: Any,
-                      tmp: Any) -> bool:
+                      tmp: Any, ends: Any) -> bool:
             return _one_direction(bk, cl, ctx, job, u, rows, k, index0, pool_x, pool, sums,
-                                  key, tmp)
+                                  key, tmp, ends)
         return portfolio
 
     def other(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, rows: Any, k: Any, index0: Any,
-              pool_x: Any, pool: Any, sums: Any, key: Any, tmp: Any) -> bool:
+              pool_x: Any, pool: Any, sums: Any, key: Any, tmp: Any, ends: Any) -> bool:
         return False
     return other
 
@@ -1672,8 +1674,8 @@ def _continuous_between_ov(bk: Any, cl: Any, ctx: Any, job: Any, u: Any, rows: A
 @no_refcount
 def _one_direction(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: int,
                    rows: np.ndarray, k: int, index0: float, pool_x: np.ndarray,
-                   pool: np.ndarray, sums: np.ndarray, key: np.ndarray,
-                   tmp: np.ndarray) -> bool:
+                   pool: np.ndarray, sums: np.ndarray, key: np.ndarray, tmp: np.ndarray,
+                   ends: np.ndarray) -> bool:
     """``continuous_between`` for the portfolio model: true when no other underlying's cell
     meets u's in the correlation term, or when for one direction D (the sign of a scenario's
     move) a scenario r of direction D lies below every scenario of another direction at
@@ -1700,32 +1702,26 @@ def _one_direction(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
     e_b = tmp[2]
     scale = (1.0 + sums[5, 0] + (xb - xa) * sums[5, 1]) * max(1.0, ctx.w_max)
     margin = (CANDIDATE_MARGIN + TIE_TOLERANCE) * scale
+    # ends[2 e]: scenario w's weighted lower bound at end e, ends[2 e + 1] its upper bound
+    for w in range(n_s):
+        for end in range(2):
+            value = sums[0, w] + xa * sums[4, w] + e_a * ctx.lin_moves[w] if end == 0 else \
+                sums[0, w] + sums[1, w] + xb * sums[4, w] + e_b * ctx.lin_moves[w]
+            ends[2 * end, w] = ctx.weights[w] * (value - bend * sums[2, w])
+            ends[2 * end + 1, w] = ctx.weights[w] * (value + bend * sums[2, w])
     for direction in (-1.0, 0.0, 1.0):
         r = -1  # the scenario of this direction with the lowest upper bounds
-        top_r = math.inf
         for w in range(n_s):
-            if _direction(ctx.moves[w]) != direction:
-                continue
-            top = 0.0
-            for end in range(2):
-                top += ctx.weights[w] * (_affine_at(ctx, sums, w, end, xa, xb, e_a, e_b)
-                                         + bend * sums[2, w])
-            if top < top_r:
-                r, top_r = w, top
+            if _direction(ctx.moves[w]) == direction and (
+                    r < 0 or ends[1, w] + ends[3, w] < ends[1, r] + ends[3, r]):
+                r = w
         if r < 0:
             continue
         below = True
         for w in range(n_s):
-            if _direction(ctx.moves[w]) == direction:
-                continue
-            for end in range(2):
-                rival = ctx.weights[w] * (_affine_at(ctx, sums, w, end, xa, xb, e_a, e_b)
-                                          - bend * sums[2, w])
-                ref = ctx.weights[r] * (_affine_at(ctx, sums, r, end, xa, xb, e_a, e_b)
-                                        + bend * sums[2, r])
-                if not rival > ref + margin:
-                    below = False
-            if not below:
+            if _direction(ctx.moves[w]) != direction and not (
+                    ends[0, w] > ends[1, r] + margin and ends[2, w] > ends[3, r] + margin):
+                below = False
                 break
         if below:
             return True
@@ -1735,16 +1731,6 @@ def _one_direction(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
 @no_refcount
 def _direction(move: float) -> float:
     return 1.0 if move > 0.0 else (-1.0 if move < 0.0 else 0.0)
-
-
-@no_refcount
-def _affine_at(ctx: PortfolioCtx, sums: np.ndarray, w: int, end: int, xa: float, xb: float,
-               e_a: float, e_b: float) -> float:
-    """Scenario w's P&L at the bracket's end ``end`` (0: xa, 1: xb) less the options' bend:
-    the chord's end, the delta-one positions' and the coin's exact parts."""
-    if end == 0:
-        return float(sums[0, w] + xa * sums[4, w] + e_a * ctx.lin_moves[w])
-    return float(sums[0, w] + sums[1, w] + xb * sums[4, w] + e_b * ctx.lin_moves[w])
 
 
 @no_refcount
