@@ -1340,7 +1340,7 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
     size = max(max_rows, 1)
     scenarios = max(width - 1, 1)
     scratch = Scratch(
-        rows=np.empty(size, dtype=np.int64), ahead=np.empty(size, dtype=np.int64),
+        rows=np.empty(size, dtype=np.uint32), ahead=np.empty(size, dtype=np.uint32),
         states=np.empty((size, width)), slopes=np.zeros((size, width)),
         shifted=np.empty((size, width)), nt=np.zeros(7), ends=np.empty((4, scenarios)),
         work=np.empty(work_size), work0=np.empty(work_size),

@@ -48,14 +48,24 @@ RTOL = 1e-15
 STATS = {"evaluations": 0, "jobs": 0}  # f evaluations and searches so far (for benchmarks)
 
 
+# The search reads its arrays at unsigned 32-bit indexes (instruments, positions, table rows):
+# numba adds a test and a correction for a negative index (Python's wraparound) to every read
+# at a signed one, which cost about 5 % of the search on the bench book.
+NO_ROW = np.iinfo(np.uint32).max  # an instrument without a row in the state table
+MAX_POSITIONS = int(np.iinfo(np.uint32).max)
+
+
 def book_arrays(bound: BoundBook) -> lk.BookArrays:
     """The bound book as the kernels read it."""
     book, table = bound.book, bound.book.instruments
+    if book.position_count > MAX_POSITIONS:
+        raise ValueError(f"the liquidation search takes at most {MAX_POSITIONS:,} positions "
+                         f"in one book, got {book.position_count:,}: split the book")
     scaled = KEPT.get((table, bound.market), "scaled", lambda: _scaled(bound),
                       len(table.instruments))
     return lk.BookArrays(
         offsets=np.ascontiguousarray(book.offsets, dtype=np.int64),
-        inst=np.ascontiguousarray(book.position_instrument, dtype=np.int32),
+        inst=np.ascontiguousarray(book.position_instrument, dtype=np.uint32),
         account=np.ascontiguousarray(bound.position_account, dtype=np.int64),
         q=_f(bound.quantity), entry=_f(book.entry_price), entry_usd=_f(bound.entry_usd),
         signed=_f(bound.signed_notional),
@@ -382,7 +392,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
         cum = np.empty((held.size, levels.size, 2))
         in_threads(held.size, lambda a, b: lk.fill_table_nb(bk, ctx, held, a, b, levels, index,
                                                              table, cum))
-        table_row = np.full(bk.und.shape[0], -1, dtype=np.int64)
+        table_row = np.full(bk.und.shape[0], NO_ROW, dtype=np.uint32)
         table_row[held] = np.arange(held.size)
         run(table, table_row, cum, _chords(ctx, table, levels, j0))
     elif STATE_CACHE and 0 < held.size <= STATE_TABLES.capacity:
@@ -391,7 +401,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
             # written (mark first) must not be read by another thread
             run(table, table_row, np.empty((0, levels.size, 2)), threads=False)
     else:
-        run(np.empty((0, levels.size, width)), np.empty(0, dtype=np.int64),
+        run(np.empty((0, levels.size, width)), np.empty(0, dtype=np.uint32),
             np.empty((0, levels.size, 2)))
     STATS["evaluations"] += int(evaluations.sum())
     STATS["jobs"] += int(np.count_nonzero(evaluations))
@@ -460,7 +470,7 @@ class StateTables:
         with self._lock:
             found = self._family_for((type(ctx).__name__, width, levels.tobytes(),
                                       _scenario_key(ctx)), levels.size, width, len(keys))
-            table_row = np.full(bk.und.shape[0], -1, dtype=np.int64)
+            table_row = np.full(bk.und.shape[0], NO_ROW, dtype=np.uint32)
             table_row[held] = [found.row(key) for key in keys]
             found.grow(self.capacity)
             yield found.table, table_row
