@@ -1138,6 +1138,8 @@ def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
     for r in range(SUMS):
         for w in range(n_s):
             sums[r, w] = 0.0
+    scale = 0.0  # sums[5, 0], summed in a register (the same additions in the same order)
+    scale_slope = 0.0  # sums[5, 1]
     for kk in range(k):
         p = rows[kk]
         i = b.inst[p]
@@ -1145,22 +1147,24 @@ def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
         aq = abs(q)
         live = b.live[i]
         c = ctx.dbase[i]
-        sums[5, 0] += aq * abs(known_a[kk, 0])
-        sums[5, 1] += aq * c
+        scale += aq * abs(known_a[kk, 0])
+        scale_slope += aq * c
         if live and not b.is_option[i]:
             for w in range(n_s):
                 sums[4, w] += q * c * ctx.lin_moves[w]
-                sums[5, 0] += aq * abs(known_a[kk, 1 + w])
+                scale += aq * abs(known_a[kk, 1 + w])
             continue
         for w in range(n_s):
             value = known_a[kk, 1 + w]
             sums[0, w] += q * value
-            sums[5, 0] += aq * abs(value)
+            scale += aq * abs(value)
             if two:
                 sums[1, w] += q * (known_b[kk, 1 + w] - value)
             if live:  # a settled position's value change is 0 at every level
                 sums[2, w] += aq * ctx.curvature[i, w]
                 sums[3, w] += aq * c * ctx.slope[w]
+    sums[5, 0] = scale
+    sums[5, 1] = scale_slope
 
 
 @njit(cache=True)

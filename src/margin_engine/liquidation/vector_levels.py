@@ -51,7 +51,8 @@ STATS = {"evaluations": 0, "jobs": 0}  # f evaluations and searches so far (for 
 # The search reads its arrays at unsigned 32-bit indexes (instruments, positions, table rows):
 # numba adds a test and a correction for a negative index (Python's wraparound) to every read
 # at a signed one, which cost about 5 % of the search on the bench book.
-NO_ROW = np.iinfo(np.uint32).max  # an instrument without a row in the state table
+NO_ROW = np.iinfo(np.uint32).max  # an instrument without a row in the state table (a pair
+# of grid levels that is no block of the chord tree)
 MAX_POSITIONS = int(np.iinfo(np.uint32).max)
 
 
@@ -371,7 +372,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     down, up = np.empty(jobs.size), np.empty(jobs.size)
     evaluations = np.zeros(jobs.size, dtype=np.int64)
 
-    no_chords = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64))
+    no_chords = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.uint32))
     prune = PRUNE and isinstance(ctx, lk.PortfolioCtx) and _weights_not_negative(ctx)
     newton = NEWTON and isinstance(ctx, lk.PortfolioCtx)
 
@@ -419,14 +420,14 @@ def _chords(ctx: Any, table: np.ndarray, levels: FloatArray, j0: int
             ) -> tuple[np.ndarray, np.ndarray]:
     """(deviations, node): the chord deviations of the table's instruments on the blocks the
     bracket search can visit on either side of j0 (``level_kernels.chord_tree``), and each
-    block's number by its two ends (-1: not a block); empty where the model has no chord
+    block's number by its two ends (NO_ROW: not a block); empty where the model has no chord
     bound (or its scenario weights are not all >= 0, which the bound assumes)."""
     if not (CHORDS and isinstance(ctx, lk.PortfolioCtx) and _weights_not_negative(ctx)):
-        return np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.int64)
+        return np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.uint32)
     blocks = lk.chord_tree(j0, 0) + lk.chord_tree(j0, levels.size - 1)
     near = np.array([b[0] for b in blocks], dtype=np.int64)
     far = np.array([b[1] for b in blocks], dtype=np.int64)
-    node = np.full((levels.size, levels.size), -1, dtype=np.int64)
+    node = np.full((levels.size, levels.size), NO_ROW, dtype=np.uint32)
     node[near, far] = np.arange(near.size)
     node[far, near] = np.arange(near.size)
     deviations = np.empty((table.shape[0], near.size, 2))
