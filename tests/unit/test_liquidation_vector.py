@@ -271,6 +271,16 @@ def test_a_bracket_where_the_gap_jumps_is_refined_by_brent(
     assert want.up[0, 0] == pytest.approx(119_764.4497, rel=1e-9)
 
 
+def test_a_book_beyond_the_search_s_indexes_is_refused_by_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search reads positions at unsigned 32-bit indexes: a larger book is refused with
+    the count, not searched with wrapped indexes (the limit lowered to see it)."""
+    bound = random_level_book(5, seed=3)
+    monkeypatch.setattr(vector_levels, "MAX_POSITIONS", 3)
+    with pytest.raises(ValueError, match=r"at most 3 positions in one book, got \d+"):
+        liquidation_levels(bound, "portfolio", RiskConfig())
+
+
 @pytest.mark.slow
 def test_vectorised_levels_on_a_large_random_book_equal_the_reference() -> None:
     """1,000 random accounts in every mode: the full reference search, account by account."""
