@@ -1002,6 +1002,16 @@ def brent_step(st: np.ndarray, xtol: float, rtol: float) -> bool:
 
 
 @no_refcount
+def _brent_start(st: np.ndarray, lo: float, hi: float, f_lo: float, f_hi: float, xtol: float,
+                 rtol: float) -> bool:
+    """Brent's state on the bracket [lo, hi] and its first step (``brent_step``): True when
+    that already converged (the root is st[1]), else st[1] is the first point to evaluate."""
+    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (lo, hi, 0.0, f_lo, f_hi, 0.0,
+                                                              0.0, 0.0)
+    return brent_step(st, xtol, rtol)
+
+
+@no_refcount
 def _evaluate(bk: Any, cl: Any, ctx: Any, job: int, u: int, s: float, j: int, index0: float,
               table: np.ndarray, table_row: np.ndarray, rows: np.ndarray, k: int,
               states: np.ndarray, work: np.ndarray, iwork: np.ndarray,
@@ -1442,15 +1452,11 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
             if reuse:  # the up side starts from f at the index, known
                 f = f0
                 reuse = False
-            elif phase in (SOLVE, NEWTON_SOLVE) and n_pool > 0:
+            elif phase in (SOLVE, NEWTON_SOLVE) and n_pool > 0:  # (Newton: always a pool)
                 n_pool = _refined(bk, cl, ctx, job, u, s, index0, rows, k, states, work, iwork,
                                   aux, pool_x, pool, n_pool, bounds, chosen, tmp, sums, key,
                                   slopes, phase == NEWTON_SOLVE)
                 f = aux[13]
-                count += 1
-            elif phase == NEWTON_SOLVE:
-                f = _full(bk, cl, ctx, job, u, s, s / index0, rows, k, states, work, iwork,
-                          aux, chosen, slopes, True)
                 count += 1
             else:
                 f = _evaluate(bk, cl, ctx, job, u, s, j, index0, table, table_row, rows, k,
@@ -1524,10 +1530,8 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                             phase = NEWTON_SOLVE
                             j = -1
                             continue
-                        st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
-                            lo, hi, 0.0, f_lo, f_hi, 0.0, 0.0, 0.0)
                         phase = SOLVE
-                        if not brent_step(st, xtol, rtol):
+                        if not _brent_start(st, lo, hi, f_lo, f_hi, xtol, rtol):
                             s = st[1]
                             j = -1
                             continue
@@ -1558,10 +1562,8 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                 elif math.copysign(1.0, f_zero_lo) == math.copysign(1.0, f):
                     root = zero  # f touches zero without crossing: the grid level itself
                 else:
-                    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
-                        lo, hi, 0.0, f_zero_lo, f, 0.0, 0.0, 0.0)
                     phase = SOLVE
-                    if not brent_step(st, xtol, rtol):
+                    if not _brent_start(st, lo, hi, f_zero_lo, f, xtol, rtol):
                         s = st[1]
                         j = -1
                         continue
@@ -1576,10 +1578,8 @@ def _search_chunk(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, stop
                     s = nt[6]
                     continue
                 else:  # Brent on what is left of the bracket
-                    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = (
-                        nt[0], nt[1], 0.0, nt[2], nt[3], 0.0, 0.0, 0.0)
                     phase = SOLVE
-                    if not brent_step(st, xtol, rtol):
+                    if not _brent_start(st, nt[0], nt[1], nt[2], nt[3], xtol, rtol):
                         s = st[1]
                         continue
                     root = st[1]
