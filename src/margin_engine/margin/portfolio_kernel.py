@@ -320,28 +320,28 @@ def tick_margin_nb(
                 opt_cont[u] = 0.0
                 exposure[u] = 0.0
                 has[u] = False
-            n_opt = 0
             in_order, cur_g, cur_net, cur_u = True, -1, 0.0, 0
+            last_u = -1
             for p in range(offsets[a], offsets[a + 1]):
                 i = pos_inst[p]
                 u = inst_und[i]
                 q = pos_q[p]
-                has[u] = True
+                if u != last_u:  # (an account's positions run by underlying: few stores)
+                    has[u] = True
+                    last_u = u
                 for s in range(width):
                     pnl[u, s] += q * grid[i, s]
                 kind = inst_kind[i]
                 if kind == KIND_OPTION:
                     g = inst_group[i]
-                    groups[n_opt] = g
-                    qty[n_opt] = q
-                    und[n_opt] = u
-                    n_opt += 1
                     if g == cur_g:
                         cur_net += q
                         continue
                     in_order = in_order and g > cur_g
-                    if cur_net < 0.0:  # the previous group is complete (groups in order)
-                        opt_cont[cur_u] += -cur_net * opt_rate * und_index[cur_u]
+                    # the previous group is complete (groups in order): its net short, if
+                    # any, taken without a branch (+0 otherwise, which changes no sum)
+                    opt_cont[cur_u] += (-cur_net if cur_net < 0.0 else 0.0) * opt_rate * \
+                        und_index[cur_u]
                     cur_g, cur_net, cur_u = g, q, u
                 else:
                     if kind == KIND_LINEAR:
@@ -367,7 +367,15 @@ def tick_margin_nb(
             if in_order:
                 if cur_net < 0.0:
                     opt_cont[cur_u] += -cur_net * opt_rate * und_index[cur_u]
-            else:
+            else:  # rare: the account's option rows again, sorted by group
+                n_opt = 0
+                for p in range(offsets[a], offsets[a + 1]):
+                    i = pos_inst[p]
+                    if inst_kind[i] == KIND_OPTION:
+                        groups[n_opt] = inst_group[i]
+                        qty[n_opt] = pos_q[p]
+                        und[n_opt] = inst_und[i]
+                        n_opt += 1
                 _sorted_option_nets(groups, qty, und, n_opt, opt_rate, und_index, opt_cont)
             total = 0.0
             for u in range(n_u):
