@@ -138,8 +138,9 @@ def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
     worst = np.empty(shape, dtype=np.int64)
     active = np.empty(shape, dtype=np.bool_)
     tick_margin_nb(
-        book.offsets, book.position_instrument, tick_book.quantity, book.size,
-        table.underlying, bound.contingency_group, tick.kind, table.contract_size, bound.mark,
+        unsigned(book.offsets, np.int64), unsigned(book.position_instrument, np.int32),
+        tick_book.quantity, book.size, unsigned(table.underlying, np.int32),
+        bound.contingency_group, tick.kind, table.contract_size, bound.mark,
         bound.index, tick.grid, len(scenarios), columns.weights, columns.moves, columns.linear,
         np.ascontiguousarray(book.collateral), tick.prices, tick.coin, bound.correlation,
         cfg.option_contingency_rate, cfg.linear_contingency_rate, cfg.max_cross_offset,
@@ -157,6 +158,15 @@ def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
         if detail else {},
         per_account={"depeg": depeg} if config.haircuts.enabled else {},
         scenarios=scenarios, collateral_haircut=haircut)
+
+
+def unsigned(indexes: np.ndarray, signed: type[np.signedinteger]) -> np.ndarray:
+    """Non-negative indexes (offsets, instrument and underlying numbers) as the unsigned
+    integers of the same width, without a copy: numba tests and corrects an array read at a
+    signed index for Python's wraparound, and the per-tick pass reads ten million positions at
+    such indexes (about 12 ms of its 180 on the bench book)."""
+    values = np.asarray(indexes, dtype=signed)
+    return values.view(f"u{values.dtype.itemsize}")
 
 
 def _depeg(tick_book: TickBook, tick: TickMarket, config: RiskConfig) -> FloatArray:
