@@ -321,6 +321,7 @@ def tick_margin_nb(
                 exposure[u] = 0.0
                 has[u] = False
             in_order, cur_g, cur_net, cur_u = True, -1, 0.0, 0
+            run = 0.0  # opt_cont[cur_u] as it stands, in a register (stored when u changes)
             last_u = -1
             for p in range(offsets[a], offsets[a + 1]):
                 i = pos_inst[p]
@@ -340,8 +341,10 @@ def tick_margin_nb(
                     in_order = in_order and g > cur_g
                     # the previous group is complete (groups in order): its net short, if
                     # any, taken without a branch (+0 otherwise, which changes no sum)
-                    opt_cont[cur_u] += (-cur_net if cur_net < 0.0 else 0.0) * opt_rate * \
-                        und_index[cur_u]
+                    run += (-cur_net if cur_net < 0.0 else 0.0) * opt_rate * und_index[cur_u]
+                    if u != cur_u:
+                        opt_cont[cur_u] = run
+                        run = opt_cont[u]
                     cur_g, cur_net, cur_u = g, q, u
                 else:
                     if kind == KIND_LINEAR:
@@ -366,7 +369,8 @@ def tick_margin_nb(
                         pnl[u, s] += e * lin_moves[s] * 1.0
             if in_order:
                 if cur_net < 0.0:
-                    opt_cont[cur_u] += -cur_net * opt_rate * und_index[cur_u]
+                    run += -cur_net * opt_rate * und_index[cur_u]
+                opt_cont[cur_u] = run
             else:  # rare: the account's option rows again, sorted by group
                 n_opt = 0
                 for p in range(offsets[a], offsets[a + 1]):
