@@ -302,7 +302,6 @@ def tick_margin_nb(
         longs = np.empty(n_u)
         shorts = np.empty(n_u)
         opt_cont = np.empty(n_u)
-        exposure = np.empty(n_u)
         has = np.empty(n_u, dtype=np.bool_)
         level = np.empty(n_u)
         direction = np.empty(n_u)
@@ -318,7 +317,6 @@ def tick_margin_nb(
                 longs[u] = 0.0
                 shorts[u] = 0.0
                 opt_cont[u] = 0.0
-                exposure[u] = 0.0
                 has[u] = False
             in_order, cur_g, cur_net, cur_u = True, -1, 0.0, 0
             run = 0.0  # opt_cont[cur_u] as it stands, in a register (stored when u changes)
@@ -357,12 +355,11 @@ def tick_margin_nb(
                         longs[u] += n
                     else:
                         shorts[u] -= n
-            for col in range(n_cols):
-                v = coll_und[col]
-                if v >= 0:
-                    exposure[v] += coll_amount[a, col] * coll_price[col]
             for u in range(n_u):
-                e = exposure[u]
+                e = 0.0  # the USD value of the account's coin collateral of u
+                for col in range(n_cols):
+                    if coll_und[col] == u:
+                        e += coll_amount[a, col] * coll_price[col]
                 if e != 0.0:
                     has[u] = True
                     for s in range(n_s):
