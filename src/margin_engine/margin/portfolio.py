@@ -19,7 +19,7 @@ from margin_engine.book.bound import BoundBook
 from margin_engine.core.kept import KEPT
 from margin_engine.margin.common import coins_of, collateral_haircuts
 from margin_engine.margin.config import PortfolioConfig, RiskConfig, VolDynamics
-from margin_engine.margin.portfolio_kernel import portfolio_margin_nb
+from margin_engine.margin.portfolio_kernel import portfolio_margin_nb, unsigned
 from margin_engine.margin.protocol import MarginResult, ModelDefaults
 from margin_engine.margin.scenarios import (
     scenario_columns,
@@ -117,8 +117,9 @@ def run_portfolio_kernel(bound: BoundBook, config: RiskConfig, grid: np.ndarray,
     prev_cont: np.ndarray = prev["contingency"] if prev is not None else cont
     prev_worst: np.ndarray = prev["worst_scenario"] if prev is not None else worst
     portfolio_margin_nb(
-        book.offsets, book.position_instrument, bound.quantity, bound.signed_notional,
-        table.underlying, bound.contingency_group, table.is_option & bound.live, bound.index,
+        unsigned(book.offsets, np.int64), unsigned(book.position_instrument, np.int32),
+        bound.quantity, bound.signed_notional, unsigned(table.underlying, np.int32),
+        bound.contingency_group, table.is_option & bound.live, bound.index,
         np.ascontiguousarray(grid), columns.weights, columns.moves, columns.linear,
         np.ascontiguousarray(bound.collateral_exposure),
         bound.correlation, cfg.option_contingency_rate, cfg.linear_contingency_rate,
