@@ -95,3 +95,37 @@ def test_instrument_counts_are_numpys_bincount(rows: int) -> None:
     assert np.array_equal(counts, np.bincount(inst, minlength=9))
     assert counts[7:].sum() == 0
     assert counts.sum() == rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_contingency_groups_are_numbered_by_first_row(seed: int) -> None:
+    """Options of one underlying, expiry and strike share a group, numbered in the order of
+    their first instrument row (the order the passes net them in): the vectorised numbering
+    against a dictionary filled row by row, on shuffled instrument tables with calls and puts
+    of shared strikes, delta-one rows between them and equal strikes on other expiries."""
+    from margin_engine.book.bound import _contingency_groups
+
+    names = [f"{u}-{e}-{k}-{r}" for u in ("BTC", "ETH") for e in ("27JUN25", "26SEP25")
+             for k in (2500, 3000, 70000) for r in ("C", "P")]
+    names += ["BTC-PERP", "ETH-PERP", "BTC-27JUN25", "ETH-26SEP25"]
+    rng = np.random.default_rng(seed)
+    names = [names[k] for k in rng.permutation(len(names))]
+    instruments = [parse_shorthand(n) for n in names]
+    book = book_from_columns(
+        account_ids=["a"], mode=np.zeros(1, dtype=np.int32),
+        instruments=[i for i in instruments if i is not None],
+        position_account=np.zeros(len(names), dtype=np.int64),
+        position_instrument=np.arange(len(names), dtype=np.int32), size=np.ones(len(names)),
+        entry_price=np.ones(len(names)))
+    table = book.instruments
+    want = np.full(len(table.instruments), -1, dtype=np.int64)
+    keys: dict[tuple[int, int, float], int] = {}
+    for row in range(len(table.instruments)):
+        if table.is_option[row]:
+            key = (int(table.underlying[row]), int(table.expiry_ns[row]),
+                   float(table.strike[row]))
+            want[row] = keys.setdefault(key, len(keys))
+    got = _contingency_groups(book)
+    np.testing.assert_array_equal(got, want)
+    assert len(keys) == 12  # calls and puts paired
+    assert (got >= 0).sum() == 24

@@ -330,11 +330,23 @@ def _check_asset_prices(book: ColumnarBook, market: MarketSnapshot) -> None:
                              field=f"collateral.{asset}", value=asset, account=account)
 
 def _contingency_groups(book: ColumnarBook) -> IntArray:
-    """Options on the same underlying, expiry and strike share a group id (calls net puts)."""
+    """Options on the same underlying, expiry and strike share a group id (calls net puts),
+    numbered in the order of their first row (the order the passes net them in): the rows
+    sorted by key, a group per run of equal keys, the groups ranked by their first row."""
     table = book.instruments
     groups = np.full(len(table.instruments), -1, dtype=np.int64)
-    keys: dict[tuple[int, int, float], int] = {}
-    for row in np.nonzero(table.is_option)[0].tolist():
-        key = (int(table.underlying[row]), int(table.expiry_ns[row]), float(table.strike[row]))
-        groups[row] = keys.setdefault(key, len(keys))
+    rows = np.nonzero(table.is_option)[0]
+    if rows.size == 0:
+        return groups
+    und, expiry, strike = (np.asarray(table.underlying)[rows], np.asarray(table.expiry_ns)[rows],
+                           np.asarray(table.strike, dtype=np.float64)[rows])
+    order = np.lexsort((rows, strike, expiry, und))  # by key, then by row
+    new_key = np.ones(rows.size, dtype=np.bool_)
+    new_key[1:] = ((und[order][1:] != und[order][:-1]) | (expiry[order][1:] != expiry[order][:-1])
+                   | (strike[order][1:] != strike[order][:-1]))
+    run = np.cumsum(new_key) - 1  # the run (key) of each sorted row
+    first_row = rows[order][new_key]  # each run's first row (rows ascend within a run)
+    rank = np.empty(first_row.size, dtype=np.int64)
+    rank[np.argsort(first_row)] = np.arange(first_row.size)
+    groups[rows[order]] = rank[run]
     return groups
