@@ -146,10 +146,12 @@ def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
         np.ascontiguousarray(book.collateral), tick.prices, tick.coin, bound.correlation,
         cfg.option_contingency_rate, cfg.linear_contingency_rate, cfg.max_cross_offset,
         cfg.maintenance_fraction, tick_book.max_len, detail, im, mm, scan, cont, worst, active)
-    depeg = _depeg(tick_book, tick, config)
-    if depeg.any():
-        im = im + depeg
-        mm = cfg.maintenance_fraction * im
+    per_account = {}
+    if config.haircuts.enabled:  # the stablecoin depeg charge (none without haircuts)
+        depeg = per_account["depeg"] = _depeg(tick_book, tick, config)
+        if depeg.any():
+            im = im + depeg
+            mm = cfg.maintenance_fraction * im
     revalued = frozenset(bound.underlyings) | frozenset(config.haircuts.stablecoins)
     haircut = book_haircuts(book.collateral, book.assets, tick.prices, config.haircuts,
                             revalued).deduction
@@ -157,8 +159,7 @@ def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
         model="portfolio", initial_margin=im, maintenance_margin=mm, active=active,
         per_underlying={"scan_risk": scan, "contingency": cont, "worst_scenario": worst}
         if detail else {},
-        per_account={"depeg": depeg} if config.haircuts.enabled else {},
-        scenarios=scenarios, collateral_haircut=haircut)
+        per_account=per_account, scenarios=scenarios, collateral_haircut=haircut)
 
 
 def _depeg(tick_book: TickBook, tick: TickMarket, config: RiskConfig) -> FloatArray:
