@@ -124,3 +124,23 @@ def test_bench_rows_go_to_a_scale_section_of_their_own(tmp_path: Path) -> None:
         < text.index("A note on the rows.") < text.index("# Later")
     assert "| 3,000 x 10 |" in text.split("\n")[text.split("\n").index("A note on the rows.")
                                                - 2]
+
+
+def test_the_grid_is_the_same_on_one_thread_and_on_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scenario grid priced on every thread (books of many instruments) equals the grid
+    priced on one, bit for bit: options live and settled, delta-one rows, the whole grid and
+    the rows of one underlying (the monitor's)."""
+    from margin_engine.margin import scenarios
+
+    bound = random_level_book(50, seed=31)
+    cfg = RiskConfig().portfolio
+    rows = np.nonzero(bound.book.instruments.underlying == 0)[0]
+    monkeypatch.setattr(scenarios, "PARALLEL_GRID", 10**9)
+    one_grid, one_rows = value_change_grid(bound, cfg), value_change_rows(bound, cfg, rows)
+    monkeypatch.setattr(scenarios, "PARALLEL_GRID", 1)
+    all_grid, all_rows = value_change_grid(bound, cfg), value_change_rows(bound, cfg, rows)
+    np.testing.assert_array_equal(all_grid, one_grid)
+    np.testing.assert_array_equal(all_rows, one_rows)
+    assert bound.book.instruments.is_option.sum() > 0
+    assert (~bound.live).sum() > 0
+    assert np.count_nonzero(one_grid) > one_grid.size // 2

@@ -73,7 +73,7 @@ def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray,
     """``value_change_grid`` for the instrument ``rows`` only (zeros elsewhere): the same
     numbers, from the same compiled pricing loop (``sigma``: ``rows_sigma`` when known;
     ``width``: that many columns, the ones past the scenarios zero)."""
-    from margin_engine.margin.scenarios import _grid_nb
+    from margin_engine.margin.scenarios import fill_grid
 
     table = bound.book.instruments
     scenarios = scenario_table(cfg)
@@ -84,11 +84,9 @@ def value_change_rows(bound: BoundBook, cfg: PortfolioConfig, rows: np.ndarray,
     if sigma is None:
         sigma = rows_sigma(bound, cfg, rows)
     part = np.empty((rows.size, len(scenarios)))
-    _grid_nb(table.is_option[rows], table.is_call[rows], table.strike[rows], bound.years[rows],
-             np.ascontiguousarray(sigma), bound.base_price[rows], bound.mark[rows],
-             columns.moves, columns.linear, columns.shocks, cfg.vol_shock_reference_days,
-             cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
-             np.ones(rows.size), part)
+    fill_grid(table.is_option[rows], table.is_call[rows], table.strike[rows], bound.years[rows],
+              np.ascontiguousarray(sigma), bound.base_price[rows], bound.mark[rows], columns,
+              cfg, np.ones(rows.size), part)
     part[~bound.live[rows]] = 0.0  # settled: a fixed cash value
     out[rows, :len(scenarios)] = part
     return out

@@ -22,7 +22,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from margin_engine.book.bound import BoundBook
 from margin_engine.core.types import FloatArray
@@ -80,24 +80,63 @@ def scenario_sigma(bound: BoundBook, cfg: PortfolioConfig) -> FloatArray:
     return out
 
 
+@njit(cache=True, inline="always")
+def _grid_row(i: int, is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray,
+              years: FloatArray, sigma: FloatArray, base: FloatArray, mark: FloatArray,
+              moves: FloatArray, lin_moves: FloatArray, shocks: FloatArray, ref_days: float,
+              p_short: float, p_long: float, floor: float, scale: FloatArray,
+              out: FloatArray) -> None:
+    """Instrument i's value change on every scenario: a delta-one's base x linear move x its
+    scale; an option's Black-76 value at the moved base and the shocked vol, less its mark."""
+    if not is_option[i]:
+        for s in range(moves.shape[0]):
+            out[i, s] = base[i] * lin_moves[s] * scale[i]
+        return
+    t_days = max(1.0, years[i] * 365.0)
+    power = p_short if t_days < ref_days else p_long
+    vol_scale = (ref_days / t_days) ** power
+    for s in range(moves.shape[0]):
+        shocked = max(floor, sigma[i, s] * (1.0 + shocks[s] * vol_scale))
+        value = price_scalar_nb(base[i] * (1.0 + moves[s] * scale[i]), strike[i],
+                                years[i], shocked, is_call[i])
+        out[i, s] = value - mark[i]
+
+
 @njit(cache=True)
 def _grid_nb(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray, years: FloatArray,
              sigma: FloatArray, base: FloatArray, mark: FloatArray, moves: FloatArray,
              lin_moves: FloatArray, shocks: FloatArray, ref_days: float, p_short: float,
              p_long: float, floor: float, scale: FloatArray, out: FloatArray) -> None:
     for i in range(is_option.shape[0]):
-        if not is_option[i]:
-            for s in range(moves.shape[0]):
-                out[i, s] = base[i] * lin_moves[s] * scale[i]
-            continue
-        t_days = max(1.0, years[i] * 365.0)
-        power = p_short if t_days < ref_days else p_long
-        vol_scale = (ref_days / t_days) ** power
-        for s in range(moves.shape[0]):
-            shocked = max(floor, sigma[i, s] * (1.0 + shocks[s] * vol_scale))
-            value = price_scalar_nb(base[i] * (1.0 + moves[s] * scale[i]), strike[i],
-                                    years[i], shocked, is_call[i])
-            out[i, s] = value - mark[i]
+        _grid_row(i, is_option, is_call, strike, years, sigma, base, mark, moves, lin_moves,
+                  shocks, ref_days, p_short, p_long, floor, scale, out)
+
+
+@njit(cache=True, parallel=True)
+def _grid_parallel_nb(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray,
+                      years: FloatArray, sigma: FloatArray, base: FloatArray, mark: FloatArray,
+                      moves: FloatArray, lin_moves: FloatArray, shocks: FloatArray,
+                      ref_days: float, p_short: float, p_long: float, floor: float,
+                      scale: FloatArray, out: FloatArray) -> None:
+    for i in prange(is_option.shape[0]):
+        _grid_row(i, is_option, is_call, strike, years, sigma, base, mark, moves, lin_moves,
+                  shocks, ref_days, p_short, p_long, floor, scale, out)
+
+
+PARALLEL_GRID = 256  # instruments from which the grid is priced on every thread (below, the
+# threads' start-up costs more than it saves: a what-if's few instruments stay on one)
+
+
+def fill_grid(is_option: np.ndarray, is_call: np.ndarray, strike: FloatArray,
+              years: FloatArray, sigma: FloatArray, base: FloatArray, mark: FloatArray,
+              columns: ScenarioColumns, cfg: PortfolioConfig, scale: FloatArray,
+              out: FloatArray) -> None:
+    """out[i, s] = instrument i's value change per unit on scenario s (``_grid_row``), the
+    same numbers on one thread or on all."""
+    kernel = _grid_parallel_nb if is_option.shape[0] >= PARALLEL_GRID else _grid_nb
+    kernel(is_option, is_call, strike, years, sigma, base, mark, columns.moves,
+           columns.linear, columns.shocks, cfg.vol_shock_reference_days,
+           cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor, scale, out)
 
 
 def value_change_grid(bound: BoundBook, cfg: PortfolioConfig,
@@ -108,11 +147,9 @@ def value_change_grid(bound: BoundBook, cfg: PortfolioConfig,
     scenarios = scenario_table(cfg)
     columns = scenario_columns(cfg)
     out = np.empty((len(table.instruments), len(scenarios)))
-    _grid_nb(table.is_option, table.is_call, table.strike, bound.years,
-             np.ascontiguousarray(scenario_sigma(bound, cfg)), bound.base_price, bound.mark,
-             columns.moves, columns.linear, columns.shocks, cfg.vol_shock_reference_days,
-             cfg.vol_shock_power_short, cfg.vol_shock_power_long, cfg.vol_floor,
-             _instrument_scale(bound, move_scale), out)
+    fill_grid(table.is_option, table.is_call, table.strike, bound.years,
+              np.ascontiguousarray(scenario_sigma(bound, cfg)), bound.base_price, bound.mark,
+              columns, cfg, _instrument_scale(bound, move_scale), out)
     out[~bound.live] = 0.0  # settled: a fixed cash value
     return out
 
