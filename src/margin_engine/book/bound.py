@@ -338,15 +338,18 @@ def _contingency_groups(book: ColumnarBook) -> IntArray:
     rows = np.nonzero(table.is_option)[0]
     if rows.size == 0:
         return groups
-    und, expiry, strike = (np.asarray(table.underlying)[rows], np.asarray(table.expiry_ns)[rows],
-                           np.asarray(table.strike, dtype=np.float64)[rows])
-    order = np.lexsort((rows, strike, expiry, und))  # by key, then by row
-    new_key = np.ones(rows.size, dtype=np.bool_)
-    new_key[1:] = ((und[order][1:] != und[order][:-1]) | (expiry[order][1:] != expiry[order][:-1])
-                   | (strike[order][1:] != strike[order][:-1]))
+    keys = (np.asarray(table.underlying)[rows], np.asarray(table.expiry_ns)[rows],
+            np.asarray(table.strike, dtype=np.float64)[rows])
+    order = np.lexsort((rows, *reversed(keys)))  # by key, then by row
+    rows = rows[order]
+    new_key = np.zeros(rows.size, dtype=np.bool_)
+    new_key[0] = True
+    for key in keys:
+        ranked = key[order]
+        new_key[1:] |= ranked[1:] != ranked[:-1]
     run = np.cumsum(new_key) - 1  # the run (key) of each sorted row
-    first_row = rows[order][new_key]  # each run's first row (rows ascend within a run)
+    first_row = rows[new_key]  # each run's first row (rows ascend within a run)
     rank = np.empty(first_row.size, dtype=np.int64)
     rank[np.argsort(first_row)] = np.arange(first_row.size)
-    groups[rows[order]] = rank[run]
+    groups[rows] = rank[run]
     return groups
