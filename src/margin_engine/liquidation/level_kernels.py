@@ -1082,7 +1082,7 @@ def _candidates_ov(bk: Any, ctx: Any, rows: Any, k: Any, s: Any, x: Any, known: 
     return every
 
 
-SUMS = 6  # rows of ``candidate_sums``
+SUMS = 7  # rows of ``candidate_sums``
 
 
 @no_refcount
@@ -1143,12 +1143,16 @@ def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
     2: sum |q| x ``ctx.curvature`` (x (s - xa)(xb - s) / (2 xa): how far sum q V_w(s) can lie
     from its chord); 3: sum over live options of |q| c x ``_option_slope`` (the P&L's slope
     in the level); 4: sum over live delta-one positions of q c x linear move (exact: base x
-    move); 5: [sum |q| (|mark| + sum_w |V_w|) at xa, sum |q| c] (the P&L's scale)."""
+    move); 5: [sum |q| (|mark| + sum_w |V_w|) at xa, sum |q| c] (the P&L's scale); 6: its
+    terms per scenario, sum |q| |V_w|."""
     n_s = ctx.moves.shape[0]
     for r in range(SUMS):
         for w in range(n_s):
             sums[r, w] = 0.0
-    scale = 0.0  # sums[5, 0], summed in a register (the same additions in the same order)
+    # the scale's scenario terms summed per scenario (row 6), then across: a chain of one
+    # addition per position and scenario took more than the rest of the sums (the scale
+    # sets a margin, so the order of its additions does not matter)
+    scale = 0.0
     scale_slope = 0.0  # sums[5, 1]
     for kk in range(k):
         p = rows[kk]
@@ -1159,20 +1163,23 @@ def candidate_sums(b: BookArrays, ctx: PortfolioCtx, rows: np.ndarray, k: int,
         c = ctx.dbase[i]
         scale += aq * abs(known_a[kk, 0])
         scale_slope += aq * c
+        for w in range(n_s):
+            sums[6, w] += aq * abs(known_a[kk, 1 + w])
         if live and not b.is_option[i]:
             for w in range(n_s):
                 sums[4, w] += q * c * ctx.lin_moves[w]
-                scale += aq * abs(known_a[kk, 1 + w])
             continue
         for w in range(n_s):
-            value = known_a[kk, 1 + w]
-            sums[0, w] += q * value
-            scale += aq * abs(value)
-            if two:
-                sums[1, w] += q * (known_b[kk, 1 + w] - value)
-            if live:  # a settled position's value change is 0 at every level
+            sums[0, w] += q * known_a[kk, 1 + w]
+        if two:
+            for w in range(n_s):
+                sums[1, w] += q * (known_b[kk, 1 + w] - known_a[kk, 1 + w])
+        if live:  # a settled position's value change is 0 at every level
+            for w in range(n_s):
                 sums[2, w] += aq * ctx.curvature[i, w]
                 sums[3, w] += aq * c * ctx.slope[w]
+    for w in range(n_s):
+        scale += sums[6, w]
     sums[5, 0] = scale
     sums[5, 1] = scale_slope
 
