@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from margin_engine.book.columnar import book_from_columns
-from margin_engine.book.kernels import instrument_counts_nb, quantity_nb
+from margin_engine.book.kernels import instrument_counts_nb, quantity_nb, rows_holding_nb
 from margin_engine.domain.instruments import parse_shorthand
 
 NAMES = ["BTC-PERP", "ETH-PERP", "BTC-27JUN25", "BTC-27JUN25-70000-C", "ETH-26SEP25-2500-P"]
@@ -129,3 +129,17 @@ def test_contingency_groups_are_numbered_by_first_row(seed: int) -> None:
     np.testing.assert_array_equal(got, want)
     assert len(keys) == 12  # calls and puts paired
     assert (got >= 0).sum() == 24
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_holding_are_the_rows_with_a_balance_in_the_columns(seed: int) -> None:
+    """Rows with a non-zero (NaN included) amount in a chosen column, in order, as numpy
+    finds them; none, one and every row among the cases."""
+    rng = np.random.default_rng(seed)
+    for rows in (0, 1, 2, 33, 500):
+        columns = int(rng.integers(1, 5))
+        amounts = rng.choice([0.0, 1.5, -2.0, np.nan], size=(rows, columns),
+                             p=[0.6, 0.2, 0.1, 0.1])
+        for chosen in (rng.random(columns) < 0.5, np.ones(columns, dtype=np.bool_)):
+            want = np.nonzero((amounts[:, chosen] != 0.0).any(axis=1))[0]
+            assert np.array_equal(rows_holding_nb(amounts, chosen), want)

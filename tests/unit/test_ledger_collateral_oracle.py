@@ -6,11 +6,15 @@ import math
 import random
 from decimal import Decimal
 
+import numpy as np
 import pytest
 
 from margin_engine.collateral.haircuts import (
+    PAIRWISE_BLOCK,
     AssetHaircut,
     CollateralConfig,
+    book_deductions,
+    book_haircuts,
     collateral_value,
     haircut,
     split_collateral_key,
@@ -120,6 +124,33 @@ def test_haircut_arithmetic() -> None:
                                                rel=1e-12)
     assert bridged.haircut == pytest.approx(bridged.volatility + h_liq + 0.05, rel=1e-12)
     assert split_collateral_key("USDC@arbitrum") == ("USDC", "arbitrum")
+
+
+@pytest.mark.parametrize("columns", [1, 2, 3, 7, 8, 9, 16, 17, 40, PAIRWISE_BLOCK + 3])
+def test_book_haircuts_are_the_balance_formula_summed_as_numpy_sums_rows(columns: int) -> None:
+    """Each account's deduction is its balances' haircuts (the one-balance formula) summed
+    the way numpy's ``sum(axis=1)`` sums the per-asset table, bit for bit; the deductions
+    alone are the same numbers."""
+    rng = np.random.default_rng(columns)
+    keys = tuple(["BTC", "USDC", "ETH@third_party", "USDT"][c] if c < 4 else f"C{c}"
+                 for c in range(columns))
+    config = CollateralConfig(assets={"USDT": AssetHaircut(
+        annual_vol=0.0, average_daily_volume_usd=math.inf, concentration_limit_usd=50_000)})
+    amounts = rng.uniform(0.0, 1e5, (60, columns)) * (rng.random((60, columns)) < 0.7)
+    prices = rng.uniform(0.5, 7e4, columns)
+    book = book_haircuts(amounts, keys, prices, config)
+    for a in range(0, 60, 7):
+        for c in range(columns):
+            one = haircut(keys[c], float(amounts[a, c]), float(prices[c]), config)
+            assert book.by_asset[a, c] == pytest.approx(one.gross_value - one.counted_value,
+                                                        rel=1e-12, abs=1e-9)
+    assert np.array_equal(book.deduction, book.by_asset.sum(axis=1))
+    assert np.array_equal(book_deductions(amounts, keys, prices, config), book.deduction)
+    rows = np.array([3, 10, 59])  # some rows only, written into another array
+    into = np.full(60, -1.0)
+    book_deductions(amounts, keys, prices, config, rows=rows, into=into)
+    assert np.array_equal(into[rows], book.deduction[rows])
+    assert np.all(np.delete(into, rows) == -1.0)
 
 
 def test_stablecoin_is_valued_at_its_oracle_price_and_concentration_caps() -> None:

@@ -182,9 +182,10 @@ def _priced(book: ColumnarBook, market: MarketSnapshot, underlyings: tuple[str, 
     index = np.array([market.underlyings[u].index for u in underlyings], dtype=np.float64)
     inst_index = index[table.underlying] if len(table.instruments) else np.zeros(0)
     base = inst_index.copy()
-    for row, instrument in enumerate(table.instruments):
-        if instrument.name in market.marks:
-            base[row] = market.marks[instrument.name]
+    for name, value in market.marks.items():  # (the market's few marks, not every row)
+        rows = table.rows_by_name.get(name)
+        if rows is not None:
+            base[rows] = value
     live_options = table.is_option & live
     rows = np.nonzero(live_options)[0]
     if rows.size:
@@ -250,7 +251,7 @@ def expiry_forwards(book: ColumnarBook, market: MarketSnapshot) -> dict[tuple[st
     """(underlying, expiry ns) -> forward: the market's mark of a future of that underlying and
     expiry. Mark names resolve through the book's declared instruments, then shorthand names;
     where several futures share an expiry, a linear one wins, then the first name in order."""
-    declared = {i.name: i for i in book.instruments.instruments}
+    declared = book.instruments.by_name
     candidates: list[tuple[bool, str, tuple[str, int], float]] = []
     for name, value in market.marks.items():
         instrument = resolve_name(name, declared)
@@ -304,7 +305,7 @@ def _check_marks(book: ColumnarBook, market: MarketSnapshot) -> None:
     """Marks are for delta-one instruments, and within a factor 2 of their underlying's index:
     a future's mark is also the forward of every option of its expiry, so a typo (0.0001 for
     66,800) would silently reprice them all."""
-    declared = {i.name: i for i in book.instruments.instruments}
+    declared = book.instruments.by_name
     for name, value in market.marks.items():
         instrument = resolve_name(name, declared)
         if instrument is not None and instrument.kind is InstrumentKind.OPTION:

@@ -7,7 +7,7 @@ an ``InstrumentTable``; ``position_instrument`` indexes it. Collateral is a dens
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -41,9 +41,19 @@ class InstrumentTable:
     strike: FloatArray
     is_call: BoolArray
     is_option: BoolArray = field(init=False)  # kind is option (from ``kind``, computed once)
+    # instrument name -> its rows, and -> its instrument (the last of that name), computed once:
+    # a monitor tick looks up the market's marks by name
+    rows_by_name: Mapping[str, IntArray] = field(init=False, repr=False, compare=False)
+    by_name: Mapping[str, Instrument] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_option", np.asarray(self.kind == int(InstrumentKind.OPTION)))
+        rows: dict[str, list[int]] = {}
+        for row, instrument in enumerate(self.instruments):
+            rows.setdefault(instrument.name, []).append(row)
+        object.__setattr__(self, "rows_by_name", {
+            name: np.array(found, dtype=np.int64) for name, found in rows.items()})
+        object.__setattr__(self, "by_name", {i.name: i for i in self.instruments})
 
     @staticmethod
     def build(instruments: Sequence[Instrument]) -> InstrumentTable:

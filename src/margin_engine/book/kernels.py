@@ -68,6 +68,27 @@ def instrument_counts_nb(inst: np.ndarray, n_inst: int) -> IntArray:
 
 
 @njit(cache=True)
+def rows_holding_nb(amounts: FloatArray, columns: np.ndarray) -> IntArray:
+    """The rows a (in order) with amounts[a, c] != 0 in some column c where columns[c]
+    (accounts x assets balances: the accounts holding any of those assets). Without a
+    branch per row: which accounts hold an asset follows no pattern."""
+    held = np.zeros(amounts.shape[0], dtype=np.bool_)
+    count = 0
+    for a in range(amounts.shape[0]):
+        h = False
+        for c in range(amounts.shape[1]):
+            h |= columns[c] & (amounts[a, c] != 0.0)
+        held[a] = h
+        count += h
+    out = np.empty(count + 1, dtype=np.int64)  # a row past the end for the last writes
+    k = 0
+    for a in range(amounts.shape[0]):
+        out[k] = a
+        k += held[a]
+    return out[:count]
+
+
+@njit(cache=True)
 def position_account_nb(offsets: IntArray) -> IntArray:
     """Account index of every position row from CSR offsets."""
     out = np.empty(offsets[-1], dtype=np.int64)

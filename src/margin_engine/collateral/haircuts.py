@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from margin_engine.core.errors import InputError
-from margin_engine.core.types import FloatArray
+from margin_engine.core.types import FloatArray, IntArray
 
 DAY_SECONDS = 86_400.0
 
@@ -215,22 +215,107 @@ def book_haircuts(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArr
     rates = np.zeros((n_acct, len(assets)))
     if not config.enabled:
         return CollateralHaircuts(deduction=np.zeros(n_acct), by_asset=by_asset, rates=rates)
+    deduction = _deductions(amounts, assets, prices, config, revalued, rates, by_asset)
+    return CollateralHaircuts(deduction=deduction, by_asset=by_asset, rates=rates)
+
+
+def book_deductions(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArray,
+                    config: CollateralConfig, revalued: frozenset[str] = frozenset(),
+                    rows: IntArray | None = None, into: FloatArray | None = None
+                    ) -> FloatArray:
+    """``book_haircuts(...).deduction`` alone (the same numbers), without the accounts x
+    assets tables (writing them took more than the arithmetic). With ``rows``: only those
+    account rows, written into ``into`` (one number per account; returned)."""
+    if rows is not None and into is None:
+        raise ValueError("book_deductions: rows need an array to write into")
+    out = into if into is not None else np.empty(amounts.shape[0])
+    if not config.enabled:
+        out[slice(None) if rows is None else rows] = 0.0
+        return out
+    if len(assets) > PAIRWISE_BLOCK:
+        chosen = slice(None) if rows is None else rows
+        out[chosen] = book_haircuts(amounts[chosen], assets, prices, config,
+                                    revalued).deduction
+        return out
     columns = column_haircuts(config, assets, revalued)
-    for col in range(len(assets)):
-        _column_haircut_nb(np.ascontiguousarray(amounts[:, col]), float(prices[col]),
-                           float(columns.fixed[col]), float(columns.liquidity[col]),
-                           float(columns.cap[col]), float(columns.limit[col]), rates[:, col],
-                           by_asset[:, col])
-    return CollateralHaircuts(deduction=by_asset.sum(axis=1), by_asset=by_asset, rates=rates)
+    none = np.zeros((0, 0))
+    _book_haircuts_nb(np.ascontiguousarray(amounts, dtype=np.float64),
+                      np.ascontiguousarray(prices, dtype=np.float64), columns.fixed,
+                      columns.liquidity, columns.cap, columns.limit, none, none, out,
+                      np.zeros(0, dtype=np.int64) if rows is None else
+                      np.asarray(rows, dtype=np.int64), rows is None)
+    return out
+
+
+def _deductions(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArray,
+                config: CollateralConfig, revalued: frozenset[str], rates: FloatArray,
+                taken: FloatArray) -> FloatArray:
+    """Per account, what the haircuts take, ``rates`` and ``taken`` filled per column."""
+    columns = column_haircuts(config, assets, revalued)
+    deduction = np.empty(amounts.shape[0])
+    _book_haircuts_nb(np.ascontiguousarray(amounts, dtype=np.float64),
+                      np.ascontiguousarray(prices, dtype=np.float64), columns.fixed,
+                      columns.liquidity, columns.cap, columns.limit, rates, taken, deduction,
+                      np.zeros(0, dtype=np.int64), True)
+    if len(assets) > PAIRWISE_BLOCK:
+        deduction = taken.sum(axis=1)
+    return deduction
+
+
+PAIRWISE_BLOCK = 128  # up to this many columns, numpy sums a row with 8 running sums
 
 
 @njit(cache=True)
-def _column_haircut_nb(amount: FloatArray, price: float, fixed: float, liquidity: float,
-                       cap: float, limit: float, rate: FloatArray, taken: FloatArray) -> None:
-    """One asset column: gross = max(amount, 0) x price, rate = min(fixed + liquidity x
-    sqrt(gross), cap), taken = gross - min(gross x (1 - rate), limit)."""
-    for a in range(amount.shape[0]):
-        gross = max(amount[a], 0.0) * price
-        r = min(fixed + liquidity * math.sqrt(gross), cap)
-        rate[a] = r
-        taken[a] = gross - min(gross * (1.0 - r), limit)
+def _book_haircuts_nb(amounts: FloatArray, prices: FloatArray, fixed: FloatArray,
+                      liquidity: FloatArray, cap: FloatArray, limit: FloatArray,
+                      rates: FloatArray, taken: FloatArray, deduction: FloatArray,
+                      rows: IntArray, every: bool) -> None:
+    """Every account row (``every``; else the ``rows``) in one pass, into ``deduction`` at
+    the row (``rates`` and ``taken`` written when they have rows): per column, gross =
+    max(amount, 0) x price, rate = min(fixed + liquidity x sqrt(gross), cap), taken = gross -
+    min(gross x (1 - rate), limit); and the row's total in the order numpy's
+    ``sum(axis=1)`` adds it (up to ``PAIRWISE_BLOCK`` columns: in turn below 8, else 8
+    running sums combined pairwise, then the rest in turn), so the deduction is the number
+    it always was."""
+    n_col = amounts.shape[1]
+    keep = rates.shape[0] > 0
+    row = np.empty(n_col)
+    for k in range(amounts.shape[0] if every else rows.shape[0]):
+        a = k if every else rows[k]
+        for col in range(n_col):
+            gross = max(amounts[a, col], 0.0) * prices[col]
+            r = min(fixed[col] + liquidity[col] * math.sqrt(gross), cap[col])
+            row[col] = gross - min(gross * (1.0 - r), limit[col])
+            if keep:
+                rates[a, col] = r
+                taken[a, col] = row[col]
+        deduction[a] = _row_sum(row, n_col)
+
+
+@njit(cache=True, inline="always")
+def _row_sum(row: FloatArray, n: int) -> float:
+    """numpy's pairwise sum of row[:n] for n <= ``PAIRWISE_BLOCK``."""
+    total: float
+    if n < 8:
+        total = 0.0
+        for i in range(n):
+            total += row[i]
+        return total
+    r0, r1, r2, r3 = row[0], row[1], row[2], row[3]
+    r4, r5, r6, r7 = row[4], row[5], row[6], row[7]
+    i = 8
+    while i + 8 <= n:
+        r0 += row[i]
+        r1 += row[i + 1]
+        r2 += row[i + 2]
+        r3 += row[i + 3]
+        r4 += row[i + 4]
+        r5 += row[i + 5]
+        r6 += row[i + 6]
+        r7 += row[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += row[i]
+        i += 1
+    return total

@@ -36,6 +36,7 @@ import numpy as np
 from margin_engine.book.bound import asset_prices, bind_market, pinned_settlements
 from margin_engine.book.columnar import ColumnarBook
 from margin_engine.core.timeutil import ns_to_iso
+from margin_engine.engine.pool_health import collateral_by_asset_nb, pool_health
 from margin_engine.engine.risk_state import RiskEvent, RiskState, RiskStatus
 from margin_engine.engine.tick_guard import TickGuard, Verdict
 from margin_engine.margin.config import RiskConfig
@@ -207,27 +208,27 @@ class Monitor:
         prices = asset_prices(self.book, self.market)
         key = (id(self.book.collateral), *prices.tolist())
         if key != self._by_asset[0]:
-            self._by_asset = (key, (self.book.collateral * prices).sum(axis=0)
-                              if self.book.assets else [])
+            self._by_asset = (key, collateral_by_asset_nb(
+                np.ascontiguousarray(self.book.collateral, dtype=np.float64), prices)
+                if self.book.assets else np.zeros(0))
         return self._by_asset[1]
 
     def _metrics(self, tick: Tick) -> dict[str, Any]:
         by_asset = self._collateral_by_asset()
         total = float(np.sum(by_asset))
-        equity, maintenance = self.equity, self.maintenance
-        mm_total = float(maintenance.sum())
-        shortfall = float(np.maximum(maintenance - equity, 0.0).sum())
+        health = pool_health(self.equity, self.maintenance, self.holding, self.status,
+                             int(RiskStatus.CALL), int(RiskStatus.LIQUIDATION))
+        mm_total, shortfall = health.maintenance, health.shortfall
         return {
             "tick": tick.seq, "time": ns_to_iso(tick.time_ns),
             "collateral_by_asset": {a: float(v) for a, v in
                                     zip(self.book.assets, by_asset, strict=True)},
-            "coverage_ratio": float(equity.sum()) / mm_total if mm_total > 0 else None,
+            "coverage_ratio": health.equity / mm_total if mm_total > 0 else None,
             "concentration": float(np.max(by_asset)) / total if total > 0 else None,
             "insurance_fund_cover": self.insurance_fund / shortfall if shortfall > 0 else None,
-            "near_liquidation": int(np.sum(self.holding & (equity < 1.1 * maintenance)
-                                           & (equity >= maintenance))),
-            "margin_calls": int(np.sum(self.status == RiskStatus.CALL)),
-            "liquidatable": int(np.sum(self.status == RiskStatus.LIQUIDATION)),
+            "near_liquidation": health.near_liquidation,
+            "margin_calls": health.margin_calls,
+            "liquidatable": health.liquidatable,
             "multiplier": self.multiplier,
         }
 

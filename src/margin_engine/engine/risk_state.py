@@ -387,6 +387,11 @@ class RiskState:
         """New margins for ``accounts`` (the gap at the breaker multiplier)."""
         if accounts.size == self.book.account_count:
             self.margins = margins
+        if margins.shared_gap():  # one compiled pass, gap = adjusted equity - m x MM
+            _assign_nb(np.asarray(accounts, dtype=np.int64), margins.adjusted_equity,
+                       margins.initial, margins.maintenance, float(self.multiplier),
+                       self.equity, self.gap, self.initial, self.maintenance)
+            return
         self.equity[accounts] = margins.adjusted_equity
         self.gap[accounts] = margins.gap(self.multiplier)
         self.initial[accounts] = margins.initial
@@ -499,7 +504,7 @@ class RiskState:
 
     def _update_status(self, accounts: IntArray, events: list[RiskEvent]) -> None:
         new = self._new_status(accounts)
-        changed = np.nonzero(new != self.status[accounts])[0]
+        changed = _changed_nb(np.asarray(accounts, dtype=np.int64), new, self.status)
         for k in changed.tolist():
             a = int(accounts[k])
             events.append(RiskEvent(STATUS_EVENT[RiskStatus(int(new[k]))],
@@ -516,6 +521,20 @@ class RiskState:
         hysteresis band, which only quiets the events)."""
         below: np.ndarray = (self.gap < 0.0) & self.holding
         return below
+
+
+@njit(cache=True)
+def _assign_nb(accounts: IntArray, adjusted: np.ndarray, initial: np.ndarray,
+               maintenance: np.ndarray, m: float, equity_out: np.ndarray, gap_out: np.ndarray,
+               initial_out: np.ndarray, maintenance_out: np.ndarray) -> None:
+    """``RiskState.assign`` when every account's gap is the shared one: for account
+    accounts[k], equity = adjusted[k], gap = adjusted[k] - m x MM[k], IM and MM."""
+    for k in range(accounts.shape[0]):
+        a = accounts[k]
+        equity_out[a] = adjusted[k]
+        gap_out[a] = adjusted[k] - m * maintenance[k]
+        initial_out[a] = initial[k]
+        maintenance_out[a] = maintenance[k]
 
 
 @njit(cache=True)
@@ -539,6 +558,21 @@ def _status_nb(accounts: IntArray, equity: np.ndarray, gap: np.ndarray, initial:
         else:
             new[k] = 0
     return new
+
+
+@njit(cache=True)
+def _changed_nb(accounts: IntArray, new: np.ndarray, status: np.ndarray) -> IntArray:
+    """The k where new[k] != status[accounts[k]], in order."""
+    count = 0
+    for k in range(accounts.shape[0]):
+        count += new[k] != status[accounts[k]]
+    out = np.empty(count, dtype=np.int64)
+    count = 0
+    for k in range(accounts.shape[0]):
+        if new[k] != status[accounts[k]]:
+            out[count] = k
+            count += 1
+    return out
 
 
 def _admission_events(tick: Tick, admission: Admission) -> list[RiskEvent]:

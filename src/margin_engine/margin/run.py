@@ -77,8 +77,13 @@ class AccountMargins:
     bound: BoundBook
     equity: FloatArray  # mark-to-market
 
+    def shared_gap(self) -> bool:
+        """Whether every account's gap is adjusted equity - multiplier x MM (no model
+        margins positions on their own equity)."""
+        return all(result.position_equity is None for _, result in self.parts)
+
     def gap(self, multiplier: float = 1.0) -> FloatArray:
-        if all(result.position_equity is None for _, result in self.parts):
+        if self.shared_gap():
             shared: FloatArray = self.adjusted_equity - multiplier * self.maintenance
             return shared
         out = np.zeros(self.bound.account_count)

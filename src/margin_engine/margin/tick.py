@@ -19,14 +19,14 @@ per-(account, underlying) indexes built once (``portfolio_kernel.slice_margin_nb
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from margin_engine.book.bound import BoundBook, asset_prices, bind_market, reprice
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_from_columns
-from margin_engine.book.kernels import position_account_nb, quantity_nb
-from margin_engine.collateral.haircuts import book_haircuts
+from margin_engine.book.kernels import position_account_nb, quantity_nb, rows_holding_nb
+from margin_engine.collateral.haircuts import book_deductions
 from margin_engine.core.errors import InputError
 from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.domain.instruments import MarginMode
@@ -153,8 +153,8 @@ def tick_margins(tick_book: TickBook, tick: TickMarket, config: RiskConfig, *,
             im = im + depeg
             mm = cfg.maintenance_fraction * im
     revalued = frozenset(bound.underlyings) | frozenset(config.haircuts.stablecoins)
-    haircut = book_haircuts(book.collateral, book.assets, tick.prices, config.haircuts,
-                            revalued).deduction
+    haircut = book_deductions(book.collateral, book.assets, tick.prices, config.haircuts,
+                              revalued)
     return MarginResult(
         model="portfolio", initial_margin=im, maintenance_margin=mm, active=active,
         per_underlying={"scan_risk": scan, "contingency": cont, "worst_scenario": worst}
@@ -242,6 +242,8 @@ class IncrementalSlice:
     exposure: FloatArray | None = None  # e_a,u per account
     stable_key: tuple[float, ...] = ()  # the stablecoin prices of ``depeg``
     upnl: FloatArray | None = None  # the last tick's unrealised P&L
+    # the rows holding a non-zero amount of some asset, per set of assets (mask bytes)
+    holding: dict[bytes, IntArray] = field(default_factory=dict)
 
     @staticmethod
     def start(bound: BoundBook, result: MarginResult, underlying: str,
@@ -348,18 +350,18 @@ class IncrementalSlice:
         self.prices_key = key
 
     def _haircut(self, prices: FloatArray, config: RiskConfig) -> FloatArray:
-        """Per account, what haircuts take off (``book_haircuts``, per account row): after a
+        """Per account, what haircuts take off (``book_deductions``, per account row): after a
         move of some asset prices only the rows holding a non-zero amount of those assets are
         recomputed (a zero balance is taken nothing from at any price)."""
         probe, assets = self.probe, self.probe.book.assets
         revalued = frozenset(probe.underlyings) | frozenset(config.haircuts.stablecoins)
         if self.haircut is None or len(self.prices_key) != prices.size:
-            deduction: FloatArray = book_haircuts(self.collateral, assets, prices,
-                                                  config.haircuts, revalued).deduction
-            return deduction
-        moved = np.nonzero(prices != np.array(self.prices_key))[0]
-        rows = np.nonzero((self.collateral[:, moved] != 0.0).any(axis=1))[0]
-        haircut = self.haircut.copy()
-        haircut[rows] = book_haircuts(self.collateral[rows], assets, prices, config.haircuts,
-                                      revalued).deduction
-        return haircut
+            return book_deductions(self.collateral, assets, prices, config.haircuts, revalued)
+        moved = prices != np.array(self.prices_key)
+        rows = self.holding.get(moved.tobytes())
+        if rows is None:  # (the slice's collateral is its own: kept per set of assets)
+            rows = self.holding[moved.tobytes()] = rows_holding_nb(self.collateral, moved)
+        if rows.size == self.collateral.shape[0]:
+            return book_deductions(self.collateral, assets, prices, config.haircuts, revalued)
+        return book_deductions(self.collateral, assets, prices, config.haircuts, revalued,
+                               rows=rows, into=self.haircut.copy())
