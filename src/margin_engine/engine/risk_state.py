@@ -35,7 +35,7 @@ from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.portfolio import PortfolioModel
 from margin_engine.margin.registry import get_model
 from margin_engine.margin.run import BY_ACCOUNT_MODE, AccountMargins, margins_by_mode
-from margin_engine.margin.tick import IncrementalSlice
+from margin_engine.margin.tick import IncrementalSlice, SharedCells
 from margin_engine.market.oracle import OracleConfig, OracleSource, guard_price
 from margin_engine.market.snapshot import MarketSnapshot
 from margin_engine.store.base import EventKind, Tick
@@ -161,10 +161,8 @@ class SliceRemargin:
             if clock_moved:  # every time to expiry moved: every cell anew
                 piece.portfolio, piece.fast = None, None
                 piece.bound = bind_market(piece.bound.book, market)
-            if piece.fast is not None:
-                self._refresh(piece.accounts, self._cells_of(piece), piece.fast.u)
+            if piece.fast is not None:  # (refreshed and published in the slice's pass)
                 groups.append((piece.accounts, self._fast_margins(piece, market)))
-                self._publish(piece.accounts, self._cells_of(piece))
                 continue
             if not clock_moved:
                 piece.bound = reprice(piece.bound, market)
@@ -177,12 +175,6 @@ class SliceRemargin:
             piece.fast = self._incremental(piece, symbol)
         return groups
 
-    @staticmethod
-    def _cells_of(piece: _Slice) -> dict[str, np.ndarray]:
-        assert piece.fast is not None
-        return {"scan_risk": piece.fast.scan, "contingency": piece.fast.cont,
-                "worst_scenario": piece.fast.worst}
-
     def _refresh(self, accounts: IntArray, cells: Mapping[str, np.ndarray], u: int) -> None:
         """Overwrite a slice's cells of the underlyings other than ``u`` with the latest any
         slice computed for its accounts (in place)."""
@@ -191,12 +183,22 @@ class SliceRemargin:
                               self.cells["contingency"], self.cells["worst_scenario"],
                               cells["scan_risk"], cells["contingency"], cells["worst_scenario"])
 
-    def _publish(self, accounts: IntArray, cells: Mapping[str, np.ndarray]) -> None:
-        """A slice's cells after its re-margin become the latest for its accounts."""
+    def _shared(self, accounts: IntArray) -> SharedCells:
+        """The latest cells of every account, for an incremental slice's pass to refresh
+        its accounts' cells from and publish them to (``_refresh`` and ``_publish`` in it)."""
+        self._ensure_cells()
+        return SharedCells(accounts, self.known, self.cells["scan_risk"],
+                           self.cells["contingency"], self.cells["worst_scenario"])
+
+    def _ensure_cells(self) -> None:
         if not self.cells:
             n, n_u = self.known.shape
             self.cells = {"scan_risk": np.zeros((n, n_u)), "contingency": np.zeros((n, n_u)),
                           "worst_scenario": np.zeros((n, n_u), dtype=np.int64)}
+
+    def _publish(self, accounts: IntArray, cells: Mapping[str, np.ndarray]) -> None:
+        """A slice's cells after its re-margin become the latest for its accounts."""
+        self._ensure_cells()
         _publish_cells_nb(accounts, self.known, self.cells["scan_risk"],
                           self.cells["contingency"], self.cells["worst_scenario"],
                           cells["scan_risk"], cells["contingency"], cells["worst_scenario"])
@@ -220,7 +222,8 @@ class SliceRemargin:
         """Margins after a move of the slice's underlying alone: the portfolio accounts from
         the incremental path; any others from their models on the slice repriced."""
         assert piece.fast is not None
-        piece.portfolio = result = piece.fast.tick(market, self.config)
+        piece.portfolio = result = piece.fast.tick(market, self.config,
+                                                   self._shared(piece.accounts))
         book = piece.bound.book
         if piece.mixed:
             piece.bound = bound = reprice(piece.bound, market)

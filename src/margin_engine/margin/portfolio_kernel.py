@@ -499,11 +499,17 @@ def slice_margin_nb(
     mm_fraction: float, pos_offsets: IntArray, pos_inst: np.ndarray, pos_q: FloatArray,
     pos_entry_usd: FloatArray, pos_fixed: FloatArray, im: FloatArray, mm: FloatArray,
     scan: FloatArray, cont: FloatArray, worst: np.ndarray, active: np.ndarray,
-    upnl: FloatArray,
+    upnl: FloatArray, shared_rows: IntArray, known: np.ndarray, shared_scan: FloatArray,
+    shared_cont: FloatArray, shared_worst: np.ndarray, share: bool,
 ) -> None:
     """IM and MM of every account after a move of u alone (the other underlyings' cells of
     ``scan``, ``cont``, ``worst`` are the last ones, read and kept; u's are rewritten), and
     the unrealised P&L sum_p q_p (mark_i(p) - entry_usd_p) over every position.
+
+    With ``share``, account a is row shared_rows[a] of the tables of the latest cells of
+    every account (``shared_*``, ``known``): its other underlyings' known cells are taken
+    from there first, and all its cells are written back and known after (what a copy of the
+    whole slice's cells each way before and after the pass did, in the same pass).
 
     One pass over each account's positions in book order: every position adds to the
     unrealised P&L; u's add q x grid row to u's scenario P&L and, delta-one ones, their notional
@@ -553,6 +559,13 @@ def slice_margin_nb(
             opt_cont = 0.0
             for k in range(opt_offsets[a], opt_offsets[a + 1]):
                 opt_cont += opt_terms[k] * index_u
+            if share:
+                g = shared_rows[a]
+                for v in range(n_u):
+                    if v != u and known[g, v]:
+                        scan[a, v] = shared_scan[g, v]
+                        cont[a, v] = shared_cont[g, v]
+                        worst[a, v] = shared_worst[g, v]
             total = 0.0
             for v in range(n_u):
                 if v != u:
@@ -590,3 +603,10 @@ def slice_margin_nb(
             initial = _correlated_initial(level, direction, rho, n_u, total, max_offset)
             im[a] = initial
             mm[a] = mm_fraction * initial
+            if share:
+                g = shared_rows[a]
+                for v in range(n_u):
+                    shared_scan[g, v] = scan[a, v]
+                    shared_cont[g, v] = cont[a, v]
+                    shared_worst[g, v] = worst[a, v]
+                    known[g, v] = True

@@ -20,6 +20,7 @@ per-(account, underlying) indexes built once (``portfolio_kernel.slice_margin_nb
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -194,6 +195,21 @@ def _rows_in(offsets: IntArray, keep: np.ndarray) -> tuple[IntArray, IntArray]:
     return sub, rows
 
 
+class SharedCells(NamedTuple):
+    """The latest portfolio cells of every account of a book (from whichever slice last
+    computed them) and which are known, with the book's row of each of a slice's accounts."""
+
+    rows: IntArray  # the slice's accounts' rows in the tables below
+    known: np.ndarray  # accounts x underlyings
+    scan: FloatArray
+    cont: FloatArray
+    worst: np.ndarray
+
+
+_NO_SHARED = SharedCells(np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.bool_),
+                         np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64))
+
+
 @dataclass(slots=True)
 class IncrementalSlice:
     """The portfolio model on the accounts holding underlying u (a monitor slice), after moves
@@ -273,9 +289,12 @@ class IncrementalSlice:
             worst=np.array(breakdown["worst_scenario"]), active=np.array(result.active),
             collateral=book.collateral)
 
-    def tick(self, market: MarketSnapshot, config: RiskConfig) -> MarginResult:
+    def tick(self, market: MarketSnapshot, config: RiskConfig,
+             shared: SharedCells | None = None) -> MarginResult:
         """The portfolio result of the slice at ``market`` (u moved, nothing else); the
-        unrealised P&L of its accounts is left in ``upnl``."""
+        unrealised P&L of its accounts is left in ``upnl``. With ``shared``, the other
+        underlyings' cells are taken from the latest of every account first and the slice's
+        cells written back after, in the same pass (``SharedCells``)."""
         self.probe = probe = reprice(self.probe, market)
         self._at_prices(market, config)
         if self.inverse_options.size:
@@ -289,13 +308,15 @@ class IncrementalSlice:
         im, mm, self.upnl = np.empty(n_acct), np.empty(n_acct), np.empty(n_acct)
         assert self.exposure is not None
         assert self.depeg is not None
+        cells = shared if shared is not None else _NO_SHARED
         slice_margin_nb(
             self.u, self.probe.book.instruments.underlying, self.kind, probe.mark,
             *self.option_terms, probe.index, self._grid(market, cfg), len(scenarios),
             columns.weights, columns.moves, columns.linear, self.exposure, probe.correlation,
             cfg.linear_contingency_rate, cfg.max_cross_offset, cfg.maintenance_fraction,
             self.offsets, self.inst, self.quantity, self.entry_usd, self.fixed,
-            im, mm, self.scan, self.cont, self.worst, self.active, self.upnl)
+            im, mm, self.scan, self.cont, self.worst, self.active, self.upnl,
+            cells.rows, cells.known, cells.scan, cells.cont, cells.worst, shared is not None)
         if self.depeg.any():
             im = im + self.depeg
             mm = cfg.maintenance_fraction * im
