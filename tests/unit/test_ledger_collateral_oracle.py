@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from margin_engine.collateral.haircuts import (
-    PAIRWISE_BLOCK,
     AssetHaircut,
     CollateralConfig,
     book_deductions,
@@ -20,6 +19,7 @@ from margin_engine.collateral.haircuts import (
     split_collateral_key,
 )
 from margin_engine.core.errors import InputError
+from margin_engine.core.pairwise import PAIRWISE_BLOCK
 from margin_engine.ledger.journal import EXTERNAL, FEES, INSURANCE_FUND, ZERO, Ledger, to_amount
 from margin_engine.market.oracle import OracleConfig, OracleGuard, OracleSource
 

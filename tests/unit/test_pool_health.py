@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from margin_engine.engine.pool_health import collateral_by_asset_nb, pairwise_sum, pool_health
+from margin_engine.core.pairwise import pairwise_sum
+from margin_engine.engine.pool_health import collateral_by_asset_nb, pool_health
 from margin_engine.engine.risk_state import RiskStatus
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit
 
 from margin_engine.core.errors import InputError
+from margin_engine.core.pairwise import PAIRWISE_BLOCK, block_sum, pairwise_sum
 from margin_engine.core.types import FloatArray, IntArray
 
 DAY_SECONDS = 86_400.0
@@ -215,7 +216,8 @@ def book_haircuts(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArr
     rates = np.zeros((n_acct, len(assets)))
     if not config.enabled:
         return CollateralHaircuts(deduction=np.zeros(n_acct), by_asset=by_asset, rates=rates)
-    deduction = _deductions(amounts, assets, prices, config, revalued, rates, by_asset)
+    deduction = np.empty(n_acct)
+    _haircut_rows(amounts, assets, prices, config, revalued, deduction, None, rates, by_asset)
     return CollateralHaircuts(deduction=deduction, by_asset=by_asset, rates=rates)
 
 
@@ -232,37 +234,21 @@ def book_deductions(amounts: FloatArray, assets: tuple[str, ...], prices: FloatA
     if not config.enabled:
         out[slice(None) if rows is None else rows] = 0.0
         return out
-    if len(assets) > PAIRWISE_BLOCK:
-        chosen = slice(None) if rows is None else rows
-        out[chosen] = book_haircuts(amounts[chosen], assets, prices, config,
-                                    revalued).deduction
-        return out
-    columns = column_haircuts(config, assets, revalued)
     none = np.zeros((0, 0))
-    _book_haircuts_nb(np.ascontiguousarray(amounts, dtype=np.float64),
-                      np.ascontiguousarray(prices, dtype=np.float64), columns.fixed,
-                      columns.liquidity, columns.cap, columns.limit, none, none, out,
-                      np.zeros(0, dtype=np.int64) if rows is None else
-                      np.asarray(rows, dtype=np.int64), rows is None)
+    _haircut_rows(amounts, assets, prices, config, revalued, out, rows, none, none)
     return out
 
 
-def _deductions(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArray,
-                config: CollateralConfig, revalued: frozenset[str], rates: FloatArray,
-                taken: FloatArray) -> FloatArray:
-    """Per account, what the haircuts take, ``rates`` and ``taken`` filled per column."""
+def _haircut_rows(amounts: FloatArray, assets: tuple[str, ...], prices: FloatArray,
+                  config: CollateralConfig, revalued: frozenset[str], deduction: FloatArray,
+                  rows: IntArray | None, rates: FloatArray, taken: FloatArray) -> None:
+    """``_book_haircuts_nb`` on every row (``rows`` None) or the ``rows``."""
     columns = column_haircuts(config, assets, revalued)
-    deduction = np.empty(amounts.shape[0])
     _book_haircuts_nb(np.ascontiguousarray(amounts, dtype=np.float64),
                       np.ascontiguousarray(prices, dtype=np.float64), columns.fixed,
                       columns.liquidity, columns.cap, columns.limit, rates, taken, deduction,
-                      np.zeros(0, dtype=np.int64), True)
-    if len(assets) > PAIRWISE_BLOCK:
-        deduction = taken.sum(axis=1)
-    return deduction
-
-
-PAIRWISE_BLOCK = 128  # up to this many columns, numpy sums a row with 8 running sums
+                      np.zeros(0, dtype=np.int64) if rows is None else
+                      np.asarray(rows, dtype=np.int64), rows is None)
 
 
 @njit(cache=True)
@@ -273,10 +259,8 @@ def _book_haircuts_nb(amounts: FloatArray, prices: FloatArray, fixed: FloatArray
     """Every account row (``every``; else the ``rows``) in one pass, into ``deduction`` at
     the row (``rates`` and ``taken`` written when they have rows): per column, gross =
     max(amount, 0) x price, rate = min(fixed + liquidity x sqrt(gross), cap), taken = gross -
-    min(gross x (1 - rate), limit); and the row's total in the order numpy's
-    ``sum(axis=1)`` adds it (up to ``PAIRWISE_BLOCK`` columns: in turn below 8, else 8
-    running sums combined pairwise, then the rest in turn), so the deduction is the number
-    it always was."""
+    min(gross x (1 - rate), limit); and the row's total as numpy's ``sum(axis=1)`` adds it
+    (``pairwise_sum``), so the deduction is the number it always was."""
     n_col = amounts.shape[1]
     keep = rates.shape[0] > 0
     row = np.empty(n_col)
@@ -289,33 +273,7 @@ def _book_haircuts_nb(amounts: FloatArray, prices: FloatArray, fixed: FloatArray
             if keep:
                 rates[a, col] = r
                 taken[a, col] = row[col]
-        deduction[a] = _row_sum(row, n_col)
-
-
-@njit(cache=True, inline="always")
-def _row_sum(row: FloatArray, n: int) -> float:
-    """numpy's pairwise sum of row[:n] for n <= ``PAIRWISE_BLOCK``."""
-    total: float
-    if n < 8:
-        total = 0.0
-        for i in range(n):
-            total += row[i]
-        return total
-    r0, r1, r2, r3 = row[0], row[1], row[2], row[3]
-    r4, r5, r6, r7 = row[4], row[5], row[6], row[7]
-    i = 8
-    while i + 8 <= n:
-        r0 += row[i]
-        r1 += row[i + 1]
-        r2 += row[i + 2]
-        r3 += row[i + 3]
-        r4 += row[i + 4]
-        r5 += row[i + 5]
-        r6 += row[i + 6]
-        r7 += row[i + 7]
-        i += 8
-    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        total += row[i]
-        i += 1
-    return total
+        # (a row of a few columns is one block, summed in place: a call a row cost more
+        # than the arithmetic)
+        deduction[a] = block_sum(row, 0, n_col) if n_col <= PAIRWISE_BLOCK else \
+            pairwise_sum(row, 0, n_col)
