@@ -145,3 +145,38 @@ def grouped_offsets_nb(account: np.ndarray, n_accounts: int) -> tuple[IntArray, 
     for a in range(n_accounts):
         offsets[a + 1] += offsets[a]
     return offsets, status
+
+
+@njit(cache=True)
+def held_by_underlying_nb(inst: np.ndarray, underlying: IntArray, n_u: int
+                          ) -> tuple[IntArray, IntArray, IntArray]:
+    """The instruments the rows ``inst`` hold, by underlying: (instruments, in ascending
+    order within each underlying; starts, n_u + 1 offsets of each underlying's run;
+    positions, rows per underlying)."""
+    n_inst = underlying.shape[0]
+    counts = instrument_counts_nb(inst, n_inst)
+    starts = np.zeros(n_u + 1, dtype=np.int64)
+    positions = np.zeros(n_u, dtype=np.int64)
+    for i in range(n_inst):
+        if counts[i] > 0:
+            starts[underlying[i] + 1] += 1
+            positions[underlying[i]] += counts[i]
+    for u in range(n_u):
+        starts[u + 1] += starts[u]
+    held = np.empty(starts[n_u], dtype=np.int64)
+    filled = starts[:n_u].copy()
+    for i in range(n_inst):
+        if counts[i] > 0:
+            u = underlying[i]
+            held[filled[u]] = i
+            filled[u] += 1
+    return held, starts, positions
+
+
+@njit(cache=True)
+def longest_row_nb(offsets: np.ndarray) -> int:
+    """max(diff(offsets)): the most rows of one CSR row (0 when there are none)."""
+    longest = 0
+    for a in range(offsets.shape[0] - 1):
+        longest = max(longest, offsets[a + 1] - offsets[a])
+    return longest

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from margin_engine.book.bound import BoundBook, asset_prices, expiry_forwards
-from margin_engine.book.kernels import instrument_counts_nb
+from margin_engine.book.kernels import held_by_underlying_nb, longest_row_nb
 from margin_engine.collateral.haircuts import column_haircuts, split_collateral_key
 from margin_engine.core.kept import KEPT
 from margin_engine.core.threads import in_threads
@@ -289,10 +289,11 @@ def account_levels(bound: BoundBook, model: str, config: RiskConfig, grid: Float
         return None
     n_acct, n_u = bound.account_count, len(bound.underlyings)
     down, up = np.full((n_acct, n_u), np.nan), np.full((n_acct, n_u), np.nan)
-    wanted = np.ones(n_acct, dtype=np.bool_) if accounts is None else np.asarray(accounts)
-    jobs = np.nonzero(wanted)[0].astype(np.int64)
+    wanted = None if accounts is None else np.asarray(accounts)
+    jobs = np.arange(n_acct, dtype=np.int64) if wanted is None else \
+        np.nonzero(wanted)[0].astype(np.int64)
     exposure = np.ascontiguousarray(bound.collateral_exposure, dtype=np.float64)
-    held = _held_by_underlying(bound, None if accounts is None else wanted)
+    held = _held_by_underlying(bound, wanted)
     if jobs.size == 0 or not (any(count for _, count in held) or np.any(exposure[jobs] != 0.0)):
         return down, up
     context = builder(bound, config, built)
@@ -312,14 +313,12 @@ def _held_by_underlying(bound: BoundBook, wanted: np.ndarray | None
     book = bound.book
     inst = book.position_instrument if wanted is None else \
         book.position_instrument[wanted[bound.position_account]]
-    n_inst = len(book.instruments.instruments)
-    counts = instrument_counts_nb(inst, n_inst)
-    und = np.asarray(book.instruments.underlying)
-    out = []
-    for u in range(len(bound.underlyings)):
-        held = np.nonzero((counts > 0) & (und == u))[0].astype(np.int64)
-        out.append((held, int(counts[held].sum())))
-    return out
+    table = book.instruments
+    held, starts, positions = held_by_underlying_nb(
+        np.ascontiguousarray(inst), np.ascontiguousarray(table.underlying, dtype=np.int64),
+        len(bound.underlyings))
+    return [(held[starts[u]:starts[u + 1]], int(positions[u]))
+            for u in range(len(bound.underlyings))]
 
 
 def position_levels(bound: BoundBook, model: str, config: RiskConfig, grid: FloatArray,
@@ -366,13 +365,13 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     in u and no coin of u are left NaN."""
     bk, cl, ctx, work = context
     levels = index * grid
-    j0 = int(np.nonzero(grid == 1.0)[0][0])
+    j0 = _center(grid)
     width = lk.state_width(ctx)
     held = np.asarray(held, dtype=np.int64)
     down, up = np.empty(jobs.size), np.empty(jobs.size)
     evaluations = np.zeros(jobs.size, dtype=np.int64)
 
-    no_chords = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.uint32))
+    no_chords = _NO_CHORDS
     prune = PRUNE and isinstance(ctx, lk.PortfolioCtx) and _weights_not_negative(ctx)
     newton = NEWTON and isinstance(ctx, lk.PortfolioCtx)
 
@@ -423,7 +422,7 @@ def _chords(ctx: Any, table: np.ndarray, levels: FloatArray, j0: int
     block's number by its two ends (NO_ROW: not a block); empty where the model has no chord
     bound (or its scenario weights are not all >= 0, which the bound assumes)."""
     if not (CHORDS and isinstance(ctx, lk.PortfolioCtx) and _weights_not_negative(ctx)):
-        return np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.uint32)
+        return _NO_CHORDS
     blocks = lk.chord_tree(j0, 0) + lk.chord_tree(j0, levels.size - 1)
     near = np.array([b[0] for b in blocks], dtype=np.int64)
     far = np.array([b[1] for b in blocks], dtype=np.int64)
@@ -438,8 +437,34 @@ def _chords(ctx: Any, table: np.ndarray, levels: FloatArray, j0: int
 
 def _weights_not_negative(ctx: lk.PortfolioCtx) -> bool:
     """Whether the scenario weights are all >= 0, as the chord and candidate bounds assume (a
-    weighted lower bound stays a lower bound)."""
-    return not bool(np.any(ctx.weights < 0.0))
+    weighted lower bound stays a lower bound). The answer for the last weights array asked
+    about is kept (one what-if after another asks about the same one)."""
+    global _LAST_WEIGHTS
+    weights = ctx.weights
+    last = _LAST_WEIGHTS
+    if last[0] is weights:
+        return last[1]
+    answer = not bool(np.any(weights < 0.0))
+    _LAST_WEIGHTS = (weights, answer)
+    return answer
+
+
+_LAST_WEIGHTS: tuple[np.ndarray | None, bool] = (None, False)
+_NO_CHORDS = (np.empty((0, 0, 2)), np.empty((0, 0), dtype=np.uint32))  # no chord bound
+_LAST_CENTER: tuple[np.ndarray | None, int] = (None, 0)
+
+
+def _center(grid: FloatArray) -> int:
+    """The grid's level of today's index (where it is 1.0), kept for the last grid asked."""
+    global _LAST_CENTER
+    last = _LAST_CENTER
+    if last[0] is grid:
+        return last[1]
+    at = np.nonzero(grid == 1.0)[0]
+    if at.size == 0:
+        raise ValueError("the liquidation grid must hold 1.0 (today's index)")
+    _LAST_CENTER = (grid, int(at[0]))
+    return _LAST_CENTER[1]
 
 
 class StateTables:
@@ -552,8 +577,8 @@ STATE_TABLES = StateTables()
 
 
 def _max_len(bound: BoundBook) -> int:
-    offsets = bound.book.offsets
-    return max(1, int(np.diff(offsets).max())) if offsets.size > 1 else 1
+    """The most positions an account of the book holds (at least 1)."""
+    return max(1, int(longest_row_nb(bound.book.offsets)))
 
 
 def _optional(values: FloatArray | None, book: Any) -> FloatArray:
