@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from margin_engine.book.columnar import book_from_columns
-from margin_engine.book.kernels import instrument_counts_nb, quantity_nb, rows_holding_nb
+from margin_engine.book.kernels import (
+    held_by_underlying_nb,
+    instrument_counts_nb,
+    longest_row_nb,
+    quantity_nb,
+    rows_holding_nb,
+)
 from margin_engine.domain.instruments import parse_shorthand
 
 NAMES = ["BTC-PERP", "ETH-PERP", "BTC-27JUN25", "BTC-27JUN25-70000-C", "ETH-26SEP25-2500-P"]
@@ -95,6 +101,27 @@ def test_instrument_counts_are_numpys_bincount(rows: int) -> None:
     assert np.array_equal(counts, np.bincount(inst, minlength=9))
     assert counts[7:].sum() == 0
     assert counts.sum() == rows
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5_000])
+def test_instruments_held_by_underlying_are_the_counted_ones_in_order(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    underlying = rng.integers(0, 3, 40).astype(np.int64)
+    inst = rng.integers(0, 40, rows).astype(np.int32)
+    held, starts, positions = held_by_underlying_nb(inst, underlying, 4)
+    counts = np.bincount(inst, minlength=40)
+    for u in range(4):
+        want = np.nonzero((counts > 0) & (underlying == u))[0]
+        assert np.array_equal(held[starts[u]:starts[u + 1]], want)
+        assert positions[u] == counts[want].sum()
+    assert starts[0] == 0
+    assert starts[-1] == held.size
+
+
+@pytest.mark.parametrize("lengths", [[], [0], [3], [2, 0, 7, 7, 1]])
+def test_the_longest_row_is_the_largest_difference_of_the_offsets(lengths: list[int]) -> None:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    assert longest_row_nb(offsets) == max(lengths, default=0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -126,3 +126,25 @@ def test_the_same_instruments_bound_anew_read_the_same_rows(
         _identical(_levels(again, "portfolio", True, monkeypatch),
                    _levels(again, "portfolio", False, monkeypatch))
     assert sorted(len(f.rows) for f in vector_levels.STATE_TABLES._items.values()) == rows
+
+
+def test_a_kept_keys_list_reads_its_rows_again_and_other_instruments_get_theirs() -> None:
+    """The instrument -> row table kept for a keys list: the same array for the same list and
+    instruments, rows once given unchanged, and a list of other instruments (or the same list
+    for other instruments) gets rows of its own."""
+    family = vector_levels._Family(3, 2)
+    keys = [("a",), ("b",)]
+    held = np.array([1, 4], dtype=np.int64)
+    first = family.rows_of(keys, held, 6, kept=True)
+    assert family.rows_of(keys, held, 6, kept=True) is first
+    assert first[1] == 0
+    assert first[4] == 1
+    assert (np.delete(first, [1, 4]) == vector_levels.NO_ROW).all()
+    moved = family.rows_of(keys, np.array([2, 3], dtype=np.int64), 6, kept=True)
+    assert moved[2] == 0
+    assert moved[3] == 1
+    assert moved[1] == vector_levels.NO_ROW
+    other = family.rows_of([("b",), ("c",)], held, 6, kept=False)
+    assert other[1] == 1
+    assert other[4] == 2
+    assert family.rows_of(keys, held, 6, kept=True)[4] == 1

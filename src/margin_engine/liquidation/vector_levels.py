@@ -496,8 +496,7 @@ class StateTables:
         with self._lock:
             found = self._family_for((type(ctx).__name__, width, levels.tobytes(),
                                       _scenario_key(ctx)), levels.size, width, len(keys))
-            table_row = np.full(bk.und.shape[0], NO_ROW, dtype=np.uint32)
-            table_row[held] = [found.row(key) for key in keys]
+            table_row = found.rows_of(keys, held, bk.und.shape[0], kept=origin is not None)
             found.grow(self.capacity)
             yield found.table, table_row
 
@@ -519,12 +518,34 @@ class StateTables:
         return len(self._items)
 
 
+ROW_TABLES = 64  # instrument -> row tables kept per family (one per kept keys list)
+
+
 class _Family:
     """One grid and scenario set: a table of instrument states, NaN where not yet filled."""
 
     def __init__(self, n_levels: int, width: int) -> None:
         self.table = np.full((0, n_levels, width), np.nan)
         self.rows: dict[Hashable, int] = {}
+        self._row_tables: dict[int, tuple[list[Hashable], bytes, np.ndarray]] = {}
+
+    def rows_of(self, keys: list[Hashable], held: np.ndarray, n_inst: int, kept: bool
+                ) -> np.ndarray:
+        """Per instrument of the book (``n_inst``), its row in the table (NO_ROW: none):
+        ``held[k]``'s is the row of ``keys[k]`` (given one when new). With ``kept`` (a keys
+        list kept between calls), the answer is kept for that list: a row, once given, stays."""
+        if kept:
+            found = self._row_tables.get(id(keys))
+            if found is not None and found[0] is keys and found[2].shape[0] == n_inst and \
+                    found[1] == held.tobytes():
+                return found[2]
+        table_row = np.full(n_inst, NO_ROW, dtype=np.uint32)
+        table_row[held] = [self.row(key) for key in keys]
+        if kept:
+            if len(self._row_tables) >= ROW_TABLES:
+                self._row_tables.clear()
+            self._row_tables[id(keys)] = (keys, held.tobytes(), table_row)
+        return table_row
 
     def free(self, capacity: int) -> int:
         return capacity - len(self.rows)
