@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -89,6 +90,75 @@ def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
         "_batch.json", *(f"part-0000{k}.parquet" for k in range(4))]  # no temporary left
     np.testing.assert_array_equal(read_results(tmp_path / "o").column("initial_margin"),
                                   single_process(book_folder)["initial_margin"])
+
+
+def _assert_single_process(results: pa.Table, folder: Path) -> None:
+    want = single_process(folder)
+    assert results.column("account").to_pylist() == want["account"].tolist()
+    for name in ("equity", "initial_margin", "maintenance_margin", "gross_notional"):
+        np.testing.assert_array_equal(results.column(name).to_numpy(), want[name],
+                                      err_msg=name)
+
+
+def test_nested_partitions_are_parts_and_metadata_files_are_not(book_folder: Path,
+                                                                tmp_path: Path) -> None:
+    """A Hive-style book (parts in subfolders of positions/ and accounts/) beside a writer's
+    marker and metadata files: the parts are the Parquet files, found at any depth and named
+    by their path; the results mirror that layout and equal the single-process run's."""
+    import shutil
+
+    nested = tmp_path / "nested"
+    for sub in ("positions", "accounts"):
+        for k, part in enumerate(sorted((book_folder / sub).glob("*.parquet"))):
+            target = nested / sub / f"day=2026-12-0{k % 2 + 1}" / part.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(part, target)
+        (nested / sub / "_SUCCESS").write_text("")
+        (nested / sub / "_metadata").write_bytes(b"PAR1")
+        (nested / sub / "_temporary").mkdir()
+        shutil.copy(part, nested / sub / "_temporary" / "part-09999.parquet")
+        shutil.copy(part, nested / sub / ".part-09999.parquet")
+    shutil.copy(book_folder / "instruments.json", nested / "instruments.json")
+    assert [p.name for p in partitions(nested)] == [
+        "day=2026-12-01/part-00000", "day=2026-12-01/part-00002",
+        "day=2026-12-02/part-00001", "day=2026-12-02/part-00003"]
+    run_batch(nested, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+              scheduler="none")
+    assert (tmp_path / "out" / "day=2026-12-02" / "part-00001.parquet").is_file()
+    results = read_results(tmp_path / "out")
+    assert results.num_rows == 600
+    # the single-process run reads the partitions in the same (name) order
+    assert sorted(results.column("account").to_pylist()) == sorted(
+        single_process(book_folder)["account"].tolist())
+    _assert_single_process(results, nested)
+    run_batch(nested, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+              scheduler="none")  # the same book again into its own output: accepted
+
+
+def test_an_empty_partition_gives_an_empty_result_part(book_folder: Path,
+                                                       tmp_path: Path) -> None:
+    """A part with no account and no position (a partitioned writer leaves such parts) gives
+    a result part without rows, typed as every other; positions without their accounts are
+    refused."""
+    import shutil
+
+    book = tmp_path / "book"
+    shutil.copytree(book_folder, book)
+    for sub in ("positions", "accounts"):
+        table = pq.read_table(book / sub / "part-00000.parquet")
+        pq.write_table(table.slice(0, 0), book / sub / "part-00004.parquet")
+    summary = run_batch(book, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+                        scheduler="none")
+    assert summary["partitions"] == 5
+    empty = pq.read_table(tmp_path / "out" / "part-00004.parquet")
+    assert empty.num_rows == 0
+    assert empty.schema == pq.read_table(tmp_path / "out" / "part-00000.parquet").schema
+    _assert_single_process(read_results(tmp_path / "out"), book)
+    table = pq.read_table(book / "positions" / "part-00000.parquet")
+    pq.write_table(table, book / "positions" / "part-00004.parquet")  # accounts not there
+    with pytest.raises(InputError, match="part-00004"):
+        run_batch(book, level_market(), RiskConfig().to_dict(), output=tmp_path / "again",
+                  scheduler="none", only=["part-00004"])
 
 
 def test_partitions_are_listed_not_read_and_a_missing_part_is_refused(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ Layout of a book folder::
 
 Each ``positions`` part holds the positions of exactly the accounts of the ``accounts`` part of
 the same name (every column as in the bulk files; string columns may be dictionary-encoded), so
-a partition is read and margined alone. Partition order is the order of the names.
+a partition is read and margined alone. Partition order is the order of the names. Parts may
+lie in subfolders (``positions/day=2026-12-02/part-0.parquet``, named by that path); files
+under a name starting with ``_`` or ``.`` are not parts; a part with no rows at all is empty.
 """
 
 from __future__ import annotations
@@ -45,12 +47,16 @@ class Partition:
 
 
 def partitions(folder: str | Path) -> list[Partition]:
-    """The partitions of a book folder, in name order (nothing is read but the listing)."""
+    """The partitions of a book folder, in name order (nothing is read but the listing).
+    A part is any ``*.parquet`` file under ``positions/``, in subfolders too (a Hive-style
+    ``positions/day=2026-12-02/part-0.parquet``), named by its path there without the suffix;
+    its accounts are the file of the same path under ``accounts/``. Files and folders whose
+    names start with ``_`` or ``.`` (``_SUCCESS``, ``_metadata``, temporaries) are not parts."""
     root = Path(folder)
     if not (root / POSITIONS).is_dir() or not (root / ACCOUNTS).is_dir():
         raise InputError(f"a partitioned book folder with '{POSITIONS}/' and '{ACCOUNTS}/' "
                          "subfolders of Parquet parts", source=str(root), value=str(root))
-    parts = sorted(p.name for p in (root / POSITIONS).glob("*.parquet"))
+    parts = parquet_parts(root / POSITIONS)
     if not parts:
         raise InputError("at least one positions/*.parquet part", source=str(root))
     missing = [name for name in parts if not (root / ACCOUNTS / name).is_file()]
@@ -60,6 +66,30 @@ def partitions(folder: str | Path) -> list[Partition]:
     return [Partition(name=name.removesuffix(".parquet"),
                       positions=str(root / POSITIONS / name),
                       accounts=str(root / ACCOUNTS / name)) for name in parts]
+
+
+def parquet_parts(folder: Path) -> list[str]:
+    """The ``*.parquet`` files under ``folder`` (subfolders included) as POSIX paths relative
+    to it, sorted; none under a name starting with ``_`` or ``.``."""
+    found = []
+    for path in folder.rglob("*.parquet"):
+        relative = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(("_", ".")) for part in relative.parts):
+            found.append(relative.as_posix())
+    return sorted(found)
+
+
+def is_empty(partition: Partition) -> bool:
+    """Whether the partition holds no account and no position (a partitioned writer's empty
+    part: its result part is empty). Positions without accounts are not empty: they are
+    refused when the part is read."""
+    import pyarrow.parquet as pq
+
+    try:
+        return all(pq.ParquetFile(path).metadata.num_rows == 0
+                   for path in (partition.accounts, partition.positions))
+    except (OSError, ValueError):  # not Parquet: reading the part says what is wrong
+        return False
 
 
 def declared_instruments(folder: str | Path) -> dict[str, Any]:
@@ -120,7 +150,7 @@ def read_book(folder: str | Path) -> ColumnarBook:
     from margin_engine.book.columnar import book_from_columns
 
     declared = parse_declared(declared_instruments(folder))
-    books = [read_partition(p, declared) for p in partitions(folder)]
+    books = [read_partition(p, declared) for p in partitions(folder) if not is_empty(p)]
     names = sorted({i.name: i for b in books for i in b.instruments.instruments}.items())
     row = {name: k for k, (name, _) in enumerate(names)}
     assets = sorted({a for b in books for a in b.assets})

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from margin_engine.batch.book import Partition, declared_instruments, partitions
+from margin_engine.batch.book import Partition, declared_instruments, parquet_parts, partitions
 from margin_engine.core.errors import InputError
 from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
 
@@ -63,7 +63,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from margin_engine.batch.book import parse_declared, read_partition
+    from margin_engine.batch.book import is_empty, parse_declared, read_partition
     from margin_engine.book.bound import bind_market
     from margin_engine.book.columnar import MODES_BY_CODE
     from margin_engine.io.market_file import parse_market
@@ -73,6 +73,12 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     from margin_engine.margin.run import margins_by_mode
 
     started = time.perf_counter()
+    target = Path(job.output) / f"{partition.name}.parquet"
+    if is_empty(partition):
+        _write_whole(target, lambda path: pq.write_table(_empty_results(), path))
+        return {"partition": partition.name, "accounts": 0, "positions": 0,
+                "seconds": time.perf_counter() - started, "worker": _worker_name(),
+                "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
     config = RiskConfig.from_dict(job.config)
     market = parse_market(job.market)
     book = read_partition(partition, parse_declared(job.instruments))
@@ -94,11 +100,19 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
         "excess": margins.adjusted_equity - margins.initial,
         "gross_notional": np.asarray(bound.account_gross_notional()),
     })
-    target = Path(job.output) / f"{partition.name}.parquet"
     _write_whole(target, lambda path: pq.write_table(table, path))
     return {"partition": partition.name, "accounts": book.account_count,
             "positions": book.position_count, "seconds": time.perf_counter() - started,
             "worker": _worker_name(), "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
+
+
+def _empty_results() -> Any:
+    """A result table without rows: RESULT_COLUMNS, the texts as strings, the numbers as
+    float64 (as every result part)."""
+    import pyarrow as pa
+
+    return pa.table({name: pa.array([], type=pa.string() if name in ("account", "mode", "model")
+                                     else pa.float64()) for name in RESULT_COLUMNS})
 
 
 def _write_whole(target: Path, write: Callable[[Path], object]) -> None:
@@ -106,6 +120,7 @@ def _write_whole(target: Path, write: Callable[[Path], object]) -> None:
     (atomic within a folder): ``target`` is the old file or the whole new one, never a part of
     it, whenever the process stops."""
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)  # a part of a nested partition
     try:
         write(temporary)
         os.replace(temporary, target)
@@ -156,7 +171,7 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     manifest = {"format": MANIFEST_FORMAT, "book": str(book), "model": model,
                 "market_timestamp": market.get("timestamp"),
                 "accounts": sum(d["accounts"] for d in done),
-                "parts": [{"partition": d["partition"], "file": Path(d["output"]).name,
+                "parts": [{"partition": d["partition"], "file": f"{d['partition']}.parquet",
                            "accounts": d["accounts"]} for d in done]}
     _write_whole(out / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
     per_worker: dict[str, float] = {}
@@ -178,15 +193,17 @@ def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
                          value=str(out))
     out.mkdir(parents=True, exist_ok=True)
     mine = {f"{p.name}.parquet" for p in every}
-    foreign = sorted(f.name for f in out.glob("*.parquet") if f.name not in mine)
+    foreign = [name for name in parquet_parts(out) if name not in mine]
     if foreign:
         raise InputError(f"an empty output folder or one of this book's runs (it holds "
                          f"{len(foreign)} result part(s) that are not partitions of this book: "
                          f"{', '.join(foreign[:3])})", field="--output", value=str(out))
     (out / MANIFEST).unlink(missing_ok=True)
     for name in (*sorted(mine), MANIFEST):  # this run's own temporaries, nothing else
-        for leftover in out.glob(f".{name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
+        target = out / name
+        if target.parent.is_dir():
+            for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
 
 
 def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,
@@ -244,11 +261,13 @@ def read_results(output: str | Path) -> Any:
             raise InputError("parts of {file, accounts}", field="parts", value=str(part),
                              source=str(folder / MANIFEST))
         path = folder / part["file"]
+        if folder.resolve() not in path.resolve().parents:
+            raise InputError("parts inside the output folder", field="parts",
+                             value=part["file"], source=str(folder / MANIFEST))
         table = pq.read_table(path) if path.is_file() else None
         if table is None or table.num_rows != part["accounts"]:
             raise InputError(f"{part['accounts']} result rows in {part['file']}, as the run "
                              "wrote them (the part is missing or was changed since: run the "
                              "batch again)", source=str(path))
         tables.append(table)
-    return pa.concat_tables(tables) if tables else pa.table(
-        {name: pa.array([]) for name in RESULT_COLUMNS})
+    return pa.concat_tables(tables) if tables else _empty_results()
