@@ -161,6 +161,46 @@ def test_an_empty_partition_gives_an_empty_result_part(book_folder: Path,
                   scheduler="none", only=["part-00004"])
 
 
+def test_an_account_in_two_partitions_is_refused(book_folder: Path, tmp_path: Path) -> None:
+    """An account whose rows two partitions hold would be margined twice, each time with
+    part of its positions and collateral: the run is refused naming it and both parts, and
+    no manifest is written (its results are not read); the single-process read refuses it
+    too."""
+    import shutil
+
+    book = tmp_path / "book"
+    shutil.copytree(book_folder, book)
+    shared = pq.read_table(book / "accounts" / "part-00000.parquet").column("account")[3]
+    first = pq.read_table(book / "accounts" / "part-00002.parquet").column("account")[0]
+    for sub in ("accounts", "positions"):
+        path = book / sub / "part-00002.parquet"
+        table = pq.read_table(path)
+        taken = table.column("account").cast(pa.string()).to_pylist()
+        renamed = [shared.as_py() if a == first.as_py() else a for a in taken]
+        pq.write_table(table.set_column(0, "account", pa.array(renamed)), path)
+    with pytest.raises(InputError, match=rf"'{shared.as_py()}' is in both part-00000 and "
+                                         "part-00002"):
+        run_batch(book, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+                  scheduler="none")
+    assert not (tmp_path / "out" / "_batch.json").exists()
+    with pytest.raises(InputError, match="part-00000 and part-00002"):
+        read_book(book)
+
+
+def test_account_id_hashes_are_equal_for_equal_ids_whatever_the_arrow_type() -> None:
+    from margin_engine.batch.ids import id_hashes, shared_accounts
+    from margin_engine.book.columnar import TextColumn
+
+    ids = ["a", "bb", "", "é", "a0" * 40]
+    plain = id_hashes(ids)
+    assert len(set(plain.tolist())) == len(ids)
+    for array in (pa.array(ids), pa.array(ids, type=pa.large_string()),
+                  pa.array(["x", *ids]).slice(1), pa.array(ids).dictionary_encode()):
+        np.testing.assert_array_equal(id_hashes(TextColumn(array)), plain)
+    assert shared_accounts([plain[:2], plain[2:], plain[1:2]]) == [(0, 2)]
+    assert shared_accounts([plain, np.zeros(0, dtype=np.uint64)]) == []
+
+
 def test_partitions_are_listed_not_read_and_a_missing_part_is_refused(tmp_path: Path) -> None:
     bound = random_level_book(30, seed=32, asked_margins=False)
     found = write_partitioned_book(bound.book, tmp_path / "b", 3, declared_instruments_document())

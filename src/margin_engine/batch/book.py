@@ -147,10 +147,14 @@ def by_name(book: ColumnarBook) -> ColumnarBook:
 def read_book(folder: str | Path) -> ColumnarBook:
     """The whole book of a folder in one columnar book (every partition, in order): the
     single-process run a batch is checked against."""
+    from margin_engine.batch.ids import id_hashes, refuse_shared, shared_accounts
     from margin_engine.book.columnar import book_from_columns
 
     declared = parse_declared(declared_instruments(folder))
-    books = [read_partition(p, declared) for p in partitions(folder) if not is_empty(p)]
+    parts = [p for p in partitions(folder) if not is_empty(p)]
+    books = [read_partition(p, declared) for p in parts]
+    refuse_shared(shared_accounts([id_hashes(b.account_ids) for b in books]),
+                  [p.name for p in parts], lambda k: books[k].account_ids)
     names = sorted({i.name: i for b in books for i in b.instruments.instruments}.items())
     row = {name: k for k, (name, _) in enumerate(names)}
     assets = sorted({a for b in books for a in b.assets})

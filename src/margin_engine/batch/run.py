@@ -64,6 +64,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from margin_engine.batch.book import is_empty, parse_declared, read_partition
+    from margin_engine.batch.ids import id_hashes
     from margin_engine.book.bound import bind_market
     from margin_engine.book.columnar import MODES_BY_CODE
     from margin_engine.io.market_file import parse_market
@@ -77,6 +78,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     if is_empty(partition):
         _write_whole(target, lambda path: pq.write_table(_empty_results(), path))
         return {"partition": partition.name, "accounts": 0, "positions": 0,
+                "account_hashes": np.zeros(0, dtype=np.uint64),
                 "seconds": time.perf_counter() - started, "worker": _worker_name(),
                 "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
     config = RiskConfig.from_dict(job.config)
@@ -102,6 +104,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     })
     _write_whole(target, lambda path: pq.write_table(table, path))
     return {"partition": partition.name, "accounts": book.account_count,
+            "account_hashes": id_hashes(book.account_ids),
             "positions": book.position_count, "seconds": time.perf_counter() - started,
             "worker": _worker_name(), "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
 
@@ -168,6 +171,7 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     else:
         done = _on_dask(parts, job, scheduler, workers, progress)
     wall = time.perf_counter() - started
+    _refuse_shared_accounts(done, {p.name: p for p in every})
     manifest = {"format": MANIFEST_FORMAT, "book": str(book), "model": model,
                 "market_timestamp": market.get("timestamp"),
                 "accounts": sum(d["accounts"] for d in done),
@@ -182,6 +186,20 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
             "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
             "positions": sum(d["positions"] for d in done), "wall_seconds": wall,
             "peak_rss_mb_per_worker": per_worker, "parts": done}
+
+
+def _refuse_shared_accounts(done: list[dict[str, Any]], parts: Mapping[str, Partition]
+                            ) -> None:
+    """InputError (and no manifest: the run's results are refused) when two partitions
+    hold one account; the hashes leave the summaries."""
+    import pyarrow.parquet as pq
+
+    from margin_engine.batch.ids import refuse_shared, shared_accounts
+
+    hashes = [item.pop("account_hashes") for item in done]
+    names = [str(item["partition"]) for item in done]
+    refuse_shared(shared_accounts(hashes), names, lambda k: pq.read_table(
+        parts[names[k]].accounts, columns=["account"]).column("account").to_pylist())
 
 
 def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
