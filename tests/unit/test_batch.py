@@ -187,6 +187,13 @@ def test_an_account_in_two_partitions_is_refused(book_folder: Path, tmp_path: Pa
         read_book(book)
 
 
+def test_an_output_that_is_a_file_is_refused_by_name(book_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("")
+    with pytest.raises(InputError, match="an output folder"):
+        run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+                  scheduler="none")
+
+
 def test_account_id_hashes_are_equal_for_equal_ids_whatever_the_arrow_type() -> None:
     from margin_engine.batch.ids import id_hashes, shared_accounts
     from margin_engine.book.columnar import TextColumn

@@ -209,6 +209,9 @@ def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
     if out.resolve() == book.resolve() or book.resolve() in out.resolve().parents:
         raise InputError("an output folder outside the book folder", field="--output",
                          value=str(out))
+    if out.exists() and not out.is_dir():
+        raise InputError("an output folder (a file of that name is there)", field="--output",
+                         value=str(out))
     out.mkdir(parents=True, exist_ok=True)
     mine = {f"{p.name}.parquet" for p in every}
     foreign = [name for name in parquet_parts(out) if name not in mine]
