@@ -458,7 +458,7 @@ def _center(grid: FloatArray) -> int:
     """The grid's level of today's index (where it is 1.0), kept for the last grid asked."""
     global _LAST_CENTER
     last = _LAST_CENTER
-    if last[0] is grid:
+    if last[0] is grid and grid[last[1]] == 1.0:
         return last[1]
     at = np.nonzero(grid == 1.0)[0]
     if at.size == 0:
