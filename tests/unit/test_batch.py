@@ -217,6 +217,11 @@ def test_partitions_are_listed_not_read_and_a_missing_part_is_refused(tmp_path: 
         partitions(tmp_path / "b")
     with pytest.raises(InputError, match="partitioned book folder"):
         partitions(tmp_path / "nothing")
+    (tmp_path / "b" / "positions" / "part-00002.parquet").unlink()
+    assert len(partitions(tmp_path / "b")) == 2
+    (tmp_path / "b" / "accounts" / "part-00007.parquet").write_bytes(b"")
+    with pytest.raises(InputError, match="positions/part-00007.parquet is missing"):
+        partitions(tmp_path / "b")  # its accounts would not be margined
 
 
 def test_a_bad_partition_is_refused_naming_its_file(tmp_path: Path) -> None:

@@ -63,6 +63,11 @@ def partitions(folder: str | Path) -> list[Partition]:
     if missing:
         raise InputError(f"an accounts part for every positions part ({ACCOUNTS}/{missing[0]} "
                          "is missing)", source=str(root), value=missing[0])
+    alone = sorted(set(parquet_parts(root / ACCOUNTS)) - set(parts))
+    if alone:  # its accounts would not be margined: a positions part without rows says none
+        raise InputError(f"a positions part for every accounts part ({POSITIONS}/{alone[0]} "
+                         "is missing; a part of accounts without positions holds an empty "
+                         "positions file)", source=str(root), value=alone[0])
     return [Partition(name=name.removesuffix(".parquet"),
                       positions=str(root / POSITIONS / name),
                       accounts=str(root / ACCOUNTS / name)) for name in parts]
