@@ -208,6 +208,31 @@ def test_account_id_hashes_are_equal_for_equal_ids_whatever_the_arrow_type() -> 
     assert shared_accounts([plain, np.zeros(0, dtype=np.uint64)]) == []
 
 
+def test_a_failing_part_on_a_local_cluster_is_one_error_line_without_a_traceback(
+        book_folder: Path, tmp_path: Path) -> None:
+    """The workers' own log of a failed task (with its traceback) stays out of the user's
+    terminal: the command prints the part's error once and exits 2 (bad input)."""
+    import shutil
+    import subprocess
+    import sys
+
+    book = tmp_path / "book"
+    shutil.copytree(book_folder, book)
+    (book / "positions" / "part-00001.parquet").write_text("not parquet")
+    market = tmp_path / "market.json"
+    market.write_text(json.dumps(level_market()))
+    done = subprocess.run(
+        [sys.executable, "-m", "margin_engine.cli.app", "batch", "--book", str(book), "--market",
+         str(market), "--scheduler", "local", "--workers", "1", "--output",
+         str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "Compute Failed" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "part-00001.parquet" in lines[0]
+
+
 def test_partitions_are_listed_not_read_and_a_missing_part_is_refused(tmp_path: Path) -> None:
     bound = random_level_book(30, seed=32, asked_margins=False)
     found = write_partitioned_book(bound.book, tmp_path / "b", 3, declared_instruments_document())

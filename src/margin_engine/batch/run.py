@@ -27,6 +27,7 @@ network filesystem); ``none`` runs the partitions one after the other in this pr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import time
@@ -233,14 +234,18 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
 
     dask: Any = distributed  # untyped
     if scheduler == "local":
+        # the workers' own logs stay quiet: a part that fails is reported once, by its
+        # InputError, not also as the worker's log of it with a traceback
         cluster = dask.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                    dashboard_address=None, memory_limit=0)
+                                    dashboard_address=None, memory_limit=0,
+                                    silence_logs=logging.CRITICAL)
         client = dask.Client(cluster)
     elif scheduler.startswith("tcp://"):
         cluster = None
         client = dask.Client(scheduler)
     else:
         raise InputError("local, none or tcp://HOST:PORT", field="--scheduler", value=scheduler)
+    futures: list[Any] = []
     try:
         futures = [client.submit(margin_partition, part, job, key=f"margin-{part.name}",
                                  pure=False) for part in parts]
@@ -253,6 +258,7 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
                 progress(result)
         return sorted(done, key=lambda item: str(item["partition"]))
     finally:
+        client.cancel([f for f in futures if not f.done()])  # a part failed: stop the rest
         client.close()
         if cluster is not None:
             cluster.close()
