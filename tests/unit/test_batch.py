@@ -206,6 +206,93 @@ def test_account_id_hashes_are_equal_for_equal_ids_whatever_the_arrow_type() -> 
         np.testing.assert_array_equal(id_hashes(TextColumn(array)), plain)
     assert shared_accounts([plain[:2], plain[2:], plain[1:2]]) == [(0, 2)]
     assert shared_accounts([plain, np.zeros(0, dtype=np.uint64)]) == []
+    # one hash held by three parts (an id shared by parts 0 and 2, another id of part 1
+    # with the same hash): every pair is checked, not only neighbours in the sort
+    same = plain[:1]
+    assert shared_accounts([same, same, same]) == [(0, 1), (0, 2), (1, 2)]
+
+
+def test_an_account_shared_as_a_number_and_as_text_is_refused(book_folder: Path,
+                                                               tmp_path: Path) -> None:
+    """Account 7 written as a number in one partition and as the text '7' in another is one
+    account (the reader takes ids as text): refused, as the single-process read does."""
+    book = tmp_path / "book"
+    for k, ids in enumerate(([7, 8], ["7", "9"])):
+        for sub, table in (("accounts", pa.table({
+                "account": pa.array(ids), "mode": ["cross"] * 2,
+                "collateral_USDC": [1e5, 1e5]})), ("positions", pa.table({
+                "account": pa.array(ids), "instrument": ["BTC-PERP"] * 2,
+                "size": [1.0, -1.0], "entry_price": [60000.0, 60000.0]}))):
+            (book / sub).mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, book / sub / f"part-{k}.parquet")
+    with pytest.raises(InputError, match="'7' is in both part-0 and part-1"):
+        run_batch(book, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+                  scheduler="none")
+    with pytest.raises(InputError, match="'7' is in both"):
+        read_book(book)
+
+
+def test_partitions_through_symbolic_links_are_parts(book_folder: Path, tmp_path: Path) -> None:
+    """A book put together from links to partition folders elsewhere: the linked parts are
+    parts (a walk that does not follow links skipped them without a word), each folder once
+    even with a link back up the tree; the results are read back through the links."""
+    import os
+    import shutil
+
+    elsewhere, book = tmp_path / "elsewhere", tmp_path / "book"
+    for sub in ("positions", "accounts"):
+        for k, part in enumerate(sorted((book_folder / sub).glob("*.parquet"))):
+            where = (elsewhere if k % 2 else book) / sub / f"d={k % 2}"
+            where.mkdir(parents=True, exist_ok=True)
+            shutil.copy(part, where / part.name)
+        os.symlink(elsewhere / sub / "d=1", book / sub / "d=1")
+        os.symlink(book / sub, book / sub / "d=0" / "loop")
+    shutil.copy(book_folder / "instruments.json", book / "instruments.json")
+    assert [p.name for p in partitions(book)] == [
+        "d=0/part-00000", "d=0/part-00002", "d=1/part-00001", "d=1/part-00003"]
+    out = tmp_path / "out"
+    (tmp_path / "results-d1").mkdir()
+    out.mkdir()
+    os.symlink(tmp_path / "results-d1", out / "d=1")
+    run_batch(book, level_market(), RiskConfig().to_dict(), output=out, scheduler="none")
+    assert read_results(out).num_rows == 600
+    _assert_single_process(read_results(out), book)
+
+
+def test_a_book_of_empty_parts_only_is_refused_by_the_single_process_read(
+        book_folder: Path, tmp_path: Path) -> None:
+    book = tmp_path / "book"
+    for sub in ("positions", "accounts"):
+        table = pq.read_table(book_folder / sub / "part-00000.parquet")
+        (book / sub).mkdir(parents=True)
+        pq.write_table(table.slice(0, 0), book / sub / "part-00000.parquet")
+    with pytest.raises(InputError, match="at least one account"):
+        read_book(book)
+    summary = run_batch(book, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+                        scheduler="none")
+    assert summary["accounts"] == 0
+    assert read_results(tmp_path / "out").num_rows == 0
+
+
+def test_parts_are_in_the_same_order_under_every_scheduler(book_folder: Path,
+                                                             tmp_path: Path) -> None:
+    """Names that sort one way with their suffix and another without ('p-1.parquet' <
+    'p.parquet' but 'p' < 'p-1'): the listing, the summary and the manifest agree."""
+    import shutil
+
+    book = tmp_path / "book"
+    for sub in ("positions", "accounts"):
+        (book / sub).mkdir(parents=True)
+        shutil.copy(book_folder / sub / "part-00000.parquet", book / sub / "p.parquet")
+        shutil.copy(book_folder / sub / "part-00001.parquet", book / sub / "p-1.parquet")
+    shutil.copy(book_folder / "instruments.json", book / "instruments.json")
+    assert [p.name for p in partitions(book)] == ["p", "p-1"]
+    for scheduler in ("none", "local"):
+        summary = run_batch(book, level_market(), RiskConfig().to_dict(),
+                            output=tmp_path / scheduler, scheduler=scheduler, workers=1)
+        assert [d["partition"] for d in summary["parts"]] == ["p", "p-1"]
+        manifest = json.loads((tmp_path / scheduler / "_batch.json").read_text())
+        assert [d["partition"] for d in manifest["parts"]] == ["p", "p-1"]
 
 
 def test_a_failing_part_on_a_local_cluster_is_one_error_line_without_a_traceback(

@@ -21,6 +21,7 @@ under a name starting with ``_`` or ``.`` are not parts; a part with no rows at 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,14 +75,23 @@ def partitions(folder: str | Path) -> list[Partition]:
 
 
 def parquet_parts(folder: Path) -> list[str]:
-    """The ``*.parquet`` files under ``folder`` (subfolders included) as POSIX paths relative
-    to it, sorted; none under a name starting with ``_`` or ``.``."""
+    """The ``*.parquet`` files under ``folder`` (subfolders included, symbolic links to
+    folders followed, each real folder once) as POSIX paths relative to it, in name order
+    (the name without its suffix); none under a name starting with ``_`` or ``.``."""
     found = []
-    for path in folder.rglob("*.parquet"):
-        relative = path.relative_to(folder)
-        if path.is_file() and not any(part.startswith(("_", ".")) for part in relative.parts):
-            found.append(relative.as_posix())
-    return sorted(found)
+    seen: set[str] = set()
+    for top, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back up the tree
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(f for f in folders if not f.startswith(("_", ".")))
+        here = Path(top).relative_to(folder)
+        found += [(here / name).as_posix() for name in files
+                  if name.endswith(".parquet") and not name.startswith(("_", "."))
+                  and os.path.isfile(os.path.join(top, name))]
+    return sorted(found, key=lambda name: name.removesuffix(".parquet"))
 
 
 def is_empty(partition: Partition) -> bool:
@@ -157,6 +167,9 @@ def read_book(folder: str | Path) -> ColumnarBook:
 
     declared = parse_declared(declared_instruments(folder))
     parts = [p for p in partitions(folder) if not is_empty(p)]
+    if not parts:
+        raise InputError("a book with at least one account (every part is empty)",
+                         source=str(folder))
     books = [read_partition(p, declared) for p in parts]
     refuse_shared(shared_accounts([id_hashes(b.account_ids) for b in books]),
                   [p.name for p in parts], lambda k: books[k].account_ids)

@@ -21,7 +21,7 @@ FNV_PRIME = np.uint64(0x100000001B3)
 @njit(cache=True)
 def fnv1a_nb(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
     """64-bit FNV-1a of each string of an Arrow string array's buffers (``offsets``:
-    n + 1 int64 byte offsets into ``data``, UTF-8 bytes)."""
+    n + 1 byte offsets into ``data``, UTF-8 bytes)."""
     n = offsets.shape[0] - 1
     out = np.empty(n, dtype=np.uint64)
     for k in range(n):
@@ -36,20 +36,20 @@ def id_hashes(ids: Sequence[str]) -> np.ndarray:
     """A 64-bit hash of each account id (equal ids, equal hashes)."""
     import pyarrow as pa
 
+    from margin_engine.io.bulk import text_buffers
+
     array = ids.arrow if isinstance(ids, TextColumn) else pa.array(list(ids), type=pa.string())
-    array = array.cast(pa.large_string())
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    _, offsets, data = array.buffers()
-    n = len(array)
-    offsets = np.frombuffer(offsets, dtype=np.int64, count=n + 1, offset=array.offset * 8)
-    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    return fnv1a_nb(np.ascontiguousarray(offsets), data)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        array = array.cast(pa.string())  # a dictionary of strings
+    return fnv1a_nb(*text_buffers(array))
 
 
 def shared_accounts(hashes: Sequence[np.ndarray]) -> list[tuple[int, int]]:
-    """Pairs (i, j), i < j, of the partitions whose hashes hold one value in common (each
-    pair once, in order); empty when every hash is in one partition only."""
+    """Pairs (i, j), i < j, of the partitions whose hashes hold one value in common (every
+    pair of partitions among those holding a value, each pair once, in order); empty when
+    every hash is in one partition only."""
     if not hashes:
         return []
     values = np.concatenate(hashes)
@@ -59,9 +59,14 @@ def shared_accounts(hashes: Sequence[np.ndarray]) -> list[tuple[int, int]]:
     part = np.repeat(np.arange(len(hashes)), [h.size for h in hashes])
     order = np.argsort(values, kind="stable")
     values, part = values[order], part[order]
-    same = np.nonzero(values[1:] == values[:-1])[0]
-    return sorted({(int(part[k]), int(part[k + 1])) for k in same
-                   if part[k] != part[k + 1]})
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    ends = np.append(starts[1:], values.size)
+    pairs: set[tuple[int, int]] = set()
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        if b - a > 1:
+            holders = sorted(set(part[a:b].tolist()))
+            pairs.update((i, j) for k, i in enumerate(holders) for j in holders[k + 1:])
+    return sorted(pairs)
 
 
 def refuse_shared(pairs: list[tuple[int, int]], names: Sequence[str],

@@ -33,7 +33,7 @@ import resource
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from margin_engine.batch.book import Partition, declared_instruments, parquet_parts, partitions
@@ -193,14 +193,19 @@ def _refuse_shared_accounts(done: list[dict[str, Any]], parts: Mapping[str, Part
                             ) -> None:
     """InputError (and no manifest: the run's results are refused) when two partitions
     hold one account; the hashes leave the summaries."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from margin_engine.batch.ids import refuse_shared, shared_accounts
 
     hashes = [item.pop("account_hashes") for item in done]
     names = [str(item["partition"]) for item in done]
-    refuse_shared(shared_accounts(hashes), names, lambda k: pq.read_table(
-        parts[names[k]].accounts, columns=["account"]).column("account").to_pylist())
+    def ids(k: int) -> list[str]:  # as the reader takes them: text, whatever the column type
+        column = pq.read_table(parts[names[k]].accounts, columns=["account"]).column("account")
+        return list(pc.cast(column, pa.string()).to_pylist())
+
+    refuse_shared(shared_accounts(hashes), names, ids)
 
 
 def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
@@ -256,7 +261,8 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
             future.release()
             if progress is not None:
                 progress(result)
-        return sorted(done, key=lambda item: str(item["partition"]))
+        order = {part.name: k for k, part in enumerate(parts)}  # the listing's order
+        return sorted(done, key=lambda item: order[str(item["partition"])])
     finally:
         client.cancel([f for f in futures if not f.done()])  # a part failed: stop the rest
         client.close()
@@ -287,10 +293,11 @@ def read_results(output: str | Path) -> Any:
                 and isinstance(part.get("accounts"), int)):
             raise InputError("parts of {file, accounts}", field="parts", value=str(part),
                              source=str(folder / MANIFEST))
-        path = folder / part["file"]
-        if folder.resolve() not in path.resolve().parents:
+        relative = PurePosixPath(part["file"])
+        if relative.is_absolute() or ".." in relative.parts:
             raise InputError("parts inside the output folder", field="parts",
                              value=part["file"], source=str(folder / MANIFEST))
+        path = folder / relative
         table = pq.read_table(path) if path.is_file() else None
         if table is None or table.num_rows != part["accounts"]:
             raise InputError(f"{part['accounts']} result rows in {part['file']}, as the run "

@@ -213,7 +213,7 @@ def _mapped_codes_nb(indices: np.ndarray, base: int, mapping: np.ndarray, codes:
         used[k] = True
 
 
-def _text_buffers(text: Any) -> tuple[np.ndarray, np.ndarray]:
+def text_buffers(text: Any) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, bytes) of an Arrow string or large string array, without a copy."""
     import pyarrow as pa
 
@@ -231,7 +231,7 @@ def _repeats_text(text: Any) -> bool:
     """Whether a string array holds some value twice (no nulls): its rows hashed and
     partitioned by hash, then each part checked in a small hash table (a table over all rows
     would miss the cache on nearly every row)."""
-    return bool(_repeats_text_nb(*_text_buffers(text)))
+    return bool(_repeats_text_nb(*text_buffers(text)))
 
 
 @njit(cache=True, nogil=True)
@@ -302,7 +302,7 @@ def _blank(values: Any) -> np.ndarray:
     """Whether each value is null, empty or white space only."""
     import pyarrow.compute as pc
 
-    if values.null_count == 0 and _printable_starts_nb(*_text_buffers(values)):
+    if values.null_count == 0 and _printable_starts_nb(*text_buffers(values)):
         return np.zeros(len(values), dtype=bool)  # each starts with a visible ASCII character
     blank = pc.equal(pc.utf8_trim_whitespace(values), "").fill_null(True)
     return np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool)

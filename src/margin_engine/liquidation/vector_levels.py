@@ -463,8 +463,9 @@ def _center(grid: FloatArray) -> int:
     at = np.nonzero(grid == 1.0)[0]
     if at.size == 0:
         raise ValueError("the liquidation grid must hold 1.0 (today's index)")
-    _LAST_CENTER = (grid, int(at[0]))
-    return _LAST_CENTER[1]
+    center = int(at[0])
+    _LAST_CENTER = (grid, center)
+    return center
 
 
 class StateTables:
