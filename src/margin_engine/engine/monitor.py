@@ -95,6 +95,15 @@ class Monitor:
         self.row_of = {account: k for k, account in enumerate(book.account_ids)}
         self.transcript = hashlib.sha256()
         self._by_asset: tuple[tuple[float, ...] | None, Any] = (None, [])  # (key, values)
+        self._warm()
+
+    def _warm(self) -> None:
+        """Compile (or load from numba's cache) the kernels of a tick's metrics now, not on
+        the first tick (from a cold cache they took about 1 s of it): the collateral by asset
+        kept for today's prices, the pool health computed and dropped."""
+        self._collateral_by_asset()
+        pool_health(self.equity, self.maintenance, self.holding, self.status,
+                    int(RiskStatus.CALL), int(RiskStatus.LIQUIDATION))
 
     # ------------------------------------------------------------------ the state's numbers
     @property

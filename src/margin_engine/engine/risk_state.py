@@ -140,6 +140,7 @@ class SliceRemargin:
         fast = [piece.fast for piece in self.slices.values() if piece.fast is not None]
         for incremental in fast:
             incremental.tick(market, self.config)
+            incremental.warm_moves(self.config)
         if not fast:
             return
         n_u = self.known.shape[1]
@@ -338,6 +339,7 @@ class RiskState:
             marked=marks_by_underlying(market, {i.name: i.underlying
                                                 for i in book.instruments.instruments}))
         state.status[:] = state._new_status(np.arange(n))
+        state._warm()
         table = book.instruments
         state.expiries = sorted({(int(e), table.underlyings[int(u)]) for e, u in zip(
             table.expiry_ns.tolist(), table.underlying.tolist(), strict=True)
@@ -504,6 +506,15 @@ class RiskState:
                                      self.holding, float(self.multiplier),
                                      float(self.config.monitor.hysteresis_band))
         return new
+
+    def _warm(self) -> None:
+        """Compile (or load from numba's cache) the kernels a step runs on its accounts now,
+        on no account: the statuses that changed and the margins assigned."""
+        none = np.empty(0, dtype=np.int64)
+        _changed_nb(none, self._new_status(none), self.status)
+        nothing = np.empty(0)
+        _assign_nb(none, nothing, nothing, nothing, float(self.multiplier), self.equity,
+                   self.gap, self.initial, self.maintenance)
 
     def _update_status(self, accounts: IntArray, events: list[RiskEvent]) -> None:
         new = self._new_status(accounts)

@@ -370,6 +370,17 @@ class IncrementalSlice:
         self.exposure = exposure
         self.prices_key = key
 
+    def warm_moves(self, config: RiskConfig) -> None:
+        """Compile (or load from numba's cache) what a later move of a collateral asset's
+        price runs (the rows holding it, their deductions), on no row."""
+        probe, assets = self.probe, self.probe.book.assets
+        if self.haircut is None or not assets:
+            return
+        none = rows_holding_nb(self.collateral, np.zeros(len(assets), dtype=np.bool_))
+        revalued = frozenset(probe.underlyings) | frozenset(config.haircuts.stablecoins)
+        book_deductions(self.collateral, assets, asset_prices(probe.book, probe.market),
+                        config.haircuts, revalued, rows=none, into=self.haircut.copy())
+
     def _haircut(self, prices: FloatArray, config: RiskConfig) -> FloatArray:
         """Per account, what haircuts take off (``book_deductions``, per account row): after a
         move of some asset prices only the rows holding a non-zero amount of those assets are
