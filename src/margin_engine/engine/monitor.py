@@ -36,7 +36,7 @@ import numpy as np
 from margin_engine.book.bound import asset_prices, bind_market, pinned_settlements
 from margin_engine.book.columnar import ColumnarBook
 from margin_engine.core.timeutil import ns_to_iso
-from margin_engine.engine.pool_health import collateral_by_asset_nb, pool_health
+from margin_engine.engine.pool_health import PoolHealth, collateral_by_asset_nb, pool_health
 from margin_engine.engine.risk_state import RiskEvent, RiskState, RiskStatus
 from margin_engine.engine.tick_guard import TickGuard, Verdict
 from margin_engine.margin.config import RiskConfig
@@ -102,8 +102,7 @@ class Monitor:
         the first tick (from a cold cache they took about 1 s of it): the collateral by asset
         kept for today's prices, the pool health computed and dropped."""
         self._collateral_by_asset()
-        pool_health(self.equity, self.maintenance, self.holding, self.status,
-                    int(RiskStatus.CALL), int(RiskStatus.LIQUIDATION))
+        self._pool_health()
 
     # ------------------------------------------------------------------ the state's numbers
     @property
@@ -222,11 +221,14 @@ class Monitor:
                 if self.book.assets else np.zeros(0))
         return self._by_asset[1]
 
+    def _pool_health(self) -> PoolHealth:
+        return pool_health(self.equity, self.maintenance, self.holding, self.status,
+                           int(RiskStatus.CALL), int(RiskStatus.LIQUIDATION))
+
     def _metrics(self, tick: Tick) -> dict[str, Any]:
         by_asset = self._collateral_by_asset()
         total = float(np.sum(by_asset))
-        health = pool_health(self.equity, self.maintenance, self.holding, self.status,
-                             int(RiskStatus.CALL), int(RiskStatus.LIQUIDATION))
+        health = self._pool_health()
         mm_total, shortfall = health.maintenance, health.shortfall
         return {
             "tick": tick.seq, "time": ns_to_iso(tick.time_ns),

@@ -373,27 +373,32 @@ class IncrementalSlice:
     def warm_moves(self, config: RiskConfig) -> None:
         """Compile (or load from numba's cache) what a later move of a collateral asset's
         price runs (the rows holding it, their deductions), on no row."""
-        probe, assets = self.probe, self.probe.book.assets
+        assets = self.probe.book.assets
         if self.haircut is None or not assets:
             return
         none = rows_holding_nb(self.collateral, np.zeros(len(assets), dtype=np.bool_))
-        revalued = frozenset(probe.underlyings) | frozenset(config.haircuts.stablecoins)
-        book_deductions(self.collateral, assets, asset_prices(probe.book, probe.market),
-                        config.haircuts, revalued, rows=none, into=self.haircut.copy())
+        self._deductions(asset_prices(self.probe.book, self.probe.market), config, none,
+                         self.haircut.copy())
 
     def _haircut(self, prices: FloatArray, config: RiskConfig) -> FloatArray:
         """Per account, what haircuts take off (``book_deductions``, per account row): after a
         move of some asset prices only the rows holding a non-zero amount of those assets are
         recomputed (a zero balance is taken nothing from at any price)."""
-        probe, assets = self.probe, self.probe.book.assets
-        revalued = frozenset(probe.underlyings) | frozenset(config.haircuts.stablecoins)
         if self.haircut is None or len(self.prices_key) != prices.size:
-            return book_deductions(self.collateral, assets, prices, config.haircuts, revalued)
+            return self._deductions(prices, config)
         moved = prices != np.array(self.prices_key)
         rows = self.holding.get(moved.tobytes())
         if rows is None:  # (the slice's collateral is its own: kept per set of assets)
             rows = self.holding[moved.tobytes()] = rows_holding_nb(self.collateral, moved)
         if rows.size == self.collateral.shape[0]:
-            return book_deductions(self.collateral, assets, prices, config.haircuts, revalued)
-        return book_deductions(self.collateral, assets, prices, config.haircuts, revalued,
-                               rows=rows, into=self.haircut.copy())
+            return self._deductions(prices, config)
+        return self._deductions(prices, config, rows, self.haircut.copy())
+
+    def _deductions(self, prices: FloatArray, config: RiskConfig, rows: IntArray | None = None,
+                    into: FloatArray | None = None) -> FloatArray:
+        """``book_deductions`` of the slice's collateral (every row, or ``rows`` into
+        ``into``), the model's revalued assets (its underlyings and stablecoins) left out."""
+        probe = self.probe
+        revalued = frozenset(probe.underlyings) | frozenset(config.haircuts.stablecoins)
+        return book_deductions(self.collateral, probe.book.assets, prices, config.haircuts,
+                               revalued, rows=rows, into=into)
