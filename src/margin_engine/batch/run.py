@@ -21,7 +21,8 @@ that is not a partition of this book (a folder of another book's results would b
 Schedulers: ``local`` starts a ``LocalCluster`` of ``workers`` processes (one thread each) on
 this machine; ``tcp://HOST:PORT`` connects to a running scheduler (every worker needs
 margin-engine installed and the book and output folders at the same paths: a shared or
-network filesystem); ``none`` runs the partitions one after the other in this process.
+network filesystem; the paths are made absolute here, and a worker that cannot see a part
+says so); ``none`` runs the partitions one after the other in this process.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     from margin_engine.margin.run import margins_by_mode
 
     started = time.perf_counter()
+    _refuse_unseen(partition)
     target = Path(job.output) / f"{partition.name}.parquet"
     if is_empty(partition):
         _write_whole(target, lambda path: pq.write_table(_empty_results(), path))
@@ -108,6 +110,17 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
             "account_hashes": id_hashes(book.account_ids),
             "positions": book.position_count, "seconds": time.perf_counter() - started,
             "worker": _worker_name(), "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
+
+
+def _refuse_unseen(partition: Partition) -> None:
+    """InputError naming this worker when it cannot see a file of the partition: a worker
+    of a remote cluster reads the book at the path the client listed it under."""
+    for path in (partition.positions, partition.accounts):
+        if not Path(path).is_file():
+            raise InputError(f"a file this worker ({_worker_name()}) can read: every worker "
+                             "needs the book and output folders at the paths the client "
+                             "gives (a shared filesystem mounted alike)",
+                             source=f"partition {partition.name}", value=path)
 
 
 def _empty_results() -> Any:
@@ -155,13 +168,16 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     if model not in MODELS:
         raise InputError(f"one of {', '.join(MODELS)} (account: each account under its own "
                          "mode)", field="--model", value=model)
+    # absolute paths, as given (symbolic links kept): the workers of a remote cluster run in
+    # folders of their own and see the book where the client does, not the client's folder
+    book = Path(book).absolute()
     every = partitions(book)
     wanted = None if only is None else set(only)
     parts = every if wanted is None else [p for p in every if p.name in wanted]
-    out = Path(output)
-    _prepare_output(out, Path(book), every)
+    out = Path(output).absolute()
+    _prepare_output(out, book, every)
     job = BatchJob(market=market, config=config, model=model,
-                   instruments=declared_instruments(book), output=str(out.resolve()))
+                   instruments=declared_instruments(book), output=str(out))
     started = time.perf_counter()
     if scheduler == "none":
         done = []

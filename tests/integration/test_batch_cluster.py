@@ -1,0 +1,126 @@
+"""The batch on a Dask cluster started as the README tells a venue: a scheduler and workers as
+processes of their own (``dask scheduler``, ``dask worker``), each in a folder of its own, and
+the batch pointed at the scheduler's address from a third folder with relative paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from margin_engine.batch.book import Partition, write_partitioned_book
+from margin_engine.batch.run import BatchJob, margin_partition, read_results, run_batch
+from margin_engine.core.errors import InputError
+from margin_engine.margin.config import RiskConfig
+from tests.unit.level_books import declared_instruments_document, level_market, random_level_book
+from tests.unit.test_batch import single_process
+
+DASK = Path(sys.executable).parent / "dask"
+START_SECONDS = 60.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler on a free loopback port and one worker process of two single-threaded
+    workers, started in folders of their own; its address."""
+    home = tmp_path_factory.mktemp("cluster")
+    address_file = home / "scheduler.json"
+    (home / "scheduler").mkdir()
+    (home / "workers").mkdir()
+    common = ["--no-dashboard"]
+    scheduler = subprocess.Popen(
+        [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--scheduler-file", str(address_file), *common],
+        cwd=home / "scheduler", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = None
+    try:
+        address = _address(address_file, scheduler)
+        workers = subprocess.Popen(
+            [str(DASK), "worker", address, "--nworkers", "2", "--nthreads", "1", *common],
+            cwd=home / "workers", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_workers(address, 2)
+        yield address
+    finally:
+        for process in (workers, scheduler):
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _address(address_file: Path, scheduler: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if scheduler.poll() is not None:
+            pytest.fail(f"dask scheduler exited with {scheduler.returncode}")
+        try:
+            address = str(json.loads(address_file.read_text())["address"])
+            if address.startswith("tcp://127.0.0.1:"):
+                return address
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"dask scheduler wrote no address within {START_SECONDS:.0f} s")
+
+
+def _wait_for_workers(address: str, count: int) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=START_SECONDS) as client:
+        client.wait_for_workers(count, timeout=START_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("venue") / "books" / "today"
+    bound = random_level_book(400, seed=37, asked_margins=False)
+    write_partitioned_book(bound.book, folder, 3, declared_instruments_document())
+    return folder
+
+
+def test_relative_paths_reach_workers_running_elsewhere(cluster: str, book: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the workers were given the client's relative paths and looked for
+    ``books/today/positions/part-00000.parquet`` in their own folder."""
+    venue = book.parent.parent
+    monkeypatch.chdir(venue)
+    summary = run_batch(Path("books/today"), level_market(), RiskConfig().to_dict(),
+                        output=Path("results/today"), scheduler=cluster)
+    assert summary["partitions"] == 3
+    assert len(summary["peak_rss_mb_per_worker"]) >= 1
+    assert all(worker.startswith("tcp://127.0.0.1:")
+               for worker in summary["peak_rss_mb_per_worker"])
+    got = read_results(venue / "results" / "today")
+    want = single_process(book)
+    assert got.column("account").to_pylist() == want["account"].tolist()
+    for name in ("equity", "adjusted_equity", "initial_margin", "maintenance_margin",
+                 "gross_notional"):
+        np.testing.assert_array_equal(got.column(name).to_numpy(), want[name], err_msg=name)
+
+
+def test_a_worker_that_cannot_see_the_book_says_so(cluster: str, book: Path,
+                                                   tmp_path: Path) -> None:
+    """A partition file the worker cannot read is named with the worker and what a remote
+    cluster needs, and nothing is written."""
+    from distributed import Client
+
+    gone = Partition(name="part-00009", positions=str(book / "positions" / "part-00009.parquet"),
+                     accounts=str(book / "accounts" / "part-00009.parquet"))
+    job = BatchJob(market=level_market(), config=RiskConfig().to_dict(), model="account",
+                   instruments=declared_instruments_document(), output=str(tmp_path))
+    with Client(cluster, timeout=START_SECONDS) as client, \
+            pytest.raises(InputError) as raised:
+        client.submit(margin_partition, gone, job, pure=False).result()
+    message = str(raised.value)
+    assert "part-00009.parquet" in message
+    assert "worker (tcp://127.0.0.1:" in message
+    assert "at the paths the client gives" in message
+    assert list(tmp_path.iterdir()) == []
