@@ -76,6 +76,40 @@ def test_a_running_scheduler_is_reached_by_its_address(book_folder: Path,
     assert set(remote.column("model").to_pylist()) == {"portfolio"}
 
 
+@pytest.mark.parametrize("scheduler", ["tcp://", "tcp://127.0.0.1:notaport", "tcp://:8786",
+                                       "tcp://host:0", "tcp://host:65536", "udp://host:8786",
+                                       "tcp://host:８７８６", "LOCAL"])
+def test_a_malformed_scheduler_is_refused_before_anything_is_written(
+        book_folder: Path, tmp_path: Path, scheduler: str) -> None:
+    """Before: a traceback from dask ('missing port number', 'invalid literal for int()')."""
+    market = tmp_path / "market.json"
+    market.write_text(json.dumps(level_market()))
+    out = CliRunner().invoke(app, ["batch", "--book", str(book_folder), "--market", str(market),
+                                   "--scheduler", scheduler, "--output", str(tmp_path / "o")])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("margin-engine: error: field '--scheduler': got "), out.output
+    assert "Traceback" not in out.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_scheduler_nobody_listens_at_is_one_line(book_folder: Path, tmp_path: Path) -> None:
+    """A well-formed address with no scheduler behind it: dask's time-out, by the field."""
+    import socket
+
+    import dask
+
+    with socket.socket() as probe:  # a loopback port nobody listens at (bound, never opened)
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+                pytest.raises(InputError, match="expected the address of a running Dask "
+                              "scheduler") as raised:
+            run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler=address,
+                      output=tmp_path / "o")
+    assert raised.value.field == "--scheduler"
+    assert raised.value.value == address
+
+
 def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                                             tmp_path: Path) -> None:
     market = tmp_path / "market.json"

@@ -168,6 +168,7 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     if model not in MODELS:
         raise InputError(f"one of {', '.join(MODELS)} (account: each account under its own "
                          "mode)", field="--model", value=model)
+    check_scheduler(scheduler)
     # absolute paths, as given (symbolic links kept): the workers of a remote cluster run in
     # folders of their own and see the book where the client does, not the client's folder
     book = Path(book).absolute()
@@ -249,6 +250,21 @@ def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
                 leftover.unlink(missing_ok=True)
 
 
+def check_scheduler(scheduler: str) -> str:
+    """``scheduler`` when it is ``local``, ``none`` or ``tcp://HOST:PORT`` (a port 1-65535;
+    an IPv6 host in brackets), else InputError naming it."""
+    expected = "local, none or tcp://HOST:PORT (a port 1-65535)"
+    if scheduler in ("local", "none"):
+        return scheduler
+    if not scheduler.startswith("tcp://"):
+        raise InputError(expected, field="--scheduler", value=scheduler)
+    host, _, port = scheduler[len("tcp://"):].rpartition(":")
+    if not (host.strip("[]") and port.isascii() and port.isdigit()
+            and 1 <= int(port) <= 65535):
+        raise InputError(expected, field="--scheduler", value=scheduler)
+    return scheduler
+
+
 def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,
              progress: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     import distributed
@@ -261,11 +277,13 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
                                     dashboard_address=None, memory_limit=0,
                                     silence_logs=logging.CRITICAL)
         client = dask.Client(cluster)
-    elif scheduler.startswith("tcp://"):
-        cluster = None
-        client = dask.Client(scheduler)
     else:
-        raise InputError("local, none or tcp://HOST:PORT", field="--scheduler", value=scheduler)
+        cluster = None
+        try:
+            client = dask.Client(check_scheduler(scheduler))
+        except OSError as exc:  # (asyncio's and dask's time-outs are OSErrors)
+            raise InputError(f"the address of a running Dask scheduler ({exc})",
+                             field="--scheduler", value=scheduler) from None
     futures: list[Any] = []
     try:
         futures = [client.submit(margin_partition, part, job, key=f"margin-{part.name}",
