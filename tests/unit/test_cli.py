@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,27 @@ def test_a_book_larger_than_memory_is_one_line_not_a_traceback() -> None:
     assert out.exit_code == 2, out.output
     assert "out of memory (Unable to allocate" in out.output
     assert "Traceback" not in out.output
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--record", "{tmp}/missing/RESULTS.md"], "a file in an existing folder"),
+    (["--record", "{tmp}"], "not a folder"),
+    (["--record", "{tmp}/market.json"], "a Markdown file (.md)"),
+    (["--model", "monitor", "--record", "{tmp}/R.md"], "--record only with --model portfolio"),
+    (["--model", "batch", "--liquidation-prices"],
+     "--liquidation-prices only with --model portfolio"),
+])
+def test_bench_options_it_cannot_honour_are_refused_before_it_runs(
+        tmp_path: Path, extra: list[str], says: str) -> None:
+    """Before: the row was appended to a JSON file, or the folder's error came after the whole
+    bench had run, or the option did nothing with another model."""
+    (tmp_path / "market.json").write_text("{}")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    started = time.perf_counter()
+    out = runner.invoke(app, ["bench", "--accounts", "2000", "--positions", "4", "--runs", "1",
+                              *args])
+    assert out.exit_code == 2, out.output
+    assert says in out.output
+    assert time.perf_counter() - started < 5.0  # refused, not run
+    assert (tmp_path / "market.json").read_text() == "{}"
+    assert not (tmp_path / "R.md").exists()

@@ -642,6 +642,29 @@ SCALE_INTRO = (
     + "|" + "---|" * 11 + "\n")
 
 
+def check_record_path(path: Any) -> None:
+    """InputError (field ``--record``) unless ``path`` can take a results row: a Markdown
+    file (``.md``), new or writable, in an existing folder this user can write to; checked
+    before a bench of minutes runs, not after it."""
+    from pathlib import Path
+
+    from margin_engine.core.errors import InputError
+
+    target = Path(path)
+    if target.is_dir():
+        raise InputError("a Markdown file to append the row to, not a folder", field="--record",
+                         value=str(path))
+    if target.suffix.lower() != ".md":
+        raise InputError("a Markdown file (.md) to append the row to (benchmarks/RESULTS.md)",
+                         field="--record", value=str(path))
+    folder = target.parent
+    if not folder.is_dir():
+        raise InputError(f"a file in an existing folder ({folder} is not one)",
+                         field="--record", value=str(path))
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        raise InputError("a file this user can write", field="--record", value=str(path))
+
+
 def record_results(report: dict[str, Any], path: Any) -> None:
     """Append the report as a row of the "Scale" section of ``path`` (the section is created
     at the end of the file if missing; the file is read just before it is written)."""

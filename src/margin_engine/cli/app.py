@@ -364,6 +364,16 @@ def bench(
         except ValueError:
             raise InputError(", ".join(k.value for k in BenchKind), field="--model",
                              value=model) from None
+        if kind is not BenchKind.PORTFOLIO:  # options that would do nothing are refused
+            for given, option in ((record is not None, "--record"),
+                                  (liquidation_prices, "--liquidation-prices")):
+                if given:
+                    raise InputError(f"{option} only with --model portfolio",
+                                     field="--model", value=model)
+        if record is not None:
+            from margin_engine.bench.run import check_record_path
+
+            check_record_path(record)
         if kind is BenchKind.MONITOR:
             from margin_engine.bench.monitor_bench import run_monitor_bench
 
@@ -393,7 +403,7 @@ def bench(
                            baseline_positions=baseline_positions, seed=seed,
                            progress=not as_json, model=model, scenarios=scenarios, runs=runs,
                            liquidation=liquidation_prices, files=files)
-        if record is not None and kind is BenchKind.PORTFOLIO:
+        if record is not None:
             from margin_engine.bench.run import record_results
 
             record_results(report, record)
