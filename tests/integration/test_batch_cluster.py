@@ -124,3 +124,37 @@ def test_a_worker_that_cannot_see_the_book_says_so(cluster: str, book: Path,
     assert "worker (tcp://127.0.0.1:" in message
     assert "at the paths the client gives" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_killed_mid_batch_changes_nothing(cluster: str, tmp_path: Path) -> None:
+    """kill -9 of a worker process once the first part is back (its nanny starts another):
+    the parts it held are computed again elsewhere and the results are those of one process,
+    every part whole."""
+    import os
+    import signal
+
+    from distributed import Client
+
+    folder = tmp_path / "book"
+    bound = random_level_book(2400, seed=41, asked_margins=False)
+    write_partitioned_book(bound.book, folder, 12, declared_instruments_document())
+    with Client(cluster, timeout=START_SECONDS) as client:
+        pids = client.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    killed: list[int] = []
+
+    def kill_once(_: dict[str, object]) -> None:
+        if not killed:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    summary = run_batch(folder, level_market(), RiskConfig().to_dict(), scheduler=cluster,
+                        output=tmp_path / "out", progress=kill_once)
+    assert killed == [victim]
+    assert summary["partitions"] == 12
+    got = read_results(tmp_path / "out")
+    want = single_process(folder)
+    assert got.column("account").to_pylist() == want["account"].tolist()
+    for name in ("equity", "adjusted_equity", "initial_margin", "maintenance_margin"):
+        np.testing.assert_array_equal(got.column(name).to_numpy(), want[name], err_msg=name)
+    assert not list((tmp_path / "out").glob(".*.tmp"))
