@@ -78,7 +78,8 @@ def test_a_running_scheduler_is_reached_by_its_address(book_folder: Path,
 
 @pytest.mark.parametrize("scheduler", ["tcp://", "tcp://127.0.0.1:notaport", "tcp://:8786",
                                        "tcp://host:0", "tcp://host:65536", "udp://host:8786",
-                                       "tcp://host:８７８６", "LOCAL"])
+                                       "tcp://host:８７８６", "LOCAL", "tcp://::1:8786",
+                                       "tcp://a b:8786", "tcp://host/x:8786"])
 def test_a_malformed_scheduler_is_refused_before_anything_is_written(
         book_folder: Path, tmp_path: Path, scheduler: str) -> None:
     """Before: a traceback from dask ('missing port number', 'invalid literal for int()')."""

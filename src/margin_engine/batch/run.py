@@ -253,14 +253,17 @@ def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
 def check_scheduler(scheduler: str) -> str:
     """``scheduler`` when it is ``local``, ``none`` or ``tcp://HOST:PORT`` (a port 1-65535;
     an IPv6 host in brackets), else InputError naming it."""
-    expected = "local, none or tcp://HOST:PORT (a port 1-65535)"
+    expected = "local, none or tcp://HOST:PORT (a port 1-65535, an IPv6 host in brackets)"
     if scheduler in ("local", "none"):
         return scheduler
     if not scheduler.startswith("tcp://"):
         raise InputError(expected, field="--scheduler", value=scheduler)
     host, _, port = scheduler[len("tcp://"):].rpartition(":")
-    if not (host.strip("[]") and port.isascii() and port.isdigit()
-            and 1 <= int(port) <= 65535):
+    bracketed = host.startswith("[") and host.endswith("]")
+    name = host[1:-1] if bracketed else host
+    if not (name and name.isascii() and not any(c.isspace() or c in "/[]" for c in name)
+            and (bracketed or ":" not in name)
+            and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise InputError(expected, field="--scheduler", value=scheduler)
     return scheduler
 
@@ -281,7 +284,7 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
         cluster = None
         try:
             client = dask.Client(check_scheduler(scheduler))
-        except OSError as exc:  # (asyncio's and dask's time-outs are OSErrors)
+        except (OSError, ValueError) as exc:  # (asyncio's and dask's time-outs: OSError)
             raise InputError(f"the address of a running Dask scheduler ({exc})",
                              field="--scheduler", value=scheduler) from None
     futures: list[Any] = []
