@@ -111,6 +111,26 @@ def test_a_scheduler_nobody_listens_at_is_one_line(book_folder: Path, tmp_path: 
     assert raised.value.value == address
 
 
+def test_what_a_worker_killed_while_writing_left_is_removed(book_folder: Path,
+                                                            tmp_path: Path) -> None:
+    """A worker killed in the middle of writing a part leaves its hidden temporary; another
+    writes the part again. Before: the temporary stayed in the output folder until the next
+    run (here the killed writer's file is made while the run goes on)."""
+    out = tmp_path / "out"
+    stale = out / ".part-00001.parquet.999999.tmp"
+    other = out / ".notes.txt.1.tmp"  # not a temporary of this run's parts: kept
+
+    def killed_writer(_: dict[str, object]) -> None:
+        stale.write_bytes(b"PAR1 half a part")
+        other.write_text("someone else's")
+
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="none",
+              output=out, progress=killed_writer)
+    assert not stale.exists()
+    assert other.read_text() == "someone else's"
+    assert read_results(out).num_rows == 600
+
+
 def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                                             tmp_path: Path) -> None:
     market = tmp_path / "market.json"

@@ -27,12 +27,13 @@ says so); ``none`` runs the partitions one after the other in this process.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import resource
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -189,6 +190,8 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     else:
         done = _on_dask(parts, job, scheduler, workers, progress)
     wall = time.perf_counter() - started
+    # what a worker killed while writing left (its part was written again by another)
+    _remove_temporaries(out, [f"{d['partition']}.parquet" for d in done])
     _refuse_shared_accounts(done, {p.name: p for p in every})
     manifest = {"format": MANIFEST_FORMAT, "book": str(book), "model": model,
                 "market_timestamp": market.get("timestamp"),
@@ -243,10 +246,16 @@ def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
                          f"{len(foreign)} result part(s) that are not partitions of this book: "
                          f"{', '.join(foreign[:3])})", field="--output", value=str(out))
     (out / MANIFEST).unlink(missing_ok=True)
-    for name in (*sorted(mine), MANIFEST):  # this run's own temporaries, nothing else
+    _remove_temporaries(out, (*sorted(mine), MANIFEST))
+
+
+def _remove_temporaries(out: Path, names: Iterable[str]) -> None:
+    """Delete the hidden temporaries of ``names`` (files under ``out``) that a stopped writer
+    left (``_write_whole``): this run's own, nothing else."""
+    for name in names:
         target = out / name
         if target.parent.is_dir():
-            for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+            for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
                 leftover.unlink(missing_ok=True)
 
 
