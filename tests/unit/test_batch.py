@@ -131,6 +131,40 @@ def test_what_a_worker_killed_while_writing_left_is_removed(book_folder: Path,
     assert read_results(out).num_rows == 600
 
 
+def test_a_second_batch_into_a_folder_being_written_is_refused(book_folder: Path,
+                                                                tmp_path: Path) -> None:
+    """Two runs into one folder (a slow nightly run and the next one): the second is refused
+    while the first holds the folder, and the first's results are untouched. Before: the
+    second deleted the first's manifest and wrote its parts among the first's."""
+    import fcntl
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    config = RiskConfig().to_dict()
+    run_batch(book_folder, level_market(), config, scheduler="none", output=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    holder = subprocess.Popen(  # another process holding the folder, as a running batch does
+        [sys.executable, "-c", "import fcntl, sys, time\n"
+         f"h = open({str(out / '_batch.lock')!r}, 'a')\n"
+         "fcntl.flock(h, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match="no other batch is writing to"):
+            run_batch(book_folder, level_market(), config, scheduler="none", output=out)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    with open(out / "_batch.lock", "a") as handle:  # the holder's death released it
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    run_batch(book_folder, level_market(), config, scheduler="none", output=out)
+    assert read_results(out).num_rows == 600
+
+
 def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                                             tmp_path: Path) -> None:
     market = tmp_path / "market.json"
@@ -142,7 +176,8 @@ def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
     summary = json.loads(out.stdout)
     assert summary["partitions"] == 4
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
-        "_batch.json", *(f"part-0000{k}.parquet" for k in range(4))]  # no temporary left
+        "_batch.json", "_batch.lock",  # (the lock stays: see run._claim_output)
+        *(f"part-0000{k}.parquet" for k in range(4))]  # no temporary left
     np.testing.assert_array_equal(read_results(tmp_path / "o").column("initial_margin"),
                                   single_process(book_folder)["initial_margin"])
 

@@ -33,7 +33,8 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,6 +45,7 @@ from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
 
 MODELS = (ModelSelection.ACCOUNT.value, *MODEL_NAMES)  # var needs a history: not in batches
 MANIFEST = "_batch.json"  # written last: the parts of the run that completed
+LOCK = "_batch.lock"  # held by the run writing the folder
 MANIFEST_FORMAT = "margin-engine/batch-result/v1"
 RESULT_COLUMNS = ("account", "mode", "model", "equity", "adjusted_equity", "initial_margin",
                   "maintenance_margin", "excess", "gross_notional")
@@ -177,36 +179,37 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     wanted = None if only is None else set(only)
     parts = every if wanted is None else [p for p in every if p.name in wanted]
     out = Path(output).absolute()
-    _prepare_output(out, book, every)
-    job = BatchJob(market=market, config=config, model=model,
-                   instruments=declared_instruments(book), output=str(out))
-    started = time.perf_counter()
-    if scheduler == "none":
-        done = []
-        for part in parts:
-            done.append(margin_partition(part, job))
-            if progress is not None:
-                progress(done[-1])
-    else:
-        done = _on_dask(parts, job, scheduler, workers, progress)
-    wall = time.perf_counter() - started
-    # what a worker killed while writing left (its part was written again by another)
-    _remove_temporaries(out, [f"{d['partition']}.parquet" for d in done])
-    _refuse_shared_accounts(done, {p.name: p for p in every})
-    manifest = {"format": MANIFEST_FORMAT, "book": str(book), "model": model,
-                "market_timestamp": market.get("timestamp"),
-                "accounts": sum(d["accounts"] for d in done),
-                "parts": [{"partition": d["partition"], "file": f"{d['partition']}.parquet",
-                           "accounts": d["accounts"]} for d in done]}
-    _write_whole(out / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
-    per_worker: dict[str, float] = {}
-    for item in done:
-        per_worker[item["worker"]] = max(per_worker.get(item["worker"], 0.0),
-                                         item["peak_rss_mb"])
-    return {"book": str(book), "output": str(out), "scheduler": scheduler, "model": model,
-            "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
-            "positions": sum(d["positions"] for d in done), "wall_seconds": wall,
-            "peak_rss_mb_per_worker": per_worker, "parts": done}
+    with _claim_output(out, book):  # until the manifest is written
+        _prepare_output(out, every)
+        job = BatchJob(market=market, config=config, model=model,
+                       instruments=declared_instruments(book), output=str(out))
+        started = time.perf_counter()
+        if scheduler == "none":
+            done = []
+            for part in parts:
+                done.append(margin_partition(part, job))
+                if progress is not None:
+                    progress(done[-1])
+        else:
+            done = _on_dask(parts, job, scheduler, workers, progress)
+        wall = time.perf_counter() - started
+        # what a worker killed while writing left (its part was written again by another)
+        _remove_temporaries(out, [f"{d['partition']}.parquet" for d in done])
+        _refuse_shared_accounts(done, {p.name: p for p in every})
+        manifest = {"format": MANIFEST_FORMAT, "book": str(book), "model": model,
+                    "market_timestamp": market.get("timestamp"),
+                    "accounts": sum(d["accounts"] for d in done),
+                    "parts": [{"partition": d["partition"], "file": f"{d['partition']}.parquet",
+                               "accounts": d["accounts"]} for d in done]}
+        _write_whole(out / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
+        per_worker: dict[str, float] = {}
+        for item in done:
+            per_worker[item["worker"]] = max(per_worker.get(item["worker"], 0.0),
+                                             item["peak_rss_mb"])
+        return {"book": str(book), "output": str(out), "scheduler": scheduler, "model": model,
+                "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
+                "positions": sum(d["positions"] for d in done), "wall_seconds": wall,
+                "peak_rss_mb_per_worker": per_worker, "parts": done}
 
 
 def _refuse_shared_accounts(done: list[dict[str, Any]], parts: Mapping[str, Partition]
@@ -228,10 +231,16 @@ def _refuse_shared_accounts(done: list[dict[str, Any]], parts: Mapping[str, Part
     refuse_shared(shared_accounts(hashes), names, ids)
 
 
-def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
-    """Refuse an output folder inside the book (results would be written over its parts) or
-    holding result parts that are not partitions of this book (they would be read with this
-    run's); forget the last run's manifest and what a stopped run left half-written."""
+@contextmanager
+def _claim_output(out: Path, book: Path) -> Iterator[None]:
+    """This run's hold on the output folder: refused inside the book (results would be
+    written over its parts) or where a file is; created; then an exclusive lock on
+    ``OUTPUT/_batch.lock`` while the block runs (released when it ends or the process dies),
+    so that a second batch into the folder is refused instead of mixing its parts and
+    manifest with this run's. The lock file stays: deleting it would let a run that opened
+    it before the deletion and one that creates it anew both hold a lock."""
+    import fcntl
+
     if out.resolve() == book.resolve() or book.resolve() in out.resolve().parents:
         raise InputError("an output folder outside the book folder", field="--output",
                          value=str(out))
@@ -239,6 +248,20 @@ def _prepare_output(out: Path, book: Path, every: list[Partition]) -> None:
         raise InputError("an output folder (a file of that name is there)", field="--output",
                          value=str(out))
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"an output folder no other batch is writing to (another run "
+                             f"holds {LOCK}: wait for it to end, or give another folder)",
+                             field="--output", value=str(out)) from None
+        yield
+
+
+def _prepare_output(out: Path, every: list[Partition]) -> None:
+    """Refuse an output folder holding result parts that are not partitions of this book
+    (they would be read with this run's); forget the last run's manifest and what a stopped
+    run left half-written."""
     mine = {f"{p.name}.parquet" for p in every}
     foreign = [name for name in parquet_parts(out) if name not in mine]
     if foreign:
