@@ -16,7 +16,8 @@ once complete), and ``OUTPUT/_batch.json`` (``MANIFEST``: the book, the model, e
 and rows) is written last, when every part is: a run stopped part-way (a worker or the client
 killed) leaves no manifest and no truncated part, and ``read_results`` refuses the folder until
 the batch is run again. The output folder must lie outside the book and hold no result part
-that is not a partition of this book (a folder of another book's results would be read as one).
+that is not a partition of this book (a folder of another book's results would be read as one);
+a run holds it (``LOCK``), and a second run into it meanwhile is refused.
 
 Schedulers: ``local`` starts a ``LocalCluster`` of ``workers`` processes (one thread each) on
 this machine; ``tcp://HOST:PORT`` connects to a running scheduler (every worker needs
