@@ -165,6 +165,15 @@ def test_a_second_batch_into_a_folder_being_written_is_refused(book_folder: Path
     assert read_results(out).num_rows == 600
 
 
+def test_an_output_folder_that_cannot_be_made_is_named(book_folder: Path,
+                                                       tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(InputError, match=r"--output.*expected an output folder that can be "
+                       r"created here \(Not a directory\)"):
+        run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="none",
+                  output=tmp_path / "a-file" / "out")
+
+
 def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                                             tmp_path: Path) -> None:
     market = tmp_path / "market.json"

@@ -248,7 +248,11 @@ def _claim_output(out: Path, book: Path) -> Iterator[None]:
     if out.exists() and not out.is_dir():
         raise InputError("an output folder (a file of that name is there)", field="--output",
                          value=str(out))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"an output folder that can be created here ({exc.strerror})",
+                         field="--output", value=str(out)) from None
     with open(out / LOCK, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
