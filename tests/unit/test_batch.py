@@ -174,6 +174,16 @@ def test_an_output_folder_that_cannot_be_made_is_named(book_folder: Path,
                   output=tmp_path / "a-file" / "out")
 
 
+def test_progress_counts_the_parts_as_they_come_back(book_folder: Path,
+                                                     tmp_path: Path) -> None:
+    seen: list[tuple[int, int, str]] = []
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="none",
+              output=tmp_path / "out",
+              progress=lambda item: seen.append((item["done"], item["total"],
+                                                 item["partition"])))
+    assert seen == [(k + 1, 4, f"part-0000{k}") for k in range(4)]
+
+
 def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                                             tmp_path: Path) -> None:
     market = tmp_path / "market.json"

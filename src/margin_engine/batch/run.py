@@ -168,7 +168,9 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
               progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Margin every partition of ``book`` (or those named in ``only``) and write the result
     parts to ``output``; returns the run's summary (partitions, wall time, per-worker peak
-    RSS). ``scheduler``: ``local``, ``tcp://HOST:PORT`` or ``none``."""
+    RSS). ``scheduler``: ``local``, ``tcp://HOST:PORT`` or ``none``. ``progress`` is called
+    with each part's summary as it comes back, with ``done`` (parts back so far) and
+    ``total`` (parts of the run) added."""
     if model not in MODELS:
         raise InputError(f"one of {', '.join(MODELS)} (account: each account under its own "
                          "mode)", field="--model", value=model)
@@ -184,15 +186,16 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
         _prepare_output(out, every)
         job = BatchJob(market=market, config=config, model=model,
                        instruments=declared_instruments(book), output=str(out))
+        counted = None if progress is None else _counted(progress, len(parts))
         started = time.perf_counter()
         if scheduler == "none":
             done = []
             for part in parts:
                 done.append(margin_partition(part, job))
-                if progress is not None:
-                    progress(done[-1])
+                if counted is not None:
+                    counted(done[-1])
         else:
-            done = _on_dask(parts, job, scheduler, workers, progress)
+            done = _on_dask(parts, job, scheduler, workers, counted)
         wall = time.perf_counter() - started
         # what a worker killed while writing left (its part was written again by another)
         _remove_temporaries(out, [f"{d['partition']}.parquet" for d in done])
@@ -211,6 +214,17 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
                 "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
                 "positions": sum(d["positions"] for d in done), "wall_seconds": wall,
                 "peak_rss_mb_per_worker": per_worker, "parts": done}
+
+
+def _counted(progress: Callable[[dict[str, Any]], None], total: int
+             ) -> Callable[[dict[str, Any]], None]:
+    """``progress`` told each part's summary with ``done`` and ``total`` added."""
+    back = [0]
+
+    def tick(item: dict[str, Any]) -> None:
+        back[0] += 1
+        progress({**item, "done": back[0], "total": total})
+    return tick
 
 
 def _refuse_shared_accounts(done: list[dict[str, Any]], parts: Mapping[str, Partition]

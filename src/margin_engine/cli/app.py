@@ -442,14 +442,22 @@ def batch(
     Parquet."""
 
     def body() -> None:
+        from rich.console import Console
+
         from margin_engine.batch.run import run_batch
         from margin_engine.cli.loading import load_config
         from margin_engine.io.market_file import load_market
 
         load_market(market)  # refuse a bad market here, before any worker starts
         document = json.loads(market.read_text())
-        summary = run_batch(book, document, load_config(config).to_dict(), model=model,
-                            output=output, scheduler=scheduler, workers=workers)
+        with Console(stderr=True, quiet=as_json).status("margining the partitions") as status:
+            def tick(item: dict[str, Any]) -> None:
+                status.update(f"margining the partitions: {item['done']:,} of "
+                              f"{item['total']:,} back, the last {item['partition']}")
+
+            summary = run_batch(book, document, load_config(config).to_dict(), model=model,
+                                output=output, scheduler=scheduler, workers=workers,
+                                progress=tick)
         if as_json:
             _emit_json(summary)
             return
