@@ -236,6 +236,22 @@ def test_bad_portfolio_is_422_naming_the_field_path_value_and_expectation(
         body = _problem(client.put("/v1/accounts/alice/positions/BTC-PERP",
                                    json={"size": 1, "entry_price": 0}), 422)
         assert body["errors"][0]["field"] == "entry_price"
+        # JSON true and false are no numbers (before: taken as 1 and 0, and the order priced)
+        for order, field in (({"instrument": "BTC-PERP", "size": True, "price": 60000},
+                              "orders[0].size"),
+                             ({"instrument": "BTC-PERP", "size": 1, "price": True},
+                              "orders[0].price")):
+            body = _problem(client.post("/v1/accounts/alice/what-if",
+                                        json={"orders": [order]}), 422)
+            assert body["errors"][0]["field"] == field
+            assert body["errors"][0]["value"] is True
+            assert "not true or false" in body["errors"][0]["expected"]
+        body = _problem(client.put("/v1/accounts/alice/positions/BTC-PERP",
+                                   json={"size": True, "entry_price": 60000}), 422)
+        assert body["errors"][0]["field"] == "size"
+        body = _problem(client.put("/v1/accounts/alice/collateral/USDC",
+                                   json={"amount": True}), 422)
+        assert body["errors"][0]["field"] == "amount"
 
 
 def test_rate_limit_is_429_with_retry_after(service: Service) -> None:

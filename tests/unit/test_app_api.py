@@ -118,6 +118,22 @@ def test_what_if_equity_moves_by_the_fill_pnl_at_the_mark() -> None:
     assert caught.value.field == "orders[0].instrument"
 
 
+@pytest.mark.parametrize(("size", "price", "field"), [
+    (True, 50500, "orders[0].size"), (1, False, "orders[0].price"),
+    (1e300, 50500, "orders[0].size"), (1, 1e300, "orders[0].price"),
+    (float("inf"), 50500, "orders[0].size"), (1, -0.5, "orders[0].price")])
+def test_what_if_refuses_orders_that_are_no_numbers_or_too_large(
+        size: object, price: object, field: str) -> None:
+    """Before: true was an order of 1 contract and 1e300 contracts gave an infinite margin."""
+    market = parse_market(market_doc())
+    holder = account("a", [("BTC-PERP", 2, 49000)], collateral={"USDC": 20000}, mode="cross")
+    with pytest.raises(InputError) as caught:
+        what_if(holder, [Order(instrument="BTC-PERP", size=size, price=price)],  # type: ignore[arg-type]
+                market)
+    assert caught.value.field == field
+    assert caught.value.value is size or caught.value.value is price
+
+
 def test_token_bucket_refills_at_its_rate() -> None:
     now = [0.0]
     limiter = RateLimiter(clock=lambda: now[0])

@@ -18,7 +18,6 @@ and the margins after are those of the merged book under the same model.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from margin_engine.book.bound import BoundBook, resized
 from margin_engine.core.errors import InputError
 from margin_engine.core.kept import Recent
+from margin_engine.core.numbers import parse_float
 from margin_engine.domain.instruments import (
     Instrument,
     InstrumentKind,
@@ -131,11 +131,13 @@ def merge_orders(positions: Mapping[str, tuple[float, float]], orders: Sequence[
     for k, order in enumerate(orders):
         field = f"orders[{k}]"
         instrument = _instrument_of(order.instrument, declared, f"{field}.instrument")
-        if not (math.isfinite(order.size) and order.size != 0.0):
+        # (parse_float: a number, not true or false, finite, of magnitude <= 1e15)
+        o = parse_float(order.size, field=f"{field}.size")
+        if o == 0.0:
             raise InputError("a non-zero signed size in contracts", field=f"{field}.size",
                              value=order.size)
-        minimum_price = 0.0 if instrument.kind is InstrumentKind.OPTION else math.ulp(0.0)
-        if not (math.isfinite(order.price) and order.price >= minimum_price):
+        p = parse_float(order.price, field=f"{field}.price")
+        if p < 0.0 or (p == 0.0 and instrument.kind is not InstrumentKind.OPTION):
             raise InputError("a price > 0 (>= 0 for an option premium)",
                              field=f"{field}.price", value=order.price)
         if instrument.underlying not in market.underlyings:
@@ -144,7 +146,6 @@ def merge_orders(positions: Mapping[str, tuple[float, float]], orders: Sequence[
                              value=order.instrument)
         index = market.underlyings[instrument.underlying].index
         size, entry = merged.get(order.instrument, (0.0, 0.0))
-        o, p = order.size, order.price
         if size == 0.0 or (size > 0.0) == (o > 0.0):
             merged[order.instrument] = (size + o, p if size == 0.0 else
                                         _average_entry(instrument, size, entry, o, p))

@@ -5,13 +5,23 @@ Portfolios and markets are the engine's own JSON documents, checked by the engin
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from margin_engine.app.compute import LiquidationChoice, ModelChoice
 
 MAX_MAGNITUDE = 1e15
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """JSON true and false are no numbers (pydantic would take them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 class Strict(BaseModel):
@@ -41,10 +51,10 @@ class MarginRequest(Strict):
 
 class OrderIn(Strict):
     instrument: str = Field(min_length=1, max_length=100, examples=["BTC-PERP"])
-    size: float = Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE,
-                        description="Signed contracts (negative: sell).")
-    price: float = Field(allow_inf_nan=False, ge=0.0, le=MAX_MAGNITUDE,
-                         description="Fill price in the instrument's convention.")
+    size: Number = Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE,
+                         description="Signed contracts (negative: sell).")
+    price: Number = Field(allow_inf_nan=False, ge=0.0, le=MAX_MAGNITUDE,
+                          description="Fill price in the instrument's convention.")
 
 
 class WhatIfRequest(Strict):
@@ -59,12 +69,12 @@ class AccountIn(Strict):
 
 
 class PositionIn(Strict):
-    size: float = Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
-    entry_price: float = Field(allow_inf_nan=False, ge=0.0, le=MAX_MAGNITUDE)
+    size: Number = Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
+    entry_price: Number = Field(allow_inf_nan=False, ge=0.0, le=MAX_MAGNITUDE)
 
 
 class CollateralIn(Strict):
-    amount: float = Field(allow_inf_nan=False, ge=0.0, le=MAX_MAGNITUDE)
+    amount: Number = Field(allow_inf_nan=False, ge=0.0, le=MAX_MAGNITUDE)
 
 
 class PositionOut(BaseModel):
