@@ -134,6 +134,17 @@ def test_what_if_refuses_orders_that_are_no_numbers_or_too_large(
     assert caught.value.value is size or caught.value.value is price
 
 
+@pytest.mark.parametrize("name", ["BTC-1JAN20-50000-C", "BTC-1JAN20"])
+def test_what_if_refuses_an_order_on_an_expired_instrument(name: str) -> None:
+    """Before: an order on an option that expired in 2020 was taken and margined (settled at
+    its intrinsic value). Positions held in it stay (settled); new orders are refused."""
+    market = parse_market(market_doc())
+    holder = account("a", [("BTC-PERP", 2, 49000)], collateral={"USDC": 20000}, mode="cross")
+    with pytest.raises(InputError, match="it expired at 2020-01-01T08:00:00") as caught:
+        what_if(holder, [Order(instrument=name, size=1, price=100)], market)
+    assert caught.value.field == "orders[0].instrument"
+
+
 def test_token_bucket_refills_at_its_rate() -> None:
     now = [0.0]
     limiter = RateLimiter(clock=lambda: now[0])
