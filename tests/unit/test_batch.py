@@ -184,6 +184,22 @@ def test_progress_counts_the_parts_as_they_come_back(book_folder: Path,
     assert seen == [(k + 1, 4, f"part-0000{k}") for k in range(4)]
 
 
+def test_a_filesystem_without_locks_runs_unguarded_and_says_so(
+        book_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(*_: object) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="none",
+              output=tmp_path / "out")
+    assert read_results(tmp_path / "out").num_rows == 600
+    assert "no lock (" in caplog.text
+
+
 def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                                             tmp_path: Path) -> None:
     market = tmp_path / "market.json"

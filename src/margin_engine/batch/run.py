@@ -274,6 +274,9 @@ def _claim_output(out: Path, book: Path) -> Iterator[None]:
             raise InputError(f"an output folder no other batch is writing to (another run "
                              f"holds {LOCK}: wait for it to end, or give another folder)",
                              field="--output", value=str(out)) from None
+        except OSError as exc:  # a filesystem without locks (some network mounts): unguarded
+            logging.getLogger(__name__).warning("%s: no lock (%s); another batch into this "
+                                                "folder would not be refused", out, exc)
         yield
 
 
