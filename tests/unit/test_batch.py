@@ -200,6 +200,27 @@ def test_a_filesystem_without_locks_runs_unguarded_and_says_so(
     assert "no lock (" in caplog.text
 
 
+def test_the_summary_totals_equal_one_process_over_the_whole_book(book_folder: Path,
+                                                                   tmp_path: Path) -> None:
+    """IM, MM and gross notional summed, and the accounts liquidatable (adjusted equity < MM)
+    or in a margin call (< IM only), as the service's pool health counts them."""
+    summary = run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="none",
+                        output=tmp_path / "out")
+    bound = bind_market(read_book(book_folder), parse_market(level_market()))
+    config = RiskConfig()
+    margins = margins_by_mode(bound, "account", lambda name: get_model(name).compute(bound,
+                                                                                      config))
+    liquidatable = margins.gap(1.0) < 0.0
+    in_call = (margins.adjusted_equity < margins.initial) & ~liquidatable
+    assert summary["accounts_liquidatable"] == int(liquidatable.sum()) > 0
+    assert summary["accounts_in_margin_call"] == int(in_call.sum()) > 0
+    assert summary["initial_margin_usd"] == pytest.approx(margins.initial.sum(), rel=1e-12)
+    assert summary["maintenance_margin_usd"] == pytest.approx(margins.maintenance.sum(),
+                                                              rel=1e-12)
+    assert summary["gross_notional_usd"] == pytest.approx(
+        float(np.sum(bound.account_gross_notional())), rel=1e-12)
+
+
 def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                                             tmp_path: Path) -> None:
     market = tmp_path / "market.json"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import resource
 import time
@@ -47,6 +48,10 @@ from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
 MODELS = (ModelSelection.ACCOUNT.value, *MODEL_NAMES)  # var needs a history: not in batches
 MANIFEST = "_batch.json"  # written last: the parts of the run that completed
 LOCK = "_batch.lock"  # held by the run writing the folder
+# a part's sums and counts, summed over the run's parts in its summary: USD totals, and the
+# accounts below MM (liquidatable) and below IM only (in a margin call), as the pool health
+TOTALS = ("initial_margin_usd", "maintenance_margin_usd", "gross_notional_usd")
+COUNTS = ("accounts_liquidatable", "accounts_in_margin_call")
 MANIFEST_FORMAT = "margin-engine/batch-result/v1"
 RESULT_COLUMNS = ("account", "mode", "model", "equity", "adjusted_equity", "initial_margin",
                   "maintenance_margin", "excess", "gross_notional")
@@ -86,6 +91,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
         _write_whole(target, lambda path: pq.write_table(_empty_results(), path))
         return {"partition": partition.name, "accounts": 0, "positions": 0,
                 "account_hashes": np.zeros(0, dtype=np.uint64),
+                **dict.fromkeys(TOTALS, 0.0), **dict.fromkeys(COUNTS, 0),
                 "seconds": time.perf_counter() - started, "worker": _worker_name(),
                 "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
     config = RiskConfig.from_dict(job.config)
@@ -98,6 +104,9 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
         raise exc.located(source=partition.positions) from None
     margins = margins_by_mode(bound, job.model,
                               lambda name: get_model(name).compute(bound, config))
+    gross = np.asarray(bound.account_gross_notional())
+    liquidatable = margins.gap(1.0) < 0.0  # as the service's pool health
+    in_margin_call = (margins.adjusted_equity < margins.initial) & ~liquidatable
     mode = [MODES_BY_CODE[int(c)].value for c in book.mode]
     model = mode if job.model == ModelSelection.ACCOUNT else [job.model] * book.account_count
     table = pa.table({
@@ -107,12 +116,18 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
         "equity": margins.equity, "adjusted_equity": margins.adjusted_equity,
         "initial_margin": margins.initial, "maintenance_margin": margins.maintenance,
         "excess": margins.adjusted_equity - margins.initial,
-        "gross_notional": np.asarray(bound.account_gross_notional()),
+        "gross_notional": gross,
     })
     _write_whole(target, lambda path: pq.write_table(table, path))
     return {"partition": partition.name, "accounts": book.account_count,
             "account_hashes": id_hashes(book.account_ids),
-            "positions": book.position_count, "seconds": time.perf_counter() - started,
+            "positions": book.position_count,
+            "initial_margin_usd": float(margins.initial.sum()),
+            "maintenance_margin_usd": float(margins.maintenance.sum()),
+            "gross_notional_usd": float(gross.sum()),
+            "accounts_liquidatable": int(liquidatable.sum()),
+            "accounts_in_margin_call": int(in_margin_call.sum()),
+            "seconds": time.perf_counter() - started,
             "worker": _worker_name(), "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
 
 
@@ -212,7 +227,9 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
                                              item["peak_rss_mb"])
         return {"book": str(book), "output": str(out), "scheduler": scheduler, "model": model,
                 "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
-                "positions": sum(d["positions"] for d in done), "wall_seconds": wall,
+                "positions": sum(d["positions"] for d in done),
+                **{key: math.fsum(d[key] for d in done) for key in TOTALS},
+                **{key: sum(d[key] for d in done) for key in COUNTS}, "wall_seconds": wall,
                 "peak_rss_mb_per_worker": per_worker, "parts": done}
 
 
