@@ -221,6 +221,19 @@ def test_the_summary_totals_equal_one_process_over_the_whole_book(book_folder: P
         float(np.sum(bound.account_gross_notional())), rel=1e-12)
 
 
+def test_more_local_workers_than_cpus_are_refused_before_any_starts(book_folder: Path,
+                                                                    tmp_path: Path) -> None:
+    """Before: a typo such as --workers 200 started 200 processes of a few hundred MB each."""
+    import os
+
+    too_many = len(os.sched_getaffinity(0)) + 1
+    with pytest.raises(InputError, match="worker processes on this machine's") as raised:
+        run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="local",
+                  workers=too_many, output=tmp_path / "out")
+    assert raised.value.field == "--workers"
+    assert not (tmp_path / "out").exists()
+
+
 def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                                             tmp_path: Path) -> None:
     market = tmp_path / "market.json"

@@ -190,6 +190,12 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
         raise InputError(f"one of {', '.join(MODELS)} (account: each account under its own "
                          "mode)", field="--model", value=model)
     check_scheduler(scheduler)
+    cpus = len(os.sched_getaffinity(0))
+    if scheduler == "local" and not 1 <= workers <= cpus:
+        raise InputError(f"1 to {cpus} worker processes on this machine's {cpus} CPUs (each "
+                         "margins one partition at a time on one core and holds its own "
+                         "few hundred MB: more only add memory)", field="--workers",
+                         value=workers)
     # absolute paths, as given (symbolic links kept): the workers of a remote cluster run in
     # folders of their own and see the book where the client does, not the client's folder
     book = Path(book).absolute()
