@@ -207,16 +207,8 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
         _prepare_output(out, every)
         job = BatchJob(market=market, config=config, model=model,
                        instruments=declared_instruments(book), output=str(out))
-        counted = None if progress is None else _counted(progress, len(parts))
         started = time.perf_counter()
-        if scheduler == "none":
-            done = []
-            for part in parts:
-                done.append(margin_partition(part, job))
-                if counted is not None:
-                    counted(done[-1])
-        else:
-            done = _on_dask(parts, job, scheduler, workers, counted)
+        done = _margin_parts(parts, job, scheduler, workers, progress)
         wall = time.perf_counter() - started
         # what a worker killed while writing left (its part was written again by another)
         _remove_temporaries(out, [f"{d['partition']}.parquet" for d in done])
@@ -226,17 +218,33 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
                     "accounts": sum(d["accounts"] for d in done),
                     "parts": [{"partition": d["partition"], "file": f"{d['partition']}.parquet",
                                "accounts": d["accounts"]} for d in done]}
-        _write_whole(out / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
-        per_worker: dict[str, float] = {}
-        for item in done:
-            per_worker[item["worker"]] = max(per_worker.get(item["worker"], 0.0),
-                                             item["peak_rss_mb"])
-        return {"book": str(book), "output": str(out), "scheduler": scheduler, "model": model,
-                "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
-                "positions": sum(d["positions"] for d in done),
-                **{key: math.fsum(d[key] for d in done) for key in TOTALS},
-                **{key: sum(d[key] for d in done) for key in COUNTS}, "wall_seconds": wall,
-                "peak_rss_mb_per_worker": per_worker, "parts": done}
+        _write_whole(out / MANIFEST,
+                     lambda path: path.write_text(json.dumps(manifest, indent=1)))
+    per_worker: dict[str, float] = {}
+    for item in done:
+        per_worker[item["worker"]] = max(per_worker.get(item["worker"], 0.0),
+                                         item["peak_rss_mb"])
+    return {"book": str(book), "output": str(out), "scheduler": scheduler, "model": model,
+            "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
+            "positions": sum(d["positions"] for d in done),
+            **{key: math.fsum(d[key] for d in done) for key in TOTALS},
+            **{key: sum(d[key] for d in done) for key in COUNTS}, "wall_seconds": wall,
+            "peak_rss_mb_per_worker": per_worker, "parts": done}
+
+
+def _margin_parts(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,
+                  progress: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    """Every part's summary, in the listing's order, on the scheduler (``none``: here, one
+    after the other); ``progress`` told each as it comes back (``_counted``)."""
+    counted = None if progress is None else _counted(progress, len(parts))
+    if scheduler != "none":
+        return _on_dask(parts, job, scheduler, workers, counted)
+    done = []
+    for part in parts:
+        done.append(margin_partition(part, job))
+        if counted is not None:
+            counted(done[-1])
+    return done
 
 
 def _counted(progress: Callable[[dict[str, Any]], None], total: int
