@@ -126,6 +126,32 @@ def test_bench_rows_go_to_a_scale_section_of_their_own(tmp_path: Path) -> None:
                                                - 2]
 
 
+def test_a_results_row_stopped_while_written_leaves_the_file_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the file was rewritten in place, and a stop in the middle of the write (a full
+    disk, a kill) left it cut short."""
+    from margin_engine.bench.run import record_results
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\nearlier rows\n")
+    report = {"accounts": 1000, "positions_per_account": 10,
+              "tick": {"seconds": 0.01}, "numpy": {"seconds": 0.2, "ratio_to_tick": 20.0},
+              "bandwidth_floor": {"seconds": 0.001}, "peak_rss_mb": 300.0,
+              "load_average": {"before": [1.0], "after": [1.5]}}
+    written = Path.write_text
+
+    def cut_short(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        written(path, text[:10])  # part of the text reaches the disk, then the write fails
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(OSError, match="No space left"):
+        record_results(report, results)
+    monkeypatch.undo()
+    assert results.read_text() == "# Benchmark results\n\nearlier rows\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]  # no temporary left
+
+
 def test_the_grid_is_the_same_on_one_thread_and_on_all(monkeypatch: pytest.MonkeyPatch) -> None:
     """The scenario grid priced on every thread (books of many instruments) equals the grid
     priced on one, bit for bit: options live and settled, delta-one rows, the whole grid and

@@ -43,6 +43,7 @@ from typing import Any
 
 from margin_engine.batch.book import Partition, declared_instruments, parquet_parts, partitions
 from margin_engine.core.errors import InputError
+from margin_engine.core.files import write_whole
 from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
 
 MODELS = (ModelSelection.ACCOUNT.value, *MODEL_NAMES)  # var needs a history: not in batches
@@ -88,7 +89,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     _refuse_unseen(partition)
     target = Path(job.output) / f"{partition.name}.parquet"
     if is_empty(partition):
-        _write_whole(target, lambda path: pq.write_table(_empty_results(), path))
+        write_whole(target, lambda path: pq.write_table(_empty_results(), path))
         return {"partition": partition.name, "accounts": 0, "positions": 0,
                 "account_hashes": np.zeros(0, dtype=np.uint64),
                 **dict.fromkeys(TOTALS, 0.0), **dict.fromkeys(COUNTS, 0),
@@ -118,7 +119,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
         "excess": margins.adjusted_equity - margins.initial,
         "gross_notional": gross,
     })
-    _write_whole(target, lambda path: pq.write_table(table, path))
+    write_whole(target, lambda path: pq.write_table(table, path))
     return {"partition": partition.name, "accounts": book.account_count,
             "account_hashes": id_hashes(book.account_ids),
             "positions": book.position_count,
@@ -149,19 +150,6 @@ def _empty_results() -> Any:
 
     return pa.table({name: pa.array([], type=pa.string() if name in ("account", "mode", "model")
                                      else pa.float64()) for name in RESULT_COLUMNS})
-
-
-def _write_whole(target: Path, write: Callable[[Path], object]) -> None:
-    """``write`` to a hidden temporary file beside ``target``, then rename it over ``target``
-    (atomic within a folder): ``target`` is the old file or the whole new one, never a part of
-    it, whenever the process stops."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    target.parent.mkdir(parents=True, exist_ok=True)  # a part of a nested partition
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _peak_rss_mb() -> float:
@@ -218,7 +206,7 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
                     "accounts": sum(d["accounts"] for d in done),
                     "parts": [{"partition": d["partition"], "file": f"{d['partition']}.parquet",
                                "accounts": d["accounts"]} for d in done]}
-        _write_whole(out / MANIFEST,
+        write_whole(out / MANIFEST,
                      lambda path: path.write_text(json.dumps(manifest, indent=1)))
     per_worker: dict[str, float] = {}
     for item in done:
@@ -327,7 +315,7 @@ def _prepare_output(out: Path, every: list[Partition]) -> None:
 
 def _remove_temporaries(out: Path, names: Iterable[str]) -> None:
     """Delete the hidden temporaries of ``names`` (files under ``out``) that a stopped writer
-    left (``_write_whole``): this run's own, nothing else."""
+    left (``write_whole``): this run's own, nothing else."""
     for name in names:
         target = out / name
         if target.parent.is_dir():

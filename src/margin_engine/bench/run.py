@@ -40,6 +40,7 @@ import numpy as np
 
 from margin_engine.book.bound import bind_market
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_from_columns, book_subset
+from margin_engine.core.files import write_whole
 from margin_engine.demo.market import demo_market_document
 from margin_engine.domain.instruments import MarginMode, parse_shorthand
 from margin_engine.io.market_file import parse_market
@@ -701,4 +702,4 @@ def record_results(report: dict[str, Any], path: Any) -> None:
                 end += 1
             lines.insert(end, row)
         text = "\n".join(lines)
-    target.write_text(text)
+    write_whole(target, lambda path: path.write_text(text))  # a stopped run leaves the old file
