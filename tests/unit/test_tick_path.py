@@ -100,15 +100,18 @@ def test_bandwidth_floor_reads_every_position() -> None:
     assert stream_read_nb(inst, q) == pytest.approx(7.0)
 
 
+BENCH_REPORT = {"accounts": 1000, "positions_per_account": 10,  # a bench's report, as recorded
+                "tick": {"seconds": 0.01}, "numpy": {"seconds": 0.2, "ratio_to_tick": 20.0},
+                "bandwidth_floor": {"seconds": 0.001}, "peak_rss_mb": 300.0,
+                "load_average": {"before": [1.0], "after": [1.5]}}
+
+
 def test_bench_rows_go_to_a_scale_section_of_their_own(tmp_path: Path) -> None:
     from margin_engine.bench.run import SCALE_HEADER, record_results
 
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\ntext\n\n# Monitor\n\nrows\n")
-    report = {"accounts": 1000, "positions_per_account": 10,
-              "tick": {"seconds": 0.01}, "numpy": {"seconds": 0.2, "ratio_to_tick": 20.0},
-              "bandwidth_floor": {"seconds": 0.001}, "peak_rss_mb": 300.0,
-              "load_average": {"before": [1.0], "after": [1.5]}}
+    report = dict(BENCH_REPORT)
     record_results(report, results)
     record_results({**report, "accounts": 2000}, results)
     text = results.read_text()
@@ -134,10 +137,7 @@ def test_a_results_row_stopped_while_written_leaves_the_file_as_it_was(
 
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\nearlier rows\n")
-    report = {"accounts": 1000, "positions_per_account": 10,
-              "tick": {"seconds": 0.01}, "numpy": {"seconds": 0.2, "ratio_to_tick": 20.0},
-              "bandwidth_floor": {"seconds": 0.001}, "peak_rss_mb": 300.0,
-              "load_average": {"before": [1.0], "after": [1.5]}}
+    report = dict(BENCH_REPORT)
     written = Path.write_text
 
     def cut_short(path: Path, text: str, *args: object, **kwargs: object) -> int:
