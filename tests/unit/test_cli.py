@@ -245,3 +245,14 @@ def test_bench_options_it_cannot_honour_are_refused_before_it_runs(
     assert time.perf_counter() - started < 5.0  # refused, not run
     assert (tmp_path / "market.json").read_text() == "{}"
     assert not (tmp_path / "R.md").exists()
+
+
+@pytest.mark.parametrize("command", [["demo"], ["bench"], ["monitor"], ["simulate", "crashes"],
+                                     ["simulate", "cascade"]])
+def test_a_negative_seed_is_refused_by_the_option(command: list[str]) -> None:
+    """Before: numpy's 'expected non-negative integer' as a traceback."""
+    out = runner.invoke(app, [*command, "--seed", "-1"])
+    assert out.exit_code == 2, out.output
+    assert "--seed" in out.output
+    assert "greater than or equal to 0" in out.output
+    assert "Traceback" not in out.output

@@ -292,7 +292,7 @@ def demo(
                                           help="Accounts in the demo book.")] = 5000,
     output: Annotated[Path, typer.Option("--output", help="Folder for the chart and JSON.")] =
     Path("out"),
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the book.")] = 7,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed of the book.")] = 7,
 ) -> None:
     """Build a realistic book, margin it under every model, print efficiency per strategy."""
 
@@ -325,7 +325,7 @@ def bench(
                                              help="Distinct instruments listed.")] = 2400,
     baseline_positions: Annotated[int, typer.Option(
         "--baseline-positions", help="Positions priced by the naive baseline.")] = 20_000,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the book.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed of the book.")] = 1,
     model: Annotated[str, typer.Option(
         "--model", help="portfolio (with the naive baseline), sensitivity, var, monitor "
         "(tick latency and store throughput), or batch (a partitioned book on a local Dask "
@@ -927,7 +927,7 @@ def monitor(
     population: Annotated[int | None, typer.Option(
         "--population", help="Watch a seeded population of N leveraged accounts instead.")] =
     None,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 1,
     market: Annotated[Path | None, typer.Option(
         "--market", help="Market snapshot (default: at the file feed's first prices).")] = None,
     model: Annotated[str, typer.Option("--model")] = "account",
@@ -1055,7 +1055,7 @@ def simulate_crashes(
     Path("../shared/data"),
     accounts: Annotated[int, typer.Option("--accounts", min=10,
                                           help="Seeded leveraged accounts.")] = 500,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the population.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed of the population.")] = 1,
     latency_seconds: Annotated[float, typer.Option(
         "--latency-seconds", min=0.0, help="Trigger-to-execution delay in seconds.")] = 60.0,
     insurance_fund: Annotated[float, typer.Option(
@@ -1095,7 +1095,7 @@ def simulate_cascade(
     modes: Annotated[str, typer.Option(
         "--modes", help="Margin modes compared: isolated, cross, portfolio, account (each "
         "account's own).")] = "isolated,cross,portfolio",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the population.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed of the population.")] = 1,
     max_rounds: Annotated[int, typer.Option("--max-rounds", min=1,
                                             help="Rounds at most.")] = 10,
     impact: Annotated[str, typer.Option("--impact",
