@@ -64,3 +64,25 @@ def test_a_good_tick_message_reads() -> None:
 
     assert tick_from(b'{"seq": 3, "time_ns": 5, "symbol": "BTC", "price": 65000}') == \
         Tick(3, 5, "BTC", 65000.0, "nats")
+
+
+def test_a_server_that_never_answers_is_one_error_not_a_traceback_per_attempt(
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """A monitor started against a NATS address nobody listens at waits out its outage
+    policy, then stops with the feed's error. Before: nats' own error callback logged each of
+    the policy's attempts with its traceback (118 in a minute on the monitor's default)."""
+    import socket
+
+    from margin_engine.core.errors import InputError
+    from margin_engine.feeds.nats import ReconnectPolicy, _Link, connect
+
+    with socket.socket() as probe:  # a loopback port nobody listens at
+        probe.bind(("127.0.0.1", 0))
+        server = f"nats://127.0.0.1:{probe.getsockname()[1]}"
+        with pytest.raises(InputError, match="a reachable NATS server") as raised:
+            asyncio.run(connect(server, ReconnectPolicy(wait_seconds=0.05,
+                                                        max_outage_seconds=0.3), _Link()))
+    assert raised.value.field == "--feed"
+    assert "tried for 0.3 s (--max-outage)" in str(raised.value)
+    assert "encountered error" not in caplog.text
+    assert "Traceback" not in caplog.text + capsys.readouterr().err

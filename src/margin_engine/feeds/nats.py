@@ -122,7 +122,13 @@ async def connect(server: str, policy: ReconnectPolicy | None = None,
     """A connection; with a policy, one that reconnects and reports outages to ``link``."""
     import nats
 
-    options: dict[str, Any] = {"connect_timeout": 3, "max_reconnect_attempts": 1}
+    async def quiet(exc: Exception) -> None:
+        """nats' own error callback logs every failed attempt with its traceback (120 of
+        them while a monitor waits out an outage); the outage is reported by the events and
+        a connection that never comes up by the InputError below."""
+
+    options: dict[str, Any] = {"connect_timeout": 3, "max_reconnect_attempts": 1,
+                               "error_cb": quiet}
     if policy is not None and link is not None:
         async def down() -> None:
             if link.down_since is None:
@@ -142,7 +148,9 @@ async def connect(server: str, policy: ReconnectPolicy | None = None,
     try:
         return await nats.connect(server, **options)
     except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types
-        raise InputError(f"a reachable NATS server ({exc})", field="--feed",
+        tried = "" if policy is None else \
+            f"; tried for {policy.max_outage_seconds:g} s (--max-outage)"
+        raise InputError(f"a reachable NATS server ({exc}{tried})", field="--feed",
                          value=server) from None
 
 
