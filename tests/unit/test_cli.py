@@ -256,3 +256,13 @@ def test_a_negative_seed_is_refused_by_the_option(command: list[str]) -> None:
     assert "--seed" in out.output
     assert "greater than or equal to 0" in out.output
     assert "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("population", ["0", "-3"])
+def test_a_monitor_population_of_no_accounts_is_refused_by_the_option(population: str) -> None:
+    """Before: 'field accounts: got [], expected a portfolio with at least one account'."""
+    out = runner.invoke(app, ["monitor", "--population", population, "--feed",
+                              "file:BTC=prices.csv"])
+    assert out.exit_code == 2, out.output
+    assert "--population" in out.output
+    assert "greater than or equal to 1" in out.output

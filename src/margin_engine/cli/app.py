@@ -925,8 +925,8 @@ def monitor(
     "sqlite:out/monitor.db",
     book: Annotated[Path | None, typer.Option("--book", help="Portfolio JSON to watch.")] = None,
     population: Annotated[int | None, typer.Option(
-        "--population", help="Watch a seeded population of N leveraged accounts instead.")] =
-    None,
+        "--population", min=1, help="Watch a seeded population of N leveraged accounts "
+        "instead.")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0)] = 1,
     market: Annotated[Path | None, typer.Option(
         "--market", help="Market snapshot (default: at the file feed's first prices).")] = None,
