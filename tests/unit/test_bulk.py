@@ -62,3 +62,29 @@ def test_bulk_bad_rows_are_named(tmp_path: Path) -> None:
         read_bulk_book(write(tmp_path, "csv", [POSITIONS[1], POSITIONS[1]]))
     with pytest.raises(InputError, match=r"instrument \(row 2\)"):
         read_bulk_book(write(tmp_path, "csv", [POSITIONS[1], ("a1", "BTC-XYZ", 1.0, 1.0)]))
+
+
+@pytest.mark.parametrize("where", ["positions.csv", "positions.parquet", "accounts.csv"])
+def test_true_and_false_are_no_numbers(tmp_path: Path, where: str) -> None:
+    """A CSV reader reads true/false cells as a boolean column, which Arrow casts to 1 and 0.
+    Before: a size of true was one contract, a collateral amount of false nothing."""
+    rows = [("a1", "BTC-PERP", 1.0, 49000.0)]
+    if where == "accounts.csv":
+        positions = write(tmp_path, "csv", rows)
+        accounts = tmp_path / "accounts.csv"
+        accounts.write_text("account,mode,collateral_USDC\na1,cross,true\n")
+        field = "collateral.USDC"  # (as the JSON book names it)
+    else:
+        table = pa.table({"account": ["a1", "a1"], "instrument": ["BTC-PERP", "ETH-PERP"],
+                          "size": [True, False], "entry_price": [49000.0, 2100.0]})
+        positions = tmp_path / where
+        if where.endswith(".parquet"):
+            pq.write_table(table, positions)
+        else:
+            positions.write_text("account,instrument,size,entry_price\n"
+                                 "a1,BTC-PERP,true,49000\na1,ETH-PERP,false,2100\n")
+        accounts, field = None, "size (row 1)"
+    with pytest.raises(InputError, match="not true or false") as raised:
+        read_bulk_book(positions, accounts)
+    assert raised.value.field == field
+    assert raised.value.value is True

@@ -75,6 +75,12 @@ def _numbers(table: Any, name: str, source: str, account_of: Callable[[int], str
     import pyarrow.compute as pc
 
     column = _column(table, name, source)
+    if pa.types.is_boolean(column.type):  # (a CSV reader reads true/false cells as these)
+        row = _first(~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)) \
+            if column.null_count < len(column) else 0
+        raise InputError("a finite number, not true or false", source=source,
+                         account=account_of(row), field=field or f"{name} (row {row + 1})",
+                         value=column[row].as_py())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         text = pc.utf8_trim_whitespace(column)
         text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
