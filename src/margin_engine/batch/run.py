@@ -90,11 +90,8 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     target = Path(job.output) / f"{partition.name}.parquet"
     if is_empty(partition):
         write_whole(target, lambda path: pq.write_table(_empty_results(), path))
-        return {"partition": partition.name, "accounts": 0, "positions": 0,
-                "account_hashes": np.zeros(0, dtype=np.uint64),
-                **dict.fromkeys(TOTALS, 0.0), **dict.fromkeys(COUNTS, 0),
-                "seconds": time.perf_counter() - started, "worker": _worker_name(),
-                "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
+        return _part_summary(partition, target, started, 0, np.zeros(0, dtype=np.uint64),
+                             dict.fromkeys(TOTALS, 0.0), dict.fromkeys(COUNTS, 0))
     config = RiskConfig.from_dict(job.config)
     market = parse_market(job.market)
     book = read_partition(partition, parse_declared(job.instruments))
@@ -106,8 +103,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     margins = margins_by_mode(bound, job.model,
                               lambda name: get_model(name).compute(bound, config))
     gross = np.asarray(bound.account_gross_notional())
-    liquidatable = margins.gap(1.0) < 0.0  # as the service's pool health
-    in_margin_call = (margins.adjusted_equity < margins.initial) & ~liquidatable
+    liquidatable, in_margin_call = margins.standing()  # as the service's pool health
     mode = [MODES_BY_CODE[int(c)].value for c in book.mode]
     model = mode if job.model == ModelSelection.ACCOUNT else [job.model] * book.account_count
     table = pa.table({
@@ -120,16 +116,23 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
         "gross_notional": gross,
     })
     write_whole(target, lambda path: pq.write_table(table, path))
-    return {"partition": partition.name, "accounts": book.account_count,
-            "account_hashes": id_hashes(book.account_ids),
-            "positions": book.position_count,
-            "initial_margin_usd": float(margins.initial.sum()),
-            "maintenance_margin_usd": float(margins.maintenance.sum()),
-            "gross_notional_usd": float(gross.sum()),
-            "accounts_liquidatable": int(liquidatable.sum()),
-            "accounts_in_margin_call": int(in_margin_call.sum()),
-            "seconds": time.perf_counter() - started,
-            "worker": _worker_name(), "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
+    sums = (margins.initial, margins.maintenance, gross)
+    return _part_summary(partition, target, started, book.position_count,
+                         id_hashes(book.account_ids),
+                         {key: float(v.sum()) for key, v in zip(TOTALS, sums, strict=True)},
+                         {key: int(v.sum()) for key, v in
+                          zip(COUNTS, (liquidatable, in_margin_call), strict=True)})
+
+
+def _part_summary(partition: Partition, target: Path, started: float, positions: int,
+                  hashes: Any, totals: dict[str, float], counts: dict[str, int]
+                  ) -> dict[str, Any]:
+    """What a task hands back: its rows, its ids' hashes, its TOTALS and COUNTS, time, worker
+    and peak RSS."""
+    return {"partition": partition.name, "accounts": int(hashes.size), "positions": positions,
+            "account_hashes": hashes, **totals, **counts,
+            "seconds": time.perf_counter() - started, "worker": _worker_name(),
+            "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
 
 
 def _refuse_unseen(partition: Partition) -> None:
@@ -207,7 +210,7 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
                     "parts": [{"partition": d["partition"], "file": f"{d['partition']}.parquet",
                                "accounts": d["accounts"]} for d in done]}
         write_whole(out / MANIFEST,
-                     lambda path: path.write_text(json.dumps(manifest, indent=1)))
+                    lambda path: path.write_text(json.dumps(manifest, indent=1)))
     per_worker: dict[str, float] = {}
     for item in done:
         per_worker[item["worker"]] = max(per_worker.get(item["worker"], 0.0),
@@ -356,7 +359,7 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
     else:
         cluster = None
         try:
-            client = dask.Client(check_scheduler(scheduler))
+            client = dask.Client(scheduler)  # (checked by run_batch)
         except (OSError, ValueError) as exc:  # (asyncio's and dask's time-outs: OSError)
             raise InputError(f"the address of a running Dask scheduler ({exc})",
                              field="--scheduler", value=scheduler) from None

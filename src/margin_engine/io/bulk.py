@@ -76,8 +76,8 @@ def _numbers(table: Any, name: str, source: str, account_of: Callable[[int], str
 
     column = _column(table, name, source)
     if pa.types.is_boolean(column.type):  # (a CSV reader reads true/false cells as these)
-        row = _first(~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)) \
-            if column.null_count < len(column) else 0
+        filled = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        row = _first(filled) if filled.any() else 0
         raise InputError("a finite number, not true or false", source=source,
                          account=account_of(row), field=field or f"{name} (row {row + 1})",
                          value=column[row].as_py())

@@ -92,6 +92,12 @@ class AccountMargins:
                                                multiplier)[rows]
         return out
 
+    def standing(self) -> tuple[np.ndarray, np.ndarray]:
+        """(liquidatable, in a margin call) per account: a maintenance gap < 0, and adjusted
+        equity below IM without being liquidatable."""
+        liquidatable = self.gap(1.0) < 0.0
+        return liquidatable, (self.adjusted_equity < self.initial) & ~liquidatable
+
 
 def margins_by_mode(bound: BoundBook, model: str,
                     compute: Callable[[str], MarginResult]) -> AccountMargins:

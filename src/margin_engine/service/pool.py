@@ -44,9 +44,7 @@ def pool_view(accounts: Sequence[Mapping[str, Any]], instruments: Mapping[str, A
                            "maintenance_margin": float(result.maintenance_margin.sum()),
                            "efficiency": gross / initial if initial > 0 else None})
     margins = margins_by_mode(bound, model, lambda name: run.results[name])
-    gap = margins.gap(1.0)
-    below_im = margins.adjusted_equity < margins.initial
-    liquidatable = gap < 0.0
+    liquidatable, in_margin_call = margins.standing()
     holding = margins.maintenance > 0.0
     health = np.where(holding, margins.adjusted_equity / np.where(holding, margins.maintenance,
                                                                   1.0), np.inf)
@@ -55,7 +53,7 @@ def pool_view(accounts: Sequence[Mapping[str, Any]], instruments: Mapping[str, A
     at_risk = _nearest(accounts, candidates, instruments, market, config, model, health)
     return PoolView(efficiency=efficiency, at_risk=at_risk[:limit], accounts=len(accounts),
                     liquidatable=int(liquidatable.sum()),
-                    in_margin_call=int((below_im & ~liquidatable).sum()))
+                    in_margin_call=int(in_margin_call.sum()))
 
 
 def _nearest(accounts: Sequence[Mapping[str, Any]], rows: list[int],

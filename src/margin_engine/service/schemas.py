@@ -10,8 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from margin_engine.app.compute import LiquidationChoice, ModelChoice
-
-MAX_MAGNITUDE = 1e15
+from margin_engine.core.numbers import MAX_MAGNITUDE
 
 
 def _not_a_boolean(value: Any) -> Any:
