@@ -93,24 +93,6 @@ def test_a_malformed_scheduler_is_refused_before_anything_is_written(
     assert not (tmp_path / "o").exists()
 
 
-def test_a_scheduler_nobody_listens_at_is_one_line(book_folder: Path, tmp_path: Path) -> None:
-    """A well-formed address with no scheduler behind it: dask's time-out, by the field."""
-    import socket
-
-    import dask
-
-    with socket.socket() as probe:  # a loopback port nobody listens at (bound, never opened)
-        probe.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
-                pytest.raises(InputError, match="expected the address of a running Dask "
-                              "scheduler") as raised:
-            run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler=address,
-                      output=tmp_path / "o")
-    assert raised.value.field == "--scheduler"
-    assert raised.value.value == address
-
-
 def test_what_a_worker_killed_while_writing_left_is_removed(book_folder: Path,
                                                             tmp_path: Path) -> None:
     """A worker killed in the middle of writing a part leaves its hidden temporary; another

@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from margin_engine.batch.book import Partition, declared_instruments, parquet_parts, partitions
+from margin_engine.batch.scheduler import SCHEDULER_TIMEOUT, check_scheduler, reach_scheduler
 from margin_engine.core.errors import InputError
 from margin_engine.core.files import write_whole
 from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
@@ -187,6 +188,8 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
                          "margins one partition at a time on one core and holds its own "
                          "few hundred MB: more only add memory)", field="--workers",
                          value=workers)
+    if scheduler not in ("local", "none"):
+        reach_scheduler(scheduler)  # before the output folder is touched
     # absolute paths, as given (symbolic links kept): the workers of a remote cluster run in
     # folders of their own and see the book where the client does, not the client's folder
     book = Path(book).absolute()
@@ -326,24 +329,6 @@ def _remove_temporaries(out: Path, names: Iterable[str]) -> None:
                 leftover.unlink(missing_ok=True)
 
 
-def check_scheduler(scheduler: str) -> str:
-    """``scheduler`` when it is ``local``, ``none`` or ``tcp://HOST:PORT`` (a port 1-65535;
-    an IPv6 host in brackets), else InputError naming it."""
-    expected = "local, none or tcp://HOST:PORT (a port 1-65535, an IPv6 host in brackets)"
-    if scheduler in ("local", "none"):
-        return scheduler
-    if not scheduler.startswith("tcp://"):
-        raise InputError(expected, field="--scheduler", value=scheduler)
-    host, _, port = scheduler[len("tcp://"):].rpartition(":")
-    bracketed = host.startswith("[") and host.endswith("]")
-    name = host[1:-1] if bracketed else host
-    if not (name and name.isascii() and not any(c.isspace() or c in "/[]" for c in name)
-            and (bracketed or ":" not in name)
-            and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise InputError(expected, field="--scheduler", value=scheduler)
-    return scheduler
-
-
 def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,
              progress: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     import distributed
@@ -359,7 +344,7 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
     else:
         cluster = None
         try:
-            client = dask.Client(scheduler)  # (checked by run_batch)
+            client = dask.Client(scheduler, timeout=SCHEDULER_TIMEOUT)  # (reached by run_batch)
         except (OSError, ValueError) as exc:  # (asyncio's and dask's time-outs: OSError)
             raise InputError(f"the address of a running Dask scheduler ({exc})",
                              field="--scheduler", value=scheduler) from None
