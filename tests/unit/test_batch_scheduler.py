@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,39 +20,9 @@ from margin_engine.batch.scheduler import reach_scheduler
 from margin_engine.cli.app import app
 from margin_engine.core.errors import InputError
 from tests.unit.level_books import declared_instruments_document, level_market, random_level_book
+from tests.unit.loopback import loopback_server
 
-GREETING = b'INFO {"server_id":"x","version":"2.10.0","max_payload":1048576}\r\n'
-
-
-@contextmanager
-def loopback_server(greeting: bytes | None) -> Iterator[str]:
-    """A TCP server on a loopback port that sends ``greeting`` to every connection (None:
-    reads and never answers, as a server waiting for its own protocol's first line)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            held.append(conn)
-            if greeting is not None:
-                conn.sendall(greeting)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        server.close()
+GREETING = b'INFO {"server_id":"x","version":"2.10.0","max_payload":1048576}\r\n'  # NATS's
 
 
 def refused(address: str, timeout: float = 10.0) -> tuple[str, float]:
@@ -68,15 +35,15 @@ def refused(address: str, timeout: float = 10.0) -> tuple[str, float]:
 
 
 def test_a_server_that_greets_in_another_protocol_is_named_at_once() -> None:
-    with loopback_server(GREETING) as address:
-        message, seconds = refused(address)
+    with loopback_server(GREETING) as port:
+        message, seconds = refused(f"tcp://127.0.0.1:{port}")
     assert "answered, but not in Dask's protocol" in message, message
     assert seconds < 5.0
 
 
 def test_a_server_that_never_answers_is_given_up_after_the_time_out() -> None:
-    with loopback_server(None) as address:
-        message, seconds = refused(address, timeout=0.5)
+    with loopback_server(None) as port:
+        message, seconds = refused(f"tcp://127.0.0.1:{port}", timeout=0.5)
     assert "did not answer Dask's handshake in 0.5 s" in message, message
     assert seconds < 5.0
 
@@ -110,7 +77,8 @@ def test_the_cli_says_so_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
     bound = random_level_book(40, seed=3, asked_margins=False)
     write_partitioned_book(bound.book, tmp_path / "book", 2, declared_instruments_document())
     (tmp_path / "market.json").write_text(json.dumps(level_market()))
-    with loopback_server(GREETING) as address:
+    with loopback_server(GREETING) as port:
+        address = f"tcp://127.0.0.1:{port}"
         out = CliRunner().invoke(app, ["batch", "--book", str(tmp_path / "book"), "--market",
                                        str(tmp_path / "market.json"), "--scheduler", address,
                                        "--output", str(tmp_path / "out")])

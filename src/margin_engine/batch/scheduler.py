@@ -14,10 +14,10 @@ within ``SCHEDULER_TIMEOUT`` seconds: a TCP connection first, then Dask's handsh
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 from margin_engine.core.errors import InputError
+from margin_engine.core.net import Unreachable, tcp_connect
 
 SCHEDULER_TIMEOUT = 10.0  # seconds to connect to a scheduler and hear it answer
 FIELD = "--scheduler"
@@ -56,20 +56,9 @@ def reach_scheduler(scheduler: str, timeout: float = SCHEDULER_TIMEOUT) -> None:
     host, port = host_port(scheduler)
     where = f"{host}:{port}"
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except socket.gaierror as exc:
-        raise InputError(f"{_RUNNING} (the host {host!r} is not known: {exc.strerror})",
-                         field=FIELD, value=scheduler) from None
-    except ConnectionRefusedError:
-        raise InputError(f"{_RUNNING} (nothing listens at {where}: connection refused)",
-                         field=FIELD, value=scheduler) from None
-    except TimeoutError:
-        raise InputError(f"{_RUNNING} (no answer from {where} in {timeout:g} s)",
-                         field=FIELD, value=scheduler) from None
-    except OSError as exc:
-        raise InputError(f"{_RUNNING} ({where}: {exc.strerror or exc})", field=FIELD,
-                         value=scheduler) from None
+        tcp_connect(host, port, timeout).close()
+    except Unreachable as exc:
+        raise InputError(f"{_RUNNING} ({exc})", field=FIELD, value=scheduler) from None
     try:
         kind = asyncio.run(asyncio.wait_for(_identity(scheduler, timeout), timeout))
     except TimeoutError:

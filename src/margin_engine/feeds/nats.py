@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from margin_engine.core.errors import InputError, MarginEngineError
+from margin_engine.core.net import Unreachable, first_bytes, shown
 from margin_engine.store.base import OUTBOX, Event, EventKind, Repository, Tick
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -127,8 +128,11 @@ async def connect(server: str, policy: ReconnectPolicy | None = None,
         them while a monitor waits out an outage); the outage is reported by the events and
         a connection that never comes up by the InputError below."""
 
-    options: dict[str, Any] = {"connect_timeout": 3, "max_reconnect_attempts": 1,
-                               "error_cb": quiet}
+    # the whole first connection is bounded: nats' own attempts each wait out their
+    # time-out at a server that never answers (six of them in a 3 s outage policy took 25 s)
+    deadline = CONNECT_SECONDS if policy is None else policy.max_outage_seconds
+    options: dict[str, Any] = {"connect_timeout": min(CONNECT_SECONDS, deadline),
+                               "max_reconnect_attempts": 1, "error_cb": quiet}
     if policy is not None and link is not None:
         async def down() -> None:
             if link.down_since is None:
@@ -146,12 +150,35 @@ async def connect(server: str, policy: ReconnectPolicy | None = None,
                        reconnect_time_wait=policy.wait_seconds,
                        disconnected_cb=down, reconnected_cb=up)
     try:
-        return await nats.connect(server, **options)
+        return await asyncio.wait_for(nats.connect(server, **options), deadline)
     except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types
-        tried = "" if policy is None else \
-            f"; tried for {policy.max_outage_seconds:g} s (--max-outage)"
-        raise InputError(f"a reachable NATS server ({exc}{tried})", field="--feed",
+        tried = "" if policy is None else f"; tried for {deadline:g} s (--max-outage)"
+        why = await asyncio.to_thread(why_not_nats, server, str(exc) or type(exc).__name__)
+        raise InputError(f"a reachable NATS server ({why}{tried})", field="--feed",
                          value=server) from None
+
+
+CONNECT_SECONDS = 3.0  # a connection attempt's time-out
+GREETING_SECONDS = 1.0  # a NATS server sends its INFO line as soon as it accepts
+
+
+def why_not_nats(server: str, failure: str) -> str:
+    """Why no NATS connection came up at ``server`` (nats://HOST:PORT), by what answers
+    there now: nothing (refused, no answer, an unknown host), a server that sends no greeting
+    or another protocol's, or a NATS server (then nats' own ``failure``: authentication,
+    TLS)."""
+    parts = urlsplit(server)
+    host, port = parts.hostname or "", parts.port or 4222
+    try:
+        greeting = first_bytes(host, port, GREETING_SECONDS)
+    except Unreachable as exc:
+        return str(exc)
+    if greeting.startswith(b"INFO "):
+        return f"a NATS server answers at {host}:{port}, but the connection failed: {failure}"
+    if not greeting:
+        return (f"the server at {host}:{port} sent no NATS greeting in {GREETING_SECONDS:g} "
+                "s: another kind of server?")
+    return f"the server at {host}:{port} is not a NATS server: it greets with '{shown(greeting)}'"
 
 
 async def ensure_stream(js: Any, topology: NatsTopology) -> None:
