@@ -11,6 +11,7 @@ Layout rules, checked at ``COLUMNS=100`` by tests/unit/test_cli_output.py:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -127,8 +128,29 @@ def print_measures(title: str, measures: dict[str, Any], console: Console | None
 
 # ----------------------------------------------------------------------------- compute / compare
 
+LISTED_ACCOUNTS = 100  # a table lists every account up to this many; a larger book, a part
+
+
+def liquidation_risk(account: dict[str, Any]) -> float:
+    """MM / equity after haircuts (1 or more: liquidatable); inf where that equity is 0 or
+    less and below MM (no ratio, liquidatable), 0 where neither holds anything."""
+    ratio_ = account["margin_ratio"]
+    if ratio_ is None:
+        return math.inf if account["adjusted_equity"] < account["maintenance_margin"] else 0.0
+    return float(ratio_)
+
+
+def nearest_liquidation(accounts: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """The ``most`` accounts nearest liquidation: ``liquidation_risk`` highest first, then
+    the lowest equity after haircuts less MM (among those without a ratio), then book order."""
+    return sorted(accounts, key=lambda acc: (-liquidation_risk(acc), acc["adjusted_equity"]
+                                             - acc["maintenance_margin"]))[:most]
+
+
 def print_compute(document: dict[str, Any], console: Console | None = None) -> None:
-    """One table per margin model (with ``--model account`` each account under its own mode)."""
+    """One table per margin model (with ``--model account`` each account under its own mode);
+    a model of more than ``LISTED_ACCOUNTS`` accounts gets its totals and the accounts
+    nearest liquidation instead of every account (the JSON lists them all)."""
     console = _console(console)
     model = document["model"]
     by_mode = model == ModelChoice.ACCOUNT
@@ -141,28 +163,56 @@ def print_compute(document: dict[str, Any], console: Console | None = None) -> N
         if len(groups) > 1 or by_mode:
             console.print(Text(f"{name} model: {len(accounts):,} account"
                                f"{'s' if len(accounts) != 1 else ''}", style="bold"))
-        fmt = amounts(v for acc in accounts for v in (acc["adjusted_equity"],
-                                                       acc["initial_margin"], acc["excess"]))
+        listed = accounts
+        if len(accounts) > LISTED_ACCOUNTS:
+            listed = nearest_liquidation(accounts, LISTED_ACCOUNTS)
+            _print_totals(console, accounts, len(listed))
+        fmt = amounts(v for acc in listed for v in (acc["adjusted_equity"],
+                                                     acc["initial_margin"], acc["excess"]))
         out = table("account", "equity after\nhaircuts", "initial\nmargin",
                     "maintenance\nmargin", "excess", "MM /\nequity", "efficiency")
-        for acc in accounts:
+        for acc in listed:
             out.add_row(acc["id"], fmt(acc["adjusted_equity"]), fmt(acc["initial_margin"]),
                         fmt(acc["maintenance_margin"]), fmt(acc["excess"]),
                         percent(acc["margin_ratio"]), ratio(acc["efficiency"], "x"))
-        console.print(keep_names_whole(out, (acc["id"] for acc in accounts)))
+        console.print(keep_names_whole(out, (acc["id"] for acc in listed)))
     notes(console,
           "equity after haircuts: collateral at its price less haircuts (--explain lists each);",
           "excess = equity after haircuts - IM; MM / equity = maintenance margin / equity after",
           "haircuts; efficiency = gross notional / IM ('-': IM is 0). --json has every figure.")
 
 
+def _print_totals(console: Console, accounts: list[dict[str, Any]], listed: int) -> None:
+    """A large model's totals (USD sums, accounts liquidatable and in a margin call, as the
+    pool health counts them) above its table of the ``listed`` accounts nearest
+    liquidation."""
+    liquidatable = sum(acc["adjusted_equity"] < acc["maintenance_margin"] for acc in accounts)
+    in_call = sum(acc["maintenance_margin"] <= acc["adjusted_equity"] < acc["initial_margin"]
+                  for acc in accounts)
+    out = table("all accounts", "value")
+    out.add_row("accounts", f"{len(accounts):,}")
+    out.add_row("liquidatable (equity after haircuts below MM)", f"{liquidatable:,}")
+    out.add_row("in a margin call (below IM only)", f"{in_call:,}")
+    for label, key in (("equity after haircuts (USD)", "adjusted_equity"),
+                       ("initial margin (USD)", "initial_margin"),
+                       ("maintenance margin (USD)", "maintenance_margin"),
+                       ("gross notional (USD)", "gross_notional")):
+        out.add_row(label, f"{math.fsum(acc[key] for acc in accounts):,.0f}")
+    console.print(out)
+    console.print(Text(f"The {listed:,} nearest liquidation (highest MM / equity first; "
+                       f"--json lists all {len(accounts):,}):", style="bold"))
+
+
 def print_compare(document: dict[str, Any], console: Console | None = None) -> None:
     """Initial margin by model, then margin efficiency by model (two tables: side by side they
-    would not fit 100 columns)."""
+    would not fit 100 columns); the first ``LISTED_ACCOUNTS`` accounts of a larger book."""
     console = _console(console)
     models = list(document["models"])
-    accounts = document["accounts"]
-    heading(console, f"Initial margin in USD by model at {document['timestamp']}")
+    everyone = document["accounts"]
+    accounts = everyone[:LISTED_ACCOUNTS]
+    cut = ([f"The first {len(accounts):,} of {len(everyone):,} accounts (--json lists all)."]
+           if len(everyone) > len(accounts) else [])
+    heading(console, f"Initial margin in USD by model at {document['timestamp']}", *cut)
     fmt = amounts(acc["models"][m]["initial_margin"] for acc in accounts for m in models)
     out = table("account", *models)
     for acc in accounts:
