@@ -5,17 +5,20 @@ the batch pointed at the scheduler's address from a third folder with relative p
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from margin_engine.batch.book import Partition, write_partitioned_book
-from margin_engine.batch.run import BatchJob, margin_partition, read_results, run_batch
+from margin_engine.batch.run import BatchJob, WorkerLost, margin_partition, read_results, run_batch
 from margin_engine.core.errors import InputError
 from margin_engine.margin.config import RiskConfig
 from tests.unit.level_books import declared_instruments_document, level_market, random_level_book
@@ -25,35 +28,45 @@ DASK = Path(sys.executable).parent / "dask"
 START_SECONDS = 60.0
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A scheduler on a free loopback port and one worker process of two single-threaded
-    workers, started in folders of their own; its address."""
-    home = tmp_path_factory.mktemp("cluster")
+@contextmanager
+def running_cluster(home: Path, workers: int, env: dict[str, str] | None = None
+                    ) -> Iterator[str]:
+    """A scheduler on a free loopback port and one worker process of ``workers``
+    single-threaded workers, started in folders of their own under ``home`` (``env``: more
+    environment for the scheduler); its address."""
     address_file = home / "scheduler.json"
-    (home / "scheduler").mkdir()
+    (home / "scheduler").mkdir(parents=True)
     (home / "workers").mkdir()
     common = ["--no-dashboard"]
     scheduler = subprocess.Popen(
         [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0",
          "--scheduler-file", str(address_file), *common],
-        cwd=home / "scheduler", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers = None
+        cwd=home / "scheduler", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})})
+    process = None
     try:
         address = _address(address_file, scheduler)
-        workers = subprocess.Popen(
-            [str(DASK), "worker", address, "--nworkers", "2", "--nthreads", "1", *common],
-            cwd=home / "workers", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_workers(address, 2)
+        process = subprocess.Popen(
+            [str(DASK), "worker", address, "--nworkers", str(workers), "--nthreads", "1",
+             *common], cwd=home / "workers", stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        _wait_for_workers(address, workers)
         yield address
     finally:
-        for process in (workers, scheduler):
-            if process is not None:
-                process.terminate()
+        for running in (process, scheduler):
+            if running is not None:
+                running.terminate()
                 try:
-                    process.wait(timeout=20)
+                    running.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    process.kill()
+                    running.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Two workers, as a venue runs them."""
+    with running_cluster(tmp_path_factory.mktemp("cluster"), 2) as address:
+        yield address
 
 
 def _address(address_file: Path, scheduler: subprocess.Popen[bytes]) -> str:
@@ -130,9 +143,6 @@ def test_a_worker_killed_mid_batch_changes_nothing(cluster: str, tmp_path: Path)
     """kill -9 of a worker process once the first part is back (its nanny starts another):
     the parts it held are computed again elsewhere and the results are those of one process,
     every part whole."""
-    import os
-    import signal
-
     from distributed import Client
 
     folder = tmp_path / "book"
@@ -158,3 +168,34 @@ def test_a_worker_killed_mid_batch_changes_nothing(cluster: str, tmp_path: Path)
     for name in ("equity", "adjusted_equity", "initial_margin", "maintenance_margin"):
         np.testing.assert_array_equal(got.column(name).to_numpy(), want[name], err_msg=name)
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_a_partition_whose_workers_all_die_is_one_error(tmp_path: Path) -> None:
+    """Every worker that runs a partition dies (here: a scheduler that allows no failure, its
+    one worker killed while the batch runs; at a venue, a worker over its memory limit).
+    Before: Dask's KilledWorker reached the user as a traceback."""
+    folder = tmp_path / "book"
+    bound = random_level_book(6000, seed=43, asked_margins=False)  # parts that take a while
+    write_partitioned_book(bound.book, folder, 6, declared_instruments_document())
+    env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    with running_cluster(tmp_path / "cluster", 1, env) as address:
+        from distributed import Client
+
+        with Client(address, timeout=START_SECONDS) as client:
+            victim = next(iter(client.run(os.getpid).values()))
+
+        killed: list[int] = []
+
+        def kill(_: dict[str, object]) -> None:  # once the first part is back
+            if not killed:
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        with pytest.raises(WorkerLost) as raised:
+            run_batch(folder, level_market(), RiskConfig().to_dict(), scheduler=address,
+                      output=tmp_path / "out", progress=kill)
+    message = str(raised.value)
+    assert message.startswith("partition part-0000"), message
+    assert "the 1 worker that ran it died (the last tcp://127.0.0.1:" in message, message
+    assert "this run is not complete: run it again" in message
+    assert not (tmp_path / "out" / "_batch.json").exists()

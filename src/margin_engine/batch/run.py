@@ -43,7 +43,7 @@ from typing import Any
 
 from margin_engine.batch.book import Partition, declared_instruments, parquet_parts, partitions
 from margin_engine.batch.scheduler import SCHEDULER_TIMEOUT, check_scheduler, reach_scheduler
-from margin_engine.core.errors import InputError
+from margin_engine.core.errors import InputError, MarginEngineError
 from margin_engine.core.files import write_whole
 from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
 
@@ -329,6 +329,18 @@ def _remove_temporaries(out: Path, names: Iterable[str]) -> None:
                 leftover.unlink(missing_ok=True)
 
 
+class WorkerLost(MarginEngineError):
+    """Every worker that ran a partition died (killed for its memory, or crashed); the run
+    stops with no manifest, as if killed."""
+
+    def __init__(self, partition: str, tries: int, last_worker: str) -> None:
+        super().__init__(
+            f"partition {partition}: the {tries} worker{'s' if tries != 1 else ''} that ran it "
+            f"died (the last {last_worker}): killed for using more memory than a worker may "
+            "(split the book into smaller partitions, or give each worker more memory) or "
+            "crashed, as its log says; this run is not complete: run it again")
+
+
 def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,
              progress: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     import distributed
@@ -354,7 +366,12 @@ def _on_dask(parts: list[Partition], job: BatchJob, scheduler: str, workers: int
                                  pure=False) for part in parts]
         done = []
         for future in dask.as_completed(futures):
-            result = future.result()
+            try:
+                result = future.result()
+            except dask.KilledWorker as exc:
+                raise WorkerLost(str(exc.task).removeprefix("margin-"), exc.allowed_failures + 1,
+                                 str(getattr(exc.last_worker, "address", exc.last_worker))
+                                 ) from None
             done.append(result)
             future.release()
             if progress is not None:
