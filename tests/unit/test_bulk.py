@@ -88,3 +88,17 @@ def test_true_and_false_are_no_numbers(tmp_path: Path, where: str) -> None:
         read_bulk_book(positions, accounts)
     assert raised.value.field == field
     assert raised.value.value is True
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+@pytest.mark.parametrize("column", ["size", "entry_price"])
+def test_an_empty_number_cell_is_called_empty(tmp_path: Path, suffix: str, column: str) -> None:
+    """An empty cell of size or entry_price (a CSV ",," or a Parquet null). Before: it was
+    read as NaN and refused as 'got nan', a value the file does not hold."""
+    rows: list[tuple] = [POSITIONS[1], ("a1", "ETH-PERP", 2.0, 2100.0)]
+    rows[1] = (*rows[1][:2], None, 2100.0) if column == "size" else (*rows[1][:3], None)
+    with pytest.raises(InputError, match="this cell is empty") as raised:
+        read_bulk_book(write(tmp_path, suffix, rows))
+    assert raised.value.field == f"{column} (row 2)"
+    assert raised.value.account == "a1"
+    assert raised.value.value is None

@@ -101,6 +101,18 @@ def _numbers(table: Any, name: str, source: str, account_of: Callable[[int], str
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64), missing
 
 
+def _required_numbers(table: Any, name: str, source: str,
+                      account_of: Callable[[int], str]) -> np.ndarray:
+    """A numeric column with a number on every row: an empty cell is refused by its row (it
+    would otherwise read as NaN, reported as a NaN written out)."""
+    values, missing = _numbers(table, name, source, account_of)
+    if missing.any():
+        row = _first(missing)
+        raise InputError("a finite number on every row (this cell is empty)", source=source,
+                         account=account_of(row), field=f"{name} (row {row + 1})")
+    return values
+
+
 def _optional_numbers(table: Any, name: str, source: str,
                       account_of: Callable[[int], str]) -> np.ndarray | None:
     """An optional numeric column (None when absent, NaN where empty); NaN written out is
@@ -384,8 +396,8 @@ def _read_positions(positions_path: Path, accounts: Any, accounts_path: str | Pa
     def account_of(row: int) -> str:
         return str(account_values[int(account_codes[row])].as_py())
 
-    size, _ = _numbers(table, "size", source, account_of)
-    entry, _ = _numbers(table, "entry_price", source, account_of)
+    size = _required_numbers(table, "size", source, account_of)
+    entry = _required_numbers(table, "entry_price", source, account_of)
     margin = _optional_numbers(table, "margin", source, account_of)
     leverage = _optional_numbers(table, "leverage", source, account_of)
 
