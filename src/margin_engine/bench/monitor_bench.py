@@ -129,7 +129,10 @@ async def _paired(memory: Monitor, stored: Monitor, path: list[Tick],
     js = nc = topology = None
     if nats:
         run = uuid.uuid4().hex[:10]
-        topology = NatsTopology(stream=f"BENCH_PRICES_{run}", events=f"bench.{run}.events",
+        # subjects of its own too: JetStream gives a subject to one stream, and a monitor
+        # on this server may hold the default ones
+        topology = NatsTopology(stream=f"BENCH_PRICES_{run}", prices=f"bench.{run}.prices",
+                                events=f"bench.{run}.events",
                                 events_stream=f"BENCH_EVENTS_{run}")
         try:
             nc = await connect(nats)

@@ -182,15 +182,56 @@ def why_not_nats(server: str, failure: str) -> str:
 
 
 async def ensure_stream(js: Any, topology: NatsTopology) -> None:
-    """The price stream and the event stream, created if missing."""
-    from nats.js.errors import NotFoundError
+    """The price stream and the event stream, created if missing. InputError by ``--feed``
+    when a stream of that name holds no subject of ours (the monitor would wait on a stream
+    nothing of ours reaches), or when it is missing and cannot be created because other
+    streams already hold our subjects (JetStream gives a subject to one stream), naming
+    them."""
+    from nats.js.errors import BadRequestError, NotFoundError
 
-    for name, subjects in ((topology.stream, topology.price_subjects),
-                           (topology.events_stream, topology.event_subjects)):
+    for option, name, subjects in (("stream", topology.stream, topology.price_subjects),
+                                   ("events_stream", topology.events_stream,
+                                    topology.event_subjects)):
         try:
-            await js.stream_info(name)
+            info = await js.stream_info(name)
         except NotFoundError:
-            await js.add_stream(name=name, subjects=[subjects])
+            try:
+                await js.add_stream(name=name, subjects=[subjects])
+            except BadRequestError as exc:
+                holders = [f"{i.config.name} {i.config.subjects}"
+                           for i in await js.streams_info()
+                           if any(subjects_overlap(subjects, held)
+                                  for held in i.config.subjects or ())]
+                raise InputError(
+                    f"a stream for {subjects!r}: {name!r} does not exist and JetStream refused "
+                    f"to create it ({exc.description}; held by: {', '.join(holders) or '?'}): "
+                    f"name that stream with ?{option}=NAME, or other subjects with "
+                    f"?{'prices' if option == 'stream' else 'events'}=PREFIX",
+                    field="--feed", value=f"{option}={name}") from None
+            continue
+        held = list(info.config.subjects or ())
+        if not any(subjects_overlap(subjects, h) for h in held):
+            raise InputError(
+                f"a stream holding {subjects!r}: {name!r} holds {held}: give its subject "
+                f"prefix with ?{'prices' if option == 'stream' else 'events'}=PREFIX, or "
+                f"another stream with ?{option}=NAME", field="--feed",
+                value=f"{option}={name}")
+
+
+def subjects_overlap(a: str, b: str) -> bool:
+    """Whether two NATS subjects (``*``: one token, ``>``: one or more at the end) match a
+    subject in common."""
+    ta, tb = a.split("."), b.split(".")
+    for k in range(max(len(ta), len(tb))):
+        x = ta[k] if k < len(ta) else None
+        y = tb[k] if k < len(tb) else None
+        if x is None or y is None:
+            return False
+        if x == ">" or y == ">":
+            return True
+        if x != y and "*" not in (x, y):
+            return False
+    return True
 
 
 async def delete_stream(server: str, topology: NatsTopology) -> None:
