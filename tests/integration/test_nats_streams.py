@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,39 @@ def test_subjects_overlap(a: str, b: str, overlap: bool) -> None:
 
     assert subjects_overlap(a, b) is overlap
     assert subjects_overlap(b, a) is overlap
+
+
+def test_a_server_without_jetstream_is_one_error(tmp_path: Path) -> None:
+    """A NATS server started without -js (plain NATS, a mistake easily made): before, a
+    traceback (ServiceUnavailableError)."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not Path(binary).exists():
+        message = "!!! nats-server is not installed: cannot start one without JetStream"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10.0
+        while True:
+            with socket.socket() as attempt:
+                if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "nats-server did not start"
+            time.sleep(0.05)
+        with pytest.raises(InputError, match="a NATS server with JetStream enabled") as raised:
+            _ensure(f"nats://127.0.0.1:{port}", NatsTopology())
+        assert raised.value.field == "--feed"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

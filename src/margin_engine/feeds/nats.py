@@ -187,13 +187,18 @@ async def ensure_stream(js: Any, topology: NatsTopology) -> None:
     nothing of ours reaches), or when it is missing and cannot be created because other
     streams already hold our subjects (JetStream gives a subject to one stream), naming
     them."""
-    from nats.js.errors import BadRequestError, NotFoundError
+    from nats.errors import NoRespondersError
+    from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
     for option, name, subjects in (("stream", topology.stream, topology.price_subjects),
                                    ("events_stream", topology.events_stream,
                                     topology.event_subjects)):
         try:
             info = await js.stream_info(name)
+        except (ServiceUnavailableError, NoRespondersError):
+            raise InputError("a NATS server with JetStream enabled (nats-server -js): this one "
+                             "answers, but not to JetStream's requests", field="--feed",
+                             value=f"{option}={name}") from None
         except NotFoundError:
             try:
                 await js.add_stream(name=name, subjects=[subjects])
