@@ -203,3 +203,48 @@ def test_serve_refuses_a_model_it_cannot_run(tmp_path: Path) -> None:
                                  f"sqlite:{tmp_path / 's.db'}"])
     assert result.exit_code == 2
     assert "--model" in result.output
+
+
+def test_serve_on_a_port_in_use_is_one_error_by_the_option(tmp_path: Path) -> None:
+    """Before: uvicorn started, logged '[Errno 98] ... address already in use' among its
+    start-up lines and exited with code 3."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = runner.invoke(cli, ["serve", "--port", str(port), "--store",
+                                     f"sqlite:{tmp_path / 's.db'}"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        f"margin-engine: error: field '--port': got {port}, expected an address this server "
+        f"can listen on (port {port} on 127.0.0.1 is in use by another program)"), result.output
+    assert not (tmp_path / "s.db").exists()  # nothing created
+
+
+def test_serve_on_an_address_of_another_machine_names_the_host(tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["serve", "--host", "192.0.2.1", "--store",
+                                 f"sqlite:{tmp_path / 's.db'}"])
+    assert result.exit_code == 2, result.output
+    assert "field '--host': got '192.0.2.1'" in result.output
+    assert "192.0.2.1 is not an address of this machine" in result.output
+
+
+def test_serve_says_when_its_store_is_new(tmp_path: Path) -> None:
+    """A store path that does not exist (a typo, or a first start) is served as a new,
+    empty store: said on stderr before the server starts (before: nothing said)."""
+    import subprocess
+    import sys
+
+    store = f"sqlite:{tmp_path / 'typo.db'}"
+    command = Path(sys.executable).parent / "margin-engine"
+    server = subprocess.Popen([str(command), "serve", "--port", "0", "--store", store],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert first.startswith(f"note: {tmp_path / 'typo.db'} did not exist: serving a new, "
+                            "empty store"), first
+    assert f"keys create --store {store}" in first

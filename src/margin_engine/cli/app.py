@@ -1195,11 +1195,22 @@ def serve(
     def body() -> None:
         from margin_engine.app.compute import ModelChoice, model_choice
         from margin_engine.core.errors import InputError
+        from margin_engine.core.net import listen_problem
         from margin_engine.service.server import serve as run_server
         from margin_engine.service.settings import ServiceSettings
 
+        problem = listen_problem(host, port)
+        if problem is not None:
+            option, reason = problem
+            raise InputError(f"an address this server can listen on ({reason})",
+                             field=option, value=host if option == "--host" else port)
         if store.startswith("sqlite:"):
-            Path(store[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(store[len("sqlite:"):])
+            if not path.exists():
+                typer.echo(f"note: {path} did not exist: serving a new, empty store (no "
+                           "accounts, no API keys: `margin-engine keys create --store "
+                           f"{store}`)", err=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         choice = model_choice(model, field="--model")
         if choice is ModelChoice.VAR:
             raise InputError("a model that needs no price history (the service has none for "

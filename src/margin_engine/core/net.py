@@ -42,3 +42,29 @@ def shown(data: bytes, most: int = 24) -> str:
     """The first ``most`` bytes of ``data`` for a message: printable ASCII as text, the rest
     escaped."""
     return repr(data[:most])[2:-1] + ("..." if len(data) > most else "")
+
+
+def listen_problem(host: str, port: int) -> tuple[str, str] | None:
+    """Why a server could not listen on host:port, as (the option at fault, ``--host`` or
+    ``--port``; the reason), or None when it can (port 0: any free port). Bound the way the
+    server binds (SO_REUSEADDR: a port in TIME_WAIT is free) and released at once."""
+    import errno
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        return "--host", f"the host {host!r} is not known: {exc.strerror}"
+    with socket.socket(family, kind, proto) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "--port", f"port {port} on {host} is in use by another program"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return "--host", f"{host} is not an address of this machine"
+            if exc.errno == errno.EACCES:
+                return "--port", f"port {port} needs privileges this user does not have"
+            return "--port", f"{host}:{port}: {exc.strerror or exc}"
+    return None
