@@ -603,3 +603,30 @@ def test_a_changed_part_or_a_broken_manifest_is_refused(book_folder: Path,
               scheduler="none")
     assert len(read_results(out)) == 600
     assert (out / ".notes.tmp").read_text() == "a file of the user's"
+
+
+def test_a_folder_of_other_files_is_not_taken_for_an_output(book_folder: Path,
+                                                           tmp_path: Path) -> None:
+    """A non-empty folder that was never a batch's output (a project or home folder given by
+    mistake). Before: the run wrote its parts, manifest and lock among the folder's files."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "README.md").write_text("a project")
+    before = sorted(p.name for p in project.iterdir())
+    (tmp_path / "market.json").write_text(json.dumps(level_market()))
+    out = CliRunner().invoke(app, ["batch", "--book", str(book_folder), "--market",
+                                   str(tmp_path / "market.json"), "--scheduler", "none",
+                                   "--output", str(project)])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith(f"margin-engine: error: field '--output': got '{project}', "
+                                 "expected an empty output folder or one of this book's runs "
+                                 "(it holds README.md, src and no _batch.json or _batch.lock"), \
+        out.output
+    assert sorted(p.name for p in project.iterdir()) == before  # nothing written there
+    # a batch's own output keeps the user's files beside its results, as before
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+              scheduler="none")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+              scheduler="none")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"

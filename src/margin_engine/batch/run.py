@@ -197,7 +197,7 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     wanted = None if only is None else set(only)
     parts = every if wanted is None else [p for p in every if p.name in wanted]
     out = Path(output).absolute()
-    with _claim_output(out, book):  # until the manifest is written
+    with _claim_output(out, book, every):  # until the manifest is written
         _prepare_output(out, every)
         job = BatchJob(market=market, config=config, model=model,
                        instruments=declared_instruments(book), output=str(out))
@@ -272,7 +272,7 @@ def _refuse_shared_accounts(done: list[dict[str, Any]], parts: Mapping[str, Part
 
 
 @contextmanager
-def _claim_output(out: Path, book: Path) -> Iterator[None]:
+def _claim_output(out: Path, book: Path, every: list[Partition]) -> Iterator[None]:
     """This run's hold on the output folder: refused inside the book (results would be
     written over its parts) or where a file is; created; then an exclusive lock on
     ``OUTPUT/_batch.lock`` while the block runs (released when it ends or the process dies),
@@ -287,6 +287,7 @@ def _claim_output(out: Path, book: Path) -> Iterator[None]:
     if out.exists() and not out.is_dir():
         raise InputError("an output folder (a file of that name is there)", field="--output",
                          value=str(out))
+    _refuse_other_folder(out, every)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -303,6 +304,24 @@ def _claim_output(out: Path, book: Path) -> Iterator[None]:
             logging.getLogger(__name__).warning("%s: no lock (%s); another batch into this "
                                                 "folder would not be refused", out, exc)
         yield
+
+
+def _refuse_other_folder(out: Path, every: list[Partition], shown: int = 3) -> None:
+    """Refuse a folder that holds something besides the folders this book's results go in
+    (``every``'s partition folders, made or linked there beforehand) and was never a batch's
+    output (no ``LOCK``, no ``MANIFEST``): a home or project folder given by mistake would
+    get result parts, a manifest and a lock file among its own files. A batch's output may
+    hold files of the user's besides (they are left alone)."""
+    if not out.is_dir() or (out / LOCK).exists() or (out / MANIFEST).exists():
+        return
+    tops = {PurePosixPath(p.name).parts[0] for p in every if len(PurePosixPath(p.name).parts) > 1}
+    with os.scandir(out) as entries:
+        others = sorted(e.name for e in entries if not (e.name in tops and e.is_dir()))
+    if others:
+        listed = ", ".join(others[:shown]) + (", ..." if len(others) > shown else "")
+        raise InputError(f"an empty output folder or one of this book's runs (it holds "
+                         f"{listed} and no {MANIFEST} or {LOCK} of a batch)", field="--output",
+                         value=str(out))
 
 
 def _prepare_output(out: Path, every: list[Partition]) -> None:
