@@ -623,6 +623,12 @@ def test_a_folder_of_other_files_is_not_taken_for_an_output(book_folder: Path,
                                  "(it holds README.md, src and no _batch.json or _batch.lock"), \
         out.output
     assert sorted(p.name for p in project.iterdir()) == before  # nothing written there
+    kept = tmp_path / "kept"  # a folder kept in version control: its hidden files are no bar
+    kept.mkdir()
+    (kept / ".gitkeep").write_text("")
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=kept,
+              scheduler="none")
+    assert len(read_results(kept)) == 600
     # a batch's own output keeps the user's files beside its results, as before
     run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
               scheduler="none")

@@ -308,15 +308,16 @@ def _claim_output(out: Path, book: Path, every: list[Partition]) -> Iterator[Non
 
 def _refuse_other_folder(out: Path, every: list[Partition], shown: int = 3) -> None:
     """Refuse a folder that holds something besides the folders this book's results go in
-    (``every``'s partition folders, made or linked there beforehand) and was never a batch's
-    output (no ``LOCK``, no ``MANIFEST``): a home or project folder given by mistake would
-    get result parts, a manifest and a lock file among its own files. A batch's output may
-    hold files of the user's besides (they are left alone)."""
+    (``every``'s partition folders, made or linked there beforehand) and hidden files, and
+    was never a batch's output (no ``LOCK``, no ``MANIFEST``): a home or project folder given
+    by mistake would get result parts, a manifest and a lock file among its own files. A
+    batch's output may hold files of the user's besides (they are left alone)."""
     if not out.is_dir() or (out / LOCK).exists() or (out / MANIFEST).exists():
         return
     tops = {PurePosixPath(p.name).parts[0] for p in every if len(PurePosixPath(p.name).parts) > 1}
     with os.scandir(out) as entries:
-        others = sorted(e.name for e in entries if not (e.name in tops and e.is_dir()))
+        others = sorted(e.name for e in entries if not (e.name in tops and e.is_dir())
+                        and not e.name.startswith("."))  # (.gitkeep, a writer's temporaries)
     if others:
         listed = ", ".join(others[:shown]) + (", ..." if len(others) > shown else "")
         raise InputError(f"an empty output folder or one of this book's runs (it holds "
