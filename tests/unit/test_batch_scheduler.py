@@ -88,3 +88,15 @@ def test_the_cli_says_so_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
     assert "memory" not in out.output
     assert "Traceback" not in out.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_ipv6_address_is_written_in_brackets() -> None:
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with probe:
+        port = probe.getsockname()[1]
+        message, _ = refused(f"tcp://[::1]:{port}")
+    assert f"nothing listens at [::1]:{port}: connection refused" in message, message

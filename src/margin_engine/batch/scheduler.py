@@ -17,7 +17,7 @@ import asyncio
 from typing import Any
 
 from margin_engine.core.errors import InputError
-from margin_engine.core.net import Unreachable, tcp_connect
+from margin_engine.core.net import Unreachable, address, tcp_connect
 
 SCHEDULER_TIMEOUT = 10.0  # seconds to connect to a scheduler and hear it answer
 FIELD = "--scheduler"
@@ -54,7 +54,7 @@ def reach_scheduler(scheduler: str, timeout: float = SCHEDULER_TIMEOUT) -> None:
     nothing listening, a host that does not answer, a server of another protocol, a Dask
     worker."""
     host, port = host_port(scheduler)
-    where = f"{host}:{port}"
+    where = address(host, port)
     try:
         tcp_connect(host, port, timeout).close()
     except Unreachable as exc:

@@ -10,10 +10,15 @@ class Unreachable(Exception):
     """No TCP connection to the address; ``str()`` says why."""
 
 
+def address(host: str, port: int) -> str:
+    """host:port as written in a URL (an IPv6 host in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection to host:port (the caller closes it), or Unreachable saying why: an
     unknown host, nothing listening, no answer within ``timeout`` seconds, another error."""
-    where = f"{host}:{port}"
+    where = address(host, port)
     try:
         return socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror as exc:
@@ -51,14 +56,14 @@ def listen_problem(host: str, port: int) -> tuple[str, str] | None:
     import errno
 
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as exc:
         return "--host", f"the host {host!r} is not known: {exc.strerror}"
     with socket.socket(family, kind, proto) as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            listener.bind(address)
+            listener.bind(sockaddr)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return "--port", f"port {port} on {host} is in use by another program"
@@ -66,5 +71,5 @@ def listen_problem(host: str, port: int) -> tuple[str, str] | None:
                 return "--host", f"{host} is not an address of this machine"
             if exc.errno == errno.EACCES:
                 return "--port", f"port {port} needs privileges this user does not have"
-            return "--port", f"{host}:{port}: {exc.strerror or exc}"
+            return "--port", f"{address(host, port)}: {exc.strerror or exc}"
     return None

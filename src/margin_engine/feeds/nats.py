@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from margin_engine.core.errors import InputError, MarginEngineError
-from margin_engine.core.net import Unreachable, first_bytes, shown
+from margin_engine.core.net import Unreachable, address, first_bytes, shown
 from margin_engine.store.base import OUTBOX, Event, EventKind, Repository, Tick
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -169,16 +169,17 @@ def why_not_nats(server: str, failure: str) -> str:
     TLS)."""
     parts = urlsplit(server)
     host, port = parts.hostname or "", parts.port or 4222
+    where = address(host, port)
     try:
         greeting = first_bytes(host, port, GREETING_SECONDS)
     except Unreachable as exc:
         return str(exc)
     if greeting.startswith(b"INFO "):
-        return f"a NATS server answers at {host}:{port}, but the connection failed: {failure}"
+        return f"a NATS server answers at {where}, but the connection failed: {failure}"
     if not greeting:
-        return (f"the server at {host}:{port} sent no NATS greeting in {GREETING_SECONDS:g} "
-                "s: another kind of server?")
-    return f"the server at {host}:{port} is not a NATS server: it greets with '{shown(greeting)}'"
+        return (f"the server at {where} sent no NATS greeting in {GREETING_SECONDS:g} s: "
+                "another kind of server?")
+    return f"the server at {where} is not a NATS server: it greets with '{shown(greeting)}'"
 
 
 async def ensure_stream(js: Any, topology: NatsTopology) -> None:
