@@ -324,7 +324,8 @@ def bench(
     instruments: Annotated[int, typer.Option("--instruments", min=100,
                                              help="Distinct instruments listed.")] = 2400,
     baseline_positions: Annotated[int, typer.Option(
-        "--baseline-positions", help="Positions priced by the naive baseline.")] = 20_000,
+        "--baseline-positions", min=1, help="Positions priced by the naive baseline (whole "
+        "accounts: at least one).")] = 20_000,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed of the book.")] = 1,
     model: Annotated[str, typer.Option(
         "--model", help="portfolio (with the naive baseline), sensitivity, var, monitor "
