@@ -261,7 +261,7 @@ def test_a_negative_seed_is_refused_by_the_option(command: list[str]) -> None:
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_a_baseline_of_no_positions_is_refused_by_the_option(value: str) -> None:
     """Before: 0 or a negative number of positions priced ten (one account's) without a word."""
-    out = runner.invoke(app, ["bench", "--baseline-positions", value])
+    out = runner.invoke(app, ["bench", "--baseline-positions", value], env={"COLUMNS": "200"})
     assert out.exit_code == 2, out.output
     assert "--baseline-positions" in out.output
     assert "greater than or equal to 1" in out.output
