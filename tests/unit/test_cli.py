@@ -275,3 +275,38 @@ def test_a_monitor_population_of_no_accounts_is_refused_by_the_option(population
     assert out.exit_code == 2, out.output
     assert "--population" in out.output
     assert "greater than or equal to 1" in out.output
+
+
+@pytest.mark.parametrize(("command", "option", "value", "says"), [
+    ("liquidate", "--insurance-fund", "1e308", "of magnitude <= 1e+15"),
+    ("liquidate", "--latency-seconds", "inf", "a finite number >= 0"),
+    ("liquidate", "--penalty-rate", "inf", "a finite number >= 0 <= 1"),
+    ("liquidate", "--penalty-rate", "5", "a finite number >= 0 <= 1"),
+    ("cascade", "--insurance-fund", "1e308", "of magnitude <= 1e+15"),
+    ("cascade", "--penalty-rate", "1.5", "a finite number >= 0 <= 1"),
+    ("crashes", "--latency-seconds", "1e308", "of magnitude <= 1e+15"),
+])
+def test_liquidation_settings_given_as_options_are_checked_as_in_the_configuration(
+        tmp_path: Path, command: str, option: str, value: str, says: str) -> None:
+    """typer's min=0 let inf and 1e308 through, where the risk configuration refuses them.
+    Before: an insurance fund of 1e308 was a decimal.InvalidOperation traceback from the
+    ledger; an infinite latency, or a penalty of 500 % of the closed notional, ran."""
+    from tests.conftest import account, market_doc, portfolio_doc
+
+    portfolio, market = tmp_path / "p.json", tmp_path / "m.json"
+    portfolio.write_text(json.dumps(portfolio_doc(
+        account("a", [("BTC-PERP", 1, 50000)], {"USDC": 10000}, mode="cross"))))
+    market.write_text(json.dumps(market_doc()))
+    path = tmp_path / "btc.csv"
+    path.write_text("date,open,high,low,close,volume\n2025-06-01 00:00:00+00:00,1,1,1,50000,1\n"
+                    "2025-06-01 00:05:00+00:00,1,1,1,49000,1\n")
+    args = {"liquidate": ["liquidate", str(portfolio), "--market", str(market), "--path",
+                          f"BTC={path}"],
+            "cascade": ["simulate", "cascade", "--shock", "usdc-2023", "--population", "50",
+                        "--output", str(tmp_path / "out")],
+            "crashes": ["simulate", "crashes", "--accounts", "10"]}[command]
+    out = runner.invoke(app, [*args, option, value], env={"COLUMNS": "200"})
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith(f"margin-engine: error: field '{option}': got "), out.output
+    assert says in out.output
+    assert "Traceback" not in out.output

@@ -38,6 +38,15 @@ def test_bad_values_are_refused() -> None:
             {"up_to": 5e6, "initial_rate": 0.02}, {"up_to": 1e6, "initial_rate": 0.04}]}})
 
 
+def test_a_penalty_above_the_closed_notional_is_refused() -> None:
+    """Before: a penalty rate of 5 (500 % of the closed notional) was taken."""
+    with pytest.raises(ConfigError,
+                       match=r"a fraction of the closed notional in \[0, 1\]") as caught:
+        RiskConfig.from_dict({"liquidation": {"penalty_rate": 5}})
+    assert caught.value.field == "liquidation.penalty_rate"
+    assert RiskConfig.from_dict({"liquidation": {"penalty_rate": 1}}).liquidation.penalty_rate == 1
+
+
 def test_overrides_change_the_margin(tmp_path: Path) -> None:
     config = RiskConfig.from_dict({
         "isolated": {"tiers_by_underlying": {"BTC": [{"up_to": "inf", "initial_rate": 0.05}]}},

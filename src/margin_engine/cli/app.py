@@ -91,6 +91,17 @@ def _model_data(params: Path | None, history: list[str] | None, dvol: list[str] 
                      confidence=confidence, mpor_days=mpor_days)
 
 
+def checked_flag(value: float | None, option: str, maximum: float | None = None
+                 ) -> float | None:
+    """A number option as the risk configuration takes the same setting: finite, >= 0, of
+    magnitude <= MAX_MAGNITUDE (and <= ``maximum``); InputError naming the option (typer's
+    own ``min`` lets inf and 1e308 through)."""
+    from margin_engine.core.numbers import parse_float
+
+    return None if value is None else parse_float(value, field=option, minimum=0.0,
+                                                  maximum=maximum)
+
+
 def _guarded(action: Callable[[], _R]) -> _R:
     """Run a command body; engine errors become one line on stderr and exit code 2."""
     from margin_engine.core.errors import MarginEngineError
@@ -683,12 +694,15 @@ def liquidate(
         from dataclasses import replace
 
         from margin_engine.cli.loading import load_config
+        from margin_engine.margin.config import PENALTY_RATE_MAX
 
         risk = load_config(config)
         settings = risk.liquidation
-        overrides: dict[str, Any] = {"latency_seconds": latency_seconds,
-                                     "insurance_fund": insurance_fund,
-                                     "penalty_rate": penalty_rate, "shortfall": shortfall}
+        overrides: dict[str, Any] = {
+            "latency_seconds": checked_flag(latency_seconds, "--latency-seconds"),
+            "insurance_fund": checked_flag(insurance_fund, "--insurance-fund"),
+            "penalty_rate": checked_flag(penalty_rate, "--penalty-rate", PENALTY_RATE_MAX),
+            "shortfall": shortfall}
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         if breaker is not None:
             settings = replace(settings, breaker=replace(settings.breaker,
@@ -1070,10 +1084,13 @@ def simulate_crashes(
 
     def body() -> None:
         from margin_engine.liquidation.studies import crash_replays, depeg_study
+        from margin_engine.margin.config import PENALTY_RATE_MAX
 
-        crashes = crash_replays(data, accounts=accounts, seed=seed,
-                                latency_seconds=latency_seconds, insurance_fund=insurance_fund,
-                                penalty_rate=penalty_rate)
+        crashes = crash_replays(
+            data, accounts=accounts, seed=seed,
+            latency_seconds=checked_flag(latency_seconds, "--latency-seconds") or 0.0,
+            insurance_fund=checked_flag(insurance_fund, "--insurance-fund") or 0.0,
+            penalty_rate=checked_flag(penalty_rate, "--penalty-rate", PENALTY_RATE_MAX) or 0.0)
         depeg = depeg_study(data, accounts=accounts, seed=seed)
         if as_json:
             _emit_json({"crashes": crashes, "usdc_depeg": depeg})
@@ -1135,6 +1152,7 @@ def simulate_cascade(
         from margin_engine.liquidation.cascade_study import parse_modes, run_study
         from margin_engine.liquidation.impact import DEFAULT_DEPTH, ImpactConfig, ImpactLaw
         from margin_engine.liquidation.venue_population import CollateralSizing
+        from margin_engine.margin.config import PENALTY_RATE_MAX
 
         laws = {law.value: law for law in ImpactLaw}
         if impact not in laws:
@@ -1152,7 +1170,8 @@ def simulate_cascade(
                                                  strictly_positive=True)
         settings = CascadeConfig(
             max_rounds=max_rounds, impact=ImpactConfig(law=laws[impact], depth_usd=depths),
-            penalty_rate=penalty_rate, shortfall=shortfall, insurance_fund=insurance_fund,
+            penalty_rate=checked_flag(penalty_rate, "--penalty-rate", PENALTY_RATE_MAX) or 0.0,
+            shortfall=shortfall, insurance_fund=checked_flag(insurance_fund, "--insurance-fund"),
             collateral_sales=collateral_sales)
         chosen = parse_modes(modes)
         console = make_console(stderr=True)

@@ -180,6 +180,9 @@ class BreakerConfig:
     off_threshold: float = 1.01  # the breaker reports off once the multiplier decays below this
 
 
+PENALTY_RATE_MAX = 1.0  # a penalty of the whole closed notional: no venue charges more
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LiquidationConfig:
     penalty_rate: float = 0.01  # of the closed notional, to the insurance fund
@@ -540,6 +543,9 @@ def _liquidation(data: Any) -> LiquidationConfig:
                                  value=value)
     numbers: LiquidationConfig = _scalars(raw, LiquidationConfig, "liquidation",
                                           LiquidationConfig())
+    if numbers.penalty_rate > PENALTY_RATE_MAX:
+        raise InputError(f"a fraction of the closed notional in [0, {PENALTY_RATE_MAX:g}]",
+                         field="liquidation.penalty_rate", value=numbers.penalty_rate)
     return replace(numbers, breaker=breaker, **texts)
 
 
