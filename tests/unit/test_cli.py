@@ -310,3 +310,30 @@ def test_liquidation_settings_given_as_options_are_checked_as_in_the_configurati
     assert out.output.startswith(f"margin-engine: error: field '{option}': got "), out.output
     assert says in out.output
     assert "Traceback" not in out.output
+
+
+@pytest.mark.parametrize(("args", "option", "value"), [
+    (["monitor", "--population", "5"], "--speed", "nan"),
+    (["monitor", "--population", "5"], "--speed", "-1"),
+    (["monitor", "--population", "5"], "--idle-seconds", "-1"),
+    (["monitor", "--population", "5"], "--max-outage", "inf"),
+    (["keys", "create", "--scope", "read"], "--rate", "inf"),
+    (["keys", "create", "--scope", "read"], "--burst", "inf"),
+    # (an address not this machine's: were the number taken, serve would stop there, not run)
+    (["serve", "--host", "192.0.2.1"], "--rate", "inf"),
+    (["serve", "--host", "192.0.2.1"], "--burst", "1e308"),
+])
+def test_numbers_typer_lets_through_are_refused_by_the_option(
+        tmp_path: Path, args: list[str], option: str, value: str) -> None:
+    """nan, inf, 1e308 and negative numbers where typer checked nothing or only a minimum.
+    Before: a key created with --rate inf made `keys list --json` fail with a traceback (no
+    JSON for an infinite number); a replay speed of nan or -1 ran; --max-outage inf was a
+    reconnect count of infinity."""
+    store = ["--store", f"sqlite:{tmp_path / 's.db'}"]
+    feed = ["--feed", "file:BTC=unused.csv"] if args[0] == "monitor" else []
+    out = runner.invoke(app, [*args, *store, *feed, option, value], env={"COLUMNS": "200"})
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith(f"margin-engine: error: field '{option}': got "), out.output
+    assert "expected a finite number" in out.output
+    listed = runner.invoke(app, ["keys", "list", *store, "--json"])
+    assert "Traceback" not in listed.output

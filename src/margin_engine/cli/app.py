@@ -948,7 +948,7 @@ def monitor(
     model: Annotated[str, typer.Option("--model")] = "account",
     speed: Annotated[float, typer.Option("--speed", help="File replay speed (0: as fast as "
                                          "possible).")] = 0.0,
-    max_ticks: Annotated[int | None, typer.Option("--max-ticks")] = None,
+    max_ticks: Annotated[int | None, typer.Option("--max-ticks", min=1)] = None,
     idle_seconds: Annotated[float, typer.Option("--idle-seconds", help="NATS: stop after "
                                                 "this long without ticks.")] = 5.0,
     max_outage: Annotated[float, typer.Option(
@@ -963,6 +963,9 @@ def monitor(
         from margin_engine.cli.loading import load_config
         from margin_engine.engine.run import run_monitor
 
+        for value, option in ((speed, "--speed"), (idle_seconds, "--idle-seconds"),
+                              (max_outage, "--max-outage")):
+            checked_flag(value, option)  # finite, >= 0: typer lets nan, inf and -1 through
         if store.startswith("sqlite:"):
             Path(store[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
         result = run_monitor(feed=feed, store_spec=store, book=book, population=population,
@@ -1219,6 +1222,8 @@ def serve(
         from margin_engine.service.server import serve as run_server
         from margin_engine.service.settings import ServiceSettings
 
+        checked_flag(rate, "--rate")  # finite (typer's min lets inf through)
+        checked_flag(burst, "--burst")
         problem = listen_problem(host, port)
         if problem is not None:
             option, reason = problem

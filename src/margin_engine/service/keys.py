@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from margin_engine.core.errors import InputError
+from margin_engine.core.numbers import parse_float
 from margin_engine.store.base import Event, EventKind
 from margin_engine.store.service import AUDIT_TICK, KeyRow, ServiceRepository
 
@@ -91,8 +92,8 @@ def create_key(store: ServiceRepository, *, scopes: frozenset[Scope], account: s
         raise InputError("an account id of 1-64 letters, digits or . _ : @ -",
                          field="--account", value=account)
     for name, value in (("--rate", rate_per_second), ("--burst", burst)):
-        if value is not None and not value > 0:
-            raise InputError("a number > 0", field=name, value=value)
+        if value is not None:  # finite: an infinite rate broke `keys list --json`
+            parse_float(value, field=name, strictly_positive=True)
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_bytes(16)
