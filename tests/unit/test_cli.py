@@ -317,6 +317,8 @@ def test_liquidation_settings_given_as_options_are_checked_as_in_the_configurati
     (["monitor", "--population", "5"], "--speed", "-1"),
     (["monitor", "--population", "5"], "--idle-seconds", "-1"),
     (["monitor", "--population", "5"], "--max-outage", "inf"),
+    (["market", "from-deribit", "chain.csv"], "--min-days", "nan"),
+    (["market", "from-deribit", "chain.csv"], "--vega-cut", "-1"),
     (["keys", "create", "--scope", "read"], "--rate", "inf"),
     (["keys", "create", "--scope", "read"], "--burst", "inf"),
     # (an address not this machine's: were the number taken, serve would stop there, not run)
@@ -328,12 +330,16 @@ def test_numbers_typer_lets_through_are_refused_by_the_option(
     """nan, inf, 1e308 and negative numbers where typer checked nothing or only a minimum.
     Before: a key created with --rate inf made `keys list --json` fail with a traceback (no
     JSON for an infinite number); a replay speed of nan or -1 ran; --max-outage inf was a
-    reconnect count of infinity."""
-    store = ["--store", f"sqlite:{tmp_path / 's.db'}"]
+    reconnect count of infinity; --min-days nan skipped nothing without a word."""
+    market = args[0] == "market"
+    store = [] if market else ["--store", f"sqlite:{tmp_path / 's.db'}"]
     feed = ["--feed", "file:BTC=unused.csv"] if args[0] == "monitor" else []
+    args = [str(tmp_path / a) if a.endswith(".csv") else a for a in args]
+    (tmp_path / "chain.csv").write_text("instrument_name,mark_iv\n")  # (never read)
     out = runner.invoke(app, [*args, *store, *feed, option, value], env={"COLUMNS": "200"})
     assert out.exit_code == 2, out.output
     assert out.output.startswith(f"margin-engine: error: field '{option}': got "), out.output
     assert "expected a finite number" in out.output
-    listed = runner.invoke(app, ["keys", "list", *store, "--json"])
-    assert "Traceback" not in listed.output
+    if not market:
+        listed = runner.invoke(app, ["keys", "list", *store, "--json"])
+        assert "Traceback" not in listed.output

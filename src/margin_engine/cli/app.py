@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, overload
 
 import typer
 
@@ -91,11 +91,16 @@ def _model_data(params: Path | None, history: list[str] | None, dvol: list[str] 
                      confidence=confidence, mpor_days=mpor_days)
 
 
+@overload
+def checked_flag(value: float, option: str, maximum: float | None = None) -> float: ...
+@overload
+def checked_flag(value: float | None, option: str, maximum: float | None = None
+                 ) -> float | None: ...
 def checked_flag(value: float | None, option: str, maximum: float | None = None
                  ) -> float | None:
-    """A number option as the risk configuration takes the same setting: finite, >= 0, of
-    magnitude <= MAX_MAGNITUDE (and <= ``maximum``); InputError naming the option (typer's
-    own ``min`` lets inf and 1e308 through)."""
+    """A number option checked as the risk configuration checks its numbers: finite, >= 0,
+    of magnitude <= MAX_MAGNITUDE (and <= ``maximum``); InputError naming the option (typer
+    checks at most a minimum, and lets nan, inf and 1e308 through)."""
     from margin_engine.core.numbers import parse_float
 
     return None if value is None else parse_float(value, field=option, minimum=0.0,
@@ -557,9 +562,9 @@ def market_from_deribit(
         from margin_engine.vol.commands import fit_files_with_rows, fit_report, print_fit_report
         from margin_engine.vol.market_builder import market_document
 
-        fits, rows, at_ns = fit_files_with_rows(files, at=at, weighting=weighting,
-                                                min_days=min_days, vega_cut=vega_cut,
-                                                repair=repair)
+        fits, rows, at_ns = fit_files_with_rows(
+            files, at=at, weighting=weighting, min_days=checked_flag(min_days, "--min-days"),
+            vega_cut=checked_flag(vega_cut, "--vega-cut"), repair=repair)
         document = market_document(fits, at_ns)
         print_fit_report(fits, rows)
         text = json.dumps(document, indent=2) + "\n"
@@ -1091,9 +1096,9 @@ def simulate_crashes(
 
         crashes = crash_replays(
             data, accounts=accounts, seed=seed,
-            latency_seconds=checked_flag(latency_seconds, "--latency-seconds") or 0.0,
-            insurance_fund=checked_flag(insurance_fund, "--insurance-fund") or 0.0,
-            penalty_rate=checked_flag(penalty_rate, "--penalty-rate", PENALTY_RATE_MAX) or 0.0)
+            latency_seconds=checked_flag(latency_seconds, "--latency-seconds"),
+            insurance_fund=checked_flag(insurance_fund, "--insurance-fund"),
+            penalty_rate=checked_flag(penalty_rate, "--penalty-rate", PENALTY_RATE_MAX))
         depeg = depeg_study(data, accounts=accounts, seed=seed)
         if as_json:
             _emit_json({"crashes": crashes, "usdc_depeg": depeg})
@@ -1173,7 +1178,7 @@ def simulate_cascade(
                                                  strictly_positive=True)
         settings = CascadeConfig(
             max_rounds=max_rounds, impact=ImpactConfig(law=laws[impact], depth_usd=depths),
-            penalty_rate=checked_flag(penalty_rate, "--penalty-rate", PENALTY_RATE_MAX) or 0.0,
+            penalty_rate=checked_flag(penalty_rate, "--penalty-rate", PENALTY_RATE_MAX),
             shortfall=shortfall, insurance_fund=checked_flag(insurance_fund, "--insurance-fund"),
             collateral_sales=collateral_sales)
         chosen = parse_modes(modes)
