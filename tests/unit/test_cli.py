@@ -277,6 +277,26 @@ def test_a_monitor_population_of_no_accounts_is_refused_by_the_option(population
     assert "greater than or equal to 1" in out.output
 
 
+def test_a_replay_that_ends_before_it_starts_names_the_end(tmp_path: Path) -> None:
+    """Before: 'expected price paths with at least two common timestamps', about the file."""
+    from tests.conftest import account, market_doc, portfolio_doc
+
+    portfolio, market = tmp_path / "p.json", tmp_path / "m.json"
+    portfolio.write_text(json.dumps(portfolio_doc(
+        account("a", [("BTC-PERP", 1, 50000)], {"USDC": 10000}, mode="cross"))))
+    market.write_text(json.dumps(market_doc()))
+    path = tmp_path / "btc.csv"
+    path.write_text("date,open,high,low,close,volume\n2025-06-01 00:00:00+00:00,1,1,1,50000,1\n"
+                    "2025-06-01 00:05:00+00:00,1,1,1,49000,1\n")
+    out = runner.invoke(app, ["liquidate", str(portfolio), "--market", str(market), "--path",
+                              f"BTC={path}", "--start", "2025-06-01T00:05:00Z", "--end",
+                              "2025-06-01T00:00:00Z"])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("margin-engine: error: field '--end': got "
+                                 "'2025-06-01T00:00:00Z', expected a time after --start "
+                                 "2025-06-01T00:05:00Z"), out.output
+
+
 @pytest.mark.parametrize(("command", "option", "value", "says"), [
     ("liquidate", "--insurance-fund", "1e308", "of magnitude <= 1e+15"),
     ("liquidate", "--latency-seconds", "inf", "a finite number >= 0"),

@@ -693,6 +693,8 @@ def liquidate(
         assets = _series_specs(asset_path or [], "--asset-path")
         low = parse_timestamp(start, field="--start") if start else None
         high = parse_timestamp(end, field="--end") if end else None
+        if low is not None and high is not None and high <= low:
+            raise InputError(f"a time after --start {start}", field="--end", value=end)
         if low is not None or high is not None:
             paths = {k: v.between(low or 0, high or 2**62) for k, v in paths.items()}
             assets = {k: v.between(low or 0, high or 2**62) for k, v in assets.items()}
