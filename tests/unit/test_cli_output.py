@@ -328,3 +328,20 @@ def test_a_large_book_prints_its_totals_and_the_accounts_nearest_liquidation(
     compare = run("compare", str(positions), "--accounts", str(accounts), "--market",
                   str(market)).stdout
     assert_shape(compare, "The first 100 of 150 accounts (--json lists all).")
+
+
+@pytest.mark.parametrize("command", [["compute"], ["compare"], ["explain"],
+                                     ["compute", "--profile", "deribit-pm"]])
+def test_account_ids_that_look_like_markup_are_printed_as_they_are(
+        tmp_path: Path, command: list[str]) -> None:
+    """Ids are the venue's (any text): rich read '[/x]' as a closing tag (a MarkupError
+    traceback) and '[red]b' as a style (printed 'b')."""
+    portfolio = tmp_path / "p.json"
+    market = tmp_path / "m.json"
+    portfolio.write_text(json.dumps(portfolio_doc(
+        account("[/x]", [("BTC-PERP", 1, 64000)], mode="cross"),
+        account("[red]b", [("ETH-PERP", 10, 2400)], mode="cross"))))
+    market.write_text(json.dumps(demo_market_document()))
+    text = run(command[0], str(portfolio), "--market", str(market), *command[1:]).stdout
+    assert "[/x]" in text
+    assert "[red]b" in text

@@ -30,7 +30,7 @@ def run_batch_bench(*, accounts: int, positions: int, partitions: int, workers: 
     from margin_engine.demo.market import demo_market_document
     from margin_engine.margin.config import RiskConfig
 
-    console = Console(stderr=True, quiet=not progress)
+    console = Console(stderr=True, quiet=not progress, markup=False)
     market = demo_market_document()
     config = RiskConfig().to_dict()
     names = instrument_names(2400)

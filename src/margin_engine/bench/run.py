@@ -186,7 +186,7 @@ def run_bench(*, accounts: int, positions: int, instruments: int, baseline_posit
               files: bool = True) -> dict[str, Any]:
     from rich.console import Console
 
-    console = Console(stderr=True, quiet=not progress)
+    console = Console(stderr=True, quiet=not progress, markup=False)
     config, market, names = _bench_inputs(instruments, scenarios)
     if model == "portfolio":
         with console.status("compiling the kernels in a child process (or loading the cache)"):

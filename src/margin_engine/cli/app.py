@@ -467,7 +467,8 @@ def batch(
 
         load_market(market)  # refuse a bad market here, before any worker starts
         document = json.loads(market.read_text())
-        with Console(stderr=True, quiet=as_json).status("margining the partitions") as status:
+        with Console(stderr=True, quiet=as_json, markup=False).status(
+                "margining the partitions") as status:
             def tick(item: dict[str, Any]) -> None:
                 status.update(f"margining the partitions: {item['done']:,} of "
                               f"{item['total']:,} back, the last {item['partition']}")
@@ -797,6 +798,8 @@ def backtest(
 
 
 def _run_study(study: str, data: Path, z: str, as_json: bool) -> None:
+    from rich.text import Text
+
     from margin_engine.backtest.study import run_study
     from margin_engine.cli.render import print_backtest_study
     from margin_engine.core.errors import InputError
@@ -805,7 +808,7 @@ def _run_study(study: str, data: Path, z: str, as_json: bool) -> None:
         raise InputError("crashes", field="--study", value=study)
     console = None if as_json else _stderr_console()
     result = run_study(data, z=z, progress=None if console is None else
-                       (lambda text: console.print(f"[dim]{text}[/dim]")))
+                       (lambda text: console.print(Text(text, style="dim"))))
     if as_json:
         _emit_json(result)
     else:
@@ -893,6 +896,8 @@ def _run_compare(compare: str, prices: list[str] | None, portfolio: Path | None,
                  dvol: list[str] | None, funding: list[str] | None, z: str, apc: str,
                  start: str | None, end: str | None, output: Path | None, config: Path | None,
                  as_json: bool) -> None:
+    from rich.text import Text
+
     from margin_engine.backtest.compare import compare_forecasters, parse_forecasters
     from margin_engine.backtest.compare_report import print_comparisons, write_comparison_report
     from margin_engine.backtest.engine import ApcMethod, PredictiveConfig, ZMethod
@@ -903,7 +908,8 @@ def _run_compare(compare: str, prices: list[str] | None, portfolio: Path | None,
 
     forecasters = parse_forecasters(compare)
     console = None if as_json else _stderr_console()
-    progress = None if console is None else (lambda text: console.print(f"[dim]{text}[/dim]"))
+    progress = None if console is None else (
+        lambda text: console.print(Text(text, style="dim")))
     if prices:
         book, snapshot, histories = _backtest_inputs(prices, portfolio, market, dvol, funding)
         comparison = compare_forecasters(

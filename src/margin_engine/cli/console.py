@@ -16,9 +16,12 @@ NARROWEST = 100
 
 
 def make_console(*, stderr: bool = False) -> Console:
-    console = Console(stderr=stderr)
+    """A console that prints text as it is: no rich markup read in it (an account id, a label
+    or a file name such as '[/x]' was a MarkupError traceback, '[red]b' printed as 'b'); styles
+    are given as ``Text`` styles."""
+    console = Console(stderr=stderr, markup=False)
     if console.is_terminal:
         return console
     columns = os.environ.get("COLUMNS", "")
     width = int(columns) if columns.isdigit() and int(columns) >= 40 else PIPED_WIDTH
-    return Console(width=width, stderr=stderr)
+    return Console(width=width, stderr=stderr, markup=False)

@@ -177,6 +177,7 @@ class _View:
 
     def _render(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title="margin-engine monitor", title_justify="left")
         table.add_column("measure")
@@ -194,7 +195,7 @@ class _View:
                 table.add_row(key, "-" if value is None else
                               (f"{value:,.3f}" if isinstance(value, float) else str(value)))
         for line in self.last_events:
-            table.add_row("event", line)
+            table.add_row("event", Text(line))  # as written: account ids are no rich markup
         return table
 
 

@@ -199,8 +199,9 @@ def print_fit_report(fits: Sequence[SurfaceFit],
                           f"{LIQUID_QUOTES} quotes): {np.median(liquid):.2f} vol points")
         unrepaired = [expiry_code(s.expiry_ns) for s in fit.slices if s.source == "svi-unrepaired"]
         if unrepaired:
-            console.print(f"[yellow]warning[/yellow]: arbitrage left in {', '.join(unrepaired)}: "
-                          "no repair within 1 vol point of RMSE; kept as fitted")
+            console.print(Text.assemble(
+                ("warning", "yellow"), f": arbitrage left in {', '.join(unrepaired)}: no "
+                "repair within 1 vol point of RMSE; kept as fitted"))
 
 
 def vol_bench(quotes: int) -> dict[str, Any]:
