@@ -152,3 +152,47 @@ def test_dashboard_shows_the_replayed_crash_and_updates_live(
         for name in ("dashboard.png", "dashboard-live.png"):
             shutil.copy(tmp_path / name, artefacts / name)
     assert json.loads(json.dumps(risk))["accounts"] == 300
+
+
+HOSTILE = ('<img src=x onerror="window.__xss=1">', "a&b<script>window.__xss=2</script>")
+
+
+def test_account_ids_are_shown_as_text_not_run_as_html(tmp_path: Path) -> None:
+    """Account ids are whatever the venue's book holds. Before: the events table was built
+    with innerHTML, so an id such as '<img src=x onerror=...>' from a book the monitor
+    watched ran its script in the admin's dashboard."""
+    from playwright.sync_api import sync_playwright
+
+    from margin_engine.engine.run import run_monitor
+    from margin_engine.margin.config import RiskConfig
+    from tests.conftest import account, portfolio_doc
+    from tests.integration.service_helpers import CRASH_FEED
+
+    _need_chromium()
+    if not (SHARED_DATA / "binance_btcusdt_perp_15m_window_2024-08-05.csv").exists():
+        pytest.skip(f"the crash window files are not in {SHARED_DATA}")
+    book = tmp_path / "book.json"  # leveraged longs: liquidated in the crash
+    book.write_text(json.dumps(portfolio_doc(*[
+        account(name, [("BTC-PERP", 2, 62000)], {"USDC": 9000}, mode="cross")
+        for name in HOSTILE])))
+    store = f"sqlite:{tmp_path / 'hostile.db'}"
+    run_monitor(feed=CRASH_FEED.format(d=SHARED_DATA), store_spec=store, book=book,
+                population=None, seed=1, market=None, config=RiskConfig(), model="account",
+                speed=0.0, max_ticks=None, idle_seconds=1.0, live=False)
+    key = make_key(store, "admin", label="hostile")
+    with live_server(ServiceSettings(store=store, rate_per_second=100, burst=100)) as server, \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"{server.url}/#key={key}")
+            page.wait_for_function("window.dashboard && window.dashboard.ready === true",
+                                   timeout=60_000)
+            page.wait_for_function("window.dashboard.eventsSeen > 0", timeout=30_000)
+            shown = page.inner_text("#event-rows")
+            assert page.evaluate("window.__xss") is None
+            assert page.locator("#event-rows img").count() == 0
+            assert any(name in shown for name in HOSTILE), shown
+        finally:
+            browser.close()

@@ -24,6 +24,13 @@ function takeKey() {
   return sessionStorage.getItem("margin-engine-key");
 }
 
+// Text from the store (account ids, asset and symbol names, event kinds) as HTML text: an
+// account id is whatever the venue's book says, "<img onerror=...>" included.
+const ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
+function esc(value) {
+  return String(value).replace(/[&<>"']/g, (c) => ESCAPES[c]);
+}
+
 function showError(text) {
   dashboard.error = text;
   document.getElementById("error").textContent = text || "";
@@ -94,8 +101,10 @@ function showHealth(point) {
   document.getElementById("kpi-near").textContent = integer(point.near_liquidation);
   const rows = Object.entries(point.collateral_by_asset || {})
     .sort((a, b) => b[1] - a[1])
-    .map(([asset, value]) => `<tr><td>${asset}</td><td class="num">${number(value, 0)}</td></tr>`);
-  rows.push(`<tr><td>concentration</td><td class="num">${number(point.concentration, 3)}</td></tr>`);
+    .map(([asset, value]) =>
+      `<tr><td>${esc(asset)}</td><td class="num">${esc(number(value, 0))}</td></tr>`);
+  rows.push(`<tr><td>concentration</td><td class="num">${esc(number(point.concentration, 3))}` +
+            "</td></tr>");
   document.querySelector("#collateral tbody").innerHTML = rows.join("");
 }
 
@@ -103,7 +112,7 @@ function drawRisk(risk) {
   const items = risk.at_risk.slice().reverse();  // nearest at the top
   Plotly.react("risk-chart", [{
     type: "bar", orientation: "h",
-    y: items.map((a) => `${a.account} ${a.underlying}`),
+    y: items.map((a) => esc(`${a.account} ${a.underlying}`)),  // (plotly reads tags in text)
     x: items.map((a) => a.distance_pct),
     marker: {color: items.map((a) => (Math.abs(a.distance_pct) < 2 ? "#c0392b" :
                                       Math.abs(a.distance_pct) < 10 ? "#d68910" : "#2e5aac"))},
@@ -147,7 +156,7 @@ function drawState(state) {
     ["last event", integer(state.last_event_seq)],
   ];
   document.querySelector("#state tbody").innerHTML = rows
-    .map(([k, v]) => `<tr><td>${k}</td><td class="num">${v}</td></tr>`).join("");
+    .map(([k, v]) => `<tr><td>${esc(k)}</td><td class="num">${esc(v)}</td></tr>`).join("");
 }
 
 function addEvents(events) {
@@ -156,8 +165,9 @@ function addEvents(events) {
     const row = document.createElement("tr");
     const cls = e.kind === "liquidation" ? "bad" : e.kind === "margin_call" ? "warn" :
       e.kind === "recovery" ? "good" : "";
-    row.innerHTML = `<td class="num">${e.tick || "-"}</td><td class="${cls}">${e.kind}</td>` +
-      `<td>${e.account || e.payload.symbol || (e.payload.key_id ? "key " + e.payload.key_id : "")}</td>`;
+    const who = e.account || e.payload.symbol || (e.payload.key_id ? "key " + e.payload.key_id : "");
+    row.innerHTML = `<td class="num">${esc(e.tick || "-")}</td>` +
+      `<td class="${cls}">${esc(e.kind)}</td><td>${esc(who)}</td>`;
     body.insertBefore(row, body.firstChild);
   }
   while (body.children.length > 60) body.removeChild(body.lastChild);
