@@ -277,8 +277,8 @@ def test_a_monitor_population_of_no_accounts_is_refused_by_the_option(population
     assert "greater than or equal to 1" in out.output
 
 
-def test_a_replay_that_ends_before_it_starts_names_the_end(tmp_path: Path) -> None:
-    """Before: 'expected price paths with at least two common timestamps', about the file."""
+def _replay_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A one-account portfolio, its market and a two-bar BTC path, for ``liquidate``."""
     from tests.conftest import account, market_doc, portfolio_doc
 
     portfolio, market = tmp_path / "p.json", tmp_path / "m.json"
@@ -288,6 +288,12 @@ def test_a_replay_that_ends_before_it_starts_names_the_end(tmp_path: Path) -> No
     path = tmp_path / "btc.csv"
     path.write_text("date,open,high,low,close,volume\n2025-06-01 00:00:00+00:00,1,1,1,50000,1\n"
                     "2025-06-01 00:05:00+00:00,1,1,1,49000,1\n")
+    return portfolio, market, path
+
+
+def test_a_replay_that_ends_before_it_starts_names_the_end(tmp_path: Path) -> None:
+    """Before: 'expected price paths with at least two common timestamps', about the file."""
+    portfolio, market, path = _replay_inputs(tmp_path)
     out = runner.invoke(app, ["liquidate", str(portfolio), "--market", str(market), "--path",
                               f"BTC={path}", "--start", "2025-06-01T00:05:00Z", "--end",
                               "2025-06-01T00:00:00Z"])
@@ -311,15 +317,7 @@ def test_liquidation_settings_given_as_options_are_checked_as_in_the_configurati
     """typer's min=0 let inf and 1e308 through, where the risk configuration refuses them.
     Before: an insurance fund of 1e308 was a decimal.InvalidOperation traceback from the
     ledger; an infinite latency, or a penalty of 500 % of the closed notional, ran."""
-    from tests.conftest import account, market_doc, portfolio_doc
-
-    portfolio, market = tmp_path / "p.json", tmp_path / "m.json"
-    portfolio.write_text(json.dumps(portfolio_doc(
-        account("a", [("BTC-PERP", 1, 50000)], {"USDC": 10000}, mode="cross"))))
-    market.write_text(json.dumps(market_doc()))
-    path = tmp_path / "btc.csv"
-    path.write_text("date,open,high,low,close,volume\n2025-06-01 00:00:00+00:00,1,1,1,50000,1\n"
-                    "2025-06-01 00:05:00+00:00,1,1,1,49000,1\n")
+    portfolio, market, path = _replay_inputs(tmp_path)
     args = {"liquidate": ["liquidate", str(portfolio), "--market", str(market), "--path",
                           f"BTC={path}"],
             "cascade": ["simulate", "cascade", "--shock", "usdc-2023", "--population", "50",
