@@ -314,7 +314,7 @@ def _refuse_other_folder(out: Path, every: list[Partition], shown: int = 3) -> N
     batch's output may hold files of the user's besides (they are left alone)."""
     if not out.is_dir() or (out / LOCK).exists() or (out / MANIFEST).exists():
         return
-    tops = {PurePosixPath(p.name).parts[0] for p in every if len(PurePosixPath(p.name).parts) > 1}
+    tops = {PurePosixPath(p.name).parts[0] for p in every if "/" in p.name}  # subfolders
     with os.scandir(out) as entries:
         others = sorted(e.name for e in entries if not (e.name in tops and e.is_dir())
                         and not e.name.startswith("."))  # (.gitkeep, a writer's temporaries)

@@ -191,9 +191,9 @@ async def ensure_stream(js: Any, topology: NatsTopology) -> None:
     from nats.errors import NoRespondersError
     from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
-    for option, name, subjects in (("stream", topology.stream, topology.price_subjects),
-                                   ("events_stream", topology.events_stream,
-                                    topology.event_subjects)):
+    for option, prefix, name, subjects in (
+            ("stream", "prices", topology.stream, topology.price_subjects),
+            ("events_stream", "events", topology.events_stream, topology.event_subjects)):
         try:
             info = await js.stream_info(name)
         except (ServiceUnavailableError, NoRespondersError):
@@ -212,15 +212,15 @@ async def ensure_stream(js: Any, topology: NatsTopology) -> None:
                     f"a stream for {subjects!r}: {name!r} does not exist and JetStream refused "
                     f"to create it ({exc.description}; held by: {', '.join(holders) or '?'}): "
                     f"name that stream with ?{option}=NAME, or other subjects with "
-                    f"?{'prices' if option == 'stream' else 'events'}=PREFIX",
+                    f"?{prefix}=PREFIX",
                     field="--feed", value=f"{option}={name}") from None
             continue
         held = list(info.config.subjects or ())
         if not any(subjects_overlap(subjects, h) for h in held):
             raise InputError(
                 f"a stream holding {subjects!r}: {name!r} holds {held}: give its subject "
-                f"prefix with ?{'prices' if option == 'stream' else 'events'}=PREFIX, or "
-                f"another stream with ?{option}=NAME", field="--feed",
+                f"prefix with ?{prefix}=PREFIX, or another stream with ?{option}=NAME",
+                field="--feed",
                 value=f"{option}={name}")
 
 
