@@ -22,6 +22,7 @@ from numba import njit
 
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, TextColumn, book_from_columns
 from margin_engine.core.errors import InputError
+from margin_engine.core.names import EXPECTED_NAME, MAX_NAME_LENGTH, check_name, name_problem
 from margin_engine.core.numbers import MAX_MAGNITUDE, PLAIN_NOTATION, PLAIN_NUMBER
 from margin_engine.core.threads import in_threads
 from margin_engine.domain.instruments import Instrument, MarginMode
@@ -335,6 +336,36 @@ def _printable_starts_nb(offsets: np.ndarray, data: np.ndarray) -> bool:
     return True
 
 
+def _refuse_bad_names(values: Any, name: str, source: str, row_of: Callable[[int], int]) -> None:
+    """Refuse a value of a string array (no nulls) that is not a name (``core.names``), naming
+    its row (``row_of``: the file row of a value's index). Values of printable ASCII within the
+    length are passed by one compiled scan of the bytes; only the others are read as text."""
+    for k in np.flatnonzero(_unplain_nb(*text_buffers(values), MAX_NAME_LENGTH)).tolist():
+        text = str(values[k].as_py())
+        problem = name_problem(text)
+        if problem is not None:
+            raise InputError(f"{EXPECTED_NAME}; it has {problem}", source=source,
+                             field=f"{name} (row {row_of(k) + 1})", value=text)
+
+
+@njit(cache=True, nogil=True)
+def _unplain_nb(offsets: np.ndarray, data: np.ndarray, max_length: int) -> np.ndarray:
+    """Whether each value holds a byte outside printable ASCII (0x20-0x7E) or more than
+    ``max_length`` bytes: the values a name check must read."""
+    n = offsets.shape[0] - 1
+    out = np.zeros(n, dtype=np.bool_)
+    for r in range(n):
+        start, stop = offsets[r], offsets[r + 1]
+        if stop - start > max_length:
+            out[r] = True
+            continue
+        for b in range(start, stop):
+            if not 0x20 <= data[b] <= 0x7E:
+                out[r] = True
+                break
+    return out
+
+
 def _refuse_blank(blank: np.ndarray, name: str, source: str) -> None:
     if blank.any():
         row = _first(blank)
@@ -392,6 +423,9 @@ def _read_positions(positions_path: Path, accounts: Any, accounts_path: str | Pa
     account_values, account_codes = _codes(
         table, "account", source, distinct=accounts_path is None,
         dtype=np.int32 if table.num_rows < np.iinfo(np.int32).max else np.int64)
+
+    _refuse_bad_names(account_values, "account", source,
+                      lambda k: _first(account_codes == k))
 
     def account_of(row: int) -> str:
         return str(account_values[int(account_codes[row])].as_py())
@@ -498,6 +532,7 @@ def _read_accounts(path: Path) -> tuple[TextColumn, np.ndarray, list[str], np.nd
     source = str(path)
     table = _read_table(path)
     id_text = _text(_column(table, "account", source), "account", source)
+    _refuse_bad_names(id_text, "account", source, int)
     ids = TextColumn(id_text)  # Python strings only when a result or an error names one
     if _repeats_text(id_text):
         seen: set[str] = set()
@@ -512,6 +547,8 @@ def _read_accounts(path: Path) -> tuple[TextColumn, np.ndarray, list[str], np.nd
                              field="mode", value=text)
     mode = np.array([known[t] for t in modes_text], dtype=np.int32)[mode_codes]
     assets = [c[len("collateral_"):] for c in table.column_names if c.startswith("collateral_")]
+    for asset in assets:
+        check_name(asset, field=f"collateral_{asset}", source=source)
     unknown = [c for c in table.column_names
                if c not in ("account", "mode") and not c.startswith("collateral_")]
     if unknown:

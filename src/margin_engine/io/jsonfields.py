@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from margin_engine.core.errors import InputError
+from margin_engine.core.names import check_name
 
 _T = TypeVar("_T")
 
@@ -93,6 +94,11 @@ def require_string(value: Any, *, field: str, expected: str = "a non-empty strin
     if not isinstance(value, str) or not value.strip():
         raise InputError(expected, field=field, value=value)
     return value.strip()
+
+
+def require_name(value: Any, *, field: str, expected: str = "a non-empty string") -> str:
+    """A non-empty string (stripped) that is a name: printable, bounded (``core.names``)."""
+    return check_name(require_string(value, field=field, expected=expected), field=field)
 
 
 def check_schema(document: Any, *, expected: str) -> None:

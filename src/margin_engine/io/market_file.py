@@ -21,6 +21,7 @@ from margin_engine.domain.instruments import InstrumentKind, parse_shorthand
 from margin_engine.io.jsonfields import (
     check_schema,
     load_document,
+    require_name,
     require_object,
     require_string,
 )
@@ -67,7 +68,8 @@ def _parse_underlyings(raw: Any, timestamp: int) -> dict[str, UnderlyingMarket]:
         raise InputError("a non-empty object of underlying -> {index, vol}", field="underlyings",
                          value=raw if not isinstance(raw, dict) else "{}")
     result: dict[str, UnderlyingMarket] = {}
-    for name, spec in raw.items():
+    for given, spec in raw.items():
+        name = require_name(given, field="underlyings", expected="an underlying name")
         field = f"underlyings.{name}"
         obj = require_object(spec, field=field, allowed=("index", "vol"), required=("index",))
         index = parse_float(obj["index"], field=f"{field}.index", strictly_positive=True)
@@ -157,7 +159,8 @@ def _parse_assets(raw: Any) -> dict[str, float]:
     if not isinstance(raw, dict):
         raise InputError("an object of asset -> {price}", field="assets", value=raw)
     prices: dict[str, float] = {}
-    for name, spec in raw.items():
+    for given, spec in raw.items():
+        name = require_name(given, field="assets", expected="an asset symbol")
         obj = require_object(spec, field=f"assets.{name}", allowed=("price",),
                              required=("price",))
         prices[name] = parse_float(obj["price"], field=f"assets.{name}.price",
@@ -169,7 +172,7 @@ def _parse_marks(raw: Any) -> dict[str, float]:
     if not isinstance(raw, dict):
         raise InputError("an object of instrument -> mark price", field="marks", value=raw)
     return {
-        require_string(name, field="marks"): parse_float(
+        require_name(name, field="marks", expected="an instrument name"): parse_float(
             value, field=f"marks.{name}", strictly_positive=True
         )
         for name, value in raw.items()

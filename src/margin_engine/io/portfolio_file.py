@@ -27,6 +27,7 @@ from margin_engine.io.jsonfields import (
     check_schema,
     load_document,
     require_list,
+    require_name,
     require_object,
     require_string,
 )
@@ -103,7 +104,7 @@ def _parse_account(
     field = f"accounts[{index}]"
     obj = require_object(raw, field=field, allowed=("id", "mode", "collateral", "positions"),
                          required=("id", "mode"))
-    account_id = require_string(obj["id"], field=f"{field}.id")
+    account_id = require_name(obj["id"], field=f"{field}.id")
     try:
         mode = _choice(obj["mode"], _MODES, "mode")
         collateral = _parse_collateral(obj.get("collateral", {}))
@@ -119,7 +120,7 @@ def _parse_collateral(raw: Any) -> dict[str, float]:
         raise InputError("an object of asset -> amount", field="collateral", value=raw)
     collateral: dict[str, float] = {}
     for asset, amount in raw.items():
-        name = require_string(asset, field="collateral", expected="an asset symbol")
+        name = require_name(asset, field="collateral", expected="an asset symbol")
         collateral[name] = _number(amount, f"collateral.{name}", 0.0)
     return collateral
 
@@ -163,7 +164,8 @@ def _parse_instruments(raw: Any) -> dict[str, Instrument]:
     if not isinstance(raw, dict):
         raise InputError("an object of name -> instrument", field="instruments", value=raw)
     declared: dict[str, Instrument] = {}
-    for name, spec in raw.items():
+    for given, spec in raw.items():
+        name = require_name(given, field="instruments", expected="an instrument name")
         field = f"instruments.{name}"
         obj = require_object(
             spec, field=field,
@@ -173,7 +175,7 @@ def _parse_instruments(raw: Any) -> dict[str, Instrument]:
         )
         kind = _choice(obj["kind"], _KINDS, f"{field}.kind")
         settlement = _choice(obj.get("settlement", "linear"), _SETTLEMENTS, f"{field}.settlement")
-        underlying = require_string(obj["underlying"], field=f"{field}.underlying")
+        underlying = require_name(obj["underlying"], field=f"{field}.underlying")
         contract_size = parse_float(obj.get("contract_size", 1), field=f"{field}.contract_size",
                                     strictly_positive=True)
         dated = kind in (InstrumentKind.FUTURE, InstrumentKind.OPTION)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from margin_engine.core.errors import InputError
+from margin_engine.core.names import check_name
 from margin_engine.core.numbers import parse_float
 from margin_engine.profiles.brackets import BracketTable, table_from_ccxt
 
@@ -165,7 +166,7 @@ def read_ccxt_account(positions: Path, balance: Path, *, account_id: str = "acco
             continue
         value = parse_float(amount, field=f"total.{asset}")
         if value != 0.0:
-            collateral[str(asset)] = value
+            collateral[check_name(str(asset), field="total", source=src_b)] = value
     stamp = _timestamp(raw_balance, src_b, "balance")
     if stamp is not None:
         stamps.append(stamp)
@@ -235,4 +236,4 @@ def parse_venue_files(spec: str) -> tuple[str, Path, Path]:
     if not sep or not name.strip() or len(parts) != 2 or not all(parts):
         raise InputError("NAME=POSITIONS.json,BALANCE.json (ccxt fetch_positions and "
                          "fetch_balance output)", field="--venue", value=spec)
-    return name.strip(), Path(parts[0]), Path(parts[1])
+    return check_name(name.strip(), field="--venue"), Path(parts[0]), Path(parts[1])

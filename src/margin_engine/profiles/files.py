@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from margin_engine.core.errors import InputError
+from margin_engine.core.names import check_name
 from margin_engine.core.numbers import parse_float
 from margin_engine.profiles.base import Source, VenueProfile
 
@@ -150,6 +151,7 @@ def read_profile_file(path: Path) -> VenueProfile:
     name = document.get("name", Path(path).stem)
     if not isinstance(name, str) or not name.strip():
         raise InputError("a non-empty name", field="name", value=name, source=source)
+    check_name(name, field="name", source=source)
     built_in = get_profile(method)
     tiers = {}
     if "leverage_tiers" in document:
