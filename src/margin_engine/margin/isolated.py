@@ -81,6 +81,8 @@ def check_asked_margins(bound: BoundBook, config: RiskConfig) -> None:
     stablecoins counted at face (a margin is posted in them: 120,000 asked on 120,000 USDC is
     accepted with USDC at 0.9995); input validation, the model itself holds what was asked
     for."""
+    if bound.book.position_margin is None and bound.book.position_leverage is None:
+        return  # nothing asked for
     held = asked_margins(bound)
     asked_sum = bound.account_sum(np.where(np.isfinite(held), held, 0.0))
     pool = _value_at_face(bound, config)
