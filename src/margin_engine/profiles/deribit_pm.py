@@ -31,7 +31,7 @@ S:PM is the same cells read one by one (``details`` carry every coin cell's IM i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -46,6 +46,7 @@ from margin_engine.profiles.base import (
     Term,
     Unsupported,
 )
+from margin_engine.profiles.bounds import FRACTION, MAINTENANCE_SHARE, PRICE_RANGE, bounded
 from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (
     Grid,
@@ -89,13 +90,14 @@ EXTENDED = ((-0.66, 0.21), (-0.33, 0.42), (0.50, 0.27), (1.0, 0.13), (2.0, 0.069
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeribitParams:
-    ranges: Mapping[str, float] = field(default_factory=lambda: {"BTC": 0.16, "ETH": 0.18})
-    default_range: float = 0.18
+    ranges: Mapping[str, float] = bounded(PRICE_RANGE,
+                                          default_factory=lambda: {"BTC": 0.16, "ETH": 0.18})
+    default_range: float = bounded(PRICE_RANGE, 0.18)
     vol: VolShockParams = VolShockParams(range_up=0.5, range_down=0.25, min_vol_up=0.5)
-    roll_rate: float = 0.005
-    option_contingency: float = 0.01  # coin per net short contract per strike
-    linear_contingency: float = 0.01  # of offsetting delta-one exposure
-    maintenance_fraction: float = 0.8
+    roll_rate: float = bounded(FRACTION, 0.005)
+    option_contingency: float = bounded(FRACTION, 0.01)  # coin per net short contract
+    linear_contingency: float = bounded(FRACTION, 0.01)  # of offsetting delta-one exposure
+    maintenance_fraction: float = bounded(MAINTENANCE_SHARE, 0.8)
     cross_collateral: bool = True  # X:PM (False: S:PM cells, no coin-collateral offset)
 
     def grid(self) -> Grid:

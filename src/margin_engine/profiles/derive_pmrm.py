@@ -36,6 +36,13 @@ from margin_engine.profiles.base import (
     first_reason,
     kind_flags,
 )
+from margin_engine.profiles.bounds import (
+    FACTOR,
+    FRACTION,
+    MAINTENANCE_SHARE,
+    PRICE_RANGE,
+    bounded,
+)
 from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (
     Grid,
@@ -76,16 +83,16 @@ TAIL = ((-0.66, 0.21), (-0.33, 0.42), (0.50, 0.27), (1.0, 0.13), (2.0, 0.069), (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeriveParams:
-    spot_range: float = 0.18
+    spot_range: float = bounded(PRICE_RANGE, 0.18)
     vol: VolShockParams = VolShockParams(range_up=0.6, range_down=0.25)
-    perp_factor: float = 0.03
-    base_factor: float = 0.03
-    option_factor: float = 0.02
-    maintenance_factor: float = 0.8
-    peg_factor: float = 4.0
-    peg_threshold: float = 0.98
-    confidence_threshold: float = 0.55
-    oracle_confidence: float = 1.0
+    perp_factor: float = bounded(FRACTION, 0.03)
+    base_factor: float = bounded(FRACTION, 0.03)
+    option_factor: float = bounded(FRACTION, 0.02)
+    maintenance_factor: float = bounded(MAINTENANCE_SHARE, 0.8)
+    peg_factor: float = bounded(FACTOR, 4.0)
+    peg_threshold: float = bounded(FRACTION, 0.98)
+    confidence_threshold: float = bounded(FRACTION, 0.55)
+    oracle_confidence: float = bounded(FRACTION, 1.0)
 
     def grid(self) -> Grid:
         scenarios: list[Scenario] = []

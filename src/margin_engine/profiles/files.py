@@ -16,8 +16,10 @@ bracket table, a wider price range, today's open interest) are a file edit, not 
 
 ``configs/profiles/`` ships one file per built-in profile holding exactly its built-in
 parameters (a test keeps them equal), as the starting point for edits. Every number must be
-finite and non-negative; unknown keys, wrong types and tiers given to a profile without
-brackets are refused naming the file, the key and the value.
+finite, non-negative and within the bounds its field declares (``profiles/bounds.py``: a price
+range below 1, fractions at most 1, MM at most IM, ...); unknown keys, wrong types, values out
+of bounds and tiers given to a profile without brackets are refused naming the file, the key
+and the value.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from margin_engine.core.errors import InputError
 from margin_engine.core.names import check_name
 from margin_engine.core.numbers import parse_float
 from margin_engine.profiles.base import Source, VenueProfile
+from margin_engine.profiles.bounds import BOUNDS, Bounds
 
 TOP_KEYS = ("profile", "name", "parameters_as_of", "source", "parameters", "leverage_tiers")
 
@@ -44,20 +47,22 @@ def override(default: Any, table: Any, *, where: str, source: str,
     per-underlying tables merge key by key); ``settable`` limits the keys (default: all)."""
     if not isinstance(table, Mapping):
         raise InputError("a table of parameters", field=where, value=table, source=source)
-    fields = set(settable) if settable is not None else {
-        f.name for f in dataclasses.fields(default) if not f.name.startswith("_")}
+    fields = {f.name: f for f in dataclasses.fields(default) if not f.name.startswith("_")
+              and (settable is None or f.name in settable)}
     changes: dict[str, Any] = {}
     for key, value in table.items():
         path = f"{where}.{key}"
         if key not in fields:
             raise InputError(f"one of {sorted(fields)}", field=path, value=key, source=source)
-        changes[key] = checked_value(getattr(default, key), value, where=path, source=source)
+        changes[key] = checked_value(getattr(default, key), value, where=path, source=source,
+                                     bounds=fields[key].metadata.get(BOUNDS))
     return dataclasses.replace(default, **changes)
 
 
-def checked_value(current: Any, value: Any, *, where: str, source: str) -> Any:
+def checked_value(current: Any, value: Any, *, where: str, source: str,
+                  bounds: Bounds | None = None) -> Any:
     """``value`` from a file checked against the type of ``current`` (merged into it when a
-    table or a dataclass)."""
+    table or a dataclass) and, for a number or a table of numbers, within ``bounds``."""
     if dataclasses.is_dataclass(current) and not isinstance(current, type):
         return override(current, value, where=where, source=source)
     if isinstance(current, bool):
@@ -68,16 +73,20 @@ def checked_value(current: Any, value: Any, *, where: str, source: str) -> Any:
         if isinstance(value, bool):
             raise InputError("a number", field=where, value=value, source=source)
         try:
-            return parse_float(value, field=where, minimum=0.0)
+            number = parse_float(value, field=where, minimum=0.0)
         except InputError as exc:
             raise InputError(exc.expected, field=where, value=value, source=source) from None
+        if bounds is not None and not bounds.holds(number):
+            raise InputError(bounds.expected(), field=where, value=value, source=source)
+        return number
     if isinstance(current, Mapping):
         if not isinstance(value, Mapping):
             raise InputError("a table of underlying = number", field=where, value=value,
                              source=source)
         merged = dict(current)
         for key, number in value.items():
-            merged[str(key)] = checked_value(0.0, number, where=f"{where}.{key}", source=source)
+            merged[str(key)] = checked_value(0.0, number, where=f"{where}.{key}", source=source,
+                                             bounds=bounds)
         return merged
     raise InputError("a parameter that can be set from a file", field=where, value=value,
                      source=source)

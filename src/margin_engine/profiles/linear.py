@@ -18,7 +18,7 @@ with TMM_1, UPNL_1 the other contracts' MM and unrealised P&L (both 0 when isola
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from margin_engine.profiles.base import (
     first_reason,
     kind_flags,
 )
+from margin_engine.profiles.bounds import AT_LEAST_ONE, COLLATERAL_RATE, bounded
 from margin_engine.profiles.brackets import BracketTable
 from margin_engine.profiles.scenarios import legs_of
 
@@ -49,8 +50,9 @@ class LinearVenue:
     default_table: BracketTable
     lists_dated_futures: bool = True
     stable_collateral_only: bool = False
-    collateral_rates: Mapping[str, float] = field(default_factory=dict)  # asset -> rate
-    liquidation_ratio: float = 1.0  # liquidated when equity < ratio x MM
+    collateral_rates: Mapping[str, float] = bounded(COLLATERAL_RATE,
+                                                    default_factory=dict)  # asset -> rate
+    liquidation_ratio: float = bounded(AT_LEAST_ONE, 1.0)  # liquidated below ratio x MM
     # the most a liquidation charges, as a fraction of the notional it closes (dYdX's cap)
     liquidation_fee_cap: float | None = None
     # below this fraction of MM the venue's backstop takes the account over (Hyperliquid)

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
@@ -31,6 +31,13 @@ from margin_engine.profiles.base import (
     Term,
     Unsupported,
     kind_flags,
+)
+from margin_engine.profiles.bounds import (
+    ANNUAL_RATE,
+    FRACTION,
+    IM_MULTIPLE,
+    PRICE_RANGE,
+    bounded,
 )
 from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (
@@ -60,18 +67,19 @@ RULES = Source(title="OKX: OKX will update margin calculation rules for the port
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OkxParams:
-    spot_ranges: Mapping[str, float] = field(default_factory=lambda: {"BTC": 0.12,
-                                                                      "ETH": 0.12})
-    default_spot_range: float = 0.25
-    extreme: Mapping[str, float] = field(default_factory=lambda: {"BTC": 0.24, "ETH": 0.24})
-    default_extreme: float = 0.50
-    extreme_weight: float = 1.0 / 3.0
-    basis_annual: Mapping[str, float] = field(default_factory=lambda: {"BTC": 0.05,
-                                                                       "ETH": 0.05})
-    default_basis_annual: float = 0.30
+    spot_ranges: Mapping[str, float] = bounded(
+        PRICE_RANGE, default_factory=lambda: {"BTC": 0.12, "ETH": 0.12})
+    default_spot_range: float = bounded(PRICE_RANGE, 0.25)
+    extreme: Mapping[str, float] = bounded(
+        PRICE_RANGE, default_factory=lambda: {"BTC": 0.24, "ETH": 0.24})
+    default_extreme: float = bounded(PRICE_RANGE, 0.50)
+    extreme_weight: float = bounded(FRACTION, 1.0 / 3.0)
+    basis_annual: Mapping[str, float] = bounded(
+        ANNUAL_RATE, default_factory=lambda: {"BTC": 0.05, "ETH": 0.05})
+    default_basis_annual: float = bounded(ANNUAL_RATE, 0.30)
     vol: VolShockParams = VolShockParams(range_up=0.5, range_down=0.25)
-    minimum_rate: float = 0.002
-    initial_multiplier: float = 1.3
+    minimum_rate: float = bounded(FRACTION, 0.002)
+    initial_multiplier: float = bounded(IM_MULTIPLE, 1.3)
 
     def spot_grid(self) -> Grid:
         return Grid(scenarios=tuple(Scenario(move=j / 3, vol=VolShock.SAME)

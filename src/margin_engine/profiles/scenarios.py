@@ -25,6 +25,14 @@ from numba import njit, prange
 from margin_engine.core.types import BoolArray, FloatArray
 from margin_engine.pricing.black76 import price_scalar_nb
 from margin_engine.profiles.base import ProfileBook, State
+from margin_engine.profiles.bounds import (
+    DAMPENING,
+    REFERENCE_DAYS,
+    VOL_DOWN,
+    VOL_LEVEL,
+    VOL_UP,
+    bounded,
+)
 
 
 class VolShock(enum.Enum):
@@ -44,13 +52,13 @@ class Scenario:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VolShockParams:
-    range_up: float
-    range_down: float
-    power_short: float = 0.30
-    power_long: float = 0.13
-    reference_days: float = 30.0
-    floor: float = 0.01
-    min_vol_up: float = 0.0
+    range_up: float = bounded(VOL_UP)
+    range_down: float = bounded(VOL_DOWN)
+    power_short: float = bounded(DAMPENING, 0.30)
+    power_long: float = bounded(DAMPENING, 0.13)
+    reference_days: float = bounded(REFERENCE_DAYS, 30.0)
+    floor: float = bounded(VOL_LEVEL, 0.01)
+    min_vol_up: float = bounded(VOL_LEVEL, 0.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
