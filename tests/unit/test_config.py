@@ -47,6 +47,42 @@ def test_a_penalty_above_the_closed_notional_is_refused() -> None:
     assert RiskConfig.from_dict({"liquidation": {"penalty_rate": 1}}).liquidation.penalty_rate == 1
 
 
+@pytest.mark.parametrize(("section", "values", "field", "interval"), [
+    ("portfolio", {"vol_shocks": [-2.0, 0.0, 0.5]}, "portfolio.vol_shocks", "[-1, 10]"),
+    ("portfolio", {"extended_weight": 50}, "portfolio.extended_weight", "[0, 1]"),
+    ("portfolio", {"vol_shock_reference_days": 0}, "portfolio.vol_shock_reference_days",
+     "(0, 3650]"),
+    ("portfolio", {"vol_shock_power_short": 1e15}, "portfolio.vol_shock_power_short", "[0, 1]"),
+    ("portfolio", {"option_contingency_rate": 2}, "portfolio.option_contingency_rate", "[0, 1]"),
+    ("isolated", {"option_initial_base": 7}, "isolated.option_initial_base", "[0, 1]"),
+    ("cross", {"hedge_initial_rate": 3}, "cross.hedge_initial_rate", "[0, 1]"),
+    ("var", {"maintenance_fraction": 4}, "var.maintenance_fraction", "(0, 1]"),
+    ("var", {"ewma_lambda": 1.5}, "var.ewma_lambda", "(0, 1]"),
+])
+def test_model_numbers_out_of_what_they_mean_are_refused(section: str, values: dict[str, object],
+                                                         field: str, interval: str) -> None:
+    """Before: each was taken (a vol shock of -200 %, a tail weight of 50, an option IM of 700 %
+    of the index, MM at four times IM under var)."""
+    with pytest.raises(ConfigError) as caught:
+        RiskConfig.from_dict({section: values})
+    assert caught.value.field == field
+    assert f"a value in {interval}" in str(caught.value)
+
+
+def test_cross_hedge_mm_above_im_and_tier_rates_above_one_are_refused() -> None:
+    with pytest.raises(ConfigError, match="MM above IM") as caught:
+        RiskConfig.from_dict({"cross": {"hedge_maintenance_rate": 0.02}})
+    assert caught.value.field == "cross.hedge_maintenance_rate"
+    with pytest.raises(ConfigError) as caught:
+        RiskConfig.from_dict({"isolated": {"tiers": [{"up_to": "inf", "initial_rate": 1.5}]}})
+    assert caught.value.field == "isolated.tiers[0].initial_rate"
+    edges = RiskConfig.from_dict({"portfolio": {"vol_shocks": [-1.0, 0.0, 10.0],
+                                                "extended_weight": 1.0},
+                                  "isolated": {"tiers": [{"up_to": "inf", "initial_rate": 1.0}]},
+                                  "var": {"maintenance_fraction": 1.0, "ewma_lambda": 1.0}})
+    assert edges.portfolio.vol_shocks == (-1.0, 0.0, 10.0)
+
+
 def test_overrides_change_the_margin(tmp_path: Path) -> None:
     config = RiskConfig.from_dict({
         "isolated": {"tiers_by_underlying": {"BTC": [{"up_to": "inf", "initial_rate": 0.05}]}},

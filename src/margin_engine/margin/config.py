@@ -332,7 +332,7 @@ def _tiers(data: Any, path: str) -> tuple[Tier, ...]:
             raise InputError(f"an ascending bound > {previous:g}", field=f"{where}.up_to",
                              value=up_to_raw)
         initial = parse_float(item.get("initial_rate"), field=f"{where}.initial_rate",
-                              minimum=0.0)
+                              minimum=0.0, maximum=1.0)
         maintenance = parse_float(item.get("maintenance_rate", initial / 2),
                                   field=f"{where}.maintenance_rate", minimum=0.0, maximum=initial)
         tiers.append(Tier(up_to=up_to, initial_rate=initial, maintenance_rate=maintenance))
@@ -396,6 +396,11 @@ def _build_risk_config(data: Mapping[str, Any]) -> RiskConfig:
                              value=list(moves))
     var = _scalars(_check_keys(data.get("var", {}), VarConfig, "var"), VarConfig, "var",
                    VarConfig())
+    _check_bounds({"isolated": isolated, "cross": cross, "portfolio": portfolio, "var": var})
+    if cross.hedge_maintenance_rate > cross.hedge_initial_rate:
+        raise InputError(f"a rate <= hedge_initial_rate ({cross.hedge_initial_rate:g}): MM "
+                         "above IM", field="cross.hedge_maintenance_rate",
+                         value=cross.hedge_maintenance_rate)
     if not 0.5 < var.confidence < 1.0:
         raise InputError("a confidence in (0.5, 1)", field="var.confidence", value=var.confidence)
     if var.mpor_days < 1 or var.mpor_days != int(var.mpor_days):
@@ -405,6 +410,44 @@ def _build_risk_config(data: Mapping[str, Any]) -> RiskConfig:
                       liquidation=_liquidation(data.get("liquidation", {})), var=var,
                       haircuts=_haircuts(data.get("haircuts", {})),
                       monitor=_monitor(data.get("monitor", {})))
+
+
+# (section, field, low, high, low excluded, what the number is): model numbers a configuration
+# may set only within what they mean (beyond, a rate would charge more than the notional, a
+# vol shock would make a volatility negative, a weight would count a scenario more than whole)
+_BOUNDS: tuple[tuple[str, str, float, float, bool, str], ...] = (
+    ("isolated", "option_initial_base", 0.0, 1.0, False, "a fraction of the index"),
+    ("isolated", "option_initial_floor", 0.0, 1.0, False, "a fraction of the index"),
+    ("isolated", "option_maintenance_rate", 0.0, 1.0, False, "a fraction of the index"),
+    ("cross", "hedge_initial_rate", 0.0, 1.0, False, "a fraction of the hedged notional"),
+    ("cross", "hedge_maintenance_rate", 0.0, 1.0, False, "a fraction of the hedged notional"),
+    ("portfolio", "vol_shocks", -1.0, 10.0, False,
+     "a relative vol shock (-1: to zero, then the floor)"),
+    ("portfolio", "extended_vol_shock", -1.0, 10.0, False, "a relative vol shock"),
+    ("portfolio", "extended_weight", 0.0, 1.0, False, "the weight of a tail scenario"),
+    ("portfolio", "vol_shock_reference_days", 0.0, 3650.0, True, "a tenor in days"),
+    ("portfolio", "vol_shock_power_short", 0.0, 1.0, False, "a dampening exponent"),
+    ("portfolio", "vol_shock_power_long", 0.0, 1.0, False, "a dampening exponent"),
+    ("portfolio", "vol_floor", 0.0, 10.0, False, "a volatility in decimals"),
+    ("portfolio", "option_contingency_rate", 0.0, 1.0, False, "a fraction of the index"),
+    ("portfolio", "linear_contingency_rate", 0.0, 1.0, False, "a fraction of the notional"),
+    ("var", "ewma_lambda", 0.0, 1.0, True, "an EWMA decay"),
+    ("var", "stressed_weight", 0.0, 1.0, False, "a weight"),
+    ("var", "vol_floor", 0.0, 10.0, False, "a volatility in decimals"),
+    ("var", "maintenance_fraction", 0.0, 1.0, True, "MM as a fraction of IM"),
+)
+
+
+def _check_bounds(sections: Mapping[str, Any]) -> None:
+    """Refuse a number of ``_BOUNDS`` outside its interval (each element of a list)."""
+    for section, name, low, high, low_open, meaning in _BOUNDS:
+        value = getattr(sections[section], name)
+        for number in value if isinstance(value, tuple) else (value,):
+            if not (low < number if low_open else low <= number) or number > high:
+                left = "(" if low_open else "["
+                raise InputError(f"a value in {left}{low:g}, {high:g}]: {meaning}",
+                                 field=f"{section}.{name}",
+                                 value=list(value) if isinstance(value, tuple) else value)
 
 
 def _number_or_inf(value: Any, field: str) -> float:
