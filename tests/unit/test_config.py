@@ -66,7 +66,7 @@ def test_model_numbers_out_of_what_they_mean_are_refused(section: str, values: d
     with pytest.raises(ConfigError) as caught:
         RiskConfig.from_dict({section: values})
     assert caught.value.field == field
-    assert f"a value in {interval}" in str(caught.value)
+    assert f"a number in {interval}" in str(caught.value)
 
 
 def test_cross_hedge_mm_above_im_and_tier_rates_above_one_are_refused() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from margin_engine.core.bounds import BOUNDS
 from margin_engine.core.errors import InputError
-from margin_engine.profiles.bounds import BOUNDS
 from margin_engine.profiles.deribit_pm import DeribitParams
 from margin_engine.profiles.derive_pmrm import DeriveParams
 from margin_engine.profiles.files import read_profile_file

@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from margin_engine.collateral.haircuts import AssetHaircut, ChainTier, CollateralConfig
+from margin_engine.core.bounds import (
+    DAMPENING,
+    EWMA_DECAY,
+    FRACTION,
+    MAINTENANCE_SHARE,
+    REFERENCE_DAYS,
+    VOL_LEVEL,
+    VOL_SHOCK,
+    Bounds,
+)
 from margin_engine.core.errors import ConfigError, InputError
 from margin_engine.core.numbers import parse_float
 
@@ -412,42 +422,39 @@ def _build_risk_config(data: Mapping[str, Any]) -> RiskConfig:
                       monitor=_monitor(data.get("monitor", {})))
 
 
-# (section, field, low, high, low excluded, what the number is): model numbers a configuration
-# may set only within what they mean (beyond, a rate would charge more than the notional, a
-# vol shock would make a volatility negative, a weight would count a scenario more than whole)
-_BOUNDS: tuple[tuple[str, str, float, float, bool, str], ...] = (
-    ("isolated", "option_initial_base", 0.0, 1.0, False, "a fraction of the index"),
-    ("isolated", "option_initial_floor", 0.0, 1.0, False, "a fraction of the index"),
-    ("isolated", "option_maintenance_rate", 0.0, 1.0, False, "a fraction of the index"),
-    ("cross", "hedge_initial_rate", 0.0, 1.0, False, "a fraction of the hedged notional"),
-    ("cross", "hedge_maintenance_rate", 0.0, 1.0, False, "a fraction of the hedged notional"),
-    ("portfolio", "vol_shocks", -1.0, 10.0, False,
-     "a relative vol shock (-1: to zero, then the floor)"),
-    ("portfolio", "extended_vol_shock", -1.0, 10.0, False, "a relative vol shock"),
-    ("portfolio", "extended_weight", 0.0, 1.0, False, "the weight of a tail scenario"),
-    ("portfolio", "vol_shock_reference_days", 0.0, 3650.0, True, "a tenor in days"),
-    ("portfolio", "vol_shock_power_short", 0.0, 1.0, False, "a dampening exponent"),
-    ("portfolio", "vol_shock_power_long", 0.0, 1.0, False, "a dampening exponent"),
-    ("portfolio", "vol_floor", 0.0, 10.0, False, "a volatility in decimals"),
-    ("portfolio", "option_contingency_rate", 0.0, 1.0, False, "a fraction of the index"),
-    ("portfolio", "linear_contingency_rate", 0.0, 1.0, False, "a fraction of the notional"),
-    ("var", "ewma_lambda", 0.0, 1.0, True, "an EWMA decay"),
-    ("var", "stressed_weight", 0.0, 1.0, False, "a weight"),
-    ("var", "vol_floor", 0.0, 10.0, False, "a volatility in decimals"),
-    ("var", "maintenance_fraction", 0.0, 1.0, True, "MM as a fraction of IM"),
+# (section, field, bounds): model numbers a configuration may set only within what they mean
+# (beyond, a rate would charge more than the notional, a vol shock would make a volatility
+# negative, a weight would count a scenario more than whole)
+_INDEX_FRACTION = replace(FRACTION, meaning="a fraction of the index")
+_BOUNDED: tuple[tuple[str, str, Bounds], ...] = (
+    ("isolated", "option_initial_base", _INDEX_FRACTION),
+    ("isolated", "option_initial_floor", _INDEX_FRACTION),
+    ("isolated", "option_maintenance_rate", _INDEX_FRACTION),
+    ("cross", "hedge_initial_rate", FRACTION),
+    ("cross", "hedge_maintenance_rate", FRACTION),
+    ("portfolio", "vol_shocks", VOL_SHOCK),
+    ("portfolio", "extended_vol_shock", VOL_SHOCK),
+    ("portfolio", "extended_weight", FRACTION),
+    ("portfolio", "vol_shock_reference_days", REFERENCE_DAYS),
+    ("portfolio", "vol_shock_power_short", DAMPENING),
+    ("portfolio", "vol_shock_power_long", DAMPENING),
+    ("portfolio", "vol_floor", VOL_LEVEL),
+    ("portfolio", "option_contingency_rate", _INDEX_FRACTION),
+    ("portfolio", "linear_contingency_rate", FRACTION),
+    ("var", "ewma_lambda", EWMA_DECAY),
+    ("var", "stressed_weight", FRACTION),
+    ("var", "vol_floor", VOL_LEVEL),
+    ("var", "maintenance_fraction", MAINTENANCE_SHARE),
 )
 
 
 def _check_bounds(sections: Mapping[str, Any]) -> None:
-    """Refuse a number of ``_BOUNDS`` outside its interval (each element of a list)."""
-    for section, name, low, high, low_open, meaning in _BOUNDS:
+    """Refuse a number of ``_BOUNDED`` outside its bounds (each element of a list)."""
+    for section, name, bounds in _BOUNDED:
         value = getattr(sections[section], name)
-        for number in value if isinstance(value, tuple) else (value,):
-            if not (low < number if low_open else low <= number) or number > high:
-                left = "(" if low_open else "["
-                raise InputError(f"a value in {left}{low:g}, {high:g}]: {meaning}",
-                                 field=f"{section}.{name}",
-                                 value=list(value) if isinstance(value, tuple) else value)
+        if not all(bounds.holds(v) for v in (value if isinstance(value, tuple) else (value,))):
+            raise InputError(bounds.expected(), field=f"{section}.{name}",
+                             value=list(value) if isinstance(value, tuple) else value)
 
 
 def _number_or_inf(value: Any, field: str) -> float:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from margin_engine.core.bounds import FRACTION, MAINTENANCE_SHARE, PRICE_RANGE, bounded
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.profiles.base import (
     ProfileBook,
@@ -46,7 +47,6 @@ from margin_engine.profiles.base import (
     Term,
     Unsupported,
 )
-from margin_engine.profiles.bounds import FRACTION, MAINTENANCE_SHARE, PRICE_RANGE, bounded
 from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (
     Grid,

@@ -23,6 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from margin_engine.core.bounds import (
+    FACTOR,
+    FRACTION,
+    MAINTENANCE_SHARE,
+    PRICE_RANGE,
+    bounded,
+)
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind
 from margin_engine.profiles.base import (
@@ -35,13 +42,6 @@ from margin_engine.profiles.base import (
     Unsupported,
     first_reason,
     kind_flags,
-)
-from margin_engine.profiles.bounds import (
-    FACTOR,
-    FRACTION,
-    MAINTENANCE_SHARE,
-    PRICE_RANGE,
-    bounded,
 )
 from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (

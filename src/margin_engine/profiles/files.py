@@ -16,7 +16,7 @@ bracket table, a wider price range, today's open interest) are a file edit, not 
 
 ``configs/profiles/`` ships one file per built-in profile holding exactly its built-in
 parameters (a test keeps them equal), as the starting point for edits. Every number must be
-finite, non-negative and within the bounds its field declares (``profiles/bounds.py``: a price
+finite, non-negative and within the bounds its field declares (``core/bounds.py``: a price
 range below 1, fractions at most 1, MM at most IM, ...); unknown keys, wrong types, values out
 of bounds and tiers given to a profile without brackets are refused naming the file, the key
 and the value.
@@ -31,11 +31,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from margin_engine.core.bounds import BOUNDS, Bounds
 from margin_engine.core.errors import InputError
 from margin_engine.core.names import check_name
 from margin_engine.core.numbers import parse_float
 from margin_engine.profiles.base import Source, VenueProfile
-from margin_engine.profiles.bounds import BOUNDS, Bounds
 
 TOP_KEYS = ("profile", "name", "parameters_as_of", "source", "parameters", "leverage_tiers")
 

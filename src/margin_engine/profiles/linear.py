@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from margin_engine.core.bounds import AT_LEAST_ONE, COLLATERAL_RATE, bounded
 from margin_engine.core.types import FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind, MarginMode
 from margin_engine.margin.isolated import isolated_allocation
@@ -37,7 +38,6 @@ from margin_engine.profiles.base import (
     first_reason,
     kind_flags,
 )
-from margin_engine.profiles.bounds import AT_LEAST_ONE, COLLATERAL_RATE, bounded
 from margin_engine.profiles.brackets import BracketTable
 from margin_engine.profiles.scenarios import legs_of
 

@@ -19,6 +19,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numba import njit
 
+from margin_engine.core.bounds import (
+    ANNUAL_RATE,
+    FRACTION,
+    IM_MULTIPLE,
+    PRICE_RANGE,
+    bounded,
+)
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.domain.instruments import InstrumentKind
 from margin_engine.pricing.black76 import price_scalar_nb
@@ -31,13 +38,6 @@ from margin_engine.profiles.base import (
     Term,
     Unsupported,
     kind_flags,
-)
-from margin_engine.profiles.bounds import (
-    ANNUAL_RATE,
-    FRACTION,
-    IM_MULTIPLE,
-    PRICE_RANGE,
-    bounded,
 )
 from margin_engine.profiles.files import ScenarioParameters
 from margin_engine.profiles.scenarios import (

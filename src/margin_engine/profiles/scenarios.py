@@ -22,10 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from margin_engine.core.types import BoolArray, FloatArray
-from margin_engine.pricing.black76 import price_scalar_nb
-from margin_engine.profiles.base import ProfileBook, State
-from margin_engine.profiles.bounds import (
+from margin_engine.core.bounds import (
     DAMPENING,
     REFERENCE_DAYS,
     VOL_DOWN,
@@ -33,6 +30,9 @@ from margin_engine.profiles.bounds import (
     VOL_UP,
     bounded,
 )
+from margin_engine.core.types import BoolArray, FloatArray
+from margin_engine.pricing.black76 import price_scalar_nb
+from margin_engine.profiles.base import ProfileBook, State
 
 
 class VolShock(enum.Enum):

@@ -1,12 +1,13 @@
-"""The values a venue profile's parameters may take, declared on their dataclass fields.
+"""The values a model's or a venue profile's number may take, and what it means.
 
-A profile file sets parameters by name (``profiles/files.py``); a number of the right type can
-still make the method meaningless: a price range of 1.5 moves the price to -50 % of itself (the
-logarithm of a negative price, NaN margins), a maintenance fraction of 5 puts MM above IM, a
-collateral rate of 3 counts a coin at three times its price. Each such field carries its
-``Bounds`` in the field's metadata (``bounded``), and the file reader refuses a value outside
-them, naming the key and what it means. Per-underlying tables take the bounds of their field
-for every value.
+A number of the right type can still make a method meaningless: a price range of 1.5 moves the
+price to -50 % of itself (the logarithm of a negative price, NaN margins), a maintenance
+fraction of 5 puts MM above IM, a collateral rate of 3 counts a coin at three times its price.
+Venue profile parameters carry their ``Bounds`` in their dataclass field's metadata
+(``bounded``; per-underlying tables take the bounds of their field for every value) and the
+profile file reader refuses a value outside them (``profiles/files.py``); the risk
+configuration checks its numbers against a table of them (``margin/config.py``). The error
+names the key, the interval and what the number means.
 """
 
 from __future__ import annotations
@@ -67,3 +68,5 @@ REFERENCE_DAYS = Bounds(0.0, 3650.0, "the tenor in days at which the vol shock i
                         low_open=True)
 ANNUAL_RATE = Bounds(0.0, 10.0, "an annual rate as a fraction (0.05 = 5 % a year)")
 FACTOR = Bounds(0.0, 1000.0, "a non-negative multiplier")
+VOL_SHOCK = Bounds(-1.0, 10.0, "a relative vol shock (-1: to zero, then the floor)")
+EWMA_DECAY = Bounds(0.0, 1.0, "an EWMA decay", low_open=True)
