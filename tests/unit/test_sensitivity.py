@@ -147,3 +147,39 @@ def test_params_file_round_trip_and_refusal(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="symmetric"):
         SensitivityParams.from_document(doc)
     assert np.isclose(params.risk_weight("SOL"), params.default_risk_weight)
+
+
+def _params_doc(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "schema": "margin-engine/sensitivity-params/v1", "confidence": 0.99, "mpor_days": 1,
+        "risk_weights": {"BTC": 0.1}, "vega_risk_weight": 0.3, "tenor_days": [7, 30],
+        "tenor_correlation": [[1, 0.5], [0.5, 1]]}
+    doc.update(changes)
+    return doc
+
+
+@pytest.mark.parametrize(("changes", "field", "expected"), [
+    ({"risk_weights": [1, 2]}, "risk_weights", "an object of name -> number"),
+    ({"tenor_days": "7"}, "tenor_days", "a JSON array"),
+    ({"tenor_days": [30, 7]}, "tenor_days", "ascending tenors"),
+    ({"tenor_correlation": 5}, "tenor_correlation", "a JSON array"),
+    ({"tenor_correlation": [[1, 0.5], [0.5]]}, "tenor_correlation", "a 2 x 2 matrix"),
+    ({"underlying_correlation": {"BTC": 5}}, "underlying_correlation.BTC",
+     "an object of name -> number"),
+    ({"tenor_days": [7, 30, 90],
+      "tenor_correlation": [[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1]]},
+     "tenor_correlation", "positive semi-definite"),
+])
+def test_a_malformed_parameter_file_is_one_error(changes: dict[str, Any], field: str,
+                                                  expected: str) -> None:
+    """Before: the first four shapes were tracebacks (TypeError, ValueError from numpy), tenors
+    out of order were taken (the tenor interpolation assumes them ascending) and so was a
+    matrix that is not a correlation (the vega aggregation takes the root of
+    sum rho_kl WS_k WS_l, negative for some books)."""
+    from margin_engine.core.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        SensitivityParams.from_document(_params_doc(**changes), "p.json")
+    assert caught.value.field == field
+    assert expected in str(caught.value)
+    assert SensitivityParams.from_document(_params_doc(), "p.json").tenor_days == (7.0, 30.0)

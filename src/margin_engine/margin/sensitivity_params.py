@@ -85,7 +85,7 @@ class SensitivityParams:
 
 
 def _parse(doc: Any) -> SensitivityParams:
-    from margin_engine.io.jsonfields import check_schema, require_object
+    from margin_engine.io.jsonfields import check_schema, require_list, require_object
 
     check_schema(doc, expected=PARAMS_SCHEMA)
     obj = require_object(doc, field="", allowed=(
@@ -95,19 +95,31 @@ def _parse(doc: Any) -> SensitivityParams:
         "confidence", "mpor_days", "risk_weights", "vega_risk_weight", "tenor_days",
         "tenor_correlation"))
     weights = {u: parse_float(v, field=f"risk_weights.{u}", strictly_positive=True)
-               for u, v in dict(obj["risk_weights"]).items()}
+               for u, v in _table(obj["risk_weights"], "risk_weights").items()}
     tenors = tuple(parse_float(v, field="tenor_days", strictly_positive=True)
-                   for v in obj["tenor_days"])
+                   for v in require_list(obj["tenor_days"], field="tenor_days"))
+    if not tenors or any(b <= a for a, b in zip(tenors, tenors[1:], strict=False)):
+        raise InputError("ascending tenors in days (at least one)", field="tenor_days",
+                         value=list(tenors))
+    rows = require_list(obj["tenor_correlation"], field="tenor_correlation")
+    if len(rows) != len(tenors) or any(
+            len(require_list(row, field="tenor_correlation")) != len(tenors) for row in rows):
+        raise InputError(f"a {len(tenors)} x {len(tenors)} matrix (one row and column a tenor)",
+                         field="tenor_correlation", value=f"{len(rows)} rows")
     matrix = np.array([[float(parse_float(x, field="tenor_correlation", minimum=-1.0,
-                                          maximum=1.0)) for x in row]
-                       for row in obj["tenor_correlation"]])
-    if matrix.shape != (len(tenors), len(tenors)) or not np.allclose(matrix, matrix.T) or \
-            not np.allclose(np.diag(matrix), 1.0):
+                                          maximum=1.0)) for x in row] for row in rows])
+    if not np.allclose(matrix, matrix.T) or not np.allclose(np.diag(matrix), 1.0):
         raise InputError("a symmetric tenors x tenors matrix with 1 on the diagonal",
                          field="tenor_correlation", value=f"shape {matrix.shape}")
+    lowest = float(np.linalg.eigvalsh(matrix).min())
+    if lowest < -1e-9:
+        raise InputError("a correlation matrix (positive semi-definite: else the aggregated "
+                         "vega risk of some book is the root of a negative number)",
+                         field="tenor_correlation", value=f"lowest eigenvalue {lowest:.3g}")
     pairs: dict[tuple[str, str], float] = {}
-    for a, row in dict(obj.get("underlying_correlation", {})).items():
-        for b, rho in dict(row).items():
+    for a, row in _table(obj.get("underlying_correlation", {}),
+                         "underlying_correlation").items():
+        for b, rho in _table(row, f"underlying_correlation.{a}").items():
             key = (a, b) if a < b else (b, a)
             pairs[key] = parse_float(rho, field=f"underlying_correlation.{a}.{b}",
                                      minimum=-1.0, maximum=1.0)
@@ -127,3 +139,11 @@ def _parse(doc: Any) -> SensitivityParams:
                                          maximum=1.0),
         provenance=dict(obj.get("provenance", {})),
     )
+
+
+def _table(value: Any, field: str) -> dict[str, Any]:
+    """A JSON object of name -> value (an error naming ``field`` otherwise)."""
+    if not isinstance(value, dict):
+        raise InputError("an object of name -> number", field=field,
+                         value=type(value).__name__)
+    return value
