@@ -367,3 +367,19 @@ def test_json_portfolio_above_the_size_limit_is_refused(tmp_path: Path) -> None:
     assert f"{size:,} bytes" in msg
     assert "CSV/Parquet" in msg
     assert "--accounts" in msg
+
+
+def test_market_correlations_that_are_no_correlation_matrix_are_refused() -> None:
+    """BTC-ETH 0.9, BTC-SOL 0.9, ETH-SOL -0.9: each pair within [-1, 1], the matrix not
+    positive semi-definite (smallest eigenvalue -0.8), so the portfolio model's
+    sqrt(sum rho_uv L_u L_v) aggregation is the root of a negative number for some books.
+    Before: taken."""
+    market = market_doc()
+    market["underlyings"]["SOL"] = {"index": 150, "vol": {"type": "flat", "sigma": 0.8}}
+    market["correlation"] = {"BTC": {"ETH": 0.9, "SOL": 0.9}, "ETH": {"SOL": -0.9}}
+    msg = refused(parse_market, market)
+    assert "'correlation'" in msg
+    assert "positive semi-definite" in msg
+    assert "lowest eigenvalue -0.8" in msg
+    market["correlation"]["ETH"]["SOL"] = 0.7
+    assert parse_market(market).correlation_of("ETH", "SOL") == 0.7

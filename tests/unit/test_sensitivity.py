@@ -183,3 +183,17 @@ def test_a_malformed_parameter_file_is_one_error(changes: dict[str, Any], field:
     assert caught.value.field == field
     assert expected in str(caught.value)
     assert SensitivityParams.from_document(_params_doc(), "p.json").tenor_days == (7.0, 30.0)
+
+
+def test_underlying_correlations_that_are_no_correlation_matrix_are_refused() -> None:
+    """Pairs each within [-1, 1] (BTC-ETH 0.9, BTC-SOL 0.9, ETH-SOL -0.9) that no three
+    return series can have: before, taken."""
+    from margin_engine.core.errors import InputError
+
+    rows = {"BTC": {"ETH": 0.9, "SOL": 0.9}, "ETH": {"SOL": -0.9}}
+    with pytest.raises(InputError, match="positive semi-definite") as caught:
+        SensitivityParams.from_document(_params_doc(underlying_correlation=rows), "p.json")
+    assert caught.value.field == "underlying_correlation"
+    rows["ETH"]["SOL"] = 0.7
+    assert SensitivityParams.from_document(_params_doc(underlying_correlation=rows),
+                                           "p.json").correlation("SOL", "ETH") == 0.7

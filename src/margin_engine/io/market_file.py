@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from margin_engine.core.correlation import check_pairs
 from margin_engine.core.errors import InputError
 from margin_engine.core.numbers import parse_float
 from margin_engine.core.timeutil import (
@@ -55,6 +56,7 @@ def parse_market(document: Any) -> MarketSnapshot:
     assets = _parse_assets(obj["assets"])
     marks = _parse_marks(obj.get("marks", {}))
     correlation = _parse_correlation(obj.get("correlation", {}), underlyings)
+    check_pairs(correlation, underlyings, field="correlation")
     settlements = _parse_settlements(obj.get("settlements", {}), timestamp)
     return MarketSnapshot(timestamp_ns=timestamp, underlyings=underlyings, asset_prices=assets,
                           marks=marks, correlation=correlation, settlements=settlements)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from margin_engine.core.correlation import check_pairs, check_positive_semidefinite
 from margin_engine.core.errors import InputError
 from margin_engine.core.numbers import parse_float
 from margin_engine.core.types import FloatArray
@@ -111,11 +112,7 @@ def _parse(doc: Any) -> SensitivityParams:
     if not np.allclose(matrix, matrix.T) or not np.allclose(np.diag(matrix), 1.0):
         raise InputError("a symmetric tenors x tenors matrix with 1 on the diagonal",
                          field="tenor_correlation", value=f"shape {matrix.shape}")
-    lowest = float(np.linalg.eigvalsh(matrix).min())
-    if lowest < -1e-9:
-        raise InputError("a correlation matrix (positive semi-definite: else the aggregated "
-                         "vega risk of some book is the root of a negative number)",
-                         field="tenor_correlation", value=f"lowest eigenvalue {lowest:.3g}")
+    check_positive_semidefinite(matrix, field="tenor_correlation")
     pairs: dict[tuple[str, str], float] = {}
     for a, row in _table(obj.get("underlying_correlation", {}),
                          "underlying_correlation").items():
@@ -123,6 +120,7 @@ def _parse(doc: Any) -> SensitivityParams:
             key = (a, b) if a < b else (b, a)
             pairs[key] = parse_float(rho, field=f"underlying_correlation.{a}.{b}",
                                      minimum=-1.0, maximum=1.0)
+    check_pairs(pairs, weights, field="underlying_correlation")
     default = obj.get("default_risk_weight", max(weights.values()) if weights else 10.0)
     return SensitivityParams(
         confidence=parse_float(obj["confidence"], field="confidence", strictly_positive=True,
