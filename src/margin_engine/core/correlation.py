@@ -26,14 +26,35 @@ def check_positive_semidefinite(matrix: np.ndarray, *, field: str) -> None:
                          value=f"lowest eigenvalue {lowest:.3g}")
 
 
-def check_pairs(pairs: Mapping[tuple[str, str], float], names: Iterable[str], *,
-                field: str) -> None:
-    """The matrix over ``names`` (and the names of the pairs) with 1 on the diagonal,
-    ``pairs`` off it and 0 for the pairs not given, checked by
-    ``check_positive_semidefinite``."""
+def pair_matrix(pairs: Mapping[tuple[str, str], float], names: Iterable[str] = ()
+                ) -> tuple[list[str], np.ndarray]:
+    """(the names in order, the matrix over them): 1 on the diagonal, ``pairs`` off it, 0 for
+    the pairs not given; the names are ``names`` and those of the pairs, sorted."""
     order = sorted(set(names) | {n for pair in pairs for n in pair})
     at = {name: k for k, name in enumerate(order)}
     matrix = np.eye(len(order))
     for (a, b), rho in pairs.items():
         matrix[at[a], at[b]] = matrix[at[b], at[a]] = rho
-    check_positive_semidefinite(matrix, field=field)
+    return order, matrix
+
+
+def check_pairs(pairs: Mapping[tuple[str, str], float], names: Iterable[str], *,
+                field: str) -> None:
+    """``pair_matrix(pairs, names)`` checked by ``check_positive_semidefinite``."""
+    check_positive_semidefinite(pair_matrix(pairs, names)[1], field=field)
+
+
+def repaired_pairs(pairs: Mapping[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """``pairs`` as they are when their matrix is a correlation matrix; else the pairs of the
+    matrix with its negative eigenvalues set to 0 and rescaled to 1 on the diagonal
+    (C' = D^-1/2 V max(L, 0) V' D^-1/2): pairwise estimates over different windows need not
+    form a correlation matrix together."""
+    order, matrix = pair_matrix(pairs)
+    values, vectors = np.linalg.eigh(matrix)
+    if not order or values.min() >= -TOLERANCE:
+        return dict(pairs)
+    clipped = (vectors * np.maximum(values, 0.0)) @ vectors.T
+    scale = 1.0 / np.sqrt(np.diag(clipped))
+    fixed = clipped * scale[:, None] * scale[None, :]
+    at = {name: k for k, name in enumerate(order)}
+    return {(a, b): float(np.clip(fixed[at[a], at[b]], -1.0, 1.0)) for a, b in pairs}

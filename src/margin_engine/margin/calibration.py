@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from margin_engine.core.correlation import repaired_pairs
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import NS_PER_SECOND, ns_to_iso
 from margin_engine.core.types import FloatArray, IntArray
@@ -98,6 +99,10 @@ def calibrate(prices: Mapping[str, PriceSeries], dvol: Mapping[str, PriceSeries]
             rb = np.log(daily[b][1][ib][h:] / daily[b][1][ib][:-h])
             pairs[(a, b)] = float(np.corrcoef(ra, rb)[0, 1])
             data[f"{a}/{b}"] = {"common_days": int(common.size)}
+    repaired = repaired_pairs(pairs)
+    if repaired != pairs:  # pairs over different windows: made a correlation matrix
+        data["correlation repaired"] = {f"{a}/{b}": pairs[(a, b)] for a, b in pairs}
+        pairs = repaired
 
     vrw_source = "dvol"
     vol_moves: list[FloatArray] = []
