@@ -58,6 +58,16 @@ def test_a_penalty_above_the_closed_notional_is_refused() -> None:
     ("cross", {"hedge_initial_rate": 3}, "cross.hedge_initial_rate", "[0, 1]"),
     ("var", {"maintenance_fraction": 4}, "var.maintenance_fraction", "(0, 1]"),
     ("var", {"ewma_lambda": 1.5}, "var.ewma_lambda", "(0, 1]"),
+    ("var", {"scenarios": 0.5}, "var.scenarios", "[1, 1e+07]"),
+    ("var", {"apc_buffer": 50}, "var.apc_buffer", "[0, 1]"),
+    ("liquidation", {"target_buffer": 0}, "liquidation.target_buffer", "(0, 100]"),
+    ("liquidation", {"breaker": {"mm_buffer": 0}}, "liquidation.breaker.mm_buffer", "(0, 1]"),
+    ("liquidation", {"breaker": {"half_life_seconds": 0}},
+     "liquidation.breaker.half_life_seconds", "(0, 1e+09]"),
+    ("liquidation", {"breaker": {"max_multiplier": 0.5}}, "liquidation.breaker.max_multiplier",
+     "[1, 1000]"),
+    ("haircuts", {"assets": {"BTC": {"annual_vol": 50}}}, "haircuts.assets.BTC.annual_vol",
+     "[0, 10]"),
 ])
 def test_model_numbers_out_of_what_they_mean_are_refused(section: str, values: dict[str, object],
                                                          field: str, interval: str) -> None:

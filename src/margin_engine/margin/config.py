@@ -445,12 +445,31 @@ _BOUNDED: tuple[tuple[str, str, Bounds], ...] = (
     ("var", "stressed_weight", FRACTION),
     ("var", "vol_floor", VOL_LEVEL),
     ("var", "maintenance_fraction", MAINTENANCE_SHARE),
+    ("var", "scenarios", Bounds(1.0, 1e7, "a count of h-day windows")),
+    ("var", "stressed_window_days", Bounds(1.0, 36500.0, "a window in days")),
+    ("var", "floor_years", Bounds(0.0, 100.0, "a lookback in years", low_open=True)),
+    ("var", "apc_buffer", FRACTION),
+)
+_LIQUIDATION_BOUNDED: tuple[tuple[str, str, Bounds], ...] = (
+    ("liquidation", "target_buffer",
+     Bounds(0.0, 100.0, "the multiple of IM a partial liquidation restores", low_open=True)),
+    ("liquidation.breaker", "mm_buffer",
+     Bounds(0.0, 1.0, "the move MM absorbs, as a fraction (velocity / mm_buffer)",
+            low_open=True)),
+    ("liquidation.breaker", "max_multiplier",
+     Bounds(1.0, 1000.0, "the most the breaker multiplies margins by (below 1 it would lower "
+            "them in a crash)")),
+    ("liquidation.breaker", "half_life_seconds",
+     Bounds(0.0, 1e9, "the decay's half-life in seconds", low_open=True)),
+    ("liquidation.breaker", "off_threshold",
+     Bounds(1.0, 1000.0, "the multiplier below which the breaker is off")),
 )
 
 
-def _check_bounds(sections: Mapping[str, Any]) -> None:
-    """Refuse a number of ``_BOUNDED`` outside its bounds (each element of a list)."""
-    for section, name, bounds in _BOUNDED:
+def _check_bounds(sections: Mapping[str, Any],
+                  table: tuple[tuple[str, str, Bounds], ...] = _BOUNDED) -> None:
+    """Refuse a number of ``table`` outside its bounds (each element of a list)."""
+    for section, name, bounds in table:
         value = getattr(sections[section], name)
         if not all(bounds.holds(v) for v in (value if isinstance(value, tuple) else (value,))):
             raise InputError(bounds.expected(), field=f"{section}.{name}",
@@ -524,10 +543,13 @@ def _haircuts(data: Any) -> CollateralConfig:
 
 
 def _check_rates(values: Mapping[str, float], where: str) -> None:
-    """Haircut rates are fractions of the value: in [0, 1]."""
+    """Haircut rates are fractions of the value: in [0, 1]; an annual vol is a volatility."""
     for name in ("haircut", "max_haircut"):
         if name in values and not 0.0 <= values[name] <= 1.0:
             raise InputError("a fraction in [0, 1]", field=f"{where}.{name}", value=values[name])
+    if "annual_vol" in values and not VOL_LEVEL.holds(values["annual_vol"]):
+        raise InputError(VOL_LEVEL.expected(), field=f"{where}.annual_vol",
+                         value=values["annual_vol"])
 
 
 def _table(data: Any, field: str) -> Mapping[str, Any]:
@@ -593,6 +615,8 @@ def _liquidation(data: Any) -> LiquidationConfig:
                                  value=value)
     numbers: LiquidationConfig = _scalars(raw, LiquidationConfig, "liquidation",
                                           LiquidationConfig())
+    _check_bounds({"liquidation": numbers, "liquidation.breaker": breaker},
+                  _LIQUIDATION_BOUNDED)
     if numbers.penalty_rate > PENALTY_RATE_MAX:
         raise InputError(f"a fraction of the closed notional in [0, {PENALTY_RATE_MAX:g}]",
                          field="liquidation.penalty_rate", value=numbers.penalty_rate)
