@@ -113,11 +113,17 @@ def test_leverage_tiers_with_a_wrong_maintenance_amount_are_refused(tmp_path: Pa
         read_ccxt_tiers(_write(tmp_path / "tiers.json", tiers))
     tiers = _binance_tiers()
     tiers["BTC/USDT:USDT"][1]["maintenanceMarginRate"] = 0.5  # a percent written as 0.5
-    tiers["BTC/USDT:USDT"][1]["info"].pop("cum")
     for tier in tiers["BTC/USDT:USDT"]:
         tier["info"].pop("cum", None)
+    # at 100x the bracket's IM rate is 1 %: an MM rate of 50 % would exceed it (before: taken)
+    with pytest.raises(InputError, match=r"\[1\]\.maintenanceMarginRate'.*0\.5.*= 0\.01"):
+        read_ccxt_tiers(_write(tmp_path / "tiers.json", tiers))
+    for tier in tiers["BTC/USDT:USDT"][1:]:
+        tier["maxLeverage"] = 2  # a rate of 50 % is allowed where IM is 50 % ...
+    tiers["BTC/USDT:USDT"][2]["maintenanceMarginRate"] = 0.5
+    tiers["BTC/USDT:USDT"][3]["maintenanceMarginRate"] = 0.5
     tables = read_ccxt_tiers(_write(tmp_path / "tiers.json", tiers))
-    assert tables["BTC"].brackets[1].maintenance_rate == 0.5  # a rate of 50 % is allowed ...
+    assert tables["BTC"].brackets[1].maintenance_rate == 0.5
     tiers["BTC/USDT:USDT"][1]["maintenanceMarginRate"] = 1.5  # ... 150 % is not
     with pytest.raises(InputError, match="maintenanceMarginRate"):
         read_ccxt_tiers(_write(tmp_path / "tiers.json", tiers))

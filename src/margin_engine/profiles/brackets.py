@@ -95,6 +95,10 @@ def build_table(symbol: str, rows: Sequence[tuple[float, float, float]],
         if not leverage >= 1.0:
             raise InputError("a maximum leverage >= 1", field=f"{where}.maxLeverage",
                              value=leverage, source=source)
+        if rate > (1.0 / leverage) * (1.0 + 1e-12):
+            raise InputError(f"a maintenance margin rate at most the bracket's initial rate "
+                             f"1 / maxLeverage = {1.0 / leverage:.6g} (else MM exceeds IM)",
+                             field=f"{where}.maintenanceMarginRate", value=rate, source=source)
         cum = floor * (rate - previous_rate) + cum if i else 0.0
         if amounts is not None and not math.isclose(amounts[i], cum, rel_tol=1e-9,
                                                     abs_tol=1e-6):
