@@ -303,6 +303,28 @@ def test_a_replay_that_ends_before_it_starts_names_the_end(tmp_path: Path) -> No
                                  "2025-06-01T00:05:00Z"), out.output
 
 
+def test_a_replay_window_outside_the_paths_names_the_window_and_their_spans(
+        tmp_path: Path) -> None:
+    """Before: 'expected price paths with at least two common timestamps', about the files,
+    for a --start in 2030 on paths of 2025; now the window, and what the paths cover."""
+    portfolio, market, path = _replay_inputs(tmp_path)
+    out = runner.invoke(app, ["liquidate", str(portfolio), "--market", str(market), "--path",
+                              f"BTC={path}", "--start", "2030-01-01T00:00:00Z"])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith(
+        "margin-engine: error: field '--start': got '2030-01-01T00:00:00Z to their end', "
+        "expected a window holding at least two common timestamps of the paths (btc.csv "
+        "2025-06-01T00:00:00Z to 2025-06-01T00:05:00Z)"), out.output
+    other = tmp_path / "eth.csv"
+    other.write_text("date,open,high,low,close,volume\n2025-07-01 00:00:00+00:00,1,1,1,2000,1\n"
+                     "2025-07-01 00:05:00+00:00,1,1,1,1900,1\n")
+    out = runner.invoke(app, ["liquidate", str(portfolio), "--market", str(market), "--path",
+                              f"BTC={path}", "--path", f"ETH={other}"])
+    assert out.exit_code == 2, out.output
+    assert "(their spans: btc.csv 2025-06-01T00:00:00Z to 2025-06-01T00:05:00Z; eth.csv " \
+        "2025-07-01T00:00:00Z to 2025-07-01T00:05:00Z)" in out.output
+
+
 @pytest.mark.parametrize(("command", "option", "value", "says"), [
     ("liquidate", "--insurance-fund", "1e308", "of magnitude <= 1e+15"),
     ("liquidate", "--latency-seconds", "inf", "a finite number >= 0"),

@@ -636,6 +636,22 @@ PathOpt = Annotated[list[str], typer.Option(
     "../shared/data); repeatable.")]
 
 
+def _window_paths(paths: dict[str, Any], assets: dict[str, Any], low: int | None,
+                  high: int | None, start: str | None, end: str | None) -> None:
+    """Refuse a --start/--end window that holds fewer than two common timestamps of the
+    paths, naming the window and each path's span."""
+    from margin_engine.core.errors import InputError
+    from margin_engine.data.prices import align
+    from margin_engine.liquidation.replay import path_spans
+
+    whole = [*paths.values(), *assets.values()]
+    cut = [x.between(low or 0, high or 2**62) for x in whole]
+    if align(cut)[0].size < 2:
+        raise InputError(f"a window holding at least two common timestamps of the paths "
+                         f"({path_spans(whole)})", field="--start" if start else "--end",
+                         value=f"{start or 'their start'} to {end or 'their end'}")
+
+
 def _series_specs(specs: list[str], option: str) -> dict[str, Any]:
     from margin_engine.cli.loading import load_series
 
@@ -697,6 +713,7 @@ def liquidate(
         if low is not None and high is not None and high <= low:
             raise InputError(f"a time after --start {start}", field="--end", value=end)
         if low is not None or high is not None:
+            _window_paths(paths, assets, low, high, start, end)
             paths = {k: v.between(low or 0, high or 2**62) for k, v in paths.items()}
             assets = {k: v.between(low or 0, high or 2**62) for k, v in assets.items()}
         from dataclasses import replace

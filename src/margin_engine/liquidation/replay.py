@@ -17,9 +17,10 @@ settlement asset.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,13 @@ def with_settlement_asset(book: ColumnarBook, market: MarketSnapshot,
     return book, market
 
 
+def path_spans(series: Sequence[PriceSeries]) -> str:
+    """Each series' file and first to last time, for an error about their overlap."""
+    return "; ".join(
+        f"{Path(x.source).name} {ns_to_iso(int(x.time_ns[0]))} to {ns_to_iso(int(x.time_ns[-1]))}"
+        if x.size else f"{Path(x.source).name} empty" for x in series)
+
+
 def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, PriceSeries], *,
            config: RiskConfig, liquidation: LiquidationConfig, model: str = BY_ACCOUNT,
            asset_paths: Mapping[str, PriceSeries] | None = None,
@@ -88,7 +96,8 @@ def replay(book: ColumnarBook, market: MarketSnapshot, paths: Mapping[str, Price
         list((oracle_paths or {}).values())
     times, closes = align(series)
     if times.size < 2:
-        raise InputError("price paths with at least two common timestamps", field="--path")
+        raise InputError("price paths with at least two common timestamps (their spans: "
+                         f"{path_spans(series)})", field="--path")
     n_paths = len(paths)
     path_closes = closes[:, :n_paths]
     asset_closes = closes[:, n_paths:n_paths + len(asset_paths or {})]
