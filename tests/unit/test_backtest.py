@@ -228,6 +228,25 @@ def test_backtest_start_date_means_midnight_utc(tmp_path: Path) -> None:
     assert "calendar date" in bad.stderr
 
 
+def test_a_backtest_window_after_the_history_names_the_window_and_the_history(
+        tmp_path: Path) -> None:
+    """Before: "got 'portfolio', expected days with both a margin and a loss (more history or
+    a later --start)": the method as the value and, for a start after the history, the wrong
+    advice."""
+    prices = _csv(tmp_path, _gbm_history(200))  # days 2016-07-18 to 2017-02-02
+    portfolio = tmp_path / "p.json"
+    portfolio.write_text(json.dumps(BOOK))
+    out = CliRunner().invoke(app, ["backtest", "--prices", f"BTC={prices}", "--portfolio",
+                                   str(portfolio), "--model", "portfolio", "--start",
+                                   "2030-01-01"])
+    assert out.exit_code == 2
+    assert out.stderr.strip().startswith(
+        "margin-engine: error: field '--start': got '2030-01-01 to the last day', expected "
+        "days with both a portfolio margin and a 1-day loss: the histories' common days run "
+        "2016-07-18 to 2017-02-02 (200 days); a window inside them of at least 2 days"), \
+        out.stderr
+
+
 def test_backtest_forecaster_defaults_to_predictive(tmp_path: Path) -> None:
     prices = _csv(tmp_path, _gbm_history(700))
     portfolio = tmp_path / "p.json"

@@ -352,8 +352,15 @@ def run_methods(book: ColumnarBook, market: MarketSnapshot,
     for k, method in enumerate(methods):
         valid = np.isfinite(margin[k]) & np.isfinite(loss)
         if not valid.any():
-            raise InputError("days with both a margin and a loss (more history or a later "
-                             "--start)", field="--prices", value=method.label)
+            span = (f"{ns_to_iso(int(days[0]))[:10]} to {ns_to_iso(int(days[-1]))[:10]}"
+                    if days.size else "no common day")
+            window = (f"{'the first day' if start_ns is None else ns_to_iso(start_ns)[:10]} to "
+                      f"{'the last day' if end_ns is None else ns_to_iso(end_ns)[:10]}")
+            raise InputError(
+                f"days with both a {method.label} margin and a {h}-day loss: the histories' "
+                f"common days run {span} ({days.size:,} days); a window inside them of at "
+                f"least {h + 1} days", field="--start" if start_ns is not None else "--prices",
+                value=window)
         result = _summarise(days, closes[:, 0], margin[k], loss, gross, valid, confidence, h,
                             method.label)
         result.summary["settled_instruments"] = settled
