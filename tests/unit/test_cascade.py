@@ -296,3 +296,19 @@ def test_liquidate_bar_with_a_planner_books_what_the_replay_books() -> None:
                 assert f[key] == pytest.approx(e[key], rel=1e-9, abs=1e-6)
     np.testing.assert_allclose(fast_size, exact_size, rtol=1e-9, atol=1e-12)
     assert fast_totals["bad_debt"] == pytest.approx(exact_totals["bad_debt"], rel=1e-9)
+
+
+def test_a_name_holding_a_closing_script_tag_stays_inside_the_chart_data() -> None:
+    """The cascade report's charts are JSON inside a <script> element; a name such as
+    '</script><script>...' ended the element early and ran the rest (before: it was written
+    as it is)."""
+    import json
+
+    from margin_engine.liquidation.cascade_report import _figure
+
+    name = "</script><script>window.x=1</script>"
+    out = _figure("d", [{"name": name, "x": [1], "y": [2]}], {"title": "t"})
+    assert out.count("</script>") == 1
+    assert out.endswith("</script>")
+    spec = out.split("var s=", 1)[1].split(";Plotly", 1)[0]
+    assert json.loads(spec)["data"][0]["name"] == name

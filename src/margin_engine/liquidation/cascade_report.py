@@ -127,7 +127,9 @@ def study_document(study: CascadeStudy) -> dict[str, Any]:
 def _figure(div: str, data: list[dict[str, Any]], layout: dict[str, Any]) -> str:
     base = {"margin": {"l": 70, "r": 20, "t": 40, "b": 60}, "height": 380,
             "legend": {"orientation": "h", "y": -0.2}}
-    spec = json.dumps({"data": data, "layout": {**base, **layout}}, allow_nan=False)
+    # "<" written as \u003c: a name holding "</script>" cannot end the script element early
+    spec = json.dumps({"data": data, "layout": {**base, **layout}},
+                      allow_nan=False).replace("<", "\\u003c")
     return (f'<div id="{div}" class="chart"></div><script>(function(){{var s={spec};'
             f'Plotly.newPlot("{div}",s.data,s.layout,{{displayModeBar:false}});}})();</script>')
 
