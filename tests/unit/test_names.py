@@ -161,3 +161,16 @@ def test_venue_profile_file_name_is_checked(tmp_path: Path) -> None:
     msg = refused(read_profile_file, path)
     assert "'name'" in msg
     assert "U+001B" in msg
+
+
+def test_cascade_depth_symbol_is_checked() -> None:
+    from typer.testing import CliRunner
+
+    from margin_engine.cli.app import app
+
+    out = CliRunner().invoke(app, ["simulate", "cascade", "--shock", "usdc-2023",
+                                   "--population", "50", "--depth", "BTC\x1b[2J=1e6"])
+    assert out.exit_code == 2
+    assert "field '--depth'" in out.output
+    assert "U+001B" in out.output
+    assert "\x1b[2J" not in out.output

@@ -1179,6 +1179,7 @@ def simulate_cascade(
         from margin_engine.cli.cascade_view import print_study, round_bars
         from margin_engine.cli.console import make_console
         from margin_engine.core.errors import InputError
+        from margin_engine.core.names import check_name
         from margin_engine.core.numbers import parse_float
         from margin_engine.liquidation.cascade import CascadeConfig
         from margin_engine.liquidation.cascade_report import study_document, write_html
@@ -1199,8 +1200,9 @@ def simulate_cascade(
             symbol, sep, value = item.partition("=")
             if not sep or not symbol.strip():
                 raise InputError("SYMBOL=USD (the 1 % depth)", field="--depth", value=item)
-            depths[symbol.strip()] = parse_float(value.strip(), field=f"--depth {symbol}",
-                                                 strictly_positive=True)
+            name = check_name(symbol.strip(), field="--depth")
+            depths[name] = parse_float(value.strip(), field=f"--depth {name}",
+                                       strictly_positive=True)
         settings = CascadeConfig(
             max_rounds=max_rounds, impact=ImpactConfig(law=laws[impact], depth_usd=depths),
             penalty_rate=checked_flag(penalty_rate, "--penalty-rate", PENALTY_RATE_MAX),
