@@ -383,3 +383,44 @@ def test_market_correlations_that_are_no_correlation_matrix_are_refused() -> Non
     assert "lowest eigenvalue -0.8" in msg
     market["correlation"]["ETH"]["SOL"] = 0.7
     assert parse_market(market).correlation_of("ETH", "SOL") == 0.7
+
+
+def test_a_key_given_twice_in_a_json_object_is_refused_everywhere(tmp_path: Path) -> None:
+    """JSON keeps the last of a repeated key without a word: a position's "size": "1" then
+    "size": "-100" was a size of -100, a collateral "USDC" given twice its last amount.
+    Before: taken in portfolio, market, risk configuration, ccxt and batch instrument files
+    and in NATS ticks."""
+    from margin_engine.batch.book import declared_instruments
+    from margin_engine.core.errors import ConfigError
+    from margin_engine.feeds.nats import tick_from
+    from margin_engine.margin.config import RiskConfig
+    from margin_engine.profiles.ccxt_files import read_ccxt_account
+
+    book = tmp_path / "book.json"
+    book.write_text('{"schema": "margin-engine/portfolio/v1", "accounts": [{"id": "a", '
+                    '"mode": "cross", "positions": [{"instrument": "BTC-PERP", "size": "1", '
+                    '"size": "-100", "entry_price": "60000"}]}]}')
+    msg = refused(load_portfolio, book)
+    assert str(book) in msg
+    assert "field 'size': got 'given twice', expected each key once in an object" in msg
+    market = tmp_path / "market.json"
+    market.write_text(json.dumps(market_doc())[:-1] + ', "timestamp": "2025-06-02T00:00:00Z"}')
+    assert "field 'timestamp': got 'given twice'" in refused(load_market, market)
+    config = tmp_path / "risk.json"
+    config.write_text('{"portfolio": {"maintenance_fraction": 0.8, "maintenance_fraction": 5}}')
+    with pytest.raises(ConfigError, match="given twice") as caught:
+        RiskConfig.load(config)
+    assert caught.value.field == "maintenance_fraction"
+    positions, balance = tmp_path / "p.json", tmp_path / "b.json"
+    positions.write_text('[{"symbol": "BTC/USDT:USDT", "side": "long", "contracts": 1, '
+                         '"contracts": 50, "contractSize": 1, "entryPrice": 60000}]')
+    balance.write_text('{"total": {"USDT": 100}}')
+    assert str(positions) in refused(read_ccxt_account, positions, balance)
+    (tmp_path / "instruments.json").write_text('{"X": {"kind": "perpetual", "underlying": '
+                                               '"BTC", "kind": "spot"}}')
+    assert "field 'kind'" in refused(declared_instruments, tmp_path)
+    reason = tick_from(b'{"seq": 3, "time_ns": 5, "symbol": "BTC", "price": 65000, '
+                       b'"price": 1}')
+    assert isinstance(reason, str)
+    assert reason.startswith("unreadable tick message")
+    assert "'price'" in reason

@@ -112,8 +112,12 @@ def declared_instruments(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / INSTRUMENTS
     if not path.is_file():
         return {}
+    from margin_engine.io.jsonfields import loads_unique
+
     try:
-        document = json.loads(path.read_text())
+        document = loads_unique(path.read_text())
+    except InputError as exc:
+        raise exc.located(source=str(path)) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"a JSON object of name -> instrument ({exc})",
                          source=str(path)) from None

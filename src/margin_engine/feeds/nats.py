@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from margin_engine.core.errors import InputError, MarginEngineError
 from margin_engine.core.net import Unreachable, address, first_bytes, shown
+from margin_engine.io.jsonfields import loads_unique
 from margin_engine.store.base import OUTBOX, Event, EventKind, Repository, Tick
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -304,11 +305,13 @@ def tick_from(data: bytes) -> Tick | str:
     JSON integers within int64 (``seq`` >= 1), ``price`` a JSON number (not ``true``),
     ``symbol`` and ``source`` strings."""
     try:
-        raw = json.loads(data)
+        raw = loads_unique(data)
         if not isinstance(raw, dict):
             return "unreadable tick message (not a JSON object)"
         seq, time_ns, price = raw["seq"], raw["time_ns"], raw["price"]
         symbol, source = raw["symbol"], raw.get("source", "nats")
+    except InputError as exc:  # a key given twice
+        return f"unreadable tick message ({exc})"
     except (ValueError, KeyError, RecursionError) as exc:
         return f"unreadable tick message ({type(exc).__name__}: {exc})"
     for name, value, low in (("seq", seq, 1), ("time_ns", time_ns, -INT64_MAX)):

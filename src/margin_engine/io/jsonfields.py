@@ -39,9 +39,27 @@ def load_document(path: str | Path, parse: Callable[[Any], _T]) -> _T:
         raise exc.located(source=str(path)) from None
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once (json keeps the last of a repeated key
+    without a word: ``{"size": "1", "size": "-100"}`` would be a size of -100)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise InputError("each key once in an object (JSON would keep the last value without "
+                         "a word)", field=repeated, value="given twice")
+    return found
+
+
+def loads_unique(text: str | bytes) -> Any:
+    """``json.loads`` that refuses a key given twice in an object (InputError naming it)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def parse_json_text(text: str, *, source: str) -> Any:
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+        return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant,
+                          object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", source=source

@@ -290,10 +290,15 @@ class RiskConfig:
         except OSError as exc:
             raise ConfigError(f"a readable risk configuration file ({exc.strerror})",
                               source=source) from None
+        from margin_engine.io.jsonfields import loads_unique
+
         try:
-            data = json.loads(text) if source.endswith(".json") else tomllib.loads(text)
+            data = loads_unique(text) if source.endswith(".json") else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"valid {'JSON' if source.endswith('.json') else 'TOML'} ({exc})",
+                              source=source) from None
+        except InputError as exc:
+            raise ConfigError(exc.expected, field=exc.field, value=exc.value,
                               source=source) from None
         try:
             return RiskConfig.from_dict(data)

@@ -29,6 +29,7 @@ from typing import Any
 from margin_engine.core.errors import InputError
 from margin_engine.core.names import check_name
 from margin_engine.core.numbers import parse_float
+from margin_engine.io.jsonfields import loads_unique
 from margin_engine.profiles.brackets import BracketTable, table_from_ccxt
 
 _SYMBOL = re.compile(r"^(?P<base>[A-Z0-9]+)/(?P<quote>[A-Z0-9]+):(?P<settle>[A-Z0-9]+)"
@@ -48,7 +49,9 @@ class CcxtAccount:
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return loads_unique(Path(path).read_text(encoding="utf-8"))
+    except InputError as exc:
+        raise exc.located(source=str(path)) from None
     except OSError as exc:
         raise InputError(f"a readable ccxt JSON file ({exc.strerror})", source=str(path)) from None
     except json.JSONDecodeError as exc:
