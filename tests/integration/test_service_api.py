@@ -254,6 +254,26 @@ def test_bad_portfolio_is_422_naming_the_field_path_value_and_expectation(
         assert body["errors"][0]["field"] == "amount"
 
 
+def test_a_body_repeating_a_key_is_422_naming_the_key(service: Service) -> None:
+    """JSON keeps the last of a repeated key without a word: an order's "size": 1 then
+    "size": 100 was a what-if of 100 contracts (before: answered 200 with that what-if)."""
+    raw = (b'{"orders": [{"instrument": "BTC-PERP", "size": 1, "size": 100, '
+           b'"price": 60000}]}')
+    with service.client("admin") as client:
+        body = _problem(client.post("/v1/accounts/alice/what-if", content=raw,
+                                    headers={"content-type": "application/json"}), 422)
+        assert body["errors"][0]["field"] == "body"
+        assert body["errors"][0]["expected"] == \
+            "valid JSON (the key 'size' is given twice in an object)"
+        body = _problem(client.put("/v1/accounts/alice/collateral/USDC",
+                                   content=b'{"amount": 5, "amount": 9}',
+                                   headers={"content-type": "application/json"}), 422)
+        assert "'amount' is given twice" in body["errors"][0]["expected"]
+        ok = client.post("/v1/accounts/alice/what-if", content=raw.replace(b'"size": 100, ', b""),
+                         headers={"content-type": "application/json"})
+        assert ok.status_code == 200, ok.text
+
+
 def test_rate_limit_is_429_with_retry_after(service: Service) -> None:
     with service.client("slow") as client:  # 0.5 a second, bucket of 2
         statuses = [client.get("/v1/accounts/alice").status_code for _ in range(3)]

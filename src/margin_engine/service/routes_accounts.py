@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from margin_engine.app.compute import ModelChoice, bind
 from margin_engine.app.whatif import Order, account_margin, what_if
 from margin_engine.core.errors import InputError
+from margin_engine.service.strict_json import UniqueKeysRoute
 from margin_engine.store.service import AccountRows, BookOp, BookWrite
 
 from .auth import Principal, authenticate
@@ -31,7 +32,8 @@ from .schemas import (
 )
 from .state import ServiceState, compute, service_state
 
-router = APIRouter(prefix="/v1", tags=["accounts"], responses=PROBLEMS)
+router = APIRouter(prefix="/v1", tags=["accounts"], responses=PROBLEMS,
+                   route_class=UniqueKeysRoute)
 AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:@-]{1,64}$",
                                 description="Account id.")]
 InstrumentName = Annotated[str, Path(min_length=1, max_length=100,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from margin_engine.app.compute import bind, compute_bound
 from margin_engine.core.errors import InputError
 from margin_engine.margin.config import RiskConfig
+from margin_engine.service.strict_json import UniqueKeysRoute
 
 from .auth import Principal, authenticate
 from .keys import Scope
@@ -19,7 +20,7 @@ from .responses import PROBLEMS
 from .schemas import MarginRequest
 from .state import compute, service_state
 
-router = APIRouter(prefix="/v1", tags=["margin"])
+router = APIRouter(prefix="/v1", tags=["margin"], route_class=UniqueKeysRoute)
 
 
 def margin_document(body: MarginRequest, liquidation_limit: int) -> dict[str, Any]:
