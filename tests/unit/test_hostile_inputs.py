@@ -424,3 +424,18 @@ def test_a_key_given_twice_in_a_json_object_is_refused_everywhere(tmp_path: Path
     assert isinstance(reason, str)
     assert reason.startswith("unreadable tick message")
     assert "'price'" in reason
+
+
+def test_a_column_given_twice_in_a_bulk_file_is_refused(tmp_path: Path) -> None:
+    """Before: a traceback (KeyError: 'Field "size" exists 2 times in schema')."""
+    positions = csv_file(tmp_path, "p.csv", "account,instrument,size,entry_price,size\n"
+                         "a1,BTC-PERP,1,50000,-100\n")
+    msg = refused(read_bulk_book, positions)
+    assert "field 'size': got '2 columns of that name', expected each column once" in msg
+    accounts = tmp_path / "accounts.parquet"
+    pq.write_table(pa.Table.from_arrays(
+        [pa.array(["a1"]), pa.array(["cross"]), pa.array([100.0]), pa.array([5.0])],
+        names=["account", "mode", "collateral_USDC", "collateral_USDC"]), accounts)
+    msg = refused(read_bulk_book, csv_file(tmp_path, "ok.csv", POSITIONS), accounts)
+    assert str(accounts) in msg
+    assert "field 'collateral_USDC'" in msg

@@ -42,18 +42,32 @@ def _read_table(path: Path, wanted: tuple[str, ...] = ()) -> Any:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             columns = None
+            names = pq.read_schema(path, memory_map=True).names
+            _refuse_repeated_columns(names, path)
             if wanted:
-                names = pq.read_schema(path, memory_map=True).names
                 present = [n for n in names if n in wanted]
-                if len(set(present)) == len(present) and set(REQUIRED) <= set(present):
+                if set(REQUIRED) <= set(present):
                     columns = present
-            return pq.read_table(path, columns=columns, memory_map=True)
-        # only an empty cell is missing: words such as "nan" or "NULL" are values, and refused
-        return pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(null_values=[""]))
+            table = pq.read_table(path, columns=columns, memory_map=True)
+        else:
+            # only an empty cell is missing: words such as "nan" or "NULL" are values, refused
+            table = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(
+                null_values=[""]))
     except FileNotFoundError:
         raise InputError("an existing file", source=str(path), value=str(path)) from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"a readable CSV/Parquet table ({exc})", source=str(path)) from None
+        reason = " ".join(str(exc).split())  # one line (Arrow's messages hold schemas)
+        raise InputError(f"a readable CSV/Parquet table ({reason})", source=str(path)) from None
+    _refuse_repeated_columns(table.column_names, path)
+    return table
+
+
+def _refuse_repeated_columns(names: list[str], path: Path) -> None:
+    """A column name given twice: which of the two would be read is nobody's guess."""
+    repeated = next((n for k, n in enumerate(names) if n in names[:k]), None)
+    if repeated is not None:
+        raise InputError("each column once", source=str(path), field=repeated,
+                         value=f"{names.count(repeated)} columns of that name")
 
 
 def _column(table: Any, name: str, source: str) -> Any:
