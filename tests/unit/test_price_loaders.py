@@ -90,3 +90,16 @@ def test_every_price_file_in_the_shared_data_loads() -> None:
         series = load_price_file(path)
         assert series.size > 100, path.name
         assert np.all(np.diff(series.time_ns) > 0), path.name
+
+
+def test_a_price_column_given_twice_is_refused(tmp_path: Path) -> None:
+    """Before: the last 'close' column was read without a word (a path of 10 and 20 for
+    one of 50,000 and 49,000)."""
+    path = tmp_path / "twice.csv"
+    path.write_text("date,open,high,low,close,volume,close\n"
+                    "2025-06-01 00:00:00+00:00,1,1,1,50000,1,10\n"
+                    "2025-06-01 00:05:00+00:00,1,1,1,49000,1,20\n")
+    with pytest.raises(InputError) as caught:
+        load_price_file(path)
+    assert caught.value.field == "close"
+    assert "each column once" in str(caught.value)

@@ -95,6 +95,10 @@ def _load(path: Path, *, close_column: str | None, positive_only: bool) -> Price
     if time_col is None or close_col is None:
         raise InputError(f"a time column {TIME_COLUMNS} and a close column {CLOSE_COLUMNS}",
                          source=source, value=",".join(header[:8]))
+    for used in (time_col, close_col, "open", "high", "low", "volume"):
+        if header.count(used) > 1:  # which of them would be read is nobody's guess
+            raise InputError("each column once", source=source, field=used,
+                             value=f"{header.count(used)} columns of that name")
     index = {name: i for i, name in enumerate(header)}
     lower = {name.lower(): i for i, name in enumerate(header)}
 
