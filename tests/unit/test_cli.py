@@ -383,3 +383,32 @@ def test_numbers_typer_lets_through_are_refused_by_the_option(
     if not market:
         listed = runner.invoke(app, ["keys", "list", *store, "--json"])
         assert "Traceback" not in listed.output
+
+
+def test_keys_list_and_revoke_read_an_existing_store_only(tmp_path: Path) -> None:
+    """Before: `keys list --store sqlite:DIR/x.db` on a typo made DIR and an empty store and
+    printed nothing; a store path holding another kind of file was a DatabaseError
+    traceback."""
+    missing = tmp_path / "nowhere" / "x.db"
+    out = runner.invoke(app, ["keys", "list", "--store", f"sqlite:{missing}"])
+    assert out.exit_code == 2
+    assert "expected an existing store (`margin-engine keys create` makes one)" in out.output
+    assert not missing.parent.exists()
+    out = runner.invoke(app, ["keys", "revoke", "abc", "--store", f"sqlite:{missing}"])
+    assert out.exit_code == 2
+    other = tmp_path / "book.csv"
+    other.write_text("account,instrument,size,entry_price\n" * 20)
+    out = runner.invoke(app, ["keys", "list", "--store", f"sqlite:{other}"])
+    assert out.exit_code == 2
+    assert "expected a SQLite database file (file is not a database)" in out.output
+    assert "Traceback" not in out.output
+    store = tmp_path / "made" / "service.db"
+    made = runner.invoke(app, ["keys", "create", "--scope", "read", "--store", f"sqlite:{store}",
+                               "--json"])
+    assert made.exit_code == 0, made.output
+    key_id = json.loads(made.stdout)["key_id"]
+    assert runner.invoke(app, ["keys", "revoke", key_id, "--store",
+                               f"sqlite:{store}"]).exit_code == 0
+    listed = runner.invoke(app, ["keys", "list", "--store", f"sqlite:{store}"])
+    assert listed.exit_code == 0
+    assert "revoked" in listed.output

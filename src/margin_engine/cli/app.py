@@ -1284,11 +1284,18 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP service 
 app.add_typer(keys_app, name="keys")
 
 
-def _service_store(store: str) -> Any:
+def _service_store(store: str, *, create: bool = False) -> Any:
+    """The service's store; a SQLite file is made (with its folder) only when ``create``."""
+    from margin_engine.core.errors import InputError
     from margin_engine.store.base import open_store
 
     if store.startswith("sqlite:"):
-        Path(store[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(store[len("sqlite:"):])
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise InputError("an existing store (`margin-engine keys create` makes one)",
+                             field="--store", value=str(path))
     repository = open_store(store)
     repository.initialise_service()  # type: ignore[attr-defined]
     return repository
@@ -1312,7 +1319,7 @@ def keys_create(
     def body() -> None:
         from margin_engine.service.keys import create_key, parse_scopes
 
-        repository = _service_store(store)
+        repository = _service_store(store, create=True)
         try:
             created = create_key(repository, scopes=parse_scopes(scope), account=account,
                                  label=label, rate_per_second=rate, burst=burst)
@@ -1345,6 +1352,8 @@ def keys_list(store: StoreOpt = "sqlite:out/service.db", as_json: JsonOpt = Fals
         if as_json:
             _emit_json({"keys": rows})
             return
+        if not rows:
+            typer.echo(f"no keys in {store}", err=True)
         for row in rows:
             state = "revoked " + str(row["revoked"]) if row["revoked"] else "live"
             scopes = ",".join(row["scopes"])  # type: ignore[arg-type]

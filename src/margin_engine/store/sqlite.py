@@ -52,9 +52,14 @@ class SqliteRepository:
         except sqlite3.Error as exc:
             raise InputError(f"a writable SQLite file ({exc})", field="--store",
                              value=path) from None
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.initialise()
+        try:
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute("PRAGMA synchronous=NORMAL")
+            self.initialise()
+        except sqlite3.DatabaseError as exc:  # another kind of file at the path
+            self.connection.close()
+            raise InputError(f"a SQLite database file ({exc})", field="--store",
+                             value=path) from None
 
     def initialise(self) -> None:
         self.connection.executescript(SCHEMA)
