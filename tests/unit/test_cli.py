@@ -412,3 +412,29 @@ def test_keys_list_and_revoke_read_an_existing_store_only(tmp_path: Path) -> Non
     listed = runner.invoke(app, ["keys", "list", "--store", f"sqlite:{store}"])
     assert listed.exit_code == 0
     assert "revoked" in listed.output
+
+
+def test_serve_refuses_a_bad_store_before_it_starts(tmp_path: Path) -> None:
+    """Before: uvicorn started and its start-up failed with a traceback (exit code 3) for a
+    store path holding another kind of file; an unreachable PostgreSQL server's error ran
+    over two lines (libpq's hint)."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    other = tmp_path / "book.csv"
+    other.write_text("account,instrument,size,entry_price\n" * 20)
+    out = runner.invoke(app, ["serve", "--store", f"sqlite:{other}", "--port",
+                              str(free_port())])
+    assert out.exit_code == 2
+    assert out.output.startswith("margin-engine: error: field '--store'")
+    assert "a SQLite database file (file is not a database)" in out.output
+    closed = free_port()
+    out = runner.invoke(app, ["serve", "--store", f"postgresql://127.0.0.1:{closed}/test",
+                              "--port", str(free_port())])
+    assert out.exit_code == 2
+    assert "a reachable PostgreSQL server" in out.output
+    assert out.output.strip().count("\n") == 0

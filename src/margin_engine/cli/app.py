@@ -1272,6 +1272,7 @@ def serve(
         if choice is ModelChoice.VAR:
             raise InputError("a model that needs no price history (the service has none for "
                              "var)", field="--model", value=model)
+        _service_store(store, create=True).close()  # a bad store: one error, before start
         settings = ServiceSettings(store=store, market=market, config=config,
                                    model=choice.value, rate_per_second=rate, burst=burst)
         run_server(settings, host=host, port=port, workers=workers, access_log=access_log)

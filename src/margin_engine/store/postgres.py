@@ -72,7 +72,7 @@ class PostgresRepository:
         try:
             self.connection = psycopg.connect(dsn, autocommit=False, connect_timeout=5)
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip()[:200]
+            reason = " ".join(str(exc).split())[:200]  # one line (libpq adds hints below)
             password = urlsplit(dsn).password
             if password:
                 reason = reason.replace(password, "***")
