@@ -637,19 +637,22 @@ PathOpt = Annotated[list[str], typer.Option(
 
 
 def _window_paths(paths: dict[str, Any], assets: dict[str, Any], low: int | None,
-                  high: int | None, start: str | None, end: str | None) -> None:
-    """Refuse a --start/--end window that holds fewer than two common timestamps of the
-    paths, naming the window and each path's span."""
+                  high: int | None, start: str | None, end: str | None
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The paths and asset paths cut to the --start/--end window; refused, naming the window
+    and each path's span, when it holds fewer than two of their common timestamps."""
     from margin_engine.core.errors import InputError
     from margin_engine.data.prices import align
     from margin_engine.liquidation.replay import path_spans
 
-    whole = [*paths.values(), *assets.values()]
-    cut = [x.between(low or 0, high or 2**62) for x in whole]
-    if align(cut)[0].size < 2:
+    cut_paths, cut_assets = ({k: v.between(low or 0, high or 2**62) for k, v in d.items()}
+                             for d in (paths, assets))
+    if align([*cut_paths.values(), *cut_assets.values()])[0].size < 2:
         raise InputError(f"a window holding at least two common timestamps of the paths "
-                         f"({path_spans(whole)})", field="--start" if start else "--end",
+                         f"({path_spans([*paths.values(), *assets.values()])})",
+                         field="--start" if start else "--end",
                          value=f"{start or 'their start'} to {end or 'their end'}")
+    return cut_paths, cut_assets
 
 
 def _series_specs(specs: list[str], option: str) -> dict[str, Any]:
@@ -713,9 +716,7 @@ def liquidate(
         if low is not None and high is not None and high <= low:
             raise InputError(f"a time after --start {start}", field="--end", value=end)
         if low is not None or high is not None:
-            _window_paths(paths, assets, low, high, start, end)
-            paths = {k: v.between(low or 0, high or 2**62) for k, v in paths.items()}
-            assets = {k: v.between(low or 0, high or 2**62) for k, v in assets.items()}
+            paths, assets = _window_paths(paths, assets, low, high, start, end)
         from dataclasses import replace
 
         from margin_engine.cli.loading import load_config
@@ -1267,7 +1268,6 @@ def serve(
                 typer.echo(f"note: {path} did not exist: serving a new, empty store (no "
                            "accounts, no API keys: `margin-engine keys create --store "
                            f"{store}`)", err=True)
-            path.parent.mkdir(parents=True, exist_ok=True)
         choice = model_choice(model, field="--model")
         if choice is ModelChoice.VAR:
             raise InputError("a model that needs no price history (the service has none for "

@@ -22,7 +22,7 @@ from numba import njit
 
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, TextColumn, book_from_columns
 from margin_engine.core.errors import InputError
-from margin_engine.core.names import EXPECTED_NAME, MAX_NAME_LENGTH, check_name, name_problem
+from margin_engine.core.names import MAX_NAME_LENGTH, check_name, name_problem
 from margin_engine.core.numbers import MAX_MAGNITUDE, PLAIN_NOTATION, PLAIN_NUMBER
 from margin_engine.core.threads import in_threads
 from margin_engine.domain.instruments import Instrument, MarginMode
@@ -356,10 +356,8 @@ def _refuse_bad_names(values: Any, name: str, source: str, row_of: Callable[[int
     length are passed by one compiled scan of the bytes; only the others are read as text."""
     for k in np.flatnonzero(_unplain_nb(*text_buffers(values), MAX_NAME_LENGTH)).tolist():
         text = str(values[k].as_py())
-        problem = name_problem(text)
-        if problem is not None:
-            raise InputError(f"{EXPECTED_NAME}; it has {problem}", source=source,
-                             field=f"{name} (row {row_of(k) + 1})", value=text)
+        if name_problem(text) is not None:  # the row is looked up for a refusal only
+            check_name(text, field=f"{name} (row {row_of(k) + 1})", source=source)
 
 
 @njit(cache=True, nogil=True)
