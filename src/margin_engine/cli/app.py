@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, overload
@@ -134,6 +134,14 @@ def _emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=indent, allow_nan=False) + "\n")
 
 
+def _emit_json_document(head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """``_emit_json({**head, key: list(items)})`` written as the items come
+    (``json_stream``)."""
+    from margin_engine.cli.json_stream import write_json_document
+
+    write_json_document(sys.stdout, head, key, items, 2 if sys.stdout.isatty() else None)
+
+
 @app.command()
 def compute(
     portfolio: PortfolioArg,
@@ -161,8 +169,9 @@ def compute(
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
         from margin_engine.core.errors import InputError
+        from margin_engine.core.timeutil import ns_to_iso
         from margin_engine.margin.explain import explain_account
-        from margin_engine.margin.run import compute_document, liquidation_limit
+        from margin_engine.margin.run import account_margins, liquidation_limit
 
         if profile is not None:
             from margin_engine.margin.registry import ModelSelection
@@ -181,24 +190,33 @@ def compute(
         risk, run = prepare_run(portfolio, market, model=model, config=config,
                                 accounts=accounts, data=_model_data(params, history, dvol,
                                                                     confidence, mpor_days))
-        document = compute_document(run, model, _want_liquidation(
-            liquidation_prices, as_json, run.bound.account_count,
-            liquidation_limit([model], run.built)))
-        if explain:
-            for a, entry in enumerate(document["accounts"]):
+        with_liquidation = _want_liquidation(liquidation_prices, as_json,
+                                             run.bound.account_count,
+                                             liquidation_limit([model], run.built))
+
+        def explained(a: int, entry: dict[str, Any]) -> dict[str, Any]:
+            if explain:
                 entry["explain"] = explain_account(run.bound, risk, run.results[entry["model"]],
                                                    a, run.built.get(entry["model"]))
-        if as_json:
-            _emit_json(document)
+            return entry
+
+        head = {"model": model, "timestamp": ns_to_iso(run.bound.timestamp_ns)}
+        entries = (explained(a, entry.to_json()) for a, entry
+                   in enumerate(account_margins(run, model, with_liquidation)))
+        if as_json:  # written as the accounts are made: a million accounts in a bounded memory
+            _emit_json_document(head, "accounts", entries)
             return
         from margin_engine.cli.console import make_console
         from margin_engine.cli.render import print_compute, print_explanation
 
         console = make_console()
-        print_compute(document, console)
-        if explain:
-            for entry in document["accounts"]:
-                print_explanation(console, entry["explain"])
+        if not explain:  # the tables take the accounts as they are made, as the JSON
+            print_compute({**head, "accounts": entries}, console)
+            return
+        every = list(entries)
+        print_compute({**head, "accounts": every}, console)
+        for entry in every:
+            print_explanation(console, entry["explain"])
 
     _guarded(body)
 
@@ -226,7 +244,13 @@ def compare(
 
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
-        from margin_engine.margin.run import compare_document, liquidation_limit
+        from margin_engine.core.timeutil import ns_to_iso
+        from margin_engine.margin.results import ModelComparison
+        from margin_engine.margin.run import (
+            account_comparisons,
+            compare_document,
+            liquidation_limit,
+        )
 
         if profiles is not None:
             from margin_engine.profiles.cli import compare_profiles_command
@@ -237,12 +261,16 @@ def compare(
             return
         _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts,
                              data=_model_data(params, history, dvol, confidence, mpor_days))
-        document = compare_document(run, _want_liquidation(
-            liquidation_prices, as_json, run.bound.account_count,
-            liquidation_limit(list(run.results), run.built)))
-        if as_json:
-            _emit_json(document)
+        with_liquidation = _want_liquidation(liquidation_prices, as_json,
+                                             run.bound.account_count,
+                                             liquidation_limit(list(run.results), run.built))
+        if as_json:  # written as the accounts are made, as compute's
+            _emit_json_document(
+                {"timestamp": ns_to_iso(run.bound.timestamp_ns), "models": list(run.results)},
+                "accounts", (ModelComparison.row_json(by_model) for by_model
+                             in account_comparisons(run, with_liquidation)))
             return
+        document = compare_document(run, with_liquidation)
         from margin_engine.cli.console import make_console
         from margin_engine.cli.render import print_compare
 

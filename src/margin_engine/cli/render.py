@@ -11,7 +11,9 @@ Layout rules, checked at ``COLUMNS=100`` by tests/unit/test_cli_output.py:
 
 from __future__ import annotations
 
+import heapq
 import math
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -140,32 +142,68 @@ def liquidation_risk(account: dict[str, Any]) -> float:
     return float(ratio_)
 
 
-def nearest_liquidation(accounts: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
-    """The ``most`` accounts nearest liquidation: ``liquidation_risk`` highest first, then
-    the lowest equity after haircuts less MM (among those without a ratio), then book order."""
-    return sorted(accounts, key=lambda acc: (-liquidation_risk(acc), acc["adjusted_equity"]
-                                             - acc["maintenance_margin"]))[:most]
+_TOTALS = (("equity after haircuts (USD)", "adjusted_equity"),
+           ("initial margin (USD)", "initial_margin"),
+           ("maintenance margin (USD)", "maintenance_margin"),
+           ("gross notional (USD)", "gross_notional"))
+
+
+class _ModelAccounts:
+    """One model's accounts as they come, in a bounded memory: the first ``LISTED_ACCOUNTS``
+    (book order), the ``LISTED_ACCOUNTS`` nearest liquidation so far (a heap: the highest
+    ``liquidation_risk`` first, then the lowest equity less MM, then book order) and what the
+    totals need (the summed columns as 8-byte numbers, summed exactly at the end)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.liquidatable = 0
+        self.in_call = 0
+        self.first: list[dict[str, Any]] = []
+        self.nearest: list[tuple[float, float, int, dict[str, Any]]] = []
+        self.columns = {key: array("d") for _, key in _TOTALS}
+
+    def add(self, account: dict[str, Any]) -> None:
+        equity, mm = account["adjusted_equity"], account["maintenance_margin"]
+        self.liquidatable += equity < mm
+        self.in_call += mm <= equity < account["initial_margin"]
+        for key, column in self.columns.items():
+            column.append(account[key])
+        if len(self.first) < LISTED_ACCOUNTS:
+            self.first.append(account)
+        # nearest first: the highest MM / equity, then the lowest equity less MM, then book order
+        entry = (liquidation_risk(account), mm - equity, -self.count, account)
+        if len(self.nearest) < LISTED_ACCOUNTS:
+            heapq.heappush(self.nearest, entry)
+        elif entry[:3] > self.nearest[0][:3]:
+            heapq.heapreplace(self.nearest, entry)
+        self.count += 1
+
+    def listed(self) -> list[dict[str, Any]]:
+        """Every account up to ``LISTED_ACCOUNTS``, else those nearest liquidation."""
+        if self.count <= LISTED_ACCOUNTS:
+            return self.first
+        return [entry[3] for entry in sorted(self.nearest, key=lambda e: e[:3], reverse=True)]
 
 
 def print_compute(document: dict[str, Any], console: Console | None = None) -> None:
     """One table per margin model (with ``--model account`` each account under its own mode);
     a model of more than ``LISTED_ACCOUNTS`` accounts gets its totals and the accounts
-    nearest liquidation instead of every account (the JSON lists them all)."""
+    nearest liquidation instead of every account (the JSON lists them all). The document's
+    ``accounts`` may be any iterable, taken once: a book's accounts as they are made."""
     console = _console(console)
     model = document["model"]
     by_mode = model == ModelChoice.ACCOUNT
     own = " (each account under its own mode)" if by_mode else ""
     heading(console, f"Margin in USD at {document['timestamp']}, {model} model{own}")
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, _ModelAccounts] = {}
     for acc in document["accounts"]:
-        groups.setdefault(acc["model"], []).append(acc)
+        groups.setdefault(acc["model"], _ModelAccounts()).add(acc)
     for name, accounts in groups.items():
         if len(groups) > 1 or by_mode:
-            console.print(Text(f"{name} model: {len(accounts):,} account"
-                               f"{'s' if len(accounts) != 1 else ''}", style="bold"))
-        listed = accounts
-        if len(accounts) > LISTED_ACCOUNTS:
-            listed = nearest_liquidation(accounts, LISTED_ACCOUNTS)
+            console.print(Text(f"{name} model: {accounts.count:,} account"
+                               f"{'s' if accounts.count != 1 else ''}", style="bold"))
+        listed = accounts.listed()
+        if accounts.count > LISTED_ACCOUNTS:
             _print_totals(console, accounts, len(listed))
         fmt = amounts(v for acc in listed for v in (acc["adjusted_equity"],
                                                      acc["initial_margin"], acc["excess"]))
@@ -182,25 +220,19 @@ def print_compute(document: dict[str, Any], console: Console | None = None) -> N
           "haircuts; efficiency = gross notional / IM ('-': IM is 0). --json has every figure.")
 
 
-def _print_totals(console: Console, accounts: list[dict[str, Any]], listed: int) -> None:
+def _print_totals(console: Console, accounts: _ModelAccounts, listed: int) -> None:
     """A large model's totals (USD sums, accounts liquidatable and in a margin call, as the
     pool health counts them) above its table of the ``listed`` accounts nearest
     liquidation."""
-    liquidatable = sum(acc["adjusted_equity"] < acc["maintenance_margin"] for acc in accounts)
-    in_call = sum(acc["maintenance_margin"] <= acc["adjusted_equity"] < acc["initial_margin"]
-                  for acc in accounts)
     out = table("all accounts", "value")
-    out.add_row("accounts", f"{len(accounts):,}")
-    out.add_row("liquidatable (equity after haircuts below MM)", f"{liquidatable:,}")
-    out.add_row("in a margin call (below IM only)", f"{in_call:,}")
-    for label, key in (("equity after haircuts (USD)", "adjusted_equity"),
-                       ("initial margin (USD)", "initial_margin"),
-                       ("maintenance margin (USD)", "maintenance_margin"),
-                       ("gross notional (USD)", "gross_notional")):
-        out.add_row(label, f"{math.fsum(acc[key] for acc in accounts):,.0f}")
+    out.add_row("accounts", f"{accounts.count:,}")
+    out.add_row("liquidatable (equity after haircuts below MM)", f"{accounts.liquidatable:,}")
+    out.add_row("in a margin call (below IM only)", f"{accounts.in_call:,}")
+    for label, key in _TOTALS:
+        out.add_row(label, f"{math.fsum(accounts.columns[key]):,.0f}")
     console.print(out)
     console.print(Text(f"The {listed:,} nearest liquidation (highest MM / equity first; "
-                       f"--json lists all {len(accounts):,}):", style="bold"))
+                       f"--json lists all {accounts.count:,}):", style="bold"))
 
 
 def print_compare(document: dict[str, Any], console: Console | None = None) -> None:

@@ -340,11 +340,13 @@ class ModelComparison:
     accounts: tuple[Mapping[str, AccountMargin], ...]
 
     def to_json(self) -> dict[str, Any]:
-        rows = []
-        for by_model in self.accounts:
-            first = next(iter(by_model.values()))
-            rows.append({"id": first.id, "mode": first.mode, "models": {
-                name: {k: v for k, v in margin.to_json().items()
-                       if k not in ("id", "mode", "model")}
-                for name, margin in by_model.items()}})
-        return {"timestamp": self.timestamp, "models": list(self.models), "accounts": rows}
+        return {"timestamp": self.timestamp, "models": list(self.models),
+                "accounts": [self.row_json(by_model) for by_model in self.accounts]}
+
+    @staticmethod
+    def row_json(by_model: Mapping[str, AccountMargin]) -> dict[str, Any]:
+        """One account's entry of the document: its id and mode, then each model's numbers."""
+        first = next(iter(by_model.values()))
+        return {"id": first.id, "mode": first.mode, "models": {
+            name: {k: v for k, v in margin.to_json().items() if k not in ("id", "mode", "model")}
+            for name, margin in by_model.items()}}

@@ -15,7 +15,7 @@ none within (0, 10 x index]).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,19 +285,26 @@ def liquidation_limit(models: Sequence[str],
     return VECTOR_LIQUIDATION_LIMIT if fast else LIQUIDATION_PRICE_LIMIT
 
 
-def margin_report(run: ModelRun, requested: str,
-                  with_liquidation: bool = True) -> MarginReport:
+def account_margins(run: ModelRun, requested: str,
+                    with_liquidation: bool = True) -> Iterator[AccountMargin]:
     """Every account under ``requested`` (``account``: its own mode's model), with both
-    liquidation levels per underlying (and per isolated position) ``with_liquidation``."""
+    liquidation levels per underlying (and per isolated position) ``with_liquidation``: the
+    levels are searched at once, the accounts made one at a time as they are taken."""
     book = run.bound.book
     used = [run.model_of(a, requested) for a in range(book.account_count)]
     liquidation = liquidation_by_model(run, used, per_account=True) if with_liquidation \
         else None
     positions = position_levels_by_model(run, used, per_account=True) if with_liquidation \
         else None
+    return (account_margin(run, a, used[a], liquidation, positions)
+            for a in range(book.account_count))
+
+
+def margin_report(run: ModelRun, requested: str,
+                  with_liquidation: bool = True) -> MarginReport:
+    """``account_margins`` with the market's time."""
     return MarginReport(model=requested, timestamp=ns_to_iso(run.bound.timestamp_ns),
-                        accounts=tuple(account_margin(run, a, used[a], liquidation, positions)
-                                       for a in range(book.account_count)))
+                        accounts=tuple(account_margins(run, requested, with_liquidation)))
 
 
 def compute_document(run: ModelRun, requested: str,
@@ -306,13 +313,20 @@ def compute_document(run: ModelRun, requested: str,
     return margin_report(run, requested, with_liquidation).to_json()
 
 
-def model_comparison(run: ModelRun, with_liquidation: bool = True) -> ModelComparison:
-    """Every model per account, side by side."""
+def account_comparisons(run: ModelRun, with_liquidation: bool = True
+                        ) -> Iterator[dict[str, AccountMargin]]:
+    """Every model per account, side by side: the levels searched at once, the accounts made
+    one at a time as they are taken."""
     liquidation = liquidation_by_model(run, list(run.results)) if with_liquidation else None
-    return ModelComparison(
-        timestamp=ns_to_iso(run.bound.timestamp_ns), models=tuple(run.results),
-        accounts=tuple({name: account_margin(run, a, name, liquidation)
-                        for name in run.results} for a in range(run.bound.account_count)))
+    return ({name: account_margin(run, a, name, liquidation) for name in run.results}
+            for a in range(run.bound.account_count))
+
+
+def model_comparison(run: ModelRun, with_liquidation: bool = True) -> ModelComparison:
+    """``account_comparisons`` with the market's time."""
+    return ModelComparison(timestamp=ns_to_iso(run.bound.timestamp_ns),
+                           models=tuple(run.results),
+                           accounts=tuple(account_comparisons(run, with_liquidation)))
 
 
 def compare_document(run: ModelRun, with_liquidation: bool = True) -> dict[str, Any]:
