@@ -227,18 +227,22 @@ def test_large_books_get_a_summary_and_liquidation_prices_on_request(
     monkeypatch.setattr(cli, "PROFILE_LIQUIDATION_LIMIT", 5)
     monkeypatch.setattr(cli, "ROWS_SHOWN", 4)
     documents: list[Any] = []
+
+    def collect(head: dict[str, Any], key: str, items: Any) -> None:
+        documents.append({**head, key: list(items)})
+
     cli.compare_profiles_command(portfolio, market, "deribit-pm,binance-um", config=None,
                                  accounts=None, liquidation="auto", as_json=True,
-                                 emit_json=documents.append)
+                                 emit_json=collect)
     assert "liquidation prices skipped for 6 accounts" in capsys.readouterr().err
     assert "underlyings" not in documents[0]["accounts"][0]["profiles"]["deribit-pm"]
     cli.compare_profiles_command(portfolio, market, "deribit-pm,binance-um", config=None,
                                  accounts=None, liquidation="on", as_json=True,
-                                 emit_json=documents.append)
+                                 emit_json=collect)
     assert "underlyings" in documents[1]["accounts"][0]["profiles"]["deribit-pm"]
     cli.compare_profiles_command(portfolio, market, "deribit-pm,binance-um", config=None,
                                  accounts=None, liquidation="off", as_json=False,
-                                 emit_json=documents.append)
+                                 emit_json=collect)
     out = capsys.readouterr().out
     assert "6 accounts by venue profile" in out
     assert "... 2 more accounts" in out

@@ -184,7 +184,7 @@ def compute(
 
             compute_profile_command(portfolio, market, profile, config=config,
                                     accounts=accounts, liquidation=liquidation_prices,
-                                    as_json=as_json, emit_json=_emit_json)
+                                    as_json=as_json, emit_json=_emit_json_document)
             return
         _check_model(model)
         risk, run = prepare_run(portfolio, market, model=model, config=config,
@@ -257,7 +257,7 @@ def compare(
 
             compare_profiles_command(portfolio, market, profiles, config=config,
                                      accounts=accounts, liquidation=liquidation_prices,
-                                     as_json=as_json, emit_json=_emit_json)
+                                     as_json=as_json, emit_json=_emit_json_document)
             return
         _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts,
                              data=_model_data(params, history, dvol, confidence, mpor_days))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ ROWS_SHOWN = 40  # accounts listed in the text tables (--json lists them all)
 
 
 def _run(portfolio: Path, market: Path, chosen: list[Any], *, config: Path | None,
-         accounts: Path | None, liquidation: str) -> dict[str, Any]:
-    """Load the book and run ``chosen`` profiles: the ``compare --profiles`` document."""
+         accounts: Path | None, liquidation: str
+         ) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """Load the book and run ``chosen`` profiles: the ``compare --profiles`` document's
+    fields before its accounts, and its accounts as they are made (``compared_accounts``)."""
     import sys
 
     from margin_engine.cli.loading import load_bound, load_config
-    from margin_engine.profiles.run import compare_profiles
+    from margin_engine.profiles.run import compared_accounts, profiles_head
 
     if liquidation not in ("auto", "on", "off"):
         raise InputError("auto, on or off", field="--liquidation-prices", value=liquidation)
@@ -36,51 +39,60 @@ def _run(portfolio: Path, market: Path, chosen: list[Any], *, config: Path | Non
         sys.stderr.write(f"note: liquidation prices skipped for {count:,} accounts (more than "
                          f"{PROFILE_LIQUIDATION_LIMIT:,}); --liquidation-prices on to compute "
                          "them (about 0.3 s per 1,000 accounts)\n")
-    return compare_profiles(bound, chosen, tuple(risk.haircuts.stablecoins), wanted)
+    return profiles_head(bound, chosen), compared_accounts(
+        bound, chosen, tuple(risk.haircuts.stablecoins), wanted)
 
 
 def compare_profiles_command(portfolio: Path, market: Path, spec: str, *,
                              config: Path | None, accounts: Path | None, liquidation: str,
-                             as_json: bool, emit_json: Callable[[Any], None]) -> None:
+                             as_json: bool,
+                             emit_json: Callable[[dict[str, Any], str, Iterable[Any]], None]
+                             ) -> None:
     """``compare --profiles``: every profile side by side, the cheapest venue and why."""
     from margin_engine.profiles.registry import parse_profiles
 
-    document = _run(portfolio, market, parse_profiles(spec), config=config,
-                    accounts=accounts, liquidation=liquidation)
+    head, entries = _run(portfolio, market, parse_profiles(spec), config=config,
+                         accounts=accounts, liquidation=liquidation)
     if as_json:
-        emit_json(document)
+        emit_json(head, "accounts", entries)
         return
     from margin_engine.cli.console import make_console
 
+    summary = _Summary([p["name"] for p in head["profiles"]])
+    shown = summary.shown(entries)
+    document = {**head, "accounts": shown}
     console = make_console()
-    if len(document["accounts"]) > ROWS_SHOWN:
-        console.print(profiles_summary(document))
+    if summary.count > ROWS_SHOWN:
+        console.print(profiles_summary(document, summary))
     console.print(profiles_table(document))
-    _more(console, len(document["accounts"]))
+    _more(console, summary.count)
 
 
 def compute_profile_command(portfolio: Path, market: Path, spec: str, *,
                             config: Path | None, accounts: Path | None, liquidation: str,
-                            as_json: bool, emit_json: Callable[[Any], None]) -> None:
+                            as_json: bool,
+                            emit_json: Callable[[dict[str, Any], str, Iterable[Any]], None]
+                            ) -> None:
     """``compute --profile NAME|FILE``: every account's margin as one venue would compute it."""
     from margin_engine.profiles.registry import get_profile
 
     chosen = get_profile(spec, option="--profile")
-    compared = _run(portfolio, market, [chosen], config=config, accounts=accounts,
-                    liquidation=liquidation)
+    compared_head, compared = _run(portfolio, market, [chosen], config=config,
+                                   accounts=accounts, liquidation=liquidation)
     name = chosen.info.name
-    document = {"timestamp": compared["timestamp"], "profile": compared["profiles"][0],
-                "accounts": [{"id": acc["id"], "mode": acc["mode"],
-                              "gross_notional": acc["gross_notional"], **acc["profiles"][name]}
-                             for acc in compared["accounts"]]}
+    head = {"timestamp": compared_head["timestamp"], "profile": compared_head["profiles"][0]}
+    entries = ({"id": acc["id"], "mode": acc["mode"], "gross_notional": acc["gross_notional"],
+                **acc["profiles"][name]} for acc in compared)
     if as_json:
-        emit_json(document)
+        emit_json(head, "accounts", entries)
         return
     from margin_engine.cli.console import make_console
 
+    shown = list(islice(entries, ROWS_SHOWN))
+    count = len(shown) + sum(1 for _ in entries)
     console = make_console()
-    console.print(profile_table(document))
-    _more(console, len(document["accounts"]))
+    console.print(profile_table({**head, "accounts": shown}))
+    _more(console, count)
 
 
 def _more(console: Any, count: int) -> None:
@@ -88,28 +100,51 @@ def _more(console: Any, count: int) -> None:
         console.print(f"... {count - ROWS_SHOWN:,} more accounts (--json lists them all)")
 
 
-def profiles_summary(document: dict[str, Any]) -> Table:
+class _Summary:
+    """Per profile over a whole book taken once: accounts carried, their IM, MM and gross
+    notional summed in book order, and how often it is the cheapest."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.count = 0
+        self.carried = dict.fromkeys(names, 0)
+        self.sums = {name: [0.0, 0.0, 0.0] for name in names}  # IM, MM, gross notional
+        self.cheapest: dict[str, int] = {}
+
+    def shown(self, accounts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take every account in; the first ``ROWS_SHOWN`` are kept for the table."""
+        kept: list[dict[str, Any]] = []
+        for acc in accounts:
+            self.count += 1
+            if len(kept) < ROWS_SHOWN:
+                kept.append(acc)
+            if acc["comparison"] is not None:
+                name = acc["comparison"]["cheapest"]
+                self.cheapest[name] = self.cheapest.get(name, 0) + 1
+            for name, sums in self.sums.items():
+                entry = acc["profiles"][name]
+                if entry["supported"]:
+                    self.carried[name] += 1
+                    sums[0] += entry["initial_margin"]
+                    sums[1] += entry["maintenance_margin"]
+                    sums[2] += acc["gross_notional"]
+        return kept
+
+
+def profiles_summary(document: dict[str, Any], summary: _Summary) -> Table:
     """Per profile over the whole book: accounts it can carry, total IM and MM, efficiency
     (gross notional of the carried accounts / their IM) and how often it is the cheapest."""
-    table = Table(title=f"{len(document['accounts']):,} accounts by venue profile",
+    table = Table(title=f"{summary.count:,} accounts by venue profile",
                   title_justify="left", caption="efficiency: gross notional of the accounts "
                   "the venue can carry / their total IM")
     for column in ("profile", "accounts carried", "total IM", "total MM", "efficiency",
                    "cheapest for"):
         table.add_column(column, justify="left" if column == "profile" else "right")
-    cheapest: dict[str, int] = {}
-    for acc in document["accounts"]:
-        if acc["comparison"] is not None:
-            name = acc["comparison"]["cheapest"]
-            cheapest[name] = cheapest.get(name, 0) + 1
     for info in document["profiles"]:
         name = info["name"]
-        carried = [a for a in document["accounts"] if a["profiles"][name]["supported"]]
-        im = sum(a["profiles"][name]["initial_margin"] for a in carried)
-        mm = sum(a["profiles"][name]["maintenance_margin"] for a in carried)
-        gross = sum(a["gross_notional"] for a in carried)
-        table.add_row(name, f"{len(carried):,}", _money(im), _money(mm),
-                      f"{gross / im:.2f}x" if im > 0 else "-", f"{cheapest.get(name, 0):,}")
+        im, mm, gross = summary.sums[name]
+        table.add_row(name, f"{summary.carried[name]:,}", _money(im), _money(mm),
+                      f"{gross / im:.2f}x" if im > 0 else "-",
+                      f"{summary.cheapest.get(name, 0):,}")
     return table
 
 

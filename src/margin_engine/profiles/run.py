@@ -12,14 +12,14 @@ pins (all accounts and sides in one vectorised step per iteration).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from margin_engine.book.bound import BoundBook
-from margin_engine.book.columnar import MODES_BY_CODE
+from margin_engine.book.bound import BoundBook, bind_market
+from margin_engine.book.columnar import MODES_BY_CODE, book_subset
 from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.profiles.base import (
@@ -454,23 +454,47 @@ def largest_difference(entries: dict[str, dict[str, Any]]) -> dict[str, Any] | N
             if term else 0.0}
 
 
+PROFILE_CHUNK = 20_000  # accounts a venue is run on at once: its arrays are positions x
+# states x scenarios (deribit-pm: about 22 KB a position), so a book is run a part at a time
+
+
 def compare_profiles(bound: BoundBook, profiles: list[VenueProfile],
                      stablecoins: tuple[str, ...], with_liquidation: bool = True
                      ) -> dict[str, Any]:
     """The ``compare --profiles --json`` document."""
+    return {**profiles_head(bound, profiles),
+            "accounts": list(compared_accounts(bound, profiles, stablecoins, with_liquidation))}
+
+
+def profiles_head(bound: BoundBook, profiles: list[VenueProfile]) -> dict[str, Any]:
+    """The document's fields before its accounts."""
+    return {"timestamp": ns_to_iso(bound.timestamp_ns),
+            "profiles": [p.info.to_dict() for p in profiles], "terms": [t.value for t in Term]}
+
+
+def compared_accounts(bound: BoundBook, profiles: list[VenueProfile],
+                      stablecoins: tuple[str, ...], with_liquidation: bool = True
+                      ) -> Iterator[dict[str, Any]]:
+    """The document's accounts in book order, the profiles run on ``PROFILE_CHUNK`` accounts
+    at a time (an account's numbers do not depend on the other accounts of its book)."""
+    for a0 in range(0, bound.account_count, PROFILE_CHUNK):
+        part = bound if bound.account_count <= PROFILE_CHUNK else bind_market(
+            book_subset(bound.book, np.arange(a0, min(a0 + PROFILE_CHUNK,
+                                                       bound.account_count))), bound.market)
+        yield from _part_accounts(part, profiles, stablecoins, with_liquidation)
+
+
+def _part_accounts(bound: BoundBook, profiles: list[VenueProfile],
+                   stablecoins: tuple[str, ...], with_liquidation: bool
+                   ) -> Iterator[dict[str, Any]]:
     pb = ProfileBook.from_bound(bound, stablecoins)
     views = underlying_views(pb) if with_liquidation else []
     runs = [run_profile(p, pb, with_liquidation, views) for p in profiles]
     gross = bound.account_gross_notional()
     exposed = exposure(pb)
-    accounts = []
     for a, account_id in enumerate(bound.book.account_ids):
         entries = {run.profile.info.name: account_entry(run, pb, a, float(gross[a]), exposed)
                    for run in runs}
-        accounts.append({"id": account_id,
-                         "mode": MODES_BY_CODE[int(bound.book.mode[a])].value,
-                         "gross_notional": float(gross[a]), "profiles": entries,
-                         "comparison": largest_difference(entries)})
-    return {"timestamp": ns_to_iso(bound.timestamp_ns),
-            "profiles": [run.profile.info.to_dict() for run in runs],
-            "terms": [t.value for t in Term], "accounts": accounts}
+        yield {"id": account_id, "mode": MODES_BY_CODE[int(bound.book.mode[a])].value,
+               "gross_notional": float(gross[a]), "profiles": entries,
+               "comparison": largest_difference(entries)}
