@@ -99,6 +99,54 @@ def test_json_results_are_written_before_the_last_account_is_made(
     assert 0 < written[-1] < len(out.stdout)  # ... and the last account after some were
 
 
+def test_explain_of_every_account_is_written_as_it_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``explain`` looked each account up by a scan of the book's ids (20,000 accounts of a
+    portfolio file: 10.9 s, now 5.1 s) and held every explanation before writing any."""
+    from margin_engine.margin import explain as model_explain
+
+    monkeypatch.setattr(json_stream, "CHUNK", 50)
+    args = _book(tmp_path, 240)
+    written: list[int] = []
+    explain_one = model_explain.explain_account
+
+    def counted(*a: Any, **k: Any) -> Any:
+        sys.stdout.flush()
+        written.append(len(sys.stdout.buffer.getvalue()))  # type: ignore[union-attr]
+        return explain_one(*a, **k)
+
+    monkeypatch.setattr(model_explain, "explain_account", counted)
+    out = CliRunner().invoke(app, ["explain", *args, "--json"])
+    assert out.exit_code == 0, out.output
+    ids = [e["account"] for e in json.loads(out.stdout)["accounts"]]
+    assert ids == [f"a{k}" for k in range(240)]
+    assert written[0] == 0
+    assert 0 < written[-1] < len(out.stdout)
+
+
+def test_explain_reads_a_bulk_book_with_its_accounts_file(tmp_path: Path) -> None:
+    """A bulk book's collateral and modes are in its accounts file: without ``--accounts``
+    (there was no such option) ``explain`` margined every account with no collateral, so
+    coin collateral was missing from the scenarios. Its explanation is now ``compute
+    --explain``'s, account by account."""
+    args = _book(tmp_path, 30)
+    runner = CliRunner()
+    computed = json.loads(runner.invoke(app, ["compute", *args, "--explain", "--json",
+                                              "--liquidation-prices", "off"]).stdout)
+    by_id = {a["id"]: a["explain"] for a in computed["accounts"]}
+    coins = [a for a, e in by_id.items()
+             if e["underlyings"]["BTC"]["collateral_pnl_in_worst_scenario"] != 0.0]
+    chosen = [coins[1], "a3", coins[0]]  # BTC collateral in the scenarios of two of them
+    out = runner.invoke(app, ["explain", *args, "--json",
+                              *[x for a in chosen for x in ("--account", a)]])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["accounts"] == [by_id[a] for a in chosen]
+    missing = runner.invoke(app, ["explain", *args, "--account", "a3", "--account", "zz"])
+    assert missing.exit_code == 2
+    assert "--account" in missing.output
+    assert "'zz'" in missing.output
+
+
 class _Entry(dict[str, Any]):
     """An account's entry that can be watched (a dict cannot be referred to weakly)."""
 

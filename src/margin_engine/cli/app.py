@@ -287,6 +287,7 @@ def explain(
     account: Annotated[list[str] | None, typer.Option(
         "--account", help="Account id to explain (repeatable); default all.")] = None,
     config: ConfigOpt = None,
+    accounts: AccountsOpt = None,
     params: ParamsOpt = None,
     history: HistoryOpt = None,
     dvol: DvolOpt = None,
@@ -303,22 +304,23 @@ def explain(
 
         _check_model(model)
         risk, run = prepare_run(portfolio, market, model=model, config=config,
+                                accounts=accounts,
                                 data=_model_data(params, history, dvol, confidence, mpor_days))
         bound = run.bound
-        ids = list(bound.book.account_ids)
-        wanted = account or ids
-        for name in wanted:
-            if name not in ids:
-                raise InputError(f"an account of this portfolio ({len(ids)} accounts)",
-                                 field="--account", value=name)
-        explanations = []
-        for name in wanted:
-            a = ids.index(name)
+        row = {name: a for a, name in enumerate(bound.book.account_ids)}
+        missing = [name for name in account or () if name not in row]
+        if missing:
+            raise InputError(f"an account of this portfolio ({len(row)} accounts)",
+                             field="--account", value=missing[0])
+        wanted = [row[name] for name in account] if account else range(len(row))
+
+        def explained(a: int) -> dict[str, Any]:
             name_of = run.model_of(a, model)
-            explanations.append(explain_account(bound, risk, run.results[name_of], a,
-                                                run.built.get(name_of)))
+            return explain_account(bound, risk, run.results[name_of], a, run.built.get(name_of))
+
+        explanations = (explained(a) for a in wanted)  # made as they are written
         if as_json:
-            _emit_json({"accounts": explanations})
+            _emit_json_document({}, "accounts", explanations)
             return
         from margin_engine.cli.console import make_console
         from margin_engine.cli.render import print_explanation
