@@ -134,6 +134,12 @@ def test_backtest_cli_json(tmp_path: Path) -> None:
                                    "ewma"])
     assert bad.exit_code == 2
     assert "exactly one of --model or --forecaster" in bad.stderr
+    # an error raised while backtesting, stderr not a terminal: the error is the first line
+    # (the progress bar, cleared on a terminal, left an empty line before it)
+    late = CliRunner().invoke(app, ["backtest", "--prices", f"BTC={prices}", "--portfolio",
+                                    str(portfolio), "--start", "2030-01-01"])
+    assert late.exit_code == 2
+    assert late.stderr.startswith("margin-engine: error: "), repr(late.stderr[:80])
 
 
 def test_crash_study_compares_methods_on_common_dates() -> None:

@@ -914,7 +914,9 @@ def _run_backtest(prices: list[str] | None, portfolio: Path | None, market: Path
     progress_console = None if as_json else _stderr_console()
     from rich.progress import Progress
 
-    with Progress(console=progress_console, transient=True, disable=as_json) as bar:
+    # a bar on a terminal only: elsewhere its clearing left an empty line before any message
+    drawn = progress_console is not None and progress_console.is_terminal
+    with Progress(console=progress_console, transient=True, disable=not drawn) as bar:
         task = bar.add_task("backtesting", total=None)
         result = run_backtest(
             book, snapshot, histories,
