@@ -3,8 +3,14 @@ margin, under every model (the arithmetic by hand)."""
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
+from typing import Any
 
+import pytest
+from typer.testing import CliRunner
+
+from margin_engine.cli.app import app
 from margin_engine.margin.registry import get_model
 from tests.conftest import NO_HAIRCUTS, account, bind, market_doc, portfolio_doc
 
@@ -97,3 +103,35 @@ def test_liquidation_price_keeps_settled_cash_fixed() -> None:
     bound = bind(doc, market_doc())
     prices = liquidation_prices(bound, "portfolio", NO_HAIRCUTS)
     assert prices[0, 0] == pytest.approx(60000 / 0.872, rel=1e-9)
+
+
+def test_the_command_line_says_which_expiries_it_settled_at_the_index(tmp_path: Path) -> None:
+    """A market dated after an expiry the book holds, with no settlement price for it, settles
+    it at the index: a naked short call at intrinsic value, no margin. The command said
+    nothing of it (a market whose year was mistyped, 2200, took the margin of every option of
+    the book to 0); it now names each expiry on stderr, the JSON on stdout unchanged."""
+    doc = portfolio_doc(account("a", [("BTC-27JUN25-60000-C", -5, 900), ("BTC-PERP", 1, 50000),
+                                      ("ETH-26SEP25", 2, 2000)]))
+    portfolio = tmp_path / "p.json"
+    portfolio.write_text(json.dumps(doc))
+    runner = CliRunner()
+
+    def compute(market: dict[str, Any]) -> Any:
+        path = tmp_path / "m.json"
+        path.write_text(json.dumps(market))
+        done = runner.invoke(app, ["compute", str(portfolio), "--market", str(path), "--json"])
+        assert done.exit_code == 0, done.output
+        return done
+
+    live = compute(market_doc())
+    assert live.stderr == ""
+    later = compute(market_doc(timestamp="2200-01-01T00:00:00Z"))
+    assert "2200-01-01T00:00:00Z" in later.stderr
+    assert "BTC 2025-06-27, ETH 2025-09-26, held in the book" in later.stderr
+    # the perp alone is margined: 0.16 x 50,000 (its mark is the index)
+    assert json.loads(later.stdout)["accounts"][0]["initial_margin"] == pytest.approx(8000.0)
+    priced = compute(market_doc(timestamp="2025-07-01T00:00:00Z",
+                                settlements={"BTC-27JUN25": 61000}))
+    assert priced.stderr == ""  # ETH 26SEP25 is live, BTC 27JUN25 has its price
+    one = compute(market_doc(timestamp="2025-07-01T00:00:00Z"))
+    assert "after the expiry of BTC 2025-06-27, held" in one.stderr

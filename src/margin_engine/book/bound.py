@@ -146,6 +146,18 @@ def pinned_settlements(bound: BoundBook) -> MarketSnapshot:
     return replace(bound.market, settlements=settlements)
 
 
+def settled_at_index(bound: BoundBook) -> list[tuple[str, int]]:
+    """(underlying, expiry ns) of every expiry the book's positions hold that is settled with
+    no ``settlements`` entry in the market: settled at the snapshot's index (a stand-in a
+    caller should say it used), in order."""
+    table = bound.book.instruments
+    held = np.zeros(len(table.instruments), dtype=np.bool_)
+    held[bound.book.position_instrument] = True
+    rows = np.nonzero(held & ~bound.live)[0].tolist()
+    keys = {(bound.underlyings[int(table.underlying[r])], int(table.expiry_ns[r])) for r in rows}
+    return sorted(keys - set(bound.market.settlements))
+
+
 def asset_prices(book: ColumnarBook, market: MarketSnapshot) -> FloatArray:
     """USD price of each collateral column (``ASSET@CHAIN`` is priced as ``ASSET``)."""
     return np.array([market.asset_prices[a.partition("@")[0]] for a in book.assets],

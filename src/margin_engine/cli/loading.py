@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from margin_engine.book.bound import BoundBook, bind_market
+from margin_engine.book.bound import BoundBook, bind_market, settled_at_index
 from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.core.errors import InputError
+from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.data.prices import PriceSeries, load_price_file
 from margin_engine.io.bulk import read_bulk_book
 from margin_engine.io.market_file import load_market
@@ -29,9 +30,29 @@ def load_bound(portfolio: Path, market: Path, accounts: Path | None = None) -> B
     else:
         book = read_bulk_book(portfolio, accounts)
     try:
-        return bind_market(book, snapshot)
+        bound = bind_market(book, snapshot)
     except InputError as exc:
         raise exc.located(source=str(portfolio)) from None
+    note_settled_at_index(bound, market)
+    return bound
+
+
+def note_settled_at_index(bound: BoundBook, market: Path) -> None:
+    """A note on stderr naming the expiries the book holds that are settled at the index for
+    want of a settlement price (a market dated after them, by design or by a typo in its
+    time, settles them all: options at intrinsic value, no margin)."""
+    import sys
+
+    missing = settled_at_index(bound)
+    if not missing:
+        return
+    shown = ", ".join(f"{u} {ns_to_iso(expiry)[:10]}" for u, expiry in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    sys.stderr.write(f"note: {market}: the market's time {ns_to_iso(bound.timestamp_ns)} is at or "
+                     f"after the expiry of {shown}{more}, held in the book, and it gives no "
+                     "settlement price for them: their positions are settled at the index "
+                     "(options at intrinsic value, no margin); a `settlements` entry gives "
+                     "the price\n")
 
 
 def load_config(path: Path | None) -> RiskConfig:
