@@ -274,6 +274,30 @@ def test_a_body_repeating_a_key_is_422_naming_the_key(service: Service) -> None:
         assert ok.status_code == 200, ok.text
 
 
+def test_a_position_in_an_instrument_expired_at_the_market_time_is_refused(
+        service: Service) -> None:
+    """The market is at 2025-06-01: BTC-30MAY25 (a future, and a call) and BTC-31MAY25 (a
+    put) expired at 08:00 UTC on those days. Such a position was stored (200) and settled at
+    once at the index: a mistyped expiry put a settled position in a live book without a
+    word. Now 422 naming the instrument and its expiry (as a what-if's order in it is);
+    nothing is written; a live expiry, and removing a position, still work."""
+    with service.client("admin") as admin:
+        before = admin.get("/v1/accounts/alice").json()
+        for name in ("BTC-30MAY25", "BTC-30MAY25-60000-C", "BTC-31MAY25-60000-P"):
+            body = _problem(admin.put(f"/v1/accounts/alice/positions/{name}",
+                                      json={"size": 1, "entry_price": 60000}), 422)
+            error = body["errors"][0]
+            assert error["field"] == "instrument"
+            assert error["value"] == name
+            assert "trades at the market's time 2025-06-01T00:00:00Z" in error["expected"]
+        assert admin.get("/v1/accounts/alice").json() == before
+        live = admin.put("/v1/accounts/alice/positions/BTC-2JUN25",
+                         json={"size": 1, "entry_price": 65000})
+        assert live.status_code == 200, live.text
+        assert admin.delete("/v1/accounts/alice/positions/BTC-2JUN25").status_code == 200
+        assert admin.get("/v1/accounts/alice").json()["positions"] == before["positions"]
+
+
 def test_rate_limit_is_429_with_retry_after(service: Service) -> None:
     with service.client("slow") as client:  # 0.5 a second, bucket of 2
         statuses = [client.get("/v1/accounts/alice").status_code for _ in range(3)]

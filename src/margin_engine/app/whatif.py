@@ -28,12 +28,12 @@ from margin_engine.book.bound import BoundBook, resized
 from margin_engine.core.errors import InputError
 from margin_engine.core.kept import Recent
 from margin_engine.core.numbers import parse_float
-from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.domain.instruments import (
     Instrument,
     InstrumentKind,
     MarginMode,
     Settlement,
+    check_trades_at,
 )
 from margin_engine.margin.config import RiskConfig
 from margin_engine.market.snapshot import MarketSnapshot
@@ -141,11 +141,8 @@ def merge_orders(positions: Mapping[str, tuple[float, float]], orders: Sequence[
         if p < 0.0 or (p == 0.0 and instrument.kind is not InstrumentKind.OPTION):
             raise InputError("a price > 0 (>= 0 for an option premium)",
                              field=f"{field}.price", value=order.price)
-        if instrument.expiry_ns is not None and instrument.expiry_ns <= market.timestamp_ns:
-            raise InputError(f"an instrument that trades at the market's time "
-                             f"{ns_to_iso(market.timestamp_ns)} (it expired at "
-                             f"{ns_to_iso(instrument.expiry_ns)}: settled, no longer traded)",
-                             field=f"{field}.instrument", value=order.instrument)
+        check_trades_at(instrument, market.timestamp_ns, field=f"{field}.instrument",
+                        value=order.instrument)
         if instrument.underlying not in market.underlyings:
             raise InputError(f"an instrument on an underlying of the market "
                              f"{sorted(market.underlyings)}", field=f"{field}.instrument",

@@ -18,7 +18,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from margin_engine.core.timeutil import expiry_code_to_ns
+from margin_engine.core.errors import InputError
+from margin_engine.core.timeutil import expiry_code_to_ns, ns_to_iso
 
 
 class InstrumentKind(enum.IntEnum):
@@ -128,3 +129,14 @@ def resolve_name(name: str, declared: Mapping[str, Instrument]) -> Instrument | 
         return parse_shorthand(name)
     except ValueError:
         return None
+
+
+def check_trades_at(instrument: Instrument, timestamp_ns: int, *, field: str,
+                    value: object) -> None:
+    """InputError unless ``instrument`` still trades at ``timestamp_ns``: a dated one expired
+    at or before it is settled (at 08:00 UTC of its expiry day), no longer traded."""
+    if instrument.expiry_ns is not None and instrument.expiry_ns <= timestamp_ns:
+        raise InputError(f"an instrument that trades at the market's time "
+                         f"{ns_to_iso(timestamp_ns)} (it expired at "
+                         f"{ns_to_iso(instrument.expiry_ns)}: settled, no longer traded)",
+                         field=field, value=value)

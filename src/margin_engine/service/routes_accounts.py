@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from margin_engine.app.compute import ModelChoice, bind
 from margin_engine.app.whatif import Order, account_margin, what_if
 from margin_engine.core.errors import InputError
+from margin_engine.domain.instruments import check_trades_at
 from margin_engine.service.strict_json import UniqueKeysRoute
 from margin_engine.store.service import AccountRows, BookOp, BookWrite
 
@@ -49,17 +50,22 @@ def _account_out(document: dict[str, Any], event_seq: int | None = None) -> Acco
                       collateral=document["collateral"], event_seq=event_seq)
 
 
-def _check(state: ServiceState, document: dict[str, Any]) -> None:
+def _check(state: ServiceState, document: dict[str, Any], write: BookWrite) -> None:
     """Refuse an account the engine would refuse: parsed, and bound to the current market
-    when the service has one (nothing is written then)."""
+    when the service has one; and a position set in an instrument that no longer trades at
+    that market's time (it would be settled at once, at the index when the market gives no
+    settlement price). Nothing is written then."""
     from margin_engine.io.portfolio_file import parse_portfolio
 
     portfolio = portfolio_document([document], state.follower.instruments)
     try:
-        parse_portfolio(portfolio)
+        parsed = parse_portfolio(portfolio)
         market = state.follower.market
         if market is not None:
             bind(portfolio, market)
+            if write.op is BookOp.PUT_POSITION and write.name is not None:
+                check_trades_at(parsed.instruments[write.name], market.timestamp_ns,
+                                field="instrument", value=write.name)
     except InputError as exc:
         raise ProblemError(ProblemKind.INVALID_INPUT, str(exc),
                            [FieldError(exc.field or "body", exc.value, exc.expected)]) from None
@@ -70,7 +76,7 @@ def _apply(state: ServiceState, principal: Principal, write: BookWrite,
                                                                        int]:
     document = changed(rows, write)
     if document is not None:
-        _check(state, document)
+        _check(state, document, write)
     seq = state.store.change_book([write], audit_event(write, principal.key_id, before, after))
     return document, seq
 
