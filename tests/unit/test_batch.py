@@ -233,6 +233,32 @@ def test_batch_command_writes_one_result_part_per_partition(book_folder: Path,
                                   single_process(book_folder)["initial_margin"])
 
 
+def test_batch_names_the_expiries_it_settled_at_the_index(book_folder: Path,
+                                                           tmp_path: Path) -> None:
+    """The book holds ETH and BTC 30MAY25 positions, settled on 30 May; the market gives
+    BTC's settlement price only: ETH's are settled at the index. Each task says which
+    expiries it settled so, and the command names them on stderr as ``compute`` does (before:
+    nothing); with ETH's price given, nothing is said."""
+    document = level_market()
+    for name, settlements in (("a", document["settlements"]),
+                              ("b", {**document["settlements"], "ETH-30MAY25": 1950})):
+        market = tmp_path / f"{name}.json"
+        market.write_text(json.dumps({**document, "settlements": settlements}))
+        out = CliRunner().invoke(app, ["batch", "--book", str(book_folder), "--market",
+                                       str(market), "--scheduler", "none", "--output",
+                                       str(tmp_path / name), "--json"])
+        assert out.exit_code == 0, out.output
+        summary = json.loads(out.stdout)
+        if name == "a":
+            assert summary["settled_at_index"] == [["ETH", 1748592000000000000]]
+            assert "after the expiry of ETH 2025-05-30, held in the book" in out.stderr
+            assert all(p["settled_at_index"] == [["ETH", 1748592000000000000]]
+                       for p in summary["parts"])
+        else:
+            assert summary["settled_at_index"] == []
+            assert out.stderr == ""
+
+
 def _assert_single_process(results: pa.Table, folder: Path) -> None:
     want = single_process(folder)
     assert results.column("account").to_pylist() == want["account"].tolist()

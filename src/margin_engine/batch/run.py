@@ -78,7 +78,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
 
     from margin_engine.batch.book import is_empty, parse_declared, read_partition
     from margin_engine.batch.ids import id_hashes
-    from margin_engine.book.bound import bind_market
+    from margin_engine.book.bound import bind_market, settled_at_index
     from margin_engine.book.columnar import MODES_BY_CODE
     from margin_engine.io.market_file import parse_market
     from margin_engine.margin.config import RiskConfig
@@ -122,16 +122,18 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
                          id_hashes(book.account_ids),
                          {key: float(v.sum()) for key, v in zip(TOTALS, sums, strict=True)},
                          {key: int(v.sum()) for key, v in
-                          zip(COUNTS, (liquidatable, in_margin_call), strict=True)})
+                          zip(COUNTS, (liquidatable, in_margin_call), strict=True)},
+                         settled_at_index(bound))
 
 
 def _part_summary(partition: Partition, target: Path, started: float, positions: int,
-                  hashes: Any, totals: dict[str, float], counts: dict[str, int]
-                  ) -> dict[str, Any]:
-    """What a task hands back: its rows, its ids' hashes, its TOTALS and COUNTS, time, worker
-    and peak RSS."""
+                  hashes: Any, totals: dict[str, float], counts: dict[str, int],
+                  settled: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+    """What a task hands back: its rows, its ids' hashes, its TOTALS and COUNTS, the expiries
+    it settled at the index (``settled_at_index``), time, worker and peak RSS."""
     return {"partition": partition.name, "accounts": int(hashes.size), "positions": positions,
             "account_hashes": hashes, **totals, **counts,
+            "settled_at_index": [list(key) for key in settled or ()],
             "seconds": time.perf_counter() - started, "worker": _worker_name(),
             "peak_rss_mb": _peak_rss_mb(), "output": str(target)}
 
@@ -222,8 +224,9 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
             "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
             "positions": sum(d["positions"] for d in done),
             **{key: math.fsum(d[key] for d in done) for key in TOTALS},
-            **{key: sum(d[key] for d in done) for key in COUNTS}, "wall_seconds": wall,
-            "peak_rss_mb_per_worker": per_worker, "parts": done}
+            **{key: sum(d[key] for d in done) for key in COUNTS},
+            "settled_at_index": sorted({(u, e) for d in done for u, e in d["settled_at_index"]}),
+            "wall_seconds": wall, "peak_rss_mb_per_worker": per_worker, "parts": done}
 
 
 def _margin_parts(parts: list[Partition], job: BatchJob, scheduler: str, workers: int,

@@ -492,10 +492,10 @@ def batch(
         from rich.console import Console
 
         from margin_engine.batch.run import run_batch
-        from margin_engine.cli.loading import load_config
+        from margin_engine.cli.loading import load_config, write_settled_note
         from margin_engine.io.market_file import load_market
 
-        load_market(market)  # refuse a bad market here, before any worker starts
+        snapshot = load_market(market)  # refuse a bad market here, before any worker starts
         document = json.loads(market.read_text())
         with Console(stderr=True, quiet=as_json, markup=False).status(
                 "margining the partitions") as status:
@@ -506,6 +506,8 @@ def batch(
             summary = run_batch(book, document, load_config(config).to_dict(), model=model,
                                 output=output, scheduler=scheduler, workers=workers,
                                 progress=tick)
+        write_settled_note([(u, e) for u, e in summary["settled_at_index"]],
+                           snapshot.timestamp_ns, market)
         if as_json:
             _emit_json(summary)
             return

@@ -41,14 +41,18 @@ def note_settled_at_index(bound: BoundBook, market: Path) -> None:
     """A note on stderr naming the expiries the book holds that are settled at the index for
     want of a settlement price (a market dated after them, by design or by a typo in its
     time, settles them all: options at intrinsic value, no margin)."""
+    write_settled_note(settled_at_index(bound), bound.timestamp_ns, market)
+
+
+def write_settled_note(missing: list[tuple[str, int]], timestamp_ns: int, market: Path) -> None:
+    """``note_settled_at_index``'s note for ``missing`` (underlying, expiry ns), if any."""
     import sys
 
-    missing = settled_at_index(bound)
     if not missing:
         return
     shown = ", ".join(f"{u} {ns_to_iso(expiry)[:10]}" for u, expiry in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    sys.stderr.write(f"note: {market}: the market's time {ns_to_iso(bound.timestamp_ns)} is at or "
+    sys.stderr.write(f"note: {market}: the market's time {ns_to_iso(timestamp_ns)} is at or "
                      f"after the expiry of {shown}{more}, held in the book, and it gives no "
                      "settlement price for them: their positions are settled at the index "
                      "(options at intrinsic value, no margin); a `settlements` entry gives "
