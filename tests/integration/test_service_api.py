@@ -8,11 +8,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from typer.testing import CliRunner
 
 from margin_engine.cli.app import app as cli
+from margin_engine.core.errors import InputError
 from margin_engine.service.settings import ServiceSettings
 from margin_engine.store.base import EventKind, open_store
 from tests.conftest import assert_documents_close
@@ -296,6 +298,35 @@ def test_a_position_in_an_instrument_expired_at_the_market_time_is_refused(
         assert live.status_code == 200, live.text
         assert admin.delete("/v1/accounts/alice/positions/BTC-2JUN25").status_code == 200
         assert admin.get("/v1/accounts/alice").json()["positions"] == before["positions"]
+
+
+def test_an_account_id_a_book_may_hold_is_one_the_routes_take(service: Service) -> None:
+    """Books take any printable id of at most 256 characters ('Zürich 账户-7'); the routes took
+    [A-Za-z0-9._:@-]{1,64} only, so such an account of the monitor's book could be neither
+    read nor given a key (422, and `keys create` refused it). Now the routes and the keys take
+    the books' rule, and refuse, naming the character, what books refuse."""
+    name = "Zürich 账户-7"
+    path = "/v1/accounts/" + quote(name, safe="")
+    with service.client("admin") as admin:
+        assert admin.put(path, json={"mode": "cross"}).status_code == 201
+        admin.put(f"{path}/collateral/USDC", json={"amount": 5000})
+        admin.put(f"{path}/positions/BTC-PERP", json={"size": 0.1, "entry_price": 65000})
+        assert admin.get(path).json()["id"] == name
+        for bad, said in (("evil\x1b[2J", "U+001B at position 5"), ("a" * 257, "at most 256 characters"),
+                          (" padded", "spaces at its ends"), ("rtl\u202eabc", "U+202E")):
+            body = _problem(admin.get("/v1/accounts/" + quote(bad, safe="")), 422)
+            assert body["errors"][0]["field"] == "path.account_id"
+            assert said in body["errors"][0]["expected"]
+    key = make_key(service.store, "trade", account=name)
+    with service.server.client(key) as trader:
+        margin = trader.get(f"{path}/margin")
+        assert margin.status_code == 200, margin.text
+        assert margin.json()["account"]["id"] == name
+        _problem(trader.get("/v1/accounts/alice"), 403)
+    with pytest.raises(InputError, match="U\\+000A"):
+        make_key(service.store, "trade", account="two\nlines")
+    with service.client("admin") as admin:
+        assert admin.delete(path).status_code == 200
 
 
 def test_rate_limit_is_429_with_retry_after(service: Service) -> None:

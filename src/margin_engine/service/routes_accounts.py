@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
 
 from margin_engine.app.compute import ModelChoice, bind
 from margin_engine.app.whatif import Order, account_margin, what_if
 from margin_engine.core.errors import InputError
+from margin_engine.core.names import EXPECTED_NAME, MAX_NAME_LENGTH, name_problem
 from margin_engine.domain.instruments import check_trades_at
 from margin_engine.service.strict_json import UniqueKeysRoute
 from margin_engine.store.service import AccountRows, BookOp, BookWrite
@@ -35,8 +37,21 @@ from .state import ServiceState, compute, service_state
 
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=PROBLEMS,
                    route_class=UniqueKeysRoute)
-AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:@-]{1,64}$",
-                                description="Account id.")]
+def _account_id(value: str) -> str:
+    """An account id as books give them: a name (``core.names``: printable text of at most
+    256 characters, any script) without spaces at its ends (the book readers strip them)."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(f"an account id of {EXPECTED_NAME}; it has {problem}")
+    if value != value.strip():
+        raise ValueError("an account id without spaces at its ends")
+    return value
+
+
+AccountId = Annotated[str, Path(min_length=1, max_length=MAX_NAME_LENGTH,
+                                description="Account id: printable text of at most 256 "
+                                            "characters, as in a book."),
+                      AfterValidator(_account_id)]
 InstrumentName = Annotated[str, Path(min_length=1, max_length=100,
                                      description="Instrument name (e.g. BTC-PERP).")]
 AssetName = Annotated[str, Path(pattern=r"^[A-Za-z0-9._@-]{1,40}$",
