@@ -312,7 +312,8 @@ def test_an_account_id_a_book_may_hold_is_one_the_routes_take(service: Service) 
         admin.put(f"{path}/collateral/USDC", json={"amount": 5000})
         admin.put(f"{path}/positions/BTC-PERP", json={"size": 0.1, "entry_price": 65000})
         assert admin.get(path).json()["id"] == name
-        for bad, said in (("evil\x1b[2J", "U+001B at position 5"), ("a" * 257, "at most 256 characters"),
+        for bad, said in (("evil\x1b[2J", "U+001B at position 5"),
+                          ("a" * 257, "at most 256 characters"),
                           (" padded", "spaces at its ends"), ("rtl\u202eabc", "U+202E")):
             body = _problem(admin.get("/v1/accounts/" + quote(bad, safe="")), 422)
             assert body["errors"][0]["field"] == "path.account_id"
