@@ -147,6 +147,31 @@ def test_explain_reads_a_bulk_book_with_its_accounts_file(tmp_path: Path) -> Non
     assert "'zz'" in missing.output
 
 
+def test_the_cycle_collector_is_off_while_the_accounts_are_made_and_on_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The accounts' results are acyclic and dropped by the thousand; the collector's passes
+    over them (each batch promoted to its old generation before it is dropped) found nothing
+    and took about a tenth of ``compute --json``'s time on 1,000,000 accounts."""
+    import gc
+
+    args = _book(tmp_path, 30)
+    seen: list[bool] = []
+    make = model_run.account_margin
+
+    def watched(*a: Any, **k: Any) -> Any:
+        seen.append(gc.isenabled())
+        return make(*a, **k)
+
+    monkeypatch.setattr(model_run, "account_margin", watched)
+    assert gc.isenabled()
+    for extra in (["--json"], []):
+        out = CliRunner().invoke(app, ["compute", *args, *extra, "--liquidation-prices", "off"])
+        assert out.exit_code == 0, out.output
+        assert gc.isenabled()
+    assert len(seen) == 60
+    assert not any(seen)
+
+
 class _Entry(dict[str, Any]):
     """An account's entry that can be watched (a dict cannot be referred to weakly)."""
 

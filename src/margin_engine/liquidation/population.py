@@ -12,14 +12,13 @@ so that a monitor need not parse a document it generated itself.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_from_columns
+from margin_engine.core.collector import no_cycle_collection
 from margin_engine.core.numbers import MAX_MAGNITUDE
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.domain.instruments import MarginMode
@@ -43,21 +42,10 @@ def leveraged_population(accounts: int, seed: int, index: dict[str, float], *,
                          mode: str = "cross", btc_collateral_share: float = 0.25,
                          stable: str = "USDC", stable_price: float = 1.0) -> PopulationDocument:
     """Portfolio document (``margin-engine/portfolio/v1``) of ``accounts`` accounts."""
-    with _no_cycle_collection():  # a million acyclic objects: no full collection on the way
+    with no_cycle_collection():  # a million acyclic objects: no full collection on the way
         return _population(accounts, seed, index, mode=mode,
                            btc_collateral_share=btc_collateral_share, stable=stable,
                            stable_price=stable_price)
-
-
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _population(accounts: int, seed: int, index: dict[str, float], *, mode: str,
