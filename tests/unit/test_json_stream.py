@@ -69,17 +69,19 @@ def _book(tmp_path: Path, accounts: int) -> list[str]:
             str(tmp_path / "market.json")]
 
 
-def _written_while_made(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Spy on the making of accounts: the length of stdout when each account is made."""
+def _written_while_made(monkeypatch: pytest.MonkeyPatch, module: Any = model_run,
+                        name: str = "account_margin") -> list[int]:
+    """Spy on ``module.name``, the making of one account's results: the length of stdout
+    when each is made."""
     written: list[int] = []
-    make = model_run.account_margin
+    make = getattr(module, name)
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         sys.stdout.flush()
         written.append(len(sys.stdout.buffer.getvalue()))  # type: ignore[union-attr]
         return make(*args, **kwargs)
 
-    monkeypatch.setattr(model_run, "account_margin", counted)
+    monkeypatch.setattr(module, name, counted)
     return written
 
 
@@ -107,15 +109,7 @@ def test_explain_of_every_account_is_written_as_it_is_made(
 
     monkeypatch.setattr(json_stream, "CHUNK", 50)
     args = _book(tmp_path, 240)
-    written: list[int] = []
-    explain_one = model_explain.explain_account
-
-    def counted(*a: Any, **k: Any) -> Any:
-        sys.stdout.flush()
-        written.append(len(sys.stdout.buffer.getvalue()))  # type: ignore[union-attr]
-        return explain_one(*a, **k)
-
-    monkeypatch.setattr(model_explain, "explain_account", counted)
+    written = _written_while_made(monkeypatch, model_explain, "explain_account")
     out = CliRunner().invoke(app, ["explain", *args, "--json"])
     assert out.exit_code == 0, out.output
     ids = [e["account"] for e in json.loads(out.stdout)["accounts"]]
