@@ -74,10 +74,10 @@ def test_short_straddle_has_a_liquidation_price_on_each_side() -> None:
     assert 0 < down < 50000 < up
     nearer = down if abs(np.log(down / 50000)) <= abs(np.log(up / 50000)) else up
     assert float(found.nearest[0, 0]) == nearer
-    from margin_engine.margin.run import compute_document, run_models
+    from margin_engine.margin.run import margin_report, run_models
 
     run = run_models(bound, NO_HAIRCUTS, ["portfolio"])
-    cell = compute_document(run, "portfolio")["accounts"][0]["underlyings"]["BTC"]
+    cell = margin_report(run, "portfolio").to_json()["accounts"][0]["underlyings"]["BTC"]
     assert cell["liquidation_price"] == pytest.approx(nearer, rel=1e-12)
     assert cell["liquidation_prices"]["down"]["price"] == pytest.approx(down, rel=1e-12)
     assert cell["liquidation_prices"]["up"]["distance_pct"] == pytest.approx(

@@ -2,7 +2,7 @@
 the HTTP service's ``POST /v1/margin``.
 
 The steps are those of the CLI (``cli/loading.py:prepare_run`` then ``margin/run.py:
-compute_document`` and ``margin/explain.py:explain_account``): check the model, bind the book to
+account_margins`` and ``margin/explain.py:explain_account``): check the model, bind the book to
 the market, refuse asked-for isolated margins above the collateral, run the model, shape the
 results; only the inputs differ (documents or objects instead of file paths).
 """

@@ -251,12 +251,8 @@ def compare(
     def body() -> None:
         from margin_engine.cli.loading import prepare_run
         from margin_engine.core.timeutil import ns_to_iso
-        from margin_engine.margin.results import ModelComparison
-        from margin_engine.margin.run import (
-            account_comparisons,
-            compare_document,
-            liquidation_limit,
-        )
+        from margin_engine.margin.results import comparison_row
+        from margin_engine.margin.run import account_comparisons, liquidation_limit
 
         if profiles is not None:
             from margin_engine.profiles.cli import compare_profiles_command
@@ -270,17 +266,18 @@ def compare(
         with_liquidation = _want_liquidation(liquidation_prices, as_json,
                                              run.bound.account_count,
                                              liquidation_limit(list(run.results), run.built))
+        head = {"timestamp": ns_to_iso(run.bound.timestamp_ns), "models": list(run.results)}
+        rows = (comparison_row(by_model) for by_model
+                in account_comparisons(run, with_liquidation))
         if as_json:  # written as the accounts are made, as compute's
-            _emit_json_document(
-                {"timestamp": ns_to_iso(run.bound.timestamp_ns), "models": list(run.results)},
-                "accounts", (ModelComparison.row_json(by_model) for by_model
-                             in account_comparisons(run, with_liquidation)))
+            _emit_json_document(head, "accounts", rows)
             return
-        document = compare_document(run, with_liquidation)
         from margin_engine.cli.console import make_console
         from margin_engine.cli.render import print_compare
 
-        print_compare(document, make_console())
+        # the tables list the first accounts only: only those are made
+        print_compare({**head, "accounts": rows}, make_console(),
+                      total=run.bound.account_count)
 
     _guarded(body)
 

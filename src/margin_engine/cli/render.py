@@ -15,6 +15,7 @@ import heapq
 import math
 from array import array
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 from rich import box
@@ -235,15 +236,18 @@ def _print_totals(console: Console, accounts: _ModelAccounts, listed: int) -> No
                        f"--json lists all {accounts.count:,}):", style="bold"))
 
 
-def print_compare(document: dict[str, Any], console: Console | None = None) -> None:
+def print_compare(document: dict[str, Any], console: Console | None = None,
+                  total: int | None = None) -> None:
     """Initial margin by model, then margin efficiency by model (two tables: side by side they
-    would not fit 100 columns); the first ``LISTED_ACCOUNTS`` accounts of a larger book."""
+    would not fit 100 columns); the first ``LISTED_ACCOUNTS`` accounts of a larger book (of
+    ``total`` accounts: the document's ``accounts`` may then be any iterable, of which only
+    the first ``LISTED_ACCOUNTS`` are taken)."""
     console = _console(console)
     models = list(document["models"])
-    everyone = document["accounts"]
-    accounts = everyone[:LISTED_ACCOUNTS]
-    cut = ([f"The first {len(accounts):,} of {len(everyone):,} accounts (--json lists all)."]
-           if len(everyone) > len(accounts) else [])
+    accounts = list(islice(document["accounts"], LISTED_ACCOUNTS))
+    count = len(document["accounts"]) if total is None else total
+    cut = ([f"The first {len(accounts):,} of {count:,} accounts (--json lists all)."]
+           if count > len(accounts) else [])
     heading(console, f"Initial margin in USD by model at {document['timestamp']}", *cut)
     fmt = amounts(acc["models"][m]["initial_margin"] for acc in accounts for m in models)
     out = table("account", *models)

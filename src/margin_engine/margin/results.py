@@ -331,22 +331,10 @@ class MarginReport:
                 "accounts": [a.to_json() for a in self.accounts]}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelComparison:
-    """Every model per account (``accounts[a][model]``), as ``compare`` shows them."""
-
-    timestamp: str
-    models: tuple[str, ...]
-    accounts: tuple[Mapping[str, AccountMargin], ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"timestamp": self.timestamp, "models": list(self.models),
-                "accounts": [self.row_json(by_model) for by_model in self.accounts]}
-
-    @staticmethod
-    def row_json(by_model: Mapping[str, AccountMargin]) -> dict[str, Any]:
-        """One account's entry of the document: its id and mode, then each model's numbers."""
-        first = next(iter(by_model.values()))
-        return {"id": first.id, "mode": first.mode, "models": {
-            name: {k: v for k, v in margin.to_json().items() if k not in ("id", "mode", "model")}
-            for name, margin in by_model.items()}}
+def comparison_row(by_model: Mapping[str, AccountMargin]) -> dict[str, Any]:
+    """One account of the ``compare --json`` document (every model's results of the account,
+    ``by_model``): its id and mode, then each model's numbers."""
+    first = next(iter(by_model.values()))
+    return {"id": first.id, "mode": first.mode, "models": {
+        name: {k: v for k, v in margin.to_json().items() if k not in ("id", "mode", "model")}
+        for name, margin in by_model.items()}}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -35,7 +34,6 @@ from margin_engine.margin.results import (
     LiquidationLevel,
     LiquidationPrices,
     MarginReport,
-    ModelComparison,
     PositionMargin,
     UnderlyingMargin,
     WorstScenario,
@@ -307,12 +305,6 @@ def margin_report(run: ModelRun, requested: str,
                         accounts=tuple(account_margins(run, requested, with_liquidation)))
 
 
-def compute_document(run: ModelRun, requested: str,
-                     with_liquidation: bool = True) -> dict[str, Any]:
-    """The ``compute --json`` document: ``margin_report`` serialised."""
-    return margin_report(run, requested, with_liquidation).to_json()
-
-
 def account_comparisons(run: ModelRun, with_liquidation: bool = True
                         ) -> Iterator[dict[str, AccountMargin]]:
     """Every model per account, side by side: the levels searched at once, the accounts made
@@ -321,17 +313,6 @@ def account_comparisons(run: ModelRun, with_liquidation: bool = True
     return ({name: account_margin(run, a, name, liquidation) for name in run.results}
             for a in range(run.bound.account_count))
 
-
-def model_comparison(run: ModelRun, with_liquidation: bool = True) -> ModelComparison:
-    """``account_comparisons`` with the market's time."""
-    return ModelComparison(timestamp=ns_to_iso(run.bound.timestamp_ns),
-                           models=tuple(run.results),
-                           accounts=tuple(account_comparisons(run, with_liquidation)))
-
-
-def compare_document(run: ModelRun, with_liquidation: bool = True) -> dict[str, Any]:
-    """The ``compare --json`` document: ``model_comparison`` serialised."""
-    return model_comparison(run, with_liquidation).to_json()
 
 
 def efficiency(run: ModelRun, model: str) -> FloatArray:
