@@ -233,3 +233,24 @@ def test_the_tables_hold_a_bounded_number_of_accounts_and_print_the_same() -> No
                 if line.split() and line.split()[0].startswith("a")
                 and line.split()[0][1:].isdigit()] == want
     assert text.count("The 100 nearest liquidation") == 2
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``compute --json | head -c 100``: the writes meet a closed pipe. Before: 'margin-engine:
+    error: Broken pipe' on stderr, exit code 2 (and more often now that the document is
+    written as it is made). Now nothing on stderr and 141, as a shell reports a command ended
+    by SIGPIPE."""
+    import subprocess
+
+    args = _book(tmp_path, 450)
+    command = [sys.executable, "-m", "margin_engine.cli.app", "compute", *args, "--json",
+               "--liquidation-prices", "off"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    assert process.stderr is not None
+    head = process.stdout.read(100)
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, error
+    assert head.startswith(b'{"model": "account"')
+    assert error == ""

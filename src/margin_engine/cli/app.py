@@ -107,6 +107,23 @@ def checked_flag(value: float | None, option: str, maximum: float | None = None
                                                   maximum=maximum)
 
 
+EXIT_BROKEN_PIPE = 141  # as a shell reports a command ended by SIGPIPE (128 + 13)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null: what is left in its buffer is dropped at exit instead of
+    failing on the closed pipe again (an 'Exception ignored' message)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in process)
+        pass
+    finally:
+        os.close(devnull)
+
+
 def _guarded(action: Callable[[], _R]) -> _R:
     """Run a command body; engine errors become one line on stderr and exit code 2."""
     from margin_engine.core.errors import MarginEngineError
@@ -116,6 +133,9 @@ def _guarded(action: Callable[[], _R]) -> _R:
     except MarginEngineError as exc:
         typer.echo(f"margin-engine: error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    except BrokenPipeError:  # stdout's reader stopped reading (`| head`): nothing to say
+        _stdout_to_devnull()
+        raise typer.Exit(code=EXIT_BROKEN_PIPE) from None
     except OSError as exc:  # a file that cannot be written or read, a full disk
         where = f"{exc.filename}: " if exc.filename else ""
         typer.echo(f"margin-engine: error: {where}{exc.strerror or exc}", err=True)
