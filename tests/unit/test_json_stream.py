@@ -254,3 +254,19 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     assert process.wait(timeout=120) == 141, error
     assert head.startswith(b'{"model": "account"')
     assert error == ""
+
+
+def test_a_broken_pipe_elsewhere_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Only stdout's reader going away ends a command quietly: a broken pipe or socket of
+    another kind (a server that went away) is an error line and exit code 2."""
+    import typer
+
+    from margin_engine.cli import app as cli_app
+
+    def body() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(typer.Exit) as ended:
+        cli_app._guarded(body)
+    assert ended.value.exit_code == 2
+    assert capsys.readouterr().err == "margin-engine: error: Broken pipe\n"

@@ -110,6 +110,18 @@ def checked_flag(value: float | None, option: str, maximum: float | None = None
 EXIT_BROKEN_PIPE = 141  # as a shell reports a command ended by SIGPIPE (128 + 13)
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reading end is closed (polled: POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor, or no poll here
+        return False
+
+
 def _stdout_to_devnull() -> None:
     """Point stdout at /dev/null: what is left in its buffer is dropped at exit instead of
     failing on the closed pipe again (an 'Exception ignored' message)."""
@@ -133,8 +145,11 @@ def _guarded(action: Callable[[], _R]) -> _R:
     except MarginEngineError as exc:
         typer.echo(f"margin-engine: error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    except BrokenPipeError:  # stdout's reader stopped reading (`| head`): nothing to say
-        _stdout_to_devnull()
+    except BrokenPipeError as exc:
+        if not _stdout_reader_gone():  # another pipe or socket: an error like any other
+            typer.echo(f"margin-engine: error: {exc.strerror or exc}", err=True)
+            raise typer.Exit(code=2) from None
+        _stdout_to_devnull()  # stdout's reader stopped reading (`| head`): nothing to say
         raise typer.Exit(code=EXIT_BROKEN_PIPE) from None
     except OSError as exc:  # a file that cannot be written or read, a full disk
         where = f"{exc.filename}: " if exc.filename else ""
