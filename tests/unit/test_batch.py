@@ -302,6 +302,39 @@ def test_nested_partitions_are_parts_and_metadata_files_are_not(book_folder: Pat
               scheduler="none")  # the same book again into its own output: accepted
 
 
+def test_parts_named_by_two_writer_jobs_pair_by_their_number(book_folder: Path,
+                                                              tmp_path: Path) -> None:
+    """A Spark job names its part k ``part-0000k-<the job's uuid>-c000.snappy.parquet``: the
+    positions and the accounts, written by two jobs, differ by the uuid, and the batch
+    refused the book ('accounts part ... is missing'). The parts now pair when their names are
+    the same but for a job id, one with one; the results are the single process's. Two
+    accounts parts that would pair with the same positions part are not guessed between."""
+    import shutil
+    import uuid
+
+    spark = tmp_path / "spark"
+    jobs = {"positions": uuid.uuid4(), "accounts": uuid.uuid4()}
+    for sub, job in jobs.items():
+        (spark / sub).mkdir(parents=True)
+        for k, part in enumerate(sorted((book_folder / sub).glob("*.parquet"))):
+            name = f"part-{k:05d}-{job}-c000.snappy.parquet"
+            shutil.copy(part, spark / sub / name)
+            (spark / sub / f".{name}.crc").write_bytes(b"crc")
+        (spark / sub / "_SUCCESS").write_text("")
+    shutil.copy(book_folder / "instruments.json", spark / "instruments.json")
+    found = partitions(spark)
+    assert [p.name for p in found] == [
+        f"part-{k:05d}-{jobs['positions']}-c000.snappy" for k in range(4)]
+    assert all(str(jobs["accounts"]) in p.accounts for p in found)
+    run_batch(spark, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+              scheduler="none")
+    _assert_single_process(read_results(tmp_path / "out"), spark)
+    shutil.copy(spark / "accounts" / f"part-00001-{jobs['accounts']}-c000.snappy.parquet",
+                spark / "accounts" / f"part-00001-{uuid.uuid4()}-c000.snappy.parquet")
+    with pytest.raises(InputError, match="part-00001-.* is missing"):
+        partitions(spark)
+
+
 def test_an_empty_partition_gives_an_empty_result_part(book_folder: Path,
                                                        tmp_path: Path) -> None:
     """A part with no account and no position (a partitioned writer leaves such parts) gives

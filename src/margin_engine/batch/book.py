@@ -12,7 +12,8 @@ Layout of a book folder::
       instruments.json               optional: {"NAME": {"kind": ..., ...}} as in a portfolio file
 
 Each ``positions`` part holds the positions of exactly the accounts of the ``accounts`` part of
-the same name (every column as in the bulk files; string columns may be dictionary-encoded), so
+the same name, or of the same name but for a writer's job id (``paired_parts``; every
+column as in the bulk files; string columns may be dictionary-encoded), so
 a partition is read and margined alone. Partition order is the order of the names. Parts may
 lie in subfolders (``positions/day=2026-12-02/part-0.parquet``, named by that path); files
 under a name starting with ``_`` or ``.`` are not parts; a part with no rows at all is empty.
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +54,8 @@ def partitions(folder: str | Path) -> list[Partition]:
     """The partitions of a book folder, in name order (nothing is read but the listing).
     A part is any ``*.parquet`` file under ``positions/``, in subfolders too (a Hive-style
     ``positions/day=2026-12-02/part-0.parquet``), named by its path there without the suffix;
-    its accounts are the file of the same path under ``accounts/``. Files and folders whose
+    its accounts are the file of the same path under ``accounts/`` (or that path but for a
+    writer's job id: ``paired_parts``). Files and folders whose
     names start with ``_`` or ``.`` (``_SUCCESS``, ``_metadata``, temporaries) are not parts."""
     root = Path(folder)
     if not (root / POSITIONS).is_dir() or not (root / ACCOUNTS).is_dir():
@@ -60,18 +64,42 @@ def partitions(folder: str | Path) -> list[Partition]:
     parts = parquet_parts(root / POSITIONS)
     if not parts:
         raise InputError("at least one positions/*.parquet part", source=str(root))
-    missing = [name for name in parts if not (root / ACCOUNTS / name).is_file()]
+    pairs = paired_parts(parts, parquet_parts(root / ACCOUNTS))
+    missing = [name for name in parts if name not in pairs]
     if missing:
         raise InputError(f"an accounts part for every positions part ({ACCOUNTS}/{missing[0]} "
                          "is missing)", source=str(root), value=missing[0])
-    alone = sorted(set(parquet_parts(root / ACCOUNTS)) - set(parts))
+    alone = sorted(set(parquet_parts(root / ACCOUNTS)) - set(pairs.values()))
     if alone:  # its accounts would not be margined: a positions part without rows says none
         raise InputError(f"a positions part for every accounts part ({POSITIONS}/{alone[0]} "
                          "is missing; a part of accounts without positions holds an empty "
                          "positions file)", source=str(root), value=alone[0])
     return [Partition(name=name.removesuffix(".parquet"),
                       positions=str(root / POSITIONS / name),
-                      accounts=str(root / ACCOUNTS / name)) for name in parts]
+                      accounts=str(root / ACCOUNTS / pairs[name])) for name in parts]
+
+
+# a writer's job id in its part names (Spark: part-00000-<uuid>-c000.snappy.parquet)
+_JOB_ID = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                     re.IGNORECASE)
+
+
+def paired_parts(positions: list[str], accounts: list[str]) -> dict[str, str]:
+    """positions part -> accounts part: the same name, else the same name but for a writer's
+    job id (two Spark jobs name their part 0 ``part-00000-<their own uuid>-c000``), where
+    that pairs exactly one with one; parts without a pair are left out."""
+    named = set(accounts)
+    pairs = {name: name for name in positions if name in named}
+    by_key: dict[str, list[str]] = {}
+    for name in accounts:
+        if name not in pairs:
+            by_key.setdefault(_JOB_ID.sub("", name), []).append(name)
+    left = {name: _JOB_ID.sub("", name) for name in positions if name not in pairs}
+    wanted = Counter(left.values())
+    for name, key in left.items():
+        if wanted[key] == 1 and len(by_key.get(key, ())) == 1:
+            pairs[name] = by_key[key][0]
+    return pairs
 
 
 def parquet_parts(folder: Path) -> list[str]:
