@@ -302,37 +302,46 @@ def test_nested_partitions_are_parts_and_metadata_files_are_not(book_folder: Pat
               scheduler="none")  # the same book again into its own output: accepted
 
 
+@pytest.mark.parametrize("layout", ["spark", "pyarrow"])
 def test_parts_named_by_two_writer_jobs_pair_by_their_number(book_folder: Path,
-                                                              tmp_path: Path) -> None:
+                                                              tmp_path: Path,
+                                                              layout: str) -> None:
     """A Spark job names its part k ``part-0000k-<the job's uuid>-c000.snappy.parquet``: the
     positions and the accounts, written by two jobs, differ by the uuid, and the batch
     refused the book ('accounts part ... is missing'). The parts now pair when their names are
-    the same but for a job id, one with one; the results are the single process's. Two
+    the same but for a job id, one with one; the results are the single process's. pyarrow's
+    ``write_to_dataset`` names a folder's part ``<uuid hex>-0.parquet`` the same way. Two
     accounts parts that would pair with the same positions part are not guessed between."""
     import shutil
     import uuid
 
-    spark = tmp_path / "spark"
+    def named(k: int, job: uuid.UUID) -> str:
+        if layout == "spark":
+            return f"part-{k:05d}-{job}-c000.snappy.parquet"
+        return f"day=2026-12-0{k + 1}/{job.hex}-0.parquet"
+
+    book = tmp_path / layout
     jobs = {"positions": uuid.uuid4(), "accounts": uuid.uuid4()}
     for sub, job in jobs.items():
-        (spark / sub).mkdir(parents=True)
         for k, part in enumerate(sorted((book_folder / sub).glob("*.parquet"))):
-            name = f"part-{k:05d}-{job}-c000.snappy.parquet"
-            shutil.copy(part, spark / sub / name)
-            (spark / sub / f".{name}.crc").write_bytes(b"crc")
-        (spark / sub / "_SUCCESS").write_text("")
-    shutil.copy(book_folder / "instruments.json", spark / "instruments.json")
-    found = partitions(spark)
+            target = book / sub / named(k, job)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(part, target)
+            (target.parent / f".{target.name}.crc").write_bytes(b"crc")
+        (book / sub / "_SUCCESS").write_text("")
+    shutil.copy(book_folder / "instruments.json", book / "instruments.json")
+    found = partitions(book)
     assert [p.name for p in found] == [
-        f"part-{k:05d}-{jobs['positions']}-c000.snappy" for k in range(4)]
-    assert all(str(jobs["accounts"]) in p.accounts for p in found)
-    run_batch(spark, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+        named(k, jobs["positions"]).removesuffix(".parquet") for k in range(4)]
+    assert all(str(jobs["accounts"].hex if layout == "pyarrow" else jobs["accounts"])
+               in p.accounts for p in found)
+    run_batch(book, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
               scheduler="none")
-    _assert_single_process(read_results(tmp_path / "out"), spark)
-    shutil.copy(spark / "accounts" / f"part-00001-{jobs['accounts']}-c000.snappy.parquet",
-                spark / "accounts" / f"part-00001-{uuid.uuid4()}-c000.snappy.parquet")
-    with pytest.raises(InputError, match="part-00001-.* is missing"):
-        partitions(spark)
+    _assert_single_process(read_results(tmp_path / "out"), book)
+    second = book / "accounts" / named(1, uuid.uuid4())  # part 1 of a third job
+    shutil.copy(book / "accounts" / named(1, jobs["accounts"]), second)
+    with pytest.raises(InputError, match="is missing"):
+        partitions(book)
 
 
 def test_an_empty_partition_gives_an_empty_result_part(book_folder: Path,

@@ -79,15 +79,17 @@ def partitions(folder: str | Path) -> list[Partition]:
                       accounts=str(root / ACCOUNTS / pairs[name])) for name in parts]
 
 
-# a writer's job id in its part names (Spark: part-00000-<uuid>-c000.snappy.parquet)
-_JOB_ID = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-                     re.IGNORECASE)
+# a writer's job id in its part names: Spark's part-00000-<uuid>-c000.snappy.parquet, pyarrow's
+# (and pandas') write_to_dataset <uuid as 32 hex digits>-0.parquet
+_JOB_ID = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                     r"|(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", re.IGNORECASE)
 
 
 def paired_parts(positions: list[str], accounts: list[str]) -> dict[str, str]:
     """positions part -> accounts part: the same name, else the same name but for a writer's
-    job id (two Spark jobs name their part 0 ``part-00000-<their own uuid>-c000``), where
-    that pairs exactly one with one; parts without a pair are left out."""
+    job id (two Spark jobs name their part 0 ``part-00000-<their own uuid>-c000``, two calls
+    of pyarrow's ``write_to_dataset`` theirs ``<own uuid hex>-0``), where that pairs exactly
+    one with one; parts without a pair are left out."""
     named = set(accounts)
     pairs = {name: name for name in positions if name in named}
     by_key: dict[str, list[str]] = {}
