@@ -169,15 +169,25 @@ def _emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=indent, allow_nan=False) + "\n")
 
 
-def _emit_json_document(head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+def _emit_json_document(head: dict[str, Any], key: str, items: Iterable[Any],
+                        total: int | None = None) -> None:
     """``_emit_json({**head, key: list(items)})`` written as the items come
     (``json_stream``), the cycle collector off meanwhile: the items are acyclic results
-    made and dropped by the thousand (its passes over them took a third of the time)."""
+    made and dropped by the thousand (its passes over them took a third of the time). With
+    ``total`` (the items' count) a line on a terminal's stderr counts them as they go, when
+    stdout is not that terminal."""
+    from margin_engine.cli.console import counted, stage_status
     from margin_engine.cli.json_stream import write_json_document
     from margin_engine.core.collector import no_cycle_collection
 
+    on_terminal = sys.stdout.isatty()
     with no_cycle_collection():
-        write_json_document(sys.stdout, head, key, items, 2 if sys.stdout.isatty() else None)
+        if total is None or on_terminal:  # (a status line would mix with the document)
+            write_json_document(sys.stdout, head, key, items, 2 if on_terminal else None)
+            return
+        with stage_status(f"writing {key}") as say:
+            write_json_document(sys.stdout, head, key,
+                                counted(items, total, say, f"{key} written"), None)
 
 
 @app.command()
@@ -205,6 +215,7 @@ def compute(
     with --profile)."""
 
     def body() -> None:
+        from margin_engine.cli.console import stage_status
         from margin_engine.cli.loading import prepare_run
         from margin_engine.core.errors import InputError
         from margin_engine.core.timeutil import ns_to_iso
@@ -225,12 +236,16 @@ def compute(
                                     as_json=as_json, emit_json=_emit_json_document)
             return
         _check_model(model)
-        risk, run = prepare_run(portfolio, market, model=model, config=config,
-                                accounts=accounts, data=_model_data(params, history, dvol,
-                                                                    confidence, mpor_days))
-        with_liquidation = _want_liquidation(liquidation_prices, as_json,
-                                             run.bound.account_count,
-                                             liquidation_limit([model], run.built))
+        with stage_status(f"{portfolio.name}: reading the book, margining it") as say:
+            risk, run = prepare_run(portfolio, market, model=model, config=config,
+                                    accounts=accounts, data=_model_data(
+                                        params, history, dvol, confidence, mpor_days))
+            count = run.bound.account_count
+            with_liquidation = _want_liquidation(liquidation_prices, as_json, count,
+                                                 liquidation_limit([model], run.built))
+            if with_liquidation:
+                say(f"{portfolio.name}: liquidation prices of {count:,} accounts")
+            made = account_margins(run, model, with_liquidation)
 
         def explained(a: int, entry: dict[str, Any]) -> dict[str, Any]:
             if explain:
@@ -239,10 +254,9 @@ def compute(
             return entry
 
         head = {"model": model, "timestamp": ns_to_iso(run.bound.timestamp_ns)}
-        entries = (explained(a, entry.to_json()) for a, entry
-                   in enumerate(account_margins(run, model, with_liquidation)))
+        entries = (explained(a, entry.to_json()) for a, entry in enumerate(made))
         if as_json:  # written as the accounts are made: a million accounts in a bounded memory
-            _emit_json_document(head, "accounts", entries)
+            _emit_json_document(head, "accounts", entries, count)
             return
         from margin_engine.cli.console import make_console
         from margin_engine.cli.render import print_compute, print_explanation
@@ -284,6 +298,7 @@ def compare(
     --profiles, every venue profile, the cheapest venue and the term that drives the gap."""
 
     def body() -> None:
+        from margin_engine.cli.console import stage_status
         from margin_engine.cli.loading import prepare_run
         from margin_engine.core.timeutil import ns_to_iso
         from margin_engine.margin.results import comparison_row
@@ -296,16 +311,21 @@ def compare(
                                      accounts=accounts, liquidation=liquidation_prices,
                                      as_json=as_json, emit_json=_emit_json_document)
             return
-        _, run = prepare_run(portfolio, market, model="all", config=config, accounts=accounts,
-                             data=_model_data(params, history, dvol, confidence, mpor_days))
-        with_liquidation = _want_liquidation(liquidation_prices, as_json,
-                                             run.bound.account_count,
-                                             liquidation_limit(list(run.results), run.built))
+        with stage_status(f"{portfolio.name}: reading the book, margining it") as say:
+            _, run = prepare_run(portfolio, market, model="all", config=config,
+                                 accounts=accounts, data=_model_data(
+                                     params, history, dvol, confidence, mpor_days))
+            count = run.bound.account_count
+            with_liquidation = _want_liquidation(liquidation_prices, as_json, count,
+                                                 liquidation_limit(list(run.results), run.built))
+            if with_liquidation:
+                say(f"{portfolio.name}: liquidation prices of {count:,} accounts, "
+                    f"{len(run.results)} models")
+            made = account_comparisons(run, with_liquidation)
         head = {"timestamp": ns_to_iso(run.bound.timestamp_ns), "models": list(run.results)}
-        rows = (comparison_row(by_model) for by_model
-                in account_comparisons(run, with_liquidation))
+        rows = (comparison_row(by_model) for by_model in made)
         if as_json:  # written as the accounts are made, as compute's
-            _emit_json_document(head, "accounts", rows)
+            _emit_json_document(head, "accounts", rows, count)
             return
         from margin_engine.cli.console import make_console
         from margin_engine.cli.render import print_compare
