@@ -173,7 +173,8 @@ def _emit_json_document(head: dict[str, Any], key: str, items: Iterable[Any],
                         total: int | None = None) -> None:
     """``_emit_json({**head, key: list(items)})`` written as the items come
     (``json_stream``), the cycle collector off meanwhile: the items are acyclic results
-    made and dropped by the thousand (its passes over them took a third of the time). With
+    made and dropped by the thousand (its passes over them found nothing, in about a tenth of
+    the time of a million accounts' document). With
     ``total`` (the items' count) a line on a terminal's stderr counts them as they go, when
     stdout is not that terminal."""
     from margin_engine.cli.console import counted, stage_status
