@@ -277,6 +277,26 @@ def test_a_monitor_population_of_no_accounts_is_refused_by_the_option(population
     assert "greater than or equal to 1" in out.output
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".CSV"])
+def test_a_bulk_book_given_to_the_monitor_is_refused_saying_what_it_reads(
+        tmp_path: Path, suffix: str) -> None:
+    """Before: 'expected a readable UTF-8 file ('utf-8' codec can't decode byte 0xf4 ...)'
+    for a Parquet file, a JSON syntax error for a CSV one; the store was not touched and is
+    not now."""
+    book = tmp_path / f"positions{suffix}"
+    book.write_bytes(b"PAR1\xf4\x00" if suffix == ".parquet" else b"account,instrument\n")
+    prices = tmp_path / "btc.csv"
+    prices.write_text("date,close\n2025-06-01 00:00:00+00:00,65000\n")
+    store = tmp_path / "m.db"
+    out = runner.invoke(app, ["monitor", "--book", str(book), "--feed", f"file:BTC={prices}",
+                              "--store", f"sqlite:{store}"])
+    assert out.exit_code == 2, out.output
+    assert "field '--book'" in out.stderr
+    assert "does not read a CSV/Parquet bulk book" in out.stderr
+    assert "--population" in out.stderr
+    assert not store.exists()
+
+
 def _replay_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A one-account portfolio, its market and a two-bar BTC path, for ``liquidate``."""
     from tests.conftest import account, market_doc, portfolio_doc

@@ -20,6 +20,8 @@ from margin_engine.margin.config import RiskConfig
 from margin_engine.market.documents import flat_market_document
 from margin_engine.store.base import Event, Repository, Tick, masked, open_store
 
+BULK_SUFFIXES = (".csv", ".parquet", ".pq", ".parq")
+
 
 def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: int | None,
                 seed: int, market: Path | None, config: RiskConfig, model: str, speed: float,
@@ -44,6 +46,12 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
     if (book is None) == (population is None):
         raise InputError("exactly one of --book PORTFOLIO or --population N", field="--book")
     if book is not None:
+        if book.suffix.lower() in BULK_SUFFIXES:
+            raise InputError("a portfolio JSON file (margin-engine/portfolio/v1): the monitor "
+                             "does not read a CSV/Parquet bulk book (its setup, kept in the "
+                             "store for restarts and the service, is the portfolio document); "
+                             "--population N watches a seeded book of any size",
+                             field="--book", value=str(book))
         portfolio_doc = read_json(book)
     else:
         index = {u: float(v["index"]) for u, v in market_doc["underlyings"].items()}
