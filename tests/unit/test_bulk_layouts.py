@@ -289,3 +289,28 @@ def test_a_bad_positions_file_is_reported_before_a_bad_accounts_file(tmp_path: P
     with pytest.raises(InputError, match="a unique account id per row"):
         read_bulk_book(positions, repeated)
     assert read_bulk_book(positions, accounts).account_ids == book.account_ids
+
+
+def test_numbers_written_in_four_bytes_are_read_as_the_decimals_they_name(
+        tmp_path: Path) -> None:
+    """A writer that keeps sizes, prices and balances as 4-byte floats: 1.1 is
+    stored as 1.10000002384185791015625. It was read as that (equity 105,480.00011920929
+    where the same book in 8-byte floats has 105,480); each value is now read as the shortest
+    decimal that names it, so the book equals the one written with those decimals."""
+    decimals = {"size": [1.1, -2.5, 0.3], "entry_price": [60_000.0, 2_500.5, 61_234.57]}
+    ids = ["a", "a", "b"]
+    instruments = ["BTC-PERP", "ETH-PERP", "BTC-PERP"]
+    paths = {}
+    for label, kind in (("wide", pa.float64()), ("narrow", pa.float32())):
+        positions = pa.table({"account": ids, "instrument": instruments,
+                              **{k: pa.array(v, kind) for k, v in decimals.items()}})
+        accounts = pa.table({"account": ["a", "b"], "mode": ["portfolio", "cross"],
+                             "collateral_USDC": pa.array([1000.1, 20.3], kind)})
+        paths[label] = (tmp_path / f"{label}-p.parquet", tmp_path / f"{label}-a.parquet")
+        pq.write_table(positions, paths[label][0])
+        pq.write_table(accounts, paths[label][1])
+    wide, narrow = (read_bulk_book(*paths[k]) for k in ("wide", "narrow"))
+    assert narrow.size.tolist() == decimals["size"]
+    assert narrow.entry_price.tolist() == decimals["entry_price"]
+    assert narrow.collateral.tolist() == wide.collateral.tolist() == [[1000.1], [20.3]]
+    assert narrow.size.tolist() == wide.size.tolist()

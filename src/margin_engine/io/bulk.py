@@ -84,8 +84,9 @@ def _first(mask: np.ndarray) -> int:
 def _numbers(table: Any, name: str, source: str, account_of: Callable[[int], str],
              field: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A numeric column as float64 (NaN where empty) and its mask of empty cells; cells given as
-    text are numbers in plain ASCII notation, as in the JSON files. ``field`` names the column
-    in errors (default: the column and row)."""
+    text are numbers in plain ASCII notation, as in the JSON files; 4-byte floats are read as
+    the shortest decimal that names each. ``field`` names the column in errors
+    (default: the column and row)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -107,6 +108,10 @@ def _numbers(table: Any, name: str, source: str, account_of: Callable[[int], str
                              account=account_of(row), field=field or f"{name} (row {row + 1})",
                              value=column[row].as_py())
         column = text
+    elif pa.types.is_float32(column.type):
+        # the shortest decimal that names each value, as its writer gave it (a size of 1.1 in
+        # 4 bytes is 1.10000002384185791015625: read as 1.1, not as that)
+        column = pc.cast(column, pa.string())
     try:
         values = pc.cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
