@@ -228,8 +228,9 @@ def test_large_books_get_a_summary_and_liquidation_prices_on_request(
     monkeypatch.setattr(cli, "ROWS_SHOWN", 4)
     documents: list[Any] = []
 
-    def collect(head: dict[str, Any], key: str, items: Any) -> None:
+    def collect(head: dict[str, Any], key: str, items: Any, total: int) -> None:
         documents.append({**head, key: list(items)})
+        assert total == len(documents[-1][key])
 
     cli.compare_profiles_command(portfolio, market, "deribit-pm,binance-um", config=None,
                                  accounts=None, liquidation="auto", as_json=True,

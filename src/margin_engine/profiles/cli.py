@@ -16,13 +16,16 @@ from margin_engine.core.errors import InputError
 # command stays under 2 s); above it they are opt-in with ``on``.
 PROFILE_LIQUIDATION_LIMIT = 2_000
 ROWS_SHOWN = 40  # accounts listed in the text tables (--json lists them all)
+# writes a document's head, then its list under a key as the items come (and their count)
+JsonDocumentWriter = Callable[[dict[str, Any], str, Iterable[Any], int], None]
 
 
 def _run(portfolio: Path, market: Path, chosen: list[Any], *, config: Path | None,
          accounts: Path | None, liquidation: str
-         ) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+         ) -> tuple[dict[str, Any], Iterator[dict[str, Any]], int]:
     """Load the book and run ``chosen`` profiles: the ``compare --profiles`` document's
-    fields before its accounts, and its accounts as they are made (``compared_accounts``)."""
+    fields before its accounts, its accounts as they are made (``compared_accounts``) and
+    how many there are."""
     import sys
 
     from margin_engine.cli.loading import load_bound, load_config
@@ -40,26 +43,26 @@ def _run(portfolio: Path, market: Path, chosen: list[Any], *, config: Path | Non
                          f"{PROFILE_LIQUIDATION_LIMIT:,}); --liquidation-prices on to compute "
                          "them (about 0.3 s per 1,000 accounts)\n")
     return profiles_head(bound, chosen), compared_accounts(
-        bound, chosen, tuple(risk.haircuts.stablecoins), wanted)
+        bound, chosen, tuple(risk.haircuts.stablecoins), wanted), count
 
 
 def compare_profiles_command(portfolio: Path, market: Path, spec: str, *,
                              config: Path | None, accounts: Path | None, liquidation: str,
-                             as_json: bool,
-                             emit_json: Callable[[dict[str, Any], str, Iterable[Any]], None]
-                             ) -> None:
+                             as_json: bool, emit_json: JsonDocumentWriter) -> None:
     """``compare --profiles``: every profile side by side, the cheapest venue and why."""
+    from margin_engine.cli.console import counted, stage_status
     from margin_engine.profiles.registry import parse_profiles
 
-    head, entries = _run(portfolio, market, parse_profiles(spec), config=config,
-                         accounts=accounts, liquidation=liquidation)
+    head, entries, count = _run(portfolio, market, parse_profiles(spec), config=config,
+                                accounts=accounts, liquidation=liquidation)
     if as_json:
-        emit_json(head, "accounts", entries)
+        emit_json(head, "accounts", entries, count)
         return
     from margin_engine.cli.console import make_console
 
     summary = _Summary([p["name"] for p in head["profiles"]])
-    shown = summary.shown(entries)
+    with stage_status("running the venue profiles") as say:  # (the summary needs them all)
+        shown = summary.shown(counted(entries, count, say, "accounts run"))
     document = {**head, "accounts": shown}
     console = make_console()
     if summary.count > ROWS_SHOWN:
@@ -70,26 +73,23 @@ def compare_profiles_command(portfolio: Path, market: Path, spec: str, *,
 
 def compute_profile_command(portfolio: Path, market: Path, spec: str, *,
                             config: Path | None, accounts: Path | None, liquidation: str,
-                            as_json: bool,
-                            emit_json: Callable[[dict[str, Any], str, Iterable[Any]], None]
-                            ) -> None:
+                            as_json: bool, emit_json: JsonDocumentWriter) -> None:
     """``compute --profile NAME|FILE``: every account's margin as one venue would compute it."""
     from margin_engine.profiles.registry import get_profile
 
     chosen = get_profile(spec, option="--profile")
-    compared_head, compared = _run(portfolio, market, [chosen], config=config,
-                                   accounts=accounts, liquidation=liquidation)
+    compared_head, compared, count = _run(portfolio, market, [chosen], config=config,
+                                          accounts=accounts, liquidation=liquidation)
     name = chosen.info.name
     head = {"timestamp": compared_head["timestamp"], "profile": compared_head["profiles"][0]}
     entries = ({"id": acc["id"], "mode": acc["mode"], "gross_notional": acc["gross_notional"],
                 **acc["profiles"][name]} for acc in compared)
     if as_json:
-        emit_json(head, "accounts", entries)
+        emit_json(head, "accounts", entries, count)
         return
     from margin_engine.cli.console import make_console
 
-    shown = list(islice(entries, ROWS_SHOWN))
-    count = len(shown) + sum(1 for _ in entries)
+    shown = list(islice(entries, ROWS_SHOWN))  # (only the accounts shown are run)
     console = make_console()
     console.print(profile_table({**head, "accounts": shown}))
     _more(console, count)
