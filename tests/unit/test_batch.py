@@ -250,13 +250,20 @@ def test_batch_names_the_expiries_it_settled_at_the_index(book_folder: Path,
         assert out.exit_code == 0, out.output
         summary = json.loads(out.stdout)
         if name == "a":
-            assert summary["settled_at_index"] == [["ETH", 1748592000000000000]]
+            assert summary["settled_at_index"] == [{"underlying": "ETH",
+                                                    "expiry": "2025-05-30T08:00:00Z"}]
             assert "after the expiry of ETH 2025-05-30, held in the book" in out.stderr
             assert all(p["settled_at_index"] == [["ETH", 1748592000000000000]]
                        for p in summary["parts"])
         else:
             assert summary["settled_at_index"] == []
             assert out.stderr == ""
+    text = CliRunner().invoke(app, ["batch", "--book", str(book_folder), "--market",
+                                    str(tmp_path / "a.json"), "--scheduler", "none",
+                                    "--output", str(tmp_path / "c")], env={"COLUMNS": "100"})
+    assert text.exit_code == 0, text.output
+    assert "ETH 2025-05-30" in text.stderr
+    assert "1748592000000000000" not in text.stdout  # no raw tuple in the table
 
 
 def _assert_single_process(results: pa.Table, folder: Path) -> None:

@@ -45,6 +45,7 @@ from margin_engine.batch.book import Partition, declared_instruments, parquet_pa
 from margin_engine.batch.scheduler import SCHEDULER_TIMEOUT, check_scheduler, reach_scheduler
 from margin_engine.core.errors import InputError, MarginEngineError
 from margin_engine.core.files import write_whole
+from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.margin.registry import MODEL_NAMES, ModelSelection
 
 MODELS = (ModelSelection.ACCOUNT.value, *MODEL_NAMES)  # var needs a history: not in batches
@@ -225,7 +226,8 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
             "positions": sum(d["positions"] for d in done),
             **{key: math.fsum(d[key] for d in done) for key in TOTALS},
             **{key: sum(d[key] for d in done) for key in COUNTS},
-            "settled_at_index": sorted({(u, e) for d in done for u, e in d["settled_at_index"]}),
+            "settled_at_index": [{"underlying": u, "expiry": ns_to_iso(e)} for u, e in sorted(
+                {(u, e) for d in done for u, e in d["settled_at_index"]})],
             "wall_seconds": wall, "peak_rss_mb_per_worker": per_worker, "parts": done}
 
 

@@ -565,14 +565,16 @@ def batch(
             summary = run_batch(book, document, load_config(config).to_dict(), model=model,
                                 output=output, scheduler=scheduler, workers=workers,
                                 progress=tick)
-        write_settled_note([(u, e) for u, e in summary["settled_at_index"]],
+        write_settled_note(sorted({(u, e) for part in summary["parts"]
+                                   for u, e in part["settled_at_index"]}),
                            snapshot.timestamp_ns, market)
         if as_json:
             _emit_json(summary)
             return
         from margin_engine.cli.render import print_measures
 
-        print_measures("Batch", {k: v for k, v in summary.items() if k != "parts"})
+        print_measures("Batch", {k: v for k, v in summary.items()
+                                 if k not in ("parts", "settled_at_index")})  # (the note's)
 
     _guarded(body)
 
