@@ -18,6 +18,19 @@ from tests.unit.level_books import random_level_book
 STABLES = ("USDC", "USDT")
 
 
+def _runs_watched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of accounts of each book a profile is run on, as it is run."""
+    sizes: list[int] = []
+    run_one = profile_run.run_profile
+
+    def counted(profile: Any, pb: Any, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(pb.accounts)
+        return run_one(profile, pb, *args, **kwargs)
+
+    monkeypatch.setattr(profile_run, "run_profile", counted)
+    return sizes
+
+
 @pytest.mark.parametrize("with_liquidation", [False, True])
 def test_a_book_run_in_parts_gives_every_account_the_numbers_of_the_whole_run(
         monkeypatch: pytest.MonkeyPatch, with_liquidation: bool) -> None:
@@ -27,14 +40,7 @@ def test_a_book_run_in_parts_gives_every_account_the_numbers_of_the_whole_run(
     bound = random_level_book(45 if with_liquidation else 90, seed=31)
     profiles = parse_profiles("all")
     whole = profile_run.compare_profiles(bound, profiles, STABLES, with_liquidation)
-    sizes: list[int] = []
-    run_one = profile_run.run_profile
-
-    def counted(profile: Any, pb: Any, *args: Any, **kwargs: Any) -> Any:
-        sizes.append(pb.accounts)
-        return run_one(profile, pb, *args, **kwargs)
-
-    monkeypatch.setattr(profile_run, "run_profile", counted)
+    sizes = _runs_watched(monkeypatch)
     monkeypatch.setattr(profile_run, "PROFILE_CHUNK", 7)
     parts = profile_run.compare_profiles(bound, profiles, STABLES, with_liquidation)
     assert max(sizes) == 7
@@ -55,14 +61,7 @@ def test_the_table_of_a_profile_runs_only_the_part_it_shows(
     from tests.unit.test_json_stream import _book
 
     args = _book(tmp_path, 90)
-    sizes: list[int] = []
-    run_one = profile_run.run_profile
-
-    def counted(profile: Any, pb: Any, *a: Any, **k: Any) -> Any:
-        sizes.append(pb.accounts)
-        return run_one(profile, pb, *a, **k)
-
-    monkeypatch.setattr(profile_run, "run_profile", counted)
+    sizes = _runs_watched(monkeypatch)
     monkeypatch.setattr(profile_run, "PROFILE_CHUNK", 20)
     monkeypatch.setattr(profile_cli, "ROWS_SHOWN", 15)
     out = CliRunner().invoke(app, ["compute", *args, "--profile", "deribit-pm"],

@@ -64,12 +64,13 @@ def partitions(folder: str | Path) -> list[Partition]:
     parts = parquet_parts(root / POSITIONS)
     if not parts:
         raise InputError("at least one positions/*.parquet part", source=str(root))
-    pairs = paired_parts(parts, parquet_parts(root / ACCOUNTS))
+    accounts = parquet_parts(root / ACCOUNTS)
+    pairs = paired_parts(parts, accounts)
     missing = [name for name in parts if name not in pairs]
     if missing:
         raise InputError(f"an accounts part for every positions part ({ACCOUNTS}/{missing[0]} "
                          "is missing)", source=str(root), value=missing[0])
-    alone = sorted(set(parquet_parts(root / ACCOUNTS)) - set(pairs.values()))
+    alone = sorted(set(accounts) - set(pairs.values()))
     if alone:  # its accounts would not be margined: a positions part without rows says none
         raise InputError(f"a positions part for every accounts part ({POSITIONS}/{alone[0]} "
                          "is missing; a part of accounts without positions holds an empty "

@@ -565,8 +565,7 @@ def batch(
             summary = run_batch(book, document, load_config(config).to_dict(), model=model,
                                 output=output, scheduler=scheduler, workers=workers,
                                 progress=tick)
-        write_settled_note(sorted({(u, e) for part in summary["parts"]
-                                   for u, e in part["settled_at_index"]}),
+        write_settled_note([(e["underlying"], e["expiry"]) for e in summary["settled_at_index"]],
                            snapshot.timestamp_ns, market)
         if as_json:
             _emit_json(summary)

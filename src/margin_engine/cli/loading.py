@@ -33,24 +33,21 @@ def load_bound(portfolio: Path, market: Path, accounts: Path | None = None) -> B
         bound = bind_market(book, snapshot)
     except InputError as exc:
         raise exc.located(source=str(portfolio)) from None
-    note_settled_at_index(bound, market)
+    write_settled_note([(u, ns_to_iso(expiry)) for u, expiry in settled_at_index(bound)],
+                       bound.timestamp_ns, market)
     return bound
 
 
-def note_settled_at_index(bound: BoundBook, market: Path) -> None:
-    """A note on stderr naming the expiries the book holds that are settled at the index for
-    want of a settlement price (a market dated after them, by design or by a typo in its
-    time, settles them all: options at intrinsic value, no margin)."""
-    write_settled_note(settled_at_index(bound), bound.timestamp_ns, market)
-
-
-def write_settled_note(missing: list[tuple[str, int]], timestamp_ns: int, market: Path) -> None:
-    """``note_settled_at_index``'s note for ``missing`` (underlying, expiry ns), if any."""
+def write_settled_note(missing: list[tuple[str, str]], timestamp_ns: int, market: Path) -> None:
+    """A note on stderr naming the expiries (underlying, ISO time) the book holds that are
+    settled at the index for want of a settlement price (a market dated after them, by
+    design or by a typo in its time, settles them all: options at intrinsic value, no
+    margin); nothing when there are none."""
     import sys
 
     if not missing:
         return
-    shown = ", ".join(f"{u} {ns_to_iso(expiry)[:10]}" for u, expiry in missing[:5])
+    shown = ", ".join(f"{u} {expiry[:10]}" for u, expiry in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     sys.stderr.write(f"note: {market}: the market's time {ns_to_iso(timestamp_ns)} is at or "
                      f"after the expiry of {shown}{more}, held in the book, and it gives no "

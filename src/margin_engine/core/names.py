@@ -38,3 +38,16 @@ def check_name(text: str, *, field: str, source: str | None = None,
         raise InputError(f"{EXPECTED_NAME}; it has {problem}", field=field,
                          value=text, source=source, account=account)
     return text
+
+
+EXPECTED_ACCOUNT_ID = f"an account id of {EXPECTED_NAME}, without spaces at its ends"
+
+
+def account_id_problem(text: str) -> str | None:
+    """What keeps ``text`` from being an account id as books give them (None: nothing): what
+    keeps it from being a name (``name_problem``), or spaces at its ends (the book readers
+    strip them)."""
+    problem = name_problem(text)
+    if problem is None and text != text.strip():
+        problem = "spaces at its ends"
+    return None if problem is None else f"it has {problem}"

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from margin_engine.core.errors import InputError
+from margin_engine.core.names import EXPECTED_ACCOUNT_ID, account_id_problem
 from margin_engine.core.numbers import parse_float
-from margin_engine.io.jsonfields import require_name
 from margin_engine.store.base import Event, EventKind
 from margin_engine.store.service import AUDIT_TICK, KeyRow, ServiceRepository
 
@@ -88,10 +88,10 @@ def create_key(store: ServiceRepository, *, scopes: frozenset[Scope], account: s
     if Scope.ADMIN in scopes and account is not None:
         raise InputError("no --account for an admin key (admin sees the whole pool)",
                          field="--account", value=account)
-    if account is not None:  # an id as books give them (the book readers' rule)
-        require_name(account, field="--account", expected="a non-empty account id")
-        if account != account.strip():
-            raise InputError("an account id without spaces at its ends", field="--account",
+    if account is not None:  # an id as books give them
+        problem = account_id_problem(account) if account else "it is empty"
+        if problem is not None:
+            raise InputError(f"{EXPECTED_ACCOUNT_ID}; {problem}", field="--account",
                              value=account)
     for name, value in (("--rate", rate_per_second), ("--burst", burst)):
         if value is not None:  # finite: an infinite rate broke `keys list --json`

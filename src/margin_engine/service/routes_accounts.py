@@ -12,7 +12,7 @@ from pydantic import AfterValidator
 from margin_engine.app.compute import ModelChoice, bind
 from margin_engine.app.whatif import Order, account_margin, what_if
 from margin_engine.core.errors import InputError
-from margin_engine.core.names import EXPECTED_NAME, MAX_NAME_LENGTH, name_problem
+from margin_engine.core.names import EXPECTED_ACCOUNT_ID, MAX_NAME_LENGTH, account_id_problem
 from margin_engine.domain.instruments import check_trades_at
 from margin_engine.service.strict_json import UniqueKeysRoute
 from margin_engine.store.service import AccountRows, BookOp, BookWrite
@@ -37,14 +37,13 @@ from .state import ServiceState, compute, service_state
 
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=PROBLEMS,
                    route_class=UniqueKeysRoute)
+
+
 def _account_id(value: str) -> str:
-    """An account id as books give them: a name (``core.names``: printable text of at most
-    256 characters, any script) without spaces at its ends (the book readers strip them)."""
-    problem = name_problem(value)
+    """An account id as books give them (``core.names.account_id_problem``)."""
+    problem = account_id_problem(value)
     if problem is not None:
-        raise ValueError(f"an account id of {EXPECTED_NAME}; it has {problem}")
-    if value != value.strip():
-        raise ValueError("an account id without spaces at its ends")
+        raise ValueError(f"{EXPECTED_ACCOUNT_ID}; {problem}")
     return value
 
 
