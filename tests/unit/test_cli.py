@@ -277,24 +277,40 @@ def test_a_monitor_population_of_no_accounts_is_refused_by_the_option(population
     assert "greater than or equal to 1" in out.output
 
 
-@pytest.mark.parametrize("suffix", [".parquet", ".CSV"])
-def test_a_bulk_book_given_to_the_monitor_is_refused_saying_what_it_reads(
-        tmp_path: Path, suffix: str) -> None:
-    """Before: 'expected a readable UTF-8 file ('utf-8' codec can't decode byte 0xf4 ...)'
-    for a Parquet file, a JSON syntax error for a CSV one; the store was not touched and is
-    not now."""
+@pytest.mark.parametrize(("suffix", "content", "said"), [
+    (".parquet", b"PAR1\xf4\x00", "expected a readable CSV/Parquet table"),
+    (".CSV", b"account,instrument\n", "size"),
+    (".csv", b"account,instrument,size,entry_price\na,BTC-PERP,true,50000\n", "size (row 1)")])
+def test_a_broken_bulk_book_given_to_the_monitor_is_refused_by_the_bulk_reader(
+        tmp_path: Path, suffix: str, content: bytes, said: str) -> None:
+    """The monitor reads CSV/Parquet books as `compute` does, with the same errors, before the
+    store is opened (it refused them all before, and earlier still gave a UTF-8 decoding error
+    for a Parquet file, a JSON syntax error for a CSV one)."""
     book = tmp_path / f"positions{suffix}"
-    book.write_bytes(b"PAR1\xf4\x00" if suffix == ".parquet" else b"account,instrument\n")
+    book.write_bytes(content)
     prices = tmp_path / "btc.csv"
     prices.write_text("date,close\n2025-06-01 00:00:00+00:00,65000\n")
     store = tmp_path / "m.db"
     out = runner.invoke(app, ["monitor", "--book", str(book), "--feed", f"file:BTC={prices}",
                               "--store", f"sqlite:{store}"])
     assert out.exit_code == 2, out.output
-    assert "field '--book'" in out.stderr
-    assert "does not read a CSV/Parquet bulk book" in out.stderr
-    assert "--population" in out.stderr
+    assert str(book) in out.stderr
+    assert said in out.stderr
+    assert "Traceback" not in out.output
     assert not store.exists()
+
+
+def test_an_accounts_file_with_a_portfolio_json_is_refused_by_the_monitor(tmp_path: Path) -> None:
+    book = tmp_path / "p.json"
+    book.write_text("{}")
+    prices = tmp_path / "btc.csv"
+    prices.write_text("date,close\n2025-06-01 00:00:00+00:00,65000\n")
+    out = runner.invoke(app, ["monitor", "--book", str(book), "--accounts", str(tmp_path / "a.csv"),
+                              "--feed", f"file:BTC={prices}",
+                              "--store", f"sqlite:{tmp_path / 'm.db'}"])
+    assert out.exit_code == 2, out.output
+    assert "field '--accounts'" in out.stderr
+    assert "CSV/Parquet positions file" in out.stderr
 
 
 def _replay_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -19,9 +19,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from margin_engine.cli import json_stream
 from margin_engine.cli.app import app
 from margin_engine.cli.render import LISTED_ACCOUNTS, print_compute
+from margin_engine.io import json_stream
 from margin_engine.margin import run as model_run
 
 ITEMS: list[list[Any]] = [
@@ -32,13 +32,20 @@ ITEMS: list[list[Any]] = [
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 2_000])
 @pytest.mark.parametrize("indent", [None, 0, 2, 4])
+@pytest.mark.parametrize("sort_keys", [False, True])
 def test_the_text_is_json_dumps_of_the_whole_document(monkeypatch: pytest.MonkeyPatch,
-                                                      chunk: int, indent: int | None) -> None:
+                                                      chunk: int, indent: int | None,
+                                                      sort_keys: bool) -> None:
+    """With sorted keys the list stands among the head's keys (the monitor's stored setup:
+    "accounts" before "schema"), a head's nested lists and its text around the list kept."""
     monkeypatch.setattr(json_stream, "CHUNK", chunk)
     for items in ITEMS:
-        for head in ({"model": "portfolio", "timestamp": "2025-06-01T00:00:00Z"}, {}):
-            want = json.dumps({**head, "accounts": items}, indent=indent, allow_nan=False)
-            got = "".join(json_stream.json_document_text(head, "accounts", items, indent))
+        for head in ({"model": "portfolio", "timestamp": "2025-06-01T00:00:00Z"}, {},
+                     {"schema": "s", "b": {"accounts": [], "z": [1, ["a"]]}, "aa": "[]"}):
+            want = json.dumps({**head, "accounts": items}, indent=indent, sort_keys=sort_keys,
+                              allow_nan=False)
+            got = "".join(json_stream.json_document_text(head, "accounts", items, indent,
+                                                         sort_keys))
             assert got == want
 
 

@@ -178,8 +178,8 @@ def _emit_json_document(head: dict[str, Any], key: str, items: Iterable[Any],
     ``total`` (the items' count) a line on a terminal's stderr counts them as they go, when
     stdout is not that terminal."""
     from margin_engine.cli.console import counted, stage_status
-    from margin_engine.cli.json_stream import write_json_document
     from margin_engine.core.collector import no_cycle_collection
+    from margin_engine.io.json_stream import write_json_document
 
     on_terminal = sys.stdout.isatty()
     with no_cycle_collection():
@@ -1063,7 +1063,9 @@ def monitor(
                                       "nats://HOST:PORT")],
     store: Annotated[str, typer.Option("--store", help="sqlite:PATH or postgresql://...")] =
     "sqlite:out/monitor.db",
-    book: Annotated[Path | None, typer.Option("--book", help="Portfolio JSON to watch.")] = None,
+    book: Annotated[Path | None, typer.Option(
+        "--book", help="Portfolio JSON or a CSV/Parquet positions file to watch.")] = None,
+    accounts: AccountsOpt = None,
     population: Annotated[int | None, typer.Option(
         "--population", min=1, help="Watch a seeded population of N leveraged accounts "
         "instead.")] = None,
@@ -1094,7 +1096,8 @@ def monitor(
         if store.startswith("sqlite:"):
             Path(store[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
         result = run_monitor(feed=feed, store_spec=store, book=book, population=population,
-                             seed=seed, market=market, config=load_config(config),
+                             seed=seed, accounts=accounts, market=market,
+                             config=load_config(config),
                              model=model, speed=speed, max_ticks=max_ticks,
                              idle_seconds=idle_seconds, max_outage_seconds=max_outage,
                              live=not as_json and sys.stdout.isatty())

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from margin_engine.book.document import BookDocument
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.engine.monitor import Monitor, TickOutcome, TickStatus
@@ -26,7 +27,7 @@ BULK_SUFFIXES = (".csv", ".parquet", ".pq", ".parq")
 def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: int | None,
                 seed: int, market: Path | None, config: RiskConfig, model: str, speed: float,
                 max_ticks: int | None, idle_seconds: float, live: bool,
-                max_outage_seconds: float = 60.0) -> dict[str, Any]:
+                max_outage_seconds: float = 60.0, accounts: Path | None = None) -> dict[str, Any]:
     from margin_engine.liquidation.population import leveraged_population
 
     file_feed = FileReplayFeed.parse(feed, speed, max_ticks) if feed.startswith("file:") \
@@ -45,18 +46,15 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
         raise InputError("--market MARKET with a NATS feed", field="--market")
     if (book is None) == (population is None):
         raise InputError("exactly one of --book PORTFOLIO or --population N", field="--book")
+    setup_started = time.perf_counter()  # the book's reading (a bulk book's writing) too
     if book is not None:
-        if book.suffix.lower() in BULK_SUFFIXES:
-            raise InputError("a portfolio JSON file (margin-engine/portfolio/v1): the monitor "
-                             "does not read a CSV/Parquet bulk book (its setup, kept in the "
-                             "store for restarts and the service, is the portfolio document); "
-                             "--population N watches a seeded book of any size",
-                             field="--book", value=str(book))
-        portfolio_doc = read_json(book)
+        portfolio_doc = _book_document(book, accounts)
+    elif accounts is not None:
+        raise InputError("--accounts only with a CSV/Parquet positions file as --book",
+                         field="--accounts", value=str(accounts))
     else:
         index = {u: float(v["index"]) for u, v in market_doc["underlyings"].items()}
         portfolio_doc = leveraged_population(int(population or 0), seed, index)
-    setup_started = time.perf_counter()
     store = open_store(store_spec)
     try:
         monitor, last = open_session(store, setup_values(portfolio_doc, market_doc, config,
@@ -105,6 +103,21 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
                                for t, r in monitor.rejected[:20]]}
     finally:
         store.close()
+
+
+def _book_document(book: Path, accounts: Path | None) -> dict[str, Any] | BookDocument:
+    """The portfolio document of ``--book``: a portfolio JSON as it is, a CSV/Parquet positions
+    file (with its ``--accounts`` file) written as one, its resolved book riding along."""
+    if book.suffix.lower() not in BULK_SUFFIXES:
+        if accounts is not None:
+            raise InputError("--accounts only with a CSV/Parquet positions file",
+                             field="--accounts", value=str(accounts))
+        document: dict[str, Any] = read_json(book)
+        return document
+    from margin_engine.book.document import book_document
+    from margin_engine.io.bulk import read_bulk_book
+
+    return book_document(read_bulk_book(book, accounts))
 
 
 def _latency_ms(latencies: list[float]) -> dict[str, float | None]:

@@ -6,7 +6,7 @@ leverage, in USDC (a quarter of the accounts hold half of it in BTC instead).
 
 The random draws are made one account after the other, in the order of the original per-account
 loop (the population of a seed never changes); only the arithmetic on the draws is done on whole
-columns. The document comes with its columnar book already resolved (``PopulationDocument.book``)
+columns. The document comes with its columnar book already resolved (``ResolvedPortfolio.book``)
 so that a monitor need not parse a document it generated itself.
 """
 
@@ -18,29 +18,21 @@ from typing import Any
 import numpy as np
 
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, book_from_columns
+from margin_engine.book.document import ResolvedPortfolio
 from margin_engine.core.collector import no_cycle_collection
 from margin_engine.core.numbers import MAX_MAGNITUDE
 from margin_engine.core.types import BoolArray, FloatArray, IntArray
 from margin_engine.domain.instruments import MarginMode
+from margin_engine.io.portfolio_file import PORTFOLIO_SCHEMA
 
 # Smallest notional drawn (exp(log 2,000), give or take an ulp): a position of an underlying
 # whose index is below 2,000 / 1e-6 cannot round to a size of 0.
 _MIN_NOTIONAL = 1999.0
 
 
-class PopulationDocument(dict[str, Any]):
-    """A portfolio document (``margin-engine/portfolio/v1``) with ``book``: the columnar book
-    that ``book_from_portfolio(parse_portfolio(document))`` gives, resolved from the generator's
-    columns, or None where the document would not parse (the parser then says why). ``book``
-    describes the document as generated: a changed document must be copied into a plain dict
-    (``dict(document)``) first."""
-
-    book: ColumnarBook | None = None
-
-
 def leveraged_population(accounts: int, seed: int, index: dict[str, float], *,
                          mode: str = "cross", btc_collateral_share: float = 0.25,
-                         stable: str = "USDC", stable_price: float = 1.0) -> PopulationDocument:
+                         stable: str = "USDC", stable_price: float = 1.0) -> ResolvedPortfolio:
     """Portfolio document (``margin-engine/portfolio/v1``) of ``accounts`` accounts."""
     with no_cycle_collection():  # a million acyclic objects: no full collection on the way
         return _population(accounts, seed, index, mode=mode,
@@ -50,7 +42,7 @@ def leveraged_population(accounts: int, seed: int, index: dict[str, float], *,
 
 def _population(accounts: int, seed: int, index: dict[str, float], *, mode: str,
                 btc_collateral_share: float, stable: str,
-                stable_price: float) -> PopulationDocument:
+                stable_price: float) -> ResolvedPortfolio:
     names = sorted(index)
     levels = [index[u] for u in names]
     rng = np.random.default_rng(seed)
@@ -111,7 +103,7 @@ def _population(accounts: int, seed: int, index: dict[str, float], *, mode: str,
     for a, u, size, entry in zip(owner, underlying, sizes, entries, strict=True):
         positions[a].append({"instrument": instrument_names[u], "size": size,
                              "entry_price": entry})
-    document = PopulationDocument(schema="margin-engine/portfolio/v1", accounts=[
+    document = ResolvedPortfolio(schema=PORTFOLIO_SCHEMA, accounts=[
         {"id": f"p{k:05d}", "mode": mode,
          "collateral": {"BTC": b, stable: s} if flag else {stable: s},
          "positions": held}

@@ -6,10 +6,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from margin_engine.io.portfolio_file import PORTFOLIO_SCHEMA
 from margin_engine.store.base import Event, EventKind
 from margin_engine.store.service import AUDIT_TICK, AccountRows, BookOp, BookWrite
 
-PORTFOLIO_SCHEMA = "margin-engine/portfolio/v1"
 AUDIT_KIND = {BookOp.PUT_ACCOUNT: EventKind.ACCOUNT_PUT,
               BookOp.DELETE_ACCOUNT: EventKind.ACCOUNT_DELETED,
               BookOp.PUT_POSITION: EventKind.POSITION_PUT,

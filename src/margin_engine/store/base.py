@@ -15,7 +15,7 @@ killed process releases with its connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -98,9 +98,9 @@ class Repository(Protocol):
 
     def rejections(self) -> Iterator[tuple[int, str, str]]: ...
 
-    def save_start(self, setup: dict[str, str], accounts: Sequence[tuple[str, str]],
-                   positions: Sequence[tuple[str, str, float, float]],
-                   collateral: Sequence[tuple[str, str, float]]) -> None: ...
+    def save_start(self, setup: dict[str, str], accounts: Iterable[tuple[str, str]],
+                   positions: Iterable[tuple[str, str, float, float]],
+                   collateral: Iterable[tuple[str, str, float]]) -> None: ...
 
     def load_setup(self) -> dict[str, str]: ...
 

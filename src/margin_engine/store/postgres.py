@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -89,9 +89,9 @@ class PostgresRepository:
     def _table(self, name: str) -> str:
         return f"{self.schema}.{name}"
 
-    def save_start(self, setup: dict[str, str], accounts: Sequence[tuple[str, str]],
-                   positions: Sequence[tuple[str, str, float, float]],
-                   collateral: Sequence[tuple[str, str, float]]) -> None:
+    def save_start(self, setup: dict[str, str], accounts: Iterable[tuple[str, str]],
+                   positions: Iterable[tuple[str, str, float, float]],
+                   collateral: Iterable[tuple[str, str, float]]) -> None:
         """The setup and the book in one transaction, binary COPY for the book's tables (books
         run to millions of positions; the server parses no text)."""
         try:

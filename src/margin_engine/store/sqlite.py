@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from margin_engine.core.errors import InputError, StoreError
 from margin_engine.store.base import OUTBOX, TABLES, Event, SnapshotRow, Tick
@@ -64,9 +64,9 @@ class SqliteRepository:
     def initialise(self) -> None:
         self.connection.executescript(SCHEMA)
 
-    def save_start(self, setup: dict[str, str], accounts: Sequence[tuple[str, str]],
-                   positions: Sequence[tuple[str, str, float, float]],
-                   collateral: Sequence[tuple[str, str, float]]) -> None:
+    def save_start(self, setup: dict[str, str], accounts: Iterable[tuple[str, str]],
+                   positions: Iterable[tuple[str, str, float, float]],
+                   collateral: Iterable[tuple[str, str, float]]) -> None:
         """The setup and the book, in one transaction."""
         with self._transaction():
             self.connection.executemany("INSERT INTO setup VALUES (?, ?)", sorted(setup.items()))

@@ -1,6 +1,7 @@
 """A JSON document whose one long list is written as it is made: the same text as
-``json.dumps({**head, key: list(items)}, indent=indent)``, without holding the list (a
-million accounts' results held whole took a process to 6.5 GB, their text is under 1 GB).
+``json.dumps({**head, key: list(items)}, indent=indent, sort_keys=sort_keys)``, without
+holding the list (a million accounts' results held whole took a process to 6.5 GB, their text
+is under 1 GB).
 
 The items are encoded ``CHUNK`` at a time by the compiled encoder (one list each, its brackets
 cut off); the first chunk is encoded before anything is written, so a book of fewer items
@@ -10,6 +11,7 @@ fails, if it fails, with nothing on stdout.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any, TextIO
@@ -18,30 +20,33 @@ CHUNK = 2_000  # items encoded at a time
 
 
 def json_document_text(head: Mapping[str, Any], key: str, items: Iterable[Any],
-                       indent: int | None) -> Iterator[str]:
-    """The text of ``{**head, key: [items...]}`` (``key`` last, not in ``head``) in pieces,
-    equal once joined to ``json.dumps`` of the whole document with the same ``indent``
-    (None or a number of spaces), non-finite numbers refused as it refuses them."""
+                       indent: int | None, sort_keys: bool = False) -> Iterator[str]:
+    """The text of ``{**head, key: [items...]}`` (``key`` not in ``head``) in pieces, equal
+    once joined to ``json.dumps`` of the whole document with the same ``indent`` (None or a
+    number of spaces) and ``sort_keys``, non-finite numbers refused as it refuses them."""
     if key in head:
         raise ValueError(f"the list's key {key!r} is in the head too")
-    opening = json.dumps({**head, key: []}, indent=indent, allow_nan=False)
-    pieces = _chunks(iter(items), indent)
+    pieces = _chunks(iter(items), indent, sort_keys)
     first = next(pieces, None)  # encoded before anything is given out
     if first is None:
-        yield opening
+        yield json.dumps({**head, key: []}, indent=indent, sort_keys=sort_keys, allow_nan=False)
         return
-    yield opening[:opening.rindex("[") + 1]
+    marker = json.dumps(f"\x00{uuid.uuid4().hex}")  # the list's one item in the frame's text
+    frame = json.dumps({**head, key: [json.loads(marker)]}, indent=indent, sort_keys=sort_keys,
+                       allow_nan=False)
+    at = frame.index(marker)
+    yield frame[:frame.rindex("[", 0, at) + 1]
     yield first
     separator = ", " if indent is None else ","
     for piece in pieces:
         yield separator + piece
-    yield "]}" if indent is None else "\n" + " " * indent + "]\n}"
+    yield frame[at + len(marker):]
 
 
-def _chunks(items: Iterator[Any], indent: int | None) -> Iterator[str]:
+def _chunks(items: Iterator[Any], indent: int | None, sort_keys: bool) -> Iterator[str]:
     """Each chunk's items as they stand inside the document's list (at depth 2)."""
     while chunk := list(islice(items, CHUNK)):
-        text = json.dumps(chunk, indent=indent, allow_nan=False)[1:-1]
+        text = json.dumps(chunk, indent=indent, sort_keys=sort_keys, allow_nan=False)[1:-1]
         if indent is not None:  # items at depth 1 in their own list, at depth 2 here
             text = text[:-1].replace("\n", "\n" + " " * indent)
         yield text
