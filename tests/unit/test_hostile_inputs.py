@@ -112,6 +112,34 @@ def test_json_portfolio_huge_numbers_are_refused(field: str, value: Any) -> None
     assert "magnitude <= 1e+15" in msg
 
 
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("size", float("nan"), "a finite number"), ("size", float("inf"), "a finite number"),
+    ("size", -1e16, "magnitude <= 1e+15"), ("size", True, "a finite number"),
+    ("entry_price", float("nan"), "a finite number"), ("entry_price", -0.5, ">= 0"),
+    ("entry_price", 1e15 * (1 + 2**-52), "magnitude <= 1e+15"),
+    ("entry_price", float("-inf"), "a finite number"), ("entry_price", 0.0, "entry price > 0"),
+    ("entry_price", -0.0, "entry price > 0")])
+def test_parsed_floats_out_of_bounds_are_refused(field: str, value: Any, expected: str) -> None:
+    """The numbers of a document parsed by ``json.loads`` (the monitor's stored setup, the
+    service's bodies) are Python floats, taken as they are when within the bounds: NaN,
+    infinities, a float an ulp over the bound, a bool, a negative or zero entry price of a perp
+    are still refused, named."""
+    doc = portfolio_doc(account("a1", [("BTC-PERP", 1.0, 50000.0)]))
+    doc["accounts"][0]["positions"][0][field] = value
+    msg = refused(parse_portfolio, doc)
+    assert f"'{field}'" in msg
+    assert expected in msg
+    assert "account 'a1'" in msg
+
+
+@pytest.mark.parametrize(("size", "entry"), [(1e15, 1e15), (-1e15, 5e-324), (-0.0, 1.0)])
+def test_parsed_floats_on_the_bounds_are_taken_as_they_are(size: float, entry: float) -> None:
+    doc = portfolio_doc(account("a1", [("BTC-PERP", size, entry)]))
+    (position,) = parse_portfolio(doc).accounts[0].positions
+    assert (position.size, position.entry_price) == (size, entry)
+    assert str(position.size) == str(size)  # -0.0 kept
+
+
 def test_json_portfolio_huge_numbers_in_a_file_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text('{"schema": "margin-engine/portfolio/v1", "accounts": [{"id": "a", '

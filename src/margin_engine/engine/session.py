@@ -12,6 +12,7 @@ import numpy as np
 
 from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_from_portfolio
 from margin_engine.book.document import BookDocument, ResolvedPortfolio
+from margin_engine.core.collector import no_cycle_collection
 from margin_engine.core.errors import InputError
 from margin_engine.engine.monitor import Monitor
 from margin_engine.io.market_file import parse_market
@@ -57,10 +58,15 @@ def setup_values(portfolio: dict[str, Any] | BookDocument, market: dict[str, Any
     return SetupValues(values, book)
 
 
-def monitor_from_setup(values: dict[str, str], store: Repository | None = None) -> Monitor:
+def monitor_from_setup(values: dict[str, str], store: Repository | None = None,
+                       portfolio: dict[str, Any] | None = None) -> Monitor:
+    """The monitor of a stored setup; ``portfolio``: its document already parsed from the
+    setup's text (the service reads its declared instruments too)."""
     book = values.take_book() if isinstance(values, SetupValues) else None
     if book is None:
-        book = book_from_portfolio(parse_portfolio(json.loads(values["portfolio"])))
+        with no_cycle_collection():  # millions of acyclic objects made: no passes over them
+            document = json.loads(values["portfolio"]) if portfolio is None else portfolio
+            book = book_from_portfolio(parse_portfolio(document))
     market = parse_market(json.loads(values["market"]))
     config = RiskConfig.from_dict(json.loads(values["config"]))
     return Monitor(book, market, config, model=values["model"], store=store,

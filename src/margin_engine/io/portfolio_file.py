@@ -33,6 +33,8 @@ from margin_engine.io.jsonfields import (
 )
 
 PORTFOLIO_SCHEMA = "margin-engine/portfolio/v1"
+_ACCOUNT_FIELDS = frozenset(("id", "mode", "collateral", "positions"))
+_POSITION_FIELDS = frozenset(("instrument", "size", "entry_price", "margin", "leverage"))
 _T = TypeVar("_T")
 _MODES = {mode.value: mode for mode in MarginMode}
 _KINDS = {"spot": InstrumentKind.SPOT, "perpetual": InstrumentKind.PERPETUAL,
@@ -102,8 +104,7 @@ def _parse_account(
     raw: Any, index: int, declared: Mapping[str, Instrument], instruments: dict[str, Instrument]
 ) -> Account:
     field = f"accounts[{index}]"
-    obj = require_object(raw, field=field, allowed=("id", "mode", "collateral", "positions"),
-                         required=("id", "mode"))
+    obj = require_object(raw, field=field, allowed=_ACCOUNT_FIELDS, required=("id", "mode"))
     account_id = require_name(obj["id"], field=f"{field}.id")
     try:
         mode = _choice(obj["mode"], _MODES, "mode")
@@ -133,8 +134,7 @@ def _parse_positions(
     names: set[str] = set()
     for index, item in enumerate(items):
         try:
-            obj = require_object(item, field="", allowed=("instrument", "size", "entry_price",
-                                                          "margin", "leverage"),
+            obj = require_object(item, field="", allowed=_POSITION_FIELDS,
                                  required=("instrument", "size", "entry_price"))
             name = require_string(obj["instrument"], field="instrument",
                                   expected="an instrument name")
@@ -146,12 +146,17 @@ def _parse_positions(
                 raise InputError("each instrument once per account (merge the two positions)",
                                  field="instrument", value=name)
             names.add(name)
-            size = _number(obj["size"], "size")
-            entry = _number(obj["entry_price"], "entry_price", 0.0)
+            size, entry = obj["size"], obj["entry_price"]
+            # a float within the bounds as it is (NaN and infinities fail ``<=``), else checked
+            if type(size) is not float or not abs(size) <= MAX_MAGNITUDE:
+                size = _number(size, "size")
+            if type(entry) is not float or not 0.0 <= entry <= MAX_MAGNITUDE:
+                entry = _number(entry, "entry_price", 0.0)
             if entry == 0.0 and not instrument.is_option:
                 raise InputError("an entry price > 0 for a spot, perpetual or future",
                                  field="entry_price", value=obj["entry_price"])
-            margin, leverage = _isolated_margin(obj)
+            margin, leverage = _isolated_margin(obj) if "margin" in obj or "leverage" in obj \
+                else (None, None)
         except InputError as exc:
             raise exc.located(position=index) from None
         instruments[name] = instrument

@@ -29,12 +29,16 @@ class MarketFollower:
         self._market: MarketSnapshot | None = None
         setup = store.load_setup()
         if setup:
+            from margin_engine.core.collector import no_cycle_collection
             from margin_engine.engine.session import monitor_from_setup
 
-            self.monitor = monitor_from_setup(setup)
+            with no_cycle_collection():  # a large book's document: parsed once, no passes
+                portfolio = json.loads(setup["portfolio"])
+            self.instruments = dict(portfolio.get("instruments", {}))
+            self.monitor = monitor_from_setup(setup, portfolio=portfolio)
+            del portfolio
             self.config = RiskConfig.from_dict(json.loads(setup["config"]))
             self.model = setup["model"]
-            self.instruments = dict(json.loads(setup["portfolio"]).get("instruments", {}))
             self.instruments_key = json.dumps(self.instruments, sort_keys=True)
             self.catch_up(store)
             return
