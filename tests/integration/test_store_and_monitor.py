@@ -266,6 +266,54 @@ def test_the_monitor_watches_a_bulk_book_as_it_watches_its_portfolio_file(
     assert not (tmp_path / "p.db").exists()
 
 
+def test_the_monitor_watches_a_book_folder_as_its_portfolio_file(tmp_path: Path) -> None:
+    """A book folder of partitions (the batch's layout) with inverse and sized instruments
+    declared in its instruments.json: the same state and events as the same book given as a
+    portfolio JSON built by hand (instruments declared there); `replay` equal; an accounts file
+    beside a folder is refused. Before: 'expected a readable UTF-8 file' (a folder)."""
+    from typer.testing import CliRunner
+
+    from margin_engine.batch.book import write_partitioned_book
+    from margin_engine.cli.app import app
+    from tests.unit.level_books import (
+        declared_instruments_document,
+        level_market,
+        random_level_book,
+    )
+    from tests.unit.test_book_document import independent_document
+
+    book = random_level_book(200, seed=43, asked_margins=False).book
+    write_partitioned_book(book, tmp_path / "book", 3, declared_instruments_document())
+    (tmp_path / "p.json").write_text(json.dumps(independent_document(book)))
+    (tmp_path / "m.json").write_text(json.dumps(level_market()))
+    prices = [50000 * (1 - 0.004 * k) for k in range(12)] + [48000 + 400 * k for k in range(8)]
+    (tmp_path / "btc.csv").write_text("date,close\n" + "".join(
+        f"2025-06-01 00:{k:02d}:00+00:00,{p}\n" for k, p in enumerate(prices)))
+    runner = CliRunner()
+    common = ["monitor", "--feed", f"file:BTC={tmp_path / 'btc.csv'}", "--market",
+              str(tmp_path / "m.json"), "--json"]
+    runs = {}
+    for name, given in (("json", tmp_path / "p.json"), ("folder", tmp_path / "book")):
+        out = runner.invoke(app, [*common, "--book", str(given), "--store",
+                                  f"sqlite:{tmp_path / name}.db"])
+        assert out.exit_code == 0, out.output
+        runs[name] = json.loads(out.stdout)
+    assert runs["folder"]["state_hash"] == runs["json"]["state_hash"]
+    assert runs["folder"]["store_totals"] == runs["json"]["store_totals"]
+    assert runs["folder"]["this_run"]["ticks_applied"] == len(prices)
+    assert runs["folder"]["store_totals"]["events"] > 0
+    replayed = runner.invoke(app, ["replay", "--store", f"sqlite:{tmp_path / 'folder.db'}",
+                                   "--json"])
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout)["equal"] is True
+    refused = runner.invoke(app, [*common, "--book", str(tmp_path / "book"), "--accounts",
+                                  str(tmp_path / "p.json"), "--store",
+                                  f"sqlite:{tmp_path / 'x.db'}"])
+    assert refused.exit_code == 2
+    assert "field '--accounts'" in refused.stderr
+    assert "book folder" in refused.stderr
+
+
 def _lease_held(store: Any) -> int:
     """How many sessions hold the writer lease of a PostgreSQL store's schema."""
     key = store._lease_key()

@@ -118,19 +118,20 @@ def random_level_book(accounts: int, seed: int, *, max_positions: int = 6,
 
 def declared_instruments_document() -> dict[str, Any]:
     """The book's non-shorthand instruments as a portfolio file declares them."""
+    return {inst.name: instrument_document(inst) for inst in _instruments()
+            if parse_shorthand(inst.name) is None}
+
+
+def instrument_document(inst: Instrument) -> dict[str, Any]:
+    """An instrument as a portfolio file's ``instruments`` entry, written here by hand."""
     from margin_engine.core.timeutil import ns_to_iso
 
-    out: dict[str, Any] = {}
-    for inst in _instruments():
-        if parse_shorthand(inst.name) is not None:
-            continue
-        spec: dict[str, Any] = {"kind": inst.kind.name.lower(), "underlying": inst.underlying,
-                                "settlement": inst.settlement.name.lower(),
-                                "contract_size": inst.contract_size}
-        if inst.expiry_ns is not None:
-            spec["expiry"] = ns_to_iso(inst.expiry_ns)
-        if inst.strike is not None and inst.right is not None:
-            spec["strike"] = inst.strike
-            spec["right"] = inst.right.name.lower()
-        out[inst.name] = spec
-    return out
+    spec: dict[str, Any] = {"kind": inst.kind.name.lower(), "underlying": inst.underlying,
+                            "settlement": inst.settlement.name.lower(),
+                            "contract_size": inst.contract_size}
+    if inst.expiry_ns is not None:
+        spec["expiry"] = ns_to_iso(inst.expiry_ns)
+    if inst.strike is not None and inst.right is not None:
+        spec["strike"] = inst.strike
+        spec["right"] = inst.right.name.lower()
+    return spec

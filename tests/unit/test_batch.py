@@ -711,3 +711,34 @@ def test_a_folder_of_other_files_is_not_taken_for_an_output(book_folder: Path,
     run_batch(book_folder, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
               scheduler="none")
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_compute_reads_a_book_folder_as_the_same_book_in_a_portfolio_file(
+        tmp_path: Path) -> None:
+    """`compute FOLDER` (a book folder of partitions, inverse and sized instruments declared in
+    its instruments.json) gives the document `compute` gives for the same book as a portfolio
+    JSON built by hand. Before: 'expected a readable CSV/Parquet table (... is a
+    directory)'; the batch alone read folders."""
+    from typer.testing import CliRunner
+
+    from margin_engine.cli.app import app
+    from tests.unit.test_book_document import independent_document
+
+    book = random_level_book(120, seed=44, asked_margins=False).book
+    write_partitioned_book(book, tmp_path / "book", 3, declared_instruments_document())
+    (tmp_path / "p.json").write_text(json.dumps(independent_document(book)))
+    (tmp_path / "m.json").write_text(json.dumps(level_market()))
+    runner = CliRunner()
+    documents = []
+    for given in (tmp_path / "book", tmp_path / "p.json"):
+        out = runner.invoke(app, ["compute", str(given), "--market", str(tmp_path / "m.json"),
+                                  "--json"])
+        assert out.exit_code == 0, out.output
+        documents.append(json.loads(out.stdout))
+    assert documents[0] == documents[1]
+    assert len(documents[0]["accounts"]) == 120
+    refused = runner.invoke(app, ["compute", str(tmp_path / "book"), "--accounts",
+                                  str(tmp_path / "p.json"), "--market",
+                                  str(tmp_path / "m.json")])
+    assert refused.exit_code == 2
+    assert "no --accounts with a book folder" in refused.stderr

@@ -17,17 +17,17 @@ import pytest
 
 from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, book_from_portfolio
 from margin_engine.book.document import book_document
+from margin_engine.domain.instruments import parse_shorthand
 from margin_engine.io import json_stream
 from margin_engine.io.bulk import read_bulk_book
 from margin_engine.io.portfolio_file import parse_portfolio
+from tests.unit.level_books import instrument_document, random_level_book
 from tests.unit.test_bulk_layouts import previous_layout, seeded_book
 
 
-def checked(book: ColumnarBook) -> tuple[dict[str, Any], ColumnarBook]:
-    """The document of ``book`` (its text equal to ``json.dumps`` of a document built here
-    account by account, keys sorted) and the book that rides along, checked to be the book a
-    restart, a replay or the service parses the text to."""
-    made = book_document(book)
+def independent_document(book: ColumnarBook) -> dict[str, Any]:
+    """The portfolio document of ``book``, built here account by account: the instruments
+    held whose shorthand does not name them declared."""
     names = [i.name for i in book.instruments.instruments]
     accounts = []
     for a, account in enumerate(book.account_ids):
@@ -45,7 +45,20 @@ def checked(book: ColumnarBook) -> tuple[dict[str, Any], ColumnarBook]:
                                         for k, asset in enumerate(book.assets)
                                         if book.collateral[a, k] != 0.0},
                          "positions": positions})
-    document = {"schema": "margin-engine/portfolio/v1", "accounts": accounts}
+    document: dict[str, Any] = {"schema": "margin-engine/portfolio/v1", "accounts": accounts}
+    held = {book.instruments.instruments[k] for k in set(book.position_instrument.tolist())}
+    declared = {i.name: instrument_document(i) for i in held if parse_shorthand(i.name) != i}
+    if declared:
+        document["instruments"] = declared
+    return document
+
+
+def checked(book: ColumnarBook) -> tuple[dict[str, Any], ColumnarBook]:
+    """The document of ``book`` (its text equal to ``json.dumps`` of the document built
+    here, keys sorted) and the book that rides along, checked to be the book a restart, a
+    replay or the service parses the text to."""
+    made = book_document(book)
+    document = independent_document(book)
     assert made.text == json.dumps(document, sort_keys=True)
     assert_same_book(made.book, book_from_portfolio(parse_portfolio(json.loads(made.text))))
     return document, made.book
@@ -133,3 +146,22 @@ def test_a_book_listing_instruments_and_assets_nobody_holds(seed: int) -> None:
     _, carried = checked(book)
     assert carried.assets == book.assets[1:]
     assert len(carried.instruments.instruments) == len(np.unique(book.position_instrument))
+
+
+def test_a_book_with_declared_instruments_and_a_book_folder(tmp_path: Path) -> None:
+    """Inverse perps, futures and options and contract sizes that no shorthand names are
+    declared in the document (a book folder declares them in its instruments.json); asked
+    isolated margins and leverages; six collateral assets."""
+    from margin_engine.batch.book import write_partitioned_book
+    from margin_engine.io.bulk import read_bulk_path
+    from tests.unit.level_books import declared_instruments_document
+
+    book = random_level_book(300, seed=41).book
+    document, carried = checked(book)
+    assert len(document["instruments"]) >= 4
+    assert {i.settlement.name for i in carried.instruments.instruments} == {"LINEAR", "INVERSE"}
+    write_partitioned_book(random_level_book(300, seed=41, asked_margins=False).book,
+                           tmp_path / "book", 3, declared_instruments_document())
+    document, carried = checked(read_bulk_path(tmp_path / "book"))
+    assert carried.account_count == 300
+    assert document["instruments"]

@@ -327,6 +327,26 @@ def _replay_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     return portfolio, market, path
 
 
+def test_liquidate_takes_a_bulk_book_as_its_portfolio_file(tmp_path: Path) -> None:
+    """`liquidate POSITIONS.csv --accounts ACCOUNTS.csv`: the replay of the same book as the
+    portfolio JSON, event for event (a long of 50,000 on 3,000, liquidated on the way down). Before: 'expected
+    a readable UTF-8 file' or a JSON syntax error (its help named CSV/Parquet books)."""
+    portfolio, market, path = _replay_inputs(tmp_path)
+    path.write_text("date,open,high,low,close,volume\n" + "".join(
+        f"2025-06-01 00:{5 * k:02d}:00+00:00,1,1,1,{50000 - 1000 * k},1\n" for k in range(9)))
+    (tmp_path / "positions.csv").write_text(
+        "account,instrument,size,entry_price\na,BTC-PERP,1,50000\n")
+    (tmp_path / "accounts.csv").write_text("account,mode,collateral_USDC\na,cross,3000\n")
+    portfolio.write_text(portfolio.read_text().replace("10000", "3000"))
+    runs = [runner.invoke(app, ["liquidate", *book, "--market", str(market), "--path",
+                                f"BTC={path}", "--json"])
+            for book in ([str(portfolio)], [str(tmp_path / "positions.csv"), "--accounts",
+                                            str(tmp_path / "accounts.csv")])]
+    assert [r.exit_code for r in runs] == [0, 0], runs[1].output
+    assert runs[1].stdout == runs[0].stdout
+    assert json.loads(runs[0].stdout)["liquidations"] >= 1
+
+
 def test_a_replay_that_ends_before_it_starts_names_the_end(tmp_path: Path) -> None:
     """Before: 'expected price paths with at least two common timestamps', about the file."""
     portfolio, market, path = _replay_inputs(tmp_path)

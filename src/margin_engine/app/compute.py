@@ -56,22 +56,29 @@ def model_choice(name: str | ModelChoice, *, field: str = "model") -> ModelChoic
                          field=field, value=name) from None
 
 
-def load_book(portfolio: PortfolioInput) -> ColumnarBook:
-    """A columnar book from a portfolio document, a parsed ``Portfolio``, a book, or a file (JSON
-    portfolio, or a CSV/Parquet positions file)."""
+def load_book(portfolio: PortfolioInput, accounts: str | Path | None = None) -> ColumnarBook:
+    """A columnar book from a portfolio document, a parsed ``Portfolio``, a book, or a path (a
+    JSON portfolio, a CSV/Parquet positions file with its ``accounts`` file, or a book folder of
+    partitions)."""
     from margin_engine.io.portfolio_file import load_portfolio, parse_portfolio
 
+    if isinstance(portfolio, str | Path):
+        path = Path(portfolio)
+        if path.suffix.lower() != ".json":
+            from margin_engine.io.bulk import read_bulk_path
+
+            return read_bulk_path(path, accounts)
+        if accounts is not None:
+            raise InputError("--accounts only with a CSV/Parquet positions file",
+                             field="--accounts", value=str(accounts))
+        return book_from_portfolio(load_portfolio(path))
+    if accounts is not None:
+        raise InputError("an accounts file only with a positions file", field="accounts",
+                         value=str(accounts))
     if isinstance(portfolio, ColumnarBook):
         return portfolio
     if isinstance(portfolio, Portfolio):
         return book_from_portfolio(portfolio)
-    if isinstance(portfolio, str | Path):
-        path = Path(portfolio)
-        if path.suffix.lower() == ".json":
-            return book_from_portfolio(load_portfolio(path))
-        from margin_engine.io.bulk import read_bulk_book
-
-        return read_bulk_book(path)
     return book_from_portfolio(parse_portfolio(portfolio))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from margin_engine.book.columnar import MODES_BY_CODE, ColumnarBook, InstrumentTable
 from margin_engine.core.collector import no_cycle_collection
-from margin_engine.io.portfolio_file import PORTFOLIO_SCHEMA
+from margin_engine.io.portfolio_file import PORTFOLIO_SCHEMA, instrument_spec, resolves_by_name
 
 _BLOCK = 20_000  # accounts whose document objects are made at a time
 
@@ -42,9 +42,10 @@ class BookDocument:
 def book_document(book: ColumnarBook) -> BookDocument:
     """The book as a portfolio document: each account's id, mode, non-zero collateral and
     positions (instrument name, size, entry price, and the asked isolated margin or leverage
-    where one is given), in the book's order; instruments by their names (a bulk book's are
-    resolved from them). Encoded a few thousand accounts at a time (a million accounts' text
-    is about 1 GB, their dicts whole were 3 GB more). ``book`` is the same book in the
+    where one is given), in the book's order; instruments by their names, declared where the
+    name alone would not resolve to the book's instrument (a book folder's ``instruments.json``,
+    inverse contracts). Encoded a few thousand accounts at a time (a million accounts' text is
+    about 1 GB, their dicts whole were 3 GB more). ``book`` is the same book in the
     document's parsed form: the instruments held in name order, only the assets some account
     holds, in name order."""
     from margin_engine.io.json_stream import json_document_text
@@ -54,7 +55,12 @@ def book_document(book: ColumnarBook) -> BookDocument:
     assets = sorted((book.assets[k] for k in held.tolist()), key=str)
     columns = [book.assets.index(a) for a in assets]
     with no_cycle_collection():  # thousands of acyclic dicts a chunk
-        text = "".join(json_document_text({"schema": PORTFOLIO_SCHEMA}, "accounts",
+        head: dict[str, Any] = {"schema": PORTFOLIO_SCHEMA}
+        traded = [book.instruments.instruments[k]
+                  for k in np.unique(book.position_instrument).tolist()]
+        if declared := {i.name: instrument_spec(i) for i in traded if not resolves_by_name(i)}:
+            head["instruments"] = declared  # only held ones: the parser lists every declared
+        text = "".join(json_document_text(head, "accounts",
                                           _accounts(book, names, assets, columns), None,
                                           sort_keys=True))
     return BookDocument(text, _parsed_form(book, names, assets, columns))

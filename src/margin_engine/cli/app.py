@@ -24,7 +24,8 @@ MODEL_HELP = ("Margin model: account (the default: each account under its own mo
 
 PortfolioArg = Annotated[Path, typer.Argument(
     metavar="PORTFOLIO",
-    help="Portfolio JSON (margin-engine/portfolio/v1) or a CSV/Parquet positions file.")]
+    help="Portfolio JSON (margin-engine/portfolio/v1), a CSV/Parquet positions file, or a book "
+    "folder of partitions (as batch reads).")]
 MarketOpt = Annotated[Path, typer.Option("--market", metavar="FILE", help="Market snapshot JSON "
                                          "(margin-engine/market/v1).")]
 ConfigOpt = Annotated[Path | None, typer.Option(
@@ -783,17 +784,17 @@ def liquidate(
         "--start", metavar="TIME", help="Start the path here (ISO-8601 with zone).")] = None,
     end: Annotated[str | None, typer.Option(
         "--end", metavar="TIME", help="End the path here (ISO-8601 with zone).")] = None,
+    accounts: AccountsOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Apply real price paths to a book and show every liquidation step."""
 
     def body() -> None:
-        from margin_engine.book.columnar import book_from_portfolio
+        from margin_engine.app.compute import load_book
         from margin_engine.core.errors import InputError
         from margin_engine.core.timeutil import parse_timestamp
         from margin_engine.io.market_file import load_market
-        from margin_engine.io.portfolio_file import load_portfolio
         from margin_engine.liquidation.replay import replay
 
         if breaker not in (None, "on", "off"):
@@ -826,7 +827,7 @@ def liquidate(
             settings = replace(settings, breaker=replace(settings.breaker,
                                                          enabled=breaker == "on"))
         snapshot = load_market(market)
-        result = replay(book_from_portfolio(load_portfolio(portfolio)), snapshot,
+        result = replay(load_book(portfolio, accounts), snapshot,
                         paths, config=risk, liquidation=settings, model=model,
                         asset_paths=assets or None)
         if as_json:
@@ -1064,7 +1065,8 @@ def monitor(
     store: Annotated[str, typer.Option("--store", help="sqlite:PATH or postgresql://...")] =
     "sqlite:out/monitor.db",
     book: Annotated[Path | None, typer.Option(
-        "--book", help="Portfolio JSON or a CSV/Parquet positions file to watch.")] = None,
+        "--book", help="Portfolio JSON, a CSV/Parquet positions file or a book folder of "
+        "partitions to watch.")] = None,
     accounts: AccountsOpt = None,
     population: Annotated[int | None, typer.Option(
         "--population", min=1, help="Watch a seeded population of N leveraged accounts "

@@ -1,18 +1,16 @@
-"""Load a book (portfolio JSON or bulk CSV/Parquet) and a market, and bind them."""
+"""Load a book (portfolio JSON, bulk CSV/Parquet, or a book folder) and a market, and bind them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from margin_engine.app.compute import load_book
 from margin_engine.book.bound import BoundBook, bind_market, settled_at_index
-from margin_engine.book.columnar import book_from_portfolio
 from margin_engine.core.errors import InputError
 from margin_engine.core.timeutil import ns_to_iso
 from margin_engine.data.prices import PriceSeries, load_price_file
-from margin_engine.io.bulk import read_bulk_book
 from margin_engine.io.market_file import load_market
-from margin_engine.io.portfolio_file import load_portfolio
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.isolated import check_asked_margins
 from margin_engine.margin.protocol import MarginModel
@@ -22,13 +20,7 @@ from margin_engine.margin.run import ModelRun, run_models
 
 def load_bound(portfolio: Path, market: Path, accounts: Path | None = None) -> BoundBook:
     snapshot = load_market(market)
-    if portfolio.suffix.lower() == ".json":
-        if accounts is not None:
-            raise InputError("--accounts only with a CSV/Parquet positions file",
-                             field="--accounts", value=str(accounts))
-        book = book_from_portfolio(load_portfolio(portfolio))
-    else:
-        book = read_bulk_book(portfolio, accounts)
+    book = load_book(portfolio, accounts)
     try:
         bound = bind_market(book, snapshot)
     except InputError as exc:

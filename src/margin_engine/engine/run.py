@@ -106,18 +106,19 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
 
 
 def _book_document(book: Path, accounts: Path | None) -> dict[str, Any] | BookDocument:
-    """The portfolio document of ``--book``: a portfolio JSON as it is, a CSV/Parquet positions
-    file (with its ``--accounts`` file) written as one, its resolved book riding along."""
-    if book.suffix.lower() not in BULK_SUFFIXES:
+    """The portfolio document of ``--book``: a portfolio JSON as it is; a CSV/Parquet positions
+    file (with its ``--accounts`` file) or a book folder of partitions written as one, its
+    resolved book riding along."""
+    if book.suffix.lower() not in BULK_SUFFIXES and not book.is_dir():
         if accounts is not None:
             raise InputError("--accounts only with a CSV/Parquet positions file",
                              field="--accounts", value=str(accounts))
         document: dict[str, Any] = read_json(book)
         return document
     from margin_engine.book.document import book_document
-    from margin_engine.io.bulk import read_bulk_book
+    from margin_engine.io.bulk import read_bulk_path
 
-    return book_document(read_bulk_book(book, accounts))
+    return book_document(read_bulk_path(book, accounts))
 
 
 def _latency_ms(latencies: list[float]) -> dict[str, float | None]:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from margin_engine.core.errors import InputError
 from margin_engine.core.numbers import MAX_MAGNITUDE, parse_float
-from margin_engine.core.timeutil import parse_timestamp
+from margin_engine.core.timeutil import ns_to_iso, parse_timestamp
 from margin_engine.domain.accounts import Account, Portfolio, Position
 from margin_engine.domain.instruments import (
     Instrument,
@@ -98,6 +98,33 @@ def resolve_instrument_name(name: str, declared: Mapping[str, Instrument]) -> In
     if instrument.strike is not None and instrument.strike > MAX_MAGNITUDE:
         raise ValueError(f"a strike of magnitude <= {MAX_MAGNITUDE:g}")
     return instrument
+
+
+def instrument_spec(instrument: Instrument) -> dict[str, Any]:
+    """An instrument in the form of a portfolio's ``instruments`` entry (what
+    ``_parse_instruments`` reads back to the same instrument)."""
+    def text(value: Any, options: Mapping[str, Any]) -> str:
+        return next(k for k, v in options.items() if v is value)
+
+    spec: dict[str, Any] = {"kind": text(instrument.kind, _KINDS),
+                            "underlying": instrument.underlying,
+                            "settlement": text(instrument.settlement, _SETTLEMENTS),
+                            "contract_size": instrument.contract_size}
+    if instrument.expiry_ns is not None:
+        spec["expiry"] = ns_to_iso(instrument.expiry_ns)
+    if instrument.strike is not None and instrument.right is not None:
+        spec["strike"] = instrument.strike
+        spec["right"] = text(instrument.right, _RIGHTS)
+    return spec
+
+
+def resolves_by_name(instrument: Instrument) -> bool:
+    """Whether the instrument's name alone (a shorthand) resolves to it: else a document
+    holding it declares it."""
+    try:
+        return resolve_instrument_name(instrument.name, {}) == instrument
+    except ValueError:
+        return False
 
 
 def _parse_account(
