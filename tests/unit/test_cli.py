@@ -329,8 +329,9 @@ def _replay_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_liquidate_takes_a_bulk_book_as_its_portfolio_file(tmp_path: Path) -> None:
     """`liquidate POSITIONS.csv --accounts ACCOUNTS.csv`: the replay of the same book as the
-    portfolio JSON, event for event (a long of 50,000 on 3,000, liquidated on the way down). Before: 'expected
-    a readable UTF-8 file' or a JSON syntax error (its help named CSV/Parquet books)."""
+    portfolio JSON, event for event (a long of 50,000 on 3,000, liquidated on the way down).
+    Before: 'expected a readable UTF-8 file' or a JSON syntax error (its help named
+    CSV/Parquet books)."""
     portfolio, market, path = _replay_inputs(tmp_path)
     path.write_text("date,open,high,low,close,volume\n" + "".join(
         f"2025-06-01 00:{5 * k:02d}:00+00:00,1,1,1,{50000 - 1000 * k},1\n" for k in range(9)))

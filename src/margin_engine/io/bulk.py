@@ -22,7 +22,12 @@ from numba import njit
 
 from margin_engine.book.columnar import MODE_CODES, ColumnarBook, TextColumn, book_from_columns
 from margin_engine.core.errors import InputError
-from margin_engine.core.names import MAX_NAME_LENGTH, check_name, name_problem
+from margin_engine.core.names import (
+    EXPECTED_ACCOUNT_ID,
+    MAX_NAME_LENGTH,
+    account_id_problem,
+    check_name,
+)
 from margin_engine.core.numbers import MAX_MAGNITUDE, PLAIN_NOTATION, PLAIN_NUMBER
 from margin_engine.core.threads import in_threads
 from margin_engine.domain.instruments import Instrument, MarginMode
@@ -356,24 +361,30 @@ def _printable_starts_nb(offsets: np.ndarray, data: np.ndarray) -> bool:
 
 
 def _refuse_bad_names(values: Any, name: str, source: str, row_of: Callable[[int], int]) -> None:
-    """Refuse a value of a string array (no nulls) that is not a name (``core.names``), naming
-    its row (``row_of``: the file row of a value's index). Values of printable ASCII within the
-    length are passed by one compiled scan of the bytes; only the others are read as text."""
+    """Refuse a value of a string array (no nulls) that is not an account id
+    (``core.names.account_id_problem``: a name, without spaces at its ends, which the portfolio
+    reader strips: a book read here and the same book written as a portfolio document must
+    name the same accounts), naming its row (``row_of``: the file row of a value's index).
+    Values of printable ASCII within the length that neither start nor end with a space are
+    passed by one compiled scan of the bytes; only the others are read as text."""
     for k in np.flatnonzero(_unplain_nb(*text_buffers(values), MAX_NAME_LENGTH)).tolist():
         text = str(values[k].as_py())
-        if name_problem(text) is not None:  # the row is looked up for a refusal only
-            check_name(text, field=f"{name} (row {row_of(k) + 1})", source=source)
+        problem = account_id_problem(text)
+        if problem is not None:  # the row is looked up for a refusal only
+            raise InputError(f"{EXPECTED_ACCOUNT_ID}; {problem}",
+                             field=f"{name} (row {row_of(k) + 1})", value=text, source=source)
 
 
 @njit(cache=True, nogil=True)
 def _unplain_nb(offsets: np.ndarray, data: np.ndarray, max_length: int) -> np.ndarray:
     """Whether each value holds a byte outside printable ASCII (0x20-0x7E) or more than
-    ``max_length`` bytes: the values a name check must read."""
+    ``max_length`` bytes, or starts or ends with a space: the values a name check must read."""
     n = offsets.shape[0] - 1
     out = np.zeros(n, dtype=np.bool_)
     for r in range(n):
         start, stop = offsets[r], offsets[r + 1]
-        if stop - start > max_length:
+        if stop - start > max_length or (stop > start and (data[start] == 0x20
+                                                           or data[stop - 1] == 0x20)):
             out[r] = True
             continue
         for b in range(start, stop):
@@ -581,6 +592,9 @@ def _read_accounts(path: Path) -> tuple[TextColumn, np.ndarray, list[str], np.nd
     assets = [c[len("collateral_"):] for c in table.column_names if c.startswith("collateral_")]
     for asset in assets:
         check_name(asset, field=f"collateral_{asset}", source=source)
+        if asset != asset.strip():  # the portfolio reader strips an asset's name
+            raise InputError("an asset name without spaces at its ends",
+                             field=f"collateral_{asset}", source=source)
     unknown = [c for c in table.column_names
                if c not in ("account", "mode") and not c.startswith("collateral_")]
     if unknown:
