@@ -1089,6 +1089,7 @@ def monitor(
     """Watch every account on a price feed; events and pool health into the store."""
 
     def body() -> None:
+        from margin_engine.cli.console import stage_status
         from margin_engine.cli.loading import load_config
         from margin_engine.engine.run import run_monitor
 
@@ -1102,7 +1103,7 @@ def monitor(
                              config=load_config(config),
                              model=model, speed=speed, max_ticks=max_ticks,
                              idle_seconds=idle_seconds, max_outage_seconds=max_outage,
-                             live=not as_json and sys.stdout.isatty())
+                             live=not as_json and sys.stdout.isatty(), status=stage_status)
         if as_json:
             _emit_json(result)
         else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,18 @@ from margin_engine.market.documents import flat_market_document
 from margin_engine.store.base import Event, Repository, Tick, masked, open_store
 
 BULK_SUFFIXES = (".csv", ".parquet", ".pq", ".parq")
+# a status line for a stage of work: entered with its first text, it yields the function that
+# changes the text (``cli.console.stage_status``)
+StageStatus = Callable[[str], AbstractContextManager[Callable[[str], None]]]
 
 
 def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: int | None,
                 seed: int, market: Path | None, config: RiskConfig, model: str, speed: float,
                 max_ticks: int | None, idle_seconds: float, live: bool,
-                max_outage_seconds: float = 60.0, accounts: Path | None = None) -> dict[str, Any]:
+                max_outage_seconds: float = 60.0, accounts: Path | None = None,
+                status: StageStatus | None = None) -> dict[str, Any]:
+    """Watch a book on a feed; ``status`` (a terminal's status line) is told each stage of the
+    set-up, which takes minutes on a million accounts, and closed before the ticks."""
     from margin_engine.liquidation.population import leveraged_population
 
     file_feed = FileReplayFeed.parse(feed, speed, max_ticks) if feed.startswith("file:") \
@@ -47,18 +55,24 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
     if (book is None) == (population is None):
         raise InputError("exactly one of --book PORTFOLIO or --population N", field="--book")
     setup_started = time.perf_counter()  # the book's reading (a bulk book's writing) too
-    if book is not None:
-        portfolio_doc = _book_document(book, accounts)
-    elif accounts is not None:
-        raise InputError("--accounts only with a CSV/Parquet positions file as --book",
-                         field="--accounts", value=str(accounts))
-    else:
-        index = {u: float(v["index"]) for u, v in market_doc["underlyings"].items()}
-        portfolio_doc = leveraged_population(int(population or 0), seed, index)
-    store = open_store(store_spec)
+    stage = status or _silent
+    with stage("monitor: reading the book") as say:
+        if book is not None:
+            portfolio_doc = _book_document(book, accounts, say)
+        elif accounts is not None:
+            raise InputError("--accounts only with a CSV/Parquet positions file as --book",
+                             field="--accounts", value=str(accounts))
+        else:
+            index = {u: float(v["index"]) for u, v in market_doc["underlyings"].items()}
+            portfolio_doc = leveraged_population(int(population or 0), seed, index)
+        values = setup_values(portfolio_doc, market_doc, config, model)
+        del portfolio_doc  # its text is in the values
+        say("monitor: opening the store")
+        store = open_store(store_spec)
     try:
-        monitor, last = open_session(store, setup_values(portfolio_doc, market_doc, config,
-                                                         model))
+        with stage("monitor: opening the store") as say:
+            monitor, last = open_session(store, values, say)
+        del values
         setup_seconds = time.perf_counter() - setup_started
         view = _View(monitor) if live else None
         started = time.perf_counter()
@@ -105,7 +119,8 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
         store.close()
 
 
-def _book_document(book: Path, accounts: Path | None) -> dict[str, Any] | BookDocument:
+def _book_document(book: Path, accounts: Path | None,
+                   say: Callable[[str], None]) -> dict[str, Any] | BookDocument:
     """The portfolio document of ``--book``: a portfolio JSON as it is; a CSV/Parquet positions
     file (with its ``--accounts`` file) or a book folder of partitions written as one, its
     resolved book riding along."""
@@ -118,7 +133,14 @@ def _book_document(book: Path, accounts: Path | None) -> dict[str, Any] | BookDo
     from margin_engine.book.document import book_document
     from margin_engine.io.bulk import read_bulk_path
 
-    return book_document(read_bulk_path(book, accounts))
+    read = read_bulk_path(book, accounts)
+    say(f"monitor: writing the book of {read.account_count:,} accounts as the store's set-up")
+    return book_document(read)
+
+
+@contextmanager
+def _silent(_text: str) -> Iterator[Callable[[str], None]]:
+    yield lambda _new: None
 
 
 def _latency_ms(latencies: list[float]) -> dict[str, float | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -73,20 +73,29 @@ def monitor_from_setup(values: dict[str, str], store: Repository | None = None,
                    insurance_fund=config.liquidation.insurance_fund)
 
 
-def open_session(store: Repository, values: dict[str, str]) -> tuple[Monitor, int]:
+def open_session(store: Repository, values: dict[str, str],
+                 say: Callable[[str], None] | None = None) -> tuple[Monitor, int]:
     """A monitor with the state of everything the store holds, and the last tick's seq. Takes
-    the store's writer lease first: a second monitor on the same store is refused."""
+    the store's writer lease first: a second monitor on the same store is refused. ``say`` is
+    told each step (a status line)."""
+    tell = say or (lambda _text: None)
     store.take_writer_lease()
     stored = store.load_setup()
     if stored and stored.get("fingerprint") != values["fingerprint"]:
         raise InputError("the same book, market, config and model the store was started with "
                          "(use a new store)", field="--store")
+    tell("monitor: margining the book")
     monitor = monitor_from_setup(values, store)
     if not stored:
+        tell(f"monitor: saving the set-up and {monitor.book.account_count:,} accounts' rows "
+             "in the store")
         # one transaction: setup and book, or nothing
         _save_start(store, monitor, {**values, "store_id": new_store_id()})
+    last = store.last_tick_seq()
+    if last:
+        tell(f"monitor: applying the stored ticks again, up to {last:,}")
     monitor.run(store.ticks(), commit=False)  # rebuild the state from the log
-    return monitor, store.last_tick_seq()
+    return monitor, last
 
 
 def _save_start(store: Repository, monitor: Monitor, values: dict[str, str]) -> None:
