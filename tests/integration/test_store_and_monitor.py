@@ -255,6 +255,13 @@ def test_the_monitor_watches_a_bulk_book_as_it_watches_its_portfolio_file(
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["resumed_after_tick"] == 9
     assert json.loads(again.stdout)["this_run"]["ticks_applied"] == 0
+    # the same book written as CSV: the same digest, so the same store
+    pq.read_table(tmp_path / "positions.parquet").to_pandas().to_csv(
+        tmp_path / "positions.csv", index=False)
+    as_csv = runner.invoke(app, [*bulk[:bulk.index("--book") + 1], str(tmp_path / "positions.csv"),
+                                 *bulk[bulk.index("--book") + 2:]])
+    assert as_csv.exit_code == 0, as_csv.output
+    assert json.loads(as_csv.stdout)["state_hash"] == want["state_hash"]
     accounts.write_text(accounts.read_text().replace("5000", "5001"))
     changed = runner.invoke(app, bulk)
     assert changed.exit_code == 2

@@ -22,7 +22,12 @@ from margin_engine.io import json_stream
 from margin_engine.io.bulk import read_bulk_book
 from margin_engine.io.portfolio_file import parse_portfolio
 from tests.unit.level_books import instrument_document, random_level_book
-from tests.unit.test_bulk_layouts import previous_layout, seeded_book
+from tests.unit.test_bulk_layouts import (
+    accounts_table,
+    previous_layout,
+    seeded_book,
+    text_positions,
+)
 
 
 def independent_document(book: ColumnarBook) -> dict[str, Any]:
@@ -59,8 +64,9 @@ def checked(book: ColumnarBook) -> tuple[dict[str, Any], ColumnarBook]:
     replay or the service parses the text to."""
     made = book_document(book)
     document = independent_document(book)
-    assert made.text == json.dumps(document, sort_keys=True)
-    assert_same_book(made.book, book_from_portfolio(parse_portfolio(json.loads(made.text))))
+    text = made.text()
+    assert text == json.dumps(document, sort_keys=True)
+    assert_same_book(made.book, book_from_portfolio(parse_portfolio(json.loads(text))))
     return document, made.book
 
 
@@ -165,3 +171,40 @@ def test_a_book_with_declared_instruments_and_a_book_folder(tmp_path: Path) -> N
     document, carried = checked(read_bulk_path(tmp_path / "book"))
     assert carried.account_count == 300
     assert document["instruments"]
+
+
+def test_the_digest_names_the_book_not_its_files(tmp_path: Path) -> None:
+    """The monitor's fingerprint of a bulk book is its digest (a restart need not write the
+    text again): the same book from Parquet and from CSV, its accounts file's columns in
+    another order, has the same digest; any one change to what the text holds changes it."""
+    from dataclasses import replace
+
+    book = read_bulk_book(*previous_layout(seeded_book(), tmp_path))
+    digest = book_document(book).digest()
+    (tmp_path / "p.csv").write_text(text_positions(book).to_pandas().to_csv(index=False))
+    accounts = accounts_table(book)
+    accounts.select(list(reversed(accounts.column_names))).to_pandas().to_csv(
+        tmp_path / "a.csv", index=False)
+    assert book_document(read_bulk_book(tmp_path / "p.csv", tmp_path / "a.csv")).digest() \
+        == digest
+
+    def changed(**fields: Any) -> str:
+        return book_document(replace(book, **fields)).digest()
+
+    size = book.size.copy()
+    size[7] = np.nextafter(size[7], np.inf)
+    collateral = book.collateral.copy()
+    collateral[3, 1] += 1e-9
+    mode = book.mode.copy()
+    mode[0] = (mode[0] + 1) % 3
+    ids = list(book.account_ids)
+    ids[5] = ids[5] + "x"
+    margin = np.full(book.position_count, np.nan)
+    margin[2] = 100.0
+    entry = book.entry_price.copy()
+    entry[0] = -0.0 if entry[0] == 0.0 else entry[0] * (1 + 2**-52)
+    digests = {changed(size=size), changed(collateral=collateral), changed(mode=mode),
+               changed(account_ids=tuple(ids)), changed(position_margin=margin),
+               changed(entry_price=entry), changed(assets=tuple(reversed(book.assets)))}
+    assert len(digests) == 7
+    assert digest not in digests

@@ -58,7 +58,7 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
     stage = status or _silent
     with stage("monitor: reading the book") as say:
         if book is not None:
-            portfolio_doc = _book_document(book, accounts, say)
+            portfolio_doc = _book_document(book, accounts)
         elif accounts is not None:
             raise InputError("--accounts only with a CSV/Parquet positions file as --book",
                              field="--accounts", value=str(accounts))
@@ -119,8 +119,7 @@ def run_monitor(*, feed: str, store_spec: str, book: Path | None, population: in
         store.close()
 
 
-def _book_document(book: Path, accounts: Path | None,
-                   say: Callable[[str], None]) -> dict[str, Any] | BookDocument:
+def _book_document(book: Path, accounts: Path | None) -> dict[str, Any] | BookDocument:
     """The portfolio document of ``--book``: a portfolio JSON as it is; a CSV/Parquet positions
     file (with its ``--accounts`` file) or a book folder of partitions written as one, its
     resolved book riding along."""
@@ -133,9 +132,7 @@ def _book_document(book: Path, accounts: Path | None,
     from margin_engine.book.document import book_document
     from margin_engine.io.bulk import read_bulk_path
 
-    read = read_bulk_path(book, accounts)
-    say(f"monitor: writing the book of {read.account_count:,} accounts as the store's set-up")
-    return book_document(read)
+    return book_document(read_bulk_path(book, accounts))
 
 
 @contextmanager

@@ -27,35 +27,48 @@ FEED_KINDS = frozenset({EventKind.FEED_DOWN, EventKind.FEED_UP})  # of the feed,
 class SetupValues(dict[str, str]):
     """The stored setup (``portfolio``, ``market``, ``config``, ``model``, ``fingerprint``),
     with the portfolio's columnar book when it is already resolved (a generated population, a
-    bulk book):
-    the first monitor built from these values takes it instead of parsing ``portfolio`` back."""
+    bulk book): the first monitor built from these values takes it instead of parsing
+    ``portfolio`` back. A bulk book's ``portfolio`` text is written only when a store is
+    started (``stored``): its fingerprint is taken from the book's digest, so a restart on
+    the same files does not write it again."""
 
-    def __init__(self, values: dict[str, str], book: ColumnarBook | None = None) -> None:
+    def __init__(self, values: dict[str, str], book: ColumnarBook | None = None,
+                 document: BookDocument | None = None) -> None:
         super().__init__(values)
         self._book = book
+        self._document = document
 
     def take_book(self) -> ColumnarBook | None:
         """The resolved book, once (a monitor owns its book; the next one parses)."""
         book, self._book = self._book, None
         return book
 
+    def stored(self) -> dict[str, str]:
+        """The values a new store keeps: with the portfolio's text."""
+        if "portfolio" in self or self._document is None:
+            return dict(self)
+        return {**self, "portfolio": self._document.text()}
+
 
 def setup_values(portfolio: dict[str, Any] | BookDocument, market: dict[str, Any],
                  config: RiskConfig, model: str) -> SetupValues:
-    """The setup strings and their fingerprint; the book of a ``ResolvedPortfolio`` or a
-    ``BookDocument`` (already written as text) rides along."""
-    text = portfolio.text if isinstance(portfolio, BookDocument) \
-        else json.dumps(portfolio, sort_keys=True, default=str)
-    values = {"portfolio": text,
-              "market": json.dumps(market, sort_keys=True, default=str),
+    """The setup strings and their fingerprint (sha256 over them in key order; for a
+    ``BookDocument``, over its digest in place of its text, written later if at all); the
+    book of a ``ResolvedPortfolio`` or a ``BookDocument`` rides along."""
+    values = {"market": json.dumps(market, sort_keys=True, default=str),
               "config": config.to_json(),
               "model": model}
+    document = portfolio if isinstance(portfolio, BookDocument) else None
+    if document is None:
+        values["portfolio"] = json.dumps(portfolio, sort_keys=True, default=str)
+    fingerprinted = values if document is None else \
+        {**values, "portfolio": f"book digest {document.digest()}"}
     digest = hashlib.sha256()
-    for key in sorted(values):
-        digest.update(values[key].encode())
+    for key in sorted(fingerprinted):
+        digest.update(fingerprinted[key].encode())
     values["fingerprint"] = digest.hexdigest()
     book = portfolio.book if isinstance(portfolio, BookDocument | ResolvedPortfolio) else None
-    return SetupValues(values, book)
+    return SetupValues(values, book, document)
 
 
 def monitor_from_setup(values: dict[str, str], store: Repository | None = None,
@@ -64,8 +77,10 @@ def monitor_from_setup(values: dict[str, str], store: Repository | None = None,
     setup's text (the service reads its declared instruments too)."""
     book = values.take_book() if isinstance(values, SetupValues) else None
     if book is None:
+        text = values.stored()["portfolio"] if isinstance(values, SetupValues) \
+            else values["portfolio"]
         with no_cycle_collection():  # millions of acyclic objects made: no passes over them
-            document = json.loads(values["portfolio"]) if portfolio is None else portfolio
+            document = json.loads(text) if portfolio is None else portfolio
             book = book_from_portfolio(parse_portfolio(document))
     market = parse_market(json.loads(values["market"]))
     config = RiskConfig.from_dict(json.loads(values["config"]))
@@ -87,10 +102,13 @@ def open_session(store: Repository, values: dict[str, str],
     tell("monitor: margining the book")
     monitor = monitor_from_setup(values, store)
     if not stored:
+        tell(f"monitor: writing the set-up of {monitor.book.account_count:,} accounts")
+        complete = values.stored() if isinstance(values, SetupValues) else values
         tell(f"monitor: saving the set-up and {monitor.book.account_count:,} accounts' rows "
              "in the store")
         # one transaction: setup and book, or nothing
-        _save_start(store, monitor, {**values, "store_id": new_store_id()})
+        _save_start(store, monitor, {**complete, "store_id": new_store_id()})
+        del complete
     last = store.last_tick_seq()
     if last:
         tell(f"monitor: applying the stored ticks again, up to {last:,}")
