@@ -96,3 +96,32 @@ def assert_documents_close(got: Any, want: Any, rel: float, path: str = "$") -> 
             assert_documents_close(g, w, rel, f"{path}[{i}]")
     else:
         assert got == want, f"{path}: {got!r} != {want!r}"
+
+
+def shown_on_terminal(arguments: list[str], stdout: Path, columns: int = 100) -> bytes:
+    """Run ``margin-engine ARGUMENTS`` with stderr on a pseudo-terminal and stdout into the
+    file ``stdout`` (a command typed by hand with its output redirected); what the terminal
+    showed. The command must succeed."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    primary, secondary = pty.openpty()
+    with stdout.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "margin_engine.cli.app", *arguments], stdout=sink,
+            stderr=secondary, env={**os.environ, "COLUMNS": str(columns), "TERM": "xterm"})
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal's other end closed: the process is done
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=120) == 0, shown.decode(errors="replace")
+    os.close(primary)
+    return shown

@@ -17,7 +17,7 @@ from margin_engine.io.market_file import parse_market
 from margin_engine.io.portfolio_file import parse_portfolio
 from margin_engine.margin.config import RiskConfig
 from margin_engine.store.base import Event, SnapshotRow, Tick, open_store
-from tests.conftest import MONITOR_MARKET, MONITOR_PORTFOLIO, NO_HAIRCUTS
+from tests.conftest import MONITOR_MARKET, MONITOR_PORTFOLIO, NO_HAIRCUTS, shown_on_terminal
 
 T0 = 1_722_816_000 * 10**9  # 2024-08-05T00:00:00Z
 MIN = 60 * 10**9
@@ -325,11 +325,6 @@ def test_on_a_terminal_the_monitor_says_what_its_set_up_is_doing(tmp_path: Path)
     """stderr a terminal: a line says each stage of the set-up (a million accounts take
     minutes before the first tick: it said nothing); stdout, a file here, gets the summary
     alone; the line is gone before the ticks. A restart says it applies the stored ticks."""
-    import os
-    import pty
-    import subprocess
-    import sys
-
     (tmp_path / "m.json").write_text(json.dumps(MARKET))
     (tmp_path / "btc.csv").write_text("date,close\n" + "".join(
         f"2024-08-05 00:{k:02d}:00+00:00,{t.price}\n" for k, t in enumerate(_path()[:9])))
@@ -337,37 +332,20 @@ def test_on_a_terminal_the_monitor_says_what_its_set_up_is_doing(tmp_path: Path)
         "account,instrument,size,entry_price\nlong-20x,BTC-PERP,2,50000\n")
     (tmp_path / "accounts.csv").write_text("account,mode,collateral_USDC\nlong-20x,cross,5000\n")
 
-    def shown_on_terminal(out: Path) -> bytes:
-        primary, secondary = pty.openpty()
-        with out.open("wb") as sink:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "margin_engine.cli.app", "monitor", "--book",
-                 str(tmp_path / "positions.csv"), "--accounts", str(tmp_path / "accounts.csv"),
-                 "--market", str(tmp_path / "m.json"), "--feed",
-                 f"file:BTC={tmp_path / 'btc.csv'}", "--store", f"sqlite:{tmp_path / 's.db'}",
-                 "--json"], stdout=sink, stderr=secondary,
-                env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
-            os.close(secondary)
-            shown = b""
-            while True:
-                try:
-                    chunk = os.read(primary, 65536)
-                except OSError:  # the terminal's other end closed: the process is done
-                    break
-                if not chunk:
-                    break
-                shown += chunk
-            assert process.wait(timeout=120) == 0, shown.decode(errors="replace")
-        os.close(primary)
-        return shown
+    def monitor_on_terminal(out: Path) -> bytes:
+        return shown_on_terminal(
+            ["monitor", "--book", str(tmp_path / "positions.csv"), "--accounts",
+             str(tmp_path / "accounts.csv"), "--market", str(tmp_path / "m.json"), "--feed",
+             f"file:BTC={tmp_path / 'btc.csv'}", "--store", f"sqlite:{tmp_path / 's.db'}",
+             "--json"], out, columns=120)
 
-    shown = shown_on_terminal(tmp_path / "first.json")
+    shown = monitor_on_terminal(tmp_path / "first.json")
     assert json.loads((tmp_path / "first.json").read_text())["this_run"]["ticks_applied"] == 9
     # (a stage shorter than a refresh may not be drawn; each line's first and last are)
     for stage in (b"monitor: reading the book", b"monitor: opening the store",
                   b"monitor: saving the set-up and 1 accounts' rows in the store"):
         assert stage in shown, shown
-    shown = shown_on_terminal(tmp_path / "again.json")
+    shown = monitor_on_terminal(tmp_path / "again.json")
     assert json.loads((tmp_path / "again.json").read_text())["resumed_after_tick"] == 9
     assert b"monitor: applying the stored ticks again, up to 9" in shown, shown
 

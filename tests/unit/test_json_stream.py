@@ -23,6 +23,7 @@ from margin_engine.cli.app import app
 from margin_engine.cli.render import LISTED_ACCOUNTS, print_compute
 from margin_engine.io import json_stream
 from margin_engine.margin import run as model_run
+from tests.conftest import shown_on_terminal
 
 ITEMS: list[list[Any]] = [
     [], [1], ["a\nb"], [{"a": 1, "b": [1, 2, {"c": None}], "d": {}}],
@@ -284,30 +285,9 @@ def test_on_a_terminal_the_status_line_leaves_stdout_to_its_file(tmp_path: Path)
     the terminal says what the command is doing and counts the accounts written, and the
     whole document goes to the file. rich's status redirects stdout through its display by
     default: the document went to the terminal, a line at a time, and the file stayed empty."""
-    import os
-    import pty
-    import subprocess
-
     args = _book(tmp_path, 450)
     out = tmp_path / "out.json"
-    primary, secondary = pty.openpty()
-    with out.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "margin_engine.cli.app", "compute", *args, "--json",
-             "--liquidation-prices", "off"], stdout=sink, stderr=secondary,
-            env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
-        os.close(secondary)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(primary, 65536)
-            except OSError:  # the terminal's other end closed: the process is done
-                break
-            if not chunk:
-                break
-            shown += chunk
-        assert process.wait(timeout=120) == 0, shown.decode(errors="replace")
-    os.close(primary)
+    shown = shown_on_terminal(["compute", *args, "--json", "--liquidation-prices", "off"], out)
     document = json.loads(out.read_text())
     assert len(document["accounts"]) == 450
     assert b"reading the book, margining it" in shown

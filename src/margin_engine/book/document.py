@@ -4,7 +4,8 @@ The monitor keeps its setup as a portfolio document: restarts, ``replay`` and th
 it back. A book that did not come from a document is written as one, and the book it parses to
 rides along, so the monitor that starts from it need not parse what it has just written: a
 generated population as a document (``ResolvedPortfolio``), a CSV/Parquet bulk book of any
-size as its text (``BookDocument``).
+size in the form its text parses to (``BookDocument``: the text is written only when a store
+is started; a restart compares the book's digest).
 """
 
 from __future__ import annotations
