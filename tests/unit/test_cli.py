@@ -300,6 +300,23 @@ def test_a_broken_bulk_book_given_to_the_monitor_is_refused_by_the_bulk_reader(
     assert not store.exists()
 
 
+def test_a_portfolio_json_over_the_size_limit_is_refused_by_the_monitor(tmp_path: Path) -> None:
+    """As `compute` refuses it, pointing to the bulk form (the monitor read it whole, with
+    exact decimals, however large: minutes for a book the bulk reader takes in seconds)."""
+    from margin_engine.io.portfolio_file import MAX_JSON_BYTES
+
+    book = tmp_path / "big.json"
+    book.write_bytes(b" " * (MAX_JSON_BYTES + 1))
+    prices = tmp_path / "btc.csv"
+    prices.write_text("date,close\n2025-06-01 00:00:00+00:00,65000\n")
+    out = runner.invoke(app, ["monitor", "--book", str(book), "--feed", f"file:BTC={prices}",
+                              "--store", f"sqlite:{tmp_path / 'm.db'}"])
+    assert out.exit_code == 2, out.output
+    assert f"got '{MAX_JSON_BYTES + 1:,} bytes'" in out.stderr
+    assert "bulk form" in out.stderr
+    assert not (tmp_path / "m.db").exists()
+
+
 def test_an_accounts_file_with_a_portfolio_json_is_refused_by_the_monitor(tmp_path: Path) -> None:
     book = tmp_path / "p.json"
     book.write_text("{}")

@@ -127,6 +127,9 @@ def _book_document(book: Path, accounts: Path | None) -> dict[str, Any] | BookDo
         if accounts is not None:
             raise InputError("--accounts only with a CSV/Parquet positions file",
                              field="--accounts", value=str(accounts))
+        from margin_engine.io.portfolio_file import check_portfolio_size
+
+        check_portfolio_size(book)  # as compute: larger books in the bulk form
         document: dict[str, Any] = read_json(book)
         return document
     from margin_engine.book.document import book_document

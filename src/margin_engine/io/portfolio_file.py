@@ -47,6 +47,13 @@ MAX_JSON_BYTES = 16 * 2**20
 
 
 def load_portfolio(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Portfolio:
+    check_portfolio_size(path, max_bytes)
+    return load_document(path, parse_portfolio)
+
+
+def check_portfolio_size(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> None:
+    """Refuse a JSON portfolio over ``max_bytes`` (it is parsed whole, slowly), pointing to
+    the bulk form."""
     try:
         size = Path(path).stat().st_size
     except OSError:
@@ -54,9 +61,8 @@ def load_portfolio(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Port
     if size > max_bytes:
         raise InputError(
             f"a JSON portfolio of at most {max_bytes:,} bytes; give larger books in the bulk "
-            "form (a positions CSV/Parquet as PORTFOLIO with --accounts, see README)",
+            "form (a positions CSV/Parquet with --accounts, or a book folder; see README)",
             value=f"{size:,} bytes", source=str(path))
-    return load_document(path, parse_portfolio)
 
 
 def parse_portfolio(document: Any) -> Portfolio:
