@@ -9,6 +9,8 @@ new ticks as the live monitor commits them). On any other store: ``serve --marke
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
 from margin_engine.margin.config import RiskConfig
@@ -18,6 +20,7 @@ from margin_engine.store.service import ServiceRepository
 from .settings import ServiceSettings
 
 CATCH_UP_BATCH = 5000
+log = logging.getLogger("margin_engine.service")
 
 
 class MarketFollower:
@@ -32,6 +35,9 @@ class MarketFollower:
             from margin_engine.core.collector import no_cycle_collection
             from margin_engine.engine.session import monitor_from_setup
 
+            started = time.perf_counter()
+            log.info("rebuilding the monitor from the store's set-up (%s MB of book)",
+                     f"{len(setup['portfolio']) / 1e6:,.0f}")
             with no_cycle_collection():  # a large book's document: parsed once, no passes
                 portfolio = json.loads(setup["portfolio"])
             self.instruments = dict(portfolio.get("instruments", {}))
@@ -40,7 +46,11 @@ class MarketFollower:
             self.config = RiskConfig.from_dict(json.loads(setup["config"]))
             self.model = setup["model"]
             self.instruments_key = json.dumps(self.instruments, sort_keys=True)
-            self.catch_up(store)
+            log.info("monitor rebuilt: %s accounts in %.1f s; applying the stored ticks",
+                     f"{self.monitor.book.account_count:,}", time.perf_counter() - started)
+            applied = self.catch_up(store)
+            log.info("following the monitor from tick %s (%s ticks applied, %.1f s in all)",
+                     f"{self.seq:,}", f"{applied:,}", time.perf_counter() - started)
             return
         self.config = RiskConfig() if settings.config is None else RiskConfig.load(
             settings.config)

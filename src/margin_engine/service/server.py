@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from .settings import ServiceSettings
 
@@ -17,7 +18,7 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
         from .app import create_app
 
         uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log,
-                    log_level=log_level)
+                    log_level=log_level, log_config=log_config())
         return
     from uvicorn.supervisors import Multiprocess
 
@@ -26,8 +27,23 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
     settings_to_environment(settings)
     config = uvicorn.Config("margin_engine.service.app:create_app_from_environment",
                             factory=True, host=host, port=port, workers=workers,
-                            access_log=access_log, log_level=log_level)
+                            access_log=access_log, log_level=log_level,
+                            log_config=log_config())
     Multiprocess(config, sockets=[no_delay(config.bind_socket())]).run()
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the service's own lines (``margin_engine.service``: the
+    monitor's rebuilding on start, which takes minutes on a million accounts, and failed
+    requests) written as its lines are."""
+    from copy import deepcopy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = deepcopy(LOGGING_CONFIG)
+    config["loggers"]["margin_engine.service"] = {"handlers": ["default"], "level": "INFO",
+                                                  "propagate": False}
+    return config
 
 
 def no_delay(listener: socket.socket) -> socket.socket:
