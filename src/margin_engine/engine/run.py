@@ -23,7 +23,6 @@ from margin_engine.margin.config import RiskConfig
 from margin_engine.market.documents import flat_market_document
 from margin_engine.store.base import Event, Repository, Tick, masked, open_store
 
-BULK_SUFFIXES = (".csv", ".parquet", ".pq", ".parq")
 # a status line for a stage of work: entered with its first text, it yields the function that
 # changes the text (``cli.console.stage_status``)
 StageStatus = Callable[[str], AbstractContextManager[Callable[[str], None]]]
@@ -123,7 +122,7 @@ def _book_document(book: Path, accounts: Path | None) -> dict[str, Any] | BookDo
     """The portfolio document of ``--book``: a portfolio JSON as it is; a CSV/Parquet positions
     file (with its ``--accounts`` file) or a book folder of partitions written as one, its
     resolved book riding along."""
-    if book.suffix.lower() not in BULK_SUFFIXES and not book.is_dir():
+    if book.suffix.lower() == ".json" and not book.is_dir():  # as compute tells them apart
         if accounts is not None:
             raise InputError("--accounts only with a CSV/Parquet positions file",
                              field="--accounts", value=str(accounts))
