@@ -158,8 +158,7 @@ def test_a_book_with_declared_instruments_and_a_book_folder(tmp_path: Path) -> N
     """Inverse perps, futures and options and contract sizes that no shorthand names are
     declared in the document (a book folder declares them in its instruments.json); asked
     isolated margins and leverages; six collateral assets."""
-    from margin_engine.batch.book import write_partitioned_book
-    from margin_engine.io.bulk import read_bulk_path
+    from margin_engine.batch.book import read_bulk_path, write_partitioned_book
     from tests.unit.level_books import declared_instruments_document
 
     book = random_level_book(300, seed=41).book

@@ -60,12 +60,12 @@ def load_book(portfolio: PortfolioInput, accounts: str | Path | None = None) -> 
     """A columnar book from a portfolio document, a parsed ``Portfolio``, a book, or a path (a
     JSON portfolio, a CSV/Parquet positions file with its ``accounts`` file, or a book folder of
     partitions)."""
-    from margin_engine.io.portfolio_file import load_portfolio, parse_portfolio
+    from margin_engine.io.portfolio_file import is_portfolio_file, load_portfolio, parse_portfolio
 
     if isinstance(portfolio, str | Path):
         path = Path(portfolio)
-        if path.suffix.lower() != ".json":
-            from margin_engine.io.bulk import read_bulk_path
+        if not is_portfolio_file(path):
+            from margin_engine.batch.book import read_bulk_path
 
             return read_bulk_path(path, accounts)
         if accounts is not None:

@@ -180,18 +180,28 @@ def by_name(book: ColumnarBook) -> ColumnarBook:
     """The same book with its instrument table in name order (as a portfolio file's): a
     partition and the whole book then list shared instruments in the same order, so every
     account's arithmetic is the same in both."""
-    from dataclasses import replace
-
-    from margin_engine.book.columnar import InstrumentTable
+    from margin_engine.book.columnar import with_instrument_rows
 
     names = [i.name for i in book.instruments.instruments]
     order = np.argsort(np.array(names, dtype=object), kind="stable")
     if np.array_equal(order, np.arange(len(names))):
         return book
-    rank = np.empty(len(names), dtype=np.int32)
-    rank[order] = np.arange(len(names), dtype=np.int32)
-    table = InstrumentTable.build([book.instruments.instruments[k] for k in order])
-    return replace(book, instruments=table, position_instrument=rank[book.position_instrument])
+    return with_instrument_rows(book, order)
+
+
+def read_bulk_path(path: str | Path, accounts_path: str | Path | None = None) -> ColumnarBook:
+    """The book at ``path``: a CSV/Parquet positions file with its accounts file, or a book
+    folder of partitions (``positions/`` and ``accounts/`` parts, its ``instruments.json``)
+    read whole, as the batch's single-process check reads it."""
+    from margin_engine.io.bulk import read_bulk_book
+
+    path = Path(path)
+    if not path.is_dir():
+        return read_bulk_book(path, accounts_path)
+    if accounts_path is not None:
+        raise InputError("no --accounts with a book folder (its accounts are its accounts/ "
+                         "parts)", field="--accounts", value=str(accounts_path))
+    return read_book(path)
 
 
 def read_book(folder: str | Path) -> ColumnarBook:

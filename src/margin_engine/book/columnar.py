@@ -188,6 +188,18 @@ def book_subset(book: ColumnarBook, accounts: Sequence[int] | IntArray) -> Colum
     )
 
 
+def with_instrument_rows(book: ColumnarBook, rows: IntArray | Int32Array) -> ColumnarBook:
+    """The same book with its instrument table made of ``rows`` of today's, in that order
+    (every instrument a position holds among them): a table in name order, or of the held
+    instruments only."""
+    from dataclasses import replace
+
+    rank = np.full(len(book.instruments.instruments), -1, dtype=np.int32)
+    rank[rows] = np.arange(len(rows), dtype=np.int32)
+    table = InstrumentTable.build([book.instruments.instruments[k] for k in rows.tolist()])
+    return replace(book, instruments=table, position_instrument=rank[book.position_instrument])
+
+
 def book_from_portfolio(portfolio: Portfolio) -> ColumnarBook:
     """Resolve a parsed portfolio (file-sized) into a columnar book."""
     names = sorted(portfolio.instruments)

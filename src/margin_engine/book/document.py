@@ -22,8 +22,8 @@ import pyarrow as pa
 from margin_engine.book.columnar import (
     MODES_BY_CODE,
     ColumnarBook,
-    InstrumentTable,
     TextColumn,
+    with_instrument_rows,
 )
 from margin_engine.core.collector import no_cycle_collection
 from margin_engine.io.bulk import text_buffers
@@ -145,9 +145,5 @@ def _parsed_form(book: ColumnarBook, names: list[str], assets: list[str],
     used = np.unique(book.position_instrument)
     order = used[np.argsort(np.array([names[k] for k in used.tolist()], dtype=object),
                             kind="stable")]
-    rank = np.full(len(names), -1, dtype=np.int32)
-    rank[order] = np.arange(len(order), dtype=np.int32)
-    table = InstrumentTable.build([book.instruments.instruments[k] for k in order.tolist()])
-    return replace(book, instruments=table, position_instrument=rank[book.position_instrument],
-                   assets=tuple(assets),
+    return replace(with_instrument_rows(book, order), assets=tuple(assets),
                    collateral=np.ascontiguousarray(book.collateral[:, columns]))

@@ -122,17 +122,17 @@ def _book_document(book: Path, accounts: Path | None) -> dict[str, Any] | BookDo
     """The portfolio document of ``--book``: a portfolio JSON as it is; a CSV/Parquet positions
     file (with its ``--accounts`` file) or a book folder of partitions written as one, its
     resolved book riding along."""
-    if book.suffix.lower() == ".json" and not book.is_dir():  # as compute tells them apart
+    from margin_engine.io.portfolio_file import check_portfolio_size, is_portfolio_file
+
+    if is_portfolio_file(book):  # as compute tells them apart
         if accounts is not None:
             raise InputError("--accounts only with a CSV/Parquet positions file",
                              field="--accounts", value=str(accounts))
-        from margin_engine.io.portfolio_file import check_portfolio_size
-
         check_portfolio_size(book)  # as compute: larger books in the bulk form
         document: dict[str, Any] = read_json(book)
         return document
+    from margin_engine.batch.book import read_bulk_path
     from margin_engine.book.document import book_document
-    from margin_engine.io.bulk import read_bulk_path
 
     return book_document(read_bulk_path(book, accounts))
 

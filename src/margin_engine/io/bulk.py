@@ -440,21 +440,6 @@ def read_bulk_book(
                                default_mode)
 
 
-def read_bulk_path(path: str | Path, accounts_path: str | Path | None = None) -> ColumnarBook:
-    """The book at ``path``: a CSV/Parquet positions file with its accounts file, or a book
-    folder of partitions (``batch.book``: ``positions/`` and ``accounts/`` parts, its
-    ``instruments.json``) read whole, as the batch's single-process check reads it."""
-    path = Path(path)
-    if not path.is_dir():
-        return read_bulk_book(path, accounts_path)
-    if accounts_path is not None:
-        raise InputError("no --accounts with a book folder (its accounts are its accounts/ "
-                         "parts)", field="--accounts", value=str(accounts_path))
-    from margin_engine.batch.book import read_book
-
-    return read_book(path)
-
-
 def _read_positions(positions_path: Path, accounts: Any, accounts_path: str | Path | None,
                     declared: Mapping[str, Instrument] | None,
                     default_mode: MarginMode) -> ColumnarBook:

@@ -46,6 +46,12 @@ _RIGHTS = {"call": OptionRight.CALL, "put": OptionRight.PUT}
 MAX_JSON_BYTES = 16 * 2**20
 
 
+def is_portfolio_file(path: Path) -> bool:
+    """Whether a book given by path is a portfolio JSON (``.json``) rather than a bulk book
+    (a CSV/Parquet positions file or a book folder)."""
+    return path.suffix.lower() == ".json" and not path.is_dir()
+
+
 def load_portfolio(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Portfolio:
     check_portfolio_size(path, max_bytes)
     return load_document(path, parse_portfolio)
