@@ -742,3 +742,98 @@ def test_compute_reads_a_book_folder_as_the_same_book_in_a_portfolio_file(
                                   str(tmp_path / "m.json")])
     assert refused.exit_code == 2
     assert "no --accounts with a book folder" in refused.stderr
+
+
+def _compute_levels(folder: Path, model: str = "account") -> dict[str, list[float | None]]:
+    """Every level column as ``compute`` finds it over the whole book read at once (the
+    report's cells: None where an account has no level or no exposure)."""
+    from margin_engine.app.compute import compute_bound
+
+    market = parse_market(level_market())
+    report = compute_bound(bind_market(read_book(folder), market), RiskConfig(), model=model,
+                           liquidation="on")
+    columns: dict[str, list[float | None]] = {}
+    for u in sorted(market.underlyings):
+        sides: dict[str, list[float | None]] = {"price": [], "down": [], "up": []}
+        for entry in report.accounts:
+            cell = entry.underlyings.get(u)
+            found = None if cell is None else cell.liquidation
+            sides["price"].append(None if found is None else found.nearest)
+            for side in ("down", "up"):
+                level = None if found is None else getattr(found, side)
+                sides[side].append(None if level is None else level.price)
+        columns.update({f"liquidation_{side}_{u}": values for side, values in sides.items()})
+    return columns
+
+
+@pytest.mark.parametrize("model", ["account", "portfolio", "cross"])
+def test_liquidation_prices_in_the_parts_are_compute_s_over_the_whole_book(
+        book_folder: Path, tmp_path: Path, model: str) -> None:
+    """Each part's levels (searched on that part alone, under each account's model) are the
+    numbers `compute --liquidation-prices on` gives for the same accounts in one book, bit for
+    bit; the summary counts the levels found."""
+    from margin_engine.batch.levels import level_columns
+
+    summary = run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="none",
+                        output=tmp_path / "out", model=model, liquidation_prices=True)
+    got = read_results(tmp_path / "out")
+    want = _compute_levels(book_folder, model)
+    assert got.column_names == [*RESULT_COLUMNS,
+                                *level_columns(parse_market(level_market()).underlyings)]
+    assert list(want) == got.column_names[len(RESULT_COLUMNS):]
+    for name, values in want.items():
+        assert got.column(name).to_pylist() == values, name
+    for side in ("down", "up"):
+        found = sum(sum(v is not None for v in values) for name, values in want.items()
+                    if name.startswith(f"liquidation_{side}_"))
+        assert summary[f"liquidation_levels_{side}"] == found > 0
+    assert json.loads((tmp_path / "out" / "_batch.json").read_text())["liquidation_prices"]
+    margins = single_process(book_folder, model)  # the margins as without the levels
+    np.testing.assert_array_equal(got.column("initial_margin").to_numpy(),
+                                  margins["initial_margin"])
+
+
+def test_an_empty_partition_has_the_level_columns_too(book_folder: Path,
+                                                      tmp_path: Path) -> None:
+    import shutil
+
+    book = tmp_path / "book"
+    shutil.copytree(book_folder, book)
+    for sub in ("positions", "accounts"):
+        table = pq.read_table(book / sub / "part-00000.parquet")
+        pq.write_table(table.slice(0, 0), book / sub / "part-00004.parquet")
+    run_batch(book, level_market(), RiskConfig().to_dict(), output=tmp_path / "out",
+              scheduler="none", liquidation_prices=True)
+    empty = pq.read_table(tmp_path / "out" / "part-00004.parquet")
+    assert empty.num_rows == 0
+    assert empty.schema == pq.read_table(tmp_path / "out" / "part-00000.parquet").schema
+    assert read_results(tmp_path / "out").num_rows == 600
+
+
+def test_batch_command_with_liquidation_prices_counts_the_levels(book_folder: Path,
+                                                                 tmp_path: Path) -> None:
+    market = tmp_path / "market.json"
+    market.write_text(json.dumps(level_market()))
+    args = ["batch", "--book", str(book_folder), "--market", str(market), "--scheduler",
+            "none", "--liquidation-prices"]
+    out = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "o"), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    results = read_results(tmp_path / "o")
+    assert summary["liquidation_levels_up"] == sum(
+        len(results.column(n)) - results.column(n).null_count
+        for n in results.column_names if n.startswith("liquidation_up_")) > 0
+    shown = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "p")])
+    assert shown.exit_code == 0, shown.output
+    assert f"liquidation levels down {summary['liquidation_levels_down']:,}" in " ".join(
+        shown.stdout.split())
+
+
+def test_liquidation_prices_on_a_local_cluster_are_those_of_one_process(
+        book_folder: Path, tmp_path: Path) -> None:
+    """The workers' parts (levels searched in other processes, on their numba threads) equal
+    the parts made in this process, every column."""
+    for scheduler in ("local", "none"):
+        run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler=scheduler,
+                  workers=2, output=tmp_path / scheduler, liquidation_prices=True)
+    assert read_results(tmp_path / "local").equals(read_results(tmp_path / "none"))

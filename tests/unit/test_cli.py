@@ -228,8 +228,8 @@ def test_a_book_larger_than_memory_is_one_line_not_a_traceback() -> None:
     (["--record", "{tmp}"], "not a folder"),
     (["--record", "{tmp}/market.json"], "a Markdown file (.md)"),
     (["--model", "monitor", "--record", "{tmp}/R.md"], "--record only with --model portfolio"),
-    (["--model", "batch", "--liquidation-prices"],
-     "--liquidation-prices only with --model portfolio"),
+    (["--model", "monitor", "--liquidation-prices"],
+     "--liquidation-prices only with --model portfolio or batch"),
 ])
 def test_bench_options_it_cannot_honour_are_refused_before_it_runs(
         tmp_path: Path, extra: list[str], says: str) -> None:

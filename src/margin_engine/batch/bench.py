@@ -5,7 +5,8 @@ partitions margined again in this process and compared with the cluster's result
 
 Reported: partitions, wall time of the batch (cluster start included) and of writing the book,
 accounts per second, the peak RSS of every worker, and whether the sampled partitions are
-identical (every column, bit for bit).
+identical (every column, bit for bit). With ``liquidation_prices`` the parts hold both
+liquidation levels of every account too (``batch.levels``), and the levels found are counted.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import numpy as np
 
 def run_batch_bench(*, accounts: int, positions: int, partitions: int, workers: int,
                     seed: int, sample: int = 2, folder: str | None = None,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, liquidation_prices: bool = False) -> dict[str, Any]:
     from rich.console import Console
 
     from margin_engine.batch.book import part_name, write_part
     from margin_engine.batch.book import partitions as list_partitions
-    from margin_engine.batch.run import BatchJob, margin_partition, run_batch
+    from margin_engine.batch.run import LEVEL_COUNTS, BatchJob, margin_partition, run_batch
     from margin_engine.bench.run import _book, instrument_names, random_book_columns
     from margin_engine.demo.market import demo_market_document
     from margin_engine.margin.config import RiskConfig
@@ -54,10 +55,11 @@ def run_batch_bench(*, accounts: int, positions: int, partitions: int, workers: 
         def tick(_: dict[str, Any]) -> None:
             done["count"] += 1
 
-        with console.status(f"margining on a LocalCluster of {workers} workers"):
+        doing = "margining" + (" with liquidation prices" if liquidation_prices else "")
+        with console.status(f"{doing} on a LocalCluster of {workers} workers"):
             summary = run_batch(root / "book", market, config, model="account",
                                 output=root / "out", scheduler="local", workers=workers,
-                                progress=tick)
+                                progress=tick, liquidation_prices=liquidation_prices)
         parts = list_partitions(root / "book")
         picked = [parts[int(k)] for k in np.linspace(0, len(parts) - 1, min(sample,
                                                                              len(parts)))]
@@ -66,7 +68,7 @@ def run_batch_bench(*, accounts: int, positions: int, partitions: int, workers: 
             import pyarrow.parquet as pq
 
             job = BatchJob(market=market, config=config, model="account", instruments={},
-                           output=str(root / "check"))
+                           output=str(root / "check"), liquidation_prices=liquidation_prices)
             (root / "check").mkdir()
             for part in picked:
                 margin_partition(part, job)
@@ -80,6 +82,7 @@ def run_batch_bench(*, accounts: int, positions: int, partitions: int, workers: 
         "write_seconds": write_seconds, "book_bytes": book_bytes,
         "batch_wall_seconds": summary["wall_seconds"],
         "accounts_per_second": summary["accounts"] / summary["wall_seconds"],
+        **({key: summary[key] for key in LEVEL_COUNTS} if liquidation_prices else {}),
         "peak_rss_mb_per_worker": summary["peak_rss_mb_per_worker"],
         "sampled_partitions": [p.name for p in picked],
         "identical_to_single_process": identical,

@@ -9,7 +9,9 @@ whole book, bit for bit.
 
 Result columns: ``account, mode, model, equity, adjusted_equity, initial_margin,
 maintenance_margin, excess, gross_notional`` (USD; ``model`` is the model the account was
-margined under: its own mode with ``--model account``).
+margined under: its own mode with ``--model account``); with ``--liquidation-prices`` also,
+per underlying U of the market, ``liquidation_price_U``, ``liquidation_down_U`` and
+``liquidation_up_U`` (``batch.levels``).
 
 Every part is written whole or not at all (a hidden temporary file beside it, renamed over it
 once complete), and ``OUTPUT/_batch.json`` (``MANIFEST``: the book, the model, each part's file
@@ -55,6 +57,8 @@ LOCK = "_batch.lock"  # held by the run writing the folder
 # accounts below MM (liquidatable) and below IM only (in a margin call), as the pool health
 TOTALS = ("initial_margin_usd", "maintenance_margin_usd", "gross_notional_usd")
 COUNTS = ("accounts_liquidatable", "accounts_in_margin_call")
+# with --liquidation-prices: the levels found below and above today's index (over underlyings)
+LEVEL_COUNTS = ("liquidation_levels_down", "liquidation_levels_up")
 MANIFEST_FORMAT = "margin-engine/batch-result/v1"
 RESULT_COLUMNS = ("account", "mode", "model", "equity", "adjusted_equity", "initial_margin",
                   "maintenance_margin", "excess", "gross_notional")
@@ -69,6 +73,7 @@ class BatchJob:
     model: str
     instruments: Mapping[str, Any]  # the book's declared instruments (document form)
     output: str  # folder of the result parts
+    liquidation_prices: bool = False  # also the liquidation levels (``batch.levels``)
 
 
 def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
@@ -79,6 +84,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
 
     from margin_engine.batch.book import is_empty, parse_declared, read_partition
     from margin_engine.batch.ids import id_hashes
+    from margin_engine.batch.levels import levels_found, liquidation_columns
     from margin_engine.book.bound import bind_market, settled_at_index
     from margin_engine.book.columnar import MODES_BY_CODE
     from margin_engine.io.market_file import parse_market
@@ -90,12 +96,13 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     started = time.perf_counter()
     _refuse_unseen(partition)
     target = Path(job.output) / f"{partition.name}.parquet"
-    if is_empty(partition):
-        write_whole(target, lambda path: pq.write_table(_empty_results(), path))
-        return _part_summary(partition, target, started, 0, np.zeros(0, dtype=np.uint64),
-                             dict.fromkeys(TOTALS, 0.0), dict.fromkeys(COUNTS, 0))
-    config = RiskConfig.from_dict(job.config)
     market = parse_market(job.market)
+    underlyings = tuple(market.underlyings) if job.liquidation_prices else ()
+    if is_empty(partition):
+        write_whole(target, lambda path: pq.write_table(_empty_results(underlyings), path))
+        return _part_summary(partition, target, started, 0, np.zeros(0, dtype=np.uint64),
+                             dict.fromkeys(TOTALS, 0.0), dict.fromkeys(_counts(job), 0))
+    config = RiskConfig.from_dict(job.config)
     book = read_partition(partition, parse_declared(job.instruments))
     try:
         bound = bind_market(book, market)
@@ -117,13 +124,19 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
         "excess": margins.adjusted_equity - margins.initial,
         "gross_notional": gross,
     })
+    levels = {}
+    if job.liquidation_prices:
+        levels = liquidation_columns(bound, config, job.model, margins, underlyings)
+        for name, column in levels.items():
+            table = table.append_column(name, column)
     write_whole(target, lambda path: pq.write_table(table, path))
     sums = (margins.initial, margins.maintenance, gross)
     return _part_summary(partition, target, started, book.position_count,
                          id_hashes(book.account_ids),
                          {key: float(v.sum()) for key, v in zip(TOTALS, sums, strict=True)},
-                         {key: int(v.sum()) for key, v in
-                          zip(COUNTS, (liquidatable, in_margin_call), strict=True)},
+                         {**{key: int(v.sum()) for key, v in
+                             zip(COUNTS, (liquidatable, in_margin_call), strict=True)},
+                          **(levels_found(levels) if job.liquidation_prices else {})},
                          settled_at_index(bound))
 
 
@@ -150,13 +163,22 @@ def _refuse_unseen(partition: Partition) -> None:
                              source=f"partition {partition.name}", value=path)
 
 
-def _empty_results() -> Any:
-    """A result table without rows: RESULT_COLUMNS, the texts as strings, the numbers as
-    float64 (as every result part)."""
+def _counts(job: BatchJob) -> tuple[str, ...]:
+    """The counts a part returns: COUNTS, and LEVEL_COUNTS with the liquidation levels."""
+    return COUNTS + LEVEL_COUNTS if job.liquidation_prices else COUNTS
+
+
+def _empty_results(underlyings: tuple[str, ...] = ()) -> Any:
+    """A result table without rows: RESULT_COLUMNS (and the level columns of
+    ``underlyings``), the texts as strings, the numbers as float64 (as every result part)."""
     import pyarrow as pa
 
-    return pa.table({name: pa.array([], type=pa.string() if name in ("account", "mode", "model")
-                                     else pa.float64()) for name in RESULT_COLUMNS})
+    from margin_engine.batch.levels import empty_level_columns
+
+    return pa.table({**{name: pa.array([], type=pa.string() if name in ("account", "mode",
+                                                                        "model")
+                                       else pa.float64()) for name in RESULT_COLUMNS},
+                     **empty_level_columns(underlyings)})
 
 
 def _peak_rss_mb() -> float:
@@ -175,12 +197,15 @@ def _worker_name() -> str:
 def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, Any], *,
               model: str = "account", output: str | Path, scheduler: str = "local",
               workers: int = 2, only: list[str] | None = None,
-              progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[dict[str, Any]], None] | None = None,
+              liquidation_prices: bool = False) -> dict[str, Any]:
     """Margin every partition of ``book`` (or those named in ``only``) and write the result
     parts to ``output``; returns the run's summary (partitions, wall time, per-worker peak
     RSS). ``scheduler``: ``local``, ``tcp://HOST:PORT`` or ``none``. ``progress`` is called
     with each part's summary as it comes back, with ``done`` (parts back so far) and
-    ``total`` (parts of the run) added."""
+    ``total`` (parts of the run) added. ``liquidation_prices``: the parts hold every
+    account's liquidation levels too (``batch.levels``; the search takes about as long again
+    as the margins, or longer)."""
     if model not in MODELS:
         raise InputError(f"one of {', '.join(MODELS)} (account: each account under its own "
                          "mode)", field="--model", value=model)
@@ -203,7 +228,8 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
     with _claim_output(out, book, every):  # until the manifest is written
         _prepare_output(out, every)
         job = BatchJob(market=market, config=config, model=model,
-                       instruments=declared_instruments(book), output=str(out))
+                       instruments=declared_instruments(book), output=str(out),
+                       liquidation_prices=liquidation_prices)
         started = time.perf_counter()
         done = _margin_parts(parts, job, scheduler, workers, progress)
         wall = time.perf_counter() - started
@@ -211,6 +237,7 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
         _remove_temporaries(out, [f"{d['partition']}.parquet" for d in done])
         _refuse_shared_accounts(done, {p.name: p for p in every})
         manifest = {"format": MANIFEST_FORMAT, "book": str(book), "model": model,
+                    "liquidation_prices": liquidation_prices,
                     "market_timestamp": market.get("timestamp"),
                     "accounts": sum(d["accounts"] for d in done),
                     "parts": [{"partition": d["partition"], "file": f"{d['partition']}.parquet",
@@ -225,7 +252,7 @@ def run_batch(book: str | Path, market: Mapping[str, Any], config: Mapping[str, 
             "partitions": len(done), "accounts": sum(d["accounts"] for d in done),
             "positions": sum(d["positions"] for d in done),
             **{key: math.fsum(d[key] for d in done) for key in TOTALS},
-            **{key: sum(d[key] for d in done) for key in COUNTS},
+            **{key: sum(d[key] for d in done) for key in _counts(job)},
             "settled_at_index": [{"underlying": u, "expiry": ns_to_iso(e)} for u, e in sorted(
                 {(u, e) for d in done for u, e in d["settled_at_index"]})],
             "wall_seconds": wall, "peak_rss_mb_per_worker": per_worker, "parts": done}

@@ -445,8 +445,8 @@ def bench(
     runs: Annotated[int, typer.Option("--runs", min=1, help="portfolio: runs per measure "
                                       "(medians reported)")] = 3,
     liquidation_prices: Annotated[bool, typer.Option(
-        "--liquidation-prices", help="portfolio: also time both liquidation levels of every "
-        "account")] = False,
+        "--liquidation-prices", help="portfolio, batch: also time both liquidation levels of "
+        "every account")] = False,
     files: Annotated[bool, typer.Option(
         "--files/--no-files", help="portfolio: also time the full run from Parquet "
         "files")] = True,
@@ -471,12 +471,15 @@ def bench(
         except ValueError:
             raise InputError(", ".join(k.value for k in BenchKind), field="--model",
                              value=model) from None
-        if kind is not BenchKind.PORTFOLIO:  # options that would do nothing are refused
-            for given, option in ((record is not None, "--record"),
-                                  (liquidation_prices, "--liquidation-prices")):
-                if given:
-                    raise InputError(f"{option} only with --model portfolio",
-                                     field="--model", value=model)
+        # options that would do nothing are refused
+        for given, option, kinds in (
+                (record is not None, "--record", (BenchKind.PORTFOLIO,)),
+                (liquidation_prices, "--liquidation-prices",
+                 (BenchKind.PORTFOLIO, BenchKind.BATCH))):
+            if given and kind not in kinds:
+                raise InputError(f"{option} only with --model "
+                                 f"{' or '.join(k.value for k in kinds)}", field="--model",
+                                 value=model)
         if record is not None:
             from margin_engine.bench.run import check_record_path
 
@@ -498,7 +501,8 @@ def bench(
 
             result = run_batch_bench(accounts=accounts, positions=positions,
                                      partitions=partitions, workers=workers, seed=seed,
-                                     progress=not as_json)
+                                     progress=not as_json,
+                                     liquidation_prices=liquidation_prices)
             if as_json:
                 _emit_json(result)
             else:
@@ -543,6 +547,10 @@ def batch(
     output: Annotated[Path, typer.Option(
         "--output", metavar="FOLDER", help="Result parts (one Parquet file per "
         "partition).")] = Path("out/batch"),
+    liquidation_prices: Annotated[bool, typer.Option(
+        "--liquidation-prices", help="Also both liquidation levels of every account on every "
+        "underlying (columns liquidation_price_U, liquidation_down_U, liquidation_up_U; "
+        "README, Batch).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Margin a partitioned bulk book, one partition per Dask task, results streamed to
@@ -557,15 +565,16 @@ def batch(
 
         snapshot = load_market(market)  # refuse a bad market here, before any worker starts
         document = json.loads(market.read_text())
-        with Console(stderr=True, quiet=as_json, markup=False).status(
-                "margining the partitions") as status:
+        doing = "margining the partitions" + (" and their liquidation prices"
+                                              if liquidation_prices else "")
+        with Console(stderr=True, quiet=as_json, markup=False).status(doing) as status:
             def tick(item: dict[str, Any]) -> None:
-                status.update(f"margining the partitions: {item['done']:,} of "
-                              f"{item['total']:,} back, the last {item['partition']}")
+                status.update(f"{doing}: {item['done']:,} of {item['total']:,} back, the last "
+                              f"{item['partition']}")
 
             summary = run_batch(book, document, load_config(config).to_dict(), model=model,
                                 output=output, scheduler=scheduler, workers=workers,
-                                progress=tick)
+                                progress=tick, liquidation_prices=liquidation_prices)
         write_settled_note([(e["underlying"], e["expiry"]) for e in summary["settled_at_index"]],
                            snapshot.timestamp_ns, market)
         if as_json:
