@@ -766,7 +766,7 @@ def _compute_levels(folder: Path, model: str = "account") -> dict[str, list[floa
     return columns
 
 
-@pytest.mark.parametrize("model", ["account", "portfolio", "cross"])
+@pytest.mark.parametrize("model", ["account", "portfolio", "cross", "isolated", "sensitivity"])
 def test_liquidation_prices_in_the_parts_are_compute_s_over_the_whole_book(
         book_folder: Path, tmp_path: Path, model: str) -> None:
     """Each part's levels (searched on that part alone, under each account's model) are the
