@@ -837,3 +837,30 @@ def test_liquidation_prices_on_a_local_cluster_are_those_of_one_process(
         run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler=scheduler,
                   workers=2, output=tmp_path / scheduler, liquidation_prices=True)
     assert read_results(tmp_path / "local").equals(read_results(tmp_path / "none"))
+
+
+def test_later_parts_take_the_instrument_states_the_first_parts_computed(
+        tmp_path: Path) -> None:
+    """The parts of one run are bound to one market: the search's instrument states on its
+    grid (its shared table: parts with several positions an instrument) are computed once in
+    a process and taken by its later parts (they were built again for every part), with the
+    same levels as compute over the whole book; another market computes its own."""
+    from margin_engine.liquidation.shared_states import REUSED
+
+    book_folder = tmp_path / "book"
+    write_partitioned_book(random_level_book(1500, seed=37, asked_margins=False).book,
+                           book_folder, 3, declared_instruments_document())
+    before = dict(REUSED)
+    run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="none",
+              output=tmp_path / "out", liquidation_prices=True)
+    reused, computed = (REUSED[k] - before[k] for k in ("rows", "computed"))
+    assert reused > computed > 0
+    got = read_results(tmp_path / "out")
+    for name, values in _compute_levels(book_folder).items():
+        assert got.column(name).to_pylist() == values, name
+    moved = level_market()
+    moved["underlyings"]["BTC"]["index"] *= 1.01
+    before = dict(REUSED)
+    run_batch(book_folder, moved, RiskConfig().to_dict(), scheduler="none",
+              output=tmp_path / "moved", liquidation_prices=True)
+    assert REUSED["computed"] - before["computed"] == computed

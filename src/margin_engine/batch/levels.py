@@ -38,14 +38,18 @@ def empty_level_columns(underlyings: Iterable[str]) -> dict[str, Any]:
 
 
 def liquidation_columns(bound: BoundBook, config: RiskConfig, model: str,
-                        margins: AccountMargins, underlyings: Sequence[str]) -> dict[str, Any]:
+                        margins: AccountMargins, underlyings: Sequence[str],
+                        market_key: str) -> dict[str, Any]:
     """The level columns of the part's accounts (``model``: a model's name or ``account``),
     for every underlying of ``underlyings`` (the market's): null where the account has no
-    level on that side or no exposure to the underlying."""
+    level on that side or no exposure to the underlying. ``market_key`` names the market,
+    config and declared instruments of the run: the instruments' states on the search's grid
+    are kept under it for the worker's next part (``liquidation.shared_states``)."""
     import pyarrow as pa
 
     from margin_engine.book.columnar import MODES_BY_CODE
     from margin_engine.liquidation.price import liquidation_levels
+    from margin_engine.liquidation.shared_states import states_shared
     from margin_engine.liquidation.vector_levels import known_results
     from margin_engine.margin.registry import get_model
 
@@ -58,7 +62,7 @@ def liquidation_columns(bound: BoundBook, config: RiskConfig, model: str,
         names, wanted = [model], [np.ones(n, dtype=np.bool_)]
     results = [(get_model(name), result) for name, (_, result) in
                zip(names, margins.parts, strict=True)]
-    with known_results(bound, config, results):
+    with known_results(bound, config, results), states_shared(market_key):
         for name, rows in zip(names, wanted, strict=True):
             levels = liquidation_levels(bound, name, config, accounts=rows)
             for side, values in zip(SIDES, (levels.nearest, levels.down, levels.up),

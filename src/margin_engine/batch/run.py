@@ -75,6 +75,14 @@ class BatchJob:
     output: str  # folder of the result parts
     liquidation_prices: bool = False  # also the liquidation levels (``batch.levels``)
 
+    def market_key(self) -> str:
+        """sha256 of the market, config and declared instruments: what every part is bound
+        to alike (the key of the instrument states a worker keeps between parts)."""
+        import hashlib
+
+        text = json.dumps([self.market, self.config, self.instruments], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     """Read, bind and margin one partition; write its results; return its summary."""
@@ -126,7 +134,8 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     })
     levels = {}
     if job.liquidation_prices:
-        levels = liquidation_columns(bound, config, job.model, margins, underlyings)
+        levels = liquidation_columns(bound, config, job.model, margins, underlyings,
+                                     job.market_key())
         for name, column in levels.items():
             table = table.append_column(name, column)
     write_whole(target, lambda path: pq.write_table(table, path))

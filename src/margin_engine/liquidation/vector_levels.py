@@ -33,6 +33,7 @@ from margin_engine.core.kept import KEPT
 from margin_engine.core.threads import in_threads
 from margin_engine.core.types import FloatArray
 from margin_engine.liquidation import level_kernels as lk
+from margin_engine.liquidation.shared_states import kept_rows
 from margin_engine.margin.common import coins_of
 from margin_engine.margin.config import RiskConfig
 from margin_engine.margin.cross import CrossModel
@@ -388,10 +389,7 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
             piece(0, jobs.size)
 
     if positions > TABLE_SHARING * held.size:
-        table = np.empty((held.size, levels.size, width))
-        cum = np.empty((held.size, levels.size, 2))
-        in_threads(held.size, lambda a, b: lk.fill_table_nb(bk, ctx, held, a, b, levels, index,
-                                                             table, cum))
+        table, cum = _state_table(bk, ctx, held, levels, index, width, origin)
         table_row = np.full(bk.und.shape[0], NO_ROW, dtype=np.uint32)
         table_row[held] = np.arange(held.size)
         run(table, table_row, cum, _chords(ctx, table, levels, j0))
@@ -406,6 +404,26 @@ def _search(context: Context, jobs: np.ndarray, u: int, index: float, grid: Floa
     STATS["evaluations"] += int(evaluations.sum())
     STATS["jobs"] += int(np.count_nonzero(evaluations))
     return down, up
+
+
+def _state_table(bk: lk.BookArrays, ctx: Any, held: np.ndarray, levels: FloatArray,
+                 index: float, width: int, origin: tuple[Any, ...] | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(states, cum) of the ``held`` instruments at every grid level (``fill_table_nb``),
+    the rows kept for books bound to the same market taken from there (``shared_states``)."""
+    def fill(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        table = np.empty((rows.size, levels.size, width))
+        cum = np.empty((rows.size, levels.size, 2))
+        in_threads(rows.size, lambda a, b: lk.fill_table_nb(bk, ctx, rows, a, b, levels, index,
+                                                             table, cum))
+        return table, cum
+
+    kept = kept_rows()
+    if kept is None or origin is None:
+        return fill(held)
+    instruments = origin[0].instruments
+    family = (type(ctx).__name__, width, index, levels.tobytes())
+    return kept.table([instruments[int(i)].name for i in held], family, held, fill)
 
 
 SEARCH_PIECES = 64  # pieces of the jobs per thread: the costs of jobs vary, and the last
