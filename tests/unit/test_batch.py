@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -744,16 +745,17 @@ def test_compute_reads_a_book_folder_as_the_same_book_in_a_portfolio_file(
     assert "no --accounts with a book folder" in refused.stderr
 
 
-def _compute_levels(folder: Path, model: str = "account") -> dict[str, list[float | None]]:
+def _compute_levels(folder: Path, model: str = "account",
+                    market: dict[str, Any] | None = None) -> dict[str, list[float | None]]:
     """Every level column as ``compute`` finds it over the whole book read at once (the
     report's cells: None where an account has no level or no exposure)."""
     from margin_engine.app.compute import compute_bound
 
-    market = parse_market(level_market())
-    report = compute_bound(bind_market(read_book(folder), market), RiskConfig(), model=model,
+    snapshot = parse_market(market or level_market())
+    report = compute_bound(bind_market(read_book(folder), snapshot), RiskConfig(), model=model,
                            liquidation="on")
     columns: dict[str, list[float | None]] = {}
-    for u in sorted(market.underlyings):
+    for u in sorted(snapshot.underlyings):
         sides: dict[str, list[float | None]] = {"price": [], "down": [], "up": []}
         for entry in report.accounts:
             cell = entry.underlyings.get(u)
@@ -850,15 +852,17 @@ def test_later_parts_take_the_instrument_states_the_first_parts_computed(
     book_folder = tmp_path / "book"
     write_partitioned_book(random_level_book(1500, seed=37, asked_margins=False).book,
                            book_folder, 3, declared_instruments_document())
+    market = level_market()
+    market["underlyings"]["ETH"]["index"] *= 1.003  # a market no other test keeps rows of
     before = dict(REUSED)
-    run_batch(book_folder, level_market(), RiskConfig().to_dict(), scheduler="none",
+    run_batch(book_folder, market, RiskConfig().to_dict(), scheduler="none",
               output=tmp_path / "out", liquidation_prices=True)
     reused, computed = (REUSED[k] - before[k] for k in ("rows", "computed"))
     assert reused > computed > 0
     got = read_results(tmp_path / "out")
-    for name, values in _compute_levels(book_folder).items():
+    for name, values in _compute_levels(book_folder, market=market).items():
         assert got.column(name).to_pylist() == values, name
-    moved = level_market()
+    moved = json.loads(json.dumps(market))
     moved["underlyings"]["BTC"]["index"] *= 1.01
     before = dict(REUSED)
     run_batch(book_folder, moved, RiskConfig().to_dict(), scheduler="none",
