@@ -19,7 +19,7 @@ import numpy as np
 
 from margin_engine.book.bound import BoundBook
 from margin_engine.margin.config import RiskConfig
-from margin_engine.margin.run import BY_ACCOUNT_MODE, AccountMargins
+from margin_engine.margin.run import AccountMargins
 
 SIDES = ("price", "down", "up")  # nearest, at or below today's index, above it
 
@@ -37,17 +37,16 @@ def empty_level_columns(underlyings: Iterable[str]) -> dict[str, Any]:
     return {name: pa.array([], type=pa.float64()) for name in level_columns(underlyings)}
 
 
-def liquidation_columns(bound: BoundBook, config: RiskConfig, model: str,
-                        margins: AccountMargins, underlyings: Sequence[str],
-                        market_key: str) -> dict[str, Any]:
-    """The level columns of the part's accounts (``model``: a model's name or ``account``),
-    for every underlying of ``underlyings`` (the market's): null where the account has no
-    level on that side or no exposure to the underlying. ``market_key`` names the market,
-    config and declared instruments of the run: the instruments' states on the search's grid
-    are kept under it for the worker's next part (``liquidation.shared_states``)."""
+def liquidation_columns(bound: BoundBook, config: RiskConfig, margins: AccountMargins,
+                        underlyings: Sequence[str], market_key: str) -> dict[str, Any]:
+    """The level columns of the part's accounts, each under the model its margins came from
+    (``margins.parts``), for every underlying of ``underlyings`` (the market's): null where
+    the account has no level on that side or no exposure to the underlying. ``market_key``
+    names the market, config and declared instruments of the run: the instruments' states on
+    the search's grid are kept under it for the worker's next part
+    (``liquidation.shared_states``)."""
     import pyarrow as pa
 
-    from margin_engine.book.columnar import MODES_BY_CODE
     from margin_engine.liquidation.price import liquidation_levels
     from margin_engine.liquidation.shared_states import states_shared
     from margin_engine.liquidation.vector_levels import known_results
@@ -55,16 +54,10 @@ def liquidation_columns(bound: BoundBook, config: RiskConfig, model: str,
 
     n = bound.account_count
     found = {side: np.full((n, len(bound.underlyings)), np.nan) for side in SIDES}
-    if model == BY_ACCOUNT_MODE:
-        names = [MODES_BY_CODE[int(code)].value for code in np.unique(bound.book.mode)]
-        wanted = [bound.book.mode == code for code in np.unique(bound.book.mode)]
-    else:
-        names, wanted = [model], [np.ones(n, dtype=np.bool_)]
-    results = [(get_model(name), result) for name, (_, result) in
-               zip(names, margins.parts, strict=True)]
-    with known_results(bound, config, results), states_shared(market_key):
-        for name, rows in zip(names, wanted, strict=True):
-            levels = liquidation_levels(bound, name, config, accounts=rows)
+    known = [(get_model(result.model), result) for _, result in margins.parts]
+    with known_results(bound, config, known), states_shared(market_key):
+        for rows, result in margins.parts:
+            levels = liquidation_levels(bound, result.model, config, accounts=rows)
             for side, values in zip(SIDES, (levels.nearest, levels.down, levels.up),
                                     strict=True):
                 found[side][rows] = values[rows]
@@ -80,7 +73,7 @@ def liquidation_columns(bound: BoundBook, config: RiskConfig, model: str,
 
 
 def levels_found(table_columns: dict[str, Any]) -> dict[str, int]:
-    """Accounts with a level below and above today's index, over every underlying."""
+    """The levels found below and above today's index, over every account and underlying."""
     counts = {"liquidation_levels_down": 0, "liquidation_levels_up": 0}
     for name, column in table_columns.items():
         for side in ("down", "up"):

@@ -134,8 +134,7 @@ def margin_partition(partition: Partition, job: BatchJob) -> dict[str, Any]:
     })
     levels = {}
     if job.liquidation_prices:
-        levels = liquidation_columns(bound, config, job.model, margins, underlyings,
-                                     job.market_key())
+        levels = liquidation_columns(bound, config, margins, underlyings, job.market_key())
         for name, column in levels.items():
             table = table.append_column(name, column)
     write_whole(target, lambda path: pq.write_table(table, path))
