@@ -102,15 +102,33 @@ def _beat(best: float) -> float:
 
 @njit(cache=True, inline="always")
 def _correlated_initial(level: FloatArray, direction: FloatArray, rho: FloatArray, n_u: int,
-                        total: float, max_offset: float) -> float:
+                        total: float, max_offset: float, held: np.ndarray) -> float:
     """IM from the per-underlying levels L_u (scan risk + contingency) and the directions d_u
     of their worst moves: max(sqrt(max(0, sum_u L_u^2 + sum_{u != v} rho_uv d_u L_u d_v L_v)),
-    (1 - max_offset) x sum_u L_u)."""
-    quad = 0.0
+    (1 - max_offset) x sum_u L_u). ``held``: scratch of n_u (``_correlated_of``)."""
+    k = 0
     for u in range(n_u):
+        if level[u] != 0.0:
+            held[k] = u
+            k += 1
+    return _correlated_of(held, k, level, direction, rho, total, max_offset)
+
+
+@njit(cache=True, inline="always")
+def _correlated_of(held: np.ndarray, k: int, level: FloatArray, direction: FloatArray,
+                   rho: FloatArray, total: float, max_offset: float) -> float:
+    """``_correlated_initial`` over the underlyings held[:k] (ascending) only: every term of
+    the sum with an underlying whose L_u = 0 is an exact zero, and adding zeros to a sum that
+    starts at +0 changes no bit, so the sum over the k underlyings an account holds, in the
+    same order, is the same number in O(k^2) instead of O(n_u^2) (a venue of hundreds of
+    underlyings)."""
+    quad = 0.0
+    for x in range(k):
+        u = held[x]
         quad += level[u] * level[u]
-        for v in range(n_u):
-            if v != u:
+        for y in range(k):
+            if y != x:
+                v = held[y]
                 quad += rho[u, v] * direction[u] * level[u] * direction[v] * level[v]
     agg = math.sqrt(max(0.0, quad))
     return max(agg, (1.0 - max_offset) * total)
@@ -194,6 +212,7 @@ def portfolio_margin_nb(
         qty = np.empty(max(max_len, 1))
         und = np.empty(max(max_len, 1), dtype=np.int64)
         weighted = np.empty(n_s)
+        held = np.empty(n_u, dtype=np.int64)
         stop = min(n_acct, (c + 1) * CHUNK)
         for a in range(c * CHUNK, stop):
             if only_u >= 0:
@@ -288,7 +307,7 @@ def portfolio_margin_nb(
                 m = moves[best_s]
                 direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
                 total += level[u]
-            initial = _correlated_initial(level, direction, rho, n_u, total, max_offset)
+            initial = _correlated_initial(level, direction, rho, n_u, total, max_offset, held)
             im[a] = initial
             mm[a] = mm_fraction * initial
 
@@ -331,26 +350,25 @@ def tick_margin_nb(
     n_chunks = (n_acct + TICK_CHUNK - 1) // TICK_CHUNK
     live_option = inst_kind == KIND_OPTION
     for c in prange(n_chunks):
+        # per-underlying rows start zeroed and only the rows an account touched are zeroed
+        # again after it (``touched``, ascending): an account holding k of n_u underlyings
+        # costs O(k) here, not O(n_u) (a venue of hundreds of underlyings)
         pnl = np.zeros((n_u, width))
-        longs = np.empty(n_u)
-        shorts = np.empty(n_u)
-        opt_cont = np.empty(n_u)
-        has = np.empty(n_u, dtype=np.bool_)
-        level = np.empty(n_u)
-        direction = np.empty(n_u)
+        longs = np.zeros(n_u)
+        shorts = np.zeros(n_u)
+        opt_cont = np.zeros(n_u)
+        exposure = np.zeros(n_u)
+        has = np.zeros(n_u, dtype=np.bool_)
+        level = np.zeros(n_u)
+        direction = np.zeros(n_u)
+        touched = np.empty(n_u, dtype=np.int64)
         size = max(max_len, 1)
         groups = np.empty(size, dtype=np.int64)
         qty = np.empty(size)
         und = np.empty(size, dtype=np.int64)
         weighted = np.empty(width)
         for a in range(c * TICK_CHUNK, min(n_acct, (c + 1) * TICK_CHUNK)):
-            for u in range(n_u):
-                for s in range(width):
-                    pnl[u, s] = 0.0
-                longs[u] = 0.0
-                shorts[u] = 0.0
-                opt_cont[u] = 0.0
-                has[u] = False
+            n_t = 0
             in_order, cur_g, cur_net, cur_u = True, -1, 0.0, 0
             run = 0.0  # opt_cont[cur_u] as it stands, in a register (stored when u changes)
             last_u = -1
@@ -359,7 +377,9 @@ def tick_margin_nb(
                 u = inst_und[i]
                 q = pos_q[p]
                 if u != last_u:  # (an account's positions run by underlying: few stores)
-                    has[u] = True
+                    if not has[u]:
+                        has[u] = True
+                        n_t = _touch(touched, n_t, u)
                     last_u = u
                 for s in range(width):
                     pnl[u, s] += q * grid[i, s]
@@ -388,13 +408,20 @@ def tick_margin_nb(
                         longs[u] += n
                     else:
                         shorts[u] -= n
-            for u in range(n_u):
-                e = 0.0  # the USD value of the account's coin collateral of u
-                for col in range(n_cols):
-                    if coll_und[col] == u:
-                        e += coll_amount[a, col] * coll_price[col]
-                if e != 0.0:
-                    has[u] = True
+            # the USD value of the account's coin collateral of each underlying, its columns
+            # summed in column order; then, once an underlying, its linear scenario P&L
+            for col in range(n_cols):
+                u = coll_und[col]
+                if u >= 0:
+                    exposure[u] += coll_amount[a, col] * coll_price[col]
+            for col in range(n_cols):
+                u = coll_und[col]
+                if u >= 0 and exposure[u] != 0.0:
+                    e = exposure[u]
+                    exposure[u] = 0.0  # (added once: another column of u sees 0)
+                    if not has[u]:
+                        has[u] = True
+                        n_t = _touch(touched, n_t, u)
                     for s in range(n_s):
                         pnl[u, s] += e * lin_moves[s] * 1.0
             if in_order:
@@ -406,17 +433,15 @@ def tick_margin_nb(
                                      live_option, a, -1, groups, qty, und)
                 _sorted_option_nets(groups, qty, und, n_opt, opt_rate, und_index, opt_cont)
             total = 0.0
-            for u in range(n_u):
-                if detail:
+            if detail:
+                for u in range(n_u):
                     active[a, u] = has[u]
-                if not has[u]:
-                    if detail:
+                    if not has[u]:
                         scan[a, u] = 0.0
                         cont[a, u] = 0.0
                         worst[a, u] = -1
-                    level[u] = 0.0
-                    direction[u] = 0.0
-                    continue
+            for x in range(n_t):
+                u = touched[x]
                 best_s = _worst_scenario(pnl, u, weights, n_s, weighted)
                 risk = max(0.0, -(weights[best_s] * pnl[u, best_s]))
                 contingency = opt_cont[u] + lin_rate * min(longs[u], shorts[u])
@@ -428,9 +453,33 @@ def tick_margin_nb(
                 m = moves[best_s]
                 direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
                 total += level[u]
-            initial = _correlated_initial(level, direction, rho, n_u, total, max_offset)
+            initial = _correlated_of(touched, n_t, level, direction, rho, total, max_offset)
             im[a] = initial
             mm[a] = mm_fraction * initial
+            for x in range(n_t):  # the touched rows zeroed for the next account
+                u = touched[x]
+                for s in range(width):
+                    pnl[u, s] = 0.0
+                longs[u] = 0.0
+                shorts[u] = 0.0
+                opt_cont[u] = 0.0
+                has[u] = False
+                level[u] = 0.0
+                direction[u] = 0.0
+            if not in_order:  # (``_sorted_option_nets`` set every underlying's entry)
+                for u in range(n_u):
+                    opt_cont[u] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _touch(touched: np.ndarray, n_t: int, u: int) -> int:
+    """Insert u into the ascending touched[:n_t] (an account's few underlyings); the count."""
+    x = n_t
+    while x > 0 and touched[x - 1] > u:
+        touched[x] = touched[x - 1]
+        x -= 1
+    touched[x] = u
+    return n_t + 1
 
 
 @njit(cache=True, parallel=True)
@@ -527,6 +576,7 @@ def slice_margin_nb(
         level = np.empty(n_u)
         direction = np.empty(n_u)
         weighted = np.empty(width)
+        held_u = np.empty(n_u, dtype=np.int64)
         for a in range(c * TICK_CHUNK, min(n_acct, (c + 1) * TICK_CHUNK)):
             total_pnl = 0.0
             for s in range(width):
@@ -600,7 +650,7 @@ def slice_margin_nb(
                 m = moves[best_s]
                 direction[u] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
                 total += level[u]
-            initial = _correlated_initial(level, direction, rho, n_u, total, max_offset)
+            initial = _correlated_initial(level, direction, rho, n_u, total, max_offset, held_u)
             im[a] = initial
             mm[a] = mm_fraction * initial
             if share:
