@@ -41,7 +41,10 @@ def many_market() -> dict[str, Any]:
     }
 
 
-def many_book(accounts: int, seed: int) -> BoundBook:
+def many_book(accounts: int, seed: int, *, holding: int = len(UNDERLYINGS),
+              cash: float = 1.0) -> BoundBook:
+    """Accounts holding 1-4 of the first ``holding`` underlyings (the instruments of all 40
+    listed), USDC scaled by ``cash``, and coins of five underlyings on a quarter of them."""
     market = parse_market(many_market())
     names = []
     for k, u in enumerate(UNDERLYINGS):
@@ -54,17 +57,20 @@ def many_book(accounts: int, seed: int) -> BoundBook:
     per_u = len(names) // len(UNDERLYINGS)
     account, inst = [], []
     for a in range(accounts):
-        held = rng.choice(len(UNDERLYINGS), size=int(rng.integers(1, 5)), replace=False)
+        held = rng.choice(holding, size=int(rng.integers(1, 5)), replace=False)
         picks = sorted({int(u) * per_u + int(rng.integers(0, per_u))
                         for u in held for _ in range(int(rng.integers(1, 4)))})
         account += [a] * len(picks)
         inst += picks
     n_pos = len(inst)
+    index = 50.0 * (np.array(inst) // per_u + 1)  # near the index, options at a premium
+    option = np.array(inst) % per_u >= 2
+    entry = index * np.where(option, rng.uniform(0.01, 0.1, n_pos), rng.uniform(0.95, 1.05, n_pos))
     collateral = np.zeros((accounts, 1 + len(COINS)))
-    collateral[:, 0] = rng.uniform(1e3, 5e4, accounts)
+    collateral[:, 0] = rng.uniform(1e3, 5e4, accounts) * cash
     for c in range(len(COINS)):
         collateral[:, 1 + c] = np.where(rng.random(accounts) < 0.25,
-                                        rng.uniform(0.0, 20.0, accounts), 0.0)
+                                        rng.uniform(0.0, 2.0, accounts), 0.0)
     book = book_from_columns(
         account_ids=[f"a{a}" for a in range(accounts)],
         mode=np.full(accounts, MODE_CODES[MarginMode.PORTFOLIO], dtype=np.int32),
@@ -72,7 +78,7 @@ def many_book(accounts: int, seed: int) -> BoundBook:
         position_account=np.array(account, dtype=np.int64),
         position_instrument=np.array(inst, dtype=np.int32),
         size=np.round(rng.normal(0.0, 3.0, n_pos), 2) + 0.01,
-        entry_price=rng.uniform(1.0, 60.0, n_pos), assets=("USDC", *COINS),
+        entry_price=entry, assets=("USDC", *COINS),
         collateral=collateral)
     return bind_market(book, market)
 
@@ -114,3 +120,36 @@ def test_a_move_of_one_of_forty_underlyings_margins_as_binding_the_book_again() 
     got = tick_margins(tick_book, bind_tick(tick_book, moved, RiskConfig()), RiskConfig())
     assert_same_result(got, PortfolioModel().compute(bind_market(bound.book, moved),
                                                      RiskConfig()))
+
+
+def test_the_sensitivity_model_with_forty_underlyings_equals_its_scalar_reference() -> None:
+    from margin_engine.margin.explain import explain_sensitivity
+    from margin_engine.margin.registry import get_model
+
+    bound = many_book(60, seed=6)
+    fast = get_model("sensitivity").compute(bound, RiskConfig())
+    for a in range(bound.account_count):
+        slow = explain_sensitivity(bound, a)
+        assert fast.initial_margin[a] == pytest.approx(slow["initial_margin"], rel=1e-9,
+                                                       abs=1e-9)
+        for key in ("delta_margin", "vega_margin", "curvature_margin"):
+            assert fast.per_account[key][a] == pytest.approx(slow[key], rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("model", ["portfolio", "sensitivity"])
+def test_liquidation_levels_with_forty_underlyings_equal_the_per_account_search(
+        model: str) -> None:
+    """The compiled search's gap passes over the underlyings an account does not hold (its
+    correlation sums were over every pair of the venue's underlyings)."""
+    from margin_engine.liquidation.price import liquidation_levels, liquidation_levels_reference
+
+    bound = many_book(10, seed=7, holding=6, cash=0.05)  # 8 levels or more
+    assert len(bound.underlyings) == 40
+    got = liquidation_levels(bound, model, NO_HAIRCUTS)
+    want = liquidation_levels_reference(bound, model, NO_HAIRCUTS)
+    for side in ("down", "up"):
+        mine, theirs = getattr(got, side), getattr(want, side)
+        np.testing.assert_array_equal(np.isfinite(mine), np.isfinite(theirs), err_msg=side)
+        found = np.isfinite(theirs)
+        np.testing.assert_allclose(mine[found], theirs[found], rtol=1e-8, err_msg=side)
+    assert np.isfinite(want.down).sum() + np.isfinite(want.up).sum() >= 7

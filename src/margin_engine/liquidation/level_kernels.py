@@ -41,6 +41,7 @@ from numba.extending import overload
 
 from margin_engine.core.prefetch import prefetch_row
 from margin_engine.margin.portfolio_kernel import TIE_TOLERANCE, first_worst
+from margin_engine.margin.sensitivity import no_vega
 from margin_engine.pricing.black76 import price_delta_scalar_nb, price_scalar_nb
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -582,12 +583,16 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
         total += level[v]
     quad = 0.0
     others = 0.0  # the terms of quad without u
+    # (every term of an underlying with no level is an exact zero, which changes no sum: those
+    # the account does not hold are passed over, O(k n_u) for k held instead of O(n_u^2))
     for v in range(n_u):
+        if level[v] == 0.0:
+            continue
         quad += level[v] * level[v]
         if v != u:
             others += level[v] * level[v]
         for w2 in range(n_u):
-            if w2 != v:
+            if w2 != v and level[w2] != 0.0:
                 term = ctx.rho[v, w2] * direction[v] * level[v] * direction[w2] * level[w2]
                 quad += term
                 if v != u and w2 != u:
@@ -752,13 +757,21 @@ def _sensitivity_gap(b: BookArrays, cl: Collateral, ctx: SensitivityCtx, a: int,
     quad = 0.0
     for v in range(n_u):
         ws[v] = ctx.rw[v] * sd[v]
+    # (as ``sensitivity_margin_nb``: the underlyings without delta, vega or curvature add
+    # exact zeros and are passed over)
     for v in range(n_u):
+        if ws[v] == 0.0:
+            continue
         for w in range(n_u):
-            quad += (1.0 if v == w else ctx.gamma[v, w]) * ws[v] * ws[w]
+            if ws[w] != 0.0:
+                quad += (1.0 if v == w else ctx.gamma[v, w]) * ws[v] * ws[w]
     delta = math.sqrt(max(0.0, quad))
     total_cvr = 0.0
     total_abs = 0.0
     for v in range(n_u):
+        if no_vega(vv, v, n_t):
+            kv[v], sv[v], kc[v], sc[v] = 0.0, 0.0, 0.0, 0.0
+            continue
         kq = 0.0
         cq = 0.0
         sum_vr = 0.0
@@ -783,10 +796,12 @@ def _sensitivity_gap(b: BookArrays, cl: Collateral, ctx: SensitivityCtx, a: int,
     vq = 0.0
     cq = 0.0
     for v in range(n_u):
+        if kv[v] == 0.0 and kc[v] == 0.0:  # (then sv[v] = sc[v] = 0)
+            continue
         vq += kv[v] * kv[v]
         cq += kc[v] * kc[v]
         for w in range(n_u):
-            if w != v:
+            if w != v and (sv[w] != 0.0 or sc[w] != 0.0):
                 vq += ctx.gamma[v, w] * sv[v] * sv[w]
                 cq += ctx.gamma[v, w] * ctx.gamma[v, w] * sc[v] * sc[w]
     vega_margin = math.sqrt(max(0.0, vq))

@@ -78,6 +78,16 @@ def underlying_gamma(bound: BoundBook, params: SensitivityParams) -> FloatArray:
     return gamma
 
 
+@njit(cache=True, inline="always")
+def no_vega(v: FloatArray, u: int, n_t: int) -> bool:
+    """Whether underlying u's vega row is all zero (its vega and curvature terms are exact
+    zeros: kv = sv = kc = sc = 0 and nothing added to the totals)."""
+    t = 0
+    while t < n_t and v[u, t] == 0.0:
+        t += 1
+    return t == n_t
+
+
 @njit(cache=True, parallel=True)
 def sensitivity_margin_nb(
     offsets: IntArray, pos_inst: np.ndarray, pos_q: FloatArray, inst_und: np.ndarray,
@@ -119,14 +129,22 @@ def sensitivity_margin_nb(
             quad = 0.0
             for u in range(n_u):
                 ws[u] = rw[u] * s[u]
+            # (terms of an underlying without delta, vega or curvature are exact zeros, which
+            # change no sum: passed over, so an account costs the underlyings it holds)
             for u in range(n_u):
+                if ws[u] == 0.0:
+                    continue
                 for w in range(n_u):
-                    quad += (1.0 if u == w else gamma[u, w]) * ws[u] * ws[w]
+                    if ws[w] != 0.0:
+                        quad += (1.0 if u == w else gamma[u, w]) * ws[u] * ws[w]
             delta = math.sqrt(max(0.0, quad))
             # vega and curvature per bucket
             total_cvr = 0.0
             total_abs = 0.0
             for u in range(n_u):
+                if no_vega(v, u, n_t):
+                    kv[u], sv[u], kc[u], sc[u], cvr_sum[u] = 0.0, 0.0, 0.0, 0.0, 0.0
+                    continue
                 kq = 0.0
                 cq = 0.0
                 sum_vr = 0.0
@@ -152,10 +170,12 @@ def sensitivity_margin_nb(
             vq = 0.0
             cq = 0.0
             for u in range(n_u):
+                if kv[u] == 0.0 and kc[u] == 0.0:  # (then sv[u] = sc[u] = 0)
+                    continue
                 vq += kv[u] * kv[u]
                 cq += kc[u] * kc[u]
                 for w in range(n_u):
-                    if w != u:
+                    if w != u and (sv[w] != 0.0 or sc[w] != 0.0):
                         vq += gamma[u, w] * sv[u] * sv[w]
                         cq += gamma[u, w] * gamma[u, w] * sc[u] * sc[w]
             vega_margin = math.sqrt(max(0.0, vq))
