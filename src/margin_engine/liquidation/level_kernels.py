@@ -130,6 +130,10 @@ class PortfolioCtx(NamedTuple):
     group: np.ndarray  # int64 contingency group per instrument
     level_other: np.ndarray  # accounts x underlyings: scan + contingency today
     direction_other: np.ndarray  # accounts x underlyings: sign of the worst move today
+    # the underlyings with a level today per account, ascending (CSR: account a's are
+    # other_und[other_offsets[a]:other_offsets[a + 1]])
+    other_offsets: np.ndarray  # int64, accounts + 1
+    other_und: np.ndarray  # int64
     rho: np.ndarray
     opt_rate: float
     lin_rate: float
@@ -552,21 +556,43 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
             opt_cont += -net * ctx.opt_rate * s
             short -= net
         start = end
+    # the underlyings the account has a level in today (ascending, ``other_und``) and u in its
+    # place: the sums below over them alone, in the order of every underlying, since an
+    # underlying without a level adds exact zeros to each (O(k^2) for k of them, not O(n_u^2));
+    # ``level`` and ``direction`` hold their terms compactly, position x for underlying hv[x]
+    hv = iwork  # (the option groups above are done with)
+    n_h = 0
+    placed = False
+    for x in range(ctx.other_offsets[a], ctx.other_offsets[a + 1]):
+        v = ctx.other_und[x]
+        if v == u:
+            continue
+        if not placed and v > u:
+            hv[n_h] = u
+            n_h += 1
+            placed = True
+        hv[n_h] = v
+        n_h += 1
+    if not placed:
+        hv[n_h] = u
+        n_h += 1
     total = 0.0
     cross = 0.0
     lowest = 0.0  # the exact smallest weighted scenario P&L (no tie rule), for the bound
     best_u = -1  # u's worst scenario (-1: none)
-    for v in range(n_u):
+    level_u = 0.0
+    for x in range(n_h):
+        v = hv[x]
         if v != u:
-            level[v] = ctx.level_other[a, v]
-            direction[v] = ctx.direction_other[a, v]
-            total += level[v]
-            cross += (abs(ctx.rho[u, v]) + abs(ctx.rho[v, u])) * 0.5 * level[v] * abs(
-                direction[v])
+            level[x] = ctx.level_other[a, v]
+            direction[x] = ctx.direction_other[a, v]
+            total += level[x]
+            cross += (abs(ctx.rho[u, v]) + abs(ctx.rho[v, u])) * 0.5 * level[x] * abs(
+                direction[x])
             continue
         if not has:
-            level[v] = 0.0
-            direction[v] = 0.0
+            level[x] = 0.0
+            direction[x] = 0.0
             continue
         for j in range(1, n_s):
             weighted[j] = ctx.weights[j] * pnl[j]
@@ -577,23 +603,24 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
         best = weighted[best_s]
         best_u = best_s
         risk = max(0.0, -best)
-        level[v] = risk + (opt_cont + ctx.lin_rate * min(longs, shorts))
+        level[x] = risk + (opt_cont + ctx.lin_rate * min(longs, shorts))
+        level_u = level[x]
         m = ctx.moves[best_s]
-        direction[v] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
-        total += level[v]
+        direction[x] = 1.0 if m > 0.0 else (-1.0 if m < 0.0 else 0.0)
+        total += level[x]
     quad = 0.0
     others = 0.0  # the terms of quad without u
-    # (every term of an underlying with no level is an exact zero, which changes no sum: those
-    # the account does not hold are passed over, O(k n_u) for k held instead of O(n_u^2))
-    for v in range(n_u):
-        if level[v] == 0.0:
+    for x in range(n_h):
+        if level[x] == 0.0:
             continue
-        quad += level[v] * level[v]
+        v = hv[x]
+        quad += level[x] * level[x]
         if v != u:
-            others += level[v] * level[v]
-        for w2 in range(n_u):
-            if w2 != v and level[w2] != 0.0:
-                term = ctx.rho[v, w2] * direction[v] * level[v] * direction[w2] * level[w2]
+            others += level[x] * level[x]
+        for y in range(n_h):
+            if y != x and level[y] != 0.0:
+                w2 = hv[y]
+                term = ctx.rho[v, w2] * direction[x] * level[x] * direction[y] * level[y]
                 quad += term
                 if v != u and w2 != u:
                     others += term
@@ -601,23 +628,23 @@ def _portfolio_gap(b: BookArrays, cl: Collateral, ctx: PortfolioCtx, a: int, u: 
     initial = max(agg, (1.0 - ctx.max_offset) * total)
     maintenance = ctx.mm_fraction * (initial + aux[3])
     unrealised = _unrealised(b, a, s, rows, k, states)
-    aux[4] = level[u]
+    aux[4] = level_u
     aux[5] = agg
     aux[6] = cross
     aux[7] = short
-    aux[8] = abs(aux[0]) + aux[1] + maintenance + gross + abs(unrealised) + level[u] + 1.0
+    aux[8] = abs(aux[0]) + aux[1] + maintenance + gross + abs(unrealised) + level_u + 1.0
     # the chord bound's value here (``chord_certified``): u's level without the tie rule and
     # an aggregation that is convex, nondecreasing and 1-Lipschitz in it, above the true one
     bound_level = (max(0.0, -lowest) if has else 0.0) + opt_cont + ctx.lin_rate * min(longs, shorts)
     bound_agg = math.sqrt((bound_level + cross) ** 2 + max(0.0, others - cross * cross))
-    bound_initial = max(bound_agg, (1.0 - ctx.max_offset) * (total - level[u] + bound_level))
+    bound_initial = max(bound_agg, (1.0 - ctx.max_offset) * (total - level_u + bound_level))
     aux[9] = aux[0] + unrealised - aux[1] - ctx.mm_fraction * (bound_initial + aux[3])
     aux[10] = longs
     aux[11] = shorts
     aux[14] = initial
     aux[15] = opt_cont
     aux[16] = best_u
-    aux[17] = total - level[u]
+    aux[17] = total - level_u
     aux[18] = others
     return float(aux[0] + unrealised - aux[1] - maintenance)
 
@@ -1380,7 +1407,8 @@ def search_levels_nb(bk: Any, cl: Any, ctx: Any, jobs: np.ndarray, start: int, s
         states=np.empty((size, width)), slopes=np.zeros((size, width)),
         shifted=np.empty((size, width)), nt=np.zeros(7), ends=np.empty((4, scenarios)),
         work=np.empty(work_size), work0=np.empty(work_size),
-        iwork=np.empty(size, dtype=np.int64), aux=np.zeros(AUX), aux0=np.zeros(AUX),
+        iwork=np.empty(max(size, bk.und_index.shape[0] + 1), dtype=np.int64),
+        aux=np.zeros(AUX), aux0=np.zeros(AUX),
         tmp=np.zeros(AUX), st=np.empty(8), cparts=np.empty((2 + 32, PARTS)),
         cpnls=np.empty((2 + 32, scenarios)), cslots=np.empty(2 + 32, dtype=np.int64),
         pool_x=np.empty(POOL),

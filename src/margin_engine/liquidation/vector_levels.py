@@ -185,7 +185,11 @@ def _portfolio(bound: BoundBook, config: RiskConfig, model: MarginModel) -> Cont
     on = worst >= 0
     level = np.where(on, today["scan_risk"] + today["contingency"], 0.0)
     move = np.where(on, template.moves[np.maximum(worst, 0)], 0.0)
-    ctx = template._replace(level_other=_f(level), direction_other=_f(np.sign(move)))
+    held, underlying = np.nonzero(level)  # row by row: each account's ascending
+    offsets = np.zeros(bound.account_count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(held, minlength=bound.account_count), out=offsets[1:])
+    ctx = template._replace(level_other=_f(level), direction_other=_f(np.sign(move)),
+                            other_offsets=offsets, other_und=underlying.astype(np.int64))
     return (book_arrays(bound), collateral(bound, config, revalued, depeg=True), ctx,
             2 * template.moves.size + 2 * len(bound.underlyings))
 
@@ -207,6 +211,7 @@ def _portfolio_template(bound: BoundBook, config: RiskConfig
         floor=float(cfg.vol_floor), group=np.ascontiguousarray(bound.contingency_group,
                                                                 dtype=np.int64),
         level_other=np.zeros((0, 0)), direction_other=np.zeros((0, 0)),
+        other_offsets=np.zeros(1, dtype=np.int64), other_und=np.zeros(0, dtype=np.int64),
         rho=_f(bound.correlation),
         opt_rate=float(cfg.option_contingency_rate), lin_rate=float(cfg.linear_contingency_rate),
         max_offset=float(cfg.max_cross_offset), mm_fraction=float(cfg.maintenance_fraction),
