@@ -359,8 +359,8 @@ def tick_margin_nb(
         opt_cont = np.zeros(n_u)
         exposure = np.zeros(n_u)
         has = np.zeros(n_u, dtype=np.bool_)
-        level = np.zeros(n_u)
-        direction = np.zeros(n_u)
+        level = np.empty(n_u)  # (written for each touched underlying before it is read)
+        direction = np.empty(n_u)
         touched = np.empty(n_u, dtype=np.int64)
         size = max(max_len, 1)
         groups = np.empty(size, dtype=np.int64)
@@ -464,8 +464,6 @@ def tick_margin_nb(
                 shorts[u] = 0.0
                 opt_cont[u] = 0.0
                 has[u] = False
-                level[u] = 0.0
-                direction[u] = 0.0
             if not in_order:  # (``_sorted_option_nets`` set every underlying's entry)
                 for u in range(n_u):
                     opt_cont[u] = 0.0
